@@ -1,0 +1,268 @@
+"""Pure decoding of the body of Docker's `/containers/{id}/logs?timestamps=1` into lines.
+
+Fed arbitrary chunks (a header, a timestamp or a character may be cut anywhere), it returns
+whole lines. Two wire formats:
+
+* multiplexed (no TTY): frames of an 8-byte header — byte 0 the stream (0 stdin, 1 stdout,
+  2 stderr, 3 a daemon error), bytes 1-3 zero, bytes 4-7 the big-endian payload size — and
+  one log record per frame;
+* raw (TTY): records back to back with no framing at all.
+
+A record is "<RFC 3339 timestamp> <message>". A message that does not end in a newline is a
+piece of a longer line: Docker's log copier cuts lines at 16 KiB and gives every piece the
+first piece's timestamp. Pieces are joined per stream, as bytes, before decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.docker.timestamps import TimestampError, parse_timestamp
+from agent.entry import (
+    FLAG_CONTINUED,
+    FLAG_REPLACED,
+    FLAG_TRUNCATED,
+    STDERR,
+    STDOUT,
+    TTY,
+    LogEntry,
+)
+
+DEFAULT_MAX_LINE_BYTES = 1024 * 1024
+# Docker's log copier buffer (daemon/logger/copier.go): a longer line arrives in pieces of this.
+DOCKER_PARTIAL_BYTES = 16 * 1024
+# One frame holds one record (a piece of at most 16 KiB plus its timestamp); anything near this
+# bound means the stream is not what we think it is.
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+_HEADER = 8
+_MAX_TIMESTAMP = 40  # "2006-01-02T15:04:05.000000000+07:00" is 35 bytes
+_STREAMS = {0: STDOUT, 1: STDOUT, 2: STDERR}
+_SYSTEM_ERR = 3
+
+
+class FrameError(Exception):
+    """The byte stream cannot be Docker's log stream: the collector must stop.
+
+    `lines` holds what was decoded from the same chunk before the fault, so that nothing the
+    container wrote before it is lost.
+    """
+
+    def __init__(self, message: str, lines: list[LogEntry] | None = None) -> None:
+        super().__init__(message)
+        self.lines: list[LogEntry] = lines if lines is not None else []
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A line still arriving in pieces: the first piece's timestamp, the bytes so far."""
+
+    timestamp_ns: int
+    timestamp: str
+    data: bytearray = field(default_factory=bytearray)
+    pieces_out: int = 0  # rows already emitted for this line (when it exceeds the cap)
+
+
+def _char_boundary(data: bytearray, cut: int) -> int:
+    """Move a cut back to the start of a UTF-8 character so no piece splits one."""
+    back = cut
+    while back > 0 and cut - back < 3 and (data[back] & 0xC0) == 0x80:
+        back -= 1
+    return back if back > 0 else cut
+
+
+class FrameDecoder:
+    """Incremental decoder for one container's log stream."""
+
+    def __init__(
+        self,
+        container_id: str,
+        container_name: str,
+        *,
+        tty: bool,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        partial_bytes: int = DOCKER_PARTIAL_BYTES,
+    ) -> None:
+        if max_line_bytes < 16:
+            raise ValueError(f"max_line_bytes must be at least 16, got {max_line_bytes}")
+        self.container_id = container_id
+        self.container_name = container_name
+        self.tty = tty
+        self.max_line_bytes = max_line_bytes
+        self.partial_bytes = partial_bytes
+        self._buf = bytearray()
+        self._pending: dict[str, _Pending] = {}
+        # Messages the daemon itself put in the stream ("Error grabbing logs: ..."): not the
+        # container's lines, so they are not stored; the collector logs and counts them.
+        self.notices: list[str] = []
+
+    def _where(self) -> str:
+        return f"container {self.container_name} ({self.container_id[:12]})"
+
+    def feed(self, data: bytes) -> list[LogEntry]:
+        """Decode a chunk; return the lines it completes."""
+        out: list[LogEntry] = []
+        self._buf += data
+        try:
+            if self.tty:
+                self._feed_raw(out)
+            else:
+                self._feed_frames(out)
+        except FrameError as exc:
+            exc.lines = out
+            raise
+        return out
+
+    def finish(self) -> list[LogEntry]:
+        """End of stream: emit what is held back (a last line without a newline)."""
+        out: list[LogEntry] = []
+        if self.tty and self._buf:
+            self._feed_raw(out, at_end=True)
+        if self._buf:
+            self.notices.append(
+                f"{self._where()}: stream ended inside a frame; {len(self._buf)} bytes dropped"
+            )
+            self._buf.clear()
+        for stream, pending in list(self._pending.items()):
+            self._close_line(stream, pending, out)
+        self._pending.clear()
+        return out
+
+    # -- multiplexed stream ------------------------------------------------------------
+
+    def _feed_frames(self, out: list[LogEntry]) -> None:
+        buf = self._buf
+        n = len(buf)
+        pos = 0
+        try:
+            while n - pos >= _HEADER:
+                kind = buf[pos]
+                if kind > _SYSTEM_ERR or buf[pos + 1] or buf[pos + 2] or buf[pos + 3]:
+                    raise FrameError(
+                        f"{self._where()}: malformed frame header "
+                        f"{bytes(buf[pos : pos + _HEADER]).hex(' ')}: not a Docker log stream"
+                    )
+                size = int.from_bytes(buf[pos + 4 : pos + 8], "big")
+                if size > MAX_FRAME_BYTES:
+                    raise FrameError(
+                        f"{self._where()}: frame of {size} bytes exceeds {MAX_FRAME_BYTES}: "
+                        "not a Docker log stream"
+                    )
+                end = pos + _HEADER + size
+                if end > n:
+                    break
+                payload = bytes(buf[pos + _HEADER : end])
+                pos = end
+                if kind == _SYSTEM_ERR:
+                    self.notices.append(
+                        f"{self._where()}: daemon: {payload.decode(errors='replace')}"
+                    )
+                    continue
+                self._record(_STREAMS[kind], payload, out)
+        finally:
+            del buf[:pos]
+
+    def _record(self, stream: str, payload: bytes, out: list[LogEntry]) -> None:
+        sp = payload.find(b" ", 0, _MAX_TIMESTAMP)
+        try:
+            if sp < 0:
+                raise TimestampError("no timestamp")
+            ts_ns = parse_timestamp(payload[:sp])
+        except TimestampError:
+            # The daemon writes its own errors into the stream without a timestamp.
+            self.notices.append(
+                f"{self._where()}: {stream} record without timestamp: "
+                f"{payload[:200].decode(errors='replace')!r}"
+            )
+            return
+        self._message(stream, ts_ns, payload[:sp], payload[sp + 1 :], out)
+
+    # -- raw (TTY) stream --------------------------------------------------------------
+
+    def _feed_raw(self, out: list[LogEntry], at_end: bool = False) -> None:
+        buf = self._buf
+        n = len(buf)
+        pos = 0
+        part = self.partial_bytes
+        try:
+            while pos < n:
+                sp = buf.find(b" ", pos, pos + _MAX_TIMESTAMP)
+                if sp < 0:
+                    if n - pos < _MAX_TIMESTAMP and not at_end:
+                        break
+                    raise FrameError(
+                        f"{self._where()}: TTY stream without a timestamp at "
+                        f"{bytes(buf[pos : pos + 40])!r}"
+                    )
+                try:
+                    ts_ns = parse_timestamp(bytes(buf[pos:sp]))
+                except TimestampError as exc:
+                    raise FrameError(f"{self._where()}: TTY stream: {exc}") from None
+                start = sp + 1
+                nl = buf.find(b"\n", start, start + part)
+                if nl >= 0:
+                    end = nl + 1
+                elif n - start >= part:
+                    end = start + part  # a 16 KiB piece: the next record follows at once
+                elif at_end:
+                    end = n
+                else:
+                    break
+                self._message(TTY, ts_ns, bytes(buf[pos:sp]), bytes(buf[start:end]), out)
+                pos = end
+        finally:
+            del buf[:pos]
+
+    # -- lines -------------------------------------------------------------------------
+
+    def _message(
+        self, stream: str, ts_ns: int, ts_text: bytes, body: bytes, out: list[LogEntry]
+    ) -> None:
+        complete = body.endswith(b"\n")
+        if complete:
+            body = body[:-1]
+        pending = self._pending.get(stream)
+        if pending is None:
+            if complete:
+                if self.tty and body.endswith(b"\r"):
+                    body = body[:-1]
+                if len(body) <= self.max_line_bytes:
+                    out.append(self._entry(stream, ts_ns, ts_text.decode("ascii"), body, 0))
+                    return
+            pending = _Pending(ts_ns, ts_text.decode("ascii"))
+            self._pending[stream] = pending
+            pending.data += body
+        else:
+            pending.data += body
+            if complete and self.tty and pending.data.endswith(b"\r"):
+                del pending.data[-1:]
+        data = pending.data
+        cap = self.max_line_bytes
+        while len(data) > cap:
+            cut = _char_boundary(data, cap)
+            flags = FLAG_TRUNCATED | (FLAG_CONTINUED if pending.pieces_out else 0)
+            out.append(
+                self._entry(stream, pending.timestamp_ns, pending.timestamp, data[:cut], flags)
+            )
+            del data[:cut]
+            pending.pieces_out += 1
+        if complete:
+            self._close_line(stream, pending, out)
+            del self._pending[stream]
+
+    def _close_line(self, stream: str, pending: _Pending, out: list[LogEntry]) -> None:
+        flags = FLAG_CONTINUED if pending.pieces_out else 0
+        out.append(
+            self._entry(stream, pending.timestamp_ns, pending.timestamp, pending.data, flags)
+        )
+
+    def _entry(
+        self, stream: str, ts_ns: int, ts_text: str, raw: bytes | bytearray, flags: int
+    ) -> LogEntry:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", "replace")
+            flags |= FLAG_REPLACED
+        return LogEntry(
+            self.container_id, self.container_name, stream, ts_ns, ts_text, text, flags, len(raw)
+        )

@@ -1,0 +1,61 @@
+"""Docker's RFC 3339 timestamps ↔ integer nanoseconds since the epoch (pure, cached)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+_RFC3339 = re.compile(
+    rb"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})"
+)
+
+# Docker writes "2006-01-02T15:04:05.000000000Z": the first 19 bytes repeat for a whole second,
+# so their value is cached and only the fraction is parsed per line.
+_seconds_cache: dict[bytes, int] = {}
+_CACHE_MAX = 4096
+
+
+class TimestampError(ValueError):
+    """Text that is not an RFC 3339 timestamp."""
+
+
+def parse_timestamp(text: bytes) -> int:
+    """Nanoseconds since the epoch of an RFC 3339 timestamp with up to 9 fraction digits."""
+    if len(text) == 30 and text[29] == 0x5A and text[19] == 0x2E:  # "...SS.nnnnnnnnnZ"
+        head = text[:19]
+        secs = _seconds_cache.get(head)
+        frac = text[20:29]
+        if secs is not None and frac.isdigit():
+            return secs * 1_000_000_000 + int(frac)
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        raise TimestampError(f"not an RFC 3339 timestamp: {text[:40]!r}")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    try:
+        base = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError as exc:
+        raise TimestampError(f"not an RFC 3339 timestamp: {text[:40]!r} ({exc})") from None
+    secs = int(base.timestamp())
+    zone = m.group(8)
+    if zone not in (b"Z", b"z"):
+        sign = 1 if zone[0:1] == b"+" else -1
+        secs -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    elif m.group(7) is not None:
+        if len(_seconds_cache) >= _CACHE_MAX:
+            _seconds_cache.clear()
+        _seconds_cache[text[:19]] = secs
+    frac_text = m.group(7) or b""
+    nanos = int(frac_text.ljust(9, b"0")) if frac_text else 0
+    return secs * 1_000_000_000 + nanos
+
+
+def format_timestamp(ns: int) -> str:
+    """Docker's own fixed format (UTC, 9 fraction digits), e.g. for `since`-style display."""
+    secs, nanos = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+
+
+def since_param(ns: int) -> str:
+    """The `since` query value Docker's logs endpoint takes: seconds.nanoseconds."""
+    secs, nanos = divmod(ns, 1_000_000_000)
+    return f"{secs}.{nanos:09d}"

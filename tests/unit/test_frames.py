@@ -1,0 +1,211 @@
+"""The frame decoder: bytes in, lines out, whatever the chunking."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from agent.docker.frames import DOCKER_PARTIAL_BYTES, FrameDecoder, FrameError
+from agent.docker.timestamps import format_timestamp, parse_timestamp, since_param
+from agent.entry import FLAG_CONTINUED, FLAG_REPLACED, FLAG_TRUNCATED, LogEntry
+
+T1 = b"2026-11-26T11:59:02.760761749Z"
+T2 = b"2026-11-26T11:59:02.761534987Z"
+T3 = b"2026-11-26T11:59:03.000000001Z"
+
+
+def frame(stream: int, payload: bytes) -> bytes:
+    return struct.pack(">BxxxI", stream, len(payload)) + payload
+
+
+def rec(ts: bytes, msg: bytes) -> bytes:
+    return ts + b" " + msg
+
+
+def decode(data: bytes, cuts: list[int], **kw: object) -> list[LogEntry]:
+    dec = FrameDecoder("c" * 64, "name", **kw)  # type: ignore[arg-type]
+    out: list[LogEntry] = []
+    prev = 0
+    for cut in [*cuts, len(data)]:
+        out += dec.feed(data[prev:cut])
+        prev = cut
+    out += dec.finish()
+    return out
+
+
+def decode_every_split(data: bytes, **kw: object) -> list[LogEntry]:
+    """Decode whole, then split at every byte (and a few random multi-splits): all agree."""
+    whole = decode(data, [], **kw)
+    for i in range(1, len(data)):
+        assert decode(data, [i], **kw) == whole, f"split at {i}"
+    rng = random.Random(7)
+    for _ in range(50):
+        cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, 6)))
+        assert decode(data, cuts, **kw) == whole
+    return whole
+
+
+def view(lines: list[LogEntry]) -> list[tuple[str, str, str, int]]:
+    return [(e.stream, e.timestamp, e.message, e.flags) for e in lines]
+
+
+def test_stdout_and_stderr_lines_keep_stream_timestamp_and_text() -> None:
+    data = frame(1, rec(T1, b"hello\n")) + frame(2, rec(T2, b"oops\n")) + frame(1, rec(T3, b"\n"))
+    lines = decode_every_split(data, tty=False)
+    assert view(lines) == [
+        ("stdout", T1.decode(), "hello", 0),
+        ("stderr", T2.decode(), "oops", 0),
+        ("stdout", T3.decode(), "", 0),
+    ]
+    assert lines[0].timestamp_ns == 1795694342760761749
+    assert lines[0].container_id == "c" * 64
+
+
+def test_stdin_stream_byte_is_taken_as_stdout() -> None:
+    lines = decode(frame(0, rec(T1, b"x\n")), [], tty=False)
+    assert view(lines) == [("stdout", T1.decode(), "x", 0)]
+
+
+def test_line_over_16k_is_merged_per_stream_with_first_timestamp() -> None:
+    big = "é" * 12000  # 24,000 bytes: Docker's cut falls inside a two-byte character
+    raw = big.encode()
+    piece1, piece2 = raw[:DOCKER_PARTIAL_BYTES], raw[DOCKER_PARTIAL_BYTES:]
+    data = (
+        frame(1, rec(T1, piece1))
+        + frame(2, rec(T2, b"interleaved\n"))
+        + frame(1, rec(T1, piece2 + b"\n"))
+    )
+    lines = decode_every_split(data, tty=False)
+    assert view(lines) == [("stderr", T2.decode(), "interleaved", 0), ("stdout", T1.decode(), big, 0)]
+    assert lines[1].size == len(raw)
+
+
+def test_line_over_cap_is_stored_in_flagged_pieces_that_join_back() -> None:
+    text = ("abcdé" * 40).encode()  # 240 bytes, multi-byte characters at every cap
+    data = frame(1, rec(T1, text[:100])) + frame(1, rec(T1, text[100:] + b"\n"))
+    lines = decode_every_split(data, tty=False, max_line_bytes=64)
+    assert len(lines) == 4
+    assert [e.flags for e in lines] == [
+        FLAG_TRUNCATED,
+        FLAG_TRUNCATED | FLAG_CONTINUED,
+        FLAG_TRUNCATED | FLAG_CONTINUED,
+        FLAG_CONTINUED,
+    ]
+    assert all(len(e.message.encode()) <= 64 for e in lines)
+    assert "".join(e.message for e in lines) == text.decode()
+    assert {e.timestamp for e in lines} == {T1.decode()}
+    assert all(e.truncated for e in lines)
+
+
+def test_line_of_exactly_the_cap_is_one_row() -> None:
+    lines = decode(frame(1, rec(T1, b"x" * 64 + b"\n")), [], tty=False, max_line_bytes=64)
+    assert view(lines) == [("stdout", T1.decode(), "x" * 64, 0)]
+
+
+def test_last_line_without_newline_is_emitted_at_end() -> None:
+    data = frame(1, rec(T1, b"one\n")) + frame(1, rec(T2, b"last-no-nl"))
+    dec = FrameDecoder("c", "n", tty=False)
+    assert [e.message for e in dec.feed(data)] == ["one"]
+    assert view(dec.finish()) == [("stdout", T2.decode(), "last-no-nl", 0)]
+
+
+def test_invalid_utf8_is_replaced_and_flagged_not_dropped() -> None:
+    data = frame(1, rec(T1, b"bad \xff\xfe bytes\n")) + frame(1, rec(T2, "ünï\n".encode()))
+    lines = decode_every_split(data, tty=False)
+    assert view(lines) == [
+        ("stdout", T1.decode(), "bad \ufffd\ufffd bytes", FLAG_REPLACED),
+        ("stdout", T2.decode(), "ünï", 0),
+    ]
+
+
+def test_malformed_header_raises_and_keeps_lines_before_it() -> None:
+    data = frame(1, rec(T1, b"kept\n")) + b"\x07\x00\x00\x00\x00\x00\x00\x05hello"
+    dec = FrameDecoder("abc", "web", tty=False)
+    with pytest.raises(FrameError, match="web") as info:
+        dec.feed(data)
+    assert [e.message for e in info.value.lines] == ["kept"]
+
+
+def test_nonzero_padding_bytes_raise() -> None:
+    with pytest.raises(FrameError, match="malformed frame header"):
+        FrameDecoder("abc", "web", tty=False).feed(b"\x01\x00\x01\x00\x00\x00\x00\x01x")
+
+
+def test_impossible_frame_length_raises() -> None:
+    with pytest.raises(FrameError, match="exceeds"):
+        FrameDecoder("abc", "web", tty=False).feed(b"\x01\x00\x00\x00\x7f\xff\xff\xff")
+
+
+def test_daemon_error_frames_and_untimed_records_become_notices() -> None:
+    data = (
+        frame(3, b"something broke")
+        + frame(2, b"Error grabbing logs: boom\n")
+        + frame(1, rec(T1, b"ok\n"))
+    )
+    dec = FrameDecoder("abc", "web", tty=False)
+    assert [e.message for e in dec.feed(data)] == ["ok"]
+    assert len(dec.notices) == 2
+    assert "something broke" in dec.notices[0]
+    assert "Error grabbing logs" in dec.notices[1]
+
+
+def test_stream_cut_inside_a_frame_is_reported() -> None:
+    dec = FrameDecoder("abc", "web", tty=False)
+    dec.feed(frame(1, rec(T1, b"whole\n"))[:-3])
+    assert dec.finish() == []
+    assert "inside a frame" in dec.notices[0]
+
+
+def test_tty_lines_end_in_crlf_or_lf_and_are_recorded_as_tty() -> None:
+    data = rec(T1, b"one\r\n") + rec(T2, b"two\n") + rec(T3, b"\r\n") + rec(T3, b"end")
+    lines = decode_every_split(data, tty=True)
+    assert view(lines) == [
+        ("tty", T1.decode(), "one", 0),
+        ("tty", T2.decode(), "two", 0),
+        ("tty", T3.decode(), "", 0),
+        ("tty", T3.decode(), "end", 0),
+    ]
+
+
+def test_tty_16k_piece_is_followed_directly_by_next_timestamp() -> None:
+    # As dockerd 20.10 sends it: a 16,384-byte piece, then at once the next record.
+    body = b"b" * 20000
+    data = (
+        rec(T1, b"tty1\r\n")
+        + rec(T2, body[:DOCKER_PARTIAL_BYTES])
+        + rec(T2, body[DOCKER_PARTIAL_BYTES:] + b"\r\n")
+        + rec(T3, b"ttylast")
+    )
+    whole = decode(data, [], tty=True)
+    for cut in [1, 30, 31, 37, 100, 16000, 16420, 16452, 16483, len(data) - 3]:
+        assert decode(data, [cut], tty=True) == whole
+    assert view(whole) == [
+        ("tty", T1.decode(), "tty1", 0),
+        ("tty", T2.decode(), body.decode(), 0),
+        ("tty", T3.decode(), "ttylast", 0),
+    ]
+
+
+def test_tty_line_of_exactly_16k_then_newline_piece() -> None:
+    data = rec(T1, b"z" * DOCKER_PARTIAL_BYTES) + rec(T1, b"\r\n") + rec(T2, b"next\r\n")
+    assert view(decode(data, [], tty=True)) == [
+        ("tty", T1.decode(), "z" * DOCKER_PARTIAL_BYTES, 0),
+        ("tty", T2.decode(), "next", 0),
+    ]
+
+
+def test_tty_garbage_raises_frame_error() -> None:
+    with pytest.raises(FrameError, match="timestamp"):
+        FrameDecoder("abc", "web", tty=True).feed(b"x" * 100)
+
+
+def test_timestamps_parse_to_nanoseconds_with_any_fraction_and_offset() -> None:
+    assert parse_timestamp(b"1970-01-01T00:00:01Z") == 1_000_000_000
+    assert parse_timestamp(b"1970-01-01T00:00:01.5Z") == 1_500_000_000
+    assert parse_timestamp(b"1970-01-01T01:00:01.000000007+01:00") == 1_000_000_007
+    ns = parse_timestamp(T1)
+    assert parse_timestamp(T1) == ns  # cached path agrees
+    assert format_timestamp(ns) == T1.decode()
+    assert since_param(ns) == "1795694342.760761749"
