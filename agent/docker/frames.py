@@ -10,7 +10,9 @@ whole lines. Two wire formats:
 
 A record is "<RFC 3339 timestamp> <message>". A message that does not end in a newline is a
 piece of a longer line: Docker's log copier cuts lines at 16 KiB and gives every piece the
-first piece's timestamp. Pieces are joined per stream, as bytes, before decoding.
+first piece's timestamp. Pieces are joined per stream, as bytes, before decoding. Every
+piece but the last is exactly 16 KiB (the copier's buffer); a shorter record without a newline
+is a whole line (a last piece from the `local` driver, or a last line written at exit).
 """
 
 from __future__ import annotations
@@ -217,9 +219,13 @@ class FrameDecoder:
     def _message(
         self, stream: str, ts_ns: int, ts_text: bytes, body: bytes, out: list[LogEntry]
     ) -> None:
-        complete = body.endswith(b"\n")
-        if complete:
+        # Only a full 16 KiB piece continues: Docker cuts nowhere else, and the `local` driver
+        # sends a long line's last piece without its newline.
+        complete = True
+        if body.endswith(b"\n"):
             body = body[:-1]
+        elif len(body) >= self.partial_bytes:
+            complete = False
         pending = self._pending.get(stream)
         if pending is None:
             if complete:

@@ -78,14 +78,17 @@ def test_line_over_16k_is_merged_per_stream_with_first_timestamp() -> None:
         + frame(1, rec(T1, piece2 + b"\n"))
     )
     lines = decode_every_split(data, tty=False)
-    assert view(lines) == [("stderr", T2.decode(), "interleaved", 0), ("stdout", T1.decode(), big, 0)]
+    assert view(lines) == [
+        ("stderr", T2.decode(), "interleaved", 0),
+        ("stdout", T1.decode(), big, 0),
+    ]
     assert lines[1].size == len(raw)
 
 
 def test_line_over_cap_is_stored_in_flagged_pieces_that_join_back() -> None:
     text = ("abcdé" * 40).encode()  # 240 bytes, multi-byte characters at every cap
     data = frame(1, rec(T1, text[:100])) + frame(1, rec(T1, text[100:] + b"\n"))
-    lines = decode_every_split(data, tty=False, max_line_bytes=64)
+    lines = decode_every_split(data, tty=False, max_line_bytes=64, partial_bytes=100)
     assert len(lines) == 4
     assert [e.flags for e in lines] == [
         FLAG_TRUNCATED,
@@ -104,11 +107,32 @@ def test_line_of_exactly_the_cap_is_one_row() -> None:
     assert view(lines) == [("stdout", T1.decode(), "x" * 64, 0)]
 
 
-def test_last_line_without_newline_is_emitted_at_end() -> None:
+def test_last_line_without_newline_is_a_whole_line() -> None:
     data = frame(1, rec(T1, b"one\n")) + frame(1, rec(T2, b"last-no-nl"))
+    assert view(decode_every_split(data, tty=False)) == [
+        ("stdout", T1.decode(), "one", 0),
+        ("stdout", T2.decode(), "last-no-nl", 0),
+    ]
+
+
+def test_last_16k_piece_without_newline_is_emitted_at_end_of_stream() -> None:
+    data = frame(1, rec(T1, b"q" * DOCKER_PARTIAL_BYTES))
     dec = FrameDecoder("c", "n", tty=False)
-    assert [e.message for e in dec.feed(data)] == ["one"]
-    assert view(dec.finish()) == [("stdout", T2.decode(), "last-no-nl", 0)]
+    assert dec.feed(data) == []
+    assert view(dec.finish()) == [("stdout", T1.decode(), "q" * DOCKER_PARTIAL_BYTES, 0)]
+
+
+def test_local_driver_last_piece_without_newline_ends_the_line() -> None:
+    # dockerd 20.10's `local` driver: the 3,616-byte last piece of a 20,000-byte line has no \n.
+    data = (
+        frame(1, rec(T1, b"a" * DOCKER_PARTIAL_BYTES))
+        + frame(1, rec(T1, b"a" * 3616))
+        + frame(1, rec(T2, b"next\n"))
+    )
+    assert view(decode(data, [], tty=False)) == [
+        ("stdout", T1.decode(), "a" * 20000, 0),
+        ("stdout", T2.decode(), "next", 0),
+    ]
 
 
 def test_invalid_utf8_is_replaced_and_flagged_not_dropped() -> None:

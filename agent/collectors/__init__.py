@@ -1,0 +1,1 @@
+"""Collectors (one stream each) and the manager that owns them."""

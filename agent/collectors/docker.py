@@ -1,0 +1,236 @@
+"""DockerLogCollector: follows one container's log stream and emits its lines.
+
+It runs in a cancel scope of its own inside a task group it is given (the manager's), so
+`stop()` ends exactly this stream. It never restarts itself: when it fails, it says why
+(`error` handlers, `state`, `error`) and ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from inspect import isawaitable
+from typing import Any
+
+import aiohttp
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from agent.collectors.base import Emitter
+from agent.cursor import Cursor
+from agent.docker.client import ContainerNotFound, DockerClient, DockerUnavailable
+from agent.docker.frames import DEFAULT_MAX_LINE_BYTES, FrameDecoder, FrameError
+from agent.entry import LogEntry
+
+log = logging.getLogger("logagent.collector")
+
+DEFAULT_TAIL: int | str = 100
+_READ_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
+
+
+class ContainerVanished(Exception):
+    """The container was removed while its stream was being followed."""
+
+
+class DockerLogCollector(Emitter):
+    """One container's logs: `await start()` returns once the stream is open."""
+
+    source = "docker"
+
+    def __init__(
+        self,
+        container_id: str,
+        container_name: str | None = None,
+        *,
+        client: DockerClient | None = None,
+        task_group: TaskGroup | None = None,
+        tail: int | str = DEFAULT_TAIL,
+        since: str | None = None,
+        follow: bool = True,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.container_id = container_id
+        self.container_name = container_name or container_id[:12]
+        self.tail = tail
+        self.since = since
+        self.follow = follow
+        self.max_line_bytes = max_line_bytes
+        self._client = client
+        self._owns_client = client is None
+        self._task_group = task_group
+        self._info = info
+        self._scope: anyio.CancelScope | None = None
+        self._done = anyio.Event()
+        self.state = "new"  # new, running, ended, failed, stopped
+        self.error: str | None = None
+        self.lines = 0
+        self.bytes = 0
+        self.last_timestamp_ns = 0
+        self.notices = 0
+        self.cursor = Cursor()  # what has been delivered, per stream
+
+    @property
+    def key(self) -> str:
+        return f"docker:{self.container_id}"
+
+    def __repr__(self) -> str:
+        return f"<DockerLogCollector {self.container_name} {self.container_id[:12]} {self.state}>"
+
+    async def start(self) -> None:
+        """Open the stream; raises ContainerNotFound, LogsUnavailable, DockerUnavailable, ..."""
+        if self._task_group is None:
+            raise RuntimeError(
+                "DockerLogCollector needs a task group to run in: pass task_group=, "
+                "or start it with LogCollectorManager.start_docker_collector()"
+            )
+        if self.state != "new":
+            raise RuntimeError(f"{self!r} was already started; create a new collector")
+        await self._task_group.start(self._run)
+
+    async def stop(self) -> None:
+        """Cancel this collector's scope and wait until its connection is released."""
+        if self._scope is not None:
+            self._scope.cancel()
+            await self._done.wait()
+
+    async def wait(self) -> None:
+        """Return when the stream has ended, failed or been stopped."""
+        await self._done.wait()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    async def _run(self, *, task_status: TaskStatus[None]) -> None:
+        started = False
+        client = self._client or DockerClient()
+        try:
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                try:
+                    info = self._info or await client.inspect(self.container_id)
+                    tty = bool((info.get("Config") or {}).get("Tty"))
+                    decoder = FrameDecoder(
+                        self.container_id,
+                        self.container_name,
+                        tty=tty,
+                        max_line_bytes=self.max_line_bytes,
+                    )
+                    async with client.logs(
+                        self.container_id, follow=self.follow, tail=self.tail, since=self.since
+                    ) as body:
+                        self.state = "running"
+                        started = True
+                        task_status.started()
+                        await self._pump(body, decoder)
+                    if self.follow:
+                        await self._check_still_there(client)
+                        await self._catch_up(client, tty)
+                    else:
+                        await self._deliver(decoder.finish())
+                        self._report_notices(decoder)
+                    self.state = "ended"
+                except Exception as exc:
+                    self.state = "failed"
+                    self.error = f"{type(exc).__name__}: {exc}"
+                    if not started:
+                        raise
+                    self._emit_error(exc)
+            if scope.cancelled_caught:
+                self.state = "stopped"
+        finally:
+            self._done.set()
+            if self._owns_client:
+                with anyio.CancelScope(shield=True):
+                    await client.close()
+            for end in self._end:
+                end(self)
+
+    async def _pump(self, body: aiohttp.StreamReader, decoder: FrameDecoder) -> None:
+        while True:
+            try:
+                chunk = await body.readany()
+            except _READ_ERRORS as exc:
+                raise DockerUnavailable(
+                    f"log stream of {self.container_name} broke: {exc!r}"
+                ) from None
+            if not chunk:
+                return
+            try:
+                lines = decoder.feed(chunk)
+            except FrameError as exc:
+                await self._deliver(exc.lines)
+                raise
+            if lines:
+                await self._deliver(lines)
+            if decoder.notices:
+                self._report_notices(decoder)
+
+    async def _catch_up(self, client: DockerClient, tty: bool) -> None:
+        """Re-read what the ended follow stream did not send.
+
+        dockerd closes a follow stream when the container stops, and a last line without a
+        newline (logged when the process exits) is never sent on it; a plain read has it.
+        Lines already delivered are skipped by the cursor.
+        """
+        since = self.cursor.since() or self.since
+        decoder = FrameDecoder(
+            self.container_id, self.container_name, tty=tty, max_line_bytes=self.max_line_bytes
+        )
+        skipper = self.cursor.skipper()
+        tail = "all" if not self.cursor.empty else self.tail
+        async with client.logs(self.container_id, follow=False, tail=tail, since=since) as body:
+            while chunk := await body.readany():
+                try:
+                    lines = decoder.feed(chunk)
+                except FrameError as exc:
+                    await self._deliver(skipper.new(exc.lines))
+                    raise
+                await self._deliver(skipper.new(lines))
+        await self._deliver(skipper.new(decoder.finish()))
+        self._report_notices(decoder)
+
+    async def _deliver(self, lines: list[LogEntry]) -> None:
+        if not lines:
+            return
+        self.cursor.advance(lines)
+        handlers = self._log
+        for entry in lines:
+            for handler in handlers:
+                result = handler(entry)
+                if isawaitable(result):
+                    await result
+        self.lines += len(lines)
+        self.bytes += sum(e.size for e in lines)
+        self.last_timestamp_ns = lines[-1].timestamp_ns
+
+    def _report_notices(self, decoder: FrameDecoder) -> None:
+        for notice in decoder.notices:
+            log.warning("%s", notice)
+        self.notices += len(decoder.notices)
+        decoder.notices.clear()
+
+    async def _check_still_there(self, client: DockerClient) -> None:
+        """A follow stream also ends when the container is removed: that is an error."""
+        try:
+            info = await client.inspect(self.container_id)
+        except ContainerNotFound:
+            info = {"State": {"Status": "removed"}}
+        status = (info.get("State") or {}).get("Status")
+        if status in ("removing", "removed", "dead"):
+            raise ContainerVanished(
+                f"container {self.container_name} ({self.container_id[:12]}) was removed "
+                "while its logs were being followed"
+            )
+
+    def _emit_error(self, exc: BaseException) -> None:
+        if not self._error:
+            log.error(
+                "collector for %s (%s) failed: %s",
+                self.container_name,
+                self.container_id[:12],
+                self.error,
+            )
+        for handler in self._error:
+            handler(self, exc)

@@ -1,0 +1,196 @@
+"""The agent's only door to the Docker daemon: GET requests over the socket.
+
+Two connection pools, because a follow stream holds its connection for as long as the
+container lives: with one shared pool of aiodocker's default 100 connections, 100 open
+streams leave an `inspect` waiting forever. Streams get an unbounded pool of their own;
+short requests keep aiodocker's bounded one.
+
+Connecting is the one thing retried, and only here (tenacity): "cannot connect" and
+"connection lost" are retried; an answer from the daemon (404, 500, ...) never is.
+
+aiodocker's private `Docker._query` / `_query_json` carry the raw requests (its public
+`container.log()` drops the stdout/stderr tag); its version is pinned in pyproject.toml and
+tests/unit/test_docker_private_api.py checks the signatures we rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiodocker
+import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_never,
+    wait_exponential_jitter,
+)
+
+log = logging.getLogger("logagent.docker")
+
+DEFAULT_SOCKET = "/var/run/docker.sock"
+# Short requests (inspect, list, version) must answer or fail; streams must not time out.
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
+_CONNECT_FAILED = 900  # aiodocker's status for "could not reach the daemon"
+
+
+class DockerError(Exception):
+    """The daemon answered with an error, or could not be asked."""
+
+
+class DockerUnavailable(DockerError):
+    """Cannot connect to the daemon, or the connection was lost: worth reconnecting."""
+
+
+class ContainerNotFound(DockerError):
+    """No such container (404): it never existed or was removed."""
+
+
+class LogsUnavailable(DockerError):
+    """The container's log driver cannot be read through the API (501)."""
+
+
+def docker_url(environ: Mapping[str, str] | None = None) -> str:
+    """Where the daemon is: DOCKER_SOCKET (a path), else DOCKER_HOST, else the usual socket."""
+    env = os.environ if environ is None else environ
+    sock = env.get("DOCKER_SOCKET")
+    if sock:
+        return sock if "://" in sock else "unix://" + sock
+    return env.get("DOCKER_HOST") or "unix://" + DEFAULT_SOCKET
+
+
+def _stream_connector(url: str) -> tuple[aiohttp.BaseConnector, str]:
+    """An unbounded pool for streams, and the base URL requests through it are built on."""
+    if url.startswith("unix://"):
+        return aiohttp.UnixConnector(url[len("unix://") :], limit=0), "unix://localhost"
+    if url.startswith(("tcp://", "http://")):
+        return aiohttp.TCPConnector(limit=0), "http://" + url.split("://", 1)[1]
+    raise DockerError(f"unsupported Docker address {url!r}: use unix:// or tcp://")
+
+
+def _translate(exc: aiodocker.DockerError, what: str) -> DockerError:
+    if exc.status == _CONNECT_FAILED:
+        return DockerUnavailable(f"{what}: {exc.message}")
+    if exc.status == 404:
+        return ContainerNotFound(f"{what}: {exc.message}")
+    if exc.status == 501:
+        return LogsUnavailable(f"{what}: {exc.message}")
+    return DockerError(f"{what}: Docker answered {exc.status}: {exc.message}")
+
+
+class DockerClient:
+    """GET-only client with separate pools for requests and long-lived streams."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or docker_url()
+        self._api = aiodocker.Docker(url=self.url, timeout=REQUEST_TIMEOUT)
+        self._stream_conn, base = _stream_connector(self.url)
+        self._streams = aiodocker.Docker(url=base, connector=self._stream_conn)
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request, if recording
+        self.record_requests = False
+
+    async def close(self) -> None:
+        await self._api.close()
+        await self._streams.close()
+        await self._stream_conn.close()
+
+    async def __aenter__(self) -> DockerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _note(self, path: str) -> None:
+        if self.record_requests:
+            self.requests.append(("GET", path))
+
+    async def _get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        self._note(path)
+        try:
+            return await self._api._query_json(path, "GET", params=params)
+        except aiodocker.DockerError as exc:
+            raise _translate(exc, f"GET /{path}") from None
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise DockerUnavailable(f"GET /{path}: {exc!r}") from None
+
+    async def version(self) -> dict[str, Any]:
+        data: dict[str, Any] = await self._get_json("version")
+        return data
+
+    async def connect(self, *, attempts: int | None = None, max_wait: float = 30.0) -> None:
+        """Reach the daemon, retrying "cannot connect" with capped, jittered back-off."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(DockerUnavailable),
+            wait=wait_exponential_jitter(initial=0.2, max=max_wait),
+            stop=stop_never if attempts is None else stop_after_attempt(attempts),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                self._note("version")
+                try:
+                    ver = await self._api._query_json("version", "GET", versioned_api=False)
+                except aiodocker.DockerError as exc:
+                    raise _translate(exc, f"connect to {self.url}") from None
+                except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                    raise DockerUnavailable(f"connect to {self.url}: {exc!r}") from None
+        version = "v" + str(ver["ApiVersion"])
+        self._api.api_version = version
+        self._streams.api_version = version
+
+    async def inspect(self, container_id: str) -> dict[str, Any]:
+        data: dict[str, Any] = await self._get_json(f"containers/{container_id}/json")
+        return data
+
+    async def list_containers(
+        self, *, all: bool = False, filters: dict[str, list[str]] | None = None
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"all": "1" if all else "0"}
+        if filters:
+            params["filters"] = json.dumps(filters)
+        data: list[dict[str, Any]] = await self._get_json("containers/json", params)
+        return data
+
+    @asynccontextmanager
+    async def logs(
+        self,
+        container_id: str,
+        *,
+        follow: bool = True,
+        tail: int | str = "all",
+        since: str | None = None,
+    ) -> AsyncIterator[aiohttp.StreamReader]:
+        """Open a container's log stream (timestamps on); closed on every exit path."""
+        params: dict[str, Any] = {
+            "stdout": "1",
+            "stderr": "1",
+            "follow": "1" if follow else "0",
+            "timestamps": "1",
+            "tail": str(tail),
+        }
+        if since is not None:
+            params["since"] = since
+        path = f"containers/{container_id}/logs"
+        self._note(path)
+        try:
+            response = await self._streams._do_query(
+                path, "GET", params=params, timeout=STREAM_TIMEOUT
+            )
+        except aiodocker.DockerError as exc:
+            raise _translate(exc, f"logs of {container_id[:12]}") from None
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise DockerUnavailable(f"logs of {container_id[:12]}: {exc!r}") from None
+        try:
+            yield response.content
+        finally:
+            # An unread body cannot go back to the pool: close drops the connection.
+            response.close()

@@ -1,0 +1,221 @@
+"""LogStorage: queue lines, commit them in batches with one `executemany` per transaction.
+
+Group commit: the writer commits whatever is queued as soon as its previous commit ends, so
+batches grow under load and an idle line waits only for one commit. The queue is bounded:
+a slow or failing database slows the collectors (they wait in `write`) instead of growing
+memory, and a failed batch stays queued and is tried again — nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from tortoise.backends.base.config_generator import expand_db_url
+from tortoise.context import TortoiseContext
+from tortoise.exceptions import BaseORMException
+from tortoise.transactions import in_transaction
+
+from agent.entry import LogEntry
+from agent.storage.models import LOG_LINE_COLUMNS, LogLine
+
+log = logging.getLogger("logagent.storage")
+
+DEFAULT_DB_URL = "sqlite://data/logagent.db"
+# SQLite's own habits: WAL (tortoise's default), readers never block the writer and a busy
+# writer makes readers wait rather than fail; NORMAL sync is crash-safe for the process in WAL.
+_SQLITE_PRAGMAS = {"busy_timeout": 5000, "synchronous": "NORMAL"}
+_MODELS = ["agent.storage.models"]
+
+
+class StorageError(Exception):
+    """The store cannot be opened or written; the message says which and why."""
+
+
+def _tortoise_config(db_url: str) -> dict[str, Any]:
+    try:
+        conn = expand_db_url(db_url)
+    except Exception as exc:
+        raise StorageError(f"database URL {db_url!r} is not usable: {exc}") from None
+    if conn["engine"] == "tortoise.backends.sqlite":
+        creds = conn["credentials"]
+        for key, value in _SQLITE_PRAGMAS.items():
+            creds.setdefault(key, value)
+        path = creds["file_path"]
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "connections": {"default": conn},
+        "apps": {"logagent": {"models": _MODELS, "default_connection": "default"}},
+    }
+
+
+class LogStorage:
+    """Batched, backpressured writer of log lines. Use as `async with LogStorage(url) as s:`."""
+
+    def __init__(
+        self,
+        db_url: str = DEFAULT_DB_URL,
+        *,
+        host: str | None = None,
+        max_queue: int = 50_000,
+        max_batch: int = 20_000,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.db_url = db_url
+        self.host = host or socket.gethostname()
+        self.max_queue = max_queue
+        self.max_batch = max_batch
+        self.retry_delay = retry_delay
+        self._queue: list[LogEntry] = []
+        self._appended = 0
+        self._committed = 0
+        self._has_data = anyio.Event()
+        self._progress = anyio.Event()  # set after every commit (or failure): wakes waiters
+        self._ctx: TortoiseContext | None = None
+        self._tg: TaskGroup | None = None
+        self._insert_sql = ""
+        self.failing: str | None = None  # the last write error while it persists
+        # Figures for metrics and benchmarks.
+        self.batches = 0
+        self.rows = 0
+        self.write_errors = 0
+        self.last_commit_seconds = 0.0
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def __aenter__(self) -> LogStorage:
+        config = _tortoise_config(self.db_url)
+        ctx = TortoiseContext()
+        await ctx.__aenter__()
+        try:
+            await ctx.init(config=config)
+            await ctx.generate_schemas(safe=True)
+            db = ctx.db()
+        except StorageError:
+            await ctx.__aexit__(None, None, None)
+            raise
+        except (BaseORMException, OSError, ValueError, ImportError) as exc:
+            await ctx.__aexit__(None, None, None)
+            raise StorageError(f"cannot open database {self.db_url!r}: {exc}") from None
+        self._ctx = ctx
+        mark = "?" if db.capabilities.dialect == "sqlite" else None
+        params = ", ".join(mark or f"${i + 1}" for i in range(len(LOG_LINE_COLUMNS)))
+        self._insert_sql = (
+            f"INSERT INTO {LogLine._meta.db_table} ({', '.join(LOG_LINE_COLUMNS)}) "
+            f"VALUES ({params})"
+        )
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        await self._tg.start(self._writer)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if self._tg is not None:
+                if self.failing is None:
+                    with anyio.move_on_after(30):
+                        await self.flush()
+                self._tg.cancel_scope.cancel()
+                await self._tg.__aexit__(None, None, None)
+        finally:
+            self._tg = None
+            if self._ctx is not None:
+                await self._ctx.__aexit__(None, None, None)
+                self._ctx = None
+        if self._queue:
+            log.error(
+                "storage closed with %d lines not written: %s", len(self._queue), self.failing
+            )
+
+    # -- the write side ----------------------------------------------------------------
+
+    async def write(self, entry: LogEntry) -> None:
+        """Queue one line; waits (backpressure) while the queue is full."""
+        while len(self._queue) >= self.max_queue:
+            self._check_open()
+            await self._progress.wait()
+        self._queue.append(entry)
+        self._appended += 1
+        if not self._has_data.is_set():
+            self._has_data.set()
+
+    async def write_many(self, entries: list[LogEntry]) -> None:
+        """Queue several lines at once (a decoded chunk)."""
+        while len(self._queue) >= self.max_queue:
+            self._check_open()
+            await self._progress.wait()
+        self._queue.extend(entries)
+        self._appended += len(entries)
+        if entries and not self._has_data.is_set():
+            self._has_data.set()
+
+    async def flush(self) -> None:
+        """Return once every line queued before the call is committed."""
+        target = self._appended
+        while self._committed < target:
+            self._check_open()
+            await self._progress.wait()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _check_open(self) -> None:
+        if self._tg is None:
+            raise StorageError("storage is not open")
+
+    async def _writer(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        task_status.started()
+        while True:
+            if not self._queue:
+                self._has_data = anyio.Event()
+                await self._has_data.wait()
+            batch = self._queue[: self.max_batch]
+            started = time.perf_counter()
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # any database failure: keep the rows, report, retry
+                self.write_errors += 1
+                if self.failing is None:
+                    log.error("writing %d lines failed, will retry: %s", len(batch), exc)
+                self.failing = f"{type(exc).__name__}: {exc}"
+                self._wake_waiters()
+                await anyio.sleep(self.retry_delay)
+                continue
+            if self.failing is not None:
+                log.warning("writing works again after: %s", self.failing)
+                self.failing = None
+            del self._queue[: len(batch)]
+            self._committed += len(batch)
+            self.batches += 1
+            self.rows += len(batch)
+            self.last_commit_seconds = time.perf_counter() - started
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        self._progress.set()
+        self._progress = anyio.Event()
+
+    async def _commit(self, batch: list[LogEntry]) -> None:
+        host = self.host
+        rows = [
+            [
+                host,
+                e.container_id,
+                e.container_name,
+                e.stream,
+                e.timestamp_ns,
+                e.timestamp,
+                e.message,
+                e.flags,
+            ]
+            for e in batch
+        ]
+        async with in_transaction("default") as conn:
+            await conn.execute_many(self._insert_sql, rows)

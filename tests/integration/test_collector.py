@@ -1,0 +1,293 @@
+"""DockerLogCollector + manager + storage against a real dockerd and a real SQLite file.
+
+The reference is the Docker CLI: `docker logs` gives each line's exact text (the CLI writes
+the 16 KiB pieces back to back), `docker logs -t` the timestamp Docker gave it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import anyio
+import pytest
+
+from agent.collectors.docker import DockerLogCollector
+from agent.docker.client import ContainerNotFound, DockerClient, LogsUnavailable
+from agent.entry import FLAG_CONTINUED, FLAG_REPLACED, FLAG_TRUNCATED
+from agent.storage.models import LogLine
+from tests.conftest import Containers, agent_parts, docker
+
+pytestmark = [pytest.mark.docker, pytest.mark.anyio]
+
+Row = tuple[str, str, str]  # stream, timestamp text, message
+
+
+def _split(data: bytes) -> list[bytes]:
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def _cli_logs(name: str, *extra: str) -> tuple[bytes, bytes]:
+    done = subprocess.run(["docker", "logs", *extra, name], capture_output=True, check=True)
+    return done.stdout, done.stderr
+
+
+def docker_reference(name: str, *, tty: bool = False) -> list[Row]:
+    """What Docker holds for a container, per stream, as (stream, timestamp, text)."""
+    plain, timed = _cli_logs(name), _cli_logs(name, "-t")
+    rows: list[Row] = []
+    for index, stream in enumerate(["tty"] if tty else ["stdout", "stderr"]):
+        texts, stamps = _split(plain[index]), _split(timed[index])
+        assert len(texts) == len(stamps), (stream, len(texts), len(stamps))
+        for text, stamped in zip(texts, stamps, strict=True):
+            if tty and text.endswith(b"\r"):
+                text = text[:-1]
+            stamp = stamped.split(b" ", 1)[0].decode()
+            rows.append((stream, stamp, text.decode("utf-8", "replace")))
+    return rows
+
+
+async def stored(container_id: str) -> list[Row]:
+    """Rows of a container in insertion order, with capped pieces joined back."""
+    rows = (
+        await LogLine.filter(container_id=container_id)
+        .order_by("id")
+        .values_list("stream", "timestamp", "message", "flags")
+    )
+    out: list[Row] = []
+    open_piece: dict[str, int] = {}
+    for stream, ts, message, flags in rows:
+        if flags & FLAG_CONTINUED:
+            idx = open_piece[stream]
+            s, t, m = out[idx]
+            out[idx] = (s, t, m + message)
+        else:
+            out.append((stream, ts, message))
+        if flags & FLAG_TRUNCATED:
+            open_piece[stream] = len(out) - 1
+    return out
+
+
+def by_stream(rows: list[Row]) -> dict[str, list[Row]]:
+    streams: dict[str, list[Row]] = {}
+    for row in rows:
+        streams.setdefault(row[0], []).append(row)
+    return streams
+
+
+async def collect_finished(
+    tmp_path: Path,
+    containers: Containers,
+    name: str,
+    script: str,
+    *args: str,
+    tty: bool = False,
+) -> tuple[str, list[Row]]:
+    """Run a container to its end while a collector follows it; return its stored rows."""
+    cid = containers.run(name, f"sleep 0.3; {script}", *args, tty=tty)
+    async with agent_parts(tmp_path, tail="all") as (_storage, manager):
+        collector = await manager.start_docker_collector(cid)
+        with anyio.fail_after(120):
+            await collector.wait()
+        assert collector.state == "ended", collector.error
+        await manager.stop_all()
+        rows = await stored(cid)
+    return cid, rows
+
+
+CASES = {
+    "ten-thousand": "seq 1 10000",
+    "interleaved": 'for i in $(seq 1 300); do echo "out $i"; echo "err $i" >&2; done',
+    "line-20k": "head -c 20480 /dev/zero | tr '\\0' a; echo; echo after",
+    "line-3m": "head -c 3145728 /dev/urandom | base64 -w 0; echo; echo after",
+    "not-utf8": "printf 'bad \\377\\376 bytes\\n'; printf 'half \\303\\n'; echo fine",
+    "no-final-newline": "echo first; printf 'last without newline'",
+    "unicode": "echo 'héllo wörld ✓ 日本語 🎉'; echo 'ünï' >&2",
+    "empty-lines": "echo; echo; echo x; echo; echo '' >&2",
+}
+
+
+LONG = {"line-20k", "line-3m"}
+
+
+@pytest.mark.parametrize(
+    ("case", "driver"),
+    [(c, "json-file") for c in sorted(CASES)] + [(c, "local") for c in sorted(set(CASES) - LONG)],
+)
+async def test_stored_rows_equal_docker_logs(
+    case: str, driver: str, tmp_path: Path, containers: Containers
+) -> None:
+    _cid, rows = await collect_finished(
+        tmp_path, containers, case, CASES[case], "--log-driver", driver
+    )
+    expected = docker_reference(f"{containers.prefix}-{case}")
+    assert by_stream(rows) == by_stream(expected)
+    assert rows, "nothing stored"
+
+
+async def test_tty_container_rows_equal_docker_logs(tmp_path: Path, containers: Containers) -> None:
+    script = "echo one; echo 'two  spaced'; head -c 20000 /dev/zero | tr '\\0' b; echo; printf end"
+    _cid, rows = await collect_finished(tmp_path, containers, "tty", script, tty=True)
+    expected = docker_reference(f"{containers.prefix}-tty", tty=True)
+    assert rows == expected
+    assert {r[0] for r in rows} == {"tty"}
+    assert [r[2] for r in rows][-1] == "end"
+
+
+async def test_3m_line_is_stored_as_flagged_pieces_of_the_cap(
+    tmp_path: Path, containers: Containers
+) -> None:
+    cid, _ = await collect_finished(
+        tmp_path, containers, "cap", "head -c 3145728 /dev/zero | tr '\\0' c; echo"
+    )
+    # collect_finished closed the store: reopen it to look at the raw rows
+    async with agent_parts(tmp_path):
+        flags = (
+            await LogLine.filter(container_id=cid).order_by("id").values_list("flags", flat=True)
+        )
+        sizes = [
+            len(m)
+            for m in await LogLine.filter(container_id=cid)
+            .order_by("id")
+            .values_list("message", flat=True)
+        ]
+    assert flags == [FLAG_TRUNCATED, FLAG_TRUNCATED | FLAG_CONTINUED, FLAG_CONTINUED]
+    assert sizes == [1024 * 1024] * 3
+
+
+async def test_local_driver_long_line_keeps_its_end(tmp_path: Path, containers: Containers) -> None:
+    # The `local` driver sends a long line's last piece without its newline; even `docker logs`
+    # then runs the next line into it. The rows must still be what the container wrote.
+    _cid, rows = await collect_finished(
+        tmp_path,
+        containers,
+        "local20k",
+        "head -c 20480 /dev/zero | tr '\\0' a; echo; echo after",
+        "--log-driver",
+        "local",
+    )
+    assert [r[2] for r in rows] == ["a" * 20480, "after"]
+
+
+async def test_invalid_utf8_rows_are_flagged(tmp_path: Path, containers: Containers) -> None:
+    # json-file already replaces invalid UTF-8 (Go's JSON encoder); `local` keeps the raw bytes.
+    cid, _ = await collect_finished(
+        tmp_path, containers, "flags", "printf 'x\\377y\\n'; echo ok", "--log-driver", "local"
+    )
+    async with agent_parts(tmp_path):
+        rows = await LogLine.filter(container_id=cid).order_by("id").values_list("message", "flags")
+    assert rows == [("x\ufffdy", FLAG_REPLACED), ("ok", 0)]
+
+
+async def test_rows_carry_host_name_and_docker_timestamps(
+    tmp_path: Path, containers: Containers
+) -> None:
+    cid, _rows = await collect_finished(tmp_path, containers, "meta", "echo a; echo b")
+    async with agent_parts(tmp_path):
+        row = await LogLine.filter(container_id=cid).order_by("id").first()
+    assert row is not None
+    assert row.host == "test-host"
+    assert row.container_name == f"{containers.prefix}-meta"
+    from agent.docker.timestamps import parse_timestamp
+
+    assert row.timestamp_ns == parse_timestamp(row.timestamp.encode())
+
+
+async def test_start_of_missing_container_raises_clearly(tmp_path: Path) -> None:
+    async with agent_parts(tmp_path) as (_storage, manager):
+        with pytest.raises(ContainerNotFound):
+            await manager.start_docker_collector("logagent-test-does-not-exist")
+        assert manager.active_collectors() == {}
+
+
+async def test_collector_without_manager_needs_a_task_group() -> None:
+    with pytest.raises(RuntimeError, match="task group"):
+        await DockerLogCollector("abc", "abc").start()
+
+
+async def test_log_driver_none_is_a_clear_error(tmp_path: Path, containers: Containers) -> None:
+    cid = containers.run("nolog", "sleep 30", "--log-driver", "none")
+    async with agent_parts(tmp_path) as (_storage, manager):
+        with pytest.raises(LogsUnavailable):
+            await manager.start_docker_collector(cid)
+
+
+async def test_starting_an_active_container_is_a_no_op(
+    tmp_path: Path, containers: Containers
+) -> None:
+    cid = containers.run("twice", "while true; do echo tick; sleep 0.2; done")
+    async with agent_parts(tmp_path) as (_storage, manager):
+        first = await manager.start_docker_collector(cid)
+        again = await manager.start_docker_collector(cid[:12])
+        assert again is first
+        assert list(manager.active_collectors()) == [f"docker:{cid}"]
+        assert await manager.stop_collector(f"docker:{cid}")
+        assert manager.active_collectors() == {}
+        assert first.state == "stopped"
+        # a stopped container can be started again: a new collector
+        restarted = await manager.start_docker_collector(cid)
+        assert restarted is not first and restarted.state == "running"
+
+
+async def test_removed_container_ends_its_collector_with_error_only(
+    tmp_path: Path, containers: Containers
+) -> None:
+    doomed = containers.run("doomed", "while true; do echo tick; sleep 0.05; done")
+    sibling = containers.run("sibling", "while true; do echo tock; sleep 0.05; done")
+    async with agent_parts(tmp_path) as (_storage, manager):
+        victim = await manager.start_docker_collector(doomed)
+        other = await manager.start_docker_collector(sibling)
+        await anyio.sleep(0.5)
+        docker("rm", "-f", doomed)
+        with anyio.fail_after(30):
+            await victim.wait()
+        assert victim.state == "failed"
+        assert "removed" in (victim.error or "")
+        assert f"docker:{doomed}" in manager.failed
+        assert list(manager.active_collectors()) == [f"docker:{sibling}"]
+        before = other.lines
+        await anyio.sleep(0.5)
+        assert other.state == "running" and other.lines > before
+
+
+def _open_sockets() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+async def test_500_start_stop_cycles_leak_no_socket(tmp_path: Path, containers: Containers) -> None:
+    cid = containers.run("cycles", "while true; do echo tick; sleep 0.01; done")
+    async with agent_parts(tmp_path, tail=1) as (_storage, manager):
+        for _ in range(5):  # warm the request pool
+            await manager.start_docker_collector(cid)
+            await manager.stop_collector(cid)
+        before = _open_sockets()
+        for _ in range(500):
+            await manager.start_docker_collector(cid)
+            await manager.stop_collector(cid)
+        await manager.stop_all()
+        after = _open_sockets()
+    assert after <= before, f"{after - before} sockets more after 500 cycles"
+
+
+async def test_500_streams_do_not_starve_other_requests(containers: Containers) -> None:
+    ids = [containers.run(f"many{i}", "while true; do echo tick; sleep 1; done") for i in range(5)]
+    async with DockerClient() as client, AsyncExitStack() as stack:
+        for i in range(500):
+            await stack.enter_async_context(client.logs(ids[i % 5], follow=True, tail=0))
+        with anyio.fail_after(10):
+            info = await client.inspect(ids[0])
+            listed = await client.list_containers()
+        assert info["Id"] == ids[0]
+        assert {c["Id"] for c in listed} >= set(ids)
