@@ -48,6 +48,7 @@ class DockerLogCollector(Emitter):
         follow: bool = True,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         info: dict[str, Any] | None = None,
+        cursor: Cursor | None = None,
     ) -> None:
         super().__init__()
         self.container_id = container_id
@@ -68,7 +69,12 @@ class DockerLogCollector(Emitter):
         self.bytes = 0
         self.last_timestamp_ns = 0
         self.notices = 0
-        self.cursor = Cursor()  # what has been delivered, per stream
+        # What has been delivered, per stream. Given one, the collector resumes after it:
+        # Docker's `since` re-sends lines at the cursor's timestamp; the skipper drops them.
+        self.cursor = cursor.copy() if cursor is not None else Cursor()
+        self._skipper = self.cursor.skipper()
+        if not self.cursor.empty:
+            self.since, self.tail = self.cursor.since(), "all"
 
     @property
     def key(self) -> str:
@@ -128,7 +134,7 @@ class DockerLogCollector(Emitter):
                         await self._check_still_there(client)
                         await self._catch_up(client, tty)
                     else:
-                        await self._deliver(decoder.finish())
+                        await self._deliver(self._skipper.new(decoder.finish()))
                         self._report_notices(decoder)
                     self.state = "ended"
                 except Exception as exc:
@@ -160,10 +166,10 @@ class DockerLogCollector(Emitter):
             try:
                 lines = decoder.feed(chunk)
             except FrameError as exc:
-                await self._deliver(exc.lines)
+                await self._deliver(self._skipper.new(exc.lines))
                 raise
             if lines:
-                await self._deliver(lines)
+                await self._deliver(self._skipper.new(lines))
             if decoder.notices:
                 self._report_notices(decoder)
 

@@ -13,6 +13,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from agent.collectors.docker import DEFAULT_TAIL, DockerLogCollector
+from agent.cursor import Cursor
 from agent.docker.client import DockerClient
 from agent.docker.frames import DEFAULT_MAX_LINE_BYTES
 from agent.storage import LogStorage
@@ -44,6 +45,9 @@ class LogCollectorManager:
         self.max_line_bytes = max_line_bytes
         self._active: dict[str, DockerLogCollector] = {}
         self.failed: dict[str, str] = {}  # key -> why, until the container is started again
+        # Where each ended collector stopped: the next collector of that container resumes
+        # there, so a restarted container's earlier run is neither lost nor stored twice.
+        self.cursors: dict[str, Cursor] = {}
         self.errors = 0
         self._tg: TaskGroup | None = None
 
@@ -111,6 +115,7 @@ class LogCollectorManager:
             follow=follow,
             max_line_bytes=self.max_line_bytes,
             info=info,
+            cursor=self.cursors.get(key),
         )
         if self._storage is not None:
             collector.on("log", self._storage.write)
@@ -144,6 +149,11 @@ class LogCollectorManager:
         if self._storage is not None:
             await self._storage.flush()
 
+    def forget(self, key: str) -> None:
+        """The container is gone for good: drop what is kept about it."""
+        self.cursors.pop(docker_key(key), None)
+        self.failed.pop(docker_key(key), None)
+
     def _on_error(self, collector: DockerLogCollector, exc: BaseException) -> None:
         self.errors += 1
         self.failed[collector.key] = collector.error or repr(exc)
@@ -155,6 +165,8 @@ class LogCollectorManager:
         )
 
     def _on_end(self, collector: DockerLogCollector) -> None:
+        if not collector.cursor.empty:
+            self.cursors[collector.key] = collector.cursor
         if self._active.get(collector.key) is collector:
             del self._active[collector.key]
 

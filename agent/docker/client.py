@@ -161,6 +161,43 @@ class DockerClient:
         return data
 
     @asynccontextmanager
+    async def events(
+        self, *, since: str | None = None, filters: dict[str, list[str]] | None = None
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """Docker's /events as parsed objects, read with our own request.
+
+        aiodocker's `events.subscribe()` runs an unowned task feeding an unbounded queue;
+        here the reader is the caller's own loop and the response closes with the block.
+        """
+        params: dict[str, Any] = {}
+        if since is not None:
+            params["since"] = since
+        if filters:
+            params["filters"] = json.dumps(filters)
+        self._note("events")
+        try:
+            response = await self._streams._do_query(
+                "events", "GET", params=params, timeout=STREAM_TIMEOUT
+            )
+        except aiodocker.DockerError as exc:
+            raise _translate(exc, "GET /events") from None
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise DockerUnavailable(f"GET /events: {exc!r}") from None
+
+        async def parsed() -> AsyncIterator[dict[str, Any]]:
+            try:
+                async for line in response.content:
+                    if line.strip():
+                        yield json.loads(line)
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                raise DockerUnavailable(f"events stream broke: {exc!r}") from None
+
+        try:
+            yield parsed()
+        finally:
+            response.close()
+
+    @asynccontextmanager
     async def logs(
         self,
         container_id: str,

@@ -1,0 +1,188 @@
+"""One typed settings object: config/agent.toml (or --config), then LOGAGENT_* environment.
+
+Every error names its key and is raised before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.policy import Matchers, PatternError, Policy, check_glob
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "agent.toml"
+
+
+class ConfigError(ValueError):
+    """A config file or environment value the agent cannot use; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str = "sqlite://data/logagent.db"
+    host: str = ""  # empty: this machine's hostname
+    docker_url: str = ""  # empty: DOCKER_SOCKET, else DOCKER_HOST, else /var/run/docker.sock
+    initial_tail: int | str = 100
+    max_line_bytes: int = 1024 * 1024
+    policy: Policy = field(default_factory=Policy)
+    log_level: str = "INFO"
+
+
+# section -> key -> (type, Settings attribute or policy path)
+_SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "storage": {"db_url": str, "host": str},
+    "docker": {"socket": str, "initial_tail": (int, str), "max_line_bytes": int},
+    "policy": {
+        "collect_all": bool,
+        "include_names": list,
+        "include_images": list,
+        "include_labels": list,
+        "exclude_names": list,
+        "exclude_images": list,
+        "exclude_labels": list,
+    },
+    "agent": {"log_level": str},
+}
+_ENV = {
+    "LOGAGENT_DB_URL": ("storage", "db_url"),
+    "LOGAGENT_HOST": ("storage", "host"),
+    "LOGAGENT_INITIAL_TAIL": ("docker", "initial_tail"),
+    "LOGAGENT_MAX_LINE_BYTES": ("docker", "max_line_bytes"),
+    "LOGAGENT_COLLECT_ALL": ("policy", "collect_all"),
+    "LOGAGENT_LOG_LEVEL": ("agent", "log_level"),
+    "DOCKER_SOCKET": ("docker", "socket"),
+}
+_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    return " or ".join(x.__name__ for x in t) if isinstance(t, tuple) else t.__name__
+
+
+def _from_env(section: str, key: str, raw: str) -> Any:
+    expected = _SCHEMA[section][key]
+    if expected is bool:
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{section}.{key}: expected true or false, got {raw!r}")
+    if expected is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{section}.{key}: expected an integer, got {raw!r}") from None
+    if expected == (int, str):
+        return int(raw) if raw.strip().isdigit() else raw
+    return raw
+
+
+def _globs(values: list[Any], where: str) -> tuple[str, ...]:
+    out = []
+    for value in values:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        try:
+            check_glob(value)
+        except PatternError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        out.append(value)
+    return tuple(out)
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the file (default config/agent.toml, absent is fine), apply the environment."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    file = path or DEFAULT_CONFIG
+    if path is not None or file.exists():
+        try:
+            data = tomllib.loads(file.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {file} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+    for section, values in data.items():
+        if section not in _SCHEMA:
+            raise ConfigError(f"unknown section [{section}] (known: {', '.join(_SCHEMA)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section}: expected a table")
+        for key, value in values.items():
+            if key not in _SCHEMA[section]:
+                raise ConfigError(f"unknown key {section}.{key}")
+            expected = _SCHEMA[section][key]
+            if isinstance(value, bool) and expected is not bool:
+                raise ConfigError(f"{section}.{key}: expected {_type_name(expected)}, got a bool")
+            if not isinstance(value, expected):
+                raise ConfigError(
+                    f"{section}.{key}: expected {_type_name(expected)}, got {value!r}"
+                )
+    for var, (section, key) in _ENV.items():
+        if var in env and env[var] != "":
+            data.setdefault(section, {})[key] = _from_env(section, key, env[var])
+    return _build(data)
+
+
+def _build(data: dict[str, Any]) -> Settings:
+    storage, dock = data.get("storage", {}), data.get("docker", {})
+    pol, agent = data.get("policy", {}), data.get("agent", {})
+    defaults = Settings()
+    db_url = storage.get("db_url", defaults.db_url)
+    _check_db_url(db_url)
+    tail = dock.get("initial_tail", defaults.initial_tail)
+    if isinstance(tail, str) and tail != "all":
+        raise ConfigError(f"docker.initial_tail: expected a number of lines or 'all', got {tail!r}")
+    if isinstance(tail, int) and tail < 0:
+        raise ConfigError(f"docker.initial_tail: must be 0 or more, got {tail}")
+    max_line = dock.get("max_line_bytes", defaults.max_line_bytes)
+    if max_line < 1024:
+        raise ConfigError(f"docker.max_line_bytes: must be at least 1024, got {max_line}")
+    level = str(agent.get("log_level", defaults.log_level)).upper()
+    if level not in _LEVELS:
+        raise ConfigError(f"agent.log_level: expected one of {sorted(_LEVELS)}, got {level!r}")
+    socket = dock.get("socket", "")
+    policy = Policy(
+        collect_all=pol.get("collect_all", True),
+        include=Matchers(
+            names=_globs(pol.get("include_names", []), "policy.include_names"),
+            images=_globs(pol.get("include_images", []), "policy.include_images"),
+            labels=_globs(pol.get("include_labels", []), "policy.include_labels"),
+        ),
+        exclude=Matchers(
+            names=_globs(pol.get("exclude_names", []), "policy.exclude_names"),
+            images=_globs(pol.get("exclude_images", []), "policy.exclude_images"),
+            labels=_globs(pol.get("exclude_labels", []), "policy.exclude_labels"),
+        ),
+    )
+    return Settings(
+        db_url=db_url,
+        host=storage.get("host", ""),
+        docker_url=socket if "://" in socket or not socket else "unix://" + socket,
+        initial_tail=tail,
+        max_line_bytes=max_line,
+        policy=policy,
+        log_level=level,
+    )
+
+
+_DB_URL = re.compile(r"^(sqlite|postgres|asyncpg|psycopg)://.+")
+
+
+def _check_db_url(url: str) -> None:
+    from tortoise.backends.base.config_generator import expand_db_url
+
+    if not _DB_URL.match(url):
+        raise ConfigError(
+            f"storage.db_url: {url!r} is not a database URL tortoise can use "
+            "(e.g. sqlite:///var/lib/logagent/logs.db)"
+        )
+    try:
+        expand_db_url(url)
+    except Exception as exc:
+        raise ConfigError(f"storage.db_url: {url!r} is not usable: {exc}") from None

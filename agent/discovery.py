@@ -1,0 +1,205 @@
+"""Discovery: Docker's container events and listings → manager start/stop calls.
+
+Subscribe first, then list, so no container slips between the two. When the events stream
+breaks because the daemon went away, reconnect (the client retries with tenacity), resume
+events from the last one seen, re-list, and start collectors for admitted running containers
+that have none: collectors that ended with the daemon come back this way. A collector that
+failed for another reason is not restarted here: only its container's next start event is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from agent.collectors.manager import LogCollectorManager, docker_key
+from agent.docker.client import (
+    ContainerNotFound,
+    DockerClient,
+    DockerError,
+    DockerUnavailable,
+    LogsUnavailable,
+)
+from agent.docker.timestamps import since_param
+from agent.policy import Decision, Policy, decide
+
+log = logging.getLogger("logagent.discovery")
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_DIE_GRACE = 10.0  # how long a dying container's stream may take to drain before it is cut
+
+
+def own_container_ids(proc: Path = Path("/proc/self")) -> list[str]:
+    """The agent's own container id(s), if it runs in one: never collect ourselves."""
+    ids: list[str] = []
+    for name in ("cgroup", "mountinfo"):
+        try:
+            text = (proc / name).read_text()
+        except OSError:
+            continue
+        if name == "mountinfo":
+            # /var/lib/docker/containers/<id>/hostname is bind-mounted into every container
+            ids += re.findall(r"/containers/([0-9a-f]{64})/", text)
+        else:
+            ids += _HEX64.findall(text)
+    hostname = os.environ.get("HOSTNAME", "")
+    if re.fullmatch(r"[0-9a-f]{12}", hostname) and Path("/.dockerenv").exists():
+        ids.append(hostname)
+    return sorted(set(ids))
+
+
+class Discovery:
+    """Keeps the manager's collectors in step with the daemon's containers."""
+
+    def __init__(
+        self,
+        client: DockerClient,
+        manager: LogCollectorManager,
+        policy: Policy,
+        *,
+        initial_tail: int | str = 100,
+        self_ids: list[str] | None = None,
+    ) -> None:
+        self.client = client
+        self.manager = manager
+        self.policy = policy
+        self.initial_tail = initial_tail
+        self.self_ids = own_container_ids() if self_ids is None else self_ids
+        self.last_event_ns: int | None = None
+        self.connected = False
+        self.reconnects = 0
+        self.decisions: dict[str, Decision] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+        self._tg: TaskGroup | None = None
+
+    def decision(
+        self, container_id: str, name: str, image: str, labels: Mapping[str, str]
+    ) -> Decision:
+        """Apply the policy; log the decision the first time a container is seen."""
+        result = decide(
+            self.policy,
+            container_id=container_id,
+            name=name,
+            image=image,
+            labels=labels,
+            self_ids=self.self_ids,
+        )
+        if self.decisions.get(container_id) != result:
+            self.decisions[container_id] = result
+            log.info("%s (%s): %s", name, container_id[:12], result.reason)
+        return result
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow the daemon forever; `started` once the first listing is done."""
+        started = False
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            while True:
+                began = time.monotonic()
+                await self.client.connect()
+                try:
+                    since = since_param(self.last_event_ns) if self.last_event_ns else None
+                    async with self.client.events(
+                        since=since, filters={"type": ["container"]}
+                    ) as events:
+                        self.connected = True
+                        await self._sync()
+                        if not started:
+                            started = True
+                            task_status.started()
+                        async for event in events:
+                            self._dispatch(event)
+                    log.warning("the Docker events stream ended; reconnecting")
+                except DockerUnavailable as exc:
+                    log.warning("lost the Docker daemon (%s); reconnecting", exc)
+                finally:
+                    self.connected = False
+                self.reconnects += 1
+                if time.monotonic() - began < 1.0:
+                    await anyio.sleep(1.0)  # a daemon that hangs up at once must not make us spin
+
+    async def _sync(self) -> None:
+        """Start collectors for admitted running containers that have none."""
+        for c in await self.client.list_containers():
+            cid: str = c["Id"]
+            name = (c.get("Names") or ["/" + cid[:12]])[0].lstrip("/")
+            if not self.decision(cid, name, c.get("Image", ""), c.get("Labels") or {}).collect:
+                continue
+            key = docker_key(cid)
+            if self.manager.get(key) is not None:
+                continue
+            why = self.manager.failed.get(key)
+            if why is not None and not why.startswith(DockerUnavailable.__name__):
+                continue  # failed for a reason of its own: no automatic restart
+            # Seen before (a cursor): resume exactly there. Never seen: the configured tail.
+            tail = "all" if key in self.manager.cursors else self.initial_tail
+            self._spawn(self._start, cid, name, tail)
+
+    def _dispatch(self, event: dict[str, Any]) -> None:
+        if event.get("Type") != "container":
+            return
+        if "timeNano" in event:
+            self.last_event_ns = int(event["timeNano"])
+        action = str(event.get("Action") or event.get("status") or "")
+        actor = event.get("Actor") or {}
+        cid = str(actor.get("ID") or event.get("id") or "")
+        if not cid:
+            return
+        attrs: dict[str, str] = actor.get("Attributes") or {}
+        if action == "start":
+            name = attrs.get("name", cid[:12])
+            if self.decision(cid, name, attrs.get("image", ""), attrs).collect:
+                # A container started now is read from its first line: its timestamps can
+                # precede State.StartedAt, so `since=StartedAt` would drop its first lines.
+                self._spawn(self._start, cid, name, "all")
+        elif action in ("die", "destroy"):
+            self._spawn(self._ended, cid, action == "destroy")
+
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(fn, *args)
+
+    def _lock(self, cid: str) -> anyio.Lock:
+        return self._locks.setdefault(cid, anyio.Lock())
+
+    async def _start(self, cid: str, name: str, tail: int | str) -> None:
+        async with self._lock(cid):
+            existing = self.manager.get(cid)
+            if existing is not None:
+                # The previous run's stream drains first; then this run resumes after it.
+                with anyio.move_on_after(_DIE_GRACE):
+                    await existing.wait()
+                await existing.stop()
+            try:
+                await self.manager.start_docker_collector(cid, name, tail=tail)
+            except ContainerNotFound:
+                log.warning("%s (%s) was removed before its logs could be read", name, cid[:12])
+            except LogsUnavailable as exc:
+                self.manager.failed[docker_key(cid)] = str(exc)
+                log.error("cannot collect %s (%s): %s", name, cid[:12], exc)
+            except DockerUnavailable as exc:
+                log.warning("could not start collecting %s: %s", name, exc)
+            except DockerError as exc:
+                self.manager.failed[docker_key(cid)] = str(exc)
+                log.error("cannot collect %s (%s): %s", name, cid[:12], exc)
+
+    async def _ended(self, cid: str, destroyed: bool) -> None:
+        """die/destroy: let the stream reach its end (the last lines), then stop it."""
+        async with self._lock(cid):
+            collector = self.manager.get(cid)
+            if collector is not None:
+                with anyio.move_on_after(_DIE_GRACE):
+                    await collector.wait()
+                await collector.stop()
+            if destroyed:
+                self.manager.forget(docker_key(cid))
+                self.decisions.pop(cid, None)
+                self._locks.pop(cid, None)
