@@ -11,6 +11,7 @@ import os
 import signal
 
 import anyio
+from anyio.abc import TaskStatus
 
 from agent.collectors.manager import LogCollectorManager
 from agent.config import Settings
@@ -38,30 +39,56 @@ async def _watch_signals(stop: anyio.Event) -> None:
             stop.set()
 
 
-async def run_agent(settings: Settings, stop: anyio.Event | None = None) -> int:
-    """Run until `stop` is set or a signal arrives; returns the exit code."""
-    stop = stop or anyio.Event()
-    async with anyio.create_task_group() as outer:
-        outer.start_soon(_watch_signals, stop)
-        async with (
-            DockerClient(settings.docker_url or None) as client,
-            LogStorage(settings.db_url, host=settings.host or None) as storage,
-            LogCollectorManager(
-                storage,
-                client=client,
-                tail=settings.initial_tail,
-                max_line_bytes=settings.max_line_bytes,
-            ) as manager,
-        ):
-            discovery = Discovery(
-                client, manager, settings.policy, initial_tail=settings.initial_tail
-            )
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(discovery.run)
-                log.info("logagent running: docker %s, database %s", client.url, settings.db_url)
-                await stop.wait()
-                tg.cancel_scope.cancel()
-            # leaving the blocks: manager.stop_all(), storage flush, client close
-        log.info("logagent stopped: %d lines written", storage.rows)
-        outer.cancel_scope.cancel()
-    return 0
+class Agent:
+    """The running agent; its parts are there to look at while `run` runs."""
+
+    def __init__(self, settings: Settings, *, self_ids: list[str] | None = None) -> None:
+        self.settings = settings
+        self.self_ids = self_ids
+        self.stop = anyio.Event()
+        self.client: DockerClient | None = None
+        self.storage: LogStorage | None = None
+        self.manager: LogCollectorManager | None = None
+        self.discovery: Discovery | None = None
+
+    async def run(
+        self, *, signals: bool = True, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> int:
+        """Run until `stop` is set (or a signal); `started` once the first listing is done."""
+        s = self.settings
+        async with anyio.create_task_group() as outer:
+            if signals:
+                outer.start_soon(_watch_signals, self.stop)
+            async with (
+                DockerClient(s.docker_url or None) as client,
+                LogStorage(s.db_url, host=s.host or None) as storage,
+                LogCollectorManager(
+                    storage, client=client, tail=s.initial_tail, max_line_bytes=s.max_line_bytes
+                ) as manager,
+            ):
+                self.client, self.storage, self.manager = client, storage, manager
+                self.discovery = Discovery(
+                    client,
+                    manager,
+                    s.policy,
+                    initial_tail=s.initial_tail,
+                    self_ids=self.self_ids,
+                    scope_labels=list(s.scope_labels),
+                )
+                log.info("logagent starting: docker %s, database %s", client.url, s.db_url)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._cancel_on_stop, tg.cancel_scope)
+                    await tg.start(self.discovery.run)  # waits for the daemon, however long
+                    task_status.started()
+                # leaving the blocks: manager.stop_all(), storage flush, client close
+            log.info("logagent stopped: %d lines written", storage.rows)
+            outer.cancel_scope.cancel()
+        return 0
+
+    async def _cancel_on_stop(self, scope: anyio.CancelScope) -> None:
+        await self.stop.wait()
+        scope.cancel()
+
+
+async def run_agent(settings: Settings) -> int:
+    return await Agent(settings).run()

@@ -30,13 +30,19 @@ class Settings:
     initial_tail: int | str = 100
     max_line_bytes: int = 1024 * 1024
     policy: Policy = field(default_factory=Policy)
+    scope_labels: tuple[str, ...] = ()  # Docker-side label filter: other containers are unseen
     log_level: str = "INFO"
 
 
 # section -> key -> (type, Settings attribute or policy path)
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "storage": {"db_url": str, "host": str},
-    "docker": {"socket": str, "initial_tail": (int, str), "max_line_bytes": int},
+    "docker": {
+        "socket": str,
+        "initial_tail": (int, str),
+        "max_line_bytes": int,
+        "scope_labels": list,
+    },
     "policy": {
         "collect_all": bool,
         "include_names": list,
@@ -92,6 +98,15 @@ def _globs(values: list[Any], where: str) -> tuple[str, ...]:
             check_glob(value)
         except PatternError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+        out.append(value)
+    return tuple(out)
+
+
+def _labels(values: list[Any], where: str) -> tuple[str, ...]:
+    out = []
+    for value in values:
+        if not isinstance(value, str) or not value or value.startswith("="):
+            raise ConfigError(f"{where}: expected labels as 'key' or 'key=value', got {value!r}")
         out.append(value)
     return tuple(out)
 
@@ -167,6 +182,7 @@ def _build(data: dict[str, Any]) -> Settings:
         initial_tail=tail,
         max_line_bytes=max_line,
         policy=policy,
+        scope_labels=_labels(dock.get("scope_labels", []), "docker.scope_labels"),
         log_level=level,
     )
 

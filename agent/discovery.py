@@ -67,12 +67,14 @@ class Discovery:
         *,
         initial_tail: int | str = 100,
         self_ids: list[str] | None = None,
+        scope_labels: list[str] | None = None,
     ) -> None:
         self.client = client
         self.manager = manager
         self.policy = policy
         self.initial_tail = initial_tail
         self.self_ids = own_container_ids() if self_ids is None else self_ids
+        self.scope_labels = scope_labels or []
         self.last_event_ns: int | None = None
         self.connected = False
         self.reconnects = 0
@@ -107,9 +109,10 @@ class Discovery:
                 await self.client.connect()
                 try:
                     since = since_param(self.last_event_ns) if self.last_event_ns else None
-                    async with self.client.events(
-                        since=since, filters={"type": ["container"]}
-                    ) as events:
+                    filters = {"type": ["container"]}
+                    if self.scope_labels:
+                        filters["label"] = self.scope_labels
+                    async with self.client.events(since=since, filters=filters) as events:
                         self.connected = True
                         await self._sync()
                         if not started:
@@ -120,6 +123,8 @@ class Discovery:
                     log.warning("the Docker events stream ended; reconnecting")
                 except DockerUnavailable as exc:
                     log.warning("lost the Docker daemon (%s); reconnecting", exc)
+                except DockerError as exc:
+                    log.error("Docker refused the events stream or listing: %s; retrying", exc)
                 finally:
                     self.connected = False
                 self.reconnects += 1
@@ -128,7 +133,8 @@ class Discovery:
 
     async def _sync(self) -> None:
         """Start collectors for admitted running containers that have none."""
-        for c in await self.client.list_containers():
+        scope = {"label": self.scope_labels} if self.scope_labels else None
+        for c in await self.client.list_containers(filters=scope):
             cid: str = c["Id"]
             name = (c.get("Names") or ["/" + cid[:12]])[0].lstrip("/")
             if not self.decision(cid, name, c.get("Image", ""), c.get("Labels") or {}).collect:

@@ -1,0 +1,79 @@
+"""Settings: file, then environment; every error names its key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import DEFAULT_CONFIG, ConfigError, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_loads_with_defaults() -> None:
+    s = load_settings(DEFAULT_CONFIG, environ={})
+    assert s.db_url == "sqlite://data/logagent.db"
+    assert s.policy.collect_all is True
+    assert s.initial_tail == 100
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[storage]\ndb_url = "sqlite://a.db"\n')
+    s = load_settings(
+        path,
+        environ={
+            "LOGAGENT_DB_URL": "sqlite:///tmp/b.db",
+            "DOCKER_SOCKET": "/run/d.sock",
+            "LOGAGENT_COLLECT_ALL": "false",
+        },
+    )
+    assert s.db_url == "sqlite:///tmp/b.db"
+    assert s.docker_url == "unix:///run/d.sock"
+    assert s.policy.collect_all is False
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[policy]\ncolect_all = true\n", "unknown key policy.colect_all"),
+        ("[nope]\nx = 1\n", "unknown section [nope]"),
+        ('[policy]\ncollect_all = "yes"\n', "policy.collect_all: expected bool"),
+        ('[policy]\nexclude_names = ["web-["]\n', "policy.exclude_names: unclosed '['"),
+        ('[storage]\ndb_url = "mysqlx://nowhere"\n', "storage.db_url"),
+        ("[docker]\ninitial_tail = -1\n", "docker.initial_tail"),
+        ('[docker]\ninitial_tail = "some"\n', "docker.initial_tail"),
+        ("[docker]\nmax_line_bytes = true\n", "docker.max_line_bytes"),
+        ('[agent]\nlog_level = "LOUD"\n', "agent.log_level"),
+        ("not toml at all [", "not valid TOML"),
+    ],
+)
+def test_bad_values_name_their_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_settings(write(tmp_path, text), environ={})
+
+
+def test_bad_environment_value_names_its_key() -> None:
+    with pytest.raises(ConfigError, match=r"policy\.collect_all"):
+        load_settings(DEFAULT_CONFIG, environ={"LOGAGENT_COLLECT_ALL": "maybe"})
+
+
+def test_cli_bad_config_is_one_line_exit_2_no_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, "[policy]\ncollect_all = 3\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "logagent: config error: policy.collect_all: expected bool, got 3"
+    ]
+    assert "Traceback" not in done.stderr
