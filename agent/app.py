@@ -80,6 +80,9 @@ class Agent:
                     tg.start_soon(self._cancel_on_stop, tg.cancel_scope)
                     await tg.start(self.discovery.run)  # waits for the daemon, however long
                     task_status.started()
+                # discovery is stopped: read every stream up to now, then stop it
+                with anyio.CancelScope(shield=True):
+                    await manager.stop_all(drain=True)
                 # leaving the blocks: manager.stop_all(), storage flush, client close
             log.info("logagent stopped: %d lines written", storage.rows)
             outer.cancel_scope.cancel()

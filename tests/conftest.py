@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+import anyio
 import pytest
 
+from agent.app import Agent
 from agent.collectors.manager import LogCollectorManager
+from agent.config import Settings
 from agent.docker.client import DEFAULT_SOCKET, DockerClient, docker_url
+from agent.policy import Policy
 from agent.storage import LogStorage
 
 IMAGE = os.environ.get("LOGAGENT_TEST_IMAGE", "logagent-test/busybox:latest")
@@ -55,6 +61,8 @@ _CHECKED = False
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     global _PROBLEM, _CHECKED
+    # A test that restarts dockerd runs last, so that it cannot disturb the others.
+    items.sort(key=lambda item: "daemon_restart" in item.keywords)
     if not any("docker" in item.keywords for item in items):
         return
     if not _CHECKED:
@@ -126,3 +134,49 @@ async def agent_parts(
         LogCollectorManager(storage, client=client, **manager_kw) as manager,  # type: ignore[arg-type]
     ):
         yield storage, manager
+
+
+def agent_settings(tmp_path: Path, *, collect_all: bool = True, **kw: object) -> Settings:
+    """Settings for an agent that sees only this run's containers (Docker-side label filter)."""
+    return Settings(
+        db_url=db_url(tmp_path),
+        host="test-host",
+        scope_labels=(f"{TEST_LABEL}={RUN_ID}",),
+        policy=Policy(collect_all=collect_all),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@asynccontextmanager
+async def running_agent(settings: Settings) -> AsyncIterator[Agent]:
+    """The whole agent in this process, stopped (gracefully) when the block ends."""
+    agent = Agent(settings, self_ids=[])
+    async with anyio.create_task_group() as tg:
+        await tg.start(partial(agent.run, signals=False))
+        try:
+            yield agent
+        finally:
+            agent.stop.set()
+
+
+def stored_rows(tmp_path: Path, container_id: str) -> list[tuple[str, str, str]]:
+    """(stream, timestamp, message) of a container, in insertion order, read with sqlite3."""
+    path = tmp_path / "logs.db"
+    if not path.exists():
+        return []
+    with closing(sqlite3.connect(path, timeout=10)) as conn:
+        try:
+            return conn.execute(
+                "SELECT stream, timestamp, message FROM log_lines WHERE container_id = ? "
+                "ORDER BY id",
+                (container_id,),
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []
+
+
+async def eventually(check: Callable[[], bool], limit: float = 30) -> None:
+    """Poll a condition on the database or the daemon (neither can notify us)."""
+    with anyio.fail_after(limit):
+        while not check():  # noqa: ASYNC110
+            await anyio.sleep(0.05)

@@ -62,6 +62,8 @@ class DockerLogCollector(Emitter):
         self._task_group = task_group
         self._info = info
         self._scope: anyio.CancelScope | None = None
+        self._follow_scope: anyio.CancelScope | None = None
+        self.drain_timeout = 5.0
         self._done = anyio.Event()
         self.state = "new"  # new, running, ended, failed, stopped
         self.error: str | None = None
@@ -94,8 +96,17 @@ class DockerLogCollector(Emitter):
             raise RuntimeError(f"{self!r} was already started; create a new collector")
         await self._task_group.start(self._run)
 
-    async def stop(self) -> None:
-        """Cancel this collector's scope and wait until its connection is released."""
+    async def stop(self, *, drain: bool = False) -> None:
+        """End this collector and wait until its connection is released.
+
+        With `drain`, the follow stream is closed and one plain read from the cursor fetches
+        what Docker holds up to now (at most `drain_timeout` seconds): a graceful shutdown
+        then stores every line written before it.
+        """
+        if drain and self._follow_scope is not None and self.state == "running":
+            self._follow_scope.cancel()
+            with anyio.move_on_after(self.drain_timeout + 1):
+                await self._done.wait()
         if self._scope is not None:
             self._scope.cancel()
             await self._done.wait()
@@ -129,8 +140,13 @@ class DockerLogCollector(Emitter):
                         self.state = "running"
                         started = True
                         task_status.started()
-                        await self._pump(body, decoder)
-                    if self.follow:
+                        with anyio.CancelScope() as follow_scope:
+                            self._follow_scope = follow_scope
+                            await self._pump(body, decoder)
+                    if self.follow and follow_scope.cancelled_caught:
+                        with anyio.move_on_after(self.drain_timeout):
+                            await self._catch_up(client, tty)
+                    elif self.follow:
                         await self._check_still_there(client)
                         await self._catch_up(client, tty)
                     else:

@@ -7,6 +7,7 @@ restarted: only another `start_docker_collector` call (a new start event, a pers
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import anyio
@@ -139,13 +140,16 @@ class LogCollectorManager:
         await collector.stop()
         return True
 
-    async def stop_all(self) -> None:
-        """Stop every collector, then wait until what they read is committed."""
+    async def stop_all(self, *, drain: bool = False) -> None:
+        """Stop every collector, then wait until what they read is committed.
+
+        `drain`: each first reads what Docker holds up to now (a graceful shutdown).
+        """
         collectors = list(self._active.values())
         if collectors:
             async with anyio.create_task_group() as tg:
                 for collector in collectors:
-                    tg.start_soon(collector.stop)
+                    tg.start_soon(partial(collector.stop, drain=drain))
         if self._storage is not None:
             await self._storage.flush()
 

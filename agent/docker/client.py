@@ -129,7 +129,7 @@ class DockerClient:
         """Reach the daemon, retrying "cannot connect" with capped, jittered back-off."""
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(DockerUnavailable),
-            wait=wait_exponential_jitter(initial=0.2, max=max_wait),
+            wait=wait_exponential_jitter(multiplier=0.2, max=max_wait, jitter=0.5),
             stop=stop_never if attempts is None else stop_after_attempt(attempts),
             before_sleep=before_sleep_log(log, logging.WARNING),
             reraise=True,

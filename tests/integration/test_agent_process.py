@@ -1,0 +1,109 @@
+"""`logagent run` as a process, and the agent across a restart of the Docker daemon."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.conftest import (
+    RUN_ID,
+    TEST_LABEL,
+    Containers,
+    agent_settings,
+    docker,
+    eventually,
+    running_agent,
+    stored_rows,
+)
+from tests.integration.test_collector import docker_reference
+
+pytestmark = [pytest.mark.docker, pytest.mark.anyio]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_agent_process(tmp_path: Path) -> subprocess.Popen[bytes]:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[storage]\ndb_url = "sqlite:///{tmp_path}/logs.db"\nhost = "test-host"\n'
+        f'[docker]\nscope_labels = ["{TEST_LABEL}={RUN_ID}"]\ninitial_tail = "all"\n'
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def test_sigterm_exits_0_with_every_line_before_it_stored(
+    tmp_path: Path, containers: Containers
+) -> None:
+    script = 'i=0; while true; do echo "n $i"; echo "e $i" >&2; i=$((i+1)); sleep 0.002; done'
+    cids = [containers.run(f"busy{i}", script) for i in range(3)]
+    proc = start_agent_process(tmp_path)
+    try:
+        await eventually(lambda: all(len(stored_rows(tmp_path, c)) > 300 for c in cids))
+        for cid in cids:
+            docker("pause", cid)  # from here on nothing more is written
+        written = {cid: docker_reference(cid) for cid in cids}
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output.decode()
+    assert b"Traceback" not in output
+    for cid in cids:
+        rows = stored_rows(tmp_path, cid)
+        assert sorted(rows) == sorted(written[cid])
+        assert len(rows) == len(written[cid])
+
+
+def messages(tmp_path: Path, cid: str) -> list[str]:
+    return [r[2] for r in stored_rows(tmp_path, cid)]
+
+
+def _restart_dockerd() -> None:
+    subprocess.run(["pkill", "-TERM", "-x", "dockerd"], check=False)
+    for _ in range(100):
+        if subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True).returncode != 0:
+            break
+        time.sleep(0.1)
+
+
+@pytest.mark.daemon_restart
+async def test_agent_reconnects_after_daemon_restart(
+    tmp_path: Path, containers: Containers, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with running_agent(agent_settings(tmp_path)) as agent:
+        before = containers.run("before", "echo before-restart; sleep 1000")
+        await eventually(
+            lambda: [r[2] for r in stored_rows(tmp_path, before)] == ["before-restart"]
+        )
+        await anyio.to_thread.run_sync(_restart_dockerd)
+        await anyio.sleep(3)  # the daemon stays down: the agent must retry, not spin or die
+        retries_while_down = sum("Retrying" in r.getMessage() for r in caplog.records)
+        await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                ["bash", str(Path(__file__).parents[1] / "docker-up.sh")], check=True
+            )
+        )
+        assert agent.discovery is not None
+        discovery = agent.discovery
+        await eventually(lambda: discovery.connected, limit=60)
+        after = containers.run("after", "echo after-restart; sleep 1000")
+        await eventually(
+            lambda: [r[2] for r in stored_rows(tmp_path, after)] == ["after-restart"], limit=30
+        )
+        assert discovery.reconnects >= 1
+    assert 1 <= retries_while_down <= 30, retries_while_down
+    # the container that ran before the restart was stored once, not again after reconnecting
+    assert messages(tmp_path, before) == ["before-restart"]

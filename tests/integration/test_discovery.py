@@ -1,0 +1,151 @@
+"""The whole agent against a real dockerd: discovery, labels, short-lived containers."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.conftest import (
+    Containers,
+    agent_settings,
+    docker,
+    eventually,
+    running_agent,
+    stored_rows,
+)
+from tests.integration.test_collector import docker_reference
+
+pytestmark = [pytest.mark.docker, pytest.mark.anyio]
+
+
+def messages(tmp_path: Path, cid: str) -> list[str]:
+    return [r[2] for r in stored_rows(tmp_path, cid)]
+
+
+async def test_started_container_is_collected_unless_labelled_off(
+    tmp_path: Path, containers: Containers
+) -> None:
+    async with running_agent(agent_settings(tmp_path)) as agent:
+        plain = containers.run("plain", "seq 1 100; sleep 30")
+        off = containers.run("off", "seq 1 100; sleep 30", "--label", "logagent.enable=false")
+        await eventually(lambda: len(stored_rows(tmp_path, plain)) == 100)
+        await anyio.sleep(0.5)
+        assert stored_rows(tmp_path, off) == []
+        assert agent.discovery is not None
+        assert agent.discovery.decisions[off].reason == "excluded by label logagent.enable=false"
+    assert messages(tmp_path, plain) == [str(i) for i in range(1, 101)]
+
+
+async def test_opt_in_mode_collects_only_labelled(tmp_path: Path, containers: Containers) -> None:
+    async with running_agent(agent_settings(tmp_path, collect_all=False)):
+        plain = containers.run("plain", "echo no; sleep 30")
+        opted = containers.run("opted", "echo yes; sleep 30", "--label", "logagent.enable=true")
+        await eventually(lambda: messages(tmp_path, opted) == ["yes"])
+        await anyio.sleep(0.5)
+    assert stored_rows(tmp_path, plain) == []
+
+
+async def test_already_running_container_starts_at_initial_tail(
+    tmp_path: Path, containers: Containers
+) -> None:
+    cid = containers.run("before", "seq 1 500; sleep 30")
+    await anyio.sleep(1)
+    async with running_agent(agent_settings(tmp_path, initial_tail=100)):
+        await eventually(lambda: len(stored_rows(tmp_path, cid)) == 100)
+    assert messages(tmp_path, cid) == [str(i) for i in range(401, 501)]
+
+
+async def test_short_lived_container_has_all_1000_lines(
+    tmp_path: Path, containers: Containers
+) -> None:
+    async with running_agent(agent_settings(tmp_path)):
+        cid = containers.run("short", "seq 1 1000")  # exits within milliseconds
+        await eventually(lambda: len(stored_rows(tmp_path, cid)) >= 1000)
+        await anyio.sleep(0.5)
+    assert messages(tmp_path, cid) == [str(i) for i in range(1, 1001)]
+
+
+async def test_fifty_containers_at_once_then_none_active(
+    tmp_path: Path, containers: Containers
+) -> None:
+    names = [f"{containers.prefix}-many{i}" for i in range(50)]
+    containers.names += names
+    for name in names:
+        docker(
+            "create", "--network", "none", "--name", name,
+            "--label", f"logagent.test={containers.prefix.split('-')[2]}",
+            "logagent-test/busybox:latest", "sh", "-c", "sleep 1; seq 1 20",
+        )  # fmt: skip
+    async with running_agent(agent_settings(tmp_path)) as agent:
+        docker("start", *names)
+        ids = [docker("inspect", "-f", "{{.Id}}", n).decode().strip() for n in names]
+        await eventually(lambda: all(len(stored_rows(tmp_path, i)) == 20 for i in ids), limit=60)
+        assert agent.manager is not None
+        manager = agent.manager
+        await eventually(lambda: manager.active_collectors() == {}, limit=30)
+    for i in ids:
+        assert messages(tmp_path, i) == [str(n) for n in range(1, 21)]
+
+
+async def test_docker_restart_stores_both_runs_once(tmp_path: Path, containers: Containers) -> None:
+    async with running_agent(agent_settings(tmp_path)):
+        cid = containers.run("restarted", "seq 1 200; sleep 1000")
+        await eventually(lambda: len(stored_rows(tmp_path, cid)) == 200)
+        docker("restart", "-t", "1", cid)
+        await eventually(lambda: len(stored_rows(tmp_path, cid)) >= 400)
+        await anyio.sleep(1)
+    rows = stored_rows(tmp_path, cid)
+    assert [r[2] for r in rows] == [str(i) for i in range(1, 201)] * 2
+    assert rows == docker_reference(cid)
+
+
+async def test_pause_and_unpause_lose_and_double_nothing(
+    tmp_path: Path, containers: Containers
+) -> None:
+    script = 'i=0; while [ $i -lt 300 ]; do echo "n $i"; i=$((i+1)); sleep 0.01; done'
+    async with running_agent(agent_settings(tmp_path)):
+        cid = containers.run("paused", script)
+        await anyio.sleep(0.7)
+        docker("pause", cid)
+        await anyio.sleep(1)
+        docker("unpause", cid)
+        containers.wait("paused")
+        await eventually(lambda: len(stored_rows(tmp_path, cid)) >= 300)
+        await anyio.sleep(0.5)
+    assert [r[2] for r in stored_rows(tmp_path, cid)] == [f"n {i}" for i in range(300)]
+
+
+async def test_log_driver_none_is_one_clear_error_and_others_go_on(
+    tmp_path: Path, containers: Containers, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with running_agent(agent_settings(tmp_path)):
+        silent = containers.run("silent", "echo lost; sleep 30", "--log-driver", "none")
+        normal = containers.run("normal", "echo kept; sleep 30")
+        await eventually(lambda: messages(tmp_path, normal) == ["kept"])
+        await anyio.sleep(0.5)
+    errors = [
+        r for r in caplog.records if r.levelno >= logging.ERROR and silent[:12] in r.getMessage()
+    ]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert (
+        "does not support reading" in errors[0].getMessage()
+        or "501" in errors[0].getMessage()
+        or "logging driver" in errors[0].getMessage()
+    )
+
+
+async def test_graceful_stop_stores_every_line_written_before_it(
+    tmp_path: Path, containers: Containers
+) -> None:
+    script = 'i=0; while true; do echo "n $i"; i=$((i+1)); sleep 0.002; done'
+    async with running_agent(agent_settings(tmp_path)) as agent:
+        cid = containers.run("busy", script)
+        await eventually(lambda: len(stored_rows(tmp_path, cid)) > 200)
+        docker("pause", cid)  # nothing more is written from here on
+        written = docker_reference(cid)
+        agent.stop.set()
+    assert stored_rows(tmp_path, cid) == written
