@@ -74,6 +74,7 @@ class Agent:
                     initial_tail=s.initial_tail,
                     self_ids=self.self_ids,
                     scope_labels=list(s.scope_labels),
+                    storage=storage,
                 )
                 log.info("logagent starting: docker %s, database %s", client.url, s.db_url)
                 async with anyio.create_task_group() as tg:

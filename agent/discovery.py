@@ -30,6 +30,7 @@ from agent.docker.client import (
 )
 from agent.docker.timestamps import since_param
 from agent.policy import Decision, Policy, decide
+from agent.storage import LogStorage
 
 log = logging.getLogger("logagent.discovery")
 
@@ -68,6 +69,7 @@ class Discovery:
         initial_tail: int | str = 100,
         self_ids: list[str] | None = None,
         scope_labels: list[str] | None = None,
+        storage: LogStorage | None = None,
     ) -> None:
         self.client = client
         self.manager = manager
@@ -75,6 +77,12 @@ class Discovery:
         self.initial_tail = initial_tail
         self.self_ids = own_container_ids() if self_ids is None else self_ids
         self.scope_labels = scope_labels or []
+        self.storage = storage
+        # When the agent was last alive on this host (None: never): containers created since
+        # are read from their first line, and exited ones are caught up.
+        self.last_seen_ns: int | None = None
+        # Bounds the requests a (re)listing fires at the daemon at once.
+        self._limiter = anyio.CapacityLimiter(32)
         self.last_event_ns: int | None = None
         self.connected = False
         self.reconnects = 0
@@ -102,6 +110,13 @@ class Discovery:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow the daemon forever; `started` once the first listing is done."""
         started = False
+        if self.storage is not None:
+            state = self.storage.previous_state
+            if state is not None:
+                self.last_seen_ns = state.last_seen_ns
+                # Docker replays the events since then: containers that came and went while
+                # the agent was down are seen (and, if already removed, recorded as gaps).
+                self.last_event_ns = state.last_event_ns or state.last_seen_ns
         async with anyio.create_task_group() as tg:
             self._tg = tg
             while True:
@@ -132,9 +147,10 @@ class Discovery:
                     await anyio.sleep(1.0)  # a daemon that hangs up at once must not make us spin
 
     async def _sync(self) -> None:
-        """Start collectors for admitted running containers that have none."""
+        """Every admitted container without a collector: follow the running ones, catch up
+        on the exited ones that ran while the agent was down (or since their cursor)."""
         scope = {"label": self.scope_labels} if self.scope_labels else None
-        for c in await self.client.list_containers(filters=scope):
+        for c in await self.client.list_containers(all=True, filters=scope):
             cid: str = c["Id"]
             name = (c.get("Names") or ["/" + cid[:12]])[0].lstrip("/")
             if not self.decision(cid, name, c.get("Image", ""), c.get("Labels") or {}).collect:
@@ -145,15 +161,25 @@ class Discovery:
             why = self.manager.failed.get(key)
             if why is not None and not why.startswith(DockerUnavailable.__name__):
                 continue  # failed for a reason of its own: no automatic restart
-            # Seen before (a cursor): resume exactly there. Never seen: the configured tail.
-            tail = "all" if key in self.manager.cursors else self.initial_tail
-            self._spawn(self._start, cid, name, tail)
+            running = c.get("State") == "running"
+            new = (
+                self.last_seen_ns is not None
+                and int(c.get("Created", 0)) >= self.last_seen_ns // 1_000_000_000
+            )
+            # With a cursor the collector resumes there whatever the tail says.
+            tail = "all" if new else self.initial_tail
+            if running:
+                self._spawn(self._start, cid, name, tail, True, None)
+            elif new or self.last_seen_ns is not None:
+                self._spawn(self._start, cid, name, "all" if new else 0, False, None)
 
     def _dispatch(self, event: dict[str, Any]) -> None:
         if event.get("Type") != "container":
             return
         if "timeNano" in event:
             self.last_event_ns = int(event["timeNano"])
+            if self.storage is not None:
+                self.storage.last_event_ns = self.last_event_ns
         action = str(event.get("Action") or event.get("status") or "")
         actor = event.get("Actor") or {}
         cid = str(actor.get("ID") or event.get("id") or "")
@@ -165,7 +191,7 @@ class Discovery:
             if self.decision(cid, name, attrs.get("image", ""), attrs).collect:
                 # A container started now is read from its first line: its timestamps can
                 # precede State.StartedAt, so `since=StartedAt` would drop its first lines.
-                self._spawn(self._start, cid, name, "all")
+                self._spawn(self._start, cid, name, "all", True, event.get("timeNano"))
         elif action in ("die", "destroy"):
             self._spawn(self._ended, cid, action == "destroy")
 
@@ -176,26 +202,49 @@ class Discovery:
     def _lock(self, cid: str) -> anyio.Lock:
         return self._locks.setdefault(cid, anyio.Lock())
 
-    async def _start(self, cid: str, name: str, tail: int | str) -> None:
-        async with self._lock(cid):
+    async def _start(
+        self, cid: str, name: str, tail: int | str, follow: bool, event_ns: int | None
+    ) -> None:
+        async with self._lock(cid), self._limiter:
+            if not follow and tail == 0 and not await self._has_cursor(cid):
+                return  # exited before the agent ever read it, and not new: nothing owed
             existing = self.manager.get(cid)
             if existing is not None:
+                if not follow:
+                    return  # already being read
                 # The previous run's stream drains first; then this run resumes after it.
                 with anyio.move_on_after(_DIE_GRACE):
                     await existing.wait()
                 await existing.stop()
             try:
-                await self.manager.start_docker_collector(cid, name, tail=tail)
+                await self.manager.start_docker_collector(cid, name, tail=tail, follow=follow)
             except ContainerNotFound:
-                log.warning("%s (%s) was removed before its logs could be read", name, cid[:12])
+                await self._gap(
+                    cid, name, "container removed before its logs could be read", event_ns
+                )
             except LogsUnavailable as exc:
                 self.manager.failed[docker_key(cid)] = str(exc)
                 log.error("cannot collect %s (%s): %s", name, cid[:12], exc)
+                await self._gap(cid, name, f"logs cannot be read through the API: {exc}", event_ns)
             except DockerUnavailable as exc:
                 log.warning("could not start collecting %s: %s", name, exc)
             except DockerError as exc:
                 self.manager.failed[docker_key(cid)] = str(exc)
                 log.error("cannot collect %s (%s): %s", name, cid[:12], exc)
+
+    async def _has_cursor(self, cid: str) -> bool:
+        if docker_key(cid) in self.manager.cursors:
+            return True
+        return self.storage is not None and not (await self.storage.load_cursor(cid)).empty
+
+    async def _gap(self, cid: str, name: str, reason: str, from_ns: int | None) -> None:
+        if self.storage is None:
+            log.warning("%s (%s): %s", name, cid[:12], reason)
+            return
+        try:
+            await self.storage.record_gap(cid, name, reason, from_ns=from_ns)
+        except Exception as exc:
+            log.error("could not record a gap for %s (%s): %s: %s", name, cid[:12], reason, exc)
 
     async def _ended(self, cid: str, destroyed: bool) -> None:
         """die/destroy: let the stream reach its end (the last lines), then stop it."""

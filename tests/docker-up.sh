@@ -34,6 +34,8 @@ start_dockerd() {
 }
 
 if ! daemon_up; then
+  # A daemon still shutting down (it waits up to 10 s per container) holds the pid file.
+  for _ in $(seq 1 120); do pgrep -x dockerd >/dev/null 2>&1 || break; sleep 0.5; done
   start_dockerd
   if ! wait_socket; then
     echo "dockerd did not come up with overlay2; retrying with --storage-driver=vfs" >&2

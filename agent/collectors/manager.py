@@ -106,6 +106,12 @@ class LogCollectorManager:
         if existing is not None:
             return existing
         name = container_name or str(info.get("Name", "")).lstrip("/") or full_id[:12]
+        cursor = self.cursors.get(key)
+        if cursor is None and self._storage is not None:
+            cursor = await self._storage.load_cursor(full_id)
+            existing = self._active.get(key)
+            if existing is not None:  # started by someone else while we asked the database
+                return existing
         collector = DockerLogCollector(
             full_id,
             name,
@@ -116,7 +122,7 @@ class LogCollectorManager:
             follow=follow,
             max_line_bytes=self.max_line_bytes,
             info=info,
-            cursor=self.cursors.get(key),
+            cursor=cursor,
         )
         if self._storage is not None:
             collector.on("log", self._storage.write)
@@ -157,6 +163,8 @@ class LogCollectorManager:
         """The container is gone for good: drop what is kept about it."""
         self.cursors.pop(docker_key(key), None)
         self.failed.pop(docker_key(key), None)
+        if self._storage is not None:
+            self._storage.forget(docker_key(key).removeprefix(DOCKER_PREFIX))
 
     def _on_error(self, collector: DockerLogCollector, exc: BaseException) -> None:
         self.errors += 1

@@ -35,3 +35,71 @@ LOG_LINE_COLUMNS = (
     "message",
     "flags",
 )
+
+
+class ContainerCursor(Model):
+    """Where a container was read up to, committed in the same transaction as its rows.
+
+    Per stream: Docker's timestamp of the last stored line and how many stored lines carry
+    exactly that timestamp (see agent/cursor.py).
+    """
+
+    id = fields.IntField(primary_key=True)
+    host = fields.CharField(max_length=255)
+    container_id = fields.CharField(max_length=64)
+    container_name = fields.CharField(max_length=255)
+    stdout_ts = fields.BigIntField(null=True)
+    stdout_n = fields.IntField(default=0)
+    stderr_ts = fields.BigIntField(null=True)
+    stderr_n = fields.IntField(default=0)
+    tty_ts = fields.BigIntField(null=True)
+    tty_n = fields.IntField(default=0)
+    updated_ns = fields.BigIntField()
+
+    class Meta:
+        table = "container_cursors"
+        unique_together = (("host", "container_id"),)
+
+
+class AgentState(Model):
+    """This host's agent: when it was last alive and the last Docker event it handled."""
+
+    host = fields.CharField(max_length=255, primary_key=True)
+    last_seen_ns = fields.BigIntField()
+    last_event_ns = fields.BigIntField(null=True)
+    last_shutdown_ns = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "agent_state"
+
+
+class Gap(Model):
+    """Lines known to be lost for good, and why: never silently."""
+
+    id = fields.IntField(primary_key=True)
+    host = fields.CharField(max_length=255)
+    container_id = fields.CharField(max_length=64)
+    container_name = fields.CharField(max_length=255)
+    reason = fields.TextField()
+    from_ns = fields.BigIntField(null=True)
+    to_ns = fields.BigIntField(null=True)
+    created_ns = fields.BigIntField()
+
+    class Meta:
+        table = "gaps"
+        indexes = (("container_id",),)
+
+
+CURSOR_STREAMS = ("stdout", "stderr", "tty")
+CURSOR_COLUMNS = (
+    "host",
+    "container_id",
+    "container_name",
+    "stdout_ts",
+    "stdout_n",
+    "stderr_ts",
+    "stderr_n",
+    "tty_ts",
+    "tty_n",
+    "updated_ns",
+)

@@ -21,8 +21,17 @@ from tortoise.context import TortoiseContext
 from tortoise.exceptions import BaseORMException
 from tortoise.transactions import in_transaction
 
+from agent.cursor import Cursor
 from agent.entry import LogEntry
-from agent.storage.models import LOG_LINE_COLUMNS, LogLine
+from agent.storage.models import (
+    CURSOR_COLUMNS,
+    CURSOR_STREAMS,
+    LOG_LINE_COLUMNS,
+    AgentState,
+    ContainerCursor,
+    Gap,
+    LogLine,
+)
 
 log = logging.getLogger("logagent.storage")
 
@@ -80,6 +89,15 @@ class LogStorage:
         self._ctx: TortoiseContext | None = None
         self._tg: TaskGroup | None = None
         self._insert_sql = ""
+        self._cursor_sql = ""
+        self._state_sql = ""
+        # Per container, the position of the last committed line: advanced on a copy while a
+        # batch commits, adopted only once it has committed with the batch's rows.
+        self._cursors: dict[str, Cursor] = {}
+        self.last_event_ns: int | None = None  # set by discovery, saved with the heartbeat
+        self.heartbeat_seconds = 2.0
+        self.gaps_recorded = 0
+        self.previous_state: AgentState | None = None
         self.failing: str | None = None  # the last write error while it persists
         # Figures for metrics and benchmarks.
         self.batches = 0
@@ -104,15 +122,34 @@ class LogStorage:
             await ctx.__aexit__(None, None, None)
             raise StorageError(f"cannot open database {self.db_url!r}: {exc}") from None
         self._ctx = ctx
-        mark = "?" if db.capabilities.dialect == "sqlite" else None
-        params = ", ".join(mark or f"${i + 1}" for i in range(len(LOG_LINE_COLUMNS)))
+        dialect = db.capabilities.dialect
+
+        def params(n: int) -> str:
+            return ", ".join("?" if dialect == "sqlite" else f"${i + 1}" for i in range(n))
+
         self._insert_sql = (
             f"INSERT INTO {LogLine._meta.db_table} ({', '.join(LOG_LINE_COLUMNS)}) "
-            f"VALUES ({params})"
+            f"VALUES ({params(len(LOG_LINE_COLUMNS))})"
+        )
+        updates = ", ".join(f"{c} = excluded.{c}" for c in CURSOR_COLUMNS[2:])
+        self._cursor_sql = (
+            f"INSERT INTO {ContainerCursor._meta.db_table} ({', '.join(CURSOR_COLUMNS)}) "
+            f"VALUES ({params(len(CURSOR_COLUMNS))}) "
+            f"ON CONFLICT (host, container_id) DO UPDATE SET {updates}"
+        )
+        self._state_sql = (
+            f"INSERT INTO {AgentState._meta.db_table} (host, last_seen_ns, last_event_ns, "
+            f"last_shutdown_ns) VALUES ({params(4)}) ON CONFLICT (host) DO UPDATE SET "
+            "last_seen_ns = excluded.last_seen_ns, "
+            f"last_event_ns = COALESCE(excluded.last_event_ns, {AgentState._meta.db_table}"
+            ".last_event_ns), last_shutdown_ns = excluded.last_shutdown_ns"
         )
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        # The previous run's state, read before the first heartbeat overwrites it.
+        self.previous_state = await AgentState.get_or_none(host=self.host)
         await self._tg.start(self._writer)
+        self._tg.start_soon(self._heartbeat)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -121,6 +158,7 @@ class LogStorage:
                 if self.failing is None:
                     with anyio.move_on_after(30):
                         await self.flush()
+                        await self.save_state(shutdown=True)
                 self._tg.cancel_scope.cancel()
                 await self._tg.__aexit__(None, None, None)
         finally:
@@ -217,5 +255,88 @@ class LogStorage:
             ]
             for e in batch
         ]
+        advanced: dict[str, Cursor] = {}
+        names: dict[str, str] = {}
+        for e in batch:
+            cur = advanced.get(e.container_id)
+            if cur is None:
+                base = self._cursors.get(e.container_id)
+                cur = advanced[e.container_id] = base.copy() if base else Cursor()
+                names[e.container_id] = e.container_name
+            pos = cur.positions.get(e.stream)
+            if pos is None or pos[0] != e.timestamp_ns:
+                cur.positions[e.stream] = [e.timestamp_ns, 1]
+            else:
+                pos[1] += 1
+        now = time.time_ns()
+        cursor_rows = []
+        for cid, cur in advanced.items():
+            row: list[Any] = [host, cid, names[cid]]
+            for stream in CURSOR_STREAMS:
+                pos = cur.positions.get(stream)
+                row += [pos[0], pos[1]] if pos else [None, 0]
+            row.append(now)
+            cursor_rows.append(row)
         async with in_transaction("default") as conn:
             await conn.execute_many(self._insert_sql, rows)
+            await conn.execute_many(self._cursor_sql, cursor_rows)
+        self._cursors.update(advanced)
+
+    # -- cursors, agent state, gaps ------------------------------------------------------
+
+    async def load_cursor(self, container_id: str) -> Cursor:
+        """The committed position of a container (empty if none), as the writer knows it."""
+        known = self._cursors.get(container_id)
+        if known is not None:
+            return known.copy()
+        row = await ContainerCursor.get_or_none(host=self.host, container_id=container_id)
+        cursor = Cursor()
+        if row is not None:
+            for stream in CURSOR_STREAMS:
+                ts = getattr(row, f"{stream}_ts")
+                if ts is not None:
+                    cursor.positions[stream] = [ts, getattr(row, f"{stream}_n")]
+            self._cursors.setdefault(container_id, cursor.copy())
+        return cursor
+
+    def forget(self, container_id: str) -> None:
+        """Drop the in-memory copy of a removed container's cursor (the row stays)."""
+        self._cursors.pop(container_id, None)
+
+    async def save_state(self, *, shutdown: bool = False) -> None:
+        now = time.time_ns()
+        async with in_transaction("default") as conn:
+            await conn.execute_query(
+                self._state_sql, [self.host, now, self.last_event_ns, now if shutdown else None]
+            )
+
+    async def _heartbeat(self) -> None:
+        """Record that the agent is alive: "while the agent was down" is measured from it."""
+        while True:
+            try:
+                await self.save_state()
+            except Exception as exc:  # the writer reports database failures; keep beating
+                log.debug("heartbeat not saved: %s", exc)
+            await anyio.sleep(self.heartbeat_seconds)
+
+    async def record_gap(
+        self,
+        container_id: str,
+        container_name: str,
+        reason: str,
+        *,
+        from_ns: int | None = None,
+        to_ns: int | None = None,
+    ) -> None:
+        """Store that lines of a container are lost for good, and why."""
+        await Gap.create(
+            host=self.host,
+            container_id=container_id,
+            container_name=container_name,
+            reason=reason,
+            from_ns=from_ns,
+            to_ns=to_ns,
+            created_ns=time.time_ns(),
+        )
+        self.gaps_recorded += 1
+        log.warning("gap recorded for %s (%s): %s", container_name, container_id[:12], reason)

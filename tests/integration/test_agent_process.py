@@ -70,9 +70,9 @@ def messages(tmp_path: Path, cid: str) -> list[str]:
     return [r[2] for r in stored_rows(tmp_path, cid)]
 
 
-def _restart_dockerd() -> None:
+def _stop_dockerd() -> None:
     subprocess.run(["pkill", "-TERM", "-x", "dockerd"], check=False)
-    for _ in range(100):
+    for _ in range(600):  # dockerd gives each running container 10 s to stop
         if subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True).returncode != 0:
             break
         time.sleep(0.1)
@@ -84,11 +84,11 @@ async def test_agent_reconnects_after_daemon_restart(
 ) -> None:
     caplog.set_level(logging.INFO)
     async with running_agent(agent_settings(tmp_path)) as agent:
-        before = containers.run("before", "echo before-restart; sleep 1000")
+        before = containers.run("before", "echo before-restart; sleep 1000", "--stop-timeout", "1")
         await eventually(
             lambda: [r[2] for r in stored_rows(tmp_path, before)] == ["before-restart"]
         )
-        await anyio.to_thread.run_sync(_restart_dockerd)
+        await anyio.to_thread.run_sync(_stop_dockerd)
         await anyio.sleep(3)  # the daemon stays down: the agent must retry, not spin or die
         retries_while_down = sum("Retrying" in r.getMessage() for r in caplog.records)
         await anyio.to_thread.run_sync(
