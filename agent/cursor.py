@@ -13,6 +13,11 @@ from collections.abc import Iterable
 from agent.docker.timestamps import since_param
 from agent.entry import LogEntry
 
+# The two streams' copiers stamp lines independently, so a line can follow a later-stamped
+# line of the other stream in the log; a stream with no position yet may hide such a line
+# just before the other stream's position. Re-reading a little earlier catches it.
+RESUME_MARGIN_NS = 1_000_000_000
+
 
 class Cursor:
     """Per stream: [last timestamp ns, lines seen at exactly that timestamp]."""
@@ -39,7 +44,8 @@ class Cursor:
         """The `since` value that re-reads everything not yet seen (and a little more)."""
         if not self.positions:
             return None
-        return since_param(min(pos[0] for pos in self.positions.values()))
+        earliest = min(pos[0] for pos in self.positions.values())
+        return since_param(max(0, earliest - RESUME_MARGIN_NS))
 
     def skipper(self) -> Skipper:
         return Skipper({s: (pos[0], pos[1]) for s, pos in self.positions.items()})

@@ -6,6 +6,7 @@ import os
 import socket
 import sqlite3
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, closing
@@ -180,3 +181,22 @@ async def eventually(check: Callable[[], bool], limit: float = 30) -> None:
     with anyio.fail_after(limit):
         while not check():  # noqa: ASYNC110
             await anyio.sleep(0.05)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_agent_process(tmp_path: Path) -> subprocess.Popen[bytes]:
+    """`logagent run` as a real process on this test's database; output in agent.log."""
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[storage]\ndb_url = "sqlite:///{tmp_path}/logs.db"\nhost = "test-host"\n'
+        f'[docker]\nscope_labels = ["{TEST_LABEL}={RUN_ID}"]\ninitial_tail = "all"\n'
+    )
+    with open(tmp_path / "agent.log", "ab") as log:  # a pipe nobody reads could block it
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )

@@ -255,19 +255,16 @@ class LogStorage:
             ]
             for e in batch
         ]
+        by_container: dict[str, list[LogEntry]] = {}
+        for e in batch:
+            by_container.setdefault(e.container_id, []).append(e)
         advanced: dict[str, Cursor] = {}
         names: dict[str, str] = {}
-        for e in batch:
-            cur = advanced.get(e.container_id)
-            if cur is None:
-                base = self._cursors.get(e.container_id)
-                cur = advanced[e.container_id] = base.copy() if base else Cursor()
-                names[e.container_id] = e.container_name
-            pos = cur.positions.get(e.stream)
-            if pos is None or pos[0] != e.timestamp_ns:
-                cur.positions[e.stream] = [e.timestamp_ns, 1]
-            else:
-                pos[1] += 1
+        for cid, entries in by_container.items():
+            base = self._cursors.get(cid)
+            cur = advanced[cid] = base.copy() if base else Cursor()
+            cur.advance(entries)
+            names[cid] = entries[-1].container_name
         now = time.time_ns()
         cursor_rows = []
         for cid, cur in advanced.items():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,33 +12,17 @@ import anyio
 import pytest
 
 from tests.conftest import (
-    RUN_ID,
-    TEST_LABEL,
     Containers,
     agent_settings,
     docker,
     eventually,
     running_agent,
+    start_agent_process,
     stored_rows,
 )
 from tests.integration.test_collector import docker_reference
 
 pytestmark = [pytest.mark.docker, pytest.mark.anyio]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def start_agent_process(tmp_path: Path) -> subprocess.Popen[bytes]:
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[storage]\ndb_url = "sqlite:///{tmp_path}/logs.db"\nhost = "test-host"\n'
-        f'[docker]\nscope_labels = ["{TEST_LABEL}={RUN_ID}"]\ninitial_tail = "all"\n'
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
 
 
 async def test_sigterm_exits_0_with_every_line_before_it_stored(
@@ -54,7 +37,8 @@ async def test_sigterm_exits_0_with_every_line_before_it_stored(
             docker("pause", cid)  # from here on nothing more is written
         written = {cid: docker_reference(cid) for cid in cids}
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        output = (tmp_path / "agent.log").read_bytes()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,0 +1,177 @@
+"""Every line exactly once across agent restarts, crashes, downtime and daemon restarts."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+from contextlib import closing
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.conftest import (
+    ROOT,
+    Containers,
+    agent_settings,
+    docker,
+    eventually,
+    running_agent,
+    start_agent_process,
+    stored_rows,
+)
+from tests.integration.test_agent_process import _stop_dockerd
+from tests.integration.test_collector import docker_reference
+
+pytestmark = [pytest.mark.docker, pytest.mark.anyio]
+
+# 200 bursts of 1,000 numbered lines: slow enough to stop the agent in the middle.
+BURST = (
+    "i=0; while [ $i -lt 200 ]; do seq $((i*1000+1)) $((i*1000+1000)); i=$((i+1)); sleep 0.02; done"
+)
+
+
+def count(tmp_path: Path, cid: str) -> int:
+    with closing(sqlite3.connect(tmp_path / "logs.db", timeout=10)) as conn:
+        try:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM log_lines WHERE container_id = ?", (cid,)
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return 0
+    return int(row[0])
+
+
+def gaps(tmp_path: Path) -> list[tuple[str, str]]:
+    with closing(sqlite3.connect(tmp_path / "logs.db", timeout=10)) as conn:
+        return conn.execute("SELECT container_name, reason FROM gaps ORDER BY id").fetchall()
+
+
+def stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+
+
+async def _restart_mid_burst(tmp_path: Path, containers: Containers, sig: signal.Signals) -> None:
+    proc = start_agent_process(tmp_path)
+    try:
+        await anyio.sleep(1.5)  # the agent is listening: the container is read from line 1
+        cid = containers.run("burst", BURST)
+        await eventually(lambda: count(tmp_path, cid) > 30_000, limit=60)
+        stop(proc, sig)
+        stopped_at = count(tmp_path, cid)
+        assert stopped_at < 200_000, "the burst ended before the agent was stopped"
+        proc = start_agent_process(tmp_path)
+        containers.wait("burst")
+        await eventually(lambda: count(tmp_path, cid) >= 200_000, limit=120)
+        await anyio.sleep(1)
+        stop(proc, signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rows = stored_rows(tmp_path, cid)
+    assert len(rows) == 200_000
+    assert [r[2] for r in rows] == [str(i) for i in range(1, 200_001)]
+    assert rows == docker_reference(cid)
+
+
+async def test_kill_9_mid_burst_then_restart_stores_each_line_once(
+    tmp_path: Path, containers: Containers
+) -> None:
+    await _restart_mid_burst(tmp_path, containers, signal.SIGKILL)
+
+
+async def test_sigterm_mid_burst_then_restart_stores_each_line_once(
+    tmp_path: Path, containers: Containers
+) -> None:
+    await _restart_mid_burst(tmp_path, containers, signal.SIGTERM)
+
+
+async def test_container_that_ran_while_agent_was_down_is_caught_up(
+    tmp_path: Path, containers: Containers
+) -> None:
+    async with running_agent(agent_settings(tmp_path)):
+        pass  # the agent has run on this host: it knows when it went down
+    await anyio.sleep(1.1)  # Docker's `Created` has whole seconds
+    cid = containers.run("while-down", "seq 1 500")
+    containers.wait("while-down")
+    async with running_agent(agent_settings(tmp_path)):
+        await eventually(lambda: count(tmp_path, cid) >= 500)
+        await anyio.sleep(0.5)
+    async with running_agent(agent_settings(tmp_path)):
+        await anyio.sleep(1)  # a third start reads nothing again
+    assert [r[2] for r in stored_rows(tmp_path, cid)] == [str(i) for i in range(1, 501)]
+
+
+async def test_container_removed_while_agent_was_down_leaves_a_gap(
+    tmp_path: Path, containers: Containers
+) -> None:
+    async with running_agent(agent_settings(tmp_path)):
+        pass
+    containers.names.append(f"{containers.prefix}-gone")
+    docker(
+        "run", "--rm", "--network", "none", "--name", f"{containers.prefix}-gone",
+        "--label", f"logagent.test={containers.prefix.split('-')[2]}",
+        "logagent-test/busybox:latest", "echo", "never read",
+    )  # fmt: skip
+    async with running_agent(agent_settings(tmp_path)):
+        await eventually(lambda: bool(gaps(tmp_path)))
+    assert gaps(tmp_path) == [
+        (f"{containers.prefix}-gone", "container removed before its logs could be read")
+    ]
+
+
+async def test_cursor_row_matches_the_stored_rows(tmp_path: Path, containers: Containers) -> None:
+    script = 'for i in $(seq 1 300); do echo "o $i"; echo "e $i" >&2; done'
+    async with running_agent(agent_settings(tmp_path)):
+        cid = containers.run("cursor", script)
+        await eventually(lambda: count(tmp_path, cid) >= 600)
+        await anyio.sleep(0.5)
+    with closing(sqlite3.connect(tmp_path / "logs.db")) as conn:
+        cursor = conn.execute(
+            "SELECT stdout_ts, stdout_n, stderr_ts, stderr_n, tty_ts FROM container_cursors "
+            "WHERE container_id = ?",
+            (cid,),
+        ).fetchone()
+        for stream, (ts, n) in (("stdout", cursor[0:2]), ("stderr", cursor[2:4])):
+            last = conn.execute(
+                "SELECT MAX(timestamp_ns) FROM log_lines WHERE container_id = ? AND stream = ?",
+                (cid, stream),
+            ).fetchone()[0]
+            at_last = conn.execute(
+                "SELECT COUNT(*) FROM log_lines WHERE container_id = ? AND stream = ? "
+                "AND timestamp_ns = ?",
+                (cid, stream, last),
+            ).fetchone()[0]
+            assert (ts, n) == (last, at_last)
+        assert cursor[4] is None
+
+
+@pytest.mark.daemon_restart
+async def test_daemon_restart_with_restart_always_loses_and_doubles_nothing(
+    tmp_path: Path, containers: Containers
+) -> None:
+    script = 'i=0; while true; do echo "n $i"; i=$((i+1)); sleep 0.005; done'
+    async with running_agent(agent_settings(tmp_path)) as agent:
+        cid = containers.run("always", script, "--restart", "always", "--stop-timeout", "1")
+        await eventually(lambda: count(tmp_path, cid) > 200)
+        await anyio.to_thread.run_sync(_stop_dockerd)
+        await anyio.to_thread.run_sync(
+            lambda: subprocess.run(["bash", str(ROOT / "tests" / "docker-up.sh")], check=True)
+        )
+        assert agent.discovery is not None
+        discovery = agent.discovery
+        await eventually(lambda: discovery.connected, limit=60)
+        # the container came back (restart policy) and is collected again, after its old lines
+        await eventually(lambda: docker("inspect", "-f", "{{.State.Running}}", cid) == b"true\n")
+        before = count(tmp_path, cid)
+        await eventually(lambda: count(tmp_path, cid) > before + 100, limit=30)
+        docker("pause", cid)
+        written = docker_reference(cid)
+        agent.stop.set()
+    rows = stored_rows(tmp_path, cid)
+    if gaps(tmp_path):
+        assert set(rows) <= set(written)
+    else:
+        assert rows == written

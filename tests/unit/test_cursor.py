@@ -1,0 +1,66 @@
+"""The read position: lines that share a timestamp are neither lost nor doubled on resume."""
+
+from __future__ import annotations
+
+from agent.cursor import Cursor
+from agent.entry import LogEntry
+
+
+def e(stream: str, ts: int, msg: str) -> LogEntry:
+    return LogEntry("c", "n", stream, ts, str(ts), msg)
+
+
+T = 1_795_694_342_000_000_000
+# Docker's order: stdout and stderr interleave, and several lines share one timestamp.
+LOG = [
+    e("stdout", T + 10, "a"),
+    e("stdout", T + 10, "b"),
+    e("stderr", T + 9, "x"),  # stderr's copier ran behind: an older timestamp, later in the log
+    e("stdout", T + 11, "c"),
+    e("stderr", T + 11, "y"),
+    e("stderr", T + 11, "z"),
+    e("stdout", T + 11, "d"),
+    e("stdout", T + 12, "f"),
+]
+
+
+def reread(since_ns: int) -> list[LogEntry]:
+    """What Docker returns for `since`: every line at or after it, in log order."""
+    return [x for x in LOG if x.timestamp_ns >= since_ns]
+
+
+def test_resume_after_every_prefix_gives_each_line_exactly_once() -> None:
+    for cut in range(len(LOG) + 1):
+        cursor = Cursor()
+        cursor.advance(LOG[:cut])
+        since = cursor.since()
+        rest = LOG if since is None else cursor.skipper().new(reread(_ns(since)))
+        assert LOG[:cut] + rest == LOG, f"cut at {cut}"
+
+
+def _ns(since: str) -> int:
+    secs, nanos = since.split(".")
+    return int(secs) * 1_000_000_000 + int(nanos)
+
+
+def test_position_counts_lines_at_the_last_timestamp_per_stream() -> None:
+    cursor = Cursor()
+    cursor.advance(LOG)
+    assert cursor.positions == {"stdout": [T + 12, 1], "stderr": [T + 11, 2]}
+    assert cursor.since() == "1795694341.000000011"  # a margin before the earliest position
+
+
+def test_same_timestamp_on_stdout_and_stderr_is_kept_apart() -> None:
+    log = [e("stdout", 5, "o1"), e("stderr", 5, "e1"), e("stdout", 5, "o2"), e("stderr", 5, "e2")]
+    cursor = Cursor()
+    cursor.advance(log[:3])
+    assert cursor.skipper().new(log) == [log[3]]
+
+
+def test_copy_is_independent() -> None:
+    cursor = Cursor()
+    cursor.advance(LOG[:1])
+    copy = cursor.copy()
+    copy.advance(LOG[1:2])
+    assert cursor.positions == {"stdout": [T + 10, 1]}
+    assert copy.positions == {"stdout": [T + 10, 2]}
