@@ -55,12 +55,18 @@ class Cursor:
 
 
 class Skipper:
-    """Drops, from a re-read starting at `Cursor.since()`, the lines already seen."""
+    """Drops, from a re-read starting at `Cursor.since()`, the lines already seen.
 
-    __slots__ = ("_left",)
+    The re-read must hold the lines at each stream's position: when a stream goes past its
+    position before they all appeared, Docker no longer has them (its json-file rotated
+    past the cursor) and `lost` says which span of which stream is gone.
+    """
+
+    __slots__ = ("_left", "lost")
 
     def __init__(self, left: dict[str, tuple[int, int]]) -> None:
         self._left = left
+        self.lost: list[tuple[str, int, int]] = []  # (stream, position ns, next line ns)
 
     def new(self, entries: list[LogEntry]) -> list[LogEntry]:
         if not self._left:
@@ -77,5 +83,7 @@ class Skipper:
         if e.timestamp_ns == ts and count > 0:
             self._left[e.stream] = (ts, count - 1)
             return False
+        if count > 0:
+            self.lost.append((e.stream, ts, e.timestamp_ns))
         del self._left[e.stream]  # past the position: the rest of this stream is new
         return True

@@ -13,7 +13,8 @@ from agent.entry import LogEntry
 LogHandler = Callable[[LogEntry], Awaitable[None] | None]
 ErrorHandler = Callable[[Any, BaseException], None]
 EndHandler = Callable[[Any], None]
-EventName = Literal["log", "error", "end"]
+GapHandler = Callable[[Any, str, int, int], Awaitable[None]]
+EventName = Literal["log", "error", "end", "gap"]
 
 log = logging.getLogger("logagent.collector")
 
@@ -38,6 +39,7 @@ class Emitter:
         self._log: list[LogHandler] = []
         self._error: list[ErrorHandler] = []
         self._end: list[EndHandler] = []
+        self._gap: list[GapHandler] = []
 
     def on(self, event: EventName, handler: Any) -> None:
         if event == "log":
@@ -46,5 +48,7 @@ class Emitter:
             self._error.append(handler)
         elif event == "end":
             self._end.append(handler)
+        elif event == "gap":
+            self._gap.append(handler)
         else:
-            raise ValueError(f"unknown collector event {event!r}: use log, error or end")
+            raise ValueError(f"unknown collector event {event!r}: use log, error, end or gap")

@@ -16,7 +16,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from agent.collectors.base import Emitter
-from agent.cursor import Cursor
+from agent.cursor import Cursor, Skipper
 from agent.docker.client import ContainerNotFound, DockerClient, DockerUnavailable
 from agent.docker.frames import DEFAULT_MAX_LINE_BYTES, FrameDecoder, FrameError
 from agent.entry import LogEntry
@@ -200,7 +200,7 @@ class DockerLogCollector(Emitter):
         decoder = FrameDecoder(
             self.container_id, self.container_name, tty=tty, max_line_bytes=self.max_line_bytes
         )
-        skipper = self.cursor.skipper()
+        skipper = self._skipper = self.cursor.skipper()
         tail = "all" if not self.cursor.empty else self.tail
         async with client.logs(self.container_id, follow=False, tail=tail, since=since) as body:
             while chunk := await body.readany():
@@ -213,7 +213,18 @@ class DockerLogCollector(Emitter):
         await self._deliver(skipper.new(decoder.finish()))
         self._report_notices(decoder)
 
+    async def _report_lost(self, skipper: Skipper) -> None:
+        """Lines Docker no longer has (rotated past the cursor): a gap, never silence."""
+        while skipper.lost:
+            stream, from_ns, to_ns = skipper.lost.pop(0)
+            reason = f"{stream} lines no longer in Docker's log (rotated past the cursor)"
+            log.warning("%s (%s): %s", self.container_name, self.container_id[:12], reason)
+            for handler in self._gap:
+                await handler(self, reason, from_ns, to_ns)
+
     async def _deliver(self, lines: list[LogEntry]) -> None:
+        if self._skipper.lost:
+            await self._report_lost(self._skipper)
         if not lines:
             return
         self.cursor.advance(lines)

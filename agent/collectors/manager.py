@@ -126,6 +126,7 @@ class LogCollectorManager:
         )
         if self._storage is not None:
             collector.on("log", self._storage.write)
+            collector.on("gap", self._on_gap)
         collector.on("error", self._on_error)
         collector.on("end", self._on_end)
         self._active[key] = collector
@@ -165,6 +166,18 @@ class LogCollectorManager:
         self.failed.pop(docker_key(key), None)
         if self._storage is not None:
             self._storage.forget(docker_key(key).removeprefix(DOCKER_PREFIX))
+
+    async def _on_gap(
+        self, collector: DockerLogCollector, reason: str, from_ns: int, to_ns: int
+    ) -> None:
+        if self._storage is not None:
+            await self._storage.record_gap(
+                collector.container_id,
+                collector.container_name,
+                reason,
+                from_ns=from_ns,
+                to_ns=to_ns,
+            )
 
     def _on_error(self, collector: DockerLogCollector, exc: BaseException) -> None:
         self.errors += 1

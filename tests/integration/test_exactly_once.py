@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -120,6 +122,17 @@ async def test_container_removed_while_agent_was_down_leaves_a_gap(
     assert gaps(tmp_path) == [
         (f"{containers.prefix}-gone", "container removed before its logs could be read")
     ]
+    shown = subprocess.run(
+        [sys.executable, "-m", "agent", "gaps", f"{containers.prefix}-gone"],
+        env={**os.environ, "LOGAGENT_DB_URL": f"sqlite:///{tmp_path}/logs.db"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert len(shown) == 1
+    assert shown[0].startswith(f"{containers.prefix}-gone\t")
+    assert shown[0].endswith("\tcontainer removed before its logs could be read")
 
 
 async def test_cursor_row_matches_the_stored_rows(tmp_path: Path, containers: Containers) -> None:
@@ -175,3 +188,27 @@ async def test_daemon_restart_with_restart_always_loses_and_doubles_nothing(
         assert set(rows) <= set(written)
     else:
         assert rows == written
+
+
+async def test_json_file_rotated_past_the_cursor_leaves_a_gap(
+    tmp_path: Path, containers: Containers
+) -> None:
+    rotating = ("--log-opt", "max-size=10k", "--log-opt", "max-file=2")
+    script = "seq 1 50; sleep 2; seq 1000 5000; sleep 1000"
+    async with running_agent(agent_settings(tmp_path)):
+        cid = containers.run("rotating", script, *rotating, "--stop-timeout", "1")
+        await eventually(lambda: count(tmp_path, cid) >= 50)
+    await anyio.sleep(3)  # 4,000 more lines while the agent is down: ~20 KiB kept of ~30
+    async with running_agent(agent_settings(tmp_path)):
+        await eventually(lambda: bool(gaps(tmp_path)))
+        await anyio.sleep(0.5)
+    assert gaps(tmp_path) == [
+        (
+            f"{containers.prefix}-rotating",
+            "stdout lines no longer in Docker's log (rotated past the cursor)",
+        )
+    ]
+    messages = [r[2] for r in stored_rows(tmp_path, cid)]
+    assert messages[:50] == [str(i) for i in range(1, 51)]
+    assert messages[-1] == "5000"
+    assert len(messages) == len(set(messages))  # nothing twice

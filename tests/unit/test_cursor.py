@@ -64,3 +64,20 @@ def test_copy_is_independent() -> None:
     copy.advance(LOG[1:2])
     assert cursor.positions == {"stdout": [T + 10, 1]}
     assert copy.positions == {"stdout": [T + 10, 2]}
+
+
+def test_rotated_log_is_reported_as_lost_span() -> None:
+    cursor = Cursor()
+    cursor.advance(LOG[:4])  # up to stdout "c" at T + 11
+    rotated = [x for x in LOG if x.timestamp_ns >= T + 12]  # Docker kept only the newest
+    skipper = cursor.skipper()
+    assert skipper.new(rotated) == rotated
+    assert skipper.lost == [("stdout", T + 11, T + 12)]
+
+
+def test_complete_reread_reports_nothing_lost() -> None:
+    cursor = Cursor()
+    cursor.advance(LOG[:4])
+    skipper = cursor.skipper()
+    skipper.new(LOG)
+    assert skipper.lost == []
