@@ -1,10 +1,8 @@
-"""The `logagent` command."""
+"""The `logagent` command: run the agent, read what it stored, steer it."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -17,27 +15,31 @@ from agent.storage import StorageError
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="logagent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="collect every admitted container's logs until stopped")
-    run.add_argument("--config", type=Path, help="config file (default: config/agent.toml)")
-    gaps = sub.add_parser("gaps", help="lines known to be lost for good, and why")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--config", type=Path, help="config file (default: config/agent.toml)")
+        return p
+
+    command("run", "collect every admitted container's logs until stopped")
+
+    logs = command("logs", "print stored lines, like `docker logs` (reads the store only)")
+    logs.add_argument("containers", nargs="*", metavar="CONTAINER", help="name, id or id prefix")
+    logs.add_argument("--since", help="RFC 3339 time, duration (10m, 2h, 3d) or Unix seconds")
+    logs.add_argument("--until", help="RFC 3339 time, duration (10m, 2h, 3d) or Unix seconds")
+    logs.add_argument("--stream", action="append", choices=["stdout", "stderr", "tty"])
+    logs.add_argument("--grep", metavar="REGEX", help="only lines matching this expression")
+    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    logs.add_argument("--host", help="only lines collected on this host")
+    logs.add_argument("-t", "--timestamps", action="store_true", help="show Docker's timestamps")
+    logs.add_argument("-f", "--follow", action="store_true", help="print new lines as stored")
+    logs.add_argument("--json", action="store_true", help="one JSON object per line")
+    logs.add_argument("--raw", action="store_true", help="pass control characters through")
+
+    gaps = command("gaps", "lines known to be lost for good, and why")
     gaps.add_argument("container", nargs="?", help="a container name or id prefix")
     gaps.add_argument("--json", action="store_true", help="one JSON object per line")
-    gaps.add_argument("--config", type=Path, help="config file (default: config/agent.toml)")
     return parser
-
-
-async def _print_gaps(db_url: str, container: str | None, as_json: bool) -> int:
-    from agent.storage.reader import list_gaps, open_store
-
-    async with open_store(db_url):
-        found = await list_gaps(container)
-    for gap in found:
-        if as_json:
-            print(json.dumps(dataclasses.asdict(gap)))
-        else:
-            span = f"{gap.start or '?'} .. {gap.end or '?'}"
-            print(f"{gap.container_name}\t{gap.container_id[:12]}\t{span}\t{gap.reason}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,21 +49,42 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"logagent: config error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "gaps":
-        try:
-            return anyio.run(_print_gaps, settings.db_url, args.container, args.json)
-        except StorageError as exc:
-            print(f"logagent: storage error: {exc}", file=sys.stderr)
-            return 1
-    if args.command == "run":
-        from agent.app import configure_logging, run_agent
+    from agent import commands
 
-        configure_logging(settings.log_level)
-        try:
+    try:
+        if args.command == "run":
+            from agent.app import configure_logging, run_agent
+
+            configure_logging(settings.log_level)
             return anyio.run(run_agent, settings)
-        except StorageError as exc:
-            print(f"logagent: storage error: {exc}", file=sys.stderr)
-            return 1
+        if args.command == "logs":
+            opts = commands.LogsOptions(
+                containers=tuple(args.containers),
+                since=args.since,
+                until=args.until,
+                streams=tuple(args.stream or ()),
+                grep=args.grep,
+                tail=args.tail,
+                host=args.host,
+                timestamps=args.timestamps,
+                follow=args.follow,
+                json=args.json,
+                raw=args.raw,
+            )
+            return anyio.run(commands.logs, settings.db_url, opts)
+        if args.command == "gaps":
+            return anyio.run(commands.gaps, settings.db_url, args.container, args.json)
+    except commands.UsageError as exc:
+        print(f"logagent: {exc}", file=sys.stderr)
+        return 2
+    except StorageError as exc:
+        print(f"logagent: storage error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `logagent logs | head`
+        sys.stderr.close()
+        return 0
     return 2
 
 

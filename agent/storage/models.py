@@ -54,6 +54,8 @@ class ContainerCursor(Model):
     stderr_n = fields.IntField(default=0)
     tty_ts = fields.BigIntField(null=True)
     tty_n = fields.IntField(default=0)
+    lines = fields.BigIntField(default=0)  # stored so far (retention subtracts what it prunes)
+    bytes = fields.BigIntField(default=0)
     updated_ns = fields.BigIntField()
 
     class Meta:
@@ -101,5 +103,7 @@ CURSOR_COLUMNS = (
     "stderr_n",
     "tty_ts",
     "tty_n",
+    "lines",
+    "bytes",
     "updated_ns",
 )

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.context import TortoiseContext
 from tortoise.expressions import Q
 
 from agent.docker.timestamps import format_timestamp
-from agent.storage.models import Gap
+from agent.storage.models import ContainerCursor, Gap, LogLine
+from agent.storage.sql import Marks
 from agent.storage.writer import StorageError, _tortoise_config
 
 
@@ -26,7 +29,7 @@ class GapView:
 
 
 @asynccontextmanager
-async def open_store(db_url: str) -> AsyncIterator[None]:
+async def open_store(db_url: str) -> AsyncIterator[BaseDBAsyncClient]:
     """A read connection of its own (SQLite WAL: readers never block the agent's writer)."""
     ctx = TortoiseContext()
     async with ctx:
@@ -37,7 +40,121 @@ async def open_store(db_url: str) -> AsyncIterator[None]:
             raise
         except Exception as exc:
             raise StorageError(f"cannot open database {db_url!r}: {exc}") from None
-        yield
+        yield ctx.db()
+
+
+_COLUMNS = "id, host, container_id, container_name, stream, timestamp_ns, timestamp, message, flags"
+PAGE = 5000
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """What `logagent logs` selects; empty fields select everything."""
+
+    container_ids: tuple[str, ...] = ()
+    since_ns: int | None = None
+    until_ns: int | None = None
+    streams: tuple[str, ...] = ()
+    host: str | None = None
+
+    def where(self, marks: Marks) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        values: list[Any] = []
+        if self.container_ids:
+            clauses.append(f"container_id IN ({marks.many(len(self.container_ids))})")
+            values += self.container_ids
+        if self.since_ns is not None:
+            clauses.append(f"timestamp_ns >= {marks()}")
+            values.append(self.since_ns)
+        if self.until_ns is not None:
+            clauses.append(f"timestamp_ns < {marks()}")
+            values.append(self.until_ns)
+        if self.streams:
+            clauses.append(f"stream IN ({marks.many(len(self.streams))})")
+            values += self.streams
+        if self.host:
+            clauses.append(f"host = {marks()}")
+            values.append(self.host)
+        return clauses, values
+
+
+def _dialect(db: BaseDBAsyncClient) -> str:
+    return str(db.capabilities.dialect)
+
+
+async def resolve_containers(db: BaseDBAsyncClient, refs: list[str]) -> list[str]:
+    """Names, ids or unique id prefixes → full ids, from every container ever stored."""
+    _, rows = await db.execute_query(
+        f"SELECT DISTINCT container_id, container_name FROM {ContainerCursor._meta.db_table}"
+    )
+    known = [(str(r[0]), str(r[1])) for r in rows]
+    ids: list[str] = []
+    for ref in refs:
+        exact = [cid for cid, name in known if ref in (cid, name)]
+        found = exact or sorted({cid for cid, _ in known if cid.startswith(ref)})
+        if not found:
+            raise LookupError(f"no stored logs for container {ref!r}")
+        if len(set(found)) > 1 and not exact:
+            raise LookupError(f"container id prefix {ref!r} is ambiguous: {len(found)} match")
+        ids += [f for f in found if f not in ids]
+    return ids
+
+
+async def last_id(db: BaseDBAsyncClient) -> int:
+    _, rows = await db.execute_query(f"SELECT MAX(id) FROM {LogLine._meta.db_table}")
+    return int(rows[0][0] or 0)
+
+
+async def history(
+    db: BaseDBAsyncClient, flt: LogFilter, *, upto_id: int, tail: int | None = None
+) -> AsyncIterator[list[Any]]:
+    """Rows up to `upto_id` in Docker's order (timestamp, then arrival), page by page."""
+    table = LogLine._meta.db_table
+    if tail is not None:
+        marks = Marks(_dialect(db))
+        clauses, values = flt.where(marks)
+        clauses.append(f"id <= {marks()}")
+        sql = (
+            f"SELECT {_COLUMNS} FROM {table} WHERE {' AND '.join(clauses)} "
+            f"ORDER BY timestamp_ns DESC, id DESC LIMIT {int(tail)}"
+        )
+        _, rows = await db.execute_query(sql, [*values, upto_id])
+        yield list(reversed(list(rows)))
+        return
+    after: tuple[int, int] | None = None
+    while True:
+        marks = Marks(_dialect(db))
+        clauses, values = flt.where(marks)
+        clauses.append(f"id <= {marks()}")
+        values.append(upto_id)
+        if after is not None:
+            a, b, c = marks(), marks(), marks()
+            clauses.append(f"(timestamp_ns > {a} OR (timestamp_ns = {b} AND id > {c}))")
+            values += [after[0], after[0], after[1]]
+        sql = (
+            f"SELECT {_COLUMNS} FROM {table} WHERE {' AND '.join(clauses)} "
+            f"ORDER BY timestamp_ns, id LIMIT {PAGE}"
+        )
+        _, rows = await db.execute_query(sql, values)
+        if not rows:
+            return
+        yield list(rows)
+        if len(rows) < PAGE:
+            return
+        after = (int(rows[-1][5]), int(rows[-1][0]))
+
+
+async def newer(db: BaseDBAsyncClient, flt: LogFilter, *, after_id: int) -> list[Any]:
+    """Rows stored after `after_id`, in the order they were stored (for --follow)."""
+    marks = Marks(_dialect(db))
+    clauses, values = flt.where(marks)
+    clauses.append(f"id > {marks()}")
+    sql = (
+        f"SELECT {_COLUMNS} FROM {LogLine._meta.db_table} WHERE {' AND '.join(clauses)} "
+        f"ORDER BY id LIMIT {PAGE}"
+    )
+    _, rows = await db.execute_query(sql, [*values, after_id])
+    return list(rows)
 
 
 async def list_gaps(container: str | None = None) -> list[GapView]:

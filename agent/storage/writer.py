@@ -22,7 +22,7 @@ from tortoise.exceptions import BaseORMException
 from tortoise.transactions import in_transaction
 
 from agent.cursor import Cursor
-from agent.entry import LogEntry
+from agent.entry import FLAG_CONTINUED, FLAG_TRUNCATED, LogEntry
 from agent.storage.models import (
     CURSOR_COLUMNS,
     CURSOR_STREAMS,
@@ -32,6 +32,7 @@ from agent.storage.models import (
     Gap,
     LogLine,
 )
+from agent.storage.sql import Marks
 
 log = logging.getLogger("logagent.storage")
 
@@ -97,6 +98,10 @@ class LogStorage:
         self.last_event_ns: int | None = None  # set by discovery, saved with the heartbeat
         self.heartbeat_seconds = 2.0
         self.gaps_recorded = 0
+        # (container id, name, stream) -> [lines, bytes] committed by this process: metrics.
+        self.tallies: dict[tuple[str, str, str], list[int]] = {}
+        self.truncated_rows = 0
+        self.dialect = "sqlite"
         self.previous_state: AgentState | None = None
         self.failing: str | None = None  # the last write error while it persists
         # Figures for metrics and benchmarks.
@@ -123,23 +128,26 @@ class LogStorage:
             raise StorageError(f"cannot open database {self.db_url!r}: {exc}") from None
         self._ctx = ctx
         dialect = db.capabilities.dialect
-
-        def params(n: int) -> str:
-            return ", ".join("?" if dialect == "sqlite" else f"${i + 1}" for i in range(n))
-
+        self.dialect = dialect
         self._insert_sql = (
             f"INSERT INTO {LogLine._meta.db_table} ({', '.join(LOG_LINE_COLUMNS)}) "
-            f"VALUES ({params(len(LOG_LINE_COLUMNS))})"
+            f"VALUES ({Marks(dialect).many(len(LOG_LINE_COLUMNS))})"
         )
-        updates = ", ".join(f"{c} = excluded.{c}" for c in CURSOR_COLUMNS[2:])
+        table = ContainerCursor._meta.db_table
+        updates = ", ".join(
+            f"{c} = {table}.{c} + excluded.{c}"
+            if c in ("lines", "bytes")
+            else f"{c} = excluded.{c}"
+            for c in CURSOR_COLUMNS[2:]
+        )
         self._cursor_sql = (
-            f"INSERT INTO {ContainerCursor._meta.db_table} ({', '.join(CURSOR_COLUMNS)}) "
-            f"VALUES ({params(len(CURSOR_COLUMNS))}) "
+            f"INSERT INTO {table} ({', '.join(CURSOR_COLUMNS)}) "
+            f"VALUES ({Marks(dialect).many(len(CURSOR_COLUMNS))}) "
             f"ON CONFLICT (host, container_id) DO UPDATE SET {updates}"
         )
         self._state_sql = (
             f"INSERT INTO {AgentState._meta.db_table} (host, last_seen_ns, last_event_ns, "
-            f"last_shutdown_ns) VALUES ({params(4)}) ON CONFLICT (host) DO UPDATE SET "
+            f"last_shutdown_ns) VALUES ({Marks(dialect).many(4)}) ON CONFLICT (host) DO UPDATE SET "
             "last_seen_ns = excluded.last_seen_ns, "
             f"last_event_ns = COALESCE(excluded.last_event_ns, {AgentState._meta.db_table}"
             ".last_event_ns), last_shutdown_ns = excluded.last_shutdown_ns"
@@ -268,12 +276,22 @@ class LogStorage:
         now = time.time_ns()
         cursor_rows = []
         for cid, cur in advanced.items():
+            entries = by_container[cid]
             row: list[Any] = [host, cid, names[cid]]
             for stream in CURSOR_STREAMS:
                 pos = cur.positions.get(stream)
                 row += [pos[0], pos[1]] if pos else [None, 0]
-            row.append(now)
+            row += [len(entries), sum(e.size for e in entries), now]
             cursor_rows.append(row)
+            for e in entries:
+                key = (cid, e.container_name, e.stream)
+                tally = self.tallies.get(key)
+                if tally is None:
+                    tally = self.tallies[key] = [0, 0]
+                tally[0] += 1
+                tally[1] += e.size
+                if e.flags & (FLAG_TRUNCATED | FLAG_CONTINUED):
+                    self.truncated_rows += 1
         async with in_transaction("default") as conn:
             await conn.execute_many(self._insert_sql, rows)
             await conn.execute_many(self._cursor_sql, cursor_rows)

@@ -1,0 +1,49 @@
+"""Rows to text: terminal-safe by default, JSON with exactly the documented keys."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.entry import FLAG_TRUNCATED
+from agent.render import json_line, parse_when, plain_line, terminal_safe
+
+ROW = (7, "h1", "c" * 64, "web", "stderr", 5, "2026-11-26T11:59:02.760761749Z", 'héllo "x"', 0)
+
+
+def test_escape_sequences_are_shown_not_executed() -> None:
+    attack = "\x1b]0;pwned\x07 \x1b[2J tab\tok \x9b"
+    assert terminal_safe(attack) == "\\x1b]0;pwned\\x07 \\x1b[2J tab\tok \\x9b"
+    assert plain_line((*ROW[:7], attack, 0), timestamps=False, prefix=False, raw=True) == (
+        attack + "\n"
+    )
+
+
+def test_plain_line_with_timestamp_and_prefix() -> None:
+    line = plain_line(ROW, timestamps=True, prefix=True, raw=False)
+    assert line == 'web | 2026-11-26T11:59:02.760761749Z héllo "x"\n'
+
+
+def test_json_line_has_exactly_the_documented_keys() -> None:
+    obj = json.loads(json_line(ROW))
+    assert obj == {
+        "host": "h1",
+        "container_id": "c" * 64,
+        "container_name": "web",
+        "stream": "stderr",
+        "timestamp": "2026-11-26T11:59:02.760761749Z",
+        "message": 'héllo "x"',
+    }
+    assert json.loads(json_line((*ROW[:8], FLAG_TRUNCATED)))["truncated"] is True
+
+
+def test_when_takes_durations_rfc3339_and_unix_seconds() -> None:
+    now = 10_000 * 1_000_000_000
+    assert parse_when("10m", now_ns=now) == now - 600 * 1_000_000_000
+    assert parse_when("1h30m", now_ns=now) == now - 5400 * 1_000_000_000
+    assert parse_when("3d", now_ns=now) == now - 3 * 86400 * 1_000_000_000
+    assert parse_when("1970-01-01T00:00:01.5Z") == 1_500_000_000
+    assert parse_when("12.25") == 12_250_000_000
+    with pytest.raises(ValueError, match="neither"):
+        parse_when("yesterday")
