@@ -13,6 +13,7 @@ import signal
 import anyio
 from anyio.abc import TaskStatus
 
+from agent.api import ControlAPI
 from agent.collectors.manager import LogCollectorManager
 from agent.config import Settings
 from agent.discovery import Discovery
@@ -42,9 +43,16 @@ async def _watch_signals(stop: anyio.Event) -> None:
 class Agent:
     """The running agent; its parts are there to look at while `run` runs."""
 
-    def __init__(self, settings: Settings, *, self_ids: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        self_ids: list[str] | None = None,
+        record_requests: bool = False,
+    ) -> None:
         self.settings = settings
         self.self_ids = self_ids
+        self.record_requests = record_requests  # keep every Docker request (tests, audits)
         self.stop = anyio.Event()
         self.client: DockerClient | None = None
         self.storage: LogStorage | None = None
@@ -67,6 +75,7 @@ class Agent:
                 ) as manager,
             ):
                 self.client, self.storage, self.manager = client, storage, manager
+                client.record_requests = self.record_requests
                 self.discovery = Discovery(
                     client,
                     manager,
@@ -79,6 +88,7 @@ class Agent:
                 log.info("logagent starting: docker %s, database %s", client.url, s.db_url)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._cancel_on_stop, tg.cancel_scope)
+                    await tg.start(ControlAPI(self).serve)
                     await tg.start(self.discovery.run)  # waits for the daemon, however long
                     task_status.started()
                 # discovery is stopped: read every stream up to now, then stop it

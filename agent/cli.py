@@ -36,6 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("--json", action="store_true", help="one JSON object per line")
     logs.add_argument("--raw", action="store_true", help="pass control characters through")
 
+    status = command("status", "one line per known container: state, lines, last line, gaps")
+    status.add_argument("--json", action="store_true", help="one JSON document")
+
+    coll = command("collectors", "list, start or stop collectors of the running agent")
+    coll.add_argument("action", choices=["ls", "start", "stop"])
+    coll.add_argument("container", nargs="?", help="a container name or id")
+
     gaps = command("gaps", "lines known to be lost for good, and why")
     gaps.add_argument("container", nargs="?", help="a container name or id prefix")
     gaps.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -74,11 +81,22 @@ def main(argv: list[str] | None = None) -> int:
             return anyio.run(commands.logs, settings.db_url, opts)
         if args.command == "gaps":
             return anyio.run(commands.gaps, settings.db_url, args.container, args.json)
+        if args.command == "status":
+            return anyio.run(
+                commands.status, settings.db_url, settings.api_socket, args.json, sys.stdout
+            )
+        if args.command == "collectors":
+            return anyio.run(
+                commands.collectors, settings.api_socket, args.action, args.container, sys.stdout
+            )
     except commands.UsageError as exc:
         print(f"logagent: {exc}", file=sys.stderr)
         return 2
     except StorageError as exc:
         print(f"logagent: storage error: {exc}", file=sys.stderr)
+        return 1
+    except commands.AgentUnreachable as exc:
+        print(f"logagent: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -6,13 +6,16 @@ import dataclasses
 import json
 import re
 import sys
-from typing import TextIO
+import time
+from typing import Any, TextIO
 
+import aiohttp
 import anyio
 
 from agent import render
 from agent.storage.reader import (
     LogFilter,
+    container_summary,
     history,
     last_id,
     list_gaps,
@@ -99,4 +102,89 @@ async def gaps(db_url: str, container: str | None, as_json: bool, out: TextIO = 
         else:
             span = f"{gap.start or '?'} .. {gap.end or '?'}"
             out.write(f"{gap.container_name}\t{gap.container_id[:12]}\t{span}\t{gap.reason}\n")
+    return 0
+
+
+class AgentUnreachable(RuntimeError):
+    """No agent answers on the control socket."""
+
+
+async def api_call(socket_path: str, method: str, path: str) -> tuple[int, Any]:
+    """One request to the running agent's control API over its unix socket."""
+    try:
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=socket_path)) as session,
+            session.request(method, f"http://logagent{path}") as response,
+        ):
+            return response.status, await response.json()
+    except (aiohttp.ClientConnectionError, FileNotFoundError) as exc:
+        raise AgentUnreachable(
+            f"no agent answers on {socket_path} ({exc.__class__.__name__}): is `logagent run` "
+            "running, and is api.socket the same?"
+        ) from None
+
+
+async def collectors(socket_path: str, action: str, container: str | None, out: TextIO) -> int:
+    if action == "ls":
+        _, body = await api_call(socket_path, "GET", "/collectors")
+        for c in body["collectors"]:
+            out.write(
+                f"{c['container_name']}\t{c['container_id'][:12]}\t{c['state']}\t"
+                f"{c['lines']} lines\t{c['last_timestamp'] or '-'}\n"
+            )
+        for c in body["stopped"]:
+            out.write(f"-\t{c['container_id'][:12]}\tstopped by hand\n")
+        for c in body["failed"]:
+            out.write(f"-\t{c['key'][7:19]}\tfailed: {c['error']}\n")
+        return 0
+    if not container:
+        raise UsageError(f"collectors {action} needs a container name or id")
+    status, body = await api_call(
+        socket_path, "POST" if action == "start" else "DELETE", f"/collectors/{container}"
+    )
+    if status != 200:
+        out.write(f"logagent: {body.get('error', status)}\n")
+        return 1
+    out.write(f"{body['container_name']}\t{body['container_id'][:12]}\t{body['state']}\n")
+    return 0
+
+
+async def status(db_url: str, socket_path: str, as_json: bool, out: TextIO) -> int:
+    """One line per known container: what the store holds, and what the agent is doing."""
+    live: dict[str, str] = {}
+    try:
+        _, body = await api_call(socket_path, "GET", "/collectors")
+        for c in body["collectors"]:
+            live[c["container_id"]] = "collecting"
+        for c in body["stopped"]:
+            live[c["container_id"]] = "stopped by hand"
+        for c in body["failed"]:
+            live[c["key"].removeprefix("docker:")] = f"failed: {c['error']}"
+        for c in body["excluded"]:
+            live[c["container_id"]] = c["reason"]
+        agent = "running"
+    except AgentUnreachable:
+        agent = "not running"
+    async with open_store(db_url) as db:
+        rows = await container_summary(db)
+    now = time.time_ns()
+    for r in rows:
+        r["state"] = live.get(r["container_id"], "not collecting" if agent == "running" else "-")
+        r["lag_seconds"] = round((now - r["last_ns"]) / 1e9, 3) if r["last_ns"] else None
+        r["last_line"] = render.format_ns(r.pop("last_ns"))
+    for cid, state in live.items():
+        if not any(r["container_id"] == cid for r in rows):
+            blank = {"lines": 0, "bytes": 0, "last_line": None, "lag_seconds": None, "gaps": 0}
+            rows.append({"container_id": cid, "container_name": "", "state": state, **blank})
+    if as_json:
+        out.write(json.dumps({"agent": agent, "containers": rows}) + "\n")
+        return 0
+    out.write(f"agent: {agent}\n")
+    out.write("NAME\tID\tSTATE\tLINES\tBYTES\tLAST LINE\tLAG\tGAPS\n")
+    for r in rows:
+        lag = "-" if r["lag_seconds"] is None else f"{r['lag_seconds']:.1f}s"
+        out.write(
+            f"{r['container_name'] or '-'}\t{r['container_id'][:12]}\t{r['state']}\t{r['lines']}\t"
+            f"{r['bytes']}\t{r['last_line'] or '-'}\t{lag}\t{r['gaps']}\n"
+        )
     return 0

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.durations import parse_duration
 from agent.policy import Matchers, PatternError, Policy, check_glob
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "agent.toml"
@@ -32,6 +33,13 @@ class Settings:
     policy: Policy = field(default_factory=Policy)
     scope_labels: tuple[str, ...] = ()  # Docker-side label filter: other containers are unseen
     log_level: str = "INFO"
+    api_socket: str = "/run/logagent/agent.sock"  # empty: no unix socket
+    api_tcp_host: str = "127.0.0.1"
+    api_tcp_port: int = 0  # 0: no TCP listener
+    api_token: str = ""
+    retention_max_age_s: float = 7 * 86400  # 0: no age limit
+    retention_max_bytes: int = 1024**3  # 0: no size limit (SQLite only)
+    retention_interval_s: float = 60.0
 
 
 # section -> key -> (type, Settings attribute or policy path)
@@ -53,6 +61,8 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "exclude_labels": list,
     },
     "agent": {"log_level": str},
+    "api": {"socket": str, "tcp_host": str, "tcp_port": int, "token": str},
+    "retention": {"max_age": str, "max_bytes": int, "interval": str},
 }
 _ENV = {
     "LOGAGENT_DB_URL": ("storage", "db_url"),
@@ -62,6 +72,8 @@ _ENV = {
     "LOGAGENT_COLLECT_ALL": ("policy", "collect_all"),
     "LOGAGENT_LOG_LEVEL": ("agent", "log_level"),
     "DOCKER_SOCKET": ("docker", "socket"),
+    "LOGAGENT_API_SOCKET": ("api", "socket"),
+    "LOGAGENT_API_TOKEN": ("api", "token"),
 }
 _LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
 
@@ -175,7 +187,26 @@ def _build(data: dict[str, Any]) -> Settings:
             labels=_globs(pol.get("exclude_labels", []), "policy.exclude_labels"),
         ),
     )
+    api, retention = data.get("api", {}), data.get("retention", {})
+    tcp_host = api.get("tcp_host", defaults.api_tcp_host)
+    tcp_port = api.get("tcp_port", defaults.api_tcp_port)
+    token = api.get("token", defaults.api_token)
+    if tcp_host not in ("127.0.0.1", "::1", "localhost"):
+        raise ConfigError(
+            f"api.tcp_host: the control API listens on loopback only, not {tcp_host!r}"
+        )
+    if not 0 <= tcp_port < 65536:
+        raise ConfigError(f"api.tcp_port: expected 0 (off) or a port number, got {tcp_port}")
+    if tcp_port and len(token) < 16:
+        raise ConfigError("api.token: a TCP listener needs a token of at least 16 characters")
     return Settings(
+        api_socket=api.get("socket", defaults.api_socket),
+        api_tcp_host=tcp_host,
+        api_tcp_port=tcp_port,
+        api_token=token,
+        retention_max_age_s=_seconds(retention, "max_age", defaults.retention_max_age_s),
+        retention_max_bytes=_non_negative(retention, "max_bytes", defaults.retention_max_bytes),
+        retention_interval_s=_seconds(retention, "interval", defaults.retention_interval_s),
         db_url=db_url,
         host=storage.get("host", ""),
         docker_url=socket if "://" in socket or not socket else "unix://" + socket,
@@ -185,6 +216,25 @@ def _build(data: dict[str, Any]) -> Settings:
         scope_labels=_labels(dock.get("scope_labels", []), "docker.scope_labels"),
         log_level=level,
     )
+
+
+def _seconds(section: dict[str, Any], key: str, default: float) -> float:
+    text = section.get(key)
+    if text is None:
+        return default
+    if text in ("0", "off"):
+        return 0.0
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"retention.{key}: {exc}") from None
+
+
+def _non_negative(section: dict[str, Any], key: str, default: int) -> int:
+    value = int(section.get(key, default))
+    if value < 0:
+        raise ConfigError(f"retention.{key}: must be 0 (off) or more, got {value}")
+    return value
 
 
 _DB_URL = re.compile(r"^(sqlite|postgres|asyncpg|psycopg)://.+")

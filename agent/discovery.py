@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from agent.collectors.docker import DockerLogCollector
 from agent.collectors.manager import LogCollectorManager, docker_key
 from agent.docker.client import (
     ContainerNotFound,
@@ -88,6 +89,9 @@ class Discovery:
         self.reconnects = 0
         self.decisions: dict[str, Decision] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        # Stopped by a person: not restarted by a re-listing, only by the container's next
+        # start event or an explicit start.
+        self.stopped_by_hand: set[str] = set()
         self._tg: TaskGroup | None = None
 
     def decision(
@@ -156,7 +160,7 @@ class Discovery:
             if not self.decision(cid, name, c.get("Image", ""), c.get("Labels") or {}).collect:
                 continue
             key = docker_key(cid)
-            if self.manager.get(key) is not None:
+            if self.manager.get(key) is not None or cid in self.stopped_by_hand:
                 continue
             why = self.manager.failed.get(key)
             if why is not None and not why.startswith(DockerUnavailable.__name__):
@@ -187,6 +191,7 @@ class Discovery:
             return
         attrs: dict[str, str] = actor.get("Attributes") or {}
         if action == "start":
+            self.stopped_by_hand.discard(cid)
             name = attrs.get("name", cid[:12])
             if self.decision(cid, name, attrs.get("image", ""), attrs).collect:
                 # A container started now is read from its first line: its timestamps can
@@ -231,6 +236,35 @@ class Discovery:
             except DockerError as exc:
                 self.manager.failed[docker_key(cid)] = str(exc)
                 log.error("cannot collect %s (%s): %s", name, cid[:12], exc)
+
+    async def start_by_hand(self, ref: str) -> DockerLogCollector:
+        """A person's start (name or id): whatever the policy says, resuming at the cursor."""
+        info = await self.client.inspect(ref)
+        cid: str = info["Id"]
+        name = str(info.get("Name", "")).lstrip("/") or cid[:12]
+        self.stopped_by_hand.discard(cid)
+        running = bool((info.get("State") or {}).get("Running"))
+        async with self._lock(cid):
+            return await self.manager.start_docker_collector(
+                cid, name, tail=self.initial_tail, follow=running, info=info
+            )
+
+    async def stop_by_hand(self, ref: str) -> DockerLogCollector | None:
+        """A person's stop: it lasts until the container starts again or is started by hand."""
+        collector = self.manager.get(ref) or next(
+            (c for c in self.manager.active_collectors().values() if c.container_name == ref),
+            None,
+        )
+        if collector is None:
+            try:
+                collector = self.manager.get((await self.client.inspect(ref))["Id"])
+            except ContainerNotFound:
+                return None
+            if collector is None:
+                return None
+        self.stopped_by_hand.add(collector.container_id)
+        await collector.stop(drain=True)
+        return collector
 
     async def _has_cursor(self, cid: str) -> bool:
         if docker_key(cid) in self.manager.cursors:

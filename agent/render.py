@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from json.encoder import encode_basestring
 from typing import Any
 
-from agent.docker.timestamps import TimestampError, parse_timestamp
+from agent.docker.timestamps import TimestampError, format_timestamp, parse_timestamp
+from agent.durations import parse_duration
 from agent.entry import FLAG_CONTINUED, FLAG_TRUNCATED
 
 # A stored row as the reader returns it.
@@ -52,8 +53,8 @@ def json_line(row: Row) -> str:
     return out + "}\n"
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+def format_ns(ns: int | None) -> str | None:
+    return format_timestamp(ns) if ns else None
 
 
 def parse_when(text: str, *, now_ns: int | None = None) -> int:
@@ -61,9 +62,10 @@ def parse_when(text: str, *, now_ns: int | None = None) -> int:
     or Unix seconds; as nanoseconds since the epoch."""
     text = text.strip()
     now = time.time_ns() if now_ns is None else now_ns
-    parts = _DURATION.findall(text)
-    if parts and "".join(n + u for n, u in parts) == text:
-        return now - int(sum(float(n) * _UNIT[u] for n, u in parts) * 1_000_000_000)
+    try:
+        return now - int(parse_duration(text) * 1_000_000_000)
+    except ValueError:
+        pass
     try:
         return parse_timestamp(text.encode())
     except TimestampError:

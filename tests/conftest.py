@@ -137,8 +137,14 @@ async def agent_parts(
         yield storage, manager
 
 
+def short_socket_path() -> str:
+    """A unix socket path is limited to 107 bytes: pytest's tmp_path can be longer."""
+    return f"/tmp/logagent-test-{uuid.uuid4().hex[:10]}.sock"
+
+
 def agent_settings(tmp_path: Path, *, collect_all: bool = True, **kw: object) -> Settings:
     """Settings for an agent that sees only this run's containers (Docker-side label filter)."""
+    kw.setdefault("api_socket", short_socket_path())
     return Settings(
         db_url=db_url(tmp_path),
         host="test-host",
@@ -149,9 +155,9 @@ def agent_settings(tmp_path: Path, *, collect_all: bool = True, **kw: object) ->
 
 
 @asynccontextmanager
-async def running_agent(settings: Settings) -> AsyncIterator[Agent]:
+async def running_agent(settings: Settings, **agent_kw: bool) -> AsyncIterator[Agent]:
     """The whole agent in this process, stopped (gracefully) when the block ends."""
-    agent = Agent(settings, self_ids=[])
+    agent = Agent(settings, self_ids=[], **agent_kw)
     async with anyio.create_task_group() as tg:
         await tg.start(partial(agent.run, signals=False))
         try:
@@ -192,6 +198,7 @@ def start_agent_process(tmp_path: Path) -> subprocess.Popen[bytes]:
     config.write_text(
         f'[storage]\ndb_url = "sqlite:///{tmp_path}/logs.db"\nhost = "test-host"\n'
         f'[docker]\nscope_labels = ["{TEST_LABEL}={RUN_ID}"]\ninitial_tail = "all"\n'
+        f'[api]\nsocket = "{short_socket_path()}"\n'
     )
     with open(tmp_path / "agent.log", "ab") as log:  # a pipe nobody reads could block it
         return subprocess.Popen(

@@ -67,12 +67,12 @@ def docker_url(environ: Mapping[str, str] | None = None) -> str:
     return env.get("DOCKER_HOST") or "unix://" + DEFAULT_SOCKET
 
 
-def _stream_connector(url: str) -> tuple[aiohttp.BaseConnector, str]:
-    """An unbounded pool for streams, and the base URL requests through it are built on."""
+def _connector(url: str, limit: int) -> tuple[aiohttp.BaseConnector, str]:
+    """A connection pool, and the base URL that requests through it are built on."""
     if url.startswith("unix://"):
-        return aiohttp.UnixConnector(url[len("unix://") :], limit=0), "unix://localhost"
+        return aiohttp.UnixConnector(url[len("unix://") :], limit=limit), "unix://localhost"
     if url.startswith(("tcp://", "http://")):
-        return aiohttp.TCPConnector(limit=0), "http://" + url.split("://", 1)[1]
+        return aiohttp.TCPConnector(limit=limit), "http://" + url.split("://", 1)[1]
     raise DockerError(f"unsupported Docker address {url!r}: use unix:// or tcp://")
 
 
@@ -91,16 +91,30 @@ class DockerClient:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or docker_url()
-        self._api = aiodocker.Docker(url=self.url, timeout=REQUEST_TIMEOUT)
-        self._stream_conn, base = _stream_connector(self.url)
-        self._streams = aiodocker.Docker(url=base, connector=self._stream_conn)
-        self.requests: list[tuple[str, str]] = []  # (method, path) of every request, if recording
+        # Every request either pool sends passes this hook: `requests` records what was
+        # really sent (the proof that the agent only reads), when `record_requests` is set.
+        self.requests: list[tuple[str, str]] = []
         self.record_requests = False
+        trace = aiohttp.TraceConfig()
+        trace.on_request_start.append(self._on_request_start)
+        sessions = []
+        for limit in (100, 0):  # aiodocker's default pool for requests; unbounded for streams
+            conn, base = _connector(self.url, limit)
+            session = aiohttp.ClientSession(
+                connector=conn, timeout=REQUEST_TIMEOUT, trace_configs=[trace]
+            )
+            sessions.append(aiodocker.Docker(url=base, connector=conn, session=session))
+        self._api, self._streams = sessions
+
+    async def _on_request_start(
+        self, _session: object, _ctx: object, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        if self.record_requests:
+            self.requests.append((params.method, params.url.path))
 
     async def close(self) -> None:
-        await self._api.close()
-        await self._streams.close()
-        await self._stream_conn.close()
+        for docker in (self._api, self._streams):
+            await docker.session.close()  # ours: aiodocker leaves a given session open
 
     async def __aenter__(self) -> DockerClient:
         return self
@@ -108,12 +122,7 @@ class DockerClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _note(self, path: str) -> None:
-        if self.record_requests:
-            self.requests.append(("GET", path))
-
     async def _get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        self._note(path)
         try:
             return await self._api._query_json(path, "GET", params=params)
         except aiodocker.DockerError as exc:
@@ -136,7 +145,6 @@ class DockerClient:
         )
         async for attempt in retrying:
             with attempt:
-                self._note("version")
                 try:
                     ver = await self._api._query_json("version", "GET", versioned_api=False)
                 except aiodocker.DockerError as exc:
@@ -174,7 +182,6 @@ class DockerClient:
             params["since"] = since
         if filters:
             params["filters"] = json.dumps(filters)
-        self._note("events")
         try:
             response = await self._streams._do_query(
                 "events", "GET", params=params, timeout=STREAM_TIMEOUT
@@ -217,7 +224,6 @@ class DockerClient:
         if since is not None:
             params["since"] = since
         path = f"containers/{container_id}/logs"
-        self._note(path)
         try:
             response = await self._streams._do_query(
                 path, "GET", params=params, timeout=STREAM_TIMEOUT

@@ -173,3 +173,39 @@ async def list_gaps(container: str | None = None) -> list[GapView]:
         )
         for g in await query
     ]
+
+
+async def container_summary(db: BaseDBAsyncClient) -> list[dict[str, Any]]:
+    """Per known container: lines and bytes stored, its last line's time, its gaps."""
+    cursors, gaps = ContainerCursor._meta.db_table, Gap._meta.db_table
+    _, rows = await db.execute_query(
+        f"SELECT c.container_id, c.container_name, SUM(c.lines), SUM(c.bytes), "
+        f"MAX(COALESCE(c.stdout_ts, 0)), MAX(COALESCE(c.stderr_ts, 0)), "
+        f"MAX(COALESCE(c.tty_ts, 0)), "
+        f"(SELECT COUNT(*) FROM {gaps} g WHERE g.container_id = c.container_id) "
+        f"FROM {cursors} c GROUP BY c.container_id, c.container_name ORDER BY c.container_name"
+    )
+    out = []
+    for r in rows:
+        last = max(int(r[4]), int(r[5]), int(r[6]))
+        out.append(
+            {
+                "container_id": r[0],
+                "container_name": r[1],
+                "lines": int(r[2]),
+                "bytes": int(r[3]),
+                "last_ns": last or None,
+                "gaps": int(r[7]),
+            }
+        )
+    _, orphans = await db.execute_query(
+        f"SELECT container_id, container_name, COUNT(*) FROM {gaps} "
+        f"WHERE container_id NOT IN (SELECT container_id FROM {cursors}) "
+        "GROUP BY container_id, container_name"
+    )
+    for r in orphans:
+        out.append(
+            {"container_id": r[0], "container_name": r[1], "lines": 0, "bytes": 0,
+             "last_ns": None, "gaps": int(r[2])}
+        )  # fmt: skip
+    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,7 @@ class LogStorage:
         # (container id, name, stream) -> [lines, bytes] committed by this process: metrics.
         self.tallies: dict[tuple[str, str, str], list[int]] = {}
         self.truncated_rows = 0
+        self.on_commit: Callable[[int, float], None] | None = None  # (rows, seconds): metrics
         self.dialect = "sqlite"
         self.previous_state: AgentState | None = None
         self.failing: str | None = None  # the last write error while it persists
@@ -242,6 +244,8 @@ class LogStorage:
             self.batches += 1
             self.rows += len(batch)
             self.last_commit_seconds = time.perf_counter() - started
+            if self.on_commit is not None:
+                self.on_commit(len(batch), self.last_commit_seconds)
             self._wake_waiters()
 
     def _wake_waiters(self) -> None:
