@@ -19,6 +19,7 @@ from agent.config import Settings
 from agent.discovery import Discovery
 from agent.docker.client import DockerClient
 from agent.storage import LogStorage
+from agent.storage.retention import Retention
 
 log = logging.getLogger("logagent")
 
@@ -58,6 +59,7 @@ class Agent:
         self.storage: LogStorage | None = None
         self.manager: LogCollectorManager | None = None
         self.discovery: Discovery | None = None
+        self.retention: Retention | None = None
 
     async def run(
         self, *, signals: bool = True, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -89,6 +91,10 @@ class Agent:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._cancel_on_stop, tg.cancel_scope)
                     await tg.start(ControlAPI(self).serve)
+                    self.retention = Retention(
+                        storage, max_age_s=s.retention_max_age_s, max_bytes=s.retention_max_bytes
+                    )
+                    tg.start_soon(self.retention.run_forever, s.retention_interval_s)
                     await tg.start(self.discovery.run)  # waits for the daemon, however long
                     task_status.started()
                 # discovery is stopped: read every stream up to now, then stop it

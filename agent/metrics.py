@@ -60,6 +60,17 @@ class AgentMetrics(Collector):
                 "Rows that are pieces of a line longer than max_line_bytes",
                 value=storage.truncated_rows,
             )
+        if self.agent.retention is not None:
+            yield CounterMetricFamily(
+                "logagent_pruned_rows",
+                "Rows deleted by retention",
+                value=self.agent.retention.pruned_rows,
+            )
+            yield GaugeMetricFamily(
+                "logagent_retention_max_lock_seconds",
+                "Longest a retention transaction held the database",
+                value=self.agent.retention.max_lock_seconds,
+            )
         if manager is not None:
             yield GaugeMetricFamily(
                 "logagent_active_collectors",

@@ -107,3 +107,17 @@ CURSOR_COLUMNS = (
     "bytes",
     "updated_ns",
 )
+
+
+class Prune(Model):
+    """What retention deleted, when and why: pruning is never silent either."""
+
+    id = fields.IntField(primary_key=True)
+    host = fields.CharField(max_length=255)
+    reason = fields.CharField(max_length=32)  # max_age or max_bytes
+    rows = fields.BigIntField()
+    oldest_kept_ns = fields.BigIntField(null=True)
+    at_ns = fields.BigIntField()
+
+    class Meta:
+        table = "prunes"

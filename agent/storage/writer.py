@@ -40,6 +40,9 @@ log = logging.getLogger("logagent.storage")
 DEFAULT_DB_URL = "sqlite://data/logagent.db"
 # SQLite's own habits: WAL (tortoise's default), readers never block the writer and a busy
 # writer makes readers wait rather than fail; NORMAL sync is crash-safe for the process in WAL.
+# auto_vacuum=INCREMENTAL lets retention shrink the file; SQLite takes it only before the
+# first table and before journal_mode=WAL, and tortoise applies pragmas in this dict's order.
+_SQLITE_FIRST = {"auto_vacuum": "INCREMENTAL"}
 _SQLITE_PRAGMAS = {"busy_timeout": 5000, "synchronous": "NORMAL"}
 _MODELS = ["agent.storage.models"]
 
@@ -54,9 +57,10 @@ def _tortoise_config(db_url: str) -> dict[str, Any]:
     except Exception as exc:
         raise StorageError(f"database URL {db_url!r} is not usable: {exc}") from None
     if conn["engine"] == "tortoise.backends.sqlite":
-        creds = conn["credentials"]
+        creds = {**_SQLITE_FIRST, **conn["credentials"]}
         for key, value in _SQLITE_PRAGMAS.items():
             creds.setdefault(key, value)
+        conn["credentials"] = creds
         path = creds["file_path"]
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +133,7 @@ class LogStorage:
             await ctx.__aexit__(None, None, None)
             raise StorageError(f"cannot open database {self.db_url!r}: {exc}") from None
         self._ctx = ctx
+        self.db = db
         dialect = db.capabilities.dialect
         self.dialect = dialect
         self._insert_sql = (

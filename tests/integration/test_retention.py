@@ -1,0 +1,92 @@
+"""Retention on a real SQLite file while the writer keeps writing."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from agent.entry import LogEntry
+from agent.storage import LogStorage
+from agent.storage.retention import Retention
+from tests.conftest import db_url
+
+pytestmark = [pytest.mark.anyio]
+DAY = 86400 * 1_000_000_000
+
+
+def entry(cid: str, ts_ns: int, n: int, size: int = 20) -> LogEntry:
+    text = f"{n:08d} " + "x" * max(0, size - 9)
+    return LogEntry(cid, cid, "stdout", ts_ns, str(ts_ns), text, 0, len(text))
+
+
+def query(tmp_path: Path, sql: str) -> list[tuple[int, ...]]:
+    with closing(sqlite3.connect(tmp_path / "logs.db")) as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def test_max_age_deletes_exactly_the_old_rows_while_writing(tmp_path: Path) -> None:
+    now = time.time_ns()
+    cutoff = now - 7 * DAY
+    async with LogStorage(db_url(tmp_path), host="h") as storage:
+        for i in range(10_000):  # old (8 days) and young rows, two containers
+            await storage.write(entry("old" if i % 2 else "mix", now - 8 * DAY + i, i))
+        for i in range(3_000):
+            await storage.write(entry("mix", now - DAY + i, i))
+        await storage.flush()
+        retention = Retention(storage, max_age_s=7 * 86400, max_bytes=0, batch_rows=500)
+
+        written = 0
+
+        async def keep_writing() -> None:
+            nonlocal written
+            while True:
+                await storage.write(entry("live", time.time_ns(), written))
+                written += 1
+                if written % 100 == 0:
+                    await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keep_writing)
+            report = await retention.run_once(now)
+            tg.cancel_scope.cancel()
+        await storage.flush()
+    assert report.by_age == 10_000
+    assert query(tmp_path, f"SELECT COUNT(*) FROM log_lines WHERE timestamp_ns < {cutoff}") == [
+        (0,)
+    ]
+    assert query(tmp_path, "SELECT COUNT(*) FROM log_lines WHERE container_id = 'mix'") == [
+        (3_000,)
+    ]
+    assert query(tmp_path, "SELECT COUNT(*) FROM log_lines WHERE container_id = 'live'") == [
+        (written,)
+    ]
+    totals = dict(query(tmp_path, "SELECT container_id, lines FROM container_cursors"))
+    assert totals == {"old": 0, "mix": 3_000, "live": written}
+    assert query(tmp_path, "SELECT reason, rows FROM prunes") == [("max_age", 10_000)]
+    print(f"\nlongest retention transaction: {report.max_lock_seconds * 1000:.1f} ms")
+
+
+async def test_max_bytes_keeps_the_file_under_its_limit(tmp_path: Path) -> None:
+    now = time.time_ns()
+    async with LogStorage(db_url(tmp_path), host="h") as storage:
+        for i in range(60_000):  # ~ 60 MB of messages
+            await storage.write(entry("big", now - DAY + i, i, size=1000))
+        await storage.flush()
+        before = os.path.getsize(tmp_path / "logs.db")
+        report = await Retention(storage, max_age_s=0, max_bytes=10 * 1024 * 1024).run_once()
+    after = os.path.getsize(tmp_path / "logs.db")
+    assert before > 50 * 1024 * 1024
+    assert after <= 11 * 1024 * 1024, (before, after)
+    assert report.by_size > 0
+    kept = query(
+        tmp_path, "SELECT MIN(CAST(substr(message, 1, 8) AS INTEGER)), COUNT(*) FROM log_lines"
+    )
+    assert kept[0][0] == 60_000 - kept[0][1]  # the oldest went first
+    assert query(tmp_path, "SELECT reason FROM prunes") == [("max_bytes",)]
