@@ -17,9 +17,12 @@ FLAG_CONTINUED = 2  # this row continues the previous row of the same stream
 FLAG_REPLACED = 4  # the bytes were not valid UTF-8: undecodable bytes became U+FFFD
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class LogEntry:
-    """One line as Docker sent it: its own timestamp (ns and exact text), stream and text."""
+    """One line as Docker sent it: its own timestamp (ns and exact text), stream and text.
+
+    Not frozen: a frozen dataclass's __init__ costs several times more, on every line.
+    """
 
     container_id: str
     container_name: str

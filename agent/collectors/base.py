@@ -11,10 +11,12 @@ from agent.entry import LogEntry
 # "log" handlers may be async (storage's write waits when its queue is full: backpressure);
 # "error" and "end" handlers are plain functions, so they run even in a cancelled scope.
 LogHandler = Callable[[LogEntry], Awaitable[None] | None]
+# "lines" handlers take every decoded chunk at once: the fast path (storage.write_many).
+LinesHandler = Callable[[list[LogEntry]], Awaitable[None]]
 ErrorHandler = Callable[[Any, BaseException], None]
 EndHandler = Callable[[Any], None]
 GapHandler = Callable[[Any, str, int, int], Awaitable[None]]
-EventName = Literal["log", "error", "end", "gap"]
+EventName = Literal["log", "lines", "error", "end", "gap"]
 
 log = logging.getLogger("logagent.collector")
 
@@ -37,6 +39,7 @@ class Emitter:
 
     def __init__(self) -> None:
         self._log: list[LogHandler] = []
+        self._lines: list[LinesHandler] = []
         self._error: list[ErrorHandler] = []
         self._end: list[EndHandler] = []
         self._gap: list[GapHandler] = []
@@ -44,6 +47,8 @@ class Emitter:
     def on(self, event: EventName, handler: Any) -> None:
         if event == "log":
             self._log.append(handler)
+        elif event == "lines":
+            self._lines.append(handler)
         elif event == "error":
             self._error.append(handler)
         elif event == "end":
@@ -51,4 +56,6 @@ class Emitter:
         elif event == "gap":
             self._gap.append(handler)
         else:
-            raise ValueError(f"unknown collector event {event!r}: use log, error, end or gap")
+            raise ValueError(
+                f"unknown collector event {event!r}: use log, lines, error, end or gap"
+            )

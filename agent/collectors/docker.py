@@ -228,9 +228,10 @@ class DockerLogCollector(Emitter):
         if not lines:
             return
         self.cursor.advance(lines)
-        handlers = self._log
-        for entry in lines:
-            for handler in handlers:
+        for many in self._lines:
+            await many(lines)
+        for handler in self._log:
+            for entry in lines:
                 result = handler(entry)
                 if isawaitable(result):
                     await result

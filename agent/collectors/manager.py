@@ -125,7 +125,7 @@ class LogCollectorManager:
             cursor=cursor,
         )
         if self._storage is not None:
-            collector.on("log", self._storage.write)
+            collector.on("lines", self._storage.write_many)
             collector.on("gap", self._on_gap)
         collector.on("error", self._on_error)
         collector.on("end", self._on_end)

@@ -258,53 +258,60 @@ class LogStorage:
         self._progress = anyio.Event()
 
     async def _commit(self, batch: list[LogEntry]) -> None:
+        # One pass over the batch: the rows, and per container its entries.
         host = self.host
-        rows = [
-            [
-                host,
-                e.container_id,
-                e.container_name,
-                e.stream,
-                e.timestamp_ns,
-                e.timestamp,
-                e.message,
-                e.flags,
-            ]
-            for e in batch
-        ]
+        rows: list[Any] = []  # tuples bind faster than lists
         by_container: dict[str, list[LogEntry]] = {}
         for e in batch:
-            by_container.setdefault(e.container_id, []).append(e)
+            rows.append(
+                (
+                    host,
+                    e.container_id,
+                    e.container_name,
+                    e.stream,
+                    e.timestamp_ns,
+                    e.timestamp,
+                    e.message,
+                    e.flags,
+                )
+            )
+            group = by_container.get(e.container_id)
+            if group is None:
+                by_container[e.container_id] = [e]
+            else:
+                group.append(e)
+        # Then per container (few): its cursor, its cursor row, its tallies.
         advanced: dict[str, Cursor] = {}
-        names: dict[str, str] = {}
+        cursor_rows = []
+        now = time.time_ns()
         for cid, entries in by_container.items():
             base = self._cursors.get(cid)
             cur = advanced[cid] = base.copy() if base else Cursor()
             cur.advance(entries)
-            names[cid] = entries[-1].container_name
-        now = time.time_ns()
-        cursor_rows = []
-        for cid, cur in advanced.items():
-            entries = by_container[cid]
-            row: list[Any] = [host, cid, names[cid]]
+            row: list[Any] = [host, cid, entries[-1].container_name]
             for stream in CURSOR_STREAMS:
                 pos = cur.positions.get(stream)
                 row += [pos[0], pos[1]] if pos else [None, 0]
-            row += [len(entries), sum(e.size for e in entries), now]
+            size = sum(e.size for e in entries)
+            row += [len(entries), size, now]
             cursor_rows.append(row)
-            for e in entries:
-                key = (cid, e.container_name, e.stream)
-                tally = self.tallies.get(key)
-                if tally is None:
-                    tally = self.tallies[key] = [0, 0]
-                tally[0] += 1
-                tally[1] += e.size
-                if e.flags & (FLAG_TRUNCATED | FLAG_CONTINUED):
-                    self.truncated_rows += 1
+            self._tally(cid, entries)
         async with in_transaction("default") as conn:
             await conn.execute_many(self._insert_sql, rows)
             await conn.execute_many(self._cursor_sql, cursor_rows)
         self._cursors.update(advanced)
+
+    def _tally(self, cid: str, entries: list[LogEntry]) -> None:
+        """Lines and bytes per (container, stream), for metrics."""
+        for stream in {e.stream for e in entries}:
+            mine = [e for e in entries if e.stream == stream]
+            key = (cid, entries[-1].container_name, stream)
+            tally = self.tallies.setdefault(key, [0, 0])
+            tally[0] += len(mine)
+            tally[1] += sum(e.size for e in mine)
+            self.truncated_rows += sum(
+                1 for e in mine if e.flags & (FLAG_TRUNCATED | FLAG_CONTINUED)
+            )
 
     # -- cursors, agent state, gaps ------------------------------------------------------
 

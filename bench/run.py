@@ -1,0 +1,415 @@
+"""logagent's benchmarks against the real dockerd: `python bench/run.py [--rounds 3]`.
+
+Every figure is printed beside a baseline measured in the same run, as a ratio, with the
+median of the rounds and their spread (these machines are noisy). Targets are marked PASS or
+MISS; nothing here is a test. Needs root, a running dockerd and the test image
+(`bash tests/docker-up.sh`), and the bench extra (`pip install -e '.[bench]'`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import closing
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from agent.docker.timestamps import parse_timestamp  # noqa: E402
+
+IMAGE = os.environ.get("LOGAGENT_TEST_IMAGE", "logagent-test/busybox:latest")
+RUN = uuid.uuid4().hex[:8]
+PREFIX = f"logagent-bench-{RUN}"
+LABEL = f"logagent.bench={RUN}"
+LINE = "x" * 99  # 100 bytes with its newline
+CLK = os.sysconf("SC_CLK_TCK")
+made: list[str] = []
+
+
+# -- plumbing -------------------------------------------------------------------------------
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+
+
+def create(name: str, script: str) -> str:
+    full = f"{PREFIX}-{name}"
+    made.append(full)
+    return docker(
+        "create", "--network", "none", "--name", full, "--label", LABEL, IMAGE, "sh", "-c", script
+    ).strip()
+
+
+def start(*ids: str) -> None:
+    for i in range(0, len(ids), 50):
+        docker("start", *ids[i : i + 50])
+
+
+def remove(*names: str) -> None:
+    for i in range(0, len(names), 50):
+        subprocess.run(["docker", "rm", "-f", *names[i : i + 50]], capture_output=True)
+
+
+def first_line_time(cid: str) -> float:
+    """Docker's timestamp of a container's first line, as Unix seconds."""
+    with subprocess.Popen(["docker", "logs", "-t", cid], stdout=subprocess.PIPE) as p:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        p.kill()
+    return parse_timestamp(line.split(b" ", 1)[0]) / 1e9
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def rss_mb(pid: int, key: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def dockerd_pid() -> int:
+    return int(subprocess.run(["pgrep", "-xo", "dockerd"], capture_output=True, text=True).stdout)
+
+
+class AgentProcess:
+    """`logagent run` on its own database and socket, scoped to this run's containers."""
+
+    def __init__(self, tmp: Path, name: str) -> None:
+        self.db = tmp / f"{name}.db"
+        self.sock = f"/tmp/{PREFIX}-{name}.sock"
+        config = tmp / f"{name}.toml"
+        config.write_text(
+            f'[storage]\ndb_url = "sqlite:///{self.db}"\n'
+            f'[docker]\nscope_labels = ["{LABEL}"]\ninitial_tail = "all"\n'
+            f'[api]\nsocket = "{self.sock}"\n[agent]\nlog_level = "WARNING"\n'
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(config)], cwd=ROOT
+        )
+        wait_for(lambda: self.api("/healthz") is not None, 30)
+
+    def api(self, path: str) -> dict | None:  # type: ignore[type-arg]
+        done = subprocess.run(
+            ["curl", "-s", "--unix-socket", self.sock, f"http://agent{path}"],
+            capture_output=True,
+            text=True,
+        )
+        try:
+            return json.loads(done.stdout) if done.returncode == 0 else None
+        except json.JSONDecodeError:
+            return None
+
+    def lines(self, cid: str) -> int:
+        with closing(sqlite3.connect(self.db, timeout=10)) as conn:
+            try:
+                row = conn.execute(
+                    "SELECT lines FROM container_cursors WHERE container_id = ?", (cid,)
+                ).fetchone()
+            except sqlite3.OperationalError:
+                return 0
+        return int(row[0]) if row else 0
+
+    def stop(self) -> float:
+        """SIGTERM; returns the seconds the agent took to exit."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        return time.monotonic() - started
+
+
+def wait_for(check: Callable[[], object], limit: float, step: float = 0.02) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > limit:
+            raise TimeoutError("benchmark condition not reached")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+def spread(values: Sequence[float]) -> str:
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+
+
+rows: list[tuple[str, str, str, str, str, str]] = []
+
+
+def report(what: str, ours: str, base: str, ratio: float | None, target: str, ok: bool | None):
+    mark = "" if ok is None else ("PASS" if ok else "MISS")
+    rows.append((what, ours, base, "" if ratio is None else f"{ratio:.2f}×", target, mark))
+    print(f"  {what}: {ours} | baseline {base} | {target} {mark}", flush=True)
+
+
+# -- 1. ingest ------------------------------------------------------------------------------
+
+
+def ingest(tmp: Path, rounds: int, n: int) -> tuple[Path, str]:
+    print(f"1. ingest: {n:,} lines of 100 bytes, live", flush=True)
+    script = f"sleep 2; yes {LINE} | head -n {n}"
+    results: dict[str, list[float]] = {"ceiling": [], "dockerpy": [], "logagent": []}
+    peak_rss: list[float] = []
+    last_db, last_cid = tmp, ""
+    for r in range(rounds):
+        # API ceiling: a raw read over the socket, discarding the bytes
+        cid = create(f"ceil{r}", script)
+        start(cid)  # the script sleeps 2 s first: readers attach in that time
+        curl = subprocess.Popen(
+            ["curl", "-s", "--unix-socket", "/var/run/docker.sock", "-o", "/dev/null",
+             f"http://d/containers/{cid}/logs?stdout=1&stderr=1&follow=1&timestamps=1"]
+        )  # fmt: skip
+        curl.wait()
+        results["ceiling"].append(n / (time.time() - first_line_time(cid)))
+        remove(f"{PREFIX}-ceil{r}")
+
+        # docker-py, what a Python user would write by hand
+        cid = create(f"dpy{r}", script)
+        start(cid)
+        base = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "dockerpy_baseline.py"), cid,
+             str(tmp / f"d{r}.db")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert base.stdout is not None
+        base.stdout.readline()
+        done = float(base.stdout.readline())
+        base.wait()
+        results["dockerpy"].append(n / (done - first_line_time(cid)))
+        remove(f"{PREFIX}-dpy{r}")
+
+        # logagent, following live, to the last row committed
+        agent = AgentProcess(tmp, f"ingest{r}")
+        cid = create(f"agent{r}", script)
+        start(cid)
+        wait_for(partial(lambda a, c: a.lines(c) >= n, agent, cid), 300, step=0.01)
+        finished = time.time()
+        results["logagent"].append(n / (finished - first_line_time(cid)))
+        peak_rss.append(rss_mb(agent.proc.pid, "VmHWM"))
+        agent.stop()
+        last_db, last_cid = agent.db, cid
+        print(f"   round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in results.items()))
+    ours = statistics.median(results["logagent"])
+    ceiling, dpy = statistics.median(results["ceiling"]), statistics.median(results["dockerpy"])
+    report("ingest lines/s vs API ceiling", spread(results["logagent"]), spread(results["ceiling"]),
+           ours / ceiling, "≥ 0.90×", ours / ceiling >= 0.9)  # fmt: skip
+    report("ingest lines/s vs docker-py (one stream for both)", spread(results["logagent"]),
+           spread(results["dockerpy"]), ours / dpy, "≥ 1.5×", ours / dpy >= 1.5)  # fmt: skip
+    report("peak RSS MB during ingest", spread(peak_rss), "-", None, "≤ 80 MB",
+           max(peak_rss) <= 80)  # fmt: skip
+    return last_db, last_cid
+
+
+# -- 2 and 4. many containers, start-up -----------------------------------------------------
+
+
+def many(tmp: Path, idle_n: int, busy_n: int, window: float) -> None:
+    print(f"2. {idle_n} idle containers, then {busy_n} writing every 10 ms", flush=True)
+    idle = [create(f"idle{i}", "sleep 3600") for i in range(idle_n)]
+    start(*idle)
+    # Baseline: the bare API cost of attaching: list, then open one follow stream each.
+    base = subprocess.run(
+        [sys.executable, "-c", ATTACH_BASELINE, LABEL, str(idle_n)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    attach_s = float(base.stdout)
+    launched = time.monotonic()
+    agent = AgentProcess(tmp, "many")
+    wait_for(lambda: len((agent.api("/collectors") or {}).get("collectors", [])) >= idle_n, 60)
+    startup = time.monotonic() - launched
+    report(f"start-up to {idle_n} collectors, s", f"{startup:.2f}", f"{attach_s:.2f}",
+           startup / attach_s, "≤ 3 s", startup <= 3)  # fmt: skip
+
+    dpid = dockerd_pid()
+    time.sleep(2)
+    a0, d0 = cpu_seconds(agent.proc.pid), cpu_seconds(dpid)
+    time.sleep(window)
+    a_cpu = (cpu_seconds(agent.proc.pid) - a0) / window * 100
+    d_cpu = (cpu_seconds(dpid) - d0) / window * 100
+    report(f"CPU % idle, {idle_n} followed", f"{a_cpu:.2f}", f"dockerd {d_cpu:.2f}", None,
+           "< 1 %", a_cpu < 1)  # fmt: skip
+    rss = rss_mb(agent.proc.pid)
+    report(f"RSS MB, {idle_n} idle followed", f"{rss:.1f}", "-", None, "≤ 60 MB", rss <= 60)
+
+    busy = [create(f"busy{i}", "while true; do echo tick; sleep 0.01; done") for i in range(busy_n)]
+    start(*busy)
+    total = idle_n + busy_n
+    wait_for(lambda: len((agent.api("/collectors") or {}).get("collectors", [])) >= total, 60)
+    time.sleep(2)
+    a0, d0 = cpu_seconds(agent.proc.pid), cpu_seconds(dpid)
+    time.sleep(window)
+    a_cpu = (cpu_seconds(agent.proc.pid) - a0) / window * 100
+    d_cpu = (cpu_seconds(dpid) - d0) / window * 100
+    report(f"CPU % with {busy_n} busy", f"{a_cpu:.1f}", f"dockerd {d_cpu:.1f}", a_cpu / d_cpu,
+           "≤ 0.4× dockerd", a_cpu <= 0.4 * d_cpu)  # fmt: skip
+    took = agent.stop()
+    report(f"shutdown with {idle_n + busy_n} collectors, s", f"{took:.2f}", "-", None, "≤ 5 s",
+           took <= 5)  # fmt: skip
+    remove(*[f"{PREFIX}-idle{i}" for i in range(idle_n)])
+    remove(*[f"{PREFIX}-busy{i}" for i in range(busy_n)])
+
+
+ATTACH_BASELINE = """
+import sys, time, json, anyio
+from contextlib import AsyncExitStack
+from agent.docker.client import DockerClient
+async def main():
+    label, n = sys.argv[1], int(sys.argv[2])
+    t = time.monotonic()
+    async with DockerClient() as c, AsyncExitStack() as stack:
+        ids = [x["Id"] for x in await c.list_containers(filters={"label": [label]})]
+        async def one(i):
+            await stack.enter_async_context(c.logs(i, follow=True, tail=0))
+        async with anyio.create_task_group() as tg:
+            for i in ids[:n]:
+                tg.start_soon(one, i)
+        print(time.monotonic() - t)
+anyio.run(main)
+"""
+
+
+# -- 3. latency -----------------------------------------------------------------------------
+
+
+LATENCY = """
+import sys, time, anyio, statistics
+from pathlib import Path
+from agent.app import Agent
+from agent.config import Settings
+from agent.docker.client import DockerClient
+from agent.docker.frames import FrameDecoder
+from agent.policy import Policy
+label, db, sock, cid = sys.argv[1:5]
+commit, receive = [], []
+async def raw_reader():
+    async with DockerClient() as c, c.logs(cid, follow=True, tail="all") as body:
+        dec = FrameDecoder(cid, "x", tty=False)
+        while chunk := await body.readany():
+            now = time.time_ns()
+            receive.extend(now - e.timestamp_ns for e in dec.feed(chunk))
+async def main():
+    agent = Agent(Settings(db_url=f"sqlite:///{db}", scope_labels=(label,), api_socket=sock,
+                           initial_tail="all"), self_ids=[])
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        real = agent.storage._commit
+        async def timed(batch):
+            await real(batch)
+            now = time.time_ns()
+            commit.extend(now - e.timestamp_ns for e in batch)
+        agent.storage._commit = timed
+        import subprocess; subprocess.run(["docker", "start", cid], check=True, capture_output=True)
+        tg.start_soon(raw_reader)
+        while len(commit) < 100:
+            await anyio.sleep(0.1)
+        agent.stop.set()
+    q = lambda xs, p: sorted(xs)[min(len(xs) - 1, int(len(xs) * p))] / 1e6
+    print(q(commit, .5), q(commit, .99), q(receive, .5), q(receive, .99))
+anyio.run(main)
+"""
+
+
+def latency(tmp: Path) -> None:
+    print("3. latency: one line every 100 ms", flush=True)
+    script = "sleep 2; i=0; while [ $i -lt 120 ]; do echo $i; i=$((i+1)); sleep 0.1; done"
+    cid = create("latency", script)
+    out = subprocess.run(
+        [sys.executable, "-c", LATENCY, LABEL, str(tmp / "lat.db"), f"/tmp/{PREFIX}-lat.sock", cid],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout.split()  # fmt: skip
+    c50, c99, r50, r99 = map(float, out)
+    report("latency p50 ms, Docker timestamp → committed", f"{c50:.1f}", f"received {r50:.1f}",
+           None, "", None)  # fmt: skip
+    report("latency p99 ms, Docker timestamp → committed", f"{c99:.1f}", f"received {r99:.1f}",
+           None, "≤ 50 ms", c99 <= 50)  # fmt: skip
+
+
+# -- 5. read side ---------------------------------------------------------------------------
+
+
+READ = """
+import resource, sys, time
+from agent.cli import main
+sys.stdout = open("/dev/null", "w")
+t = time.monotonic()
+main(sys.argv[1:])
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(time.monotonic() - t, rss, file=sys.stderr)
+"""
+
+READ_BASELINE = """
+import json, resource, sqlite3, sys, time
+t = time.monotonic()
+out = open("/dev/null", "w")
+conn = sqlite3.connect(sys.argv[1])
+keys = ("host", "container_id", "container_name", "stream", "timestamp", "message")
+sql = ("SELECT " + ", ".join(keys) + " FROM log_lines WHERE container_id = ? "
+       "ORDER BY timestamp_ns, id")
+for row in conn.execute(sql, (sys.argv[2],)):
+    out.write(json.dumps(dict(zip(keys, row))) + "\\n")
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(time.monotonic() - t, rss, file=sys.stderr)
+"""
+
+
+def read_side(db: Path, cid: str, n: int) -> None:
+    print(f"5. read side: {n:,} stored rows", flush=True)
+    env = {**os.environ, "LOGAGENT_DB_URL": f"sqlite:///{db}"}
+
+    def run(code: str, *args: str) -> tuple[float, float]:
+        done = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=ROOT,
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        secs, rss = done.stderr.split()[-2:]
+        return float(secs), float(rss)
+
+    ours, rss = run(READ, "logs", "--json", cid)
+    base, base_rss = run(READ_BASELINE, str(db), cid)
+    report("logs --json rows/s", f"{n / ours:,.0f}", f"sqlite3+json {n / base:,.0f}",
+           base / ours, "≥ 200,000/s", n / ours >= 200_000)  # fmt: skip
+    report("logs --json peak RSS MB", f"{rss:.0f}", f"{base_rss:.0f}", None, "constant", None)
+    grep, _ = run(READ, "logs", "--grep", "^y", cid)
+    report("logs --grep rows/s scanned", f"{n / grep:,.0f}", "-", None, "", None)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--idle", type=int, default=200)
+    parser.add_argument("--busy", type=int, default=100)
+    parser.add_argument("--window", type=float, default=10.0, help="CPU sampling seconds")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="logagent-bench-"))
+    try:
+        db, cid = ingest(tmp, args.rounds, args.lines)
+        read_side(db, cid, args.lines)
+        latency(tmp)
+        many(tmp, args.idle, args.busy, args.window)
+    finally:
+        remove(*made)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\nlogagent bench, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores\n")
+    print("| figure | logagent | baseline | ratio | target | |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
