@@ -162,12 +162,12 @@ class DockerLogCollector(Emitter):
             if scope.cancelled_caught:
                 self.state = "stopped"
         finally:
-            self._done.set()
             if self._owns_client:
                 with anyio.CancelScope(shield=True):
                     await client.close()
             for end in self._end:
-                end(self)
+                end(self)  # e.g. the manager keeps the cursor: before anyone waiting resumes
+            self._done.set()
 
     async def _pump(self, body: aiohttp.StreamReader, decoder: FrameDecoder) -> None:
         while True:

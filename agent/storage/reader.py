@@ -128,8 +128,10 @@ async def history(
         clauses.append(f"id <= {marks()}")
         values.append(upto_id)
         if after is not None:
+            # `ts >= a` alone bounds the index range; the OR then skips what was printed.
+            # (A bare OR of both cases makes every page scan from the start.)
             a, b, c = marks(), marks(), marks()
-            clauses.append(f"(timestamp_ns > {a} OR (timestamp_ns = {b} AND id > {c}))")
+            clauses.append(f"timestamp_ns >= {a} AND (timestamp_ns > {b} OR id > {c})")
             values += [after[0], after[0], after[1]]
         sql = (
             f"SELECT {_COLUMNS} FROM {table} WHERE {' AND '.join(clauses)} "

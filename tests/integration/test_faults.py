@@ -1,0 +1,137 @@
+"""Faults: a malformed stream, a full disk, the default manager."""
+
+from __future__ import annotations
+
+import importlib
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+from aiohttp import web
+
+from agent.collectors.manager import LogCollectorManager
+from agent.docker.client import DockerClient
+from agent.entry import LogEntry
+from agent.storage import LogStorage
+from agent.storage.models import LogLine
+from tests.conftest import db_url, short_socket_path
+
+pytestmark = [pytest.mark.anyio]
+
+TS = b"2026-11-26T11:59:02.760761749Z"
+
+
+@asynccontextmanager
+async def fake_daemon(body: bytes) -> AsyncIterator[str]:
+    """A fake Docker daemon, for the one fault a real one cannot be made to show: a log
+    stream that is not Docker's framing. It answers /version, an inspect, and that stream."""
+
+    async def version(_r: web.Request) -> web.Response:
+        return web.json_response({"ApiVersion": "1.41"})
+
+    async def inspect(r: web.Request) -> web.Response:
+        cid = r.match_info["cid"]
+        return web.json_response({"Id": cid, "Name": "/broken", "Config": {"Tty": False}})
+
+    async def logs(r: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.raw-stream"})
+        await response.prepare(r)
+        await response.write(body)
+        await anyio.sleep(30)  # a follow stream stays open
+        return response
+
+    app = web.Application()
+    app.add_routes(
+        [
+            web.get("/version", version),
+            web.get("/v1.41/containers/{cid}/json", inspect),
+            web.get("/v1.41/containers/{cid}/logs", logs),
+        ]
+    )
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1)
+    await runner.setup()
+    path = short_socket_path()
+    await web.UnixSite(runner, path).start()
+    try:
+        yield path
+    finally:
+        await runner.cleanup()
+
+
+def frame(stream: int, payload: bytes) -> bytes:
+    return struct.pack(">BxxxI", stream, len(payload)) + payload
+
+
+async def test_malformed_frame_stops_the_collector_and_keeps_what_came_before(
+    tmp_path: Path,
+) -> None:
+    good = frame(1, TS + b" first\n") + frame(2, TS + b" second\n")
+    bad = b"\x09\x00\x00\x00\x00\x00\x00\x04junk"
+    async with (
+        fake_daemon(good + bad) as sock,
+        LogStorage(db_url(tmp_path), host="h") as storage,
+        DockerClient("unix://" + sock) as client,
+        LogCollectorManager(storage, client=client) as manager,
+    ):
+        collector = await manager.start_docker_collector("f" * 64)
+        with anyio.fail_after(10):
+            await collector.wait()
+        assert collector.state == "failed"
+        assert "malformed frame header" in (collector.error or "")
+        assert "broken" in (collector.error or "")  # the error names the container
+        assert manager.active_collectors() == {}
+        assert f"docker:{'f' * 64}" in manager.failed
+        await manager.stop_all()
+        stored = await LogLine.all().order_by("id").values_list("stream", "message")
+    assert stored == [("stdout", "first"), ("stderr", "second")]
+
+
+def entry(n: int) -> LogEntry:
+    text = f"line {n} " + "x" * 200
+    return LogEntry("c" * 64, "full", "stdout", 1_795_694_342_000_000_000 + n, "t", text, 0, 200)
+
+
+async def test_full_disk_holds_lines_back_and_loses_none(tmp_path: Path) -> None:
+    """SQLite's own SQLITE_FULL (max_page_count): writes fail, collectors wait, nothing lost."""
+    async with LogStorage(db_url(tmp_path), host="h", max_queue=500, retry_delay=0.05) as storage:
+        await storage.write(entry(-1))
+        await storage.flush()
+        _, rows = await storage.db.execute_query("PRAGMA page_count")
+        await storage.db.execute_script(f"PRAGMA max_page_count = {int(rows[0][0]) + 2}")
+        written = 0
+
+        async def producer() -> None:
+            nonlocal written
+            for n in range(2000):
+                await storage.write(entry(n))
+                written += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(producer)
+            with anyio.fail_after(10):
+                while storage.failing is None:  # noqa: ASYNC110 (a state to poll)
+                    await anyio.sleep(0.01)
+            await anyio.sleep(0.3)
+            assert "full" in storage.failing.lower()
+            assert written < 2000  # the producer is held back, not buffering without bound
+            assert storage.queued <= 500 + 1
+            await storage.db.execute_script("PRAGMA max_page_count = 1073741823")
+        await storage.flush()
+        assert storage.failing is None
+        messages = await LogLine.all().order_by("id").values_list("message", flat=True)
+    assert [m.split()[1] for m in messages] == [str(n) for n in range(-1, 2000)]
+
+
+def test_default_manager_is_created_lazily() -> None:
+    module = importlib.import_module("agent.collectors.manager")
+    assert module._default is None  # importing opened nothing
+    try:
+        first = module.logCollectorManager
+        assert isinstance(first, module.LogCollectorManager)
+        assert module.logCollectorManager is first
+        assert first.active_collectors() == {}
+    finally:
+        module._default = None
