@@ -393,13 +393,19 @@ def main() -> int:
     parser.add_argument("--idle", type=int, default=200)
     parser.add_argument("--busy", type=int, default=100)
     parser.add_argument("--window", type=float, default=10.0, help="CPU sampling seconds")
+    parser.add_argument(
+        "--only", choices=["ingest", "latency", "many"], help="run one part (read side: ingest)"
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="logagent-bench-"))
     try:
-        db, cid = ingest(tmp, args.rounds, args.lines)
-        read_side(db, cid, args.lines)
-        latency(tmp)
-        many(tmp, args.idle, args.busy, args.window)
+        if args.only in (None, "ingest"):
+            db, cid = ingest(tmp, args.rounds, args.lines)
+            read_side(db, cid, args.lines)
+        if args.only in (None, "latency"):
+            latency(tmp)
+        if args.only in (None, "many"):
+            many(tmp, args.idle, args.busy, args.window)
     finally:
         remove(*made)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -81,12 +81,18 @@ class LogStorage:
         max_queue: int = 50_000,
         max_batch: int = 20_000,
         retry_delay: float = 1.0,
+        linger: float = 0.01,
     ) -> None:
         self.db_url = db_url
         self.host = host or socket.gethostname()
         self.max_queue = max_queue
         self.max_batch = max_batch
         self.retry_delay = retry_delay
+        # Group commit alone makes one transaction per line or two when lines trickle in from
+        # many containers: measured 461 us of CPU per line at 1.4k lines/s over 100 streams.
+        # So a small queue waits `linger` for company; a full one never waits.
+        self.linger = linger
+        self.linger_below = 512
         self._queue: list[LogEntry] = []
         self._appended = 0
         self._committed = 0
@@ -229,6 +235,8 @@ class LogStorage:
             if not self._queue:
                 self._has_data = anyio.Event()
                 await self._has_data.wait()
+            if self.linger and len(self._queue) < self.linger_below:
+                await anyio.sleep(self.linger)
             batch = self._queue[: self.max_batch]
             started = time.perf_counter()
             try:
