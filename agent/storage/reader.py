@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -105,42 +105,52 @@ async def last_id(db: BaseDBAsyncClient) -> int:
     return int(rows[0][0] or 0)
 
 
+async def _select(
+    db: BaseDBAsyncClient,
+    flt: LogFilter,
+    extra: Callable[[Marks], tuple[str, list[Any]]],
+    order: str,
+    limit: int,
+) -> list[Any]:
+    """The filter's rows, plus one more condition, in an order, at most `limit` of them."""
+    marks = Marks(_dialect(db))
+    clauses, values = flt.where(marks)
+    clause, more = extra(marks)
+    sql = (
+        f"SELECT {_COLUMNS} FROM {LogLine._meta.db_table} "
+        f"WHERE {' AND '.join([*clauses, clause])} ORDER BY {order} LIMIT {int(limit)}"
+    )
+    _, rows = await db.execute_query(sql, [*values, *more])
+    return list(rows)
+
+
 async def history(
     db: BaseDBAsyncClient, flt: LogFilter, *, upto_id: int, tail: int | None = None
 ) -> AsyncIterator[list[Any]]:
     """Rows up to `upto_id` in Docker's order (timestamp, then arrival), page by page."""
-    table = LogLine._meta.db_table
     if tail is not None:
-        marks = Marks(_dialect(db))
-        clauses, values = flt.where(marks)
-        clauses.append(f"id <= {marks()}")
-        sql = (
-            f"SELECT {_COLUMNS} FROM {table} WHERE {' AND '.join(clauses)} "
-            f"ORDER BY timestamp_ns DESC, id DESC LIMIT {int(tail)}"
+        rows = await _select(
+            db, flt, lambda m: (f"id <= {m()}", [upto_id]), "timestamp_ns DESC, id DESC", tail
         )
-        _, rows = await db.execute_query(sql, [*values, upto_id])
-        yield list(reversed(list(rows)))
+        yield rows[::-1]
         return
     after: tuple[int, int] | None = None
     while True:
-        marks = Marks(_dialect(db))
-        clauses, values = flt.where(marks)
-        clauses.append(f"id <= {marks()}")
-        values.append(upto_id)
-        if after is not None:
+
+        def page_after(m: Marks, after: tuple[int, int] | None = after) -> tuple[str, list[Any]]:
+            if after is None:
+                return f"id <= {m()}", [upto_id]
             # `ts >= a` alone bounds the index range; the OR then skips what was printed.
             # (A bare OR of both cases makes every page scan from the start.)
-            a, b, c = marks(), marks(), marks()
-            clauses.append(f"timestamp_ns >= {a} AND (timestamp_ns > {b} OR id > {c})")
-            values += [after[0], after[0], after[1]]
-        sql = (
-            f"SELECT {_COLUMNS} FROM {table} WHERE {' AND '.join(clauses)} "
-            f"ORDER BY timestamp_ns, id LIMIT {PAGE}"
-        )
-        _, rows = await db.execute_query(sql, values)
+            clause = (
+                f"id <= {m()} AND timestamp_ns >= {m()} AND (timestamp_ns > {m()} OR id > {m()})"
+            )
+            return clause, [upto_id, after[0], after[0], after[1]]
+
+        rows = await _select(db, flt, page_after, "timestamp_ns, id", PAGE)
         if not rows:
             return
-        yield list(rows)
+        yield rows
         if len(rows) < PAGE:
             return
         after = (int(rows[-1][5]), int(rows[-1][0]))
@@ -148,15 +158,7 @@ async def history(
 
 async def newer(db: BaseDBAsyncClient, flt: LogFilter, *, after_id: int) -> list[Any]:
     """Rows stored after `after_id`, in the order they were stored (for --follow)."""
-    marks = Marks(_dialect(db))
-    clauses, values = flt.where(marks)
-    clauses.append(f"id > {marks()}")
-    sql = (
-        f"SELECT {_COLUMNS} FROM {LogLine._meta.db_table} WHERE {' AND '.join(clauses)} "
-        f"ORDER BY id LIMIT {PAGE}"
-    )
-    _, rows = await db.execute_query(sql, [*values, after_id])
-    return list(rows)
+    return await _select(db, flt, lambda m: (f"id > {m()}", [after_id]), "id", PAGE)
 
 
 async def list_gaps(container: str | None = None) -> list[GapView]:
