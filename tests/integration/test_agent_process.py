@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
 from tests.conftest import (
+    ROOT,
     Containers,
     agent_settings,
     docker,
@@ -91,3 +94,56 @@ async def test_agent_reconnects_after_daemon_restart(
     assert 1 <= retries_while_down <= 30, retries_while_down
     # the container that ran before the restart was stored once, not again after reconnecting
     assert messages(tmp_path, before) == ["before-restart"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real, nearly full file system: a 400 KiB tmpfs (needs root, like the Docker tests)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_full_disk_is_reported_and_a_second_signal_exits_at_once(
+    tmp_path: Path, tiny_disk: Path, containers: Containers
+) -> None:
+    cid = containers.run("filler", "yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | head -n 200000")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[storage]\ndb_url = "sqlite:///{tiny_disk}/logs.db"\n'
+        f'[docker]\nscope_labels = ["logagent.test={containers.prefix.split("-")[2]}"]\n'
+        'initial_tail = "all"\n'
+        f'[api]\nsocket = ""\n'
+    )
+    log = tmp_path / "agent.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        await eventually(lambda: b"database or disk is full" in log.read_bytes(), limit=30)
+        proc.send_signal(signal.SIGTERM)  # the flush cannot finish: shutdown waits for it
+        await eventually(lambda: b"shutting down" in log.read_bytes())
+        await anyio.sleep(0.5)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    text = log.read_text()
+    assert "second SIGTERM: exiting at once" in text
+    assert "Traceback" not in text
+    assert cid
