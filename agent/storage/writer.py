@@ -188,24 +188,23 @@ class LogStorage:
                 await self._ctx.__aexit__(None, None, None)
                 self._ctx = None
         if self._queue:
+            # Not lost: their containers' cursors did not move, so the next start reads them
+            # again from Docker (unless Docker no longer has them: then a gap is recorded).
             log.error(
-                "storage closed with %d lines not written: %s", len(self._queue), self.failing
+                "storage closed with %d lines not written (%s); they are read again at the "
+                "next start",
+                len(self._queue),
+                self.failing,
             )
 
     # -- the write side ----------------------------------------------------------------
 
     async def write(self, entry: LogEntry) -> None:
         """Queue one line; waits (backpressure) while the queue is full."""
-        while len(self._queue) >= self.max_queue:
-            self._check_open()
-            await self._progress.wait()
-        self._queue.append(entry)
-        self._appended += 1
-        if not self._has_data.is_set():
-            self._has_data.set()
+        await self.write_many([entry])
 
     async def write_many(self, entries: list[LogEntry]) -> None:
-        """Queue several lines at once (a decoded chunk)."""
+        """Queue several lines at once (a decoded chunk); waits while the queue is full."""
         while len(self._queue) >= self.max_queue:
             self._check_open()
             await self._progress.wait()
