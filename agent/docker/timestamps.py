@@ -11,7 +11,7 @@ _RFC3339 = re.compile(
 
 # Docker writes "2006-01-02T15:04:05.000000000Z": the first 19 bytes repeat for a whole second,
 # so their value is cached and only the fraction is parsed per line.
-_seconds_cache: dict[bytes, int] = {}
+seconds_cache: dict[bytes, int] = {}  # also read by the frame decoder's fast path
 _CACHE_MAX = 4096
 
 
@@ -23,7 +23,7 @@ def parse_timestamp(text: bytes) -> int:
     """Nanoseconds since the epoch of an RFC 3339 timestamp with up to 9 fraction digits."""
     if len(text) == 30 and text[29] == 0x5A and text[19] == 0x2E:  # "...SS.nnnnnnnnnZ"
         head = text[:19]
-        secs = _seconds_cache.get(head)
+        secs = seconds_cache.get(head)
         frac = text[20:29]
         if secs is not None and frac.isdigit():
             return secs * 1_000_000_000 + int(frac)
@@ -41,9 +41,9 @@ def parse_timestamp(text: bytes) -> int:
         sign = 1 if zone[0:1] == b"+" else -1
         secs -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
     elif m.group(7) is not None:
-        if len(_seconds_cache) >= _CACHE_MAX:
-            _seconds_cache.clear()
-        _seconds_cache[text[:19]] = secs
+        if len(seconds_cache) >= _CACHE_MAX:
+            seconds_cache.clear()
+        seconds_cache[text[:19]] = secs
     frac_text = m.group(7) or b""
     nanos = int(frac_text.ljust(9, b"0")) if frac_text else 0
     return secs * 1_000_000_000 + nanos

@@ -115,7 +115,9 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
 async def test_full_disk_is_reported_and_a_second_signal_exits_at_once(
     tmp_path: Path, tiny_disk: Path, containers: Containers
 ) -> None:
-    cid = containers.run("filler", "yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | head -n 200000")
+    # Still running when the agent starts (a first run does not import exited containers).
+    script = "yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | head -n 200000; sleep 1000"
+    cid = containers.run("filler", script, "--stop-timeout", "1")
     config = tmp_path / "agent.toml"
     config.write_text(
         f'[storage]\ndb_url = "sqlite:///{tiny_disk}/logs.db"\n'
