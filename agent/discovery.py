@@ -36,7 +36,9 @@ from agent.storage import LogStorage
 log = logging.getLogger("logagent.discovery")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_DIE_GRACE = 10.0  # how long a dying container's stream may take to drain before it is cut
+# A dying container's stream runs to its end however long that takes while lines keep coming
+# (an agent behind a fast writer needs many seconds); it is cut only after this long without one.
+_DIE_GRACE = 10.0
 
 
 def own_container_ids(proc: Path = Path("/proc/self")) -> list[str]:
@@ -92,6 +94,7 @@ class Discovery:
         # Stopped by a person: not restarted by a re-listing, only by the container's next
         # start event or an explicit start.
         self.stopped_by_hand: set[str] = set()
+        self.die_grace = _DIE_GRACE
         self._tg: TaskGroup | None = None
 
     def decision(
@@ -218,9 +221,7 @@ class Discovery:
                 if not follow:
                     return  # already being read
                 # The previous run's stream drains first; then this run resumes after it.
-                with anyio.move_on_after(_DIE_GRACE):
-                    await existing.wait()
-                await existing.stop()
+                await self._until_ended(existing)
             try:
                 await self.manager.start_docker_collector(cid, name, tail=tail, follow=follow)
             except ContainerNotFound:
@@ -280,14 +281,34 @@ class Discovery:
         except Exception as exc:
             log.error("could not record a gap for %s (%s): %s: %s", name, cid[:12], reason, exc)
 
+    async def _until_ended(self, collector: DockerLogCollector) -> None:
+        """Let a dead container's stream reach its end; cut it only once it stalls.
+
+        Measured: an agent 500k lines behind a container that wrote 1M lines in 5 s needs
+        another 5-10 s after `die`; a fixed grace cut the stream there and left the rest
+        unread until the next start.
+        """
+        seen = -1
+        while collector.bytes != seen:
+            seen = collector.bytes
+            with anyio.move_on_after(self.die_grace):
+                await collector.wait()
+                return
+        log.warning(
+            "log stream of %s (%s) sent nothing for %.0f s after the container ended: "
+            "closing it and reading the rest with a plain read",
+            collector.container_name,
+            collector.container_id[:12],
+            self.die_grace,
+        )
+        await collector.stop(drain=True)
+
     async def _ended(self, cid: str, destroyed: bool) -> None:
         """die/destroy: let the stream reach its end (the last lines), then stop it."""
         async with self._lock(cid):
             collector = self.manager.get(cid)
             if collector is not None:
-                with anyio.move_on_after(_DIE_GRACE):
-                    await collector.wait()
-                await collector.stop()
+                await self._until_ended(collector)
             if destroyed:
                 self.manager.forget(docker_key(cid))
                 self.decisions.pop(cid, None)

@@ -149,3 +149,24 @@ async def test_graceful_stop_stores_every_line_written_before_it(
         written = docker_reference(cid)
         agent.stop.set()
     assert stored_rows(tmp_path, cid) == written
+
+
+async def test_dead_container_far_ahead_of_the_agent_is_read_to_its_end(
+    tmp_path: Path, containers: Containers
+) -> None:
+    """The stream of a container that died is not cut while lines keep coming.
+
+    It writes 300,000 lines in about 1.5 s and exits; reading them takes the agent longer
+    than the (shortened) grace after `die`, which used to cut the stream there.
+    """
+    n = 300_000
+    async with running_agent(agent_settings(tmp_path)) as agent:
+        assert agent.discovery is not None
+        agent.discovery.die_grace = 0.3
+        cid = containers.run("burst", f"yes {'y' * 99} | head -n {n}")
+        running = ("inspect", "-f", "{{.State.Running}}", cid)
+        await eventually(lambda: docker(*running).strip() == b"false")
+        assert len(stored_rows(tmp_path, cid)) < n  # the agent is behind when it dies
+        await eventually(lambda: len(stored_rows(tmp_path, cid)) >= n, limit=60)
+        await anyio.sleep(0.5)
+    assert stored_rows(tmp_path, cid) == docker_reference(cid)
