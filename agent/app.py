@@ -73,7 +73,11 @@ class Agent:
                 DockerClient(s.docker_url or None) as client,
                 LogStorage(s.db_url, host=s.host or None) as storage,
                 LogCollectorManager(
-                    storage, client=client, tail=s.initial_tail, max_line_bytes=s.max_line_bytes
+                    storage,
+                    client=client,
+                    tail=s.initial_tail,
+                    max_line_bytes=s.max_line_bytes,
+                    read_rest=s.read_rest_s,
                 ) as manager,
             ):
                 self.client, self.storage, self.manager = client, storage, manager

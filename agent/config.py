@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.docker.pacing import DEFAULT_REST
 from agent.durations import parse_duration
 from agent.policy import Matchers, PatternError, Policy, check_glob
 
@@ -30,6 +31,7 @@ class Settings:
     docker_url: str = ""  # empty: DOCKER_SOCKET, else DOCKER_HOST, else /var/run/docker.sock
     initial_tail: int | str = 100
     max_line_bytes: int = 1024 * 1024
+    read_rest_s: float = DEFAULT_REST  # 0: read every line as it comes (see docker/pacing.py)
     policy: Policy = field(default_factory=Policy)
     scope_labels: tuple[str, ...] = ()  # Docker-side label filter: other containers are unseen
     log_level: str = "INFO"
@@ -49,6 +51,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "socket": str,
         "initial_tail": (int, str),
         "max_line_bytes": int,
+        "read_rest": str,
         "scope_labels": list,
     },
     "policy": {
@@ -69,6 +72,7 @@ _ENV = {
     "LOGAGENT_HOST": ("storage", "host"),
     "LOGAGENT_INITIAL_TAIL": ("docker", "initial_tail"),
     "LOGAGENT_MAX_LINE_BYTES": ("docker", "max_line_bytes"),
+    "LOGAGENT_READ_REST": ("docker", "read_rest"),
     "LOGAGENT_COLLECT_ALL": ("policy", "collect_all"),
     "LOGAGENT_LOG_LEVEL": ("agent", "log_level"),
     "DOCKER_SOCKET": ("docker", "socket"),
@@ -170,6 +174,11 @@ def _build(data: dict[str, Any]) -> Settings:
     max_line = dock.get("max_line_bytes", defaults.max_line_bytes)
     if max_line < 1024:
         raise ConfigError(f"docker.max_line_bytes: must be at least 1024, got {max_line}")
+    read_rest = _seconds(dock, "read_rest", defaults.read_rest_s, "docker")
+    if read_rest > 0.1:
+        raise ConfigError(
+            f"docker.read_rest: at most 100ms (it adds to every line's delay), got {read_rest}s"
+        )
     level = str(agent.get("log_level", defaults.log_level)).upper()
     if level not in _LEVELS:
         raise ConfigError(f"agent.log_level: expected one of {sorted(_LEVELS)}, got {level!r}")
@@ -212,13 +221,14 @@ def _build(data: dict[str, Any]) -> Settings:
         docker_url=socket if "://" in socket or not socket else "unix://" + socket,
         initial_tail=tail,
         max_line_bytes=max_line,
+        read_rest_s=read_rest,
         policy=policy,
         scope_labels=_labels(dock.get("scope_labels", []), "docker.scope_labels"),
         log_level=level,
     )
 
 
-def _seconds(section: dict[str, Any], key: str, default: float) -> float:
+def _seconds(section: dict[str, Any], key: str, default: float, where: str = "retention") -> float:
     text = section.get(key)
     if text is None:
         return default
@@ -227,7 +237,7 @@ def _seconds(section: dict[str, Any], key: str, default: float) -> float:
     try:
         return parse_duration(text)
     except ValueError as exc:
-        raise ConfigError(f"retention.{key}: {exc}") from None
+        raise ConfigError(f"{where}.{key}: {exc}") from None
 
 
 def _non_negative(section: dict[str, Any], key: str, default: int) -> int:

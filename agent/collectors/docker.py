@@ -17,8 +17,9 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from agent.collectors.base import Emitter
 from agent.cursor import Cursor, Skipper
-from agent.docker.client import ContainerNotFound, DockerClient, DockerUnavailable
+from agent.docker.client import ContainerNotFound, DockerClient, DockerUnavailable, LogStream
 from agent.docker.frames import DEFAULT_MAX_LINE_BYTES, FrameDecoder, FrameError
+from agent.docker.pacing import DEFAULT_REST, ReadPacer
 from agent.entry import LogEntry
 
 log = logging.getLogger("logagent.collector")
@@ -47,6 +48,7 @@ class DockerLogCollector(Emitter):
         since: str | None = None,
         follow: bool = True,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        read_rest: float = DEFAULT_REST,
         info: dict[str, Any] | None = None,
         cursor: Cursor | None = None,
     ) -> None:
@@ -57,6 +59,8 @@ class DockerLogCollector(Emitter):
         self.since = since
         self.follow = follow
         self.max_line_bytes = max_line_bytes
+        # A follow stream rests a little after a small read (see docker/pacing.py).
+        self.pacer = ReadPacer(rest=read_rest if follow else 0.0)
         self._client = client
         self._owns_client = client is None
         self._task_group = task_group
@@ -69,6 +73,7 @@ class DockerLogCollector(Emitter):
         self.error: str | None = None
         self.lines = 0
         self.bytes = 0
+        self.reads = 0
         self.last_timestamp_ns = 0
         self.notices = 0
         # What has been delivered, per stream. Given one, the collector resumes after it:
@@ -136,13 +141,13 @@ class DockerLogCollector(Emitter):
                     )
                     async with client.logs(
                         self.container_id, follow=self.follow, tail=self.tail, since=self.since
-                    ) as body:
+                    ) as stream:
                         self.state = "running"
                         started = True
                         task_status.started()
                         with anyio.CancelScope() as follow_scope:
                             self._follow_scope = follow_scope
-                            await self._pump(body, decoder)
+                            await self._pump(stream, decoder)
                     if self.follow and follow_scope.cancelled_caught:
                         with anyio.move_on_after(self.drain_timeout):
                             await self._catch_up(client, tty)
@@ -169,7 +174,8 @@ class DockerLogCollector(Emitter):
                 end(self)  # e.g. the manager keeps the cursor: before anyone waiting resumes
             self._done.set()
 
-    async def _pump(self, body: aiohttp.StreamReader, decoder: FrameDecoder) -> None:
+    async def _pump(self, stream: LogStream, decoder: FrameDecoder) -> None:
+        body, pacer = stream.body, self.pacer
         while True:
             try:
                 chunk = await body.readany()
@@ -179,6 +185,7 @@ class DockerLogCollector(Emitter):
                 ) from None
             if not chunk:
                 return
+            self.reads += 1
             try:
                 lines = decoder.feed(chunk)
             except FrameError as exc:
@@ -188,6 +195,9 @@ class DockerLogCollector(Emitter):
                 await self._deliver(self._skipper.new(lines))
             if decoder.notices:
                 self._report_notices(decoder)
+            rest = pacer.after_read(len(chunk), anyio.current_time())
+            if rest:
+                await stream.rest(rest)
 
     async def _catch_up(self, client: DockerClient, tty: bool) -> None:
         """Re-read what the ended follow stream did not send.
@@ -202,8 +212,8 @@ class DockerLogCollector(Emitter):
         )
         skipper = self._skipper = self.cursor.skipper()
         tail = "all" if not self.cursor.empty else self.tail
-        async with client.logs(self.container_id, follow=False, tail=tail, since=since) as body:
-            while chunk := await body.readany():
+        async with client.logs(self.container_id, follow=False, tail=tail, since=since) as stream:
+            while chunk := await stream.body.readany():
                 try:
                     lines = decoder.feed(chunk)
                 except FrameError as exc:

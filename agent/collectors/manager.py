@@ -17,6 +17,7 @@ from agent.collectors.docker import DEFAULT_TAIL, DockerLogCollector
 from agent.cursor import Cursor
 from agent.docker.client import DockerClient
 from agent.docker.frames import DEFAULT_MAX_LINE_BYTES
+from agent.docker.pacing import DEFAULT_REST
 from agent.storage import LogStorage
 
 log = logging.getLogger("logagent.manager")
@@ -38,12 +39,14 @@ class LogCollectorManager:
         client: DockerClient | None = None,
         tail: int | str = DEFAULT_TAIL,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        read_rest: float = DEFAULT_REST,
     ) -> None:
         self._storage = storage
         self._client = client
         self._owns_client = client is None
         self.tail = tail
         self.max_line_bytes = max_line_bytes
+        self.read_rest = read_rest
         self._active: dict[str, DockerLogCollector] = {}
         self.failed: dict[str, str] = {}  # key -> why, until the container is started again
         # Where each ended collector stopped: the next collector of that container resumes
@@ -121,6 +124,7 @@ class LogCollectorManager:
             since=since,
             follow=follow,
             max_line_bytes=self.max_line_bytes,
+            read_rest=self.read_rest,
             info=info,
             cursor=cursor,
         )

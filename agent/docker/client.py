@@ -24,6 +24,7 @@ from typing import Any
 
 import aiodocker
 import aiohttp
+import anyio
 from tenacity import (
     AsyncRetrying,
     before_sleep_log,
@@ -40,6 +41,31 @@ DEFAULT_SOCKET = "/var/run/docker.sock"
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
 _CONNECT_FAILED = 900  # aiodocker's status for "could not reach the daemon"
+
+
+class LogStream:
+    """An open log stream: its body, and a way to let it rest (see `agent.docker.pacing`)."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.body: aiohttp.StreamReader = response.content
+        self._response = response
+
+    async def rest(self, seconds: float) -> None:
+        """Stop reading the socket for `seconds`: what Docker sends meanwhile waits in it.
+
+        Pauses the transport, not aiohttp's protocol, so aiohttp's own flow control stays as
+        it is; and only a transport that is reading (aiohttp has not paused it) is paused.
+        """
+        connection = self._response.connection
+        transport = connection.transport if connection is not None else None
+        if transport is None or transport.is_closing() or not transport.is_reading():
+            return
+        transport.pause_reading()
+        try:
+            await anyio.sleep(seconds)
+        finally:
+            if not transport.is_closing():
+                transport.resume_reading()
 
 
 class DockerError(Exception):
@@ -212,7 +238,7 @@ class DockerClient:
         follow: bool = True,
         tail: int | str = "all",
         since: str | None = None,
-    ) -> AsyncIterator[aiohttp.StreamReader]:
+    ) -> AsyncIterator[LogStream]:
         """Open a container's log stream (timestamps on); closed on every exit path."""
         params: dict[str, Any] = {
             "stdout": "1",
@@ -233,7 +259,7 @@ class DockerClient:
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise DockerUnavailable(f"logs of {container_id[:12]}: {exc!r}") from None
         try:
-            yield response.content
+            yield LogStream(response)
         finally:
             # An unread body cannot go back to the pool: close drops the connection.
             response.close()

@@ -89,6 +89,19 @@ async def collect_finished(
     tty: bool = False,
 ) -> tuple[str, list[Row]]:
     """Run a container to its end while a collector follows it; return its stored rows."""
+    cid, _collector, rows = await follow_to_end(tmp_path, containers, name, script, *args, tty=tty)
+    return cid, rows
+
+
+async def follow_to_end(
+    tmp_path: Path,
+    containers: Containers,
+    name: str,
+    script: str,
+    *args: str,
+    tty: bool = False,
+) -> tuple[str, DockerLogCollector, list[Row]]:
+    """`collect_finished`, also giving the collector (its figures)."""
     cid = containers.run(name, f"sleep 0.3; {script}", *args, tty=tty)
     async with agent_parts(tmp_path, tail="all") as (_storage, manager):
         collector = await manager.start_docker_collector(cid)
@@ -97,7 +110,7 @@ async def collect_finished(
         assert collector.state == "ended", collector.error
         await manager.stop_all()
         rows = await stored(cid)
-    return cid, rows
+    return cid, collector, rows
 
 
 CASES = {
@@ -128,6 +141,34 @@ async def test_stored_rows_equal_docker_logs(
     expected = docker_reference(f"{containers.prefix}-{case}")
     assert by_stream(rows) == by_stream(expected)
     assert rows, "nothing stored"
+
+
+async def test_quiet_stream_rests_between_reads_and_keeps_every_line(
+    tmp_path: Path, containers: Containers
+) -> None:
+    # 100 lines/s on each stream, no fork per line (busybox `read -t` on an empty fifo).
+    script = (
+        "mkfifo /tmp/f; exec 3<>/tmp/f; for i in $(seq 1 150); do "
+        'echo "out $i"; echo "err $i" >&2; read -t 0.01 -u 3 x; done'
+    )
+    _cid, collector, rows = await follow_to_end(tmp_path, containers, "rested", script)
+    assert by_stream(rows) == by_stream(docker_reference(f"{containers.prefix}-rested"))
+    assert collector.pacer.rests > 0 and collector.pacer.busy_spells == 0
+    # Dockerd writes each line on its own; resting 40 ms gathers several per read.
+    assert collector.reads * 3 < len(rows), (collector.reads, len(rows))
+
+
+async def test_busy_stream_is_found_out_and_not_held_back(
+    tmp_path: Path, containers: Containers
+) -> None:
+    n = 100_000
+    script = f"yes {'x' * 99} | head -n {n}"
+    _cid, collector, rows = await follow_to_end(tmp_path, containers, "busy", script)
+    assert len(rows) == n
+    assert rows == docker_reference(f"{containers.prefix}-busy")
+    # Its first rest filled the socket: from then on it is read without resting.
+    assert collector.pacer.busy_spells >= 1
+    assert collector.pacer.rests <= 2 * collector.pacer.busy_spells + 1, collector.pacer
 
 
 async def test_tty_container_rows_equal_docker_logs(tmp_path: Path, containers: Containers) -> None:

@@ -22,6 +22,13 @@ def test_shipped_config_loads_with_defaults() -> None:
     assert s.db_url == "sqlite://data/logagent.db"
     assert s.policy.collect_all is True
     assert s.initial_tail == 100
+    assert s.read_rest_s == 0.04
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("40ms", 0.04), ("0", 0.0), ("off", 0.0)])
+def test_read_rest_takes_milliseconds_or_off(text: str, seconds: float) -> None:
+    s = load_settings(DEFAULT_CONFIG, environ={"LOGAGENT_READ_REST": text})
+    assert s.read_rest_s == pytest.approx(seconds)
 
 
 def test_environment_overrides_file(tmp_path: Path) -> None:
@@ -50,6 +57,8 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("[docker]\ninitial_tail = -1\n", "docker.initial_tail"),
         ('[docker]\ninitial_tail = "some"\n', "docker.initial_tail"),
         ("[docker]\nmax_line_bytes = true\n", "docker.max_line_bytes"),
+        ('[docker]\nread_rest = "40"\n', "docker.read_rest: '40' is not a duration"),
+        ('[docker]\nread_rest = "1s"\n', "docker.read_rest: at most 100ms"),
         ('[agent]\nlog_level = "LOUD"\n', "agent.log_level"),
         ("not toml at all [", "not valid TOML"),
     ],
