@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DEFAULT_REST = 0.04  # ~4 lines per wake-up at 100 lines/s: 2.5x less CPU reading (bench/README.md)
+DEFAULT_REST = 0.03  # ~3 lines per read at 100 lines/s; p99 delay 41 ms there (bench/README.md)
 
 
 @dataclass

@@ -154,7 +154,7 @@ async def test_quiet_stream_rests_between_reads_and_keeps_every_line(
     _cid, collector, rows = await follow_to_end(tmp_path, containers, "rested", script)
     assert by_stream(rows) == by_stream(docker_reference(f"{containers.prefix}-rested"))
     assert collector.pacer.rests > 0 and collector.pacer.busy_spells == 0
-    # Dockerd writes each line on its own; resting 40 ms gathers several per read.
+    # Dockerd writes each line on its own; resting 30 ms gathers several per read.
     assert collector.reads * 3 < len(rows), (collector.reads, len(rows))
 
 

@@ -22,7 +22,7 @@ def test_shipped_config_loads_with_defaults() -> None:
     assert s.db_url == "sqlite://data/logagent.db"
     assert s.policy.collect_all is True
     assert s.initial_tail == 100
-    assert s.read_rest_s == 0.04
+    assert s.read_rest_s == 0.03
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("40ms", 0.04), ("0", 0.0), ("off", 0.0)])
