@@ -314,8 +314,9 @@ def _many(tmp: Path, idle_n: int, busy_n: int, window: float) -> None:
     took = agent.stop()
     report(f"shutdown with {idle_n + busy_n} collectors, s", f"{took:.2f}", "-", None, "≤ 5 s",
            took <= 5)  # fmt: skip
-    remove(*[f"{PREFIX}-idle{i}" for i in range(idle_n)])
+    # The busy ones first: while they run, removing the others crawled (dockerd, 10k lines/s).
     remove(*[f"{PREFIX}-busy{i}" for i in range(busy_n)])
+    remove(*[f"{PREFIX}-idle{i}" for i in range(idle_n)])
 
 
 ATTACH_BASELINE = """
@@ -348,7 +349,7 @@ from agent.config import Settings
 from agent.docker.client import DockerClient
 from agent.docker.frames import FrameDecoder
 from agent.policy import Policy
-label, db, sock, cid = sys.argv[1:5]
+label, db, sock, cid, n = sys.argv[1:6]
 commit, receive = [], []
 async def raw_reader():
     async with DockerClient() as c, c.logs(cid, follow=True, tail="all") as stream:
@@ -369,7 +370,7 @@ async def main():
         agent.storage._commit = timed
         import subprocess; subprocess.run(["docker", "start", cid], check=True, capture_output=True)
         tg.start_soon(raw_reader)
-        while len(commit) < 100:
+        while len(commit) < int(n):
             await anyio.sleep(0.1)
         agent.stop.set()
     q = lambda xs, p: sorted(xs)[min(len(xs) - 1, int(len(xs) * p))] / 1e6
@@ -379,18 +380,26 @@ anyio.run(main)
 
 
 def latency(tmp: Path) -> None:
-    print("3. latency: one line every 100 ms", flush=True)
-    script = "sleep 2; i=0; while [ $i -lt 120 ]; do echo $i; i=$((i+1)); sleep 0.1; done"
-    cid = create("latency", script)
-    out = subprocess.run(
-        [sys.executable, "-c", LATENCY, LABEL, str(tmp / "lat.db"), f"/tmp/{PREFIX}-lat.sock", cid],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-    ).stdout.split()  # fmt: skip
-    c50, c99, r50, r99 = map(float, out)
-    report("latency p50 ms, Docker timestamp → committed", f"{c50:.1f}", f"received {r50:.1f}",
-           None, "", None)  # fmt: skip
-    report("latency p99 ms, Docker timestamp → committed", f"{c99:.1f}", f"received {r99:.1f}",
-           None, "≤ 50 ms", c99 <= 50)  # fmt: skip
+    print("3. latency: one line every 100 ms, then one every 10 ms", flush=True)
+    slow = "sleep 2; i=0; while [ $i -lt 120 ]; do echo $i; i=$((i+1)); sleep 0.1; done"
+    # every 10 ms without a fork per line; here the stream rests between reads (read_rest)
+    fast = (
+        "sleep 2; mkfifo /tmp/f; exec 3<>/tmp/f; i=0; "
+        "while [ $i -lt 1200 ]; do echo $i; i=$((i+1)); read -t 0.01 -u 3 x; done"
+    )
+    for name, script, n, target in [("100 ms", slow, 100, 50.0), ("10 ms", fast, 1000, None)]:
+        cid = create(f"latency{n}", script)
+        out = subprocess.run(
+            [sys.executable, "-c", LATENCY, LABEL, str(tmp / f"lat{n}.db"),
+             f"/tmp/{PREFIX}-lat.sock", cid, str(n)],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        ).stdout.split()  # fmt: skip
+        c50, c99, r50, r99 = map(float, out)
+        report(f"latency p50 ms, a line every {name}: Docker timestamp → committed", f"{c50:.1f}",
+               f"received {r50:.1f}", None, "", None)  # fmt: skip
+        report(f"latency p99 ms, a line every {name}: Docker timestamp → committed", f"{c99:.1f}",
+               f"received {r99:.1f}", None, "" if target is None else f"≤ {target:.0f} ms",
+               None if target is None else c99 <= target)  # fmt: skip
 
 
 # -- 5. read side ---------------------------------------------------------------------------
