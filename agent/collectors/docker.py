@@ -151,8 +151,7 @@ class DockerLogCollector(Emitter):
                     if self.follow and follow_scope.cancelled_caught:
                         with anyio.move_on_after(self.drain_timeout):
                             await self._catch_up(client, tty)
-                    elif self.follow:
-                        await self._check_still_there(client)
+                    elif self.follow and not await self._removed_after_exit(client, info):
                         await self._catch_up(client, tty)
                     else:
                         await self._deliver(self._skipper.new(decoder.finish()))
@@ -255,18 +254,30 @@ class DockerLogCollector(Emitter):
         self.notices += len(decoder.notices)
         decoder.notices.clear()
 
-    async def _check_still_there(self, client: DockerClient) -> None:
-        """A follow stream also ends when the container is removed: that is an error."""
+    async def _removed_after_exit(self, client: DockerClient, info: dict[str, Any]) -> bool:
+        """A follow stream also ends when the container is removed.
+
+        For a `--rm` container that is its normal end: True, and the stream had every line
+        (but a last one without newline, which dockerd sends only on a plain read, and there
+        is nothing left to read). Any other container removed mid-stream is an error.
+        """
         try:
-            info = await client.inspect(self.container_id)
+            status = ((await client.inspect(self.container_id)).get("State") or {}).get("Status")
         except ContainerNotFound:
-            info = {"State": {"Status": "removed"}}
-        status = (info.get("State") or {}).get("Status")
-        if status in ("removing", "removed", "dead"):
-            raise ContainerVanished(
-                f"container {self.container_name} ({self.container_id[:12]}) was removed "
-                "while its logs were being followed"
+            status = "removed"
+        if status not in ("removing", "removed", "dead"):
+            return False
+        if (info.get("HostConfig") or {}).get("AutoRemove"):
+            log.info(
+                "%s (%s) was removed after it exited (--rm): its stream ended with it",
+                self.container_name,
+                self.container_id[:12],
             )
+            return True
+        raise ContainerVanished(
+            f"container {self.container_name} ({self.container_id[:12]}) was removed "
+            "while its logs were being followed"
+        )
 
     def _emit_error(self, exc: BaseException) -> None:
         if not self._error:

@@ -275,6 +275,22 @@ async def test_starting_an_active_container_is_a_no_op(
         assert restarted is not first and restarted.state == "running"
 
 
+async def test_rm_container_that_exits_ends_its_collector_cleanly(
+    tmp_path: Path, containers: Containers
+) -> None:
+    """`docker run --rm`: removal after exit is its normal end, not a failure."""
+    cid = containers.run("autorm", "sleep 0.5; seq 1 300; echo done >&2", "--rm")
+    async with agent_parts(tmp_path, tail="all") as (_storage, manager):
+        collector = await manager.start_docker_collector(cid)
+        with anyio.fail_after(30):
+            await collector.wait()
+        assert (collector.state, collector.error) == ("ended", None)
+        assert manager.failed == {} and manager.errors == 0
+        rows = await stored(cid)
+    assert [m for _s, _t, m in rows if _s == "stdout"] == [str(i) for i in range(1, 301)]
+    assert [m for _s, _t, m in rows if _s == "stderr"] == ["done"]
+
+
 async def test_removed_container_ends_its_collector_with_error_only(
     tmp_path: Path, containers: Containers
 ) -> None:
