@@ -196,7 +196,7 @@ class DockerLogCollector(Emitter):
                 self._report_notices(decoder)
             rest = pacer.after_read(len(chunk), anyio.current_time())
             if rest:
-                await stream.rest(rest)
+                stream.rest(rest)
 
     async def _catch_up(self, client: DockerClient, tty: bool) -> None:
         """Re-read what the ended follow stream did not send.

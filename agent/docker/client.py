@@ -15,6 +15,7 @@ tests/unit/test_docker_private_api.py checks the signatures we rely on.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -24,7 +25,6 @@ from typing import Any
 
 import aiodocker
 import aiohttp
-import anyio
 from tenacity import (
     AsyncRetrying,
     before_sleep_log,
@@ -43,29 +43,55 @@ STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=No
 _CONNECT_FAILED = 900  # aiodocker's status for "could not reach the daemon"
 
 
+class RestClock:
+    """Resumes every rested stream together, on one timer.
+
+    A timer and a task wake-up per rest cost as much as the read they save; one timer for
+    all streams, and all of them ready in one epoll wake-up, cost 28 % less CPU per line
+    reading 100 streams at 100 lines/s (bench/README.md). A stream rests until the next
+    tick: at most the rest it asked for, and in steady state about that long.
+    """
+
+    def __init__(self) -> None:
+        self._paused: list[asyncio.Transport] = []
+        self._tick: asyncio.TimerHandle | None = None
+        self.ticks = 0
+
+    def rest(self, transport: asyncio.Transport, seconds: float) -> None:
+        transport.pause_reading()
+        self._paused.append(transport)
+        if self._tick is None:
+            self._tick = asyncio.get_running_loop().call_later(seconds, self._resume_all)
+
+    def _resume_all(self) -> None:
+        self._tick = None
+        self.ticks += 1
+        paused, self._paused = self._paused, []
+        for transport in paused:
+            if not transport.is_closing():
+                transport.resume_reading()
+
+
 class LogStream:
     """An open log stream: its body, and a way to let it rest (see `agent.docker.pacing`)."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, clock: RestClock) -> None:
         self.body: aiohttp.StreamReader = response.content
         self._response = response
+        self._clock = clock
 
-    async def rest(self, seconds: float) -> None:
-        """Stop reading the socket for `seconds`: what Docker sends meanwhile waits in it.
+    def rest(self, seconds: float) -> None:
+        """Stop reading the socket for up to `seconds`: what Docker sends waits in it.
 
         Pauses the transport, not aiohttp's protocol, so aiohttp's own flow control stays as
         it is; and only a transport that is reading (aiohttp has not paused it) is paused.
+        The next `body.readany()` returns once the clock has resumed it and data is there.
         """
         connection = self._response.connection
         transport = connection.transport if connection is not None else None
         if transport is None or transport.is_closing() or not transport.is_reading():
             return
-        transport.pause_reading()
-        try:
-            await anyio.sleep(seconds)
-        finally:
-            if not transport.is_closing():
-                transport.resume_reading()
+        self._clock.rest(transport, seconds)
 
 
 class DockerError(Exception):
@@ -131,6 +157,7 @@ class DockerClient:
             )
             sessions.append(aiodocker.Docker(url=base, connector=conn, session=session))
         self._api, self._streams = sessions
+        self.rest_clock = RestClock()
 
     async def _on_request_start(
         self, _session: object, _ctx: object, params: aiohttp.TraceRequestStartParams
@@ -259,7 +286,7 @@ class DockerClient:
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise DockerUnavailable(f"logs of {container_id[:12]}: {exc!r}") from None
         try:
-            yield LogStream(response)
+            yield LogStream(response, self.rest_clock)
         finally:
             # An unread body cannot go back to the pool: close drops the connection.
             response.close()

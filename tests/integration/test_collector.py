@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -143,19 +144,44 @@ async def test_stored_rows_equal_docker_logs(
     assert rows, "nothing stored"
 
 
+def quiet(n: int, start_at: int = 0) -> str:
+    """`n` lines on each stream, one every 10 ms from Unix second `start_at` (host clock).
+
+    No fork per line: busybox `read -t` on an empty fifo is the 10 ms sleep.
+    """
+    return (
+        "mkfifo /tmp/f; exec 3<>/tmp/f; "
+        f"while [ $(date +%s) -lt {start_at} ]; do read -t 0.05 -u 3 x; done; "
+        f"for i in $(seq 1 {n}); do "
+        'echo "out $i"; echo "err $i" >&2; read -t 0.01 -u 3 x; done'
+    )
+
+
 async def test_quiet_stream_rests_between_reads_and_keeps_every_line(
     tmp_path: Path, containers: Containers
 ) -> None:
-    # 100 lines/s on each stream, no fork per line (busybox `read -t` on an empty fifo).
-    script = (
-        "mkfifo /tmp/f; exec 3<>/tmp/f; for i in $(seq 1 150); do "
-        'echo "out $i"; echo "err $i" >&2; read -t 0.01 -u 3 x; done'
-    )
-    _cid, collector, rows = await follow_to_end(tmp_path, containers, "rested", script)
+    _cid, collector, rows = await follow_to_end(tmp_path, containers, "rested", quiet(150))
     assert by_stream(rows) == by_stream(docker_reference(f"{containers.prefix}-rested"))
     assert collector.pacer.rests > 0 and collector.pacer.busy_spells == 0
     # Dockerd writes each line on its own; resting 30 ms gathers several per read.
     assert collector.reads * 3 < len(rows), (collector.reads, len(rows))
+
+
+async def test_quiet_streams_rest_on_one_clock(tmp_path: Path, containers: Containers) -> None:
+    script = quiet(100, start_at=int(time.time()) + 3)  # all three write at the same time
+    ids = [containers.run(f"clock{i}", script) for i in range(3)]
+    async with agent_parts(tmp_path, tail="all") as (_storage, manager):
+        collectors = [await manager.start_docker_collector(cid) for cid in ids]
+        with anyio.fail_after(60):
+            for collector in collectors:
+                await collector.wait()
+        await manager.stop_all()
+        clock = manager.client.rest_clock
+        for cid in ids:
+            assert len(await stored(cid)) == 200
+    rests = sum(c.pacer.rests for c in collectors)
+    # One timer resumed the three streams together: far fewer ticks than rests.
+    assert 0 < clock.ticks < 0.6 * rests, (clock.ticks, rests)
 
 
 async def test_busy_stream_is_found_out_and_not_held_back(
