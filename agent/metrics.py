@@ -80,6 +80,20 @@ class AgentMetrics(Collector):
             yield CounterMetricFamily(
                 "logagent_collector_errors", "Collectors that failed", value=manager.errors
             )
+            reads, rests, spells = manager.read_figures()
+            yield CounterMetricFamily(
+                "logagent_stream_reads", "Reads from Docker's log streams", value=reads
+            )
+            yield CounterMetricFamily(
+                "logagent_stream_rests",
+                "Times a quiet stream rested before its next read (docker.read_rest)",
+                value=rests,
+            )
+            yield CounterMetricFamily(
+                "logagent_stream_busy_spells",
+                "Times a resting stream proved busy and stopped resting for a while",
+                value=spells,
+            )
         if discovery is not None:
             yield CounterMetricFamily(
                 "logagent_reconnects",

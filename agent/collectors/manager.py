@@ -53,6 +53,7 @@ class LogCollectorManager:
         # there, so a restarted container's earlier run is neither lost nor stored twice.
         self.cursors: dict[str, Cursor] = {}
         self.errors = 0
+        self._ended_reads = [0, 0, 0]  # reads, rests, busy spells of collectors that ended
         self._tg: TaskGroup | None = None
 
     @property
@@ -193,7 +194,21 @@ class LogCollectorManager:
             collector.error,
         )
 
+    def read_figures(self) -> tuple[int, int, int]:
+        """Reads, rests and busy spells of every stream so far (see docker/pacing.py)."""
+        active = list(self._active.values())
+        reads, rests, spells = self._ended_reads
+        return (
+            reads + sum(c.reads for c in active),
+            rests + sum(c.pacer.rests for c in active),
+            spells + sum(c.pacer.busy_spells for c in active),
+        )
+
     def _on_end(self, collector: DockerLogCollector) -> None:
+        ended = self._ended_reads
+        ended[0] += collector.reads
+        ended[1] += collector.pacer.rests
+        ended[2] += collector.pacer.busy_spells
         if not collector.cursor.empty:
             self.cursors[collector.key] = collector.cursor
         if self._active.get(collector.key) is collector:
