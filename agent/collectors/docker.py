@@ -133,6 +133,10 @@ class DockerLogCollector(Emitter):
                 try:
                     info = self._info or await client.inspect(self.container_id)
                     tty = bool((info.get("Config") or {}).get("Tty"))
+                    if (info.get("HostConfig") or {}).get("AutoRemove"):
+                        # Its log goes with it: what is not read when --rm removes it is
+                        # lost, and a rest lets the socket fill and dockerd fall behind.
+                        self.pacer.rest = 0.0
                     decoder = FrameDecoder(
                         self.container_id,
                         self.container_name,
