@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 
 import anyio
 from anyio.abc import TaskStatus
@@ -55,6 +56,7 @@ class Agent:
         self.self_ids = self_ids
         self.record_requests = record_requests  # keep every Docker request (tests, audits)
         self.stop = anyio.Event()
+        self.started_ns = time.time_ns()  # containers created since are read in full
         self.client: DockerClient | None = None
         self.storage: LogStorage | None = None
         self.manager: LogCollectorManager | None = None
@@ -90,6 +92,7 @@ class Agent:
                     self_ids=self.self_ids,
                     scope_labels=list(s.scope_labels),
                     storage=storage,
+                    started_ns=self.started_ns,
                 )
                 log.info("logagent starting: docker %s, database %s", client.url, s.db_url)
                 async with anyio.create_task_group() as tg:

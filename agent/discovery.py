@@ -73,6 +73,7 @@ class Discovery:
         self_ids: list[str] | None = None,
         scope_labels: list[str] | None = None,
         storage: LogStorage | None = None,
+        started_ns: int | None = None,
     ) -> None:
         self.client = client
         self.manager = manager
@@ -84,6 +85,9 @@ class Discovery:
         # When the agent was last alive on this host (None: never): containers created since
         # are read from their first line, and exited ones are caught up.
         self.last_seen_ns: int | None = None
+        # When this agent process started: on a first run, a container created since then
+        # (it may have started and exited before the first listing) is new, not history.
+        self.started_ns = time.time_ns() if started_ns is None else started_ns
         # Bounds the requests a (re)listing fires at the daemon at once.
         self._limiter = anyio.CapacityLimiter(32)
         self.last_event_ns: int | None = None
@@ -169,10 +173,8 @@ class Discovery:
             if why is not None and not why.startswith(DockerUnavailable.__name__):
                 continue  # failed for a reason of its own: no automatic restart
             running = c.get("State") == "running"
-            new = (
-                self.last_seen_ns is not None
-                and int(c.get("Created", 0)) >= self.last_seen_ns // 1_000_000_000
-            )
+            since_ns = self.started_ns if self.last_seen_ns is None else self.last_seen_ns
+            new = int(c.get("Created", 0)) >= since_ns // 1_000_000_000
             # With a cursor the collector resumes there whatever the tail says.
             tail = "all" if new else self.initial_tail
             if running:

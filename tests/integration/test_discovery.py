@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import anyio
 import pytest
 
+from agent.app import Agent
 from tests.conftest import (
     Containers,
     agent_settings,
@@ -66,6 +68,27 @@ async def test_short_lived_container_has_all_1000_lines(
         await eventually(lambda: len(stored_rows(tmp_path, cid)) >= 1000)
         await anyio.sleep(0.5)
     assert messages(tmp_path, cid) == [str(i) for i in range(1, 1001)]
+
+
+async def test_container_that_came_and_went_while_the_agent_started_is_read(
+    tmp_path: Path, containers: Containers
+) -> None:
+    """A first run's listing is history, except what was created since the agent started.
+
+    Found running the README's command: a container started with the agent, exited before
+    its first listing, had no line stored (its start event came before the subscription).
+    """
+    agent = Agent(agent_settings(tmp_path), self_ids=[])
+    await anyio.sleep(1.1)  # Docker's `Created` is in whole seconds
+    cid = containers.run("quick", "echo one; echo two >&2")
+    containers.wait("quick")
+    async with anyio.create_task_group() as tg:
+        await tg.start(partial(agent.run, signals=False))
+        try:
+            await eventually(lambda: len(stored_rows(tmp_path, cid)) == 2)
+        finally:
+            agent.stop.set()
+    assert sorted(messages(tmp_path, cid)) == ["one", "two"]
 
 
 async def test_fifty_containers_at_once_then_none_active(
