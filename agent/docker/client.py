@@ -133,6 +133,10 @@ def _translate(exc: aiodocker.DockerError, what: str) -> DockerError:
         return DockerUnavailable(f"{what}: {exc.message}")
     if exc.status == 404:
         return ContainerNotFound(f"{what}: {exc.message}")
+    if exc.status == 409 and "removal" in str(exc.message):
+        # "can not get logs from container which is dead or marked for removal": a --rm
+        # container that exited before its stream opened; its log is going with it.
+        return ContainerNotFound(f"{what}: {exc.message}")
     if exc.status == 501:
         return LogsUnavailable(f"{what}: {exc.message}")
     return DockerError(f"{what}: Docker answered {exc.status}: {exc.message}")

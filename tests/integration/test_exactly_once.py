@@ -14,7 +14,10 @@ import anyio
 import pytest
 
 from tests.conftest import (
+    IMAGE,
     ROOT,
+    RUN_ID,
+    TEST_LABEL,
     Containers,
     agent_settings,
     docker,
@@ -212,3 +215,29 @@ async def test_json_file_rotated_past_the_cursor_leaves_a_gap(
     assert messages[:50] == [str(i) for i in range(1, 51)]
     assert messages[-1] == "5000"
     assert len(messages) == len(set(messages))  # nothing twice
+
+
+async def test_rm_containers_of_milliseconds_are_stored_or_recorded_as_gaps(
+    tmp_path: Path, containers: Containers
+) -> None:
+    """`docker run --rm` of a container that lives milliseconds: Docker may remove it (and
+    refuse its logs: 409) before its start event is handled. Never silence: every one is
+    either stored whole or recorded as a gap."""
+    async with running_agent(agent_settings(tmp_path)):
+        names = [f"{containers.prefix}-blink{i}" for i in range(10)]
+        containers.names.extend(names)
+        for name in names:
+            docker(
+                "run", "--rm", "--network", "none", "--name", name,
+                "--label", f"{TEST_LABEL}={RUN_ID}", IMAGE, "sh", "-c", "seq 1 3",
+            )  # fmt: skip
+        await anyio.sleep(3)
+    with closing(sqlite3.connect(tmp_path / "logs.db", timeout=10)) as conn:
+        stored = dict(
+            conn.execute(
+                "SELECT container_name, COUNT(*) FROM log_lines GROUP BY container_name"
+            ).fetchall()
+        )
+    gapped = {name for name, _reason in gaps(tmp_path)}
+    for name in names:
+        assert stored.get(name) == 3 or (name in gapped and name not in stored), name
