@@ -426,8 +426,9 @@ t = time.monotonic()
 out = open("/dev/null", "w")
 conn = sqlite3.connect(sys.argv[1])
 keys = ("host", "container_id", "container_name", "stream", "timestamp", "message")
-sql = ("SELECT " + ", ".join(keys) + " FROM log_lines WHERE container_id = ? "
-       "ORDER BY timestamp_ns, id")
+sql = ("SELECT l.host, c.container_id, c.container_name, l.stream, l.timestamp, l.message "
+       "FROM log_lines l JOIN container_cursors c ON c.id = l.source_id "
+       "WHERE c.container_id = ? ORDER BY l.timestamp_ns, l.id")
 for row in conn.execute(sql, (sys.argv[2],)):
     out.write(json.dumps(dict(zip(keys, row))) + "\\n")
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

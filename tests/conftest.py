@@ -174,8 +174,9 @@ def stored_rows(tmp_path: Path, container_id: str) -> list[tuple[str, str, str]]
     with closing(sqlite3.connect(path, timeout=10)) as conn:
         try:
             return conn.execute(
-                "SELECT stream, timestamp, message FROM log_lines WHERE container_id = ? "
-                "ORDER BY id",
+                "SELECT l.stream, l.timestamp, l.message FROM log_lines l "
+                "JOIN container_cursors c ON c.id = l.source_id WHERE c.container_id = ? "
+                "ORDER BY l.id",
                 (container_id,),
             ).fetchall()
         except sqlite3.OperationalError:

@@ -7,12 +7,17 @@ from tortoise.models import Model
 
 
 class LogLine(Model):
-    """One stored line. Order within a container is (timestamp_ns, id): Docker's, then arrival."""
+    """One stored line. Order within a container is (timestamp_ns, id): Docker's, then arrival.
+
+    Its container is `source_id`, the id of the container's `ContainerCursor` row (which holds
+    the 64-character id and the name once): an integer key makes each row ~30 bytes smaller
+    and keeps the per-container index small enough that committing lines of 100 containers
+    at once costs 3.8 µs a row instead of 6.5 (bench/sqlite_rows.py).
+    """
 
     id = fields.BigIntField(primary_key=True)
     host = fields.CharField(max_length=255)
-    container_id = fields.CharField(max_length=64)
-    container_name = fields.CharField(max_length=255)
+    source_id = fields.IntField()  # ContainerCursor.id
     stream = fields.CharField(max_length=8)
     timestamp_ns = fields.BigIntField()
     timestamp = fields.CharField(max_length=40)  # Docker's RFC 3339 text, exactly as sent
@@ -21,14 +26,13 @@ class LogLine(Model):
 
     class Meta:
         table = "log_lines"
-        indexes = (("container_id", "timestamp_ns", "id"), ("timestamp_ns",))
+        indexes = (("source_id", "timestamp_ns", "id"), ("timestamp_ns",))
 
 
 # Column order of the hot-path INSERT; LogStorage builds rows in exactly this order.
 LOG_LINE_COLUMNS = (
     "host",
-    "container_id",
-    "container_name",
+    "source_id",
     "stream",
     "timestamp_ns",
     "timestamp",
@@ -38,7 +42,10 @@ LOG_LINE_COLUMNS = (
 
 
 class ContainerCursor(Model):
-    """Where a container was read up to, committed in the same transaction as its rows.
+    """A container of a host: its id and name, and where it was read up to.
+
+    The row is created before the container's first line is stored (its `id` is the lines'
+    `source_id`); the position is committed in the same transaction as the rows.
 
     Per stream: Docker's timestamp of the last stored line and how many stored lines carry
     exactly that timestamp (see agent/cursor.py).
@@ -93,9 +100,8 @@ class Gap(Model):
 
 
 CURSOR_STREAMS = ("stdout", "stderr", "tty")
+# What each commit sets in a container's cursor row (`lines` and `bytes` are added to).
 CURSOR_COLUMNS = (
-    "host",
-    "container_id",
     "container_name",
     "stdout_ts",
     "stdout_n",

@@ -13,6 +13,7 @@ from tortoise.expressions import Q
 
 from agent.docker.timestamps import format_timestamp
 from agent.storage.models import ContainerCursor, Gap, LogLine
+from agent.storage.schema import create_schema
 from agent.storage.sql import Marks
 from agent.storage.writer import StorageError, _tortoise_config
 
@@ -35,7 +36,7 @@ async def open_store(db_url: str) -> AsyncIterator[BaseDBAsyncClient]:
     async with ctx:
         try:
             await ctx.init(config=_tortoise_config(db_url))
-            await ctx.generate_schemas(safe=True)
+            await create_schema(ctx)
         except StorageError:
             raise
         except Exception as exc:
@@ -43,7 +44,13 @@ async def open_store(db_url: str) -> AsyncIterator[BaseDBAsyncClient]:
         yield ctx.db()
 
 
-_COLUMNS = "id, host, container_id, container_name, stream, timestamp_ns, timestamp, message, flags"
+# The lines (l) with their container's id and name from its cursor row (c): the order of
+# agent/render.py's row fields.
+_COLUMNS = (
+    "l.id, l.host, c.container_id, c.container_name, l.stream, l.timestamp_ns, l.timestamp, "
+    "l.message, l.flags"
+)
+_FROM = f"{LogLine._meta.db_table} l JOIN {ContainerCursor._meta.db_table} c ON c.id = l.source_id"
 PAGE = 5000
 
 
@@ -61,19 +68,19 @@ class LogFilter:
         clauses: list[str] = []
         values: list[Any] = []
         if self.container_ids:
-            clauses.append(f"container_id IN ({marks.many(len(self.container_ids))})")
+            clauses.append(f"c.container_id IN ({marks.many(len(self.container_ids))})")
             values += self.container_ids
         if self.since_ns is not None:
-            clauses.append(f"timestamp_ns >= {marks()}")
+            clauses.append(f"l.timestamp_ns >= {marks()}")
             values.append(self.since_ns)
         if self.until_ns is not None:
-            clauses.append(f"timestamp_ns < {marks()}")
+            clauses.append(f"l.timestamp_ns < {marks()}")
             values.append(self.until_ns)
         if self.streams:
-            clauses.append(f"stream IN ({marks.many(len(self.streams))})")
+            clauses.append(f"l.stream IN ({marks.many(len(self.streams))})")
             values += self.streams
         if self.host:
-            clauses.append(f"host = {marks()}")
+            clauses.append(f"l.host = {marks()}")
             values.append(self.host)
         return clauses, values
 
@@ -117,7 +124,7 @@ async def _select(
     clauses, values = flt.where(marks)
     clause, more = extra(marks)
     sql = (
-        f"SELECT {_COLUMNS} FROM {LogLine._meta.db_table} "
+        f"SELECT {_COLUMNS} FROM {_FROM} "
         f"WHERE {' AND '.join([*clauses, clause])} ORDER BY {order} LIMIT {int(limit)}"
     )
     _, rows = await db.execute_query(sql, [*values, *more])
@@ -130,7 +137,7 @@ async def history(
     """Rows up to `upto_id` in Docker's order (timestamp, then arrival), page by page."""
     if tail is not None:
         rows = await _select(
-            db, flt, lambda m: (f"id <= {m()}", [upto_id]), "timestamp_ns DESC, id DESC", tail
+            db, flt, lambda m: (f"l.id <= {m()}", [upto_id]), "l.timestamp_ns DESC, l.id DESC", tail
         )
         yield rows[::-1]
         return
@@ -139,15 +146,16 @@ async def history(
 
         def page_after(m: Marks, after: tuple[int, int] | None = after) -> tuple[str, list[Any]]:
             if after is None:
-                return f"id <= {m()}", [upto_id]
+                return f"l.id <= {m()}", [upto_id]
             # `ts >= a` alone bounds the index range; the OR then skips what was printed.
             # (A bare OR of both cases makes every page scan from the start.)
             clause = (
-                f"id <= {m()} AND timestamp_ns >= {m()} AND (timestamp_ns > {m()} OR id > {m()})"
+                f"l.id <= {m()} AND l.timestamp_ns >= {m()} "
+                f"AND (l.timestamp_ns > {m()} OR l.id > {m()})"
             )
             return clause, [upto_id, after[0], after[0], after[1]]
 
-        rows = await _select(db, flt, page_after, "timestamp_ns, id", PAGE)
+        rows = await _select(db, flt, page_after, "l.timestamp_ns, l.id", PAGE)
         if not rows:
             return
         yield rows
@@ -158,7 +166,7 @@ async def history(
 
 async def newer(db: BaseDBAsyncClient, flt: LogFilter, *, after_id: int) -> list[Any]:
     """Rows stored after `after_id`, in the order they were stored (for --follow)."""
-    return await _select(db, flt, lambda m: (f"id > {m()}", [after_id]), "id", PAGE)
+    return await _select(db, flt, lambda m: (f"l.id > {m()}", [after_id]), "l.id", PAGE)
 
 
 async def list_gaps(container: str | None = None) -> list[GapView]:

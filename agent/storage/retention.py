@@ -97,7 +97,7 @@ class Retention:
         async with in_transaction("default") as conn:
             started = time.perf_counter()  # the writer is locked out from here on
             _, rows = await conn.execute_query(
-                f"SELECT id, container_id, LENGTH(message) FROM {table} {where}"
+                f"SELECT id, source_id, LENGTH(message) FROM {table} {where}"
                 f"ORDER BY timestamp_ns, id LIMIT {int(self.batch_rows)}",
                 values,
             )
@@ -108,19 +108,17 @@ class Retention:
                 f"DELETE FROM {table} WHERE id IN ({Marks(self.storage.dialect).many(len(ids))})",
                 ids,
             )
-            per_container: dict[str, list[int]] = {}
-            for _, cid, size in rows:
-                tally = per_container.setdefault(cid, [0, 0])
+            per_source: dict[int, list[int]] = {}
+            for _, sid, size in rows:
+                tally = per_source.setdefault(int(sid), [0, 0])
                 tally[0] += 1
                 tally[1] += int(size or 0)
             m = Marks(self.storage.dialect)
             update = (
                 f"UPDATE {cursors} SET lines = lines - {m()}, bytes = bytes - {m()} "
-                f"WHERE host = {m()} AND container_id = {m()}"
+                f"WHERE id = {m()}"
             )
-            await conn.execute_many(
-                update, [[n, b, self.storage.host, cid] for cid, (n, b) in per_container.items()]
-            )
+            await conn.execute_many(update, [[n, b, sid] for sid, (n, b) in per_source.items()])
             held = time.perf_counter() - started
         report.max_lock_seconds = max(report.max_lock_seconds, held)
         self.max_lock_seconds = max(self.max_lock_seconds, held)

@@ -33,6 +33,7 @@ from agent.storage.models import (
     Gap,
     LogLine,
 )
+from agent.storage.schema import create_schema
 from agent.storage.sql import Marks
 
 log = logging.getLogger("logagent.storage")
@@ -102,6 +103,9 @@ class LogStorage:
         self._tg: TaskGroup | None = None
         self._insert_sql = ""
         self._cursor_sql = ""
+        self._source_sql = ""
+        # Container id -> its cursor row's id, the `source_id` of its stored lines.
+        self._source_ids: dict[str, int] = {}
         self._state_sql = ""
         # Per container, the position of the last committed line: advanced on a copy while a
         # batch commits, adopted only once it has committed with the batch's rows.
@@ -130,7 +134,7 @@ class LogStorage:
         await ctx.__aenter__()
         try:
             await ctx.init(config=config)
-            await ctx.generate_schemas(safe=True)
+            await create_schema(ctx)
             db = ctx.db()
         except StorageError:
             await ctx.__aexit__(None, None, None)
@@ -147,16 +151,16 @@ class LogStorage:
             f"VALUES ({Marks(dialect).many(len(LOG_LINE_COLUMNS))})"
         )
         table = ContainerCursor._meta.db_table
+        m = Marks(dialect)
         updates = ", ".join(
-            f"{c} = {table}.{c} + excluded.{c}"
-            if c in ("lines", "bytes")
-            else f"{c} = excluded.{c}"
-            for c in CURSOR_COLUMNS[2:]
+            f"{c} = {c} + {m()}" if c in ("lines", "bytes") else f"{c} = {m()}"
+            for c in CURSOR_COLUMNS
         )
-        self._cursor_sql = (
-            f"INSERT INTO {table} ({', '.join(CURSOR_COLUMNS)}) "
-            f"VALUES ({Marks(dialect).many(len(CURSOR_COLUMNS))}) "
-            f"ON CONFLICT (host, container_id) DO UPDATE SET {updates}"
+        self._cursor_sql = f"UPDATE {table} SET {updates} WHERE id = {m()}"
+        self._source_sql = (
+            f"INSERT INTO {table} (host, container_id, container_name, stdout_n, stderr_n, "
+            f"tty_n, lines, bytes, updated_ns) VALUES ({Marks(dialect).many(9)}) "
+            "ON CONFLICT (host, container_id) DO NOTHING"
         )
         self._state_sql = (
             f"INSERT INTO {AgentState._meta.db_table} (host, last_seen_ns, last_event_ns, "
@@ -265,29 +269,31 @@ class LogStorage:
         self._progress = anyio.Event()
 
     async def _commit(self, batch: list[LogEntry]) -> None:
-        # One pass over the batch: the rows, and per container its entries.
-        host = self.host
-        rows: list[Any] = []  # tuples bind faster than lists
+        # Per container (few), its entries; then its source id, cursor row and tallies.
         by_container: dict[str, list[LogEntry]] = {}
         for e in batch:
-            rows.append(
-                (
-                    host,
-                    e.container_id,
-                    e.container_name,
-                    e.stream,
-                    e.timestamp_ns,
-                    e.timestamp,
-                    e.message,
-                    e.flags,
-                )
-            )
             group = by_container.get(e.container_id)
             if group is None:
                 by_container[e.container_id] = [e]
             else:
                 group.append(e)
-        # Then per container (few): its cursor, its cursor row, its tallies.
+        new = [es[-1] for cid, es in by_container.items() if cid not in self._source_ids]
+        if new:
+            await self._add_sources(new)
+        sources = self._source_ids
+        host = self.host
+        rows: list[Any] = [  # tuples bind faster than lists
+            (
+                host,
+                sources[e.container_id],
+                e.stream,
+                e.timestamp_ns,
+                e.timestamp,
+                e.message,
+                e.flags,
+            )
+            for e in batch
+        ]
         advanced: dict[str, Cursor] = {}
         cursor_rows = []
         now = time.time_ns()
@@ -295,18 +301,35 @@ class LogStorage:
             base = self._cursors.get(cid)
             cur = advanced[cid] = base.copy() if base else Cursor()
             cur.advance(entries)
-            row: list[Any] = [host, cid, entries[-1].container_name]
+            row: list[Any] = [entries[-1].container_name]
             for stream in CURSOR_STREAMS:
                 pos = cur.positions.get(stream)
                 row += [pos[0], pos[1]] if pos else [None, 0]
             size = sum(e.size for e in entries)
-            row += [len(entries), size, now]
+            row += [len(entries), size, now, sources[cid]]
             cursor_rows.append(row)
             self._tally(cid, entries)
         async with in_transaction("default") as conn:
             await conn.execute_many(self._insert_sql, rows)
             await conn.execute_many(self._cursor_sql, cursor_rows)
         self._cursors.update(advanced)
+
+    async def _add_sources(self, entries: list[LogEntry]) -> None:
+        """Give each container its cursor row (once), whose id its lines then carry."""
+        now = time.time_ns()
+        marks = Marks(self.dialect)
+        ids = [e.container_id for e in entries]
+        async with in_transaction("default") as conn:
+            new = [
+                [self.host, e.container_id, e.container_name, 0, 0, 0, 0, 0, now] for e in entries
+            ]
+            await conn.execute_many(self._source_sql, new)
+            _, found = await conn.execute_query(
+                f"SELECT container_id, id FROM {ContainerCursor._meta.db_table} "
+                f"WHERE host = {marks()} AND container_id IN ({marks.many(len(ids))})",
+                [self.host, *ids],
+            )
+        self._source_ids.update((str(cid), int(sid)) for cid, sid in found)
 
     def _tally(self, cid: str, entries: list[LogEntry]) -> None:
         """Lines and bytes per (container, stream), for metrics."""
@@ -340,6 +363,7 @@ class LogStorage:
     def forget(self, container_id: str) -> None:
         """Drop the in-memory copy of a removed container's cursor (the row stays)."""
         self._cursors.pop(container_id, None)
+        self._source_ids.pop(container_id, None)
 
     async def save_state(self, *, shutdown: bool = False) -> None:
         now = time.time_ns()

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import anyio
 import pytest
+from tortoise.queryset import QuerySet
 
 from agent.collectors.docker import DockerLogCollector
 from agent.docker.client import ContainerNotFound, DockerClient, LogsUnavailable
 from agent.entry import FLAG_CONTINUED, FLAG_REPLACED, FLAG_TRUNCATED
-from agent.storage.models import LogLine
+from agent.storage.models import ContainerCursor, LogLine
 from tests.conftest import Containers, agent_parts, docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.anyio]
@@ -53,10 +54,16 @@ def docker_reference(name: str, *, tty: bool = False) -> list[Row]:
     return rows
 
 
+async def lines_of(container_id: str) -> QuerySet[LogLine]:
+    """The stored lines of a container: those whose source is its cursor row."""
+    source = await ContainerCursor.get_or_none(container_id=container_id)
+    return LogLine.filter(source_id=source.id if source else -1)
+
+
 async def stored(container_id: str) -> list[Row]:
     """Rows of a container in insertion order, with capped pieces joined back."""
     rows = (
-        await LogLine.filter(container_id=container_id)
+        await (await lines_of(container_id))
         .order_by("id")
         .values_list("stream", "timestamp", "message", "flags")
     )
@@ -214,14 +221,10 @@ async def test_3m_line_is_stored_as_flagged_pieces_of_the_cap(
     )
     # collect_finished closed the store: reopen it to look at the raw rows
     async with agent_parts(tmp_path):
-        flags = (
-            await LogLine.filter(container_id=cid).order_by("id").values_list("flags", flat=True)
-        )
+        flags = await (await lines_of(cid)).order_by("id").values_list("flags", flat=True)
         sizes = [
             len(m)
-            for m in await LogLine.filter(container_id=cid)
-            .order_by("id")
-            .values_list("message", flat=True)
+            for m in await (await lines_of(cid)).order_by("id").values_list("message", flat=True)
         ]
     assert flags == [FLAG_TRUNCATED, FLAG_TRUNCATED | FLAG_CONTINUED, FLAG_CONTINUED]
     assert sizes == [1024 * 1024] * 3
@@ -247,7 +250,7 @@ async def test_invalid_utf8_rows_are_flagged(tmp_path: Path, containers: Contain
         tmp_path, containers, "flags", "printf 'x\\377y\\n'; echo ok", "--log-driver", "local"
     )
     async with agent_parts(tmp_path):
-        rows = await LogLine.filter(container_id=cid).order_by("id").values_list("message", "flags")
+        rows = await (await lines_of(cid)).order_by("id").values_list("message", "flags")
     assert rows == [("x\ufffdy", FLAG_REPLACED), ("ok", 0)]
 
 
@@ -256,10 +259,11 @@ async def test_rows_carry_host_name_and_docker_timestamps(
 ) -> None:
     cid, _rows = await collect_finished(tmp_path, containers, "meta", "echo a; echo b")
     async with agent_parts(tmp_path):
-        row = await LogLine.filter(container_id=cid).order_by("id").first()
+        row = await (await lines_of(cid)).order_by("id").first()
+        source = await ContainerCursor.get(container_id=cid)
     assert row is not None
-    assert row.host == "test-host"
-    assert row.container_name == f"{containers.prefix}-meta"
+    assert row.host == source.host == "test-host"
+    assert source.container_name == f"{containers.prefix}-meta"
     from agent.docker.timestamps import parse_timestamp
 
     assert row.timestamp_ns == parse_timestamp(row.timestamp.encode())

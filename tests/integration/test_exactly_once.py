@@ -36,13 +36,14 @@ BURST = (
     "i=0; while [ $i -lt 200 ]; do seq $((i*1000+1)) $((i*1000+1000)); i=$((i+1)); sleep 0.02; done"
 )
 
+# The lines of the container whose id is bound to the `?`.
+SOURCE = "source_id = (SELECT id FROM container_cursors WHERE container_id = ?)"
+
 
 def count(tmp_path: Path, cid: str) -> int:
     with closing(sqlite3.connect(tmp_path / "logs.db", timeout=10)) as conn:
         try:
-            row = conn.execute(
-                "SELECT COUNT(*) FROM log_lines WHERE container_id = ?", (cid,)
-            ).fetchone()
+            row = conn.execute(f"SELECT COUNT(*) FROM log_lines WHERE {SOURCE}", (cid,)).fetchone()
         except sqlite3.OperationalError:
             return 0
     return int(row[0])
@@ -152,11 +153,11 @@ async def test_cursor_row_matches_the_stored_rows(tmp_path: Path, containers: Co
         ).fetchone()
         for stream, (ts, n) in (("stdout", cursor[0:2]), ("stderr", cursor[2:4])):
             last = conn.execute(
-                "SELECT MAX(timestamp_ns) FROM log_lines WHERE container_id = ? AND stream = ?",
+                f"SELECT MAX(timestamp_ns) FROM log_lines WHERE {SOURCE} AND stream = ?",
                 (cid, stream),
             ).fetchone()[0]
             at_last = conn.execute(
-                "SELECT COUNT(*) FROM log_lines WHERE container_id = ? AND stream = ? "
+                f"SELECT COUNT(*) FROM log_lines WHERE {SOURCE} AND stream = ? "
                 "AND timestamp_ns = ?",
                 (cid, stream, last),
             ).fetchone()[0]
@@ -235,7 +236,8 @@ async def test_rm_containers_of_milliseconds_are_stored_or_recorded_as_gaps(
     with closing(sqlite3.connect(tmp_path / "logs.db", timeout=10)) as conn:
         stored = dict(
             conn.execute(
-                "SELECT container_name, COUNT(*) FROM log_lines GROUP BY container_name"
+                "SELECT c.container_name, COUNT(*) FROM log_lines l "
+                "JOIN container_cursors c ON c.id = l.source_id GROUP BY c.container_name"
             ).fetchall()
         )
     gapped = {name for name, _reason in gaps(tmp_path)}

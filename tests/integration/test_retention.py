@@ -61,12 +61,16 @@ async def test_max_age_deletes_exactly_the_old_rows_while_writing(tmp_path: Path
     assert query(tmp_path, f"SELECT COUNT(*) FROM log_lines WHERE timestamp_ns < {cutoff}") == [
         (0,)
     ]
-    assert query(tmp_path, "SELECT COUNT(*) FROM log_lines WHERE container_id = 'mix'") == [
-        (3_000,)
-    ]
-    assert query(tmp_path, "SELECT COUNT(*) FROM log_lines WHERE container_id = 'live'") == [
-        (written,)
-    ]
+    assert query(
+        tmp_path,
+        "SELECT COUNT(*) FROM log_lines l JOIN container_cursors c ON c.id = l.source_id "
+        "WHERE c.container_id = 'mix'",
+    ) == [(3_000,)]
+    assert query(
+        tmp_path,
+        "SELECT COUNT(*) FROM log_lines l JOIN container_cursors c ON c.id = l.source_id "
+        "WHERE c.container_id = 'live'",
+    ) == [(written,)]
     totals = dict(query(tmp_path, "SELECT container_id, lines FROM container_cursors"))
     assert totals == {"old": 0, "mix": 3_000, "live": written}
     assert query(tmp_path, "SELECT reason, rows FROM prunes") == [("max_age", 10_000)]

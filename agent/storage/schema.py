@@ -1,0 +1,75 @@
+"""Create the tables, and first bring a store written by an older logagent up to date.
+
+A deployed agent is upgraded in place, with months of lines in its file: those lines are
+converted, in one transaction, never dropped. Each step names the layout it upgrades from.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.context import TortoiseContext
+from tortoise.transactions import in_transaction
+from tortoise.utils import get_schema_sql
+
+from agent.storage.models import ContainerCursor, LogLine
+
+log = logging.getLogger("logagent.storage")
+
+
+async def create_schema(ctx: TortoiseContext) -> None:
+    """Upgrade what an older version wrote, then create whatever table is missing."""
+    db = ctx.db()
+    if db.capabilities.dialect == "sqlite":
+        await _rows_by_source_id(db)
+    await ctx.generate_schemas(safe=True)
+
+
+async def _columns(db: BaseDBAsyncClient, table: str) -> list[str]:
+    _, rows = await db.execute_query(f"SELECT name FROM pragma_table_info('{table}')")
+    return [str(r[0]) for r in rows]
+
+
+async def _rows_by_source_id(db: BaseDBAsyncClient) -> None:
+    """Up to 0.1 (SQLite only), each line held its container's id and name as text.
+
+    Now it holds `source_id`, its container's cursor row. Line ids are kept (a `logs -f`
+    resumes by id); a container with lines but no cursor row gets one.
+    """
+    lines, cursors = LogLine._meta.db_table, ContainerCursor._meta.db_table
+    if "container_id" not in await _columns(db, lines):
+        return
+    _, counted = await db.execute_query(f"SELECT COUNT(*) FROM {lines}")
+    log.warning("upgrading the store to source ids: %d stored lines, kept", counted[0][0])
+    create = [
+        s.strip()
+        for s in get_schema_sql(db, safe=True).split(";\n")
+        if f'ON "{lines}"' in s or f'TABLE IF NOT EXISTS "{lines}"' in s
+    ]
+    async with in_transaction("default") as conn:
+        await conn.execute_query(
+            f"INSERT INTO {cursors} (host, container_id, container_name, stdout_n, stderr_n, "
+            "tty_n, lines, bytes, updated_ns) "
+            "SELECT host, container_id, MAX(container_name), 0, 0, 0, COUNT(*), "
+            f"SUM(LENGTH(message)), 0 FROM {lines} WHERE true GROUP BY host, container_id "
+            "ON CONFLICT (host, container_id) DO NOTHING"
+        )
+        await conn.execute_query(f"ALTER TABLE {lines} RENAME TO {lines}_old")
+        _, indexes = await conn.execute_query(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+            "AND sql IS NOT NULL",
+            [f"{lines}_old"],
+        )
+        for (name,) in indexes:  # their names are the new table's to take
+            await conn.execute_query(f'DROP INDEX "{name}"')
+        for statement in create:
+            await conn.execute_query(statement)
+        await conn.execute_query(
+            f"INSERT INTO {lines} (id, host, source_id, stream, timestamp_ns, timestamp, "
+            "message, flags) SELECT o.id, o.host, c.id, o.stream, o.timestamp_ns, o.timestamp, "
+            f"o.message, o.flags FROM {lines}_old o JOIN {cursors} c "
+            "ON c.host = o.host AND c.container_id = o.container_id ORDER BY o.id"
+        )
+        await conn.execute_query(f"DROP TABLE {lines}_old")
+    log.warning("store upgraded")

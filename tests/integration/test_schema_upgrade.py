@@ -1,0 +1,119 @@
+"""A store written by an older logagent is upgraded in place, on a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from agent.entry import LogEntry
+from agent.storage import LogStorage
+from agent.storage.reader import LogFilter, history, last_id, open_store, resolve_containers
+from tests.conftest import db_url
+
+pytestmark = [pytest.mark.anyio]
+
+# The two tables as logagent 0.1 created them (tortoise's DDL at commit 75d11b2).
+OLD_LAYOUT = """
+CREATE TABLE "container_cursors" (
+    "id" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    "host" VARCHAR(255) NOT NULL,
+    "container_id" VARCHAR(64) NOT NULL,
+    "container_name" VARCHAR(255) NOT NULL,
+    "stdout_ts" BIGINT,
+    "stdout_n" INT NOT NULL,
+    "stderr_ts" BIGINT,
+    "stderr_n" INT NOT NULL,
+    "tty_ts" BIGINT,
+    "tty_n" INT NOT NULL,
+    "lines" BIGINT NOT NULL,
+    "bytes" BIGINT NOT NULL,
+    "updated_ns" BIGINT NOT NULL,
+    CONSTRAINT "uid_container_c_host_a917e6" UNIQUE ("host", "container_id")
+);
+CREATE TABLE "log_lines" (
+    "id" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    "host" VARCHAR(255) NOT NULL,
+    "container_id" VARCHAR(64) NOT NULL,
+    "container_name" VARCHAR(255) NOT NULL,
+    "stream" VARCHAR(8) NOT NULL,
+    "timestamp_ns" BIGINT NOT NULL,
+    "timestamp" VARCHAR(40) NOT NULL,
+    "message" TEXT NOT NULL,
+    "flags" SMALLINT NOT NULL
+);
+CREATE INDEX "idx_log_lines_contain_b93b76" ON "log_lines" ("container_id", "timestamp_ns", "id");
+CREATE INDEX "idx_log_lines_timesta_290ba9" ON "log_lines" ("timestamp_ns");
+"""
+T0 = 1_764_000_000_000_000_000
+
+
+def old_store(path: Path) -> None:
+    """Two containers: `a` with its cursor row, `b` (lines only); ids with a hole in them."""
+    with closing(sqlite3.connect(path)) as conn:
+        conn.executescript(OLD_LAYOUT)
+        conn.execute(
+            "INSERT INTO container_cursors (host, container_id, container_name, stdout_ts, "
+            "stdout_n, stderr_n, tty_n, lines, bytes, updated_ns) "
+            "VALUES ('h', 'a' , 'app', ?, 1, 0, 0, 3, 9, 1)",
+            (T0 + 3,),
+        )
+        rows = [
+            (1, "a", "app", T0 + 1, "a1"),
+            (2, "b", "batch", T0 + 2, "b1"),
+            (5, "a", "app", T0 + 2, "a2"),
+            (7, "a", "app", T0 + 3, "a3"),
+        ]
+        conn.executemany(
+            "INSERT INTO log_lines VALUES (?, 'h', ?, ?, 'stdout', ?, 'ts', ?, 0)", rows
+        )
+        conn.commit()
+
+
+async def test_old_store_is_upgraded_with_every_line_kept(tmp_path: Path) -> None:
+    old_store(tmp_path / "logs.db")
+    async with LogStorage(db_url(tmp_path), host="h") as storage:
+        cursor = await storage.load_cursor("a")
+        assert cursor.positions == {"stdout": [T0 + 3, 1]}  # resumes where 0.1 stopped
+        await storage.write(LogEntry("a", "app", "stdout", T0 + 4, "ts", "a4", 0, 2))
+        await storage.write(LogEntry("b", "batch", "stdout", T0 + 5, "ts", "b2", 0, 2))
+        await storage.flush()
+    async with open_store(db_url(tmp_path)) as db:
+        ids = await resolve_containers(db, ["app"])
+        rows = [
+            r async for page in history(db, LogFilter(), upto_id=await last_id(db)) for r in page
+        ]
+        app = [
+            r
+            async for page in history(db, LogFilter(tuple(ids)), upto_id=await last_id(db))
+            for r in page
+        ]
+    assert [(r[0], r[2], r[3], r[7]) for r in rows[:4]] == [
+        (1, "a", "app", "a1"),
+        (2, "b", "batch", "b1"),
+        (5, "a", "app", "a2"),
+        (7, "a", "app", "a3"),
+    ]
+    assert [r[7] for r in rows[4:]] == ["a4", "b2"]
+    assert min(r[0] for r in rows[4:]) > 7  # new ids follow the old: `logs -f` stays right
+    assert [r[7] for r in app] == ["a1", "a2", "a3", "a4"]
+    with closing(sqlite3.connect(tmp_path / "logs.db")) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        lines = dict(conn.execute("SELECT container_id, lines FROM container_cursors"))
+    assert "log_lines_old" not in names
+    assert "idx_log_lines_contain_b93b76" not in names
+    assert lines == {"a": 4, "b": 2}
+
+
+async def test_current_store_is_left_alone(tmp_path: Path) -> None:
+    async with LogStorage(db_url(tmp_path), host="h") as storage:
+        await storage.write(LogEntry("a", "app", "stdout", T0, "ts", "a1", 0, 2))
+    async with LogStorage(db_url(tmp_path), host="h") as storage:
+        await storage.write(LogEntry("a", "app", "stdout", T0 + 1, "ts", "a2", 0, 2))
+    with closing(sqlite3.connect(tmp_path / "logs.db")) as conn:
+        assert conn.execute("SELECT id, source_id, message FROM log_lines").fetchall() == [
+            (1, 1, "a1"),
+            (2, 1, "a2"),
+        ]
