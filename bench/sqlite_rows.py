@@ -1,8 +1,10 @@
 """SQLite alone: CPU per inserted row for the log_lines schema and the variants weighed for it.
 
 `python bench/sqlite_rows.py [rows]` — no Docker, no agent: bare `sqlite3`, WAL, NORMAL sync,
-5,000-row transactions of 100-byte messages, as the agent's writer commits them. It bounds
-what any store-side change can buy (bench/README.md, "Second pass").
+100-byte messages; one container in 5,000-row transactions (a live ingest), then 100
+containers interleaved in 400-row transactions (100 busy containers: each commit touches
+every container's index leaf). It bounds what any store-side change can buy (bench/README.md,
+"Second pass", "Fourth pass").
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ FULL_INSERT = (
     "INSERT INTO l (host, container_id, container_name, stream, timestamp_ns, timestamp, "
     "message, flags) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+SOURCE = (  # log_lines since the integer source key: Docker's text kept
+    "CREATE TABLE l (id INTEGER PRIMARY KEY, host TEXT, source INT, stream TEXT, "
+    "timestamp_ns INT, timestamp TEXT, message TEXT, flags INT)"
+)
+SOURCE_INSERT = (
+    "INSERT INTO l (host, source, stream, timestamp_ns, timestamp, message, flags) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 SLIM = (
     "CREATE TABLE l (id INTEGER PRIMARY KEY, host TEXT, source INT, stream INT, "
     "timestamp_ns INT, message TEXT, flags INT)"
@@ -37,16 +47,28 @@ BY_SOURCE = "CREATE INDEX i1 ON l (source, timestamp_ns, id)"
 BY_TS = "CREATE INDEX i2 ON l (timestamp_ns)"
 
 
-def full_row(ts: int) -> tuple[object, ...]:
-    return (HOST, CID, NAME, "stdout", ts, TS_TEXT, MSG, 0)
+CIDS = [f"{i * 7919:064x}" for i in range(100)]
 
 
-def slim_row(ts: int) -> tuple[object, ...]:
-    return (HOST, 7, 1, ts, MSG, 0)
+def full_row(ts: int, c: int) -> tuple[object, ...]:
+    return (HOST, CIDS[c], f"{NAME}-{c}", "stdout", ts, TS_TEXT, MSG, 0)
+
+
+def source_row(ts: int, c: int) -> tuple[object, ...]:
+    return (HOST, c, "stdout", ts, TS_TEXT, MSG, 0)
+
+
+def slim_row(ts: int, c: int) -> tuple[object, ...]:
+    return (HOST, c, 1, ts, MSG, 0)
 
 
 def measure(
-    ddl: list[str], insert: str, row: Callable[[int], tuple[object, ...]], n: int
+    ddl: list[str],
+    insert: str,
+    row: Callable[[int, int], tuple[object, ...]],
+    n: int,
+    containers: int,
+    per_commit: int,
 ) -> tuple[float, float]:
     """(µs of CPU per row, MB on disk)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,11 +79,11 @@ def measure(
         for statement in ddl:
             db.execute(statement)
         base = 1_764_000_000_000_000_000
-        rows = [row(base + i * 5000) for i in range(n)]
+        rows = [row(base + i * 5000, i % containers) for i in range(n)]
         started = time.process_time()
-        for k in range(0, n, 5000):
+        for k in range(0, n, per_commit):
             db.execute("BEGIN")
-            db.executemany(insert, rows[k : k + 5000])
+            db.executemany(insert, rows[k : k + per_commit])
             db.execute("COMMIT")
         cpu = time.process_time() - started
         size = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
@@ -72,15 +94,24 @@ def measure(
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
     cases = [
-        ("log_lines today: 2 indexes", [FULL, BY_CID, BY_TS], FULL_INSERT, full_row),
-        ("log_lines today, no index", [FULL], FULL_INSERT, full_row),
-        ("integer source key, no ts text", [SLIM, BY_SOURCE, BY_TS], SLIM_INSERT, slim_row),
-        ("integer source key, no index", [SLIM], SLIM_INSERT, slim_row),
+        (
+            "log_lines today: source id, 2 idx",
+            [SOURCE, BY_SOURCE, BY_TS],
+            SOURCE_INSERT,
+            source_row,
+        ),
+        ("0.1: 64-char id and name, 2 idx", [FULL, BY_CID, BY_TS], FULL_INSERT, full_row),
+        ("0.1, no index", [FULL], FULL_INSERT, full_row),
+        ("source id, no ts text", [SLIM, BY_SOURCE, BY_TS], SLIM_INSERT, slim_row),
+        ("source id, no ts text, no index", [SLIM], SLIM_INSERT, slim_row),
     ]
-    print(f"{n:,} rows | µs CPU per row | MB")
-    for label, ddl, insert, row in cases:
-        us, mb = measure(ddl, insert, row, n)
-        print(f"{label:34s} | {us:5.2f} | {mb:4.0f}")
+    for containers, per_commit in ((1, 5000), (100, 400)):
+        print(f"{n:,} rows, {containers} container(s), {per_commit} rows a commit")
+        print("variant | µs CPU per row (median of 3) | MB")
+        for label, ddl, insert, row in cases:
+            runs = sorted(measure(ddl, insert, row, n, containers, per_commit) for _ in range(3))
+            us, mb = runs[1]
+            print(f"{label:34s} | {us:5.2f} | {mb:4.0f}")
 
 
 if __name__ == "__main__":
