@@ -19,7 +19,6 @@ import anyio
 from anyio.abc import TaskGroup
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
-from tortoise.exceptions import BaseORMException
 from tortoise.transactions import in_transaction
 
 from agent.cursor import Cursor
@@ -139,7 +138,8 @@ class LogStorage:
         except StorageError:
             await ctx.__aexit__(None, None, None)
             raise
-        except (BaseORMException, OSError, ValueError, ImportError) as exc:
+        except Exception as exc:  # any failure to open or upgrade (a full disk: a raw sqlite3
+            # error from tortoise's commit) is the store's, said once; the connection closes
             await ctx.__aexit__(None, None, None)
             raise StorageError(f"cannot open database {self.db_url!r}: {exc}") from None
         self._ctx = ctx

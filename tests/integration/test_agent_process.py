@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -94,22 +93,6 @@ async def test_agent_reconnects_after_daemon_restart(
     assert 1 <= retries_while_down <= 30, retries_while_down
     # the container that ran before the restart was stored once, not again after reconnecting
     assert messages(tmp_path, before) == ["before-restart"]
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real, nearly full file system: a 400 KiB tmpfs (needs root, like the Docker tests)."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 async def test_full_disk_is_reported_and_a_second_signal_exits_at_once(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from agent.entry import LogEntry
 from agent.storage import LogStorage
 from agent.storage.reader import LogFilter, history, last_id, open_store, resolve_containers
+from agent.storage.writer import StorageError
 from tests.conftest import db_url
 
 pytestmark = [pytest.mark.anyio]
@@ -50,8 +52,11 @@ CREATE INDEX "idx_log_lines_timesta_290ba9" ON "log_lines" ("timestamp_ns");
 T0 = 1_764_000_000_000_000_000
 
 
-def old_store(path: Path) -> None:
-    """Two containers: `a` with its cursor row, `b` (lines only); ids with a hole in them."""
+def old_store(path: Path, fill_to: int = 0) -> None:
+    """Two containers: `a` with its cursor row, `b` (lines only); ids with a hole in them.
+
+    With `fill_to`, more lines of `b` until the file has that many bytes.
+    """
     with closing(sqlite3.connect(path)) as conn:
         conn.executescript(OLD_LAYOUT)
         conn.execute(
@@ -70,6 +75,23 @@ def old_store(path: Path) -> None:
             "INSERT INTO log_lines VALUES (?, 'h', ?, ?, 'stdout', ?, 'ts', ?, 0)", rows
         )
         conn.commit()
+        n = 8
+        while path.stat().st_size < fill_to:
+            more = [
+                (n + i, "b", "batch", T0 + n + i, f"{n + i:08d} " + "x" * 90) for i in range(50)
+            ]
+            conn.executemany(
+                "INSERT INTO log_lines VALUES (?, 'h', ?, ?, 'stdout', ?, 'ts', ?, 0)", more
+            )
+            conn.commit()
+            n += 50
+
+
+def lines_and_layout(path: Path) -> tuple[int, list[str]]:
+    with closing(sqlite3.connect(path)) as conn:
+        count = conn.execute("SELECT COUNT(*) FROM log_lines").fetchone()[0]
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(log_lines)")]
+    return int(count), columns
 
 
 async def test_old_store_is_upgraded_with_every_line_kept(tmp_path: Path) -> None:
@@ -117,3 +139,22 @@ async def test_current_store_is_left_alone(tmp_path: Path) -> None:
             (1, 1, "a1"),
             (2, 1, "a2"),
         ]
+
+
+async def test_upgrade_on_a_full_disk_fails_clearly_and_keeps_the_old_store(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    old_store(tiny_disk / "logs.db", fill_to=250_000)
+    before = lines_and_layout(tiny_disk / "logs.db")
+    assert "container_id" in before[1]
+    with pytest.raises(StorageError, match="full"):
+        async with LogStorage(f"sqlite:///{tiny_disk / 'logs.db'}", host="h"):
+            pass
+    assert lines_and_layout(tiny_disk / "logs.db") == before  # rolled back, nothing lost
+    # Given room, the same store upgrades with every line.
+    shutil.copy(tiny_disk / "logs.db", tmp_path / "logs.db")
+    async with LogStorage(db_url(tmp_path), host="h"):
+        pass
+    count, columns = lines_and_layout(tmp_path / "logs.db")
+    assert count == before[0] > 1000
+    assert "source_id" in columns and "container_id" not in columns
