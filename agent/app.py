@@ -80,6 +80,7 @@ class Agent:
                     tail=s.initial_tail,
                     max_line_bytes=s.max_line_bytes,
                     read_rest=s.read_rest_s,
+                    chatty_rest=s.chatty_rest_s,
                 ) as manager,
             ):
                 self.client, self.storage, self.manager = client, storage, manager

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.docker.pacing import DEFAULT_REST
+from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST
 from agent.durations import parse_duration
 from agent.policy import Matchers, PatternError, Policy, check_glob
 
@@ -32,6 +32,7 @@ class Settings:
     initial_tail: int | str = 100
     max_line_bytes: int = 1024 * 1024
     read_rest_s: float = DEFAULT_REST  # 0: read every line as it comes (see docker/pacing.py)
+    chatty_rest_s: float = DEFAULT_CHATTY_REST  # the rest of streams at ~25 lines/s or more
     policy: Policy = field(default_factory=Policy)
     scope_labels: tuple[str, ...] = ()  # Docker-side label filter: other containers are unseen
     log_level: str = "INFO"
@@ -52,6 +53,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "initial_tail": (int, str),
         "max_line_bytes": int,
         "read_rest": str,
+        "read_rest_chatty": str,
         "scope_labels": list,
     },
     "policy": {
@@ -73,6 +75,7 @@ _ENV = {
     "LOGAGENT_INITIAL_TAIL": ("docker", "initial_tail"),
     "LOGAGENT_MAX_LINE_BYTES": ("docker", "max_line_bytes"),
     "LOGAGENT_READ_REST": ("docker", "read_rest"),
+    "LOGAGENT_READ_REST_CHATTY": ("docker", "read_rest_chatty"),
     "LOGAGENT_COLLECT_ALL": ("policy", "collect_all"),
     "LOGAGENT_LOG_LEVEL": ("agent", "log_level"),
     "DOCKER_SOCKET": ("docker", "socket"),
@@ -179,6 +182,15 @@ def _build(data: dict[str, Any]) -> Settings:
         raise ConfigError(
             f"docker.read_rest: at most 100ms (it adds to every line's delay), got {read_rest}s"
         )
+    # Unset, it is never shorter than read_rest; set, it must not be (nor over 100 ms).
+    chatty_rest = _seconds(
+        dock, "read_rest_chatty", max(defaults.chatty_rest_s, read_rest), "docker"
+    )
+    if read_rest and not read_rest <= chatty_rest <= 0.1:
+        raise ConfigError(
+            "docker.read_rest_chatty: between docker.read_rest "
+            f"({read_rest * 1000:g}ms) and 100ms, got {chatty_rest * 1000:g}ms"
+        )
     level = str(agent.get("log_level", defaults.log_level)).upper()
     if level not in _LEVELS:
         raise ConfigError(f"agent.log_level: expected one of {sorted(_LEVELS)}, got {level!r}")
@@ -222,6 +234,7 @@ def _build(data: dict[str, Any]) -> Settings:
         initial_tail=tail,
         max_line_bytes=max_line,
         read_rest_s=read_rest,
+        chatty_rest_s=chatty_rest,
         policy=policy,
         scope_labels=_labels(dock.get("scope_labels", []), "docker.scope_labels"),
         log_level=level,

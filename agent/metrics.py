@@ -80,7 +80,7 @@ class AgentMetrics(Collector):
             yield CounterMetricFamily(
                 "logagent_collector_errors", "Collectors that failed", value=manager.errors
             )
-            reads, rests, spells = manager.read_figures()
+            reads, rests, chatty, spells = manager.read_figures()
             yield CounterMetricFamily(
                 "logagent_stream_reads", "Reads from Docker's log streams", value=reads
             )
@@ -88,6 +88,11 @@ class AgentMetrics(Collector):
                 "logagent_stream_rests",
                 "Times a quiet stream rested before its next read (docker.read_rest)",
                 value=rests,
+            )
+            yield CounterMetricFamily(
+                "logagent_stream_chatty_rests",
+                "Of those, the longer rests of chatty streams (docker.read_rest_chatty)",
+                value=chatty,
             )
             yield CounterMetricFamily(
                 "logagent_stream_busy_spells",

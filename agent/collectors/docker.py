@@ -19,7 +19,7 @@ from agent.collectors.base import Emitter
 from agent.cursor import Cursor, Skipper
 from agent.docker.client import ContainerNotFound, DockerClient, DockerUnavailable, LogStream
 from agent.docker.frames import DEFAULT_MAX_LINE_BYTES, FrameDecoder, FrameError
-from agent.docker.pacing import DEFAULT_REST, ReadPacer
+from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST, ReadPacer
 from agent.entry import LogEntry
 
 log = logging.getLogger("logagent.collector")
@@ -49,6 +49,7 @@ class DockerLogCollector(Emitter):
         follow: bool = True,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         read_rest: float = DEFAULT_REST,
+        chatty_rest: float = DEFAULT_CHATTY_REST,
         info: dict[str, Any] | None = None,
         cursor: Cursor | None = None,
     ) -> None:
@@ -60,7 +61,7 @@ class DockerLogCollector(Emitter):
         self.follow = follow
         self.max_line_bytes = max_line_bytes
         # A follow stream rests a little after a small read (see docker/pacing.py).
-        self.pacer = ReadPacer(rest=read_rest if follow else 0.0)
+        self.pacer = ReadPacer(rest=read_rest if follow else 0.0, chatty_rest=chatty_rest)
         self._client = client
         self._owns_client = client is None
         self._task_group = task_group
@@ -198,7 +199,7 @@ class DockerLogCollector(Emitter):
                 await self._deliver(self._skipper.new(lines))
             if decoder.notices:
                 self._report_notices(decoder)
-            rest = pacer.after_read(len(chunk), anyio.current_time())
+            rest = pacer.after_read(len(chunk), anyio.current_time(), len(lines))
             if rest:
                 stream.rest(rest)
 

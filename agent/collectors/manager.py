@@ -17,7 +17,7 @@ from agent.collectors.docker import DEFAULT_TAIL, DockerLogCollector
 from agent.cursor import Cursor
 from agent.docker.client import DockerClient
 from agent.docker.frames import DEFAULT_MAX_LINE_BYTES
-from agent.docker.pacing import DEFAULT_REST
+from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST
 from agent.storage import LogStorage
 
 log = logging.getLogger("logagent.manager")
@@ -40,6 +40,7 @@ class LogCollectorManager:
         tail: int | str = DEFAULT_TAIL,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         read_rest: float = DEFAULT_REST,
+        chatty_rest: float = DEFAULT_CHATTY_REST,
     ) -> None:
         self._storage = storage
         self._client = client
@@ -47,13 +48,14 @@ class LogCollectorManager:
         self.tail = tail
         self.max_line_bytes = max_line_bytes
         self.read_rest = read_rest
+        self.chatty_rest = chatty_rest
         self._active: dict[str, DockerLogCollector] = {}
         self.failed: dict[str, str] = {}  # key -> why, until the container is started again
         # Where each ended collector stopped: the next collector of that container resumes
         # there, so a restarted container's earlier run is neither lost nor stored twice.
         self.cursors: dict[str, Cursor] = {}
         self.errors = 0
-        self._ended_reads = [0, 0, 0]  # reads, rests, busy spells of collectors that ended
+        self._ended_reads = [0, 0, 0, 0]  # reads, rests, chatty rests, busy spells: ended
         self._tg: TaskGroup | None = None
 
     @property
@@ -126,6 +128,7 @@ class LogCollectorManager:
             follow=follow,
             max_line_bytes=self.max_line_bytes,
             read_rest=self.read_rest,
+            chatty_rest=self.chatty_rest,
             info=info,
             cursor=cursor,
         )
@@ -194,13 +197,14 @@ class LogCollectorManager:
             collector.error,
         )
 
-    def read_figures(self) -> tuple[int, int, int]:
-        """Reads, rests and busy spells of every stream so far (see docker/pacing.py)."""
+    def read_figures(self) -> tuple[int, int, int, int]:
+        """Reads, rests, chatty rests and busy spells of every stream so far (docker/pacing.py)."""
         active = list(self._active.values())
-        reads, rests, spells = self._ended_reads
+        reads, rests, chatty, spells = self._ended_reads
         return (
             reads + sum(c.reads for c in active),
             rests + sum(c.pacer.rests for c in active),
+            chatty + sum(c.pacer.chatty_rests for c in active),
             spells + sum(c.pacer.busy_spells for c in active),
         )
 
@@ -208,7 +212,8 @@ class LogCollectorManager:
         ended = self._ended_reads
         ended[0] += collector.reads
         ended[1] += collector.pacer.rests
-        ended[2] += collector.pacer.busy_spells
+        ended[2] += collector.pacer.chatty_rests
+        ended[3] += collector.pacer.busy_spells
         if not collector.cursor.empty:
             self.cursors[collector.key] = collector.cursor
         if self._active.get(collector.key) is collector:

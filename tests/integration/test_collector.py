@@ -191,6 +191,34 @@ async def test_quiet_streams_rest_on_one_clock(tmp_path: Path, containers: Conta
     assert 0 < clock.ticks < 0.6 * rests, (clock.ticks, rests)
 
 
+async def test_chatty_stream_rests_longer_than_a_slow_one(
+    tmp_path: Path, containers: Containers
+) -> None:
+    start_at = int(time.time()) + 3
+    chatty = containers.run("chatty", quiet(300, start_at))  # 200 lines/s for 3 s
+    slow = containers.run(
+        "slow",
+        "mkfifo /tmp/f; exec 3<>/tmp/f; "
+        f"while [ $(date +%s) -lt {start_at} ]; do read -t 0.05 -u 3 x; done; "
+        'for i in $(seq 1 20); do echo "slow $i"; read -t 0.15 -u 3 x; done',  # ~6 lines/s
+    )
+    async with agent_parts(tmp_path, tail="all") as (_storage, manager):
+        collectors = [await manager.start_docker_collector(cid) for cid in (chatty, slow)]
+        with anyio.fail_after(60):
+            for collector in collectors:
+                await collector.wait()
+        await manager.stop_all()
+        for cid, name in [(chatty, "chatty"), (slow, "slow")]:
+            rows = await stored(cid)
+            assert by_stream(rows) == by_stream(docker_reference(f"{containers.prefix}-{name}"))
+    fast, calm = collectors
+    # After its first second the chatty stream rests 80 ms on a timer of its own: more
+    # lines per read than 30 ms rests would gather (~6); the slow one never rests long.
+    assert fast.pacer.chatty_rests > 0 and calm.pacer.chatty_rests == 0, (fast.pacer, calm.pacer)
+    assert fast.reads * 8 < fast.lines, (fast.reads, fast.lines)
+    assert calm.pacer.rests > 0
+
+
 async def test_busy_stream_is_found_out_and_not_held_back(
     tmp_path: Path, containers: Containers
 ) -> None:

@@ -23,12 +23,22 @@ def test_shipped_config_loads_with_defaults() -> None:
     assert s.policy.collect_all is True
     assert s.initial_tail == 100
     assert s.read_rest_s == 0.03
+    assert s.chatty_rest_s == 0.08
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("40ms", 0.04), ("0", 0.0), ("off", 0.0)])
 def test_read_rest_takes_milliseconds_or_off(text: str, seconds: float) -> None:
     s = load_settings(DEFAULT_CONFIG, environ={"LOGAGENT_READ_REST": text})
     assert s.read_rest_s == pytest.approx(seconds)
+
+
+def test_chatty_rest_is_never_shorter_than_read_rest_unless_asked(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, '[docker]\nread_rest = "90ms"\n'), environ={})
+    assert (s.read_rest_s, s.chatty_rest_s) == (pytest.approx(0.09), pytest.approx(0.09))
+    s = load_settings(DEFAULT_CONFIG, environ={"LOGAGENT_READ_REST_CHATTY": "50ms"})
+    assert s.chatty_rest_s == pytest.approx(0.05)
+    s = load_settings(DEFAULT_CONFIG, environ={"LOGAGENT_READ_REST": "off"})
+    assert s.read_rest_s == 0.0  # pacing off: the chatty rest is never used
 
 
 def test_environment_overrides_file(tmp_path: Path) -> None:
@@ -59,6 +69,12 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("[docker]\nmax_line_bytes = true\n", "docker.max_line_bytes"),
         ('[docker]\nread_rest = "40"\n', "docker.read_rest: '40' is not a duration"),
         ('[docker]\nread_rest = "1s"\n', "docker.read_rest: at most 100ms"),
+        (
+            '[docker]\nread_rest = "40ms"\nread_rest_chatty = "20ms"\n',
+            "docker.read_rest_chatty: between docker.read_rest .40ms. and 100ms, got 20ms",
+        ),
+        ('[docker]\nread_rest_chatty = "150ms"\n', "docker.read_rest_chatty: between"),
+        ('[docker]\nread_rest_chatty = "soon"\n', "docker.read_rest_chatty: 'soon' is not"),
         ('[agent]\nlog_level = "LOUD"\n', "agent.log_level"),
         ("not toml at all [", "not valid TOML"),
     ],

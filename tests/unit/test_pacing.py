@@ -48,3 +48,54 @@ def test_a_quiet_spell_resets_the_backoff() -> None:
     assert p.after_read(64 * 1024, now=1.2) == 0.0
     assert p.after_read(LINE, now=2.1) == 0.0
     assert p.after_read(LINE, now=2.3) == 0.04
+
+
+def feed(p: ReadPacer, rate: float, seconds: float, start: float = 0.0) -> list[float]:
+    """Reads of one line each at `rate` lines/s; the rests the pacer asks for."""
+    n = int(rate * seconds)
+    return [p.after_read(LINE, now=start + i / rate) for i in range(n)]
+
+
+def test_a_slow_stream_never_rests_long() -> None:
+    p = ReadPacer(rest=0.03, chatty_rest=0.08)
+    assert set(feed(p, rate=10, seconds=5)) == {0.03}  # 10 lines/s x 80 ms < 2 lines
+    assert p.chatty_rests == 0
+
+
+def test_a_chatty_stream_rests_longer_after_a_window() -> None:
+    p = ReadPacer(rest=0.03, chatty_rest=0.08)
+    rests = feed(p, rate=50, seconds=3)
+    assert rests[:49] == [0.03] * 49  # its first second: the rate is not known yet
+    assert set(rests[51:]) == {0.08}  # 50 lines/s x 80 ms = 4 lines per rest
+    assert p.chatty_rests == len(rests) - 50
+
+
+def test_a_read_of_many_lines_counts_them_all() -> None:
+    p = ReadPacer(rest=0.03, chatty_rest=0.08)
+    # 8 lines gathered per read, a read every 80 ms: 100 lines/s.
+    rests = [p.after_read(8 * LINE, now=i * 0.08, lines=8) for i in range(30)]
+    assert rests[-1] == 0.08
+
+
+def test_a_chatty_stream_that_calms_down_rests_short_again() -> None:
+    p = ReadPacer(rest=0.03, chatty_rest=0.08)
+    feed(p, rate=100, seconds=2)
+    assert p.after_read(LINE, now=2.0) == 0.08
+    # Then one line every 200 ms: after the next full window it is slow again.
+    rests = feed(p, rate=5, seconds=3, start=2.2)
+    assert rests[-1] == 0.03
+
+
+def test_one_rest_for_every_rate_when_chatty_rest_is_not_longer() -> None:
+    p = ReadPacer(rest=0.03, chatty_rest=0.03)
+    assert set(feed(p, rate=100, seconds=3)) == {0.03}
+    assert p.chatty_rests == 0
+
+
+def test_a_chatty_stream_that_turns_busy_stops_resting() -> None:
+    p = ReadPacer(rest=0.03, chatty_rest=0.08)
+    feed(p, rate=100, seconds=2)
+    assert p.after_read(LINE, now=2.0) == 0.08
+    assert p.after_read(p.busy_bytes, now=2.08, lines=100) == 0.0  # the long rest filled up
+    assert p.after_read(LINE, now=2.1) == 0.0
+    assert p.busy_spells == 1
