@@ -385,14 +385,25 @@ anyio.run(main)
 
 
 def latency(tmp: Path) -> None:
-    print("3. latency: one line every 100 ms, then one every 10 ms", flush=True)
+    print("3. latency: one line every 100 ms, every 0-200 ms, every 10 ms", flush=True)
     slow = "sleep 2; i=0; while [ $i -lt 120 ]; do echo $i; i=$((i+1)); sleep 0.1; done"
+    # 10 lines/s on average, but half the lines come less than 80 ms after the one before:
+    # what a stream that rested long (read_rest_chatty) would hold back.
+    jitter = (
+        "sleep 2; mkfifo /tmp/f; exec 3<>/tmp/f; i=0; "
+        "while [ $i -lt 420 ]; do echo $i; i=$((i+1)); "
+        'read -t $(printf "0.%03d" $((RANDOM % 200))) -u 3 x; done'
+    )
     # every 10 ms without a fork per line; here the stream rests between reads (read_rest)
     fast = (
         "sleep 2; mkfifo /tmp/f; exec 3<>/tmp/f; i=0; "
         "while [ $i -lt 1200 ]; do echo $i; i=$((i+1)); read -t 0.01 -u 3 x; done"
     )
-    for name, script, n, target in [("100 ms", slow, 100, 50.0), ("10 ms", fast, 1000, None)]:
+    for name, script, n, target in [
+        ("100 ms", slow, 100, 50.0),
+        ("0-200 ms", jitter, 400, 50.0),
+        ("10 ms", fast, 1000, None),
+    ]:
         cid = create(f"latency{n}", script)
         out = subprocess.run(
             [sys.executable, "-c", LATENCY, LABEL, str(tmp / f"lat{n}.db"),
