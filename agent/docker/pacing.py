@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DEFAULT_REST = 0.03  # ~3 lines per read at 100 lines/s; p99 delay 41 ms there (bench/README.md)
+DEFAULT_REST = 0.03  # 10 lines/s, gaps of 0-200 ms: p99 40 ms to commit (bench/README.md)
 DEFAULT_CHATTY_REST = 0.08  # 100 busy streams: 0.55x -> 0.35x dockerd's CPU (bench/README.md)
 
 
