@@ -5,6 +5,7 @@ breaks because the daemon went away, reconnect (the client retries with tenacity
 events from the last one seen, re-list, and start collectors for admitted running containers
 that have none: collectors that ended with the daemon come back this way. A collector that
 failed for another reason is not restarted here: only its container's next start event is.
+A container is made ready at `create` so that its `start` costs one request (`_prepare`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from agent.collectors.docker import DockerLogCollector
 from agent.collectors.manager import LogCollectorManager, docker_key
+from agent.cursor import Cursor
 from agent.docker.client import (
     ContainerNotFound,
     DockerClient,
@@ -99,6 +101,12 @@ class Discovery:
         # start event or an explicit start.
         self.stopped_by_hand: set[str] = set()
         self.die_grace = _DIE_GRACE
+        # Containers to collect, inspected and their cursor read at `create`, so that their
+        # `start` opens the stream at once: a `docker run --rm` that lives milliseconds is
+        # removed ~30 ms after its start event, sooner than an inspect and a query of the
+        # store took then (8 of 10 lost). Its `start` comes ~150 ms after `create`.
+        self.prepared: dict[str, tuple[dict[str, Any], Cursor]] = {}
+        self.max_prepared = 1024
         self._tg: TaskGroup | None = None
 
     def decision(
@@ -195,7 +203,11 @@ class Discovery:
         if not cid:
             return
         attrs: dict[str, str] = actor.get("Attributes") or {}
-        if action == "start":
+        if action == "create":
+            name = attrs.get("name", cid[:12])
+            if self.decision(cid, name, attrs.get("image", ""), attrs).collect:
+                self._spawn(self._prepare, cid)
+        elif action == "start":
             self.stopped_by_hand.discard(cid)
             name = attrs.get("name", cid[:12])
             if self.decision(cid, name, attrs.get("image", ""), attrs).collect:
@@ -212,10 +224,30 @@ class Discovery:
     def _lock(self, cid: str) -> anyio.Lock:
         return self._locks.setdefault(cid, anyio.Lock())
 
+    async def _prepare(self, cid: str) -> None:
+        """At `create`: what starting its collector needs, before it starts."""
+        async with self._lock(cid), self._limiter:
+            if self.manager.get(cid) is not None:
+                return
+            try:
+                info = await self.client.inspect(cid)
+                cursor = (
+                    await self.storage.load_cursor(cid) if self.storage is not None else Cursor()
+                )
+            except ContainerNotFound:
+                return  # already gone (a replayed event): its start, if any, says so
+            except Exception as exc:  # the start event then does it all, the slower way
+                log.debug("could not prepare %s for its start: %s", cid[:12], exc)
+                return
+            if len(self.prepared) >= self.max_prepared:  # created, never started nor removed
+                self.prepared.pop(next(iter(self.prepared)))
+            self.prepared[cid] = (info, cursor)
+
     async def _start(
         self, cid: str, name: str, tail: int | str, follow: bool, event_ns: int | None
     ) -> None:
         async with self._lock(cid), self._limiter:
+            info, cursor = self.prepared.pop(cid, (None, None))
             if not follow and tail == 0 and not await self._has_cursor(cid):
                 return  # exited before the agent ever read it, and not new: nothing owed
             existing = self.manager.get(cid)
@@ -225,7 +257,9 @@ class Discovery:
                 # The previous run's stream drains first; then this run resumes after it.
                 await self._until_ended(existing)
             try:
-                await self.manager.start_docker_collector(cid, name, tail=tail, follow=follow)
+                await self.manager.start_docker_collector(
+                    cid, name, tail=tail, follow=follow, info=info, cursor=cursor
+                )
             except ContainerNotFound:
                 await self._gap(
                     cid, name, "container removed before its logs could be read", event_ns
@@ -312,6 +346,7 @@ class Discovery:
             if collector is not None:
                 await self._until_ended(collector)
             if destroyed:
+                self.prepared.pop(cid, None)
                 self.manager.forget(docker_key(cid))
                 self.decisions.pop(cid, None)
                 self._locks.pop(cid, None)

@@ -98,6 +98,7 @@ class LogCollectorManager:
         since: str | None = None,
         follow: bool = True,
         info: dict[str, Any] | None = None,
+        cursor: Cursor | None = None,
     ) -> DockerLogCollector:
         """Start following a container (id, name or id prefix); a no-op if already active."""
         if self._tg is None:
@@ -112,7 +113,9 @@ class LogCollectorManager:
         if existing is not None:
             return existing
         name = container_name or str(info.get("Name", "")).lstrip("/") or full_id[:12]
-        cursor = self.cursors.get(key)
+        # Where the last collector of this container here ended is newer than any `cursor`
+        # given (read from the store earlier, e.g. when the container was created).
+        cursor = self.cursors.get(key, cursor)
         if cursor is None and self._storage is not None:
             cursor = await self._storage.load_cursor(full_id)
             existing = self._active.get(key)

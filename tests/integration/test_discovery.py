@@ -11,6 +11,9 @@ import pytest
 
 from agent.app import Agent
 from tests.conftest import (
+    IMAGE,
+    RUN_ID,
+    TEST_LABEL,
     Containers,
     agent_settings,
     docker,
@@ -48,6 +51,36 @@ async def test_opt_in_mode_collects_only_labelled(tmp_path: Path, containers: Co
         await eventually(lambda: messages(tmp_path, opted) == ["yes"])
         await anyio.sleep(0.5)
     assert stored_rows(tmp_path, plain) == []
+
+
+async def test_created_containers_are_made_ready_for_their_start(
+    tmp_path: Path, containers: Containers
+) -> None:
+    def create(name: str, *args: str) -> str:
+        full = f"{containers.prefix}-{name}"
+        containers.names.append(full)
+        out = docker(
+            "create", "--network", "none", "--name", full, "--label", f"{TEST_LABEL}={RUN_ID}",
+            *args, IMAGE, "sh", "-c", f"echo {name}",
+        )  # fmt: skip
+        return out.decode().strip()
+
+    async with running_agent(agent_settings(tmp_path)) as agent:
+        discovery = agent.discovery
+        assert discovery is not None
+        discovery.max_prepared = 2
+        made = [create(f"made{i}") for i in range(3)]
+        off = create("off", "--label", "logagent.enable=false")
+        # Inspected (and its cursor read) at `create`; the oldest of three makes way.
+        await eventually(lambda: set(discovery.prepared) == set(made[1:]))
+        assert off not in discovery.prepared
+        docker("start", made[2])
+        await eventually(lambda: messages(tmp_path, made[2]) == ["made2"])
+        assert made[2] not in discovery.prepared  # used by its start
+        docker("rm", f"{containers.prefix}-made1")
+        await eventually(lambda: made[1] not in discovery.prepared)  # dropped at `destroy`
+        docker("start", made[0])  # made way: started the slower way, read all the same
+        await eventually(lambda: messages(tmp_path, made[0]) == ["made0"])
 
 
 async def test_already_running_container_starts_at_initial_tail(

@@ -218,19 +218,22 @@ async def test_json_file_rotated_past_the_cursor_leaves_a_gap(
     assert len(messages) == len(set(messages))  # nothing twice
 
 
-async def test_rm_containers_of_milliseconds_are_stored_or_recorded_as_gaps(
+async def test_rm_containers_of_milliseconds_are_stored(
     tmp_path: Path, containers: Containers
 ) -> None:
-    """`docker run --rm` of a container that lives milliseconds: Docker may remove it (and
-    refuse its logs: 409) before its start event is handled. Never silence: every one is
-    either stored whole or recorded as a gap."""
+    """`docker run --rm` of a container that lives milliseconds: Docker removes it ~30 ms
+    after its start event. Made ready at its `create` (~150 ms earlier), its stream opens
+    at once on `start`: measured 10 of 10 stored, 2 of 10 when the start event had to
+    inspect and query the store first. Never silence: any not stored is a gap."""
     async with running_agent(agent_settings(tmp_path)):
         names = [f"{containers.prefix}-blink{i}" for i in range(10)]
         containers.names.extend(names)
-        for name in names:
-            docker(
-                "run", "--rm", "--network", "none", "--name", name,
-                "--label", f"{TEST_LABEL}={RUN_ID}", IMAGE, "sh", "-c", "seq 1 3",
+        for name in names:  # in a thread: the agent runs on this test's event loop
+            await anyio.to_thread.run_sync(
+                lambda name=name: docker(
+                    "run", "--rm", "--network", "none", "--name", name,
+                    "--label", f"{TEST_LABEL}={RUN_ID}", IMAGE, "sh", "-c", "seq 1 3",
+                )
             )  # fmt: skip
         await anyio.sleep(3)
     with closing(sqlite3.connect(tmp_path / "logs.db", timeout=10)) as conn:
@@ -243,3 +246,4 @@ async def test_rm_containers_of_milliseconds_are_stored_or_recorded_as_gaps(
     gapped = {name for name, _reason in gaps(tmp_path)}
     for name in names:
         assert stored.get(name) == 3 or (name in gapped and name not in stored), name
+    assert sum(stored.get(name) == 3 for name in names) >= 5, (stored, gapped)
