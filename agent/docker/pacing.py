@@ -9,7 +9,7 @@ How long depends on the stream's rate. A rest only saves wake-ups when lines arr
 it, and it delays every line that does: for a stream of a few lines a second a long rest
 gathers nothing and only adds delay, so it rests `rest` (30 ms: a line written at 10 lines/s
 is committed within 50 ms at p99). A chatty stream, whose rate over the last `window` would
-gather `chatty_lines` or more during `chatty_rest`, rests that longer while: at 100 lines/s
+gather `chatty_lines` or more during `chatty_rest`, rests that long instead: at 100 lines/s
 it cuts the agent's CPU per line by a third, for lines that wait up to 80 ms instead of 30.
 
 A busy stream must never rest: the socket buffer holds only a few hundred of Docker's small
@@ -31,7 +31,7 @@ class ReadPacer:
     """One per stream. `after_read` returns the seconds to rest before the next read."""
 
     rest: float = DEFAULT_REST  # 0 turns pacing off
-    chatty_rest: float = DEFAULT_CHATTY_REST  # no more than `rest`: one rest for every rate
+    chatty_rest: float = DEFAULT_CHATTY_REST  # if not longer than `rest`: `rest` for every rate
     chatty_lines: float = 2.0  # lines a chatty stream gathers in `chatty_rest`, on average
     window: float = 1.0  # seconds over which the rate is counted
     small_bytes: int = 2048  # a read under this is "small": a few lines at most
