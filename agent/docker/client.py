@@ -25,6 +25,7 @@ from typing import Any
 
 import aiodocker
 import aiohttp
+import anyio
 from tenacity import (
     AsyncRetrying,
     before_sleep_log,
@@ -172,8 +173,9 @@ class DockerClient:
             self.requests.append((params.method, params.url.path))
 
     async def close(self) -> None:
-        for docker in (self._api, self._streams):
-            await docker.session.close()  # ours: aiodocker leaves a given session open
+        with anyio.CancelScope(shield=True):  # a cancelled owner still releases the sockets
+            for docker in (self._api, self._streams):
+                await docker.session.close()  # ours: aiodocker leaves a given session open
 
     async def __aenter__(self) -> DockerClient:
         return self

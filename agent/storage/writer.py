@@ -181,7 +181,9 @@ class LogStorage:
         try:
             if self._tg is not None:
                 if self.failing is None:
-                    with anyio.move_on_after(30):
+                    # Shielded: cancelled inside a transaction, tortoise leaves it as the
+                    # task's connection, and closing then fails (the thread stays open).
+                    with anyio.move_on_after(30, shield=True):
                         await self.flush()
                         await self.save_state(shutdown=True)
                 self._tg.cancel_scope.cancel()
@@ -189,7 +191,10 @@ class LogStorage:
         finally:
             self._tg = None
             if self._ctx is not None:
-                await self._ctx.__aexit__(None, None, None)
+                # Even when cancelled: aiosqlite's thread is not a daemon, and a connection
+                # left open keeps the whole process from exiting.
+                with anyio.CancelScope(shield=True):
+                    await self._ctx.__aexit__(None, None, None)
                 self._ctx = None
         if self._queue:
             # Not lost: their containers' cursors did not move, so the next start reads them

@@ -6,6 +6,7 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -132,3 +133,17 @@ async def test_full_disk_is_reported_and_a_second_signal_exits_at_once(
     assert "second SIGTERM: exiting at once" in text
     assert "Traceback" not in text
     assert cid
+
+
+async def test_a_cancelled_agent_still_closes_its_database(tmp_path: Path) -> None:
+    """Cancelled from outside (an embedding's task group, a test that fails inside
+    `running_agent`), the agent must still close its database: aiosqlite's thread is not a
+    daemon, and left open it kept the process from exiting (a failed test hung pytest)."""
+    with anyio.CancelScope() as scope:
+        async with running_agent(agent_settings(tmp_path)):
+            scope.cancel()
+            await anyio.sleep(10)
+    assert scope.cancelled_caught
+    with anyio.fail_after(3):
+        while [t for t in threading.enumerate() if "connection_worker" in t.name]:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
