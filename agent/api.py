@@ -10,21 +10,23 @@ import hmac
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from aiohttp import web
 from anyio.abc import TaskStatus
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from agent.collectors.docker import DockerLogCollector
-from agent.docker.client import ContainerNotFound, DockerError
-from agent.docker.timestamps import format_timestamp
-from agent.metrics import build_registry
-
-if TYPE_CHECKING:
-    from agent.app import Agent
+from agent.collectors.docker import DockerLogCollector, docker_key
+from agent.containers import Registry
+from agent.discovery.events import EventsFollower
+from agent.discovery.hand import HandControl
+from agent.docker.client import DockerClient
+from agent.docker.errors import ContainerNotFound, DockerError
+from agent.storage.writer import WriterStats
+from agent.timestamps import format_timestamp
 
 log = logging.getLogger("logagent.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -50,10 +52,35 @@ def _prepare_socket_path(path: Path) -> None:
         path.unlink()  # left by an agent that did not stop cleanly
 
 
+@dataclass(frozen=True)
+class Listeners:
+    """Where the API listens: a unix socket (steering) and, optionally, loopback TCP."""
+
+    socket: str = ""
+    tcp_host: str = "127.0.0.1"
+    tcp_port: int = 0
+    token: str = ""
+
+
 class ControlAPI:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.registry = build_registry(agent)
+    def __init__(
+        self,
+        listeners: Listeners,
+        *,
+        registry: Registry,
+        hand: HandControl,
+        client: DockerClient,
+        writer: WriterStats,
+        follower: EventsFollower,
+        metrics: CollectorRegistry,
+    ) -> None:
+        self.listeners = listeners
+        self.registry = registry
+        self.hand = hand
+        self.client = client
+        self.writer = writer
+        self.follower = follower
+        self.metrics_registry = metrics
 
     def app(self, *, token: str | None) -> web.Application:
         middlewares = [self._auth(token)] if token is not None else []
@@ -83,23 +110,23 @@ class ControlAPI:
         return check
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        s = self.agent.settings
+        s = self.listeners
         runners: list[web.AppRunner] = []
         try:
-            if s.api_socket:
+            if s.socket:
                 runner = web.AppRunner(self.app(token=None), access_log=None)
                 await runner.setup()
                 runners.append(runner)
                 try:
-                    await self._bind_unix(runner, Path(s.api_socket))
+                    await self._bind_unix(runner, Path(s.socket))
                 except OSError as exc:
-                    log.error("control API socket %s not opened: %s", s.api_socket, exc)
-            if s.api_tcp_port:
-                runner = web.AppRunner(self.app(token=s.api_token), access_log=None)
+                    log.error("control API socket %s not opened: %s", s.socket, exc)
+            if s.tcp_port:
+                runner = web.AppRunner(self.app(token=s.token), access_log=None)
                 await runner.setup()
                 runners.append(runner)
-                await web.TCPSite(runner, s.api_tcp_host, s.api_tcp_port).start()
-                log.info("control API on http://%s:%d", s.api_tcp_host, s.api_tcp_port)
+                await web.TCPSite(runner, s.tcp_host, s.tcp_port).start()
+                log.info("control API on http://%s:%d", s.tcp_host, s.tcp_port)
             task_status.started()
             await anyio.sleep_forever()
         finally:
@@ -117,28 +144,31 @@ class ControlAPI:
     # -- handlers ------------------------------------------------------------------------
 
     async def list_collectors(self, _request: web.Request) -> web.Response:
-        manager, discovery = self.agent.manager, self.agent.discovery
-        assert manager is not None and discovery is not None
-        active = [collector_view(c) for c in manager.active_collectors().values()]
-        failed = [{"key": k, "state": "failed", "error": why} for k, why in manager.failed.items()]
+        records = list(self.registry)
+        active = [collector_view(r.collector) for r in records if r.collector is not None]
+        failed = [
+            {"key": docker_key(r.id), "state": "failed", "error": r.failure.why}
+            for r in records
+            if r.failure is not None and r.collector is None
+        ]
         stopped = [
-            {"key": f"docker:{cid}", "container_id": cid, "state": "stopped by hand"}
-            for cid in sorted(discovery.stopped_by_hand)
+            {"key": docker_key(r.id), "container_id": r.id, "state": "stopped by hand"}
+            for r in records
+            if r.stopped_by_hand
         ]
         excluded = [
-            {"container_id": cid, "state": "excluded", "reason": d.reason}
-            for cid, d in discovery.decisions.items()
-            if not d.collect
+            {"container_id": r.id, "state": "excluded", "reason": r.decision.reason}
+            for r in records
+            if r.decision is not None and not r.decision.collect
         ]
         return web.json_response(
             {"collectors": active, "failed": failed, "stopped": stopped, "excluded": excluded}
         )
 
     async def start_collector(self, request: web.Request) -> web.Response:
-        assert self.agent.discovery is not None
         ref = request.match_info["container"]
         try:
-            collector = await self.agent.discovery.start_by_hand(ref)
+            collector = await self.hand.start(ref)
         except ContainerNotFound:
             return web.json_response({"error": f"no such container: {ref}"}, status=404)
         except DockerError as exc:
@@ -147,35 +177,33 @@ class ControlAPI:
         return web.json_response(collector_view(collector))
 
     async def stop_collector(self, request: web.Request) -> web.Response:
-        assert self.agent.discovery is not None
         ref = request.match_info["container"]
-        collector = await self.agent.discovery.stop_by_hand(ref)
+        collector = await self.hand.stop(ref)
         if collector is None:
             return web.json_response({"error": f"no collector for {ref}"}, status=404)
         log.info("stopped by hand: %s", collector.container_name)
         return web.json_response(collector_view(collector))
 
     async def healthz(self, _request: web.Request) -> web.Response:
-        client, storage, discovery = self.agent.client, self.agent.storage, self.agent.discovery
         docker_ok = False
-        if client is not None:
-            with anyio.move_on_after(2):
-                try:
-                    await client.version()
-                    docker_ok = True
-                except DockerError:
-                    pass
-        db_ok = storage is not None and storage.failing is None
-        events_ok = discovery is not None and discovery.connected
+        with anyio.move_on_after(2):
+            try:
+                await self.client.version()
+                docker_ok = True
+            except DockerError:
+                pass
+        db_ok = self.writer.failing is None
+        events_ok = self.follower.connected
         body = {
             "docker": docker_ok,
             "database": db_ok,
             "events": events_ok,
-            "database_error": storage.failing if storage is not None else None,
+            "database_error": self.writer.failing,
         }
         return web.json_response(body, status=200 if docker_ok and db_ok and events_ok else 503)
 
     async def metrics(self, _request: web.Request) -> web.Response:
         return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=generate_latest(self.metrics_registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
         )

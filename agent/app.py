@@ -14,11 +14,16 @@ import time
 import anyio
 from anyio.abc import TaskStatus
 
-from agent.api import ControlAPI
+from agent.api import ControlAPI, Listeners
 from agent.collectors.manager import LogCollectorManager
 from agent.config import Settings
-from agent.discovery import Discovery
+from agent.containers import Registry
+from agent.discovery.events import EventsFollower
+from agent.discovery.hand import HandControl
+from agent.discovery.own_container import own_container_ids
+from agent.discovery.reconciler import Reconciler
 from agent.docker.client import DockerClient
+from agent.metrics import AgentMetrics, build_registry
 from agent.storage import LogStorage
 from agent.storage.retention import Retention
 
@@ -53,15 +58,16 @@ class Agent:
         record_requests: bool = False,
     ) -> None:
         self.settings = settings
-        self.self_ids = self_ids
+        self.self_ids = own_container_ids() if self_ids is None else self_ids
         self.record_requests = record_requests  # keep every Docker request (tests, audits)
         self.stop = anyio.Event()
         self.started_ns = time.time_ns()  # containers created since are read in full
+        self.registry = Registry()
         self.client: DockerClient | None = None
         self.storage: LogStorage | None = None
         self.manager: LogCollectorManager | None = None
-        self.discovery: Discovery | None = None
-        self.retention: Retention | None = None
+        self.reconciler: Reconciler | None = None
+        self.follower: EventsFollower | None = None
 
     async def run(
         self, *, signals: bool = True, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -77,6 +83,7 @@ class Agent:
                 LogCollectorManager(
                     storage,
                     client=client,
+                    registry=self.registry,
                     tail=s.initial_tail,
                     max_line_bytes=s.max_line_bytes,
                     read_rest=s.read_rest_s,
@@ -85,31 +92,63 @@ class Agent:
             ):
                 self.client, self.storage, self.manager = client, storage, manager
                 client.record_requests = self.record_requests
-                self.discovery = Discovery(
+                previous = storage.state.previous
+                reconciler = self.reconciler = Reconciler(
                     client,
                     manager,
+                    self.registry,
+                    storage,
                     s.policy,
                     initial_tail=s.initial_tail,
                     self_ids=self.self_ids,
                     scope_labels=list(s.scope_labels),
-                    storage=storage,
                     started_ns=self.started_ns,
+                    last_seen_ns=previous.last_seen_ns if previous else None,
+                )
+                follower = self.follower = EventsFollower(
+                    client,
+                    reconciler,
+                    storage.state,
+                    scope_labels=list(s.scope_labels),
+                    since_ns=(previous.last_event_ns or previous.last_seen_ns)
+                    if previous
+                    else None,
+                )
+                retention = Retention(
+                    storage, max_age_s=s.retention_max_age_s, max_bytes=s.retention_max_bytes
+                )
+                metrics, on_commit = build_registry(
+                    AgentMetrics(
+                        registry=self.registry,
+                        storage=storage,
+                        manager=manager,
+                        follower=follower,
+                        retention=retention,
+                    )
+                )
+                storage.writer.on_commit = on_commit
+                api = ControlAPI(
+                    Listeners(s.api_socket, s.api_tcp_host, s.api_tcp_port, s.api_token),
+                    registry=self.registry,
+                    hand=HandControl(client, manager, self.registry, initial_tail=s.initial_tail),
+                    client=client,
+                    writer=storage.writer.stats,
+                    follower=follower,
+                    metrics=metrics,
                 )
                 log.info("logagent starting: docker %s, database %s", client.url, s.db_url)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._cancel_on_stop, tg.cancel_scope)
-                    await tg.start(ControlAPI(self).serve)
-                    self.retention = Retention(
-                        storage, max_age_s=s.retention_max_age_s, max_bytes=s.retention_max_bytes
-                    )
-                    tg.start_soon(self.retention.run_forever, s.retention_interval_s)
-                    await tg.start(self.discovery.run)  # waits for the daemon, however long
+                    await tg.start(api.serve)
+                    tg.start_soon(retention.run_forever, s.retention_interval_s)
+                    await tg.start(reconciler.run)
+                    await tg.start(follower.run)  # waits for the daemon, however long
                     task_status.started()
                 # discovery is stopped: read every stream up to now, then stop it
                 with anyio.CancelScope(shield=True):
                     await manager.stop_all(drain=True)
                 # leaving the blocks: manager.stop_all(), storage flush, client close
-            log.info("logagent stopped: %d lines written", storage.rows)
+            log.info("logagent stopped: %d lines written", storage.writer.stats.rows)
             outer.cancel_scope.cancel()
         return 0
 

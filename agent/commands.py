@@ -13,16 +13,18 @@ import aiohttp
 import anyio
 
 from agent import render
+from agent.storage.gaps import list_gaps
 from agent.storage.reader import (
     LogFilter,
+    StoredRow,
     container_summary,
     history,
     last_id,
-    list_gaps,
     newer,
     open_store,
     resolve_containers,
 )
+from agent.when import parse_when
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +50,8 @@ class UsageError(ValueError):
 async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
     """Print stored lines like `docker logs`: history first, then (-f) new rows as stored."""
     try:
-        since = render.parse_when(opts.since) if opts.since else None
-        until = render.parse_when(opts.until) if opts.until else None
+        since = parse_when(opts.since) if opts.since else None
+        until = parse_when(opts.until) if opts.until else None
         pattern = re.compile(opts.grep) if opts.grep else None
     except (ValueError, re.error) as exc:
         raise UsageError(str(exc)) from None
@@ -62,20 +64,17 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
         prefix = len(ids) != 1
         seen = await last_id(db)  # history is what is stored now; -f takes over after it
 
-        def emit(rows: list[object]) -> None:
+        def emit(rows: list[StoredRow]) -> None:
             text = []
             for row in rows:
-                if pattern is not None and not pattern.search(row[render.MESSAGE]):  # type: ignore[index]
+                if pattern is not None and not pattern.search(row.message):
                     continue
                 if opts.json:
-                    text.append(render.json_line(row))  # type: ignore[arg-type]
+                    text.append(render.json_line(row))
                 else:
                     text.append(
                         render.plain_line(
-                            row,  # type: ignore[arg-type]
-                            timestamps=opts.timestamps,
-                            prefix=prefix,
-                            raw=opts.raw,
+                            row, timestamps=opts.timestamps, prefix=prefix, raw=opts.raw
                         )
                     )
             out.write("".join(text))
@@ -87,7 +86,7 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
             rows = await newer(db, flt, after_id=seen)
             if rows:
                 emit(rows)
-                seen = int(rows[-1][render.ID])
+                seen = rows[-1].id
             else:
                 await anyio.sleep(opts.poll_seconds)
     return 0

@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.collectors.docker import DEFAULT_TAIL
+from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
 from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST
 from agent.durations import parse_duration
 from agent.policy import Matchers, PatternError, Policy, check_glob
+from agent.storage.db import DEFAULT_DB_URL
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "agent.toml"
 
@@ -26,11 +29,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    db_url: str = "sqlite://data/logagent.db"
+    db_url: str = DEFAULT_DB_URL
     host: str = ""  # empty: this machine's hostname
     docker_url: str = ""  # empty: DOCKER_SOCKET, else DOCKER_HOST, else /var/run/docker.sock
-    initial_tail: int | str = 100
-    max_line_bytes: int = 1024 * 1024
+    initial_tail: int | str = DEFAULT_TAIL
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     read_rest_s: float = DEFAULT_REST  # 0: read every line as it comes (see docker/pacing.py)
     chatty_rest_s: float = DEFAULT_CHATTY_REST  # the rest of streams at ~25 lines/s or more
     policy: Policy = field(default_factory=Policy)

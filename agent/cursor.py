@@ -8,10 +8,8 @@ timestamps interleave out of order in the log; within one stream they only grow.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from agent.docker.timestamps import since_param
-from agent.entry import LogEntry
+from agent.batch import STREAMS, LineBatch
+from agent.timestamps import since_param
 
 # The two streams' copiers stamp lines independently, so a line can follow a later-stamped
 # line of the other stream in the log; a stream with no position yet may hide such a line
@@ -27,14 +25,37 @@ class Cursor:
     def __init__(self, positions: dict[str, list[int]] | None = None) -> None:
         self.positions: dict[str, list[int]] = positions or {}
 
-    def advance(self, entries: Iterable[LogEntry]) -> None:
+    def advance(self, batch: LineBatch) -> None:
+        """Move past the batch's lines and stamp the batch with the position after them.
+
+        Per stream only the run of equal timestamps at its end matters, so the lines are
+        walked backwards until each stream in the batch has found one older line.
+        """
+        streams, stamps = batch.streams, batch.timestamps_ns
         positions = self.positions
-        for e in entries:
-            pos = positions.get(e.stream)
-            if pos is None or pos[0] != e.timestamp_ns:
-                positions[e.stream] = [e.timestamp_ns, 1]
+        present = [s for s in STREAMS if s in streams]
+        runs: dict[str, list[int]] = {}  # stream -> [last ts, lines at it, still counting]
+        open_runs = len(present)
+        for i in range(len(stamps) - 1, -1, -1):
+            stream = streams[i]
+            run = runs.get(stream)
+            if run is None:
+                runs[stream] = [stamps[i], 1, 1]
+            elif run[2]:
+                if stamps[i] == run[0]:
+                    run[1] += 1
+                    continue
+                run[2] = 0
+                open_runs -= 1
+                if not open_runs:
+                    break
+        for stream, (ts, n, whole) in runs.items():
+            pos = positions.get(stream)
+            if whole and pos is not None and pos[0] == ts:
+                pos[1] += n  # the batch's lines of this stream all share the last timestamp
             else:
-                pos[1] += 1
+                positions[stream] = [ts, n]
+        batch.position = {s: (pos[0], pos[1]) for s, pos in positions.items()}
 
     @property
     def empty(self) -> bool:
@@ -68,22 +89,27 @@ class Skipper:
         self._left = left
         self.lost: list[tuple[str, int, int]] = []  # (stream, position ns, next line ns)
 
-    def new(self, entries: list[LogEntry]) -> list[LogEntry]:
+    def new(self, batch: LineBatch) -> LineBatch:
         if not self._left:
-            return entries
-        return [e for e in entries if self._keep(e)]
+            return batch
+        keep = [
+            i
+            for i, (stream, ts) in enumerate(zip(batch.streams, batch.timestamps_ns, strict=True))
+            if self._keep(stream, ts)
+        ]
+        return batch if len(keep) == len(batch) else batch.take(keep)
 
-    def _keep(self, e: LogEntry) -> bool:
-        left = self._left.get(e.stream)
+    def _keep(self, stream: str, ts_ns: int) -> bool:
+        left = self._left.get(stream)
         if left is None:
             return True
         ts, count = left
-        if e.timestamp_ns < ts:
+        if ts_ns < ts:
             return False
-        if e.timestamp_ns == ts and count > 0:
-            self._left[e.stream] = (ts, count - 1)
+        if ts_ns == ts and count > 0:
+            self._left[stream] = (ts, count - 1)
             return False
         if count > 0:
-            self.lost.append((e.stream, ts, e.timestamp_ns))
-        del self._left[e.stream]  # past the position: the rest of this stream is new
+            self.lost.append((stream, ts, ts_ns))
+        del self._left[stream]  # past the position: the rest of this stream is new
         return True

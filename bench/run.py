@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from agent.docker.timestamps import parse_timestamp  # noqa: E402
+from agent.timestamps import parse_timestamp  # noqa: E402
 
 IMAGE = os.environ.get("LOGAGENT_TEST_IMAGE", "logagent-test/busybox:latest")
 RUN = uuid.uuid4().hex[:8]
@@ -352,27 +352,28 @@ from pathlib import Path
 from agent.app import Agent
 from agent.config import Settings
 from agent.docker.client import DockerClient
+from agent.batch import Source
 from agent.docker.frames import FrameDecoder
 from agent.policy import Policy
 label, db, sock, cid, n = sys.argv[1:6]
 commit, receive = [], []
 async def raw_reader():
     async with DockerClient() as c, c.logs(cid, follow=True, tail="all") as stream:
-        dec = FrameDecoder(cid, "x", tty=False)
+        dec = FrameDecoder(Source(cid, "x"), tty=False)
         while chunk := await stream.body.readany():
             now = time.time_ns()
-            receive.extend(now - e.timestamp_ns for e in dec.feed(chunk))
+            receive.extend(now - ts for ts in dec.feed(chunk).timestamps_ns)
 async def main():
     agent = Agent(Settings(db_url=f"sqlite:///{db}", scope_labels=(label,), api_socket=sock,
                            initial_tail="all"), self_ids=[])
     async with anyio.create_task_group() as tg:
         await tg.start(agent.run)
-        real = agent.storage._commit
-        async def timed(batch):
-            await real(batch)
+        real = agent.storage.writer._commit
+        async def timed(batches):
+            await real(batches)
             now = time.time_ns()
-            commit.extend(now - e.timestamp_ns for e in batch)
-        agent.storage._commit = timed
+            commit.extend(now - ts for b in batches for ts in b.timestamps_ns)
+        agent.storage.writer._commit = timed
         import subprocess; subprocess.run(["docker", "start", cid], check=True, capture_output=True)
         tg.start_soon(raw_reader)
         while len(commit) < int(n):

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import anyio
 import pytest
 
 from agent.app import Agent
+from agent.batch import Line, LineBatch, Source
 from agent.collectors.manager import LogCollectorManager
 from agent.config import Settings
 from agent.docker.client import DEFAULT_SOCKET, DockerClient, docker_url
@@ -118,6 +120,16 @@ def containers(request: pytest.FixtureRequest) -> Iterator[Containers]:
         yield box
     finally:
         box.remove_all()
+
+
+_sources: weakref.WeakKeyDictionary[LogStorage, dict[str, Source]] = weakref.WeakKeyDictionary()
+
+
+async def write_line(storage: LogStorage, container_id: str, name: str, line: Line) -> None:
+    """Write one line as a collector would (one Source per container and store)."""
+    known = _sources.setdefault(storage, {})
+    source = known.setdefault(container_id, Source(container_id, name))
+    await storage.write(LineBatch.of(source, [line]))
 
 
 def db_url(tmp_path: Path) -> str:

@@ -1,1 +1,1 @@
-"""Collectors (one stream each) and the manager that owns them."""
+"""Collectors (one stream each, writing to a sink) and the manager that owns them."""

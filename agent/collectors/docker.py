@@ -1,51 +1,78 @@
-"""DockerLogCollector: follows one container's log stream and emits its lines.
+"""DockerLogCollector: follows one container's log stream and writes its lines to a sink.
 
 It runs in a cancel scope of its own inside a task group it is given (the manager's), so
 `stop()` ends exactly this stream. It never restarts itself: when it fails, it says why
-(`error` handlers, `state`, `error`) and ends.
+(`state`, `error`, `exception`, and the sink's `ended`) and ends.
 """
 
 from __future__ import annotations
 
 import logging
-from inspect import isawaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from agent.collectors.base import Emitter
-from agent.cursor import Cursor, Skipper
-from agent.docker.client import ContainerNotFound, DockerClient, DockerUnavailable, LogStream
-from agent.docker.frames import DEFAULT_MAX_LINE_BYTES, FrameDecoder, FrameError
+from agent import gaps
+from agent.batch import LineBatch, Source
+from agent.cursor import Cursor
+from agent.docker.client import DockerClient, LogStream
+from agent.docker.errors import ContainerNotFound, mapped
+from agent.docker.frames import FrameDecoder, FrameError
+from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
 from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST, ReadPacer
-from agent.entry import LogEntry
 
 log = logging.getLogger("logagent.collector")
 
 DEFAULT_TAIL: int | str = 100
-_READ_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
+KEY_PREFIX = "docker:"
+
+
+def docker_key(container_id: str) -> str:
+    """A collector's key, `docker:<id>`, as the control API shows it."""
+    return container_id if container_id.startswith(KEY_PREFIX) else KEY_PREFIX + container_id
+
+
+def container_of(key: str) -> str:
+    """The container id or name in a key (or the text itself when it is not one)."""
+    return key.removeprefix(KEY_PREFIX)
+
+
+@dataclass(frozen=True)
+class LogSink:
+    """What a collector writes to: one typed sink, not a general event system.
+
+    `write` is the hot path, once per read, and may wait (the store's queue is full:
+    backpressure); `ended` is a plain function, so it runs even in a cancelled scope, before
+    anyone waiting on the collector resumes.
+    """
+
+    write: Callable[[LineBatch], Awaitable[None]]
+    gap: Callable[[Source, str, int | None, int | None], Awaitable[None]]
+    ended: Callable[[DockerLogCollector], None]
 
 
 class ContainerVanished(Exception):
     """The container was removed while its stream was being followed."""
 
 
-class DockerLogCollector(Emitter):
+class DockerLogCollector:
     """One container's logs: `await start()` returns once the stream is open."""
 
-    source = "docker"
+    source_kind = "docker"
 
     def __init__(
         self,
         container_id: str,
         container_name: str | None = None,
         *,
+        source: Source | None = None,
+        sink: LogSink | None = None,
         client: DockerClient | None = None,
         task_group: TaskGroup | None = None,
         tail: int | str = DEFAULT_TAIL,
-        since: str | None = None,
         follow: bool = True,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         read_rest: float = DEFAULT_REST,
@@ -53,17 +80,16 @@ class DockerLogCollector(Emitter):
         info: dict[str, Any] | None = None,
         cursor: Cursor | None = None,
     ) -> None:
-        super().__init__()
+        self.source = source or Source(container_id, container_name or container_id[:12])
         self.container_id = container_id
-        self.container_name = container_name or container_id[:12]
+        self.container_name = self.source.container_name
         self.tail = tail
-        self.since = since
         self.follow = follow
         self.max_line_bytes = max_line_bytes
         # A follow stream rests a little after a small read (see docker/pacing.py).
         self.pacer = ReadPacer(rest=read_rest if follow else 0.0, chatty_rest=chatty_rest)
+        self._sink = sink
         self._client = client
-        self._owns_client = client is None
         self._task_group = task_group
         self._info = info
         self._scope: anyio.CancelScope | None = None
@@ -71,32 +97,34 @@ class DockerLogCollector(Emitter):
         self.drain_timeout = 5.0
         self._done = anyio.Event()
         self.state = "new"  # new, running, ended, failed, stopped
+        self.opened = False  # the stream was opened: a failure after it is the collector's
         self.error: str | None = None
+        self.exception: BaseException | None = None
         self.lines = 0
         self.bytes = 0
         self.reads = 0
         self.last_timestamp_ns = 0
-        self.notices = 0
         # What has been delivered, per stream. Given one, the collector resumes after it:
         # Docker's `since` re-sends lines at the cursor's timestamp; the skipper drops them.
         self.cursor = cursor.copy() if cursor is not None else Cursor()
         self._skipper = self.cursor.skipper()
-        if not self.cursor.empty:
-            self.since, self.tail = self.cursor.since(), "all"
+        self.since = self.cursor.since()
+        if self.since is not None:
+            self.tail = "all"
 
     @property
     def key(self) -> str:
-        return f"docker:{self.container_id}"
+        return docker_key(self.container_id)
 
     def __repr__(self) -> str:
         return f"<DockerLogCollector {self.container_name} {self.container_id[:12]} {self.state}>"
 
     async def start(self) -> None:
         """Open the stream; raises ContainerNotFound, LogsUnavailable, DockerUnavailable, ..."""
-        if self._task_group is None:
+        if self._task_group is None or self._sink is None or self._client is None:
             raise RuntimeError(
-                "DockerLogCollector needs a task group to run in: pass task_group=, "
-                "or start it with LogCollectorManager.start_docker_collector()"
+                "DockerLogCollector needs a task group, a sink and a client to run with: "
+                "start it with LogCollectorManager.start_docker_collector()"
             )
         if self.state != "new":
             raise RuntimeError(f"{self!r} was already started; create a new collector")
@@ -121,13 +149,9 @@ class DockerLogCollector(Emitter):
         """Return when the stream has ended, failed or been stopped."""
         await self._done.wait()
 
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
     async def _run(self, *, task_status: TaskStatus[None]) -> None:
-        started = False
-        client = self._client or DockerClient()
+        assert self._client is not None and self._sink is not None
+        client, started = self._client, False
         try:
             with anyio.CancelScope() as scope:
                 self._scope = scope
@@ -138,69 +162,58 @@ class DockerLogCollector(Emitter):
                         # Its log goes with it: what is not read when --rm removes it is
                         # lost, and a rest lets the socket fill and dockerd fall behind.
                         self.pacer.rest = 0.0
-                    decoder = FrameDecoder(
-                        self.container_id,
-                        self.container_name,
-                        tty=tty,
-                        max_line_bytes=self.max_line_bytes,
-                    )
+                    decoder = self._decoder(tty)
                     async with client.logs(
                         self.container_id, follow=self.follow, tail=self.tail, since=self.since
                     ) as stream:
                         self.state = "running"
-                        started = True
+                        started = self.opened = True
                         task_status.started()
                         with anyio.CancelScope() as follow_scope:
                             self._follow_scope = follow_scope
-                            await self._pump(stream, decoder)
+                            await self._read(stream, decoder, paced=True)
                     if self.follow and follow_scope.cancelled_caught:
                         with anyio.move_on_after(self.drain_timeout):
                             await self._catch_up(client, tty)
-                    elif self.follow and not await self._removed_after_exit(client, info):
+                    elif self.follow and not await _removed_after_exit(client, info, self.source):
                         await self._catch_up(client, tty)
                     else:
-                        await self._deliver(self._skipper.new(decoder.finish()))
-                        self._report_notices(decoder)
+                        await self._end_of(decoder)
                     self.state = "ended"
                 except Exception as exc:
-                    self.state = "failed"
+                    self.state, self.exception = "failed", exc
                     self.error = f"{type(exc).__name__}: {exc}"
                     if not started:
                         raise
-                    self._emit_error(exc)
             if scope.cancelled_caught:
                 self.state = "stopped"
         finally:
-            if self._owns_client:
-                with anyio.CancelScope(shield=True):
-                    await client.close()
-            for end in self._end:
-                end(self)  # e.g. the manager keeps the cursor: before anyone waiting resumes
+            self._sink.ended(self)  # e.g. the cursor is kept: before anyone waiting resumes
             self._done.set()
 
-    async def _pump(self, stream: LogStream, decoder: FrameDecoder) -> None:
+    def _decoder(self, tty: bool) -> FrameDecoder:
+        return FrameDecoder(self.source, tty=tty, max_line_bytes=self.max_line_bytes)
+
+    async def _read(self, stream: LogStream, decoder: FrameDecoder, *, paced: bool) -> None:
+        """Read a stream to its end, each chunk's lines delivered as one batch."""
         body, pacer = stream.body, self.pacer
         while True:
-            try:
+            with mapped(f"log stream of {self.container_name}"):
                 chunk = await body.readany()
-            except _READ_ERRORS as exc:
-                raise DockerUnavailable(
-                    f"log stream of {self.container_name} broke: {exc!r}"
-                ) from None
             if not chunk:
                 return
             self.reads += 1
             try:
                 lines = decoder.feed(chunk)
             except FrameError as exc:
-                await self._deliver(self._skipper.new(exc.lines))
+                if exc.lines is not None:
+                    await self._deliver(self._skipper.new(exc.lines))
                 raise
             if lines:
                 await self._deliver(self._skipper.new(lines))
             if decoder.notices:
                 self._report_notices(decoder)
-            rest = pacer.after_read(len(chunk), anyio.current_time(), len(lines))
-            if rest:
+            if paced and (rest := pacer.after_read(len(chunk), anyio.current_time(), len(lines))):
                 stream.rest(rest)
 
     async def _catch_up(self, client: DockerClient, tty: bool) -> None:
@@ -211,86 +224,60 @@ class DockerLogCollector(Emitter):
         Lines already delivered are skipped by the cursor.
         """
         since = self.cursor.since() or self.since
-        decoder = FrameDecoder(
-            self.container_id, self.container_name, tty=tty, max_line_bytes=self.max_line_bytes
-        )
-        skipper = self._skipper = self.cursor.skipper()
+        decoder = self._decoder(tty)
+        self._skipper = self.cursor.skipper()
         tail = "all" if not self.cursor.empty else self.tail
         async with client.logs(self.container_id, follow=False, tail=tail, since=since) as stream:
-            while chunk := await stream.body.readany():
-                try:
-                    lines = decoder.feed(chunk)
-                except FrameError as exc:
-                    await self._deliver(skipper.new(exc.lines))
-                    raise
-                await self._deliver(skipper.new(lines))
-        await self._deliver(skipper.new(decoder.finish()))
+            await self._read(stream, decoder, paced=False)
+        await self._end_of(decoder)
+
+    async def _end_of(self, decoder: FrameDecoder) -> None:
+        await self._deliver(self._skipper.new(decoder.finish()))
         self._report_notices(decoder)
 
-    async def _report_lost(self, skipper: Skipper) -> None:
-        """Lines Docker no longer has (rotated past the cursor): a gap, never silence."""
-        while skipper.lost:
+    async def _deliver(self, batch: LineBatch) -> None:
+        assert self._sink is not None
+        skipper = self._skipper
+        while skipper.lost:  # lines Docker no longer has: a gap, never silence
             stream, from_ns, to_ns = skipper.lost.pop(0)
-            reason = f"{stream} lines no longer in Docker's log (rotated past the cursor)"
+            reason = gaps.rotated(stream)
             log.warning("%s (%s): %s", self.container_name, self.container_id[:12], reason)
-            for handler in self._gap:
-                await handler(self, reason, from_ns, to_ns)
-
-    async def _deliver(self, lines: list[LogEntry]) -> None:
-        if self._skipper.lost:
-            await self._report_lost(self._skipper)
-        if not lines:
+            await self._sink.gap(self.source, reason, from_ns, to_ns)
+        if not batch:
             return
-        self.cursor.advance(lines)
-        for many in self._lines:
-            await many(lines)
-        for handler in self._log:
-            for entry in lines:
-                result = handler(entry)
-                if isawaitable(result):
-                    await result
-        self.lines += len(lines)
-        self.bytes += sum(e.size for e in lines)
-        self.last_timestamp_ns = lines[-1].timestamp_ns
+        self.cursor.advance(batch)
+        await self._sink.write(batch)
+        self.lines += len(batch)
+        self.bytes += batch.nbytes
+        self.last_timestamp_ns = batch.timestamps_ns[-1]
 
     def _report_notices(self, decoder: FrameDecoder) -> None:
         for notice in decoder.notices:
             log.warning("%s", notice)
-        self.notices += len(decoder.notices)
         decoder.notices.clear()
 
-    async def _removed_after_exit(self, client: DockerClient, info: dict[str, Any]) -> bool:
-        """A follow stream also ends when the container is removed.
 
-        For a `--rm` container that is its normal end: True, and the stream had every line
-        (but a last one without newline, which dockerd sends only on a plain read, and there
-        is nothing left to read). Any other container removed mid-stream is an error.
-        """
-        try:
-            status = ((await client.inspect(self.container_id)).get("State") or {}).get("Status")
-        except ContainerNotFound:
-            status = "removed"
-        if status not in ("removing", "removed", "dead"):
-            return False
-        if (info.get("HostConfig") or {}).get("AutoRemove"):
-            log.info(
-                "%s (%s) was removed after it exited (--rm): its stream ended with it",
-                self.container_name,
-                self.container_id[:12],
-            )
-            return True
-        raise ContainerVanished(
-            f"container {self.container_name} ({self.container_id[:12]}) was removed "
-            "while its logs were being followed"
+async def _removed_after_exit(client: DockerClient, info: dict[str, Any], source: Source) -> bool:
+    """A follow stream also ends when the container is removed.
+
+    For a `--rm` container that is its normal end: True, and the stream had every line
+    (but a last one without newline, which dockerd sends only on a plain read, and there
+    is nothing left to read). Any other container removed mid-stream is an error.
+    """
+    try:
+        status = ((await client.inspect(source.container_id)).get("State") or {}).get("Status")
+    except ContainerNotFound:
+        status = "removed"
+    if status not in ("removing", "removed", "dead"):
+        return False
+    if (info.get("HostConfig") or {}).get("AutoRemove"):
+        log.info(
+            "%s (%s) was removed after it exited (--rm): its stream ended with it",
+            source.container_name,
+            source.container_id[:12],
         )
-
-    def _emit_error(self, exc: BaseException) -> None:
-        if not self._error:
-            log.error(
-                "collector for %s (%s) failed: %s",
-                self.container_name,
-                self.container_id[:12],
-                self.error,
-            )
-        for handler in self._error:
-            handler(self, exc)
+        return True
+    raise ContainerVanished(
+        f"container {source.container_name} ({source.container_id[:12]}) was removed "
+        "while its logs were being followed"
+    )

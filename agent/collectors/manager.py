@@ -1,7 +1,8 @@
-"""LogCollectorManager: one task group, one collector per container, keyed `docker:<id>`.
+"""LogCollectorManager: one task group, one collector per container, the store as their sink.
 
-A collector that fails is logged with its container, leaves the active list and is not
-restarted: only another `start_docker_collector` call (a new start event, a person) does.
+A collector that fails is logged with its container, leaves the active list, and its record
+says why (a `Failure`); it is not restarted here: only another `start_docker_collector`
+call (a start event, a listing after the daemon came back, a person) does.
 """
 
 from __future__ import annotations
@@ -13,20 +14,15 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from agent.collectors.docker import DEFAULT_TAIL, DockerLogCollector
-from agent.cursor import Cursor
+from agent.batch import Source
+from agent.collectors.docker import DEFAULT_TAIL, DockerLogCollector, LogSink, container_of
+from agent.containers import ContainerRecord, Failure, Registry
 from agent.docker.client import DockerClient
-from agent.docker.frames import DEFAULT_MAX_LINE_BYTES
+from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
 from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST
 from agent.storage import LogStorage
 
 log = logging.getLogger("logagent.manager")
-
-DOCKER_PREFIX = "docker:"
-
-
-def docker_key(container_id: str) -> str:
-    return container_id if container_id.startswith(DOCKER_PREFIX) else DOCKER_PREFIX + container_id
 
 
 class LogCollectorManager:
@@ -37,6 +33,7 @@ class LogCollectorManager:
         storage: LogStorage | None = None,
         *,
         client: DockerClient | None = None,
+        registry: Registry | None = None,
         tail: int | str = DEFAULT_TAIL,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         read_rest: float = DEFAULT_REST,
@@ -45,18 +42,17 @@ class LogCollectorManager:
         self._storage = storage
         self._client = client
         self._owns_client = client is None
+        self.registry = registry if registry is not None else Registry()
         self.tail = tail
         self.max_line_bytes = max_line_bytes
         self.read_rest = read_rest
         self.chatty_rest = chatty_rest
-        self._active: dict[str, DockerLogCollector] = {}
-        self.failed: dict[str, str] = {}  # key -> why, until the container is started again
-        # Where each ended collector stopped: the next collector of that container resumes
-        # there, so a restarted container's earlier run is neither lost nor stored twice.
-        self.cursors: dict[str, Cursor] = {}
         self.errors = 0
         self._ended_reads = [0, 0, 0, 0]  # reads, rests, chatty rests, busy spells: ended
         self._tg: TaskGroup | None = None
+        self._sink: LogSink | None = None
+        if storage is not None:
+            self._sink = LogSink(write=storage.writer.write, gap=self._gap, ended=self._ended)
 
     @property
     def client(self) -> DockerClient:
@@ -84,10 +80,12 @@ class LogCollectorManager:
 
     def active_collectors(self) -> dict[str, DockerLogCollector]:
         """The running collectors by key (a copy)."""
-        return dict(self._active)
+        return {r.collector.key: r.collector for r in self.registry.active() if r.collector}
 
-    def get(self, key: str) -> DockerLogCollector | None:
-        return self._active.get(docker_key(key))
+    def get(self, ref: str) -> DockerLogCollector | None:
+        """The live collector of a container (key, id, name or id prefix), if any."""
+        rec = self.registry.find(container_of(ref))
+        return rec.collector if rec is not None else None
 
     async def start_docker_collector(
         self,
@@ -95,75 +93,71 @@ class LogCollectorManager:
         container_name: str | None = None,
         *,
         tail: int | str | None = None,
-        since: str | None = None,
         follow: bool = True,
         info: dict[str, Any] | None = None,
-        cursor: Cursor | None = None,
     ) -> DockerLogCollector:
-        """Start following a container (id, name or id prefix); a no-op if already active."""
-        if self._tg is None:
-            raise RuntimeError("LogCollectorManager is not running: use `async with manager:`")
-        existing = self._active.get(docker_key(container_id))
+        """Start following a container (id, name or id prefix); a no-op if already active.
+
+        It resumes where the container's last stream here ended, or else where the store
+        says, or else at `tail`.
+        """
+        if self._tg is None or self._sink is None:
+            raise RuntimeError(
+                "LogCollectorManager is not running: use `async with manager:`, with a storage"
+            )
+        existing = self.get(container_id)
         if existing is not None:
             return existing
+        rec = self.registry.find(container_id)
+        info = info or (rec.prepared if rec is not None else None)
         info = info or await self.client.inspect(container_id)
         full_id: str = info["Id"]
-        key = docker_key(full_id)
-        existing = self._active.get(key)
-        if existing is not None:
-            return existing
         name = container_name or str(info.get("Name", "")).lstrip("/") or full_id[:12]
-        # Where the last collector of this container here ended is newer than any `cursor`
-        # given (read from the store earlier, e.g. when the container was created).
-        cursor = self.cursors.get(key, cursor)
-        if cursor is None and self._storage is not None:
+        rec = self.registry.record(full_id, name)
+        if rec.collector is None and rec.cursor is None and self._storage is not None:
             cursor = await self._storage.load_cursor(full_id)
-            existing = self._active.get(key)
-            if existing is not None:  # started by someone else while we asked the database
-                return existing
+            rec.cursor = rec.cursor or cursor  # a stream that ended meanwhile knows better
+        if rec.collector is not None:  # started by someone else while we asked
+            return rec.collector
         collector = DockerLogCollector(
             full_id,
             name,
+            source=rec.source,
+            sink=self._sink,
             client=self.client,
             task_group=self._tg,
             tail=self.tail if tail is None else tail,
-            since=since,
             follow=follow,
             max_line_bytes=self.max_line_bytes,
             read_rest=self.read_rest,
             chatty_rest=self.chatty_rest,
             info=info,
-            cursor=cursor,
+            cursor=rec.cursor,
         )
-        if self._storage is not None:
-            collector.on("lines", self._storage.write_many)
-            collector.on("gap", self._on_gap)
-        collector.on("error", self._on_error)
-        collector.on("end", self._on_end)
-        self._active[key] = collector
-        self.failed.pop(key, None)
+        rec.collector, rec.failure, rec.prepared = collector, None, None
         try:
             await collector.start()
         except BaseException:
-            self._active.pop(key, None)
+            if rec.collector is collector:
+                rec.collector = None
             raise
         log.info("collecting %s (%s)", name, full_id[:12])
         return collector
 
-    async def stop_collector(self, key: str) -> bool:
-        """Stop one collector by key (`docker:<id>`, or the bare id); False if none ran."""
-        collector = self._active.get(docker_key(key))
+    async def stop_collector(self, key: str, *, drain: bool = False) -> bool:
+        """Stop one collector (key `docker:<id>`, id, name or id prefix); False if none ran.
+
+        `drain`: first read what Docker holds up to now, so nothing written before is lost.
+        """
+        collector = self.get(key)
         if collector is None:
             return False
-        await collector.stop()
+        await collector.stop(drain=drain)
         return True
 
     async def stop_all(self, *, drain: bool = False) -> None:
-        """Stop every collector, then wait until what they read is committed.
-
-        `drain`: each first reads what Docker holds up to now (a graceful shutdown).
-        """
-        collectors = list(self._active.values())
+        """Stop every collector, then wait until what they read is committed."""
+        collectors = list(self.active_collectors().values())
         if collectors:
             async with anyio.create_task_group() as tg:
                 for collector in collectors:
@@ -171,38 +165,9 @@ class LogCollectorManager:
         if self._storage is not None:
             await self._storage.flush()
 
-    def forget(self, key: str) -> None:
-        """The container is gone for good: drop what is kept about it."""
-        self.cursors.pop(docker_key(key), None)
-        self.failed.pop(docker_key(key), None)
-        if self._storage is not None:
-            self._storage.forget(docker_key(key).removeprefix(DOCKER_PREFIX))
-
-    async def _on_gap(
-        self, collector: DockerLogCollector, reason: str, from_ns: int, to_ns: int
-    ) -> None:
-        if self._storage is not None:
-            await self._storage.record_gap(
-                collector.container_id,
-                collector.container_name,
-                reason,
-                from_ns=from_ns,
-                to_ns=to_ns,
-            )
-
-    def _on_error(self, collector: DockerLogCollector, exc: BaseException) -> None:
-        self.errors += 1
-        self.failed[collector.key] = collector.error or repr(exc)
-        log.error(
-            "collector for %s (%s) failed and will not be restarted: %s",
-            collector.container_name,
-            collector.container_id[:12],
-            collector.error,
-        )
-
     def read_figures(self) -> tuple[int, int, int, int]:
         """Reads, rests, chatty rests and busy spells of every stream so far (docker/pacing.py)."""
-        active = list(self._active.values())
+        active = list(self.active_collectors().values())
         reads, rests, chatty, spells = self._ended_reads
         return (
             reads + sum(c.reads for c in active),
@@ -211,16 +176,35 @@ class LogCollectorManager:
             spells + sum(c.pacer.busy_spells for c in active),
         )
 
-    def _on_end(self, collector: DockerLogCollector) -> None:
+    async def _gap(
+        self, source: Source, reason: str, from_ns: int | None, to_ns: int | None
+    ) -> None:
+        assert self._storage is not None
+        await self._storage.record_gap(source, reason, from_ns=from_ns, to_ns=to_ns)
+
+    def _ended(self, collector: DockerLogCollector) -> None:
         ended = self._ended_reads
         ended[0] += collector.reads
         ended[1] += collector.pacer.rests
         ended[2] += collector.pacer.chatty_rests
         ended[3] += collector.pacer.busy_spells
+        rec: ContainerRecord | None = self.registry.get(collector.container_id)
+        if rec is None:
+            return
         if not collector.cursor.empty:
-            self.cursors[collector.key] = collector.cursor
-        if self._active.get(collector.key) is collector:
-            del self._active[collector.key]
+            rec.cursor = collector.cursor  # the next stream of this container resumes here
+        if rec.collector is collector:
+            rec.collector = None
+        if collector.state == "failed" and collector.opened:
+            assert collector.exception is not None
+            self.errors += 1
+            rec.failure = Failure.of(collector.exception, collector.error)
+            log.error(
+                "collector for %s (%s) failed and will not be restarted: %s",
+                collector.container_name,
+                collector.container_id[:12],
+                collector.error,
+            )
 
 
 _default: LogCollectorManager | None = None

@@ -8,14 +8,15 @@ short requests keep aiodocker's bounded one.
 Connecting is the one thing retried, and only here (tenacity): "cannot connect" and
 "connection lost" are retried; an answer from the daemon (404, 500, ...) never is.
 
-aiodocker's private `Docker._query` / `_query_json` carry the raw requests (its public
-`container.log()` drops the stdout/stderr tag); its version is pinned in pyproject.toml and
-tests/unit/test_docker_private_api.py checks the signatures we rely on.
+aiodocker's public API serves version, inspect and list. The two streams (logs, events) need
+the raw response, which only its private `Docker._do_query` gives (its `container.log()`
+drops the stdout/stderr tag and `events.subscribe()` runs a task of its own): that call is
+made in `_open_stream` alone, aiodocker is pinned to a minor version in pyproject.toml, and
+tests/unit/test_docker_private_api.py fails if that method's signature changes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -28,12 +29,15 @@ import aiohttp
 import anyio
 from tenacity import (
     AsyncRetrying,
-    before_sleep_log,
+    RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
     stop_never,
     wait_exponential_jitter,
 )
+
+from agent.docker.errors import DockerError, DockerUnavailable, mapped
+from agent.docker.pacing import RestClock
 
 log = logging.getLogger("logagent.docker")
 
@@ -41,38 +45,6 @@ DEFAULT_SOCKET = "/var/run/docker.sock"
 # Short requests (inspect, list, version) must answer or fail; streams must not time out.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
-_CONNECT_FAILED = 900  # aiodocker's status for "could not reach the daemon"
-
-
-class RestClock:
-    """Resumes every rested stream together, on one timer per length of rest.
-
-    A timer and a task wake-up per rest cost as much as the read they save; one timer for
-    all streams, and all of them ready in one epoll wake-up, cost 28 % less CPU per line
-    reading 100 streams at 100 lines/s (bench/README.md). A stream rests until the next
-    tick of its length's timer: at most the rest it asked for, and in steady state about
-    that long. Quiet and chatty streams rest for different lengths (docker/pacing.py), so
-    each length has its own timer: joining a shorter one would cut the long rests short.
-    """
-
-    def __init__(self) -> None:
-        self._paused: dict[float, list[asyncio.Transport]] = {}
-        self._ticks: dict[float, asyncio.TimerHandle] = {}
-        self.ticks = 0
-
-    def rest(self, transport: asyncio.Transport, seconds: float) -> None:
-        transport.pause_reading()
-        self._paused.setdefault(seconds, []).append(transport)
-        if seconds not in self._ticks:
-            loop = asyncio.get_running_loop()
-            self._ticks[seconds] = loop.call_later(seconds, self._resume_all, seconds)
-
-    def _resume_all(self, seconds: float) -> None:
-        del self._ticks[seconds]
-        self.ticks += 1
-        for transport in self._paused.pop(seconds, []):
-            if not transport.is_closing():
-                transport.resume_reading()
 
 
 class LogStream:
@@ -86,31 +58,11 @@ class LogStream:
     def rest(self, seconds: float) -> None:
         """Stop reading the socket for up to `seconds`: what Docker sends waits in it.
 
-        Pauses the transport, not aiohttp's protocol, so aiohttp's own flow control stays as
-        it is; and only a transport that is reading (aiohttp has not paused it) is paused.
         The next `body.readany()` returns once the clock has resumed it and data is there.
         """
         connection = self._response.connection
-        transport = connection.transport if connection is not None else None
-        if transport is None or transport.is_closing() or not transport.is_reading():
-            return
-        self._clock.rest(transport, seconds)
-
-
-class DockerError(Exception):
-    """The daemon answered with an error, or could not be asked."""
-
-
-class DockerUnavailable(DockerError):
-    """Cannot connect to the daemon, or the connection was lost: worth reconnecting."""
-
-
-class ContainerNotFound(DockerError):
-    """No such container (404): it never existed or was removed."""
-
-
-class LogsUnavailable(DockerError):
-    """The container's log driver cannot be read through the API (501)."""
+        if connection is not None and connection.transport is not None:
+            self._clock.rest(connection.transport, seconds)
 
 
 def docker_url(environ: Mapping[str, str] | None = None) -> str:
@@ -129,20 +81,6 @@ def _connector(url: str, limit: int) -> tuple[aiohttp.BaseConnector, str]:
     if url.startswith(("tcp://", "http://")):
         return aiohttp.TCPConnector(limit=limit), "http://" + url.split("://", 1)[1]
     raise DockerError(f"unsupported Docker address {url!r}: use unix:// or tcp://")
-
-
-def _translate(exc: aiodocker.DockerError, what: str) -> DockerError:
-    if exc.status == _CONNECT_FAILED:
-        return DockerUnavailable(f"{what}: {exc.message}")
-    if exc.status == 404:
-        return ContainerNotFound(f"{what}: {exc.message}")
-    if exc.status == 409 and "removal" in str(exc.message):
-        # "can not get logs from container which is dead or marked for removal": a --rm
-        # container that exited before its stream opened; its log is going with it.
-        return ContainerNotFound(f"{what}: {exc.message}")
-    if exc.status == 501:
-        return LogsUnavailable(f"{what}: {exc.message}")
-    return DockerError(f"{what}: Docker answered {exc.status}: {exc.message}")
 
 
 class DockerClient:
@@ -183,16 +121,9 @@ class DockerClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        try:
-            return await self._api._query_json(path, "GET", params=params)
-        except aiodocker.DockerError as exc:
-            raise _translate(exc, f"GET /{path}") from None
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise DockerUnavailable(f"GET /{path}: {exc!r}") from None
-
     async def version(self) -> dict[str, Any]:
-        data: dict[str, Any] = await self._get_json("version")
+        with mapped(f"GET version from {self.url}"):
+            data: dict[str, Any] = await self._api.version()
         return data
 
     async def connect(self, *, attempts: int | None = None, max_wait: float = 30.0) -> None:
@@ -201,23 +132,31 @@ class DockerClient:
             retry=retry_if_exception_type(DockerUnavailable),
             wait=wait_exponential_jitter(multiplier=0.2, max=max_wait, jitter=0.5),
             stop=stop_never if attempts is None else stop_after_attempt(attempts),
-            before_sleep=before_sleep_log(log, logging.WARNING),
+            before_sleep=self._log_retry,
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                try:
-                    ver = await self._api._query_json("version", "GET", versioned_api=False)
-                except aiodocker.DockerError as exc:
-                    raise _translate(exc, f"connect to {self.url}") from None
-                except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                    raise DockerUnavailable(f"connect to {self.url}: {exc!r}") from None
+                ver = await self.version()
         version = "v" + str(ver["ApiVersion"])
         self._api.api_version = version
         self._streams.api_version = version
 
+    def _log_retry(self, state: RetryCallState) -> None:
+        """One line a person can act on: which socket, which attempt, the next wait."""
+        error = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning(
+            "Retrying the Docker daemon at %s in %.1f s (attempt %d failed: %s)",
+            self.url,
+            wait,
+            state.attempt_number,
+            _root_cause(error),
+        )
+
     async def inspect(self, container_id: str) -> dict[str, Any]:
-        data: dict[str, Any] = await self._get_json(f"containers/{container_id}/json")
+        with mapped(f"inspect {container_id[:64]}"):
+            data: dict[str, Any] = await self._api.containers.container(container_id).show()
         return data
 
     async def list_containers(
@@ -226,39 +165,35 @@ class DockerClient:
         params: dict[str, Any] = {"all": "1" if all else "0"}
         if filters:
             params["filters"] = json.dumps(filters)
-        data: list[dict[str, Any]] = await self._get_json("containers/json", params)
-        return data
+        with mapped("list containers"):
+            listed = await self._api.containers.list(**params)
+        return [_listed(c) for c in listed]
+
+    async def _open_stream(self, path: str, params: dict[str, Any]) -> aiohttp.ClientResponse:
+        """The one use of aiodocker's private API: a raw streaming GET (see the module doc)."""
+        response: aiohttp.ClientResponse = await self._streams._do_query(
+            path, "GET", params=params, timeout=STREAM_TIMEOUT
+        )
+        return response
 
     @asynccontextmanager
     async def events(
         self, *, since: str | None = None, filters: dict[str, list[str]] | None = None
     ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        """Docker's /events as parsed objects, read with our own request.
-
-        aiodocker's `events.subscribe()` runs an unowned task feeding an unbounded queue;
-        here the reader is the caller's own loop and the response closes with the block.
-        """
+        """Docker's /events as parsed objects; the response closes with the block."""
         params: dict[str, Any] = {}
         if since is not None:
             params["since"] = since
         if filters:
             params["filters"] = json.dumps(filters)
-        try:
-            response = await self._streams._do_query(
-                "events", "GET", params=params, timeout=STREAM_TIMEOUT
-            )
-        except aiodocker.DockerError as exc:
-            raise _translate(exc, "GET /events") from None
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise DockerUnavailable(f"GET /events: {exc!r}") from None
+        with mapped("GET /events"):
+            response = await self._open_stream("events", params)
 
         async def parsed() -> AsyncIterator[dict[str, Any]]:
-            try:
+            with mapped("events stream"):
                 async for line in response.content:
                     if line.strip():
                         yield json.loads(line)
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                raise DockerUnavailable(f"events stream broke: {exc!r}") from None
 
         try:
             yield parsed()
@@ -284,17 +219,31 @@ class DockerClient:
         }
         if since is not None:
             params["since"] = since
-        path = f"containers/{container_id}/logs"
-        try:
-            response = await self._streams._do_query(
-                path, "GET", params=params, timeout=STREAM_TIMEOUT
-            )
-        except aiodocker.DockerError as exc:
-            raise _translate(exc, f"logs of {container_id[:12]}") from None
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise DockerUnavailable(f"logs of {container_id[:12]}: {exc!r}") from None
+        with mapped(f"logs of {container_id[:12]}"):
+            response = await self._open_stream(f"containers/{container_id}/logs", params)
         try:
             yield LogStream(response, self.rest_clock)
         finally:
             # An unread body cannot go back to the pool: close drops the connection.
             response.close()
+
+
+def _root_cause(error: BaseException | None) -> str:
+    """What really went wrong under aiodocker's "Cannot connect ... via unix://localhost"."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, aiohttp.ClientConnectorError):
+            return seen.os_error.strerror or str(seen.os_error)
+        seen = seen.__cause__ or seen.__context__
+    return str(error)
+
+
+def _listed(container: aiodocker.containers.DockerContainer) -> dict[str, Any]:
+    """A listed container as the daemon sent it (aiodocker wraps each in an object)."""
+    out: dict[str, Any] = {}
+    for key in ("Id", "Names", "Image", "Labels", "State", "Created"):
+        try:
+            out[key] = container[key]
+        except KeyError:
+            continue
+    return out

@@ -1,7 +1,7 @@
 """Pure decoding of the body of Docker's `/containers/{id}/logs?timestamps=1` into lines.
 
 Fed arbitrary chunks (a header, a timestamp or a character may be cut anywhere), it returns
-whole lines. Two wire formats:
+whole lines (joined and capped by agent/docker/lines.py). Two wire formats:
 
 * multiplexed (no TTY): frames of an 8-byte header — byte 0 the stream (0 stdin, 1 stdout,
   2 stderr, 3 a daemon error), bytes 1-3 zero, bytes 4-7 the big-endian payload size — and
@@ -17,22 +17,10 @@ is a whole line (a last piece from the `local` driver, or a last line written at
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from agent.batch import FLAG_REPLACED, STDERR, STDOUT, TTY, LineBatch, Source
+from agent.docker.lines import DEFAULT_MAX_LINE_BYTES, DOCKER_PARTIAL_BYTES, LineAssembler
+from agent.timestamps import TimestampError, parse_timestamp, seconds_cache
 
-from agent.docker.timestamps import TimestampError, parse_timestamp, seconds_cache
-from agent.entry import (
-    FLAG_CONTINUED,
-    FLAG_REPLACED,
-    FLAG_TRUNCATED,
-    STDERR,
-    STDOUT,
-    TTY,
-    LogEntry,
-)
-
-DEFAULT_MAX_LINE_BYTES = 1024 * 1024
-# Docker's log copier buffer (daemon/logger/copier.go): a longer line arrives in pieces of this.
-DOCKER_PARTIAL_BYTES = 16 * 1024
 # One frame holds one record (a piece of at most 16 KiB plus its timestamp); anything near this
 # bound means the stream is not what we think it is.
 MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -49,27 +37,9 @@ class FrameError(Exception):
     container wrote before it is lost.
     """
 
-    def __init__(self, message: str, lines: list[LogEntry] | None = None) -> None:
+    def __init__(self, message: str, lines: LineBatch | None = None) -> None:
         super().__init__(message)
-        self.lines: list[LogEntry] = lines if lines is not None else []
-
-
-@dataclass(slots=True)
-class _Pending:
-    """A line still arriving in pieces: the first piece's timestamp, the bytes so far."""
-
-    timestamp_ns: int
-    timestamp: str
-    data: bytearray = field(default_factory=bytearray)
-    pieces_out: int = 0  # rows already emitted for this line (when it exceeds the cap)
-
-
-def _char_boundary(data: bytearray, cut: int) -> int:
-    """Move a cut back to the start of a UTF-8 character so no piece splits one."""
-    back = cut
-    while back > 0 and cut - back < 3 and (data[back] & 0xC0) == 0x80:
-        back -= 1
-    return back if back > 0 else cut
+        self.lines = lines
 
 
 class FrameDecoder:
@@ -77,8 +47,7 @@ class FrameDecoder:
 
     def __init__(
         self,
-        container_id: str,
-        container_name: str,
+        source: Source,
         *,
         tty: bool,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
@@ -86,23 +55,27 @@ class FrameDecoder:
     ) -> None:
         if max_line_bytes < 16:
             raise ValueError(f"max_line_bytes must be at least 16, got {max_line_bytes}")
-        self.container_id = container_id
-        self.container_name = container_name
+        self.source = source
         self.tty = tty
         self.max_line_bytes = max_line_bytes
         self.partial_bytes = partial_bytes
         self._buf = bytearray()
-        self._pending: dict[str, _Pending] = {}
+        self._lines = LineAssembler(
+            tty=tty, max_line_bytes=max_line_bytes, partial_bytes=partial_bytes
+        )
         # Messages the daemon itself put in the stream ("Error grabbing logs: ..."): not the
         # container's lines, so they are not stored; the collector logs and counts them.
         self.notices: list[str] = []
 
     def _where(self) -> str:
-        return f"container {self.container_name} ({self.container_id[:12]})"
+        return f"container {self.source.container_name} ({self.source.container_id[:12]})"
 
-    def feed(self, data: bytes) -> list[LogEntry]:
+    def _batch(self) -> LineBatch:
+        return LineBatch(self.source)
+
+    def feed(self, data: bytes) -> LineBatch:
         """Decode a chunk; return the lines it completes."""
-        out: list[LogEntry] = []
+        out = self._batch()
         self._buf += data
         try:
             if self.tty:
@@ -114,9 +87,9 @@ class FrameDecoder:
             raise
         return out
 
-    def finish(self) -> list[LogEntry]:
+    def finish(self) -> LineBatch:
         """End of stream: emit what is held back (a last line without a newline)."""
-        out: list[LogEntry] = []
+        out = self._batch()
         if self.tty and self._buf:
             self._feed_raw(out, at_end=True)
         if self._buf:
@@ -124,19 +97,22 @@ class FrameDecoder:
                 f"{self._where()}: stream ended inside a frame; {len(self._buf)} bytes dropped"
             )
             self._buf.clear()
-        for stream, pending in list(self._pending.items()):
-            self._close_line(stream, pending, out)
-        self._pending.clear()
+        self._lines.finish(out)
         return out
 
     # -- multiplexed stream ------------------------------------------------------------
 
-    def _feed_frames(self, out: list[LogEntry]) -> None:
+    def _feed_frames(self, out: LineBatch) -> None:
         buf = self._buf
         n = len(buf)
         pos = 0
-        cap, pending = self.max_line_bytes, self._pending
-        cid, cname = self.container_id, self.container_name
+        cap, pending = self.max_line_bytes, self._lines.pending
+        add_stream, add_ns, add_ts = (
+            out.streams.append,
+            out.timestamps_ns.append,
+            out.timestamps.append,
+        )
+        add_msg, add_flags, add_size = out.messages.append, out.flags.append, out.sizes.append
         try:
             while n - pos >= _HEADER:
                 kind = buf[pos]
@@ -177,18 +153,12 @@ class FrameDecoder:
                         except UnicodeDecodeError:
                             text = raw.decode("utf-8", "replace")
                             flags = FLAG_REPLACED
-                        out.append(
-                            LogEntry(
-                                cid,
-                                cname,
-                                _STREAMS[kind],
-                                secs * 1_000_000_000 + int(frac),
-                                stamp.decode("ascii"),
-                                text,
-                                flags,
-                                len(raw),
-                            )
-                        )
+                        add_stream(_STREAMS[kind])
+                        add_ns(secs * 1_000_000_000 + int(frac))
+                        add_ts(stamp.decode("ascii"))
+                        add_msg(text)
+                        add_flags(flags)
+                        add_size(len(raw))
                         pos = end
                         continue
                 payload = bytes(buf[start:end])
@@ -202,7 +172,7 @@ class FrameDecoder:
         finally:
             del buf[:pos]
 
-    def _record(self, stream: str, payload: bytes, out: list[LogEntry]) -> None:
+    def _record(self, stream: str, payload: bytes, out: LineBatch) -> None:
         sp = payload.find(b" ", 0, _MAX_TIMESTAMP)
         try:
             if sp < 0:
@@ -215,11 +185,11 @@ class FrameDecoder:
                 f"{payload[:200].decode(errors='replace')!r}"
             )
             return
-        self._message(stream, ts_ns, payload[:sp], payload[sp + 1 :], out)
+        self._lines.message(stream, ts_ns, payload[:sp], payload[sp + 1 :], out)
 
     # -- raw (TTY) stream --------------------------------------------------------------
 
-    def _feed_raw(self, out: list[LogEntry], at_end: bool = False) -> None:
+    def _feed_raw(self, out: LineBatch, at_end: bool = False) -> None:
         buf = self._buf
         n = len(buf)
         pos = 0
@@ -248,66 +218,7 @@ class FrameDecoder:
                     end = n
                 else:
                     break
-                self._message(TTY, ts_ns, bytes(buf[pos:sp]), bytes(buf[start:end]), out)
+                self._lines.message(TTY, ts_ns, bytes(buf[pos:sp]), bytes(buf[start:end]), out)
                 pos = end
         finally:
             del buf[:pos]
-
-    # -- lines -------------------------------------------------------------------------
-
-    def _message(
-        self, stream: str, ts_ns: int, ts_text: bytes, body: bytes, out: list[LogEntry]
-    ) -> None:
-        # Only a full 16 KiB piece continues: Docker cuts nowhere else, and the `local` driver
-        # sends a long line's last piece without its newline.
-        complete = True
-        if body.endswith(b"\n"):
-            body = body[:-1]
-        elif len(body) >= self.partial_bytes:
-            complete = False
-        pending = self._pending.get(stream)
-        if pending is None:
-            if complete:
-                if self.tty and body.endswith(b"\r"):
-                    body = body[:-1]
-                if len(body) <= self.max_line_bytes:
-                    out.append(self._entry(stream, ts_ns, ts_text.decode("ascii"), body, 0))
-                    return
-            pending = _Pending(ts_ns, ts_text.decode("ascii"))
-            self._pending[stream] = pending
-            pending.data += body
-        else:
-            pending.data += body
-            if complete and self.tty and pending.data.endswith(b"\r"):
-                del pending.data[-1:]
-        data = pending.data
-        cap = self.max_line_bytes
-        while len(data) > cap:
-            cut = _char_boundary(data, cap)
-            flags = FLAG_TRUNCATED | (FLAG_CONTINUED if pending.pieces_out else 0)
-            out.append(
-                self._entry(stream, pending.timestamp_ns, pending.timestamp, data[:cut], flags)
-            )
-            del data[:cut]
-            pending.pieces_out += 1
-        if complete:
-            self._close_line(stream, pending, out)
-            del self._pending[stream]
-
-    def _close_line(self, stream: str, pending: _Pending, out: list[LogEntry]) -> None:
-        flags = FLAG_CONTINUED if pending.pieces_out else 0
-        out.append(
-            self._entry(stream, pending.timestamp_ns, pending.timestamp, pending.data, flags)
-        )
-
-    def _entry(
-        self, stream: str, ts_ns: int, ts_text: str, raw: bytes | bytearray, flags: int
-    ) -> LogEntry:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("utf-8", "replace")
-            flags |= FLAG_REPLACED
-        return LogEntry(
-            self.container_id, self.container_name, stream, ts_ns, ts_text, text, flags, len(raw)
-        )

@@ -16,10 +16,13 @@ A busy stream must never rest: the socket buffer holds only a few hundred of Doc
 writes, and dockerd stops sending when it is full. So the read that follows a rest tells
 the rate: if it brought `busy_bytes` or more, the stream rests no more for `backoff`
 seconds (doubling while it stays busy, up to `max_backoff`).
+
+`ReadPacer` decides (pure); `RestClock` carries the rests out, one timer for many streams.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 DEFAULT_REST = 0.03  # 10 lines/s, gaps of 0-200 ms: p99 40 ms to commit (bench/README.md)
@@ -82,3 +85,41 @@ class ReadPacer:
             rate = self._window_lines / elapsed
             self._chatty = rate * self.chatty_rest >= self.chatty_lines
             self._window_start, self._window_lines = now, 0
+
+
+class RestClock:
+    """Resumes every rested stream together, on one timer per length of rest.
+
+    A timer and a task wake-up per rest cost as much as the read they save; one timer for
+    all streams, and all of them ready in one epoll wake-up, cost 28 % less CPU per line
+    reading 100 streams at 100 lines/s (bench/README.md). A stream rests until the next
+    tick of its length's timer: at most the rest it asked for, and in steady state about
+    that long. Quiet and chatty streams rest for different lengths, so each length has its
+    own timer: joining a shorter one would cut the long rests short.
+    """
+
+    def __init__(self) -> None:
+        self._paused: dict[float, list[asyncio.Transport]] = {}
+        self._ticks: dict[float, asyncio.TimerHandle] = {}
+        self.ticks = 0
+
+    def rest(self, transport: asyncio.Transport, seconds: float) -> None:
+        """Stop reading `transport` until the next tick of the `seconds` timer.
+
+        Only a transport that is reading (aiohttp has not paused it for its own flow
+        control) is paused, so aiohttp's flow control stays as it is.
+        """
+        if transport.is_closing() or not transport.is_reading():
+            return
+        transport.pause_reading()
+        self._paused.setdefault(seconds, []).append(transport)
+        if seconds not in self._ticks:
+            loop = asyncio.get_running_loop()
+            self._ticks[seconds] = loop.call_later(seconds, self._resume_all, seconds)
+
+    def _resume_all(self, seconds: float) -> None:
+        del self._ticks[seconds]
+        self.ticks += 1
+        for transport in self._paused.pop(seconds, []):
+            if not transport.is_closing():  # a stream stopped during its rest
+                transport.resume_reading()

@@ -1,5 +1,6 @@
-"""Where lines are kept: tortoise models, the batching writer, and (later) the read side."""
+"""Where lines are kept: the connection (db), the writer, agent state, cursors, gaps, reader."""
 
-from agent.storage.writer import LogStorage, StorageError
+from agent.storage.db import DEFAULT_DB_URL, StorageError
+from agent.storage.store import LogStorage
 
-__all__ = ["LogStorage", "StorageError"]
+__all__ = ["DEFAULT_DB_URL", "LogStorage", "StorageError"]

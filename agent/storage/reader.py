@@ -3,49 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.context import TortoiseContext
-from tortoise.expressions import Q
 
-from agent.docker.timestamps import format_timestamp
+from agent.storage.db import open_db
 from agent.storage.models import ContainerCursor, Gap, LogLine
-from agent.storage.schema import create_schema
 from agent.storage.sql import Marks
-from agent.storage.writer import StorageError, _tortoise_config
+
+# A read connection of its own (SQLite WAL: readers never block the agent's writer).
+open_store = open_db
 
 
-@dataclass(frozen=True)
-class GapView:
+class StoredRow(NamedTuple):
+    """One stored line with its container, as the read side shows it."""
+
+    id: int
     host: str
     container_id: str
     container_name: str
-    reason: str
-    start: str | None
-    end: str | None
-    recorded: str
+    stream: str
+    timestamp_ns: int
+    timestamp: str
+    message: str
+    flags: int
 
 
-@asynccontextmanager
-async def open_store(db_url: str) -> AsyncIterator[BaseDBAsyncClient]:
-    """A read connection of its own (SQLite WAL: readers never block the agent's writer)."""
-    ctx = TortoiseContext()
-    async with ctx:
-        try:
-            await ctx.init(config=_tortoise_config(db_url))
-            await create_schema(ctx)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise StorageError(f"cannot open database {db_url!r}: {exc}") from None
-        yield ctx.db()
-
-
-# The lines (l) with their container's id and name from its cursor row (c): the order of
-# agent/render.py's row fields.
+# The lines (l) with their container's id and name from its cursor row (c), in StoredRow's
+# order.
 _COLUMNS = (
     "l.id, l.host, c.container_id, c.container_name, l.stream, l.timestamp_ns, l.timestamp, "
     "l.message, l.flags"
@@ -118,7 +104,7 @@ async def _select(
     extra: Callable[[Marks], tuple[str, list[Any]]],
     order: str,
     limit: int,
-) -> list[Any]:
+) -> list[StoredRow]:
     """The filter's rows, plus one more condition, in an order, at most `limit` of them."""
     marks = Marks(_dialect(db))
     clauses, values = flt.where(marks)
@@ -128,12 +114,12 @@ async def _select(
         f"WHERE {' AND '.join([*clauses, clause])} ORDER BY {order} LIMIT {int(limit)}"
     )
     _, rows = await db.execute_query(sql, [*values, *more])
-    return list(rows)
+    return [StoredRow(*r) for r in rows]
 
 
 async def history(
     db: BaseDBAsyncClient, flt: LogFilter, *, upto_id: int, tail: int | None = None
-) -> AsyncIterator[list[Any]]:
+) -> AsyncIterator[list[StoredRow]]:
     """Rows up to `upto_id` in Docker's order (timestamp, then arrival), page by page."""
     if tail is not None:
         rows = await _select(
@@ -161,30 +147,12 @@ async def history(
         yield rows
         if len(rows) < PAGE:
             return
-        after = (int(rows[-1][5]), int(rows[-1][0]))
+        after = (rows[-1].timestamp_ns, rows[-1].id)
 
 
-async def newer(db: BaseDBAsyncClient, flt: LogFilter, *, after_id: int) -> list[Any]:
+async def newer(db: BaseDBAsyncClient, flt: LogFilter, *, after_id: int) -> list[StoredRow]:
     """Rows stored after `after_id`, in the order they were stored (for --follow)."""
     return await _select(db, flt, lambda m: (f"l.id > {m()}", [after_id]), "l.id", PAGE)
-
-
-async def list_gaps(container: str | None = None) -> list[GapView]:
-    query = Gap.all().order_by("id")
-    if container:
-        query = query.filter(Q(container_name=container) | Q(container_id__startswith=container))
-    return [
-        GapView(
-            g.host,
-            g.container_id,
-            g.container_name,
-            g.reason,
-            format_timestamp(g.from_ns) if g.from_ns is not None else None,
-            format_timestamp(g.to_ns) if g.to_ns is not None else None,
-            format_timestamp(g.created_ns),
-        )
-        for g in await query
-    ]
 
 
 async def container_summary(db: BaseDBAsyncClient) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from tortoise.transactions import in_transaction
 
 from agent.storage.models import ContainerCursor, LogLine, Prune
 from agent.storage.sql import Marks
-from agent.storage.writer import LogStorage
+from agent.storage.store import LogStorage
 
 log = logging.getLogger("logagent.retention")
 
@@ -31,8 +31,6 @@ class PruneReport:
     by_age: int = 0
     by_size: int = 0
     max_lock_seconds: float = 0.0
-    file_bytes_before: int = 0
-    file_bytes_after: int = 0
 
 
 class Retention:
@@ -63,8 +61,6 @@ class Retention:
         report = PruneReport()
         db = self.storage.db
         sqlite = self.storage.dialect == "sqlite"
-        if sqlite:
-            report.file_bytes_before = await self._used_bytes(db)
         if self.max_age_s > 0:
             cutoff = (now_ns or time.time_ns()) - int(self.max_age_s * 1_000_000_000)
             while deleted := await self._delete_batch(db, report, before_ns=cutoff):
@@ -81,8 +77,6 @@ class Retention:
                 log.info("retention (%s) deleted %d rows", reason, rows)
         if sqlite and (report.by_age or report.by_size):
             await self._vacuum(db)
-        if sqlite:
-            report.file_bytes_after = await self._used_bytes(db, allocated=True)
         self.pruned_rows += report.by_age + report.by_size
         return report
 
@@ -137,11 +131,11 @@ class Retention:
         )
 
     @staticmethod
-    async def _used_bytes(db: BaseDBAsyncClient, *, allocated: bool = False) -> int:
+    async def _used_bytes(db: BaseDBAsyncClient) -> int:
         _, pages = await db.execute_query("PRAGMA page_count")
         _, free = await db.execute_query("PRAGMA freelist_count")
         _, size = await db.execute_query("PRAGMA page_size")
-        used = int(pages[0][0]) - (0 if allocated else int(free[0][0]))
+        used = int(pages[0][0]) - int(free[0][0])
         return used * int(size[0][0])
 
     async def _vacuum(self, db: BaseDBAsyncClient) -> None:

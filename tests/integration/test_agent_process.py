@@ -83,8 +83,8 @@ async def test_agent_reconnects_after_daemon_restart(
                 ["bash", str(Path(__file__).parents[1] / "docker-up.sh")], check=True
             )
         )
-        assert agent.discovery is not None
-        discovery = agent.discovery
+        assert agent.follower is not None
+        discovery = agent.follower
         await eventually(lambda: discovery.connected, limit=60)
         after = containers.run("after", "echo after-restart; sleep 1000")
         await eventually(

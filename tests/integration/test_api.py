@@ -66,9 +66,9 @@ async def test_collectors_can_be_listed_stopped_and_started_by_hand(
             lambda: cli(tmp_path, sock, "collectors", "stop", f"{containers.prefix}-steered")
         )
         assert stopped.returncode == 0, stopped.stderr
-        assert agent.manager is not None and agent.discovery is not None
+        assert agent.manager is not None and agent.reconciler is not None
         assert agent.manager.active_collectors() == {}
-        await agent.discovery._sync()  # a re-listing (as after a reconnect) leaves it stopped
+        await agent.reconciler.sync()  # a re-listing (as after a reconnect) leaves it stopped
         await anyio.sleep(0.3)
         assert agent.manager.active_collectors() == {}
         _, body = await call(sock, "GET", "/collectors")

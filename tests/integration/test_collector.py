@@ -16,9 +16,10 @@ import anyio
 import pytest
 from tortoise.queryset import QuerySet
 
+from agent.batch import FLAG_CONTINUED, FLAG_REPLACED, FLAG_TRUNCATED
 from agent.collectors.docker import DockerLogCollector
-from agent.docker.client import ContainerNotFound, DockerClient, LogsUnavailable
-from agent.entry import FLAG_CONTINUED, FLAG_REPLACED, FLAG_TRUNCATED
+from agent.docker.client import DockerClient
+from agent.docker.errors import ContainerNotFound, LogsUnavailable
 from agent.storage.models import ContainerCursor, LogLine
 from tests.conftest import Containers, agent_parts, docker
 
@@ -292,7 +293,7 @@ async def test_rows_carry_host_name_and_docker_timestamps(
     assert row is not None
     assert row.host == source.host == "test-host"
     assert source.container_name == f"{containers.prefix}-meta"
-    from agent.docker.timestamps import parse_timestamp
+    from agent.timestamps import parse_timestamp
 
     assert row.timestamp_ns == parse_timestamp(row.timestamp.encode())
 
@@ -343,7 +344,7 @@ async def test_rm_container_that_exits_ends_its_collector_cleanly(
         with anyio.fail_after(30):
             await collector.wait()
         assert (collector.state, collector.error) == ("ended", None)
-        assert manager.failed == {} and manager.errors == 0
+        assert [r for r in manager.registry if r.failure] == [] and manager.errors == 0
         rows = await stored(cid)
     assert [m for _s, _t, m in rows if _s == "stdout"] == [str(i) for i in range(1, 301)]
     assert [m for _s, _t, m in rows if _s == "stderr"] == ["done"]
@@ -363,7 +364,8 @@ async def test_removed_container_ends_its_collector_with_error_only(
             await victim.wait()
         assert victim.state == "failed"
         assert "removed" in (victim.error or "")
-        assert f"docker:{doomed}" in manager.failed
+        failed = manager.registry.get(doomed)
+        assert failed is not None and failed.failure is not None
         assert list(manager.active_collectors()) == [f"docker:{sibling}"]
         before = other.lines
         await anyio.sleep(0.5)

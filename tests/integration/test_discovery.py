@@ -39,8 +39,9 @@ async def test_started_container_is_collected_unless_labelled_off(
         await eventually(lambda: len(stored_rows(tmp_path, plain)) == 100)
         await anyio.sleep(0.5)
         assert stored_rows(tmp_path, off) == []
-        assert agent.discovery is not None
-        assert agent.discovery.decisions[off].reason == "excluded by label logagent.enable=false"
+        off_record = agent.registry.get(off)
+        assert off_record is not None and off_record.decision is not None
+        assert off_record.decision.reason == "excluded by label logagent.enable=false"
     assert messages(tmp_path, plain) == [str(i) for i in range(1, 101)]
 
 
@@ -66,23 +67,30 @@ async def test_created_containers_are_made_ready_for_their_start(
         return out.decode().strip()
 
     async with running_agent(agent_settings(tmp_path)) as agent:
-        discovery = agent.discovery
-        assert discovery is not None
-        discovery.max_prepared = 2
+        registry = agent.registry
+        registry.max_prepared = 2
+
+        def prepared() -> list[str]:
+            return [r.id for r in registry if r.prepared is not None]
+
+        def decided(cid: str) -> bool:
+            rec = registry.get(cid)
+            return rec is not None and rec.decision is not None
+
         names = {create(f"made{i}"): f"made{i}" for i in range(3)}
         off = create("off", "--label", "logagent.enable=false")
         # Inspected (and its cursor read) at `create`; of three, one made way (which one
         # depends on the order the inspects answered in).
-        await eventually(lambda: len(discovery.prepared) == 2 and off in discovery.decisions)
+        await eventually(lambda: len(prepared()) == 2 and decided(off))
         await anyio.sleep(0.5)
-        ready = [cid for cid in names if cid in discovery.prepared]
-        assert len(ready) == 2 and off not in discovery.prepared
+        ready = [cid for cid in names if cid in prepared()]
+        assert len(ready) == 2 and off not in prepared()
         (evicted,) = set(names) - set(ready)
         docker("start", ready[0])
         await eventually(lambda: messages(tmp_path, ready[0]) == [names[ready[0]]])
-        assert ready[0] not in discovery.prepared  # used by its start
+        assert ready[0] not in prepared()  # used by its start
         docker("rm", f"{containers.prefix}-{names[ready[1]]}")
-        await eventually(lambda: ready[1] not in discovery.prepared)  # dropped at `destroy`
+        await eventually(lambda: ready[1] not in prepared())  # dropped at `destroy`
         docker("start", evicted)  # started the slower way, read all the same
         await eventually(lambda: messages(tmp_path, evicted) == [names[evicted]])
 
@@ -221,8 +229,8 @@ async def test_dead_container_far_ahead_of_the_agent_is_read_to_its_end(
     """
     n = 300_000
     async with running_agent(agent_settings(tmp_path)) as agent:
-        assert agent.discovery is not None
-        agent.discovery.die_grace = 0.3
+        assert agent.reconciler is not None
+        agent.reconciler.die_grace = 0.3
         cid = containers.run("burst", f"yes {'y' * 99} | head -n {n}")
         running = ("inspect", "-f", "{{.State.Running}}", cid)
         await eventually(lambda: docker(*running).strip() == b"false")

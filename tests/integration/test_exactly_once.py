@@ -177,8 +177,8 @@ async def test_daemon_restart_with_restart_always_loses_and_doubles_nothing(
         await anyio.to_thread.run_sync(
             lambda: subprocess.run(["bash", str(ROOT / "tests" / "docker-up.sh")], check=True)
         )
-        assert agent.discovery is not None
-        discovery = agent.discovery
+        assert agent.follower is not None
+        discovery = agent.follower
         await eventually(lambda: discovery.connected, limit=60)
         # the container came back (restart policy) and is collected again, after its old lines
         await eventually(lambda: docker("inspect", "-f", "{{.State.Running}}", cid) == b"true\n")

@@ -12,12 +12,12 @@ import anyio
 import pytest
 from aiohttp import web
 
+from agent.batch import Line
 from agent.collectors.manager import LogCollectorManager
 from agent.docker.client import DockerClient
-from agent.entry import LogEntry
 from agent.storage import LogStorage
 from agent.storage.models import LogLine
-from tests.conftest import db_url, short_socket_path
+from tests.conftest import db_url, short_socket_path, write_line
 
 pytestmark = [pytest.mark.anyio]
 
@@ -83,21 +83,26 @@ async def test_malformed_frame_stops_the_collector_and_keeps_what_came_before(
         assert "malformed frame header" in (collector.error or "")
         assert "broken" in (collector.error or "")  # the error names the container
         assert manager.active_collectors() == {}
-        assert f"docker:{'f' * 64}" in manager.failed
+        failed = manager.registry.get("f" * 64)
+        assert failed is not None and failed.failure is not None
         await manager.stop_all()
         stored = await LogLine.all().order_by("id").values_list("stream", "message")
     assert stored == [("stdout", "first"), ("stderr", "second")]
 
 
-def entry(n: int) -> LogEntry:
+def entry(n: int) -> Line:
     text = f"line {n} " + "x" * 200
-    return LogEntry("c" * 64, "full", "stdout", 1_795_694_342_000_000_000 + n, "t", text, 0, 200)
+    return Line("stdout", 1_795_694_342_000_000_000 + n, "t", text, 0, 200)
 
 
 async def test_full_disk_holds_lines_back_and_loses_none(tmp_path: Path) -> None:
     """SQLite's own SQLITE_FULL (max_page_count): writes fail, collectors wait, nothing lost."""
-    async with LogStorage(db_url(tmp_path), host="h", max_queue=500, retry_delay=0.05) as storage:
-        await storage.write(entry(-1))
+    # At most 250 batches (here of one line) queued, and 250 lines taken for the commit that
+    # fails: 500 lines held back in all.
+    async with LogStorage(
+        db_url(tmp_path), host="h", max_queue=250, max_batch=250, retry_delay=0.05
+    ) as storage:
+        await write_line(storage, "c" * 64, "full", entry(-1))
         await storage.flush()
         _, rows = await storage.db.execute_query("PRAGMA page_count")
         await storage.db.execute_script(f"PRAGMA max_page_count = {int(rows[0][0]) + 2}")
@@ -106,7 +111,7 @@ async def test_full_disk_holds_lines_back_and_loses_none(tmp_path: Path) -> None
         async def producer() -> None:
             nonlocal written
             for n in range(2000):
-                await storage.write(entry(n))
+                await write_line(storage, "c" * 64, "full", entry(n))
                 written += 1
 
         async with anyio.create_task_group() as tg:

@@ -12,18 +12,18 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from agent.entry import LogEntry
+from agent.batch import Line
 from agent.storage import LogStorage
 from agent.storage.retention import Retention
-from tests.conftest import db_url
+from tests.conftest import db_url, write_line
 
 pytestmark = [pytest.mark.anyio]
 DAY = 86400 * 1_000_000_000
 
 
-def entry(cid: str, ts_ns: int, n: int, size: int = 20) -> LogEntry:
+def entry(ts_ns: int, n: int, size: int = 20) -> Line:
     text = f"{n:08d} " + "x" * max(0, size - 9)
-    return LogEntry(cid, cid, "stdout", ts_ns, str(ts_ns), text, 0, len(text))
+    return Line("stdout", ts_ns, str(ts_ns), text, 0, len(text))
 
 
 def query(tmp_path: Path, sql: str) -> list[tuple[int, ...]]:
@@ -36,9 +36,10 @@ async def test_max_age_deletes_exactly_the_old_rows_while_writing(tmp_path: Path
     cutoff = now - 7 * DAY
     async with LogStorage(db_url(tmp_path), host="h") as storage:
         for i in range(10_000):  # old (8 days) and young rows, two containers
-            await storage.write(entry("old" if i % 2 else "mix", now - 8 * DAY + i, i))
+            cid = "old" if i % 2 else "mix"
+            await write_line(storage, cid, cid, entry(now - 8 * DAY + i, i))
         for i in range(3_000):
-            await storage.write(entry("mix", now - DAY + i, i))
+            await write_line(storage, "mix", "mix", entry(now - DAY + i, i))
         await storage.flush()
         retention = Retention(storage, max_age_s=7 * 86400, max_bytes=0, batch_rows=500)
 
@@ -47,7 +48,7 @@ async def test_max_age_deletes_exactly_the_old_rows_while_writing(tmp_path: Path
         async def keep_writing() -> None:
             nonlocal written
             while True:
-                await storage.write(entry("live", time.time_ns(), written))
+                await write_line(storage, "live", "live", entry(time.time_ns(), written))
                 written += 1
                 if written % 100 == 0:
                     await anyio.lowlevel.checkpoint()
@@ -81,7 +82,7 @@ async def test_max_bytes_keeps_the_file_under_its_limit(tmp_path: Path) -> None:
     now = time.time_ns()
     async with LogStorage(db_url(tmp_path), host="h") as storage:
         for i in range(60_000):  # ~ 60 MB of messages
-            await storage.write(entry("big", now - DAY + i, i, size=1000))
+            await write_line(storage, "big", "big", entry(now - DAY + i, i, size=1000))
         await storage.flush()
         before = os.path.getsize(tmp_path / "logs.db")
         report = await Retention(storage, max_age_s=0, max_bytes=10 * 1024 * 1024).run_once()

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.entry import LogEntry
-from agent.storage import LogStorage
+from agent.batch import Line
+from agent.storage import LogStorage, StorageError
 from agent.storage.reader import LogFilter, history, last_id, open_store, resolve_containers
-from agent.storage.writer import StorageError
-from tests.conftest import db_url
+from tests.conftest import db_url, write_line
 
 pytestmark = [pytest.mark.anyio]
 
@@ -99,8 +98,8 @@ async def test_old_store_is_upgraded_with_every_line_kept(tmp_path: Path) -> Non
     async with LogStorage(db_url(tmp_path), host="h") as storage:
         cursor = await storage.load_cursor("a")
         assert cursor.positions == {"stdout": [T0 + 3, 1]}  # resumes where 0.1 stopped
-        await storage.write(LogEntry("a", "app", "stdout", T0 + 4, "ts", "a4", 0, 2))
-        await storage.write(LogEntry("b", "batch", "stdout", T0 + 5, "ts", "b2", 0, 2))
+        await write_line(storage, "a", "app", Line("stdout", T0 + 4, "ts", "a4", 0, 2))
+        await write_line(storage, "b", "batch", Line("stdout", T0 + 5, "ts", "b2", 0, 2))
         await storage.flush()
     async with open_store(db_url(tmp_path)) as db:
         ids = await resolve_containers(db, ["app"])
@@ -131,9 +130,9 @@ async def test_old_store_is_upgraded_with_every_line_kept(tmp_path: Path) -> Non
 
 async def test_current_store_is_left_alone(tmp_path: Path) -> None:
     async with LogStorage(db_url(tmp_path), host="h") as storage:
-        await storage.write(LogEntry("a", "app", "stdout", T0, "ts", "a1", 0, 2))
+        await write_line(storage, "a", "app", Line("stdout", T0, "ts", "a1", 0, 2))
     async with LogStorage(db_url(tmp_path), host="h") as storage:
-        await storage.write(LogEntry("a", "app", "stdout", T0 + 1, "ts", "a2", 0, 2))
+        await write_line(storage, "a", "app", Line("stdout", T0 + 1, "ts", "a2", 0, 2))
     with closing(sqlite3.connect(tmp_path / "logs.db")) as conn:
         assert conn.execute("SELECT id, source_id, message FROM log_lines").fetchall() == [
             (1, 1, "a1"),

@@ -5,12 +5,12 @@ from __future__ import annotations
 import aiodocker
 import pytest
 
-from agent.docker.client import (
+from agent.docker.errors import (
     ContainerNotFound,
     DockerError,
     DockerUnavailable,
     LogsUnavailable,
-    _translate,
+    translate,
 )
 
 REMOVING = "can not get logs from container which is dead or marked for removal"
@@ -30,6 +30,6 @@ REMOVING = "can not get logs from container which is dead or marked for removal"
 def test_daemon_answers_map_to_agent_errors(
     status: int, message: str, expected: type[DockerError]
 ) -> None:
-    error = _translate(aiodocker.DockerError(status, message), "logs of abc")
+    error = translate(aiodocker.DockerError(status, message), "logs of abc")
     assert type(error) is expected
     assert message in str(error) and "logs of abc" in str(error)

@@ -7,9 +7,10 @@ import struct
 
 import pytest
 
-from agent.docker.frames import DOCKER_PARTIAL_BYTES, FrameDecoder, FrameError
-from agent.docker.timestamps import format_timestamp, parse_timestamp, since_param
-from agent.entry import FLAG_CONTINUED, FLAG_REPLACED, FLAG_TRUNCATED, LogEntry
+from agent.batch import FLAG_CONTINUED, FLAG_REPLACED, FLAG_TRUNCATED, Line, Source
+from agent.docker.frames import FrameDecoder, FrameError
+from agent.docker.lines import DOCKER_PARTIAL_BYTES
+from agent.timestamps import format_timestamp, parse_timestamp, since_param
 
 T1 = b"2026-11-26T11:59:02.760761749Z"
 T2 = b"2026-11-26T11:59:02.761534987Z"
@@ -24,9 +25,23 @@ def rec(ts: bytes, msg: bytes) -> bytes:
     return ts + b" " + msg
 
 
-def decode(data: bytes, cuts: list[int], **kw: object) -> list[LogEntry]:
-    dec = FrameDecoder("c" * 64, "name", **kw)  # type: ignore[arg-type]
-    out: list[LogEntry] = []
+class Dec:
+    """The decoder, its batches given as lists of lines (to compare them whole)."""
+
+    def __init__(self, container_id: str, name: str, **kw: object) -> None:
+        self.decoder = FrameDecoder(Source(container_id, name), **kw)  # type: ignore[arg-type]
+        self.notices = self.decoder.notices
+
+    def feed(self, data: bytes) -> list[Line]:
+        return self.decoder.feed(data).lines()
+
+    def finish(self) -> list[Line]:
+        return self.decoder.finish().lines()
+
+
+def decode(data: bytes, cuts: list[int], **kw: object) -> list[Line]:
+    dec = Dec("c" * 64, "name", **kw)
+    out: list[Line] = []
     prev = 0
     for cut in [*cuts, len(data)]:
         out += dec.feed(data[prev:cut])
@@ -35,7 +50,7 @@ def decode(data: bytes, cuts: list[int], **kw: object) -> list[LogEntry]:
     return out
 
 
-def decode_every_split(data: bytes, **kw: object) -> list[LogEntry]:
+def decode_every_split(data: bytes, **kw: object) -> list[Line]:
     """Decode whole, then split at every byte (and a few random multi-splits): all agree."""
     whole = decode(data, [], **kw)
     for i in range(1, len(data)):
@@ -47,7 +62,7 @@ def decode_every_split(data: bytes, **kw: object) -> list[LogEntry]:
     return whole
 
 
-def view(lines: list[LogEntry]) -> list[tuple[str, str, str, int]]:
+def view(lines: list[Line]) -> list[tuple[str, str, str, int]]:
     return [(e.stream, e.timestamp, e.message, e.flags) for e in lines]
 
 
@@ -60,7 +75,7 @@ def test_stdout_and_stderr_lines_keep_stream_timestamp_and_text() -> None:
         ("stdout", T3.decode(), "", 0),
     ]
     assert lines[0].timestamp_ns == 1795694342760761749
-    assert lines[0].container_id == "c" * 64
+    assert FrameDecoder(Source("c" * 64, "n"), tty=False).feed(data).container_id == "c" * 64
 
 
 def test_stdin_stream_byte_is_taken_as_stdout() -> None:
@@ -99,7 +114,7 @@ def test_line_over_cap_is_stored_in_flagged_pieces_that_join_back() -> None:
     assert all(len(e.message.encode()) <= 64 for e in lines)
     assert "".join(e.message for e in lines) == text.decode()
     assert {e.timestamp for e in lines} == {T1.decode()}
-    assert all(e.truncated for e in lines)
+    assert all(e.flags & (FLAG_TRUNCATED | FLAG_CONTINUED) for e in lines)
 
 
 def test_line_of_exactly_the_cap_is_one_row() -> None:
@@ -117,7 +132,7 @@ def test_last_line_without_newline_is_a_whole_line() -> None:
 
 def test_last_16k_piece_without_newline_is_emitted_at_end_of_stream() -> None:
     data = frame(1, rec(T1, b"q" * DOCKER_PARTIAL_BYTES))
-    dec = FrameDecoder("c", "n", tty=False)
+    dec = Dec("c", "n", tty=False)
     assert dec.feed(data) == []
     assert view(dec.finish()) == [("stdout", T1.decode(), "q" * DOCKER_PARTIAL_BYTES, 0)]
 
@@ -146,20 +161,21 @@ def test_invalid_utf8_is_replaced_and_flagged_not_dropped() -> None:
 
 def test_malformed_header_raises_and_keeps_lines_before_it() -> None:
     data = frame(1, rec(T1, b"kept\n")) + b"\x07\x00\x00\x00\x00\x00\x00\x05hello"
-    dec = FrameDecoder("abc", "web", tty=False)
+    dec = Dec("abc", "web", tty=False)
     with pytest.raises(FrameError, match="web") as info:
         dec.feed(data)
-    assert [e.message for e in info.value.lines] == ["kept"]
+    assert info.value.lines is not None
+    assert [e.message for e in info.value.lines.lines()] == ["kept"]
 
 
 def test_nonzero_padding_bytes_raise() -> None:
     with pytest.raises(FrameError, match="malformed frame header"):
-        FrameDecoder("abc", "web", tty=False).feed(b"\x01\x00\x01\x00\x00\x00\x00\x01x")
+        Dec("abc", "web", tty=False).feed(b"\x01\x00\x01\x00\x00\x00\x00\x01x")
 
 
 def test_impossible_frame_length_raises() -> None:
     with pytest.raises(FrameError, match="exceeds"):
-        FrameDecoder("abc", "web", tty=False).feed(b"\x01\x00\x00\x00\x7f\xff\xff\xff")
+        Dec("abc", "web", tty=False).feed(b"\x01\x00\x00\x00\x7f\xff\xff\xff")
 
 
 def test_daemon_error_frames_and_untimed_records_become_notices() -> None:
@@ -168,7 +184,7 @@ def test_daemon_error_frames_and_untimed_records_become_notices() -> None:
         + frame(2, b"Error grabbing logs: boom\n")
         + frame(1, rec(T1, b"ok\n"))
     )
-    dec = FrameDecoder("abc", "web", tty=False)
+    dec = Dec("abc", "web", tty=False)
     assert [e.message for e in dec.feed(data)] == ["ok"]
     assert len(dec.notices) == 2
     assert "something broke" in dec.notices[0]
@@ -176,7 +192,7 @@ def test_daemon_error_frames_and_untimed_records_become_notices() -> None:
 
 
 def test_stream_cut_inside_a_frame_is_reported() -> None:
-    dec = FrameDecoder("abc", "web", tty=False)
+    dec = Dec("abc", "web", tty=False)
     dec.feed(frame(1, rec(T1, b"whole\n"))[:-3])
     assert dec.finish() == []
     assert "inside a frame" in dec.notices[0]
@@ -222,7 +238,7 @@ def test_tty_line_of_exactly_16k_then_newline_piece() -> None:
 
 def test_tty_garbage_raises_frame_error() -> None:
     with pytest.raises(FrameError, match="timestamp"):
-        FrameDecoder("abc", "web", tty=True).feed(b"x" * 100)
+        Dec("abc", "web", tty=True).feed(b"x" * 100)
 
 
 def test_timestamps_parse_to_nanoseconds_with_any_fraction_and_offset() -> None:

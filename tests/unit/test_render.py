@@ -6,16 +6,20 @@ import json
 
 import pytest
 
-from agent.entry import FLAG_TRUNCATED
-from agent.render import json_line, parse_when, plain_line, terminal_safe
+from agent.batch import FLAG_TRUNCATED
+from agent.render import json_line, plain_line, terminal_safe
+from agent.storage.reader import StoredRow
+from agent.when import parse_when
 
-ROW = (7, "h1", "c" * 64, "web", "stderr", 5, "2026-11-26T11:59:02.760761749Z", 'héllo "x"', 0)
+ROW = StoredRow(
+    7, "h1", "c" * 64, "web", "stderr", 5, "2026-11-26T11:59:02.760761749Z", 'héllo "x"', 0
+)
 
 
 def test_escape_sequences_are_shown_not_executed() -> None:
     attack = "\x1b]0;pwned\x07 \x1b[2J tab\tok \x9b"
     assert terminal_safe(attack) == "\\x1b]0;pwned\\x07 \\x1b[2J tab\tok \\x9b"
-    assert plain_line((*ROW[:7], attack, 0), timestamps=False, prefix=False, raw=True) == (
+    assert plain_line(ROW._replace(message=attack), timestamps=False, prefix=False, raw=True) == (
         attack + "\n"
     )
 
@@ -35,7 +39,7 @@ def test_json_line_has_exactly_the_documented_keys() -> None:
         "timestamp": "2026-11-26T11:59:02.760761749Z",
         "message": 'héllo "x"',
     }
-    assert json.loads(json_line((*ROW[:8], FLAG_TRUNCATED)))["truncated"] is True
+    assert json.loads(json_line(ROW._replace(flags=FLAG_TRUNCATED)))["truncated"] is True
 
 
 def test_when_takes_durations_rfc3339_and_unix_seconds() -> None:

@@ -1,0 +1,132 @@
+"""What crosses from the frame decoder to the store: a container's lines, column by column.
+
+One object per read, not one per line: the decoder appends to six lists, the writer zips them
+into rows, and nothing in between touches a line on its own. It lives outside both `docker/`
+and `storage/` so that neither imports the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+STDOUT = "stdout"
+STDERR = "stderr"
+TTY = "tty"
+STREAMS = (STDOUT, STDERR, TTY)
+
+# A line longer than the cap is stored as several rows; the flags let a reader join them back.
+FLAG_TRUNCATED = 1  # more pieces of this line follow in the next row of the same stream
+FLAG_CONTINUED = 2  # this row continues the previous row of the same stream
+FLAG_REPLACED = 4  # the bytes were not valid UTF-8: undecodable bytes became U+FFFD
+
+
+@dataclass(eq=False, slots=True)
+class Source:
+    """A container as the store knows it, shared by its batches and its registry record.
+
+    `source_id` is its row in the store (the `source_id` of its lines), given by the writer
+    before its first line; `committed` counts what this process committed of it, per stream
+    ([lines, bytes]: metrics).
+    """
+
+    container_id: str
+    container_name: str
+    source_id: int | None = None
+    committed: dict[str, list[int]] = field(default_factory=dict)
+
+
+class Line(NamedTuple):
+    """One line, for tests and cold paths; the hot path keeps lines in a `LineBatch`."""
+
+    stream: str
+    timestamp_ns: int
+    timestamp: str  # Docker's RFC 3339 text, exactly as sent
+    message: str
+    flags: int = 0
+    size: int = 0  # bytes of the raw message, before decoding
+
+
+@dataclass(slots=True)
+class LineBatch:
+    """Lines of one container in the order Docker sent them.
+
+    `position` is where the container's read position stands after these lines (per stream:
+    last timestamp and how many lines carried it, see agent/cursor.py): the writer commits it
+    with the rows, so the cursor is advanced once, by the collector that read them.
+    """
+
+    source: Source
+    streams: list[str] = field(default_factory=list)
+    timestamps_ns: list[int] = field(default_factory=list)
+    timestamps: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    flags: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    position: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.timestamps_ns)
+
+    @property
+    def container_id(self) -> str:
+        return self.source.container_id
+
+    @property
+    def container_name(self) -> str:
+        return self.source.container_name
+
+    def append(self, stream: str, ts_ns: int, ts: str, message: str, flags: int, size: int) -> None:
+        self.streams.append(stream)
+        self.timestamps_ns.append(ts_ns)
+        self.timestamps.append(ts)
+        self.messages.append(message)
+        self.flags.append(flags)
+        self.sizes.append(size)
+
+    def extend(self, other: LineBatch) -> None:
+        self.streams += other.streams
+        self.timestamps_ns += other.timestamps_ns
+        self.timestamps += other.timestamps
+        self.messages += other.messages
+        self.flags += other.flags
+        self.sizes += other.sizes
+
+    def take(self, keep: list[int]) -> LineBatch:
+        """The lines at these indexes, in order (what a skipper keeps of a re-read)."""
+        out = LineBatch(self.source)
+        for i in keep:
+            out.append(
+                self.streams[i],
+                self.timestamps_ns[i],
+                self.timestamps[i],
+                self.messages[i],
+                self.flags[i],
+                self.sizes[i],
+            )
+        return out
+
+    def lines(self) -> list[Line]:
+        return [
+            Line(*row)
+            for row in zip(
+                self.streams,
+                self.timestamps_ns,
+                self.timestamps,
+                self.messages,
+                self.flags,
+                self.sizes,
+                strict=True,
+            )
+        ]
+
+    @classmethod
+    def of(cls, source: Source, lines: list[Line]) -> LineBatch:
+        batch = cls(source)
+        for line in lines:
+            batch.append(*line)
+        return batch
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.sizes)

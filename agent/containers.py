@@ -1,0 +1,121 @@
+"""The one registry of containers: per container one record, and the one place that forgets.
+
+Everything the agent knows of a container lives in its `ContainerRecord` — who it is, what
+the policy decided, whether a person stopped it, its inspect made ready at `create`, where
+its next stream resumes, its collector, and why it failed — so there is nothing to keep in
+step between parts. (Vector's docker_logs source keeps one `ContainerState` per id the same
+way.) The record is dropped at the container's `destroy`, by `forget`, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from agent.batch import Source
+from agent.cursor import Cursor
+from agent.docker.errors import DockerUnavailable
+from agent.policy import Decision
+
+if TYPE_CHECKING:
+    from agent.collectors.docker import DockerLogCollector
+
+
+class Persistence(enum.Enum):
+    """Whether a failed stream may come back by itself (as Vector's `ErrorPersistence`)."""
+
+    TRANSIENT = "transient"  # the daemon went away: the next listing starts it again
+    PERMANENT = "permanent"  # anything else: only its next start event or a person does
+
+
+@dataclass(frozen=True)
+class Failure:
+    persistence: Persistence
+    why: str
+
+    @classmethod
+    def of(cls, exc: BaseException, why: str | None = None) -> Failure:
+        transient = isinstance(exc, DockerUnavailable)
+        persistence = Persistence.TRANSIENT if transient else Persistence.PERMANENT
+        return cls(persistence, why or f"{type(exc).__name__}: {exc}")
+
+    @property
+    def transient(self) -> bool:
+        return self.persistence is Persistence.TRANSIENT
+
+
+@dataclass(eq=False)
+class ContainerRecord:
+    source: Source  # its id and name, as the store keeps them
+    decision: Decision | None = None
+    stopped_by_hand: bool = False  # until its next start event or a start by hand
+    prepared: dict[str, Any] | None = None  # its inspect, made ready at `create`
+    cursor: Cursor | None = None  # where its next stream resumes (None: ask the store)
+    collector: DockerLogCollector | None = None  # the live one, if any
+    failure: Failure | None = None  # why its last stream failed, until it starts again
+    lock: anyio.Lock = field(default_factory=anyio.Lock)  # one start/stop at a time
+
+    @property
+    def id(self) -> str:
+        return self.source.container_id
+
+    @property
+    def name(self) -> str:
+        return self.source.container_name
+
+
+class Registry:
+    """Every container the agent has seen since it started, by full id."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, ContainerRecord] = {}
+        # Made-ready inspects of containers created and never started nor removed are
+        # bounded: the oldest make way.
+        self.max_prepared = 1024
+
+    def __iter__(self) -> Iterator[ContainerRecord]:
+        return iter(list(self._records.values()))
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, container_id: str) -> ContainerRecord | None:
+        return self._records.get(container_id)
+
+    def record(self, container_id: str, name: str | None = None) -> ContainerRecord:
+        """The container's record, made on first sight."""
+        rec = self._records.get(container_id)
+        if rec is None:
+            rec = ContainerRecord(Source(container_id, name or container_id[:12]))
+            self._records[container_id] = rec
+        elif name and name != rec.source.container_name:
+            rec.source.container_name = name
+        return rec
+
+    def find(self, ref: str) -> ContainerRecord | None:
+        """By full id, name, or unique id prefix: how people name containers."""
+        rec = self._records.get(ref)
+        if rec is not None:
+            return rec
+        named = [r for r in self._records.values() if r.name == ref]
+        if len(named) == 1:
+            return named[0]
+        prefixed = [r for r in self._records.values() if r.id.startswith(ref)]
+        return prefixed[0] if len(prefixed) == 1 and len(ref) >= 4 else None
+
+    def prepare(self, rec: ContainerRecord, info: dict[str, Any], cursor: Cursor) -> None:
+        prepared = [r for r in self._records.values() if r.prepared is not None]
+        if len(prepared) >= self.max_prepared:
+            prepared[0].prepared = None
+        rec.prepared, rec.cursor = info, rec.cursor or cursor
+
+    def active(self) -> list[ContainerRecord]:
+        return [r for r in self._records.values() if r.collector is not None]
+
+    def forget(self, container_id: str) -> None:
+        """The container is gone for good (`destroy`): drop all that is kept about it."""
+        self._records.pop(container_id, None)

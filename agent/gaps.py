@@ -1,0 +1,19 @@
+"""Why lines are lost for good: every reason a gap is recorded with, in one place (pure).
+
+A gap is never silence: where the agent knows lines are gone, it stores a row saying which
+container, which span (when known) and why (`logagent gaps`, agent/storage/gaps.py). Where
+gaps are found: the cursor's skipper (rotation past the position, agent/cursor.py), the
+reconciler (a container gone before its stream opened, a log driver the API cannot read).
+"""
+
+from __future__ import annotations
+
+REMOVED_BEFORE_READ = "container removed before its logs could be read"
+
+
+def rotated(stream: str) -> str:
+    return f"{stream} lines no longer in Docker's log (rotated past the cursor)"
+
+
+def unreadable(error: BaseException) -> str:
+    return f"logs cannot be read through the API: {error}"

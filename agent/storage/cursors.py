@@ -1,0 +1,70 @@
+"""Containers' rows in the store: the source id their lines carry, and their read position.
+
+A container's row is made before its first line is stored; its position is committed by the
+writer in the same transaction as its lines (agent/storage/writer.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from agent.batch import STREAMS, Source
+from agent.cursor import Cursor
+from agent.storage.models import ContainerCursor
+from agent.storage.sql import Marks
+
+TABLE = ContainerCursor._meta.db_table
+
+
+async def load_cursor(db: BaseDBAsyncClient, host: str, container_id: str) -> Cursor:
+    """The committed position of a container on this host (empty if none)."""
+    marks = Marks(db.capabilities.dialect)
+    columns = ", ".join(f"{s}_ts, {s}_n" for s in STREAMS)
+    _, rows = await db.execute_query(
+        f"SELECT {columns} FROM {TABLE} WHERE host = {marks()} AND container_id = {marks()}",
+        [host, container_id],
+    )
+    cursor = Cursor()
+    if rows:
+        row = list(rows[0])
+        for i, stream in enumerate(STREAMS):
+            ts, n = row[2 * i], row[2 * i + 1]
+            if ts is not None:
+                cursor.positions[stream] = [int(ts), int(n)]
+    return cursor
+
+
+async def add_sources(conn: BaseDBAsyncClient, host: str, sources: list[Source]) -> None:
+    """Give each container its row (once); its lines then carry the row's id."""
+    dialect = conn.capabilities.dialect
+    now = time.time_ns()
+    insert = (
+        f"INSERT INTO {TABLE} (host, container_id, container_name, stdout_n, stderr_n, "
+        f"tty_n, lines, bytes, updated_ns) VALUES ({Marks(dialect).many(9)}) "
+        "ON CONFLICT (host, container_id) DO NOTHING"
+    )
+    await conn.execute_many(
+        insert, [[host, s.container_id, s.container_name, 0, 0, 0, 0, 0, now] for s in sources]
+    )
+    marks = Marks(dialect)
+    _, found = await conn.execute_query(
+        f"SELECT container_id, id FROM {TABLE} "
+        f"WHERE host = {marks()} AND container_id IN ({marks.many(len(sources))})",
+        [host, *(s.container_id for s in sources)],
+    )
+    ids = {str(cid): int(sid) for cid, sid in found}
+    for source in sources:
+        source.source_id = ids[source.container_id]
+
+
+def position_sql(dialect: str) -> str:
+    """What each commit sets in a container's row; a stream not yet read keeps its NULL."""
+    m = Marks(dialect)
+    sets = ["container_name = " + m()]
+    for stream in STREAMS:
+        sets.append(f"{stream}_ts = COALESCE({m()}, {stream}_ts)")
+        sets.append(f"{stream}_n = COALESCE({m()}, {stream}_n)")
+    sets += [f"lines = lines + {m()}", f"bytes = bytes + {m()}", f"updated_ns = {m()}"]
+    return f"UPDATE {TABLE} SET {', '.join(sets)} WHERE id = {m()}"

@@ -1,0 +1,56 @@
+"""This host's agent in the store: when it was last alive and the last Docker event it handled.
+
+"While the agent was down" is measured from the heartbeat: containers created since are read
+from their first line, and Docker replays the events since the last one handled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from agent.storage.db import CONNECTION
+from agent.storage.models import AgentState
+from agent.storage.sql import Marks
+
+log = logging.getLogger("logagent.storage")
+
+
+class AgentStateStore:
+    def __init__(self, host: str, *, heartbeat_seconds: float = 2.0) -> None:
+        self.host = host
+        self.heartbeat_seconds = heartbeat_seconds
+        self.previous: AgentState | None = None  # the last run's, read before the first beat
+        self.last_event_ns: int | None = None  # set by the events follower, saved with a beat
+        self._sql = ""
+
+    async def open(self, db: BaseDBAsyncClient) -> None:
+        table = AgentState._meta.db_table
+        self._sql = (
+            f"INSERT INTO {table} (host, last_seen_ns, last_event_ns, last_shutdown_ns) "
+            f"VALUES ({Marks(db.capabilities.dialect).many(4)}) ON CONFLICT (host) DO UPDATE SET "
+            "last_seen_ns = excluded.last_seen_ns, "
+            f"last_event_ns = COALESCE(excluded.last_event_ns, {table}.last_event_ns), "
+            "last_shutdown_ns = excluded.last_shutdown_ns"
+        )
+        self.previous = await AgentState.get_or_none(host=self.host)
+
+    async def save(self, *, shutdown: bool = False) -> None:
+        now = time.time_ns()
+        async with in_transaction(CONNECTION) as conn:
+            await conn.execute_query(
+                self._sql, [self.host, now, self.last_event_ns, now if shutdown else None]
+            )
+
+    async def heartbeat(self) -> None:
+        """Record that the agent is alive, every few seconds, for as long as it runs."""
+        while True:
+            try:
+                await self.save()
+            except Exception as exc:  # the writer reports database failures; keep beating
+                log.debug("heartbeat not saved: %s", exc)
+            await anyio.sleep(self.heartbeat_seconds)

@@ -1,0 +1,127 @@
+"""LogStorage: the agent's store, open for its life — the writer, agent state, cursors, gaps."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from contextlib import AbstractAsyncContextManager
+
+import anyio
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from agent.batch import LineBatch, Source
+from agent.cursor import Cursor
+from agent.storage.cursors import load_cursor
+from agent.storage.db import DEFAULT_DB_URL, StorageError, open_db
+from agent.storage.gaps import record_gap
+from agent.storage.state import AgentStateStore
+from agent.storage.writer import LogWriter
+
+log = logging.getLogger("logagent.storage")
+
+
+class LogStorage:
+    """Use as `async with LogStorage(url) as s:`; closing flushes what was queued."""
+
+    def __init__(
+        self,
+        db_url: str = DEFAULT_DB_URL,
+        *,
+        host: str | None = None,
+        max_queue: int = 1024,
+        max_batch: int = 20_000,
+        retry_delay: float = 1.0,
+        linger: float = 0.01,
+    ) -> None:
+        self.db_url = db_url
+        self.host = host or socket.gethostname()
+        self.writer = LogWriter(
+            self.host,
+            max_queue=max_queue,
+            max_batch=max_batch,
+            retry_delay=retry_delay,
+            linger=linger,
+        )
+        self.state = AgentStateStore(self.host)
+        self.dialect = "sqlite"
+        self.gaps_recorded = 0
+        self._db: BaseDBAsyncClient | None = None
+        self._opened: AbstractAsyncContextManager[BaseDBAsyncClient] | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    @property
+    def db(self) -> BaseDBAsyncClient:
+        if self._db is None:
+            raise StorageError("storage is not open")
+        return self._db
+
+    async def __aenter__(self) -> LogStorage:
+        opened = open_db(self.db_url)
+        self._db = await opened.__aenter__()
+        try:
+            self.dialect = self._db.capabilities.dialect
+            await self.state.open(self._db)
+            self.writer.open(self.dialect)
+            self._tg = anyio.create_task_group()
+            await self._tg.__aenter__()
+            await self._tg.start(self.writer.run)
+            self._tg.start_soon(self.state.heartbeat)
+        except BaseException as exc:
+            self._db = None
+            await opened.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._opened = opened
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        tg, opened, self._tg, self._opened = self._tg, self._opened, None, None
+        try:
+            if tg is not None:
+                if self.writer.stats.failing is None:
+                    # Shielded: cancelled inside a transaction, tortoise leaves it as the
+                    # task's connection, and closing then fails (the thread stays open).
+                    with anyio.move_on_after(30, shield=True):
+                        await self.writer.flush()
+                        await self.state.save(shutdown=True)
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(None, None, None)
+        finally:
+            self.writer.close()
+            self._db = None
+            if opened is not None:
+                await opened.__aexit__(None, None, None)  # closes even when cancelled
+        if self.writer.queued:
+            # Not lost: their containers' cursors did not move, so the next start reads them
+            # again from Docker (unless Docker no longer has them: then a gap is recorded).
+            log.error(
+                "storage closed with %d lines not written (%s); they are read again at the "
+                "next start",
+                self.writer.queued,
+                self.writer.stats.failing,
+            )
+
+    async def write(self, batch: LineBatch) -> None:
+        """Queue a batch (waits while the queue is full)."""
+        await self.writer.write(batch)
+
+    async def flush(self) -> None:
+        await self.writer.flush()
+
+    @property
+    def queued(self) -> int:
+        return self.writer.queued
+
+    @property
+    def failing(self) -> str | None:
+        return self.writer.stats.failing
+
+    async def load_cursor(self, container_id: str) -> Cursor:
+        """Where the store says a container of this host was read up to."""
+        return await load_cursor(self.db, self.host, container_id)
+
+    async def record_gap(
+        self, source: Source, reason: str, *, from_ns: int | None = None, to_ns: int | None = None
+    ) -> None:
+        """Store that lines of a container are lost for good, and why."""
+        await record_gap(self.host, source, reason, from_ns, to_ns)
+        self.gaps_recorded += 1
