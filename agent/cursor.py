@@ -61,6 +61,11 @@ class Cursor:
     def empty(self) -> bool:
         return not self.positions
 
+    @property
+    def last_ns(self) -> int | None:
+        """Docker's timestamp of the newest line seen, on any stream."""
+        return max((pos[0] for pos in self.positions.values()), default=None)
+
     def since(self) -> str | None:
         """The `since` value that re-reads everything not yet seen (and a little more)."""
         if not self.positions:
@@ -113,3 +118,132 @@ class Skipper:
             self.lost.append((stream, ts, ts_ns))
         del self._left[stream]  # past the position: the rest of this stream is new
         return True
+
+
+_DROP, _PAST = 0, 1
+MAX_HELD = 100_000  # lines held back while it is not yet known whether they were re-sent
+
+
+class _Episode:
+    """A stream went back before its position: held lines wait for the verdict.
+
+    Docker re-sends lines after a json-file rotation: a re-send replays the log forward from
+    an older line, through the lines at the position, then goes on with new ones. A host clock
+    stepped back instead gives new lines older timestamps that never meet the position's own
+    lines exactly. So: held until the stream passes the position; re-sent if the lines at the
+    position came by again on the way (`matched`), new if not.
+    """
+
+    __slots__ = ("held", "left", "matched", "ts")
+
+    def __init__(self, ts: int, count: int) -> None:
+        self.ts, self.left, self.matched = ts, count, count == 0
+        self.held: list[int] = []  # indexes into `ResendGuard._rows`
+
+    def see(self, ts: int) -> int:
+        if ts < self.ts:
+            return _DROP
+        if ts == self.ts and self.left > 0:
+            self.left -= 1
+            self.matched = self.left == 0
+            return _DROP
+        return _PAST
+
+
+class ResendGuard:
+    """Keeps a live stream's lines moving forward, per stream (Docker's timestamps only grow).
+
+    A line older than its stream's position opens an episode (see `_Episode`): re-sent lines
+    are dropped and counted in `resent`; lines that were new after all (a clock stepped back)
+    are let through, late, and counted in `stepped_back`.
+    """
+
+    def __init__(self, cursor: Cursor) -> None:
+        self._cursor = cursor
+        self._episodes: dict[str, _Episode] = {}
+        self._rows: list[tuple[str, int, str, str, int, int]] = []  # held rows
+        self.resent = 0
+        self.stepped_back = 0
+
+    def filter(self, batch: LineBatch) -> LineBatch:
+        positions = self._cursor.positions
+        if not self._episodes and _forward(batch, positions):
+            return batch  # the fast path: nearly every batch
+        out = LineBatch(batch.source)
+        last = {s: [p[0], p[1]] for s, p in positions.items()}  # as lines pass, per stream
+        for row in zip(
+            batch.streams,
+            batch.timestamps_ns,
+            batch.timestamps,
+            batch.messages,
+            batch.flags,
+            batch.sizes,
+            strict=True,
+        ):
+            stream, ts = row[0], row[1]
+            episode = self._episodes.get(stream)
+            pos = last.get(stream)
+            if episode is None:
+                if pos is None or ts >= pos[0]:
+                    _pass(out, last, row)
+                    continue
+                episode = self._episodes[stream] = _Episode(pos[0], pos[1])
+            if episode.see(ts) == _DROP:
+                if len(episode.held) < MAX_HELD:
+                    episode.held.append(len(self._rows))
+                    self._rows.append(row)
+                else:
+                    self.resent += 1  # past the bound: taken as re-sent, counted
+                continue
+            del self._episodes[stream]
+            self._verdict(episode, out, last)
+            _pass(out, last, row)
+        if not self._episodes:
+            self._rows.clear()
+        return out
+
+    def _verdict(self, episode: _Episode, out: LineBatch, last: dict[str, list[int]]) -> None:
+        if episode.matched:
+            self.resent += len(episode.held)
+            return
+        self.stepped_back += len(episode.held)
+        for i in episode.held:
+            _pass(out, last, self._rows[i])
+
+    def finish(self) -> int:
+        """End of stream: lines still held are taken as re-sent; how many."""
+        held = sum(len(e.held) for e in self._episodes.values())
+        self.resent += held
+        self._episodes.clear()
+        self._rows.clear()
+        return held
+
+
+def _pass(
+    out: LineBatch, last: dict[str, list[int]], row: tuple[str, int, str, str, int, int]
+) -> None:
+    out.append(*row)
+    pos = last.get(row[0])
+    if pos is None or pos[0] != row[1]:
+        last[row[0]] = [row[1], 1]
+    else:
+        pos[1] += 1
+
+
+def _forward(batch: LineBatch, positions: dict[str, list[int]]) -> bool:
+    """Every stream's lines in order, none before its position (C-speed checks)."""
+    streams, stamps = batch.streams, batch.timestamps_ns
+    if not stamps:
+        return True
+    first = streams[0]
+    if streams.count(first) == len(streams):  # one stream, the usual case
+        pos = positions.get(first)
+        return (pos is None or stamps[0] >= pos[0]) and stamps == sorted(stamps)
+    for stream in STREAMS:
+        mine = [t for s, t in zip(streams, stamps, strict=True) if s == stream]
+        if not mine:
+            continue
+        pos = positions.get(stream)
+        if (pos is not None and mine[0] < pos[0]) or mine != sorted(mine):
+            return False
+    return True

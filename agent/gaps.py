@@ -8,7 +8,22 @@ reconciler (a container gone before its stream opened, a log driver the API cann
 
 from __future__ import annotations
 
+from agent.timestamps import format_timestamp
+
 REMOVED_BEFORE_READ = "container removed before its logs could be read"
+# Gaps whose count is unknown: Docker no longer says how many lines there were.
+STOPPED_THEN_REMOVED = (
+    "collection stopped by hand, then the container was removed: what it wrote after the "
+    "stop, if anything, is lost (count unknown)"
+)
+
+
+def cut_by_removal(last_ns: int) -> str:
+    after = format_timestamp(last_ns) if last_ns else "its start"
+    return (
+        f"stream cut by the container's removal after {after}: lines Docker had not sent "
+        "yet are lost (count unknown)"
+    )
 
 
 def rotated(stream: str) -> str:

@@ -109,24 +109,34 @@ class AgentMetrics(Collector):
         yield CounterMetricFamily(
             "logagent_collector_errors", "Collectors that failed", value=manager.errors
         )
-        reads, rests, chatty, spells = manager.read_figures()
+        f = manager.figures()
         yield CounterMetricFamily(
-            "logagent_stream_reads", "Reads from Docker's log streams", value=reads
+            "logagent_stream_reads", "Reads from Docker's log streams", value=f.reads
         )
         yield CounterMetricFamily(
             "logagent_stream_rests",
             "Times a quiet stream rested before its next read (docker.read_rest)",
-            value=rests,
+            value=f.rests,
         )
         yield CounterMetricFamily(
             "logagent_stream_chatty_rests",
             "Of those, the longer rests of chatty streams (docker.read_rest_chatty)",
-            value=chatty,
+            value=f.chatty_rests,
         )
         yield CounterMetricFamily(
             "logagent_stream_busy_spells",
             "Times a resting stream proved busy and stopped resting for a while",
-            value=spells,
+            value=f.busy_spells,
+        )
+        yield CounterMetricFamily(
+            "logagent_resent_lines",
+            "Lines Docker sent again (after a log rotation) that were stored already: dropped",
+            value=f.resent,
+        )
+        yield CounterMetricFamily(
+            "logagent_clock_stepped_back_lines",
+            "Lines older than their stream's last stored line that were not a re-send: stored",
+            value=f.stepped_back,
         )
 
 

@@ -31,7 +31,8 @@ def plain_line(row: StoredRow, *, timestamps: bool, prefix: bool, raw: bool) -> 
 
 
 def json_line(row: StoredRow) -> str:
-    """One JSON object: host, container_id, container_name, stream, timestamp, message."""
+    """One JSON object: host, container_id, container_name, stream, timestamp, message, and
+    the piece flags `truncated` / `continued` when set."""
     out = (
         f'{{"host": {encode_basestring(row.host)}, '
         f'"container_id": "{row.container_id}", '
@@ -39,8 +40,12 @@ def json_line(row: StoredRow) -> str:
         f'"stream": "{row.stream}", "timestamp": "{row.timestamp}", '
         f'"message": {encode_basestring(row.message)}'
     )
-    if row.flags & (FLAG_TRUNCATED | FLAG_CONTINUED):
+    # A line over max_line_bytes is stored in pieces: "truncated" means exactly "this line
+    # goes on in the next row of this stream", "continued" that this row goes on the last.
+    if row.flags & FLAG_TRUNCATED:
         out += ', "truncated": true'
+    if row.flags & FLAG_CONTINUED:
+        out += ', "continued": true'
     return out + "}\n"
 
 

@@ -17,12 +17,12 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from agent import gaps
 from agent.batch import LineBatch, Source
-from agent.cursor import Cursor
+from agent.cursor import Cursor, ResendGuard
 from agent.docker.client import DockerClient, LogStream
-from agent.docker.errors import ContainerNotFound, mapped
+from agent.docker.errors import ContainerNotFound, DockerUnavailable, mapped
 from agent.docker.frames import FrameDecoder, FrameError
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
-from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST, ReadPacer
+from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST, ReadPacer, may_rest
 
 log = logging.getLogger("logagent.collector")
 
@@ -108,6 +108,8 @@ class DockerLogCollector:
         # Docker's `since` re-sends lines at the cursor's timestamp; the skipper drops them.
         self.cursor = cursor.copy() if cursor is not None else Cursor()
         self._skipper = self.cursor.skipper()
+        # Docker re-sends lines after a json-file rotation: each stream only moves forward.
+        self.guard = ResendGuard(self.cursor)
         self.since = self.cursor.since()
         if self.since is not None:
             self.tail = "all"
@@ -158,9 +160,7 @@ class DockerLogCollector:
                 try:
                     info = self._info or await client.inspect(self.container_id)
                     tty = bool((info.get("Config") or {}).get("Tty"))
-                    if (info.get("HostConfig") or {}).get("AutoRemove"):
-                        # Its log goes with it: what is not read when --rm removes it is
-                        # lost, and a rest lets the socket fill and dockerd fall behind.
+                    if not may_rest(info):  # --rm, or a log that rotates quickly
                         self.pacer.rest = 0.0
                     decoder = self._decoder(tty)
                     async with client.logs(
@@ -180,9 +180,15 @@ class DockerLogCollector:
                     else:
                         await self._end_of(decoder)
                     self.state = "ended"
+                except DockerUnavailable as exc:
+                    if self.opened and await _gone(client, self.container_id):
+                        await self._cut_by_removal()
+                    else:
+                        self._failed(exc)
+                        if not started:
+                            raise
                 except Exception as exc:
-                    self.state, self.exception = "failed", exc
-                    self.error = f"{type(exc).__name__}: {exc}"
+                    self._failed(exc)
                     if not started:
                         raise
             if scope.cancelled_caught:
@@ -190,6 +196,19 @@ class DockerLogCollector:
         finally:
             self._sink.ended(self)  # e.g. the cursor is kept: before anyone waiting resumes
             self._done.set()
+
+    async def _cut_by_removal(self) -> None:
+        """Docker broke the stream off as it removed the container, before it said the stream
+        was finished: what it had not sent is lost, and a gap says so."""
+        assert self._sink is not None
+        reason = gaps.cut_by_removal(self.last_timestamp_ns)
+        log.warning("%s (%s): %s", self.container_name, self.container_id[:12], reason)
+        await self._sink.gap(self.source, reason, self.last_timestamp_ns or None, None)
+        self.state = "ended"
+
+    def _failed(self, exc: Exception) -> None:
+        self.state, self.exception = "failed", exc
+        self.error = f"{type(exc).__name__}: {exc}"
 
     def _decoder(self, tty: bool) -> FrameDecoder:
         return FrameDecoder(self.source, tty=tty, max_line_bytes=self.max_line_bytes)
@@ -234,6 +253,14 @@ class DockerLogCollector:
     async def _end_of(self, decoder: FrameDecoder) -> None:
         await self._deliver(self._skipper.new(decoder.finish()))
         self._report_notices(decoder)
+        if held := self.guard.finish():
+            log.warning(
+                "%s (%s): the stream ended while %d lines older than the last stored one "
+                "were held back: taken as re-sent by Docker, not stored",
+                self.container_name,
+                self.container_id[:12],
+                held,
+            )
 
     async def _deliver(self, batch: LineBatch) -> None:
         assert self._sink is not None
@@ -243,6 +270,11 @@ class DockerLogCollector:
             reason = gaps.rotated(stream)
             log.warning("%s (%s): %s", self.container_name, self.container_id[:12], reason)
             await self._sink.gap(self.source, reason, from_ns, to_ns)
+        guard = self.guard
+        before = guard.resent, guard.stepped_back
+        batch = guard.filter(batch)
+        if (guard.resent, guard.stepped_back) != before:
+            self._report_guard(before)
         if not batch:
             return
         self.cursor.advance(batch)
@@ -251,10 +283,40 @@ class DockerLogCollector:
         self.bytes += batch.nbytes
         self.last_timestamp_ns = batch.timestamps_ns[-1]
 
+    def _report_guard(self, before: tuple[int, int]) -> None:
+        """Said once per stream and kind, then counted (metrics: logagent_resent_lines...)."""
+        resent, stepped = self.guard.resent, self.guard.stepped_back
+        if resent and not before[0]:
+            log.warning(
+                "%s (%s): Docker sent lines again that were already stored (it does after a "
+                "log rotation): dropped, counted in logagent_resent_lines",
+                self.container_name,
+                self.container_id[:12],
+            )
+        if stepped and not before[1]:
+            log.warning(
+                "%s (%s): lines came with timestamps before the last stored one, and were not "
+                "a re-send (the host clock stepped back?): stored late, counted in "
+                "logagent_clock_stepped_back_lines",
+                self.container_name,
+                self.container_id[:12],
+            )
+
     def _report_notices(self, decoder: FrameDecoder) -> None:
         for notice in decoder.notices:
             log.warning("%s", notice)
         decoder.notices.clear()
+
+
+async def _gone(client: DockerClient, container_id: str) -> bool:
+    """Whether the container is removed (or on its way out); False if the daemon is away."""
+    try:
+        state = (await client.inspect(container_id)).get("State") or {}
+    except ContainerNotFound:
+        return True
+    except DockerUnavailable:
+        return False
+    return state.get("Status") in ("removing", "dead")
 
 
 async def _removed_after_exit(client: DockerClient, info: dict[str, Any], source: Source) -> bool:

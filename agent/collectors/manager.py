@@ -8,6 +8,7 @@ call (a start event, a listing after the daemon came back, a person) does.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -23,6 +24,26 @@ from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST
 from agent.storage import LogStorage
 
 log = logging.getLogger("logagent.manager")
+
+
+@dataclass
+class StreamFigures:
+    """Reads and pacing (docker/pacing.py) and the re-send guard (cursor.py), summed."""
+
+    reads: int = 0
+    rests: int = 0
+    chatty_rests: int = 0
+    busy_spells: int = 0
+    resent: int = 0
+    stepped_back: int = 0
+
+    def add(self, c: DockerLogCollector) -> None:
+        self.reads += c.reads
+        self.rests += c.pacer.rests
+        self.chatty_rests += c.pacer.chatty_rests
+        self.busy_spells += c.pacer.busy_spells
+        self.resent += c.guard.resent
+        self.stepped_back += c.guard.stepped_back
 
 
 class LogCollectorManager:
@@ -48,11 +69,11 @@ class LogCollectorManager:
         self.read_rest = read_rest
         self.chatty_rest = chatty_rest
         self.errors = 0
-        self._ended_reads = [0, 0, 0, 0]  # reads, rests, chatty rests, busy spells: ended
+        self._ended = StreamFigures()  # of the collectors that ended
         self._tg: TaskGroup | None = None
         self._sink: LogSink | None = None
         if storage is not None:
-            self._sink = LogSink(write=storage.writer.write, gap=self._gap, ended=self._ended)
+            self._sink = LogSink(write=storage.writer.write, gap=self._gap, ended=self._on_end)
 
     @property
     def client(self) -> DockerClient:
@@ -165,16 +186,12 @@ class LogCollectorManager:
         if self._storage is not None:
             await self._storage.flush()
 
-    def read_figures(self) -> tuple[int, int, int, int]:
-        """Reads, rests, chatty rests and busy spells of every stream so far (docker/pacing.py)."""
-        active = list(self.active_collectors().values())
-        reads, rests, chatty, spells = self._ended_reads
-        return (
-            reads + sum(c.reads for c in active),
-            rests + sum(c.pacer.rests for c in active),
-            chatty + sum(c.pacer.chatty_rests for c in active),
-            spells + sum(c.pacer.busy_spells for c in active),
-        )
+    def figures(self) -> StreamFigures:
+        """What every stream did so far, ended ones included (for metrics)."""
+        total = StreamFigures(**vars(self._ended))
+        for collector in self.active_collectors().values():
+            total.add(collector)
+        return total
 
     async def _gap(
         self, source: Source, reason: str, from_ns: int | None, to_ns: int | None
@@ -182,12 +199,8 @@ class LogCollectorManager:
         assert self._storage is not None
         await self._storage.record_gap(source, reason, from_ns=from_ns, to_ns=to_ns)
 
-    def _ended(self, collector: DockerLogCollector) -> None:
-        ended = self._ended_reads
-        ended[0] += collector.reads
-        ended[1] += collector.pacer.rests
-        ended[2] += collector.pacer.chatty_rests
-        ended[3] += collector.pacer.busy_spells
+    def _on_end(self, collector: DockerLogCollector) -> None:
+        self._ended.add(collector)
         rec: ContainerRecord | None = self.registry.get(collector.container_id)
         if rec is None:
             return

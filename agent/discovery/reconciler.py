@@ -226,4 +226,7 @@ class Reconciler:
             if rec.collector is not None:
                 await self._until_ended(rec.collector)
             if destroyed:
+                if rec.stopped_by_hand:  # its logs go now, with whatever it wrote since
+                    last = rec.cursor.last_ns if rec.cursor is not None else None
+                    await self._gap(rec, gaps.STOPPED_THEN_REMOVED, last)
                 self.registry.forget(cid)

@@ -17,6 +17,8 @@ is a whole line (a last piece from the `local` driver, or a last line written at
 
 from __future__ import annotations
 
+import re
+
 from agent.batch import FLAG_REPLACED, STDERR, STDOUT, TTY, LineBatch, Source
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES, DOCKER_PARTIAL_BYTES, LineAssembler
 from agent.timestamps import TimestampError, parse_timestamp, seconds_cache
@@ -40,6 +42,31 @@ class FrameError(Exception):
     def __init__(self, message: str, lines: LineBatch | None = None) -> None:
         super().__init__(message)
         self.lines = lines
+
+
+# Docker's own timestamp format (RFC3339NanoFixed, UTC), as it starts every record.
+_DOCKER_STAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
+
+
+def _glued(buf: bytearray, start: int, end: int, ts_ns: int) -> int:
+    """In a TTY stream, a record that ends without a newline (a run that ended mid-line) is
+    followed at once by the next record (the container's next run), with nothing between:
+    where that next record starts inside buf[start:end], or -1.
+
+    A later timestamp in Docker's exact format, right after text without a newline, is taken
+    as the next record; a line that prints such a stamp itself is split there (nothing lost).
+    """
+    z = buf.find(b"Z ", start + 30, end)
+    while z >= 0:
+        at = z - 29
+        if _DOCKER_STAMP.fullmatch(buf, at, z + 2):
+            try:
+                if parse_timestamp(bytes(buf[at : z + 1])) >= ts_ns:
+                    return at
+            except TimestampError:
+                pass
+        z = buf.find(b"Z ", z + 1, end)
+    return -1
 
 
 class FrameDecoder:
@@ -218,6 +245,9 @@ class FrameDecoder:
                     end = n
                 else:
                     break
+                glued = _glued(buf, start, end, ts_ns)
+                if glued >= 0:
+                    end = glued  # this record had no newline: the next one starts here
                 self._lines.message(TTY, ts_ns, bytes(buf[pos:sp]), bytes(buf[start:end]), out)
                 pos = end
         finally:

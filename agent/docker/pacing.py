@@ -24,9 +24,40 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
+
+# A stream rests only if its log keeps at least this much: dockerd writes at most ~30 MB/s
+# to one container's json-file, so a log rotated at a few MiB can rotate away during an 80 ms
+# rest, and dockerd's blocked follower then skips the rotated file (measured: 4.5k of 300k
+# lines stored at max-size=200k; every line once it no longer rests).
+MIN_RESTING_LOG_BYTES = 8 * 1024 * 1024
 
 DEFAULT_REST = 0.03  # 10 lines/s, gaps of 0-200 ms: p99 40 ms to commit (bench/README.md)
 DEFAULT_CHATTY_REST = 0.08  # 100 busy streams: 0.55x -> 0.35x dockerd's CPU (bench/README.md)
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def may_rest(info: dict[str, Any]) -> bool:
+    """Whether a container's stream may rest at all (from its inspect).
+
+    Never a `--rm` container's (Docker ends its stream when it removes it, and lines still
+    unsent then are gone), nor one whose log rotates at under MIN_RESTING_LOG_BYTES.
+    """
+    host = info.get("HostConfig") or {}
+    if host.get("AutoRemove"):
+        return False
+    size = str(((host.get("LogConfig") or {}).get("Config") or {}).get("max-size") or "")
+    if not size:
+        return True
+    number = size.strip().lower().rstrip("b")
+    unit = number[-1:] if number[-1:] in _UNITS else ""
+    try:
+        limit = float(number[: len(number) - len(unit)]) * _UNITS[unit]
+    except ValueError:
+        return False  # an odd size: do not bet lines on it
+    return limit >= MIN_RESTING_LOG_BYTES
 
 
 @dataclass

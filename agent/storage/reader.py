@@ -113,8 +113,21 @@ async def _select(
         f"SELECT {_COLUMNS} FROM {_FROM} "
         f"WHERE {' AND '.join([*clauses, clause])} ORDER BY {order} LIMIT {int(limit)}"
     )
+    if _dialect(db) == "sqlite":
+        # SQLite builds our rows itself, in its thread: a row object made once, not twice
+        # (tortoise's sqlite3.Row, then ours) — a fifth of `logs --json`'s time.
+        async with db.acquire_connection() as conn:
+            cursor = await conn.execute(sql, [*values, *more])
+            cursor.row_factory = _stored_row
+            found: list[StoredRow] = await cursor.fetchall()
+            await cursor.close()
+        return found
     _, rows = await db.execute_query(sql, [*values, *more])
     return [StoredRow(*r) for r in rows]
+
+
+def _stored_row(_cursor: object, row: tuple[Any, ...]) -> StoredRow:
+    return tuple.__new__(StoredRow, row)
 
 
 async def history(

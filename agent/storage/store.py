@@ -15,7 +15,7 @@ from agent.storage.cursors import load_cursor
 from agent.storage.db import DEFAULT_DB_URL, StorageError, open_db
 from agent.storage.gaps import record_gap
 from agent.storage.state import AgentStateStore
-from agent.storage.writer import LogWriter
+from agent.storage.writer import DEFAULT_QUEUE_BYTES, LogWriter
 
 log = logging.getLogger("logagent.storage")
 
@@ -28,7 +28,8 @@ class LogStorage:
         db_url: str = DEFAULT_DB_URL,
         *,
         host: str | None = None,
-        max_queue: int = 1024,
+        max_queue: int = 64,
+        max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
         max_batch: int = 20_000,
         retry_delay: float = 1.0,
         linger: float = 0.01,
@@ -38,6 +39,7 @@ class LogStorage:
         self.writer = LogWriter(
             self.host,
             max_queue=max_queue,
+            max_queue_bytes=max_queue_bytes,
             max_batch=max_batch,
             retry_delay=retry_delay,
             linger=linger,

@@ -28,6 +28,10 @@ from agent.storage.sql import Marks
 
 log = logging.getLogger("logagent.storage")
 
+# Lines read from Docker but not yet committed, at most (a slow or full disk, a locked store):
+# then collectors wait, and Docker's own log files hold the rest.
+DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
+
 
 @dataclass
 class WriterStats:
@@ -46,7 +50,8 @@ class LogWriter:
         self,
         host: str,
         *,
-        max_queue: int = 1024,
+        max_queue: int = 64,
+        max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
         max_batch: int = 20_000,
         retry_delay: float = 1.0,
         linger: float = 0.01,
@@ -59,11 +64,14 @@ class LogWriter:
         # So a small first batch waits `linger` for company; a big one never waits.
         self.linger = linger
         self.linger_below = 512
-        # At most `max_queue` batches wait (each at most one read of a stream).
+        # At most `max_queue` batches wait (each one read of a stream), and a batch is let in
+        # only while the lines not yet committed hold under `max_queue_bytes`.
         self._send, self._receive = anyio.create_memory_object_stream[LineBatch](max_queue)
+        self.max_queue_bytes = max_queue_bytes
         self._held: list[LineBatch] = []  # taken from the queue, committing
         self._appended = 0
         self._committed = 0
+        self.queued_bytes = 0
         self._progress = anyio.Event()  # set after every commit (or failure): wakes flush
         self._open = False
         self._insert_sql = ""
@@ -92,9 +100,14 @@ class LogWriter:
 
     async def write(self, batch: LineBatch) -> None:
         """Queue a container's batch; waits (backpressure) while the queue is full."""
+        while self.queued_bytes >= self.max_queue_bytes and self._open:
+            await self._progress.wait()
+        size = batch.nbytes
+        self.queued_bytes += size
         try:
             await self._send.send(batch)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self.queued_bytes -= size
             raise StorageError("storage is not open") from None
         self._appended += len(batch)
 
@@ -144,6 +157,7 @@ class LogWriter:
             if stats.failing is not None:
                 log.warning("writing works again after: %s", stats.failing)
                 stats.failing = None
+            self.queued_bytes -= sum(b.nbytes for b in held)
             held.clear()
             self._committed += rows
             stats.batches += 1

@@ -16,7 +16,7 @@ from agent.batch import Line
 from agent.collectors.manager import LogCollectorManager
 from agent.docker.client import DockerClient
 from agent.storage import LogStorage
-from agent.storage.models import LogLine
+from agent.storage.models import Gap, LogLine
 from tests.conftest import db_url, short_socket_path, write_line
 
 pytestmark = [pytest.mark.anyio]
@@ -140,3 +140,79 @@ def test_default_manager_is_created_lazily() -> None:
         assert first.active_collectors() == {}
     finally:
         module._default = None
+
+
+@asynccontextmanager
+async def daemon_that_cuts_the_stream(body: bytes) -> AsyncIterator[str]:
+    """A fake Docker daemon, for a fault dockerd 20.10 does not show (it sends a removed
+    `--rm` container's log to its end: 2,000,000 of 2,000,000 lines to a reader sleeping
+    300 ms a read): a log stream broken off mid-way, its container gone after."""
+    removed = anyio.Event()
+
+    async def version(_r: web.Request) -> web.Response:
+        return web.json_response({"ApiVersion": "1.41"})
+
+    async def inspect(r: web.Request) -> web.Response:
+        if removed.is_set():
+            return web.json_response({"message": "No such container"}, status=404)
+        cid = r.match_info["cid"]
+        return web.json_response(
+            {
+                "Id": cid,
+                "Name": "/cut",
+                "Config": {"Tty": False},
+                "HostConfig": {"AutoRemove": True},
+            }
+        )
+
+    async def logs(r: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.raw-stream"})
+        response.enable_chunked_encoding()
+        await response.prepare(r)
+        await response.write(body)
+        await anyio.sleep(0.2)
+        removed.set()
+        assert r.transport is not None
+        r.transport.close()  # no final chunk: the stream did not end, it was cut
+        return response
+
+    app = web.Application()
+    app.add_routes(
+        [
+            web.get("/version", version),
+            web.get("/v1.41/version", version),
+            web.get("/v1.41/containers/{cid}/json", inspect),
+            web.get("/v1.41/containers/{cid}/logs", logs),
+        ]
+    )
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1)
+    await runner.setup()
+    path = short_socket_path()
+    await web.UnixSite(runner, path).start()
+    try:
+        yield path
+    finally:
+        await runner.cleanup()
+
+
+async def test_stream_cut_by_removal_keeps_its_lines_and_records_a_gap(tmp_path: Path) -> None:
+    good = frame(1, TS + b" first\n") + frame(1, TS + b" second\n")
+    async with (
+        daemon_that_cuts_the_stream(good) as sock,
+        LogStorage(db_url(tmp_path), host="h") as storage,
+        DockerClient("unix://" + sock) as client,
+        LogCollectorManager(storage, client=client) as manager,
+    ):
+        collector = await manager.start_docker_collector("e" * 64)
+        with anyio.fail_after(10):
+            await collector.wait()
+        assert (collector.state, collector.error) == ("ended", None)
+        await manager.stop_all()
+        stored = await LogLine.all().order_by("id").values_list("message", flat=True)
+        gaps = await Gap.all().values_list("reason", "from_ns", "to_ns")
+    assert stored == ["first", "second"]
+    assert len(gaps) == 1
+    reason, from_ns, to_ns = gaps[0]
+    assert reason.startswith("stream cut by the container's removal after 2026-11-26T11:59:02")
+    assert reason.endswith("(count unknown)")
+    assert from_ns == 1795694342760761749 and to_ns is None

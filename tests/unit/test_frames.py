@@ -249,3 +249,21 @@ def test_timestamps_parse_to_nanoseconds_with_any_fraction_and_offset() -> None:
     assert parse_timestamp(T1) == ns  # cached path agrees
     assert format_timestamp(ns) == T1.decode()
     assert since_param(ns) == "1795694342.760761749"
+
+
+def test_tty_run_ending_mid_line_is_split_from_the_next_runs_first_record() -> None:
+    # `echo first; printf partial` under -t, started again: Docker sends the second run's
+    # first record right after "partial", with no newline between them.
+    data = rec(T1, b"first\r\n") + rec(T2, b"partial") + rec(T3, b"first\r\n")
+    assert view(decode_every_split(data, tty=True)) == [
+        ("tty", T1.decode(), "first", 0),
+        ("tty", T2.decode(), "partial", 0),
+        ("tty", T3.decode(), "first", 0),
+    ]
+
+
+def test_tty_line_quoting_an_older_docker_stamp_stays_one_line() -> None:
+    data = rec(T2, b"saw " + T1 + b" before\r\n")
+    assert view(decode_every_split(data, tty=True)) == [
+        ("tty", T2.decode(), f"saw {T1.decode()} before", 0)
+    ]

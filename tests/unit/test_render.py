@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agent.batch import FLAG_TRUNCATED
+from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED
 from agent.render import json_line, plain_line, terminal_safe
 from agent.storage.reader import StoredRow
 from agent.when import parse_when
@@ -40,6 +40,17 @@ def test_json_line_has_exactly_the_documented_keys() -> None:
         "message": 'héllo "x"',
     }
     assert json.loads(json_line(ROW._replace(flags=FLAG_TRUNCATED)))["truncated"] is True
+
+
+def test_json_piece_flags_say_which_way_a_piece_joins() -> None:
+    first, middle, last = (
+        json.loads(json_line(ROW._replace(flags=f)))
+        for f in (FLAG_TRUNCATED, FLAG_TRUNCATED | FLAG_CONTINUED, FLAG_CONTINUED)
+    )
+    assert (first.get("truncated"), first.get("continued")) == (True, None)
+    assert (middle.get("truncated"), middle.get("continued")) == (True, True)
+    # The last piece does not go on: a reader joining "truncated" rows stops here.
+    assert (last.get("truncated"), last.get("continued")) == (None, True)
 
 
 def test_when_takes_durations_rfc3339_and_unix_seconds() -> None:

@@ -1,0 +1,72 @@
+"""The live stream's re-send guard: values in, values out (agent/cursor.py)."""
+
+from __future__ import annotations
+
+from agent.batch import Line, LineBatch, Source
+from agent.cursor import Cursor, ResendGuard
+
+SOURCE = Source("c", "n")
+
+
+def lines(stream: str, *stamps: int) -> list[Line]:
+    return [Line(stream, ts, str(ts), f"{stream} {ts}") for ts in stamps]
+
+
+def through(guard: ResendGuard, cursor: Cursor, given: list[Line]) -> list[int]:
+    """Deliver as the collector does: filter, then advance; the timestamps that passed."""
+    batch = guard.filter(LineBatch.of(SOURCE, given))
+    cursor.advance(batch)
+    return batch.timestamps_ns
+
+
+def guarded(*first: Line) -> tuple[Cursor, ResendGuard]:
+    cursor = Cursor()
+    guard = ResendGuard(cursor)
+    through(guard, cursor, list(first))
+    return cursor, guard
+
+
+def test_lines_in_order_pass_untouched() -> None:
+    cursor, guard = guarded(*lines("stdout", 1, 2, 3))
+    assert through(guard, cursor, lines("stdout", 3, 4, 5)) == [3, 4, 5]  # 3 again: a new line
+    assert (guard.resent, guard.stepped_back) == (0, 0)
+
+
+def test_resent_lines_after_rotation_are_dropped_and_counted() -> None:
+    cursor, guard = guarded(*lines("stdout", *range(1, 11)))
+    assert through(guard, cursor, lines("stdout", *range(6, 13))) == [11, 12]
+    assert guard.resent == 5 and guard.stepped_back == 0
+
+
+def test_a_resend_across_batches_is_held_until_it_meets_the_position() -> None:
+    cursor, guard = guarded(*lines("stdout", *range(1, 11)))
+    assert through(guard, cursor, lines("stdout", 4, 5, 6)) == []
+    assert through(guard, cursor, lines("stdout", 7, 8, 9, 10, 11)) == [11]
+    assert guard.resent == 7
+
+
+def test_resent_lines_sharing_the_position_timestamp_are_matched_by_count() -> None:
+    cursor, guard = guarded(*lines("stdout", 1, 5, 5, 5))
+    assert through(guard, cursor, lines("stdout", 1, 5, 5, 5, 5, 6)) == [5, 6]  # a 4th at 5
+    assert guard.resent == 4
+
+
+def test_clock_stepped_back_lines_are_stored_late_not_dropped() -> None:
+    cursor, guard = guarded(*lines("stdout", 100, 200))
+    # New lines stamped before 200 (the clock went back), then past it: never met 200 again.
+    assert through(guard, cursor, lines("stdout", 150, 160)) == []
+    assert through(guard, cursor, lines("stdout", 210)) == [150, 160, 210]
+    assert guard.stepped_back == 2 and guard.resent == 0
+
+
+def test_each_stream_is_guarded_on_its_own() -> None:
+    cursor, guard = guarded(*lines("stdout", 1, 2, 3), *lines("stderr", 1, 2))
+    mixed = [*lines("stdout", 2, 3), *lines("stderr", 3), *lines("stdout", 4)]
+    assert through(guard, cursor, mixed) == [3, 4]  # stderr 3 passes at once
+    assert guard.resent == 2
+
+
+def test_end_of_stream_counts_what_is_still_held() -> None:
+    cursor, guard = guarded(*lines("stdout", 1, 2, 3))
+    assert through(guard, cursor, lines("stdout", 2)) == []
+    assert guard.finish() == 1 and guard.resent == 1
