@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -24,29 +24,21 @@ pytestmark = [pytest.mark.anyio]
 TS = b"2026-11-26T11:59:02.760761749Z"
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 @asynccontextmanager
-async def fake_daemon(body: bytes) -> AsyncIterator[str]:
-    """A fake Docker daemon, for the one fault a real one cannot be made to show: a log
-    stream that is not Docker's framing. It answers /version, an inspect, and that stream."""
+async def serve_daemon(inspect: Handler, logs: Handler) -> AsyncIterator[str]:
+    """A fake daemon's socket: /version, an inspect and a log stream, as given."""
 
     async def version(_r: web.Request) -> web.Response:
         return web.json_response({"ApiVersion": "1.41"})
-
-    async def inspect(r: web.Request) -> web.Response:
-        cid = r.match_info["cid"]
-        return web.json_response({"Id": cid, "Name": "/broken", "Config": {"Tty": False}})
-
-    async def logs(r: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.raw-stream"})
-        await response.prepare(r)
-        await response.write(body)
-        await anyio.sleep(30)  # a follow stream stays open
-        return response
 
     app = web.Application()
     app.add_routes(
         [
             web.get("/version", version),
+            web.get("/v1.41/version", version),
             web.get("/v1.41/containers/{cid}/json", inspect),
             web.get("/v1.41/containers/{cid}/logs", logs),
         ]
@@ -59,6 +51,26 @@ async def fake_daemon(body: bytes) -> AsyncIterator[str]:
         yield path
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def fake_daemon(body: bytes) -> AsyncIterator[str]:
+    """A fake Docker daemon, for the one fault a real one cannot be made to show: a log
+    stream that is not Docker's framing. It answers /version, an inspect, and that stream."""
+
+    async def inspect(r: web.Request) -> web.Response:
+        cid = r.match_info["cid"]
+        return web.json_response({"Id": cid, "Name": "/broken", "Config": {"Tty": False}})
+
+    async def logs(r: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.raw-stream"})
+        await response.prepare(r)
+        await response.write(body)
+        await anyio.sleep(30)  # a follow stream stays open
+        return response
+
+    async with serve_daemon(inspect, logs) as path:
+        yield path
 
 
 def frame(stream: int, payload: bytes) -> bytes:
@@ -149,9 +161,6 @@ async def daemon_that_cuts_the_stream(body: bytes) -> AsyncIterator[str]:
     300 ms a read): a log stream broken off mid-way, its container gone after."""
     removed = anyio.Event()
 
-    async def version(_r: web.Request) -> web.Response:
-        return web.json_response({"ApiVersion": "1.41"})
-
     async def inspect(r: web.Request) -> web.Response:
         if removed.is_set():
             return web.json_response({"message": "No such container"}, status=404)
@@ -176,23 +185,8 @@ async def daemon_that_cuts_the_stream(body: bytes) -> AsyncIterator[str]:
         r.transport.close()  # no final chunk: the stream did not end, it was cut
         return response
 
-    app = web.Application()
-    app.add_routes(
-        [
-            web.get("/version", version),
-            web.get("/v1.41/version", version),
-            web.get("/v1.41/containers/{cid}/json", inspect),
-            web.get("/v1.41/containers/{cid}/logs", logs),
-        ]
-    )
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1)
-    await runner.setup()
-    path = short_socket_path()
-    await web.UnixSite(runner, path).start()
-    try:
+    async with serve_daemon(inspect, logs) as path:
         yield path
-    finally:
-        await runner.cleanup()
 
 
 async def test_stream_cut_by_removal_keeps_its_lines_and_records_a_gap(tmp_path: Path) -> None:
