@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from agent.collectors.docker import DockerLogCollector, docker_key
 from agent.containers import Registry
 from agent.discovery.events import EventsFollower
-from agent.discovery.hand import HandControl
+from agent.discovery.hand import HandControl, Refused
 from agent.docker.client import DockerClient
-from agent.docker.errors import ContainerNotFound, DockerError
+from agent.docker.errors import BadReference, ContainerNotFound, DockerError
 from agent.storage.writer import WriterStats
 from agent.timestamps import format_timestamp
 
@@ -45,9 +46,19 @@ def collector_view(c: DockerLogCollector) -> dict[str, Any]:
     }
 
 
+class UnsafeSocketDir(OSError):
+    """The socket's folder lets other users replace or reach the socket."""
+
+
 def _prepare_socket_path(path: Path) -> None:
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True)  # only the agent's user can reach in
+    st = path.parent.stat()
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise UnsafeSocketDir(
+            f"{path.parent} is not owned by this user or is writable by others "
+            f"(mode {stat.filemode(st.st_mode)}): another user could replace the socket"
+        )
     if path.is_socket():
         path.unlink()  # left by an agent that did not stop cleanly
 
@@ -83,27 +94,32 @@ class ControlAPI:
         self.metrics_registry = metrics
 
     def app(self, *, token: str | None) -> web.Application:
+        """The unix socket's app steers (`token` None); the TCP one, behind the token, only
+        reads health and metrics: a scraper's token must not stop collection."""
         middlewares = [self._auth(token)] if token is not None else []
         app = web.Application(middlewares=middlewares)
-        app.add_routes(
-            [
+        routes = [web.get("/healthz", self.healthz), web.get("/metrics", self.metrics)]
+        if token is None:
+            routes += [
                 web.get("/collectors", self.list_collectors),
                 web.post("/collectors/{container}", self.start_collector),
                 web.delete("/collectors/{container}", self.stop_collector),
-                web.get("/healthz", self.healthz),
-                web.get("/metrics", self.metrics),
             ]
-        )
+        app.add_routes(routes)
         return app
 
     @staticmethod
     def _auth(token: str) -> Any:
-        expected = f"Bearer {token}".encode()
+        expected = token.encode()
 
         @web.middleware
         async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            try:
+                raw = given.strip().encode("utf-8", "surrogateescape")
+            except UnicodeError:
+                raw = b""
+            if scheme.lower() != "bearer" or not hmac.compare_digest(raw, expected):
                 return web.json_response({"error": "missing or wrong bearer token"}, status=401)
             return await handler(request)
 
@@ -137,8 +153,12 @@ class ControlAPI:
     @staticmethod
     async def _bind_unix(runner: web.AppRunner, path: Path) -> None:
         _prepare_socket_path(path)
-        await web.UnixSite(runner, str(path)).start()
-        os.chmod(path, 0o600)
+        old = os.umask(0o077)  # created 0600: never connectable by others, not even briefly
+        try:
+            await web.UnixSite(runner, str(path)).start()
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)  # read and write is all a client needs
         log.info("control API on unix socket %s", path)
 
     # -- handlers ------------------------------------------------------------------------
@@ -169,6 +189,10 @@ class ControlAPI:
         ref = request.match_info["container"]
         try:
             collector = await self.hand.start(ref)
+        except BadReference as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        except Refused as exc:
+            return web.json_response({"error": f"refused: {exc}"}, status=403)
         except ContainerNotFound:
             return web.json_response({"error": f"no such container: {ref}"}, status=404)
         except DockerError as exc:
@@ -178,7 +202,10 @@ class ControlAPI:
 
     async def stop_collector(self, request: web.Request) -> web.Response:
         ref = request.match_info["container"]
-        collector = await self.hand.stop(ref)
+        try:
+            collector = await self.hand.stop(ref)
+        except BadReference as exc:
+            return web.json_response({"error": str(exc)}, status=400)
         if collector is None:
             return web.json_response({"error": f"no collector for {ref}"}, status=404)
         log.info("stopped by hand: %s", collector.container_name)

@@ -74,12 +74,16 @@ class Agent:
     ) -> int:
         """Run until `stop` is set (or a signal); `started` once the first listing is done."""
         s = self.settings
-        async with anyio.create_task_group() as outer:
+        # Opened first, outside any task group: a store or socket that cannot be used is one
+        # plain error (cli.py makes it one line), not an exception group.
+        async with (
+            DockerClient(s.docker_url or None) as client,
+            LogStorage(s.db_url, host=s.host or None, max_queue_bytes=s.max_queue_bytes) as storage,
+            anyio.create_task_group() as outer,
+        ):
             if signals:
                 outer.start_soon(_watch_signals, self.stop)
             async with (
-                DockerClient(s.docker_url or None) as client,
-                LogStorage(s.db_url, host=s.host or None) as storage,
                 LogCollectorManager(
                     storage,
                     client=client,
@@ -130,7 +134,14 @@ class Agent:
                 api = ControlAPI(
                     Listeners(s.api_socket, s.api_tcp_host, s.api_tcp_port, s.api_token),
                     registry=self.registry,
-                    hand=HandControl(client, manager, self.registry, initial_tail=s.initial_tail),
+                    hand=HandControl(
+                        client,
+                        manager,
+                        self.registry,
+                        initial_tail=s.initial_tail,
+                        scope_labels=list(s.scope_labels),
+                        self_ids=self.self_ids,
+                    ),
                     client=client,
                     writer=storage.writer.stats,
                     follower=follower,

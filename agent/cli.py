@@ -9,7 +9,9 @@ from pathlib import Path
 import anyio
 
 from agent.config import ConfigError, load_settings
+from agent.docker.errors import DockerError
 from agent.storage import StorageError
+from agent.storage.db import StoreLocked
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,9 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     except commands.UsageError as exc:
         print(f"logagent: {exc}", file=sys.stderr)
         return 2
-    except StorageError as exc:
-        print(f"logagent: storage error: {exc}", file=sys.stderr)
-        return 1
+    except (StorageError, DockerError, BaseExceptionGroup) as exc:
+        said = _one_line(exc)
+        if said is None:
+            raise
+        print(f"logagent: {said[0]}", file=sys.stderr)
+        return said[1]
     except commands.AgentUnreachable as exc:
         print(f"logagent: {exc}", file=sys.stderr)
         return 1
@@ -104,6 +109,24 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     return 2
+
+
+def _one_line(exc: BaseException) -> tuple[str, int] | None:
+    """A failure a person can act on, as one line and an exit code (2: configuration or a
+    second agent, 1: the environment); None for anything else (a bug: its traceback)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            said = _one_line(inner)
+            if said is not None:
+                return said
+        return None
+    if isinstance(exc, StoreLocked):
+        return f"storage error: {exc}", 2
+    if isinstance(exc, StorageError):
+        return f"storage error: {exc}", 1
+    if isinstance(exc, DockerError):
+        return f"docker error: {exc}", 1
+    return None
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import sys
 import time
 from typing import Any, TextIO
@@ -13,6 +12,7 @@ import aiohttp
 import anyio
 
 from agent import render
+from agent.grep import matcher
 from agent.storage.gaps import list_gaps
 from agent.storage.reader import (
     LogFilter,
@@ -50,10 +50,10 @@ class UsageError(ValueError):
 async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
     """Print stored lines like `docker logs`: history first, then (-f) new rows as stored."""
     try:
-        since = parse_when(opts.since) if opts.since else None
-        until = parse_when(opts.until) if opts.until else None
-        pattern = re.compile(opts.grep) if opts.grep else None
-    except (ValueError, re.error) as exc:
+        since = parse_when(opts.since) if opts.since is not None else None
+        until = parse_when(opts.until) if opts.until is not None else None
+        matches = matcher(opts.grep) if opts.grep is not None else None
+    except ValueError as exc:
         raise UsageError(str(exc)) from None
     async with open_store(db_url) as db:
         try:
@@ -67,7 +67,7 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
         def emit(rows: list[StoredRow]) -> None:
             text = []
             for row in rows:
-                if pattern is not None and not pattern.search(row.message):
+                if matches is not None and not matches(row.message):
                     continue
                 if opts.json:
                     text.append(render.json_line(row))

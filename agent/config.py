@@ -14,11 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from agent.collectors.docker import DEFAULT_TAIL
+from agent.docker.client import docker_url
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
 from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST
 from agent.durations import parse_duration
 from agent.policy import Matchers, PatternError, Policy, check_glob
 from agent.storage.db import DEFAULT_DB_URL
+from agent.storage.writer import DEFAULT_QUEUE_BYTES
+
+MAX_LINE_BYTES_LIMIT = 16 * 1024 * 1024  # a line's pieces wait in memory up to this size
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "agent.toml"
 
@@ -30,6 +34,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     db_url: str = DEFAULT_DB_URL
+    max_queue_bytes: int = DEFAULT_QUEUE_BYTES  # read, not yet committed: then collectors wait
     host: str = ""  # empty: this machine's hostname
     docker_url: str = ""  # empty: DOCKER_SOCKET, else DOCKER_HOST, else /var/run/docker.sock
     initial_tail: int | str = DEFAULT_TAIL
@@ -50,7 +55,7 @@ class Settings:
 
 # section -> key -> (type, Settings attribute or policy path)
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "storage": {"db_url": str, "host": str},
+    "storage": {"db_url": str, "host": str, "max_queue_bytes": int},
     "docker": {
         "socket": str,
         "initial_tail": (int, str),
@@ -163,10 +168,10 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     for var, (section, key) in _ENV.items():
         if var in env and env[var] != "":
             data.setdefault(section, {})[key] = _from_env(section, key, env[var])
-    return _build(data)
+    return _build(data, env)
 
 
-def _build(data: dict[str, Any]) -> Settings:
+def _build(data: dict[str, Any], env: Mapping[str, str]) -> Settings:
     storage, dock = data.get("storage", {}), data.get("docker", {})
     pol, agent = data.get("policy", {}), data.get("agent", {})
     defaults = Settings()
@@ -178,8 +183,17 @@ def _build(data: dict[str, Any]) -> Settings:
     if isinstance(tail, int) and tail < 0:
         raise ConfigError(f"docker.initial_tail: must be 0 or more, got {tail}")
     max_line = dock.get("max_line_bytes", defaults.max_line_bytes)
-    if max_line < 1024:
-        raise ConfigError(f"docker.max_line_bytes: must be at least 1024, got {max_line}")
+    if not 1024 <= max_line <= MAX_LINE_BYTES_LIMIT:
+        raise ConfigError(
+            f"docker.max_line_bytes: between 1024 and {MAX_LINE_BYTES_LIMIT} (16 MiB), "
+            f"got {max_line}"
+        )
+    queue_bytes = storage.get("max_queue_bytes", defaults.max_queue_bytes)
+    if queue_bytes < 2 * max_line:
+        raise ConfigError(
+            f"storage.max_queue_bytes: at least twice docker.max_line_bytes ({2 * max_line}), "
+            f"got {queue_bytes}"
+        )
     read_rest = _seconds(dock, "read_rest", defaults.read_rest_s, "docker")
     if read_rest > 0.1:
         raise ConfigError(
@@ -198,6 +212,8 @@ def _build(data: dict[str, Any]) -> Settings:
     if level not in _LEVELS:
         raise ConfigError(f"agent.log_level: expected one of {sorted(_LEVELS)}, got {level!r}")
     socket = dock.get("socket", "")
+    docker_address = socket if "://" in socket or not socket else "unix://" + socket
+    _check_docker_address(docker_address or docker_url(env), env)
     policy = Policy(
         collect_all=pol.get("collect_all", True),
         include=Matchers(
@@ -230,12 +246,13 @@ def _build(data: dict[str, Any]) -> Settings:
         api_token=token,
         retention_max_age_s=_seconds(retention, "max_age", defaults.retention_max_age_s),
         retention_max_bytes=_non_negative(retention, "max_bytes", defaults.retention_max_bytes),
-        retention_interval_s=_seconds(retention, "interval", defaults.retention_interval_s),
+        retention_interval_s=_interval(retention, defaults.retention_interval_s),
         db_url=db_url,
         host=storage.get("host", ""),
-        docker_url=socket if "://" in socket or not socket else "unix://" + socket,
+        docker_url=docker_address,
         initial_tail=tail,
         max_line_bytes=max_line,
+        max_queue_bytes=queue_bytes,
         read_rest_s=read_rest,
         chatty_rest_s=chatty_rest,
         policy=policy,
@@ -254,6 +271,28 @@ def _seconds(section: dict[str, Any], key: str, default: float, where: str = "re
         return parse_duration(text)
     except ValueError as exc:
         raise ConfigError(f"{where}.{key}: {exc}") from None
+
+
+def _interval(section: dict[str, Any], default: float) -> float:
+    interval = _seconds(section, "interval", default)
+    if interval < 1:  # "0" made the retention loop spin (a core at 92 %)
+        raise ConfigError(f"retention.interval: at least 1s, got {section.get('interval')!r}")
+    return interval
+
+
+def _check_docker_address(url: str, env: Mapping[str, str]) -> None:
+    if not url.startswith(("unix://", "tcp://", "http://")):
+        raise ConfigError(
+            f"docker.socket: {url!r} is not a Docker address: use a socket path, unix:// or tcp://"
+        )
+    if url.startswith(("tcp://", "http://")) and (
+        env.get("DOCKER_TLS_VERIFY") or env.get("DOCKER_CERT_PATH")
+    ):
+        raise ConfigError(
+            f"docker.socket: {url} with DOCKER_TLS_VERIFY/DOCKER_CERT_PATH set: logagent "
+            "speaks plain HTTP to tcp:// and will not send the daemon's traffic unencrypted; "
+            "use the unix socket, or a TLS-terminating proxy on loopback"
+        )
 
 
 def _non_negative(section: dict[str, Any], key: str, default: int) -> int:

@@ -10,6 +10,8 @@ way.) The record is dropped at the container's `destroy`, by `forget`, and nowhe
 from __future__ import annotations
 
 import enum
+import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -73,6 +75,11 @@ class Registry:
 
     def __init__(self) -> None:
         self._records: dict[str, ContainerRecord] = {}
+        # A removed container's metric series outlive it this long (seconds), so that a
+        # scrape sees its last counts; then they go: no series per short-lived container
+        # for ever. Oldest first: (when it goes, its source).
+        self.metrics_grace = 300.0
+        self._gone: deque[tuple[float, Source]] = deque()
         # Made-ready inspects of containers created and never started nor removed are
         # bounded: the oldest make way.
         self.max_prepared = 1024
@@ -118,4 +125,13 @@ class Registry:
 
     def forget(self, container_id: str) -> None:
         """The container is gone for good (`destroy`): drop all that is kept about it."""
-        self._records.pop(container_id, None)
+        rec = self._records.pop(container_id, None)
+        if rec is not None and rec.source.committed:
+            self._gone.append((time.monotonic() + self.metrics_grace, rec.source))
+
+    def sources(self) -> list[Source]:
+        """Every container with metric series: known ones, and removed ones in their grace."""
+        now = time.monotonic()
+        while self._gone and self._gone[0][0] <= now:
+            self._gone.popleft()
+        return [r.source for r in self._records.values()] + [s for _, s in self._gone]

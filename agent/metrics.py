@@ -71,10 +71,11 @@ class AgentMetrics(Collector):
             "Bytes of lines committed to the store, per container and stream",
             labels=labels,
         )
-        for rec in self.registry:
-            for stream, (n, b) in list(rec.source.committed.items()):
-                lines.add_metric([rec.name, rec.id[:12], stream], n)
-                size.add_metric([rec.name, rec.id[:12], stream], b)
+        for source in self.registry.sources():
+            name, short = source.container_name, source.container_id[:12]
+            for stream, (n, b) in list(source.committed.items()):
+                lines.add_metric([name, short, stream], n)
+                size.add_metric([name, short, stream], b)
         yield lines
         yield size
 

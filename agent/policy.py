@@ -73,6 +73,15 @@ class Decision:
     reason: str
 
 
+_NO = ("false", "0", "no", "off")
+
+
+def label_says_no(labels: Mapping[str, str]) -> bool:
+    """The container's owner opted it out: nothing overrides that, not even a person."""
+    value = labels.get(ENABLE_LABEL)
+    return value is not None and value.strip().lower() in _NO
+
+
 def decide(
     policy: Policy,
     *,
@@ -88,7 +97,7 @@ def decide(
     label = labels.get(ENABLE_LABEL)
     if label is not None:
         value = label.strip().lower()
-        if value in ("false", "0", "no", "off"):
+        if value in _NO:
             return Decision(False, f"excluded by label {ENABLE_LABEL}={label}")
         if value in ("true", "1", "yes", "on"):
             return Decision(True, f"included by label {ENABLE_LABEL}={label}")

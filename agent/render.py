@@ -9,18 +9,53 @@ from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED
 from agent.storage.reader import StoredRow
 from agent.timestamps import format_timestamp
 
-# C0 controls but tab, DEL, and C1 controls: a container can write "\x1b]..." to attack the
-# terminal of whoever reads its logs. Shown escaped unless --raw.
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# What a log line must not do to whoever reads it: C0 controls but tab, DEL and C1 (a container
+# can write "\x1b]..." to attack a terminal), and the invisible format characters (Unicode
+# category Cf: bidi overrides and isolates, zero-width characters, the BOM, tags) and line or
+# paragraph separators (Zl, Zp), which make text read other than it is. Cf as of Unicode 15:
+# tests/unit/test_render.py checks this list against unicodedata.
+_INVISIBLE = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f"
+)
+_TERMINAL = re.compile(f"[\x00-\x08\x0a-\x1f\x7f-\x9f\\\\{_INVISIBLE}]")
+# In JSON, what encode_basestring leaves raw (it escapes only C0, quote and backslash).
+_JSON = re.compile(f"[\x7f-\x9f{_INVISIBLE}]")
 
 
 def _escape_char(m: re.Match[str]) -> str:
     ch = m.group()
-    return {"\n": "\\n", "\r": "\\r"}.get(ch) or f"\\x{ord(ch):02x}"
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\\": "\\\\"}
 
 
 def terminal_safe(text: str) -> str:
-    return _CONTROL.sub(_escape_char, text) if _CONTROL.search(text) else text
+    """Shown as text: every dangerous or invisible character as an escape; a backslash
+    doubled, so that a literal "\\x1b" cannot pass for an escaped ESC."""
+    return _TERMINAL.sub(_escape_char, text) if _TERMINAL.search(text) else text
+
+
+def _json_char(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # JSON escapes astral characters as a surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def json_string(text: str) -> str:
+    """A JSON string literal with nothing a terminal or a viewer would act on left raw."""
+    quoted = encode_basestring(text)
+    return _JSON.sub(_json_char, quoted) if _JSON.search(quoted) else quoted
 
 
 def plain_line(row: StoredRow, *, timestamps: bool, prefix: bool, raw: bool) -> str:
@@ -34,11 +69,11 @@ def json_line(row: StoredRow) -> str:
     """One JSON object: host, container_id, container_name, stream, timestamp, message, and
     the piece flags `truncated` / `continued` when set."""
     out = (
-        f'{{"host": {encode_basestring(row.host)}, '
+        f'{{"host": {json_string(row.host)}, '
         f'"container_id": "{row.container_id}", '
-        f'"container_name": {encode_basestring(row.container_name)}, '
+        f'"container_name": {json_string(row.container_name)}, '
         f'"stream": "{row.stream}", "timestamp": "{row.timestamp}", '
-        f'"message": {encode_basestring(row.message)}'
+        f'"message": {json_string(row.message)}'
     )
     # A line over max_line_bytes is stored in pieces: "truncated" means exactly "this line
     # goes on in the next row of this stream", "continued" that this row goes on the last.

@@ -7,12 +7,27 @@ import time
 from agent.durations import parse_duration
 from agent.timestamps import TimestampError, parse_timestamp
 
+# What a timestamp column holds: nanoseconds since 1970 in a signed 64-bit integer.
+_NS_RANGE = range(-(2**63), 2**63)
+
 
 def parse_when(text: str, *, now_ns: int | None = None) -> int:
     """--since/--until: an RFC 3339 time, a duration back from now (10m, 2h, 3d, 1h30m),
-    or Unix seconds; as nanoseconds since the epoch."""
+    or Unix seconds; as nanoseconds since the epoch. ValueError for anything else."""
     text = text.strip()
+    if not text:
+        raise ValueError("an empty time: give an RFC 3339 time, a duration (10m, 2h) or seconds")
     now = time.time_ns() if now_ns is None else now_ns
+    try:
+        ns = _parse(text, now)
+    except OverflowError:
+        ns = _NS_RANGE.stop
+    if ns not in _NS_RANGE:
+        raise ValueError(f"{text!r} is out of range (the years 1678 to 2262)")
+    return ns
+
+
+def _parse(text: str, now: int) -> int:
     try:
         return now - int(parse_duration(text) * 1_000_000_000)
     except ValueError:
@@ -22,8 +37,11 @@ def parse_when(text: str, *, now_ns: int | None = None) -> int:
     except TimestampError:
         pass
     try:
-        return int(float(text) * 1_000_000_000)
+        seconds = float(text)
     except ValueError:
         raise ValueError(
             f"{text!r} is neither an RFC 3339 time, a duration (10m, 2h, 3d) nor Unix seconds"
         ) from None
+    if seconds != seconds:  # nan
+        raise OverflowError(text)
+    return int(seconds * 1_000_000_000)

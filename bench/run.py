@@ -92,12 +92,19 @@ def dockerd_pid() -> int:
     return int(subprocess.run(["pgrep", "-xo", "dockerd"], capture_output=True, text=True).stdout)
 
 
+def socket_dir() -> Path:
+    """The agents' API sockets, in a folder only we can write to (the agent refuses others)."""
+    folder = Path(f"/tmp/{PREFIX}")
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
 class AgentProcess:
     """`logagent run` on its own database and socket, scoped to this run's containers."""
 
     def __init__(self, tmp: Path, name: str) -> None:
         self.db = tmp / f"{name}.db"
-        self.sock = f"/tmp/{PREFIX}-{name}.sock"
+        self.sock = str(socket_dir() / f"{name}.sock")
         config = tmp / f"{name}.toml"
         config.write_text(
             f'[storage]\ndb_url = "sqlite:///{self.db}"\n'
@@ -408,7 +415,7 @@ def latency(tmp: Path) -> None:
         cid = create(f"latency{n}", script)
         out = subprocess.run(
             [sys.executable, "-c", LATENCY, LABEL, str(tmp / f"lat{n}.db"),
-             f"/tmp/{PREFIX}-lat.sock", cid, str(n)],
+             str(socket_dir() / "lat.sock"), cid, str(n)],
             capture_output=True, text=True, check=True, cwd=ROOT,
         ).stdout.split()  # fmt: skip
         c50, c99, r50, r99 = map(float, out)

@@ -150,8 +150,11 @@ async def agent_parts(
 
 
 def short_socket_path() -> str:
-    """A unix socket path is limited to 107 bytes: pytest's tmp_path can be longer."""
-    return f"/tmp/logagent-test-{uuid.uuid4().hex[:10]}.sock"
+    """A unix socket path is limited to 107 bytes: pytest's tmp_path can be longer. In a
+    folder of its own, mode 0700: the agent refuses a socket folder others can write to."""
+    folder = Path(f"/tmp/logagent-test-{uuid.uuid4().hex[:10]}")
+    folder.mkdir(mode=0o700)
+    return str(folder / "agent.sock")
 
 
 def agent_settings(tmp_path: Path, *, collect_all: bool = True, **kw: object) -> Settings:
@@ -200,6 +203,21 @@ async def eventually(check: Callable[[], bool], limit: float = 30) -> None:
     with anyio.fail_after(limit):
         while not check():  # noqa: ASYNC110
             await anyio.sleep(0.05)
+
+
+async def until_reached(count: Callable[[], int], target: int, stall: float = 60) -> None:
+    """Wait until `count()` reaches `target`; fail only if it stops moving for `stall` s.
+
+    For the long waits (hundreds of thousands of lines): a busy machine makes them slower,
+    not wrong, so they are judged by progress, not by a wall-clock budget.
+    """
+    seen, since = -1, anyio.current_time()
+    while (now := count()) < target:
+        if now != seen:
+            seen, since = now, anyio.current_time()
+        elif anyio.current_time() - since > stall:
+            raise AssertionError(f"stuck at {now} of {target} for {stall:.0f} s")
+        await anyio.sleep(0.1)
 
 
 ROOT = Path(__file__).resolve().parents[1]

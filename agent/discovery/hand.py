@@ -11,6 +11,11 @@ from agent.collectors.manager import LogCollectorManager
 from agent.containers import Registry
 from agent.docker.client import DockerClient
 from agent.docker.errors import ContainerNotFound
+from agent.policy import ENABLE_LABEL, label_says_no
+
+
+class Refused(Exception):
+    """A person asked to collect a container the agent must not collect; says why."""
 
 
 class HandControl:
@@ -21,16 +26,21 @@ class HandControl:
         registry: Registry,
         *,
         initial_tail: int | str,
+        scope_labels: list[str],
+        self_ids: list[str],
     ) -> None:
         self.client = client
         self.manager = manager
         self.registry = registry
         self.initial_tail = initial_tail
+        self.scope_labels = scope_labels
+        self.self_ids = self_ids
 
     async def start(self, ref: str) -> DockerLogCollector:
         """Start collecting a container (name or id), resuming at its cursor."""
         info = await self.client.inspect(ref)
         cid: str = info["Id"]
+        self._check(cid, (info.get("Config") or {}).get("Labels") or {})
         rec = self.registry.record(cid, str(info.get("Name", "")).lstrip("/") or None)
         rec.stopped_by_hand = False
         running = bool((info.get("State") or {}).get("Running"))
@@ -38,6 +48,18 @@ class HandControl:
             return await self.manager.start_docker_collector(
                 cid, rec.name, tail=self.initial_tail, follow=running, info=info
             )
+
+    def _check(self, cid: str, labels: dict[str, str]) -> None:
+        """A hand start overrides the config's lists, but not the container owner's label,
+        the agent's scope, nor the rule that the agent never reads itself."""
+        if label_says_no(labels):
+            raise Refused(f"the container says {ENABLE_LABEL}={labels[ENABLE_LABEL]}")
+        for wanted in self.scope_labels:
+            key, sep, value = wanted.partition("=")
+            if key not in labels or (sep and labels[key] != value):
+                raise Refused(f"the container is outside this agent's scope (label {wanted})")
+        if any(sid and cid.startswith(sid) for sid in self.self_ids):
+            raise Refused("that is the agent's own container")
 
     async def stop(self, ref: str) -> DockerLogCollector | None:
         """Stop collecting a container (name, id or prefix), storing what it wrote up to now."""

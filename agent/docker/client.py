@@ -20,9 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import aiodocker
 import aiohttp
@@ -36,7 +38,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from agent.docker.errors import DockerError, DockerUnavailable, mapped
+from agent.docker.errors import BadReference, DockerError, DockerUnavailable, mapped
+from agent.docker.event_lines import EventLines
 from agent.docker.pacing import RestClock
 
 log = logging.getLogger("logagent.docker")
@@ -63,6 +66,21 @@ class LogStream:
         connection = self._response.connection
         if connection is not None and connection.transport is not None:
             self._clock.rest(connection.transport, seconds)
+
+
+# Docker's own rule for container names and ids (daemon/names: RestrictedNameChars).
+_REFERENCE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}")
+
+
+def container_segment(ref: str) -> str:
+    """A container name or id as one URL path segment: checked, then quoted.
+
+    Every path sent to Docker with a container in it is built from this, so a crafted name
+    (`../../version`, `x/export?`) can never reach another endpoint.
+    """
+    if not _REFERENCE.fullmatch(ref):
+        raise BadReference(f"{ref[:80]!r} is not a container name or id")
+    return quote(ref, safe="")
 
 
 def docker_url(environ: Mapping[str, str] | None = None) -> str:
@@ -155,8 +173,9 @@ class DockerClient:
         )
 
     async def inspect(self, container_id: str) -> dict[str, Any]:
+        segment = container_segment(container_id)
         with mapped(f"inspect {container_id[:64]}"):
-            data: dict[str, Any] = await self._api.containers.container(container_id).show()
+            data: dict[str, Any] = await self._api.containers.container(segment).show()
         return data
 
     async def list_containers(
@@ -190,10 +209,15 @@ class DockerClient:
             response = await self._open_stream("events", params)
 
         async def parsed() -> AsyncIterator[dict[str, Any]]:
+            lines = EventLines()
             with mapped("events stream"):
-                async for line in response.content:
-                    if line.strip():
-                        yield json.loads(line)
+                async for chunk in response.content.iter_any():
+                    events = lines.feed(chunk)
+                    for why in lines.skipped:
+                        log.error("skipped %s", why)
+                    lines.skipped.clear()
+                    for event in events:
+                        yield event
 
         try:
             yield parsed()
@@ -219,8 +243,9 @@ class DockerClient:
         }
         if since is not None:
             params["since"] = since
+        path = f"containers/{container_segment(container_id)}/logs"
         with mapped(f"logs of {container_id[:12]}"):
-            response = await self._open_stream(f"containers/{container_id}/logs", params)
+            response = await self._open_stream(path, params)
         try:
             yield LogStream(response, self.rest_clock)
         finally:

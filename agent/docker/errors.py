@@ -31,6 +31,10 @@ class LogsUnavailable(DockerError):
     """The container's log driver cannot be read through the API (501)."""
 
 
+class BadReference(DockerError):
+    """Not a container name or id: it would reach other parts of the Engine API."""
+
+
 def translate(exc: aiodocker.DockerError, what: str) -> DockerError:
     if exc.status == _CONNECT_FAILED:
         return DockerUnavailable(f"{what}: {exc.message}")

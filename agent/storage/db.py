@@ -6,10 +6,12 @@ tortoise keeps global state; a `TortoiseContext` of our own per opened store kee
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import fcntl
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -33,38 +35,127 @@ class StorageError(Exception):
     """The store cannot be opened or written; the message says which and why."""
 
 
-def tortoise_config(db_url: str) -> dict[str, Any]:
+class StoreLocked(StorageError):
+    """Another agent writes to this store: two would store every line twice."""
+
+
+# SQLite result codes after which writing again cannot help (sqlite3's `sqlite_errorcode`).
+_FATAL_SQLITE = {
+    3: "SQLITE_PERM",
+    8: "SQLITE_READONLY",
+    11: "SQLITE_CORRUPT",
+    14: "SQLITE_CANTOPEN",
+    23: "SQLITE_AUTH",
+    26: "SQLITE_NOTADB",
+}
+
+
+def fatal(exc: BaseException) -> str | None:
+    """The SQLite code name if `exc` (or what it wraps) says the store is unusable for good."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        code = getattr(seen, "sqlite_errorcode", None)
+        if code is not None:
+            return _FATAL_SQLITE.get(code & 0xFF)
+        wrapped = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = wrapped or seen.__cause__ or seen.__context__
+    return None
+
+
+def sqlite_path(db_url: str) -> Path | None:
+    """The file of a SQLite store (None for another database, or an in-memory one)."""
     try:
         conn = expand_db_url(db_url)
     except Exception as exc:
         raise StorageError(f"database URL {db_url!r} is not usable: {exc}") from exc
+    if conn["engine"] != "tortoise.backends.sqlite":
+        return None
+    path = str(conn["credentials"]["file_path"])
+    return None if path == ":memory:" else Path(path).resolve()
+
+
+def tortoise_config(db_url: str) -> dict[str, Any]:
+    conn = expand_db_url(db_url)
     if conn["engine"] == "tortoise.backends.sqlite":
         creds = {**_SQLITE_FIRST, **conn["credentials"]}
         for key, value in _SQLITE_PRAGMAS.items():
             creds.setdefault(key, value)
         conn["credentials"] = creds
-        path = creds["file_path"]
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
     return {
         "connections": {CONNECTION: conn},
         "apps": {"logagent": {"models": _MODELS, "default_connection": CONNECTION}},
     }
 
 
+@contextmanager
+def _private_files() -> Iterator[None]:
+    """Files created meanwhile are the agent user's alone (SQLite gives its -wal and -shm
+    files the database file's own mode)."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _make_private(path: Path) -> None:
+    """A store made by an older logagent (0644): every secret a container printed was
+    readable by any local user. Narrow it, and its WAL files, to the owner."""
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except FileNotFoundError:
+            continue
+
+
+@contextmanager
+def agent_lock(path: Path) -> Iterator[None]:
+    """Held for the writer's life: a second agent on the same store refuses to start."""
+    lock = Path(f"{path}.lock")
+    with _private_files():
+        handle: TextIO = open(lock, "a+")  # noqa: SIM115 (held, closed in finally)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise StoreLocked(
+                f"another logagent (pid {holder}) is writing to {path}: two agents on one "
+                "store would store every line twice"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
 @asynccontextmanager
-async def open_db(db_url: str) -> AsyncIterator[BaseDBAsyncClient]:
+async def open_db(db_url: str, *, create: bool = True) -> AsyncIterator[BaseDBAsyncClient]:
     """The store, its schema created or upgraded; closed on every exit path.
 
-    Any failure to open or upgrade (a full disk: a raw sqlite3 error from tortoise's commit)
-    is the store's, said once as a StorageError.
+    `create=False` (the read side): a store that is not there is an error, not a new empty
+    file, and an old one is not upgraded. Any failure to open or upgrade (a full disk: a raw
+    sqlite3 error from tortoise's commit) is the store's, said once as a StorageError.
     """
+    path = sqlite_path(db_url)
+    if path is not None:
+        if not create and not path.exists():
+            raise StorageError(f"no store at {path}: is storage.db_url (LOGAGENT_DB_URL) right?")
+        if create and not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True)
     ctx = TortoiseContext()
     await ctx.__aenter__()
     try:
         try:
-            await ctx.init(config=tortoise_config(db_url))
-            await create_schema(ctx)
+            with _private_files():
+                await ctx.init(config=tortoise_config(db_url))
+                await create_schema(ctx, upgrade=create)
+                if path is not None:
+                    _make_private(path)
         except StorageError:
             raise
         except Exception as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -12,8 +13,11 @@ from agent.storage.db import open_db
 from agent.storage.models import ContainerCursor, Gap, LogLine
 from agent.storage.sql import Marks
 
-# A read connection of its own (SQLite WAL: readers never block the agent's writer).
-open_store = open_db
+
+def open_store(db_url: str) -> AbstractAsyncContextManager[BaseDBAsyncClient]:
+    """A read connection of its own (SQLite WAL: readers never block the agent's writer);
+    the read side never creates or upgrades a store."""
+    return open_db(db_url, create=False)
 
 
 class StoredRow(NamedTuple):

@@ -18,12 +18,28 @@ from agent.storage.models import ContainerCursor, LogLine
 log = logging.getLogger("logagent.storage")
 
 
-async def create_schema(ctx: TortoiseContext) -> None:
-    """Upgrade what an older version wrote, then create whatever table is missing."""
+class SchemaTooOld(Exception):
+    """A store written by an older logagent, opened by a reader that must not change it."""
+
+
+async def create_schema(ctx: TortoiseContext, *, upgrade: bool = True) -> None:
+    """Upgrade what an older version wrote, then create whatever table is missing.
+
+    `upgrade=False` (the read side) changes nothing: an old store is an error, and tables
+    are only checked.
+    """
     db = ctx.db()
     if db.capabilities.dialect == "sqlite":
-        await _rows_by_source_id(db)
-    await ctx.generate_schemas(safe=True)
+        old = "container_id" in await _columns(db, LogLine._meta.db_table)
+        if old and not upgrade:
+            raise SchemaTooOld(
+                "the store was written by an older logagent: start `logagent run` once to "
+                "upgrade it in place"
+            )
+        if old:
+            await _rows_by_source_id(db)
+    if upgrade:
+        await ctx.generate_schemas(safe=True)
 
 
 async def _columns(db: BaseDBAsyncClient, table: str) -> list[str]:

@@ -13,7 +13,7 @@ import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from agent.storage.db import CONNECTION
+from agent.storage.db import CONNECTION, StorageError, fatal
 from agent.storage.models import AgentState
 from agent.storage.sql import Marks
 
@@ -52,5 +52,7 @@ class AgentStateStore:
             try:
                 await self.save()
             except Exception as exc:  # the writer reports database failures; keep beating
+                if (code := fatal(exc)) is not None:  # unless the store is unusable for good
+                    raise StorageError(f"the store cannot be written ({code}): {exc}") from exc
                 log.debug("heartbeat not saved: %s", exc)
             await anyio.sleep(self.heartbeat_seconds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, ExitStack
 
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -12,7 +12,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from agent.batch import LineBatch, Source
 from agent.cursor import Cursor
 from agent.storage.cursors import load_cursor
-from agent.storage.db import DEFAULT_DB_URL, StorageError, open_db
+from agent.storage.db import DEFAULT_DB_URL, StorageError, agent_lock, open_db, sqlite_path
 from agent.storage.gaps import record_gap
 from agent.storage.state import AgentStateStore
 from agent.storage.writer import DEFAULT_QUEUE_BYTES, LogWriter
@@ -50,6 +50,7 @@ class LogStorage:
         self._db: BaseDBAsyncClient | None = None
         self._opened: AbstractAsyncContextManager[BaseDBAsyncClient] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._lock = ExitStack()  # the store's lock file, held while open
 
     @property
     def db(self) -> BaseDBAsyncClient:
@@ -58,8 +59,18 @@ class LogStorage:
         return self._db
 
     async def __aenter__(self) -> LogStorage:
+        path = sqlite_path(self.db_url)
+        self._lock = ExitStack()
+        if path is not None:
+            if not path.parent.exists():
+                path.parent.mkdir(mode=0o700, parents=True)
+            self._lock.enter_context(agent_lock(path))
         opened = open_db(self.db_url)
-        self._db = await opened.__aenter__()
+        try:
+            self._db = await opened.__aenter__()
+        except BaseException:
+            self._lock.close()
+            raise
         try:
             self.dialect = self._db.capabilities.dialect
             await self.state.open(self._db)
@@ -71,6 +82,9 @@ class LogStorage:
         except BaseException as exc:
             self._db = None
             await opened.__aexit__(type(exc), exc, exc.__traceback__)
+            self._lock.close()
+            if isinstance(exc, Exception) and not isinstance(exc, StorageError):
+                raise StorageError(f"cannot open database {self.db_url!r}: {exc}") from exc
             raise
         self._opened = opened
         return self
@@ -92,6 +106,7 @@ class LogStorage:
             self._db = None
             if opened is not None:
                 await opened.__aexit__(None, None, None)  # closes even when cancelled
+            self._lock.close()
         if self.writer.queued:
             # Not lost: their containers' cursors did not move, so the next start reads them
             # again from Docker (unless Docker no longer has them: then a gap is recorded).

@@ -22,7 +22,7 @@ from tortoise.transactions import in_transaction
 
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED, STREAMS, LineBatch, Source
 from agent.storage.cursors import add_sources, position_sql
-from agent.storage.db import CONNECTION, StorageError
+from agent.storage.db import CONNECTION, StorageError, fatal
 from agent.storage.models import LOG_LINE_COLUMNS, LogLine
 from agent.storage.sql import Marks
 
@@ -146,8 +146,14 @@ class LogWriter:
             started = time.perf_counter()
             try:
                 await self._commit(held)
-            except Exception as exc:  # any database failure: keep the rows, report, retry
+            except Exception as exc:  # a database failure: keep the rows, report, retry
                 stats.write_errors += 1
+                if (code := fatal(exc)) is not None:  # retrying cannot help: stop the agent
+                    stats.failing = f"{type(exc).__name__}: {exc}"
+                    raise StorageError(
+                        f"the store cannot be written ({code}): {exc}; {rows} lines not "
+                        "written are read again from Docker at the next start"
+                    ) from exc
                 if stats.failing is None:
                     log.error("writing %d lines failed, will retry: %s", rows, exc)
                 stats.failing = f"{type(exc).__name__}: {exc}"

@@ -128,7 +128,7 @@ async def test_tcp_listener_refuses_requests_without_the_token(tmp_path: Path) -
     port = 20000 + os.getpid() % 20000
     settings = agent_settings(tmp_path, api_tcp_port=port, api_token=TOKEN)
     async with running_agent(settings), aiohttp.ClientSession() as session:
-        url = f"http://127.0.0.1:{port}/collectors"
+        url = f"http://127.0.0.1:{port}/metrics"  # TCP serves only metrics and health
         async with session.get(url) as response:
             assert response.status == 401
         async with session.get(url, headers={"Authorization": "Bearer wrong"}) as response:

@@ -20,6 +20,7 @@ from tests.conftest import (
     eventually,
     running_agent,
     stored_rows,
+    until_reached,
 )
 from tests.integration.test_collector import docker_reference
 
@@ -235,6 +236,6 @@ async def test_dead_container_far_ahead_of_the_agent_is_read_to_its_end(
         running = ("inspect", "-f", "{{.State.Running}}", cid)
         await eventually(lambda: docker(*running).strip() == b"false")
         assert len(stored_rows(tmp_path, cid)) < n  # the agent is behind when it dies
-        await eventually(lambda: len(stored_rows(tmp_path, cid)) >= n, limit=60)
+        await until_reached(lambda: len(stored_rows(tmp_path, cid)), n)
         await anyio.sleep(0.5)
     assert stored_rows(tmp_path, cid) == docker_reference(cid)

@@ -25,6 +25,7 @@ from tests.conftest import (
     running_agent,
     start_agent_process,
     stored_rows,
+    until_reached,
 )
 from tests.integration.test_agent_process import _stop_dockerd
 from tests.integration.test_collector import docker_reference
@@ -70,7 +71,7 @@ async def _restart_mid_burst(tmp_path: Path, containers: Containers, sig: signal
         assert stopped_at < 200_000, "the burst ended before the agent was stopped"
         proc = start_agent_process(tmp_path)
         containers.wait("burst")
-        await eventually(lambda: count(tmp_path, cid) >= 200_000, limit=120)
+        await until_reached(lambda: count(tmp_path, cid), 200_000)
         await anyio.sleep(1)
         stop(proc, signal.SIGTERM)
     finally:

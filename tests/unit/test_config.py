@@ -102,3 +102,25 @@ def test_cli_bad_config_is_one_line_exit_2_no_traceback(tmp_path: Path) -> None:
         "logagent: config error: policy.collect_all: expected bool, got 3"
     ]
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[retention]\ninterval = "0"\n', "retention.interval"),
+        ('[retention]\ninterval = "500ms"\n', "retention.interval"),
+        ("[docker]\nmax_line_bytes = 33554432\n", "docker.max_line_bytes"),
+        ("[storage]\nmax_queue_bytes = 1048576\n", "storage.max_queue_bytes"),
+        ('[docker]\nsocket = "ftp://somewhere"\n', "docker.socket"),
+    ],
+)
+def test_values_that_would_hurt_are_config_errors(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_settings(write(tmp_path, text), environ={})
+
+
+def test_tcp_with_tls_variables_is_refused_not_sent_in_clear() -> None:
+    env = {"DOCKER_HOST": "tcp://10.9.8.7:2376", "DOCKER_TLS_VERIFY": "1"}
+    with pytest.raises(ConfigError, match="plain HTTP"):
+        load_settings(DEFAULT_CONFIG, environ=env)
+    assert load_settings(DEFAULT_CONFIG, environ={"DOCKER_HOST": "tcp://h:2375"}).docker_url == ""

@@ -62,3 +62,42 @@ def test_when_takes_durations_rfc3339_and_unix_seconds() -> None:
     assert parse_when("12.25") == 12_250_000_000
     with pytest.raises(ValueError, match="neither"):
         parse_when("yesterday")
+
+
+def test_invisible_and_bidi_characters_are_shown_escaped() -> None:
+    hostile = "ok\u202egnp.exe\u2066x\u2069\u200b\ufeff\u2028end\U000e0041"
+    assert terminal_safe(hostile) == (
+        "ok\\u202egnp.exe\\u2066x\\u2069\\u200b\\ufeff\\u2028end\\U000e0041"
+    )
+
+
+def test_a_literal_backslash_cannot_pass_for_an_escape() -> None:
+    assert terminal_safe("\\x1b[2J and \x1b") == "\\\\x1b[2J and \\x1b"
+
+
+def test_every_format_and_separator_character_is_escaped_everywhere() -> None:
+    import sys
+    import unicodedata
+
+    hidden = [
+        chr(c)
+        for c in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(c)) in ("Cf", "Zl", "Zp", "Cc") and chr(c) != "\t"
+    ]
+    for ch in hidden:
+        assert ch not in terminal_safe(ch), hex(ord(ch))
+        line = json_line(ROW._replace(message=ch))
+        assert ch not in line[:-1], hex(ord(ch))  # but its own newline
+        assert json.loads(line)["message"] == ch
+
+
+def test_json_escapes_del_and_c1_but_keeps_the_text() -> None:
+    line = json_line(ROW._replace(message="a\x7fb\x9bc"))
+    assert "\x7f" not in line and "\x9b" not in line
+    assert json.loads(line)["message"] == "a\x7fb\x9bc"
+
+
+@pytest.mark.parametrize("text", ["inf", "1e300", "-1e300", "99999999999999d", "", "  ", "nan"])
+def test_times_out_of_range_or_empty_are_clear_errors(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_when(text)
