@@ -226,6 +226,9 @@ class ControlAPI:
             "database": db_ok,
             "events": events_ok,
             "database_error": self.writer.failing,
+            "database_failing_since": format_timestamp(self.writer.failing_since_ns)
+            if self.writer.failing_since_ns
+            else None,
         }
         return web.json_response(body, status=200 if docker_ok and db_ok and events_ok else 503)
 

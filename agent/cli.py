@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
     status = command("status", "one line per known container: state, lines, last line, gaps")
     status.add_argument("--json", action="store_true", help="one JSON document")
+    status.add_argument("--host", help="only this host of a shared store")
 
     coll = command("collectors", "list, start or stop collectors of the running agent")
     coll.add_argument("action", choices=["ls", "start", "stop"])
@@ -85,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
             return anyio.run(commands.gaps, settings.db_url, args.container, args.json)
         if args.command == "status":
             return anyio.run(
-                commands.status, settings.db_url, settings.api_socket, args.json, sys.stdout
+                commands.status,
+                settings.db_url,
+                settings.api_socket,
+                args.json,
+                sys.stdout,
+                args.host,
             )
         if args.command == "collectors":
             return anyio.run(

@@ -6,18 +6,23 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import Any, TextIO
 
 import aiohttp
 import anyio
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
 from agent.grep import matcher
 from agent.storage.gaps import list_gaps
+from agent.storage.postgres import commit_signal
 from agent.storage.reader import (
     LogFilter,
     StoredRow,
     container_summary,
+    fleet_summary,
     history,
     last_id,
     newer,
@@ -82,14 +87,35 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
 
         async for page in history(db, flt, upto_id=seen, tail=opts.tail):
             emit(page)
-        while opts.follow:
+        if opts.follow:
+            await _follow(db_url, db, flt, seen, emit, opts.poll_seconds)
+    return 0
+
+
+async def _follow(
+    db_url: str,
+    db: BaseDBAsyncClient,
+    flt: LogFilter,
+    seen: int,
+    emit: Callable[[list[StoredRow]], None],
+    poll_seconds: float,
+) -> None:
+    """Print rows as they are stored: on PostgreSQL when a commit says so (LISTEN/NOTIFY;
+    a poll every few seconds as well, in case a notification is missed), on SQLite polling."""
+    async with AsyncExitStack() as stack:
+        signal = None
+        if db.capabilities.dialect == "postgres":
+            signal = await stack.enter_async_context(commit_signal(db_url))
+        while True:
             rows = await newer(db, flt, after_id=seen)
             if rows:
                 emit(rows)
                 seen = rows[-1].id
+            elif signal is not None:
+                with anyio.move_on_after(5):
+                    await signal.wait()
             else:
-                await anyio.sleep(opts.poll_seconds)
-    return 0
+                await anyio.sleep(poll_seconds)
 
 
 async def gaps(db_url: str, container: str | None, as_json: bool, out: TextIO = sys.stdout) -> int:
@@ -148,8 +174,14 @@ async def collectors(socket_path: str, action: str, container: str | None, out: 
     return 0
 
 
-async def status(db_url: str, socket_path: str, as_json: bool, out: TextIO) -> int:
-    """One line per known container: what the store holds, and what the agent is doing."""
+HEARTBEAT_STALE_S = 10  # an agent beats every 2 s: this much silence means it is not running
+
+
+async def status(
+    db_url: str, socket_path: str, as_json: bool, out: TextIO, host: str | None = None
+) -> int:
+    """Per host of the store, its agent; per known container, what the store holds and what
+    this host's agent is doing."""
     live: dict[str, str] = {}
     try:
         _, body = await api_call(socket_path, "GET", "/collectors")
@@ -165,8 +197,18 @@ async def status(db_url: str, socket_path: str, as_json: bool, out: TextIO) -> i
     except AgentUnreachable:
         agent = "not running"
     async with open_store(db_url) as db:
-        rows = await container_summary(db)
+        rows = await container_summary(db, host)
+        hosts = [h for h in await fleet_summary(db) if host is None or h["host"] == host]
     now = time.time_ns()
+    for h in hosts:
+        silent, stopped = (now - h.pop("last_seen_ns")) / 1e9, h.pop("stopped")
+        h["containers"] = sum(1 for r in rows if r["host"] == h["host"])
+        h["heartbeat_age_seconds"] = round(silent, 1)
+        h["agent"] = (
+            "running"
+            if silent < HEARTBEAT_STALE_S and not stopped
+            else ("stopped" if stopped else "silent")
+        )
     for r in rows:
         r["state"] = live.get(r["container_id"], "not collecting" if agent == "running" else "-")
         r["lag_seconds"] = round((now - r["last_ns"]) / 1e9, 3) if r["last_ns"] else None
@@ -174,11 +216,20 @@ async def status(db_url: str, socket_path: str, as_json: bool, out: TextIO) -> i
     for cid, state in live.items():
         if not any(r["container_id"] == cid for r in rows):
             blank = {"lines": 0, "bytes": 0, "last_line": None, "lag_seconds": None, "gaps": 0}
-            rows.append({"container_id": cid, "container_name": "", "state": state, **blank})
+            rows.append(
+                {"host": "", "container_id": cid, "container_name": "", "state": state, **blank}
+            )
     if as_json:
-        out.write(json.dumps({"agent": agent, "containers": rows}) + "\n")
+        out.write(json.dumps({"agent": agent, "hosts": hosts, "containers": rows}) + "\n")
         return 0
     out.write(f"agent: {agent}\n")
+    if len(hosts) > 1 or host is not None:
+        out.write("HOST\tAGENT\tLAST HEARTBEAT\tCONTAINERS\n")
+        for h in hosts:
+            out.write(
+                f"{h['host']}\t{h['agent']}\t{h['heartbeat_age_seconds']:.0f}s ago\t"
+                f"{h['containers']}\n"
+            )
     out.write("NAME\tID\tSTATE\tLINES\tBYTES\tLAST LINE\tLAG\tGAPS\n")
     for r in rows:
         lag = "-" if r["lag_seconds"] is None else f"{r['lag_seconds']:.1f}s"

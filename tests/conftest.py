@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sqlite3
@@ -10,10 +11,12 @@ import sys
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, closing
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, closing, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -218,6 +221,90 @@ async def until_reached(count: Callable[[], int], target: int, stall: float = 60
         elif anyio.current_time() - since > stall:
             raise AssertionError(f"stuck at {now} of {target} for {stall:.0f} s")
         await anyio.sleep(0.1)
+
+
+PG_PORT = int(os.environ.get("LOGAGENT_TEST_PG_PORT", "55432"))
+PG_ADMIN = f"postgres://postgres@127.0.0.1:{PG_PORT}/postgres"
+
+
+def _pg(sql: str) -> None:
+    done = subprocess.run(
+        ["psql", "-q", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "postgres", "-c", sql],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        if os.environ.get("CI"):
+            raise AssertionError(f"PostgreSQL: {done.stderr.strip()} (tests/pg-up.sh)")
+        pytest.skip(f"no PostgreSQL on port {PG_PORT}: run tests/pg-up.sh as root")
+
+
+@contextmanager
+def _pg_database() -> Iterator[str]:
+    name = f"logagent_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    _pg(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgres://postgres@127.0.0.1:{PG_PORT}/{name}"
+    finally:
+        _pg(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """This test's own store, on each backend: a file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield db_url(tmp_path)
+        return
+    with _pg_database() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database of this test's own (for what only a shared store does)."""
+    with _pg_database() as url:
+        yield url
+
+
+def query(url: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    """Rows of a query on either backend, from plain test code (a thread of its own)."""
+    if url.startswith("sqlite"):
+        with closing(sqlite3.connect(url.split("///", 1)[1], timeout=10)) as conn:
+            try:
+                return conn.execute(sql, args).fetchall()
+            except sqlite3.OperationalError:
+                return []
+
+    async def fetch() -> list[tuple[Any, ...]]:
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        try:
+            numbered = sql
+            for i in range(len(args)):
+                numbered = numbered.replace("?", f"${i + 1}", 1)
+            try:
+                return [tuple(r) for r in await conn.fetch(numbered, *args)]
+            except asyncpg.UndefinedTableError:
+                return []
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, fetch()).result()
+
+
+def rows_in(url: str, container_id: str) -> list[tuple[str, str, str]]:
+    """(stream, timestamp, message) of a container, in insertion order, on either backend."""
+    return [
+        (str(s), str(t), str(m))
+        for s, t, m in query(
+            url,
+            "SELECT l.stream, l.timestamp, l.message FROM log_lines l "
+            "JOIN container_cursors c ON c.id = l.source_id WHERE c.container_id = ? "
+            "ORDER BY l.id",
+            container_id,
+        )
+    ]
 
 
 ROOT = Path(__file__).resolve().parents[1]

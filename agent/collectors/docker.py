@@ -41,6 +41,17 @@ def container_of(key: str) -> str:
 
 
 @dataclass(frozen=True)
+class StreamOptions:
+    """How a stream is read: where a container never read before starts, the line cap, and
+    the rests of quiet and chatty streams (docker/pacing.py)."""
+
+    tail: int | str = DEFAULT_TAIL
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    read_rest: float = DEFAULT_REST
+    chatty_rest: float = DEFAULT_CHATTY_REST
+
+
+@dataclass(frozen=True)
 class LogSink:
     """What a collector writes to: one typed sink, not a general event system.
 
@@ -72,22 +83,20 @@ class DockerLogCollector:
         sink: LogSink | None = None,
         client: DockerClient | None = None,
         task_group: TaskGroup | None = None,
-        tail: int | str = DEFAULT_TAIL,
+        options: StreamOptions = StreamOptions(),
         follow: bool = True,
-        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        read_rest: float = DEFAULT_REST,
-        chatty_rest: float = DEFAULT_CHATTY_REST,
         info: dict[str, Any] | None = None,
         cursor: Cursor | None = None,
     ) -> None:
         self.source = source or Source(container_id, container_name or container_id[:12])
         self.container_id = container_id
         self.container_name = self.source.container_name
-        self.tail = tail
+        self.tail = options.tail
         self.follow = follow
-        self.max_line_bytes = max_line_bytes
+        self.max_line_bytes = options.max_line_bytes
         # A follow stream rests a little after a small read (see docker/pacing.py).
-        self.pacer = ReadPacer(rest=read_rest if follow else 0.0, chatty_rest=chatty_rest)
+        rest = options.read_rest if follow else 0.0
+        self.pacer = ReadPacer(rest=rest, chatty_rest=options.chatty_rest)
         self._sink = sink
         self._client = client
         self._task_group = task_group
@@ -202,9 +211,12 @@ class DockerLogCollector:
         was finished: what it had not sent is lost, and a gap says so."""
         assert self._sink is not None
         reason = gaps.cut_by_removal(self.last_timestamp_ns)
-        log.warning("%s (%s): %s", self.container_name, self.container_id[:12], reason)
+        log.warning("%s: %s", self._where(), reason)
         await self._sink.gap(self.source, reason, self.last_timestamp_ns or None, None)
         self.state = "ended"
+
+    def _where(self) -> str:
+        return f"{self.container_name} ({self.container_id[:12]})"
 
     def _failed(self, exc: Exception) -> None:
         self.state, self.exception = "failed", exc
@@ -231,7 +243,7 @@ class DockerLogCollector:
             if lines:
                 await self._deliver(self._skipper.new(lines))
             if decoder.notices:
-                self._report_notices(decoder)
+                _report_notices(decoder)
             if paced and (rest := pacer.after_read(len(chunk), anyio.current_time(), len(lines))):
                 stream.rest(rest)
 
@@ -252,13 +264,12 @@ class DockerLogCollector:
 
     async def _end_of(self, decoder: FrameDecoder) -> None:
         await self._deliver(self._skipper.new(decoder.finish()))
-        self._report_notices(decoder)
+        _report_notices(decoder)
         if held := self.guard.finish():
             log.warning(
-                "%s (%s): the stream ended while %d lines older than the last stored one "
-                "were held back: taken as re-sent by Docker, not stored",
-                self.container_name,
-                self.container_id[:12],
+                "%s: the stream ended while %d lines older than the last stored one were "
+                "held back: taken as re-sent by Docker, not stored",
+                self._where(),
                 held,
             )
 
@@ -268,13 +279,13 @@ class DockerLogCollector:
         while skipper.lost:  # lines Docker no longer has: a gap, never silence
             stream, from_ns, to_ns = skipper.lost.pop(0)
             reason = gaps.rotated(stream)
-            log.warning("%s (%s): %s", self.container_name, self.container_id[:12], reason)
+            log.warning("%s: %s", self._where(), reason)
             await self._sink.gap(self.source, reason, from_ns, to_ns)
         guard = self.guard
         before = guard.resent, guard.stepped_back
         batch = guard.filter(batch)
         if (guard.resent, guard.stepped_back) != before:
-            self._report_guard(before)
+            _report_guard(self._where(), self.guard, before)
         if not batch:
             return
         self.cursor.advance(batch)
@@ -282,30 +293,6 @@ class DockerLogCollector:
         self.lines += len(batch)
         self.bytes += batch.nbytes
         self.last_timestamp_ns = batch.timestamps_ns[-1]
-
-    def _report_guard(self, before: tuple[int, int]) -> None:
-        """Said once per stream and kind, then counted (metrics: logagent_resent_lines...)."""
-        resent, stepped = self.guard.resent, self.guard.stepped_back
-        if resent and not before[0]:
-            log.warning(
-                "%s (%s): Docker sent lines again that were already stored (it does after a "
-                "log rotation): dropped, counted in logagent_resent_lines",
-                self.container_name,
-                self.container_id[:12],
-            )
-        if stepped and not before[1]:
-            log.warning(
-                "%s (%s): lines came with timestamps before the last stored one, and were not "
-                "a re-send (the host clock stepped back?): stored late, counted in "
-                "logagent_clock_stepped_back_lines",
-                self.container_name,
-                self.container_id[:12],
-            )
-
-    def _report_notices(self, decoder: FrameDecoder) -> None:
-        for notice in decoder.notices:
-            log.warning("%s", notice)
-        decoder.notices.clear()
 
 
 async def _gone(client: DockerClient, container_id: str) -> bool:
@@ -343,3 +330,27 @@ async def _removed_after_exit(client: DockerClient, info: dict[str, Any], source
         f"container {source.container_name} ({source.container_id[:12]}) was removed "
         "while its logs were being followed"
     )
+
+
+def _report_guard(where: str, guard: ResendGuard, before: tuple[int, int]) -> None:
+    """Said once per stream and kind, then counted (metrics: logagent_resent_lines...)."""
+    if guard.resent and not before[0]:
+        log.warning(
+            "%s: Docker sent lines again that were already stored (it does after a log "
+            "rotation): dropped, counted in logagent_resent_lines",
+            where,
+        )
+    if guard.stepped_back and not before[1]:
+        log.warning(
+            "%s: lines came with timestamps before the last stored one, and were not a "
+            "re-send (the host clock stepped back?): stored late, counted in "
+            "logagent_clock_stepped_back_lines",
+            where,
+        )
+
+
+def _report_notices(decoder: FrameDecoder) -> None:
+    """What the daemon itself put in the stream: logged, not stored."""
+    for notice in decoder.notices:
+        log.warning("%s", notice)
+    decoder.notices.clear()

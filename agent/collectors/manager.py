@@ -8,7 +8,7 @@ call (a start event, a listing after the daemon came back, a person) does.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -16,7 +16,13 @@ import anyio
 from anyio.abc import TaskGroup
 
 from agent.batch import Source
-from agent.collectors.docker import DEFAULT_TAIL, DockerLogCollector, LogSink, container_of
+from agent.collectors.docker import (
+    DEFAULT_TAIL,
+    DockerLogCollector,
+    LogSink,
+    StreamOptions,
+    container_of,
+)
 from agent.containers import ContainerRecord, Failure, Registry
 from agent.docker.client import DockerClient
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
@@ -64,10 +70,7 @@ class LogCollectorManager:
         self._client = client
         self._owns_client = client is None
         self.registry = registry if registry is not None else Registry()
-        self.tail = tail
-        self.max_line_bytes = max_line_bytes
-        self.read_rest = read_rest
-        self.chatty_rest = chatty_rest
+        self.options = StreamOptions(tail, max_line_bytes, read_rest, chatty_rest)
         self.errors = 0
         self._ended = StreamFigures()  # of the collectors that ended
         self._tg: TaskGroup | None = None
@@ -147,11 +150,8 @@ class LogCollectorManager:
             sink=self._sink,
             client=self.client,
             task_group=self._tg,
-            tail=self.tail if tail is None else tail,
+            options=self.options if tail is None else replace(self.options, tail=tail),
             follow=follow,
-            max_line_bytes=self.max_line_bytes,
-            read_rest=self.read_rest,
-            chatty_rest=self.chatty_rest,
             info=info,
             cursor=rec.cursor,
         )

@@ -18,6 +18,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
 
+from agent.storage.postgres import session_lock
 from agent.storage.schema import create_schema
 
 DEFAULT_DB_URL = "sqlite://data/logagent.db"
@@ -153,7 +154,11 @@ async def open_db(db_url: str, *, create: bool = True) -> AsyncIterator[BaseDBAs
         try:
             with _private_files():
                 await ctx.init(config=tortoise_config(db_url))
-                await create_schema(ctx, upgrade=create)
+                if create and ctx.db().capabilities.dialect == "postgres":
+                    async with session_lock(db_url, None):  # one agent at a time creates it
+                        await create_schema(ctx)
+                else:
+                    await create_schema(ctx, upgrade=create)
                 if path is not None:
                     _make_private(path)
         except StorageError:

@@ -6,10 +6,12 @@ import logging
 import time
 from dataclasses import dataclass
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 
 from agent.batch import Source
 from agent.storage.models import Gap
+from agent.storage.sql import Marks
 from agent.timestamps import format_timestamp
 
 log = logging.getLogger("logagent.storage")
@@ -27,16 +29,27 @@ class GapView:
 
 
 async def record_gap(
-    host: str, source: Source, reason: str, from_ns: int | None, to_ns: int | None
+    db: BaseDBAsyncClient,
+    host: str,
+    source: Source,
+    reason: str,
+    from_ns: int | None,
+    to_ns: int | None,
 ) -> None:
-    await Gap.create(
-        host=host,
-        container_id=source.container_id,
-        container_name=source.container_name,
-        reason=reason,
-        from_ns=from_ns,
-        to_ns=to_ns,
-        created_ns=time.time_ns(),
+    # Plain SQL, not Gap.create(): tortoise caches a model's INSERT across contexts, with
+    # the placeholders of the backend it was first built for.
+    await db.execute_query(
+        f"INSERT INTO {Gap._meta.db_table} (host, container_id, container_name, reason, "
+        f"from_ns, to_ns, created_ns) VALUES ({Marks(db.capabilities.dialect).many(7)})",
+        [
+            host,
+            source.container_id,
+            source.container_name,
+            reason,
+            from_ns,
+            to_ns,
+            time.time_ns(),
+        ],
     )
     log.warning(
         "gap recorded for %s (%s): %s", source.container_name, source.container_id[:12], reason

@@ -127,3 +127,14 @@ class Prune(Model):
 
     class Meta:
         table = "prunes"
+
+
+class SchemaVersion(Model):
+    """The layout this store is in (agent/storage/schema.py), one row: a newer logagent's
+    store is refused by an older one instead of being misread."""
+
+    id = fields.IntField(primary_key=True)
+    version = fields.IntField()
+
+    class Meta:
+        table = "schema_version"

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.storage.db import open_db
-from agent.storage.models import ContainerCursor, Gap, LogLine
+from agent.storage.models import AgentState, ContainerCursor, Gap, LogLine
 from agent.storage.sql import Marks
 
 
@@ -172,37 +172,55 @@ async def newer(db: BaseDBAsyncClient, flt: LogFilter, *, after_id: int) -> list
     return await _select(db, flt, lambda m: (f"l.id > {m()}", [after_id]), "l.id", PAGE)
 
 
-async def container_summary(db: BaseDBAsyncClient) -> list[dict[str, Any]]:
-    """Per known container: lines and bytes stored, its last line's time, its gaps."""
+async def container_summary(db: BaseDBAsyncClient, host: str | None = None) -> list[dict[str, Any]]:
+    """Per known container (of one host, or every host): lines and bytes stored, its last
+    line's time, its gaps."""
     cursors, gaps = ContainerCursor._meta.db_table, Gap._meta.db_table
+    marks = Marks(_dialect(db))
+    where, values = ("WHERE c.host = " + marks(), [host]) if host else ("", [])
     _, rows = await db.execute_query(
-        f"SELECT c.container_id, c.container_name, SUM(c.lines), SUM(c.bytes), "
-        f"MAX(COALESCE(c.stdout_ts, 0)), MAX(COALESCE(c.stderr_ts, 0)), "
-        f"MAX(COALESCE(c.tty_ts, 0)), "
-        f"(SELECT COUNT(*) FROM {gaps} g WHERE g.container_id = c.container_id) "
-        f"FROM {cursors} c GROUP BY c.container_id, c.container_name ORDER BY c.container_name"
+        f"SELECT c.host, c.container_id, c.container_name, c.lines, c.bytes, "
+        f"COALESCE(c.stdout_ts, 0), COALESCE(c.stderr_ts, 0), COALESCE(c.tty_ts, 0), "
+        f"(SELECT COUNT(*) FROM {gaps} g WHERE g.container_id = c.container_id "
+        f"AND g.host = c.host) FROM {cursors} c {where} ORDER BY c.host, c.container_name",
+        values,
     )
-    out = []
-    for r in rows:
-        last = max(int(r[4]), int(r[5]), int(r[6]))
-        out.append(
-            {
-                "container_id": r[0],
-                "container_name": r[1],
-                "lines": int(r[2]),
-                "bytes": int(r[3]),
-                "last_ns": last or None,
-                "gaps": int(r[7]),
-            }
-        )
+    out = [
+        {
+            "host": r[0],
+            "container_id": r[1],
+            "container_name": r[2],
+            "lines": int(r[3]),
+            "bytes": int(r[4]),
+            "last_ns": max(int(r[5]), int(r[6]), int(r[7])) or None,
+            "gaps": int(r[8]),
+        }
+        for r in rows
+    ]
+    marks = Marks(_dialect(db))
+    where = "AND host = " + marks() if host else ""
     _, orphans = await db.execute_query(
-        f"SELECT container_id, container_name, COUNT(*) FROM {gaps} "
-        f"WHERE container_id NOT IN (SELECT container_id FROM {cursors}) "
-        "GROUP BY container_id, container_name"
+        f"SELECT host, container_id, container_name, COUNT(*) FROM {gaps} g "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {cursors} c WHERE c.container_id = g.container_id "
+        f"AND c.host = g.host) {where} GROUP BY host, container_id, container_name",
+        values,
     )
     for r in orphans:
         out.append(
-            {"container_id": r[0], "container_name": r[1], "lines": 0, "bytes": 0,
-             "last_ns": None, "gaps": int(r[2])}
+            {"host": r[0], "container_id": r[1], "container_name": r[2], "lines": 0,
+             "bytes": 0, "last_ns": None, "gaps": int(r[3])}
         )  # fmt: skip
     return out
+
+
+async def fleet_summary(db: BaseDBAsyncClient) -> list[dict[str, Any]]:
+    """Per host that ever ran an agent on this store: its last heartbeat, and whether its
+    agent stopped cleanly then (else it was killed, or is cut off)."""
+    state = AgentState._meta.db_table
+    _, rows = await db.execute_query(
+        f"SELECT host, last_seen_ns, last_shutdown_ns FROM {state} ORDER BY host"
+    )
+    return [
+        {"host": r[0], "last_seen_ns": int(r[1]), "stopped": r[2] is not None and r[2] == r[1]}
+        for r in rows
+    ]

@@ -122,12 +122,10 @@ class Retention:
         _, oldest = await db.execute_query(
             f"SELECT MIN(timestamp_ns) FROM {LogLine._meta.db_table}"
         )
-        await Prune.create(
-            host=self.storage.host,
-            reason=reason,
-            rows=rows,
-            oldest_kept_ns=oldest[0][0],
-            at_ns=time.time_ns(),
+        await db.execute_query(  # plain SQL: see agent/storage/gaps.py
+            f"INSERT INTO {Prune._meta.db_table} (host, reason, rows, oldest_kept_ns, at_ns) "
+            f"VALUES ({Marks(self.storage.dialect).many(5)})",
+            [self.storage.host, reason, rows, oldest[0][0], time.time_ns()],
         )
 
     @staticmethod

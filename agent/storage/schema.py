@@ -13,13 +13,22 @@ from tortoise.context import TortoiseContext
 from tortoise.transactions import in_transaction
 from tortoise.utils import get_schema_sql
 
-from agent.storage.models import ContainerCursor, LogLine
+from agent.storage.models import ContainerCursor, LogLine, SchemaVersion
 
 log = logging.getLogger("logagent.storage")
 
 
+# 1: lines carried their container's id and name (0.1, SQLite only); 2: lines carry a source
+# id, the store records its version.
+SCHEMA_VERSION = 2
+
+
 class SchemaTooOld(Exception):
     """A store written by an older logagent, opened by a reader that must not change it."""
+
+
+class SchemaTooNew(Exception):
+    """A store written by a newer logagent: this one would misread or damage it."""
 
 
 async def create_schema(ctx: TortoiseContext, *, upgrade: bool = True) -> None:
@@ -40,6 +49,27 @@ async def create_schema(ctx: TortoiseContext, *, upgrade: bool = True) -> None:
             await _rows_by_source_id(db)
     if upgrade:
         await ctx.generate_schemas(safe=True)
+    await _check_version(db, write=upgrade)
+
+
+async def _check_version(db: BaseDBAsyncClient, *, write: bool) -> None:
+    table = SchemaVersion._meta.db_table
+    try:
+        _, rows = await db.execute_query(f"SELECT version FROM {table} WHERE id = 1")
+    except Exception:  # a store from before versions (read side: no such table)
+        rows = []
+    found = int(rows[0][0]) if rows else None
+    if found is not None and found > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the store is in layout {found}, newer than this logagent's {SCHEMA_VERSION}: "
+            "upgrade logagent"
+        )
+    if write and found != SCHEMA_VERSION:
+        async with in_transaction("default") as conn:
+            await conn.execute_query(f"DELETE FROM {table}")
+            await conn.execute_query(
+                f"INSERT INTO {table} (id, version) VALUES (1, {SCHEMA_VERSION})"
+            )
 
 
 async def _columns(db: BaseDBAsyncClient, table: str) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -20,11 +21,17 @@ from agent.storage.sql import Marks
 log = logging.getLogger("logagent.storage")
 
 
+@dataclass(frozen=True)
+class PreviousRun:
+    last_seen_ns: int  # its last heartbeat
+    last_event_ns: int | None  # the last Docker event it handled
+
+
 class AgentStateStore:
     def __init__(self, host: str, *, heartbeat_seconds: float = 2.0) -> None:
         self.host = host
         self.heartbeat_seconds = heartbeat_seconds
-        self.previous: AgentState | None = None  # the last run's, read before the first beat
+        self.previous: PreviousRun | None = None  # the last run's, read before the first beat
         self.last_event_ns: int | None = None  # set by the events follower, saved with a beat
         self._sql = ""
 
@@ -37,7 +44,13 @@ class AgentStateStore:
             f"last_event_ns = COALESCE(excluded.last_event_ns, {table}.last_event_ns), "
             "last_shutdown_ns = excluded.last_shutdown_ns"
         )
-        self.previous = await AgentState.get_or_none(host=self.host)
+        _, rows = await db.execute_query(
+            f"SELECT last_seen_ns, last_event_ns FROM {table} "
+            f"WHERE host = {Marks(db.capabilities.dialect)()}",
+            [self.host],
+        )
+        if rows:
+            self.previous = PreviousRun(int(rows[0][0]), rows[0][1])
 
     async def save(self, *, shutdown: bool = False) -> None:
         now = time.time_ns()

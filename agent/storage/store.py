@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from contextlib import AbstractAsyncContextManager, ExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -12,8 +12,16 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from agent.batch import LineBatch, Source
 from agent.cursor import Cursor
 from agent.storage.cursors import load_cursor
-from agent.storage.db import DEFAULT_DB_URL, StorageError, agent_lock, open_db, sqlite_path
+from agent.storage.db import (
+    DEFAULT_DB_URL,
+    StorageError,
+    StoreLocked,
+    agent_lock,
+    open_db,
+    sqlite_path,
+)
 from agent.storage.gaps import record_gap
+from agent.storage.postgres import session_lock
 from agent.storage.state import AgentStateStore
 from agent.storage.writer import DEFAULT_QUEUE_BYTES, LogWriter
 
@@ -28,7 +36,7 @@ class LogStorage:
         db_url: str = DEFAULT_DB_URL,
         *,
         host: str | None = None,
-        max_queue: int = 64,
+        max_queue: int = 4096,
         max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
         max_batch: int = 20_000,
         retry_delay: float = 1.0,
@@ -50,7 +58,7 @@ class LogStorage:
         self._db: BaseDBAsyncClient | None = None
         self._opened: AbstractAsyncContextManager[BaseDBAsyncClient] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
-        self._lock = ExitStack()  # the store's lock file, held while open
+        self._lock = AsyncExitStack()  # the store's lock file or host lock, held while open
 
     @property
     def db(self) -> BaseDBAsyncClient:
@@ -60,7 +68,7 @@ class LogStorage:
 
     async def __aenter__(self) -> LogStorage:
         path = sqlite_path(self.db_url)
-        self._lock = ExitStack()
+        self._lock = AsyncExitStack()
         if path is not None:
             if not path.parent.exists():
                 path.parent.mkdir(mode=0o700, parents=True)
@@ -69,10 +77,12 @@ class LogStorage:
         try:
             self._db = await opened.__aenter__()
         except BaseException:
-            self._lock.close()
+            await self._lock.aclose()
             raise
         try:
             self.dialect = self._db.capabilities.dialect
+            if self.dialect == "postgres":
+                await self._hold_host(self._lock)
             await self.state.open(self._db)
             self.writer.open(self.dialect)
             self._tg = anyio.create_task_group()
@@ -82,8 +92,8 @@ class LogStorage:
         except BaseException as exc:
             self._db = None
             await opened.__aexit__(type(exc), exc, exc.__traceback__)
-            self._lock.close()
-            if isinstance(exc, Exception) and not isinstance(exc, StorageError):
+            await self._lock.aclose()
+            if isinstance(exc, Exception) and not isinstance(exc, StorageError | StoreLocked):
                 raise StorageError(f"cannot open database {self.db_url!r}: {exc}") from exc
             raise
         self._opened = opened
@@ -106,7 +116,8 @@ class LogStorage:
             self._db = None
             if opened is not None:
                 await opened.__aexit__(None, None, None)  # closes even when cancelled
-            self._lock.close()
+            with anyio.CancelScope(shield=True):
+                await self._lock.aclose()
         if self.writer.queued:
             # Not lost: their containers' cursors did not move, so the next start reads them
             # again from Docker (unless Docker no longer has them: then a gap is recorded).
@@ -115,6 +126,14 @@ class LogStorage:
                 "next start",
                 self.writer.queued,
                 self.writer.stats.failing,
+            )
+
+    async def _hold_host(self, stack: AsyncExitStack) -> None:
+        """On a shared PostgreSQL, one agent per host name, for the agent's life."""
+        if not await stack.enter_async_context(session_lock(self.db_url, self.host)):
+            raise StoreLocked(
+                f"another logagent holds host {self.host!r} on this database: two agents "
+                "under one host name would store every line twice (set storage.host)"
             )
 
     async def write(self, batch: LineBatch) -> None:
@@ -140,5 +159,5 @@ class LogStorage:
         self, source: Source, reason: str, *, from_ns: int | None = None, to_ns: int | None = None
     ) -> None:
         """Store that lines of a container are lost for good, and why."""
-        await record_gap(self.host, source, reason, from_ns, to_ns)
+        await record_gap(self.db, self.host, source, reason, from_ns, to_ns)
         self.gaps_recorded += 1

@@ -24,13 +24,23 @@ from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED, STREAMS, LineBatch, Sour
 from agent.storage.cursors import add_sources, position_sql
 from agent.storage.db import CONNECTION, StorageError, fatal
 from agent.storage.models import LOG_LINE_COLUMNS, LogLine
+from agent.storage.postgres import COMMITS
 from agent.storage.sql import Marks
 
 log = logging.getLogger("logagent.storage")
 
-# Lines read from Docker but not yet committed, at most (a slow or full disk, a locked store):
-# then collectors wait, and Docker's own log files hold the rest.
-DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
+# Memory held by lines read from Docker but not yet committed, at most (a slow or full disk, a
+# locked store): then collectors wait, and Docker's own log files hold the rest.
+DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
+# What a queued line costs beyond its bytes: its Python objects (text, Docker's timestamp, the
+# integers, list slots). Measured: 319 bytes for a 100-byte line.
+LINE_OVERHEAD = 220
+
+
+def memory_of(batch: LineBatch) -> int:
+    """The memory a queued batch holds, as the queue's bound counts it."""
+    return batch.nbytes + LINE_OVERHEAD * len(batch)
+
 
 
 @dataclass
@@ -43,6 +53,7 @@ class WriterStats:
     truncated_rows: int = 0
     last_commit_seconds: float = 0.0
     failing: str | None = None  # the last write error, while it persists
+    failing_since_ns: int | None = None  # when writing began to fail (the store went away)
 
 
 class LogWriter:
@@ -50,7 +61,7 @@ class LogWriter:
         self,
         host: str,
         *,
-        max_queue: int = 64,
+        max_queue: int = 4096,
         max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
         max_batch: int = 20_000,
         retry_delay: float = 1.0,
@@ -76,6 +87,7 @@ class LogWriter:
         self._open = False
         self._insert_sql = ""
         self._position_sql = ""
+        self._copy = False
         self.stats = WriterStats()
         self.on_commit: Callable[[int, float], None] | None = None  # (rows, seconds): metrics
 
@@ -85,6 +97,7 @@ class LogWriter:
             f"VALUES ({Marks(dialect).many(len(LOG_LINE_COLUMNS))})"
         )
         self._position_sql = position_sql(dialect)
+        self._copy = dialect == "postgres"
         self._open = True
 
     def close(self) -> None:
@@ -102,7 +115,7 @@ class LogWriter:
         """Queue a container's batch; waits (backpressure) while the queue is full."""
         while self.queued_bytes >= self.max_queue_bytes and self._open:
             await self._progress.wait()
-        size = batch.nbytes
+        size = memory_of(batch)
         self.queued_bytes += size
         try:
             await self._send.send(batch)
@@ -155,15 +168,22 @@ class LogWriter:
                         "written are read again from Docker at the next start"
                     ) from exc
                 if stats.failing is None:
-                    log.error("writing %d lines failed, will retry: %s", rows, exc)
+                    stats.failing_since_ns = time.time_ns()
+                    log.error(
+                        "writing %d lines failed, will retry (collectors wait; Docker keeps "
+                        "the lines): %s",
+                        rows,
+                        exc,
+                    )
                 stats.failing = f"{type(exc).__name__}: {exc}"
                 self._wake()
                 await anyio.sleep(self.retry_delay)
                 continue
             if stats.failing is not None:
-                log.warning("writing works again after: %s", stats.failing)
-                stats.failing = None
-            self.queued_bytes -= sum(b.nbytes for b in held)
+                down = (time.time_ns() - (stats.failing_since_ns or 0)) / 1e9
+                log.warning("writing works again after %.0f s of: %s", down, stats.failing)
+                stats.failing, stats.failing_since_ns = None, None
+            self.queued_bytes -= sum(memory_of(b) for b in held)
             held.clear()
             self._committed += rows
             stats.batches += 1
@@ -207,8 +227,18 @@ class LogWriter:
                 row += [ts, n]
             positions.append([*row, *per_source[sid], now, sid])
         async with in_transaction(CONNECTION) as conn:
-            await conn.execute_many(self._insert_sql, rows)
+            if self._copy:
+                # PostgreSQL: binary COPY through tortoise's own connection, in the batch's
+                # transaction (~2x executemany's rows/s here).
+                async with conn.acquire_connection() as raw:
+                    await raw.copy_records_to_table(
+                        LogLine._meta.db_table, records=rows, columns=LOG_LINE_COLUMNS
+                    )
+            else:
+                await conn.execute_many(self._insert_sql, rows)
             await conn.execute_many(self._position_sql, positions)
+            if self._copy:  # wakes `logs -f` readers, once per batch, at the commit
+                await conn.execute_query(f"SELECT pg_notify('{COMMITS}', '')")
         for b in batches:
             self._tally(b.source, b)
 

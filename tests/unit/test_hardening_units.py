@@ -115,3 +115,12 @@ def test_store_errors_that_retrying_cannot_mend_are_told_apart(tmp_path: Path) -
 
 
 _held: list[sqlite3.Connection] = []
+
+
+def test_literal_greps_match_as_re2_would() -> None:
+    lines = ["error here", "no", "error", "an error", "^x", "price $5"]
+    for pattern in ("error", "^error", "error$", "^error$", "^no$", r"\$5", "^an "):
+        import re
+
+        expected = [bool(re.search(pattern, line)) for line in lines]
+        assert [matcher(pattern)(line) for line in lines] == expected, pattern

@@ -1,0 +1,157 @@
+"""The store on both backends (SQLite, PostgreSQL): the same guarantees, the same read side.
+
+PostgreSQL is a real server (tests/pg-up.sh); each test has a database of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import anyio
+import pytest
+
+from agent.app import Agent
+from agent.batch import Line
+from agent.storage import LogStorage
+from agent.storage.db import StoreLocked
+from agent.storage.retention import Retention
+from tests.conftest import (
+    IMAGE,
+    ROOT,
+    RUN_ID,
+    Containers,
+    agent_settings,
+    docker,
+    eventually,
+    query,
+    rows_in,
+    running_agent,
+    write_line,
+)
+from tests.integration.test_collector import by_stream, docker_reference
+
+pytestmark = [pytest.mark.docker, pytest.mark.anyio]
+DAY = 86400 * 1_000_000_000
+
+
+async def test_lines_are_stored_once_across_agent_restarts(
+    tmp_path: Path, containers: Containers, store_url: str
+) -> None:
+    settings = replace(agent_settings(tmp_path), db_url=store_url)
+    script = 'for i in $(seq 1 300); do echo "out $i"; echo "err $i" >&2; done; sleep 3; seq 1 200'
+    async with running_agent(settings):
+        cid = containers.run("twice", script)
+        await eventually(lambda: len(rows_in(store_url, cid)) >= 600)
+    await anyio.to_thread.run_sync(containers.wait, "twice")  # written while no agent runs
+    async with running_agent(settings):
+        await eventually(lambda: len(rows_in(store_url, cid)) >= 800)
+        await anyio.sleep(0.5)
+    assert by_stream(rows_in(store_url, cid)) == by_stream(docker_reference(cid))
+
+
+async def test_retention_deletes_exactly_the_old_rows(tmp_path: Path, store_url: str) -> None:
+    now = time.time_ns()
+    async with LogStorage(store_url, host="h") as storage:
+        for i in range(3000):
+            ts = now - (8 * DAY if i % 3 else DAY) + i
+            await write_line(storage, "r" * 64, "ret", Line("stdout", ts, str(ts), f"{i}", 0, 4))
+        await storage.flush()
+        report = await Retention(storage, max_age_s=7 * 86400, max_bytes=0).run_once(now)
+    assert report.by_age == 2000
+    assert query(store_url, "SELECT COUNT(*) FROM log_lines") == [(1000,)]
+    assert query(store_url, "SELECT lines FROM container_cursors") == [(1000,)]
+
+
+async def test_a_second_agent_under_the_same_host_name_is_refused(store_url: str) -> None:
+    async with LogStorage(store_url, host="same"):
+        with pytest.raises(StoreLocked):
+            async with LogStorage(store_url, host="same"):
+                pass
+
+
+def logagent(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LOGAGENT_DB_URL": url, "LOGAGENT_API_SOCKET": ""}
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        env=env, cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+
+
+async def test_three_hosts_write_one_postgresql_each_line_once(
+    tmp_path: Path, containers: Containers, pg_url: str
+) -> None:
+    store_url = pg_url
+    hosts = ["alpha", "beta", "gamma"]
+    cids: dict[str, str] = {}
+    async with anyio.create_task_group() as tg:
+        stops = []
+        for host in hosts:  # each agent sees only its own host's containers (a label)
+            label = f"logagent.fleet={RUN_ID}-{host}"
+            settings = replace(
+                agent_settings(tmp_path),
+                db_url=store_url,
+                host=host,
+                scope_labels=(label,),
+                api_socket="",
+            )
+            agent = Agent(settings, self_ids=[])
+            await tg.start(partial(agent.run, signals=False))
+            stops.append(agent.stop)
+        for host in hosts:
+            name = f"{containers.prefix}-{host}"
+            containers.names.append(name)
+            cids[host] = docker(
+                "run", "-d", "--network", "none", "--name", name,
+                "--label", f"logagent.fleet={RUN_ID}-{host}", "--label", f"logagent.test={RUN_ID}",
+                IMAGE, "sh", "-c", f"sleep 0.5; seq 1 2000 | sed 's/^/{host} /'",
+            ).decode().strip()  # fmt: skip
+        for host in hosts:
+            await eventually(lambda h=host: len(rows_in(store_url, cids[h])) >= 2000, limit=60)
+        await anyio.sleep(0.5)
+        for stop in stops:
+            stop.set()
+    for host in hosts:
+        rows = rows_in(store_url, cids[host])
+        assert [m for _s, _t, m in rows] == [f"{host} {i}" for i in range(1, 2001)]
+    assert query(store_url, "SELECT host, COUNT(*) FROM log_lines GROUP BY host ORDER BY host") == [
+        ("alpha", 2000),
+        ("beta", 2000),
+        ("gamma", 2000),
+    ]
+    beta = logagent(store_url, "logs", "--host", "beta").stdout.splitlines()
+    assert beta == [f"{containers.prefix}-beta | beta {i}" for i in range(1, 2001)]
+    status = logagent(store_url, "status").stdout
+    for host in hosts:
+        assert f"{containers.prefix}-{host}" in status
+
+
+async def test_follow_prints_every_line_once_while_the_agent_writes(
+    tmp_path: Path, containers: Containers, store_url: str
+) -> None:
+    settings = replace(agent_settings(tmp_path), db_url=store_url)
+    script = (
+        "sleep 1; i=0; while [ $i -lt 20 ]; do seq $((i*500+1)) $((i*500+500)); "
+        "i=$((i+1)); sleep 0.05; done"
+    )
+    async with running_agent(settings):
+        cid = containers.run("followed", script)
+        await eventually(lambda: len(rows_in(store_url, cid)) > 0)
+        out_path = tmp_path / "follow.out"
+        env = {**os.environ, "LOGAGENT_DB_URL": store_url}
+        with open(out_path, "w") as out:
+            follower = subprocess.Popen(
+                [sys.executable, "-m", "agent", "logs", "-f", cid], env=env, cwd=ROOT, stdout=out
+            )
+        try:
+            await eventually(lambda: out_path.read_text().count("\n") >= 10_000, limit=120)
+            await anyio.sleep(0.5)
+        finally:
+            follower.terminate()
+            follower.wait(timeout=10)
+    assert out_path.read_text().splitlines() == [str(i) for i in range(1, 10_001)]
