@@ -42,7 +42,6 @@ def memory_of(batch: LineBatch) -> int:
     return batch.nbytes + LINE_OVERHEAD * len(batch)
 
 
-
 @dataclass
 class WriterStats:
     """What the writer did so far: for metrics, health and benchmarks."""
