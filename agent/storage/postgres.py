@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import asyncpg
 from tortoise.backends.base.config_generator import expand_db_url
 
 _SCHEMA_KEY = 0x6C6F_6761_6765_6E74  # "logagent": the schema lock's key
@@ -34,6 +33,8 @@ def _connect_args(db_url: str) -> dict[str, Any]:
 async def session_lock(db_url: str, key: str | None) -> AsyncIterator[bool]:
     """An advisory lock on a connection held while the block runs: the schema's (key None,
     waited for) or a host's (tried: yields whether it was had)."""
+    import asyncpg  # only a PostgreSQL store loads it (a SQLite agent is ~1 MB smaller)
+
     conn = await asyncpg.connect(**_connect_args(db_url))
     try:
         if key is None:
@@ -72,6 +73,8 @@ class CommitSignal:
 async def commit_signal(db_url: str) -> AsyncIterator[CommitSignal]:
     """Woken by every batch committed by any host's agent: `logs -f` on PostgreSQL reads
     when there is something to read instead of polling."""
+    import asyncpg
+
     conn = await asyncpg.connect(**_connect_args(db_url))
     signal = CommitSignal()
     await conn.add_listener(COMMITS, signal.notified)
