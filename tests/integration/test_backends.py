@@ -129,29 +129,3 @@ async def test_three_hosts_write_one_postgresql_each_line_once(
     status = logagent(store_url, "status").stdout
     for host in hosts:
         assert f"{containers.prefix}-{host}" in status
-
-
-async def test_follow_prints_every_line_once_while_the_agent_writes(
-    tmp_path: Path, containers: Containers, store_url: str
-) -> None:
-    settings = replace(agent_settings(tmp_path), db_url=store_url)
-    script = (
-        "sleep 1; i=0; while [ $i -lt 20 ]; do seq $((i*500+1)) $((i*500+500)); "
-        "i=$((i+1)); sleep 0.05; done"
-    )
-    async with running_agent(settings):
-        cid = containers.run("followed", script)
-        await eventually(lambda: len(rows_in(store_url, cid)) > 0)
-        out_path = tmp_path / "follow.out"
-        env = {**os.environ, "LOGAGENT_DB_URL": store_url}
-        with open(out_path, "w") as out:
-            follower = subprocess.Popen(
-                [sys.executable, "-m", "agent", "logs", "-f", cid], env=env, cwd=ROOT, stdout=out
-            )
-        try:
-            await eventually(lambda: out_path.read_text().count("\n") >= 10_000, limit=120)
-            await anyio.sleep(0.5)
-        finally:
-            follower.terminate()
-            follower.wait(timeout=10)
-    assert out_path.read_text().splitlines() == [str(i) for i in range(1, 10_001)]

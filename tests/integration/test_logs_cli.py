@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -17,6 +18,7 @@ from tests.conftest import (
     agent_settings,
     docker,
     eventually,
+    rows_in,
     running_agent,
     stored_rows,
 )
@@ -80,16 +82,17 @@ async def test_escape_sequence_attack_is_escaped_unless_raw(
 
 
 async def test_follow_prints_every_line_once_while_the_agent_writes(
-    tmp_path: Path, containers: Containers
+    tmp_path: Path, containers: Containers, store_url: str
 ) -> None:
+    """On both stores: SQLite polled, PostgreSQL woken by its commits (LISTEN/NOTIFY)."""
     script = (
         "sleep 1; i=0; while [ $i -lt 50 ]; do seq $((i*1000+1)) $((i*1000+1000)); "
         "i=$((i+1)); sleep 0.02; done"
     )
-    async with running_agent(agent_settings(tmp_path)):
+    async with running_agent(replace(agent_settings(tmp_path), db_url=store_url)):
         cid = containers.run("followed", script)
-        await eventually(lambda: len(stored_rows(tmp_path, cid)) > 0)
-        env = {**os.environ, "LOGAGENT_DB_URL": f"sqlite:///{tmp_path}/logs.db"}
+        await eventually(lambda: len(rows_in(store_url, cid)) > 0)
+        env = {**os.environ, "LOGAGENT_DB_URL": store_url}
         out_path = tmp_path / "follow.out"
         with open(out_path, "w") as out:
             follower = subprocess.Popen(
