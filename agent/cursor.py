@@ -80,58 +80,20 @@ class Cursor:
         return Cursor({s: list(pos) for s, pos in self.positions.items()})
 
 
-class Skipper:
-    """Drops, from a re-read starting at `Cursor.since()`, the lines already seen.
-
-    The re-read must hold the lines at each stream's position: when a stream goes past its
-    position before they all appeared, Docker no longer has them (its json-file rotated
-    past the cursor) and `lost` says which span of which stream is gone.
-    """
-
-    __slots__ = ("_left", "lost")
-
-    def __init__(self, left: dict[str, tuple[int, int]]) -> None:
-        self._left = left
-        self.lost: list[tuple[str, int, int]] = []  # (stream, position ns, next line ns)
-
-    def new(self, batch: LineBatch) -> LineBatch:
-        if not self._left:
-            return batch
-        keep = [
-            i
-            for i, (stream, ts) in enumerate(zip(batch.streams, batch.timestamps_ns, strict=True))
-            if self._keep(stream, ts)
-        ]
-        return batch if len(keep) == len(batch) else batch.take(keep)
-
-    def _keep(self, stream: str, ts_ns: int) -> bool:
-        left = self._left.get(stream)
-        if left is None:
-            return True
-        ts, count = left
-        if ts_ns < ts:
-            return False
-        if ts_ns == ts and count > 0:
-            self._left[stream] = (ts, count - 1)
-            return False
-        if count > 0:
-            self.lost.append((stream, ts, ts_ns))
-        del self._left[stream]  # past the position: the rest of this stream is new
-        return True
-
-
 _DROP, _PAST = 0, 1
 MAX_HELD = 100_000  # lines held back while it is not yet known whether they were re-sent
 
 
 class _Episode:
-    """A stream went back before its position: held lines wait for the verdict.
+    """One stream passing its position again: lines before it, and the `count` lines at it,
+    are seen again (`_DROP`); the first line after is `_PAST`. `matched`: the lines at the
+    position all came by on the way.
 
-    Docker re-sends lines after a json-file rotation: a re-send replays the log forward from
-    an older line, through the lines at the position, then goes on with new ones. A host clock
-    stepped back instead gives new lines older timestamps that never meet the position's own
-    lines exactly. So: held until the stream passes the position; re-sent if the lines at the
-    position came by again on the way (`matched`), new if not.
+    The skipper (a re-read from `since`) and the re-send guard (a live stream going back)
+    both decide with this. A re-read that passes without `matched` means Docker no longer had
+    those lines (rotated away). On a live stream, a re-send replays the log forward through
+    the position (`matched`); a host clock stepped back gives new lines older timestamps that
+    never meet the position's own lines exactly (held lines are new, not re-sent).
     """
 
     __slots__ = ("held", "left", "matched", "ts")
@@ -148,6 +110,42 @@ class _Episode:
             self.matched = self.left == 0
             return _DROP
         return _PAST
+
+
+class Skipper:
+    """Drops, from a re-read starting at `Cursor.since()`, the lines already seen.
+
+    The re-read must hold the lines at each stream's position: when a stream goes past its
+    position before they all appeared, Docker no longer has them (its json-file rotated
+    past the cursor) and `lost` says which span of which stream is gone.
+    """
+
+    __slots__ = ("_left", "lost")
+
+    def __init__(self, left: dict[str, tuple[int, int]]) -> None:
+        self._left = {stream: _Episode(ts, count) for stream, (ts, count) in left.items()}
+        self.lost: list[tuple[str, int, int]] = []  # (stream, position ns, next line ns)
+
+    def new(self, batch: LineBatch) -> LineBatch:
+        if not self._left:
+            return batch
+        keep = [
+            i
+            for i, (stream, ts) in enumerate(zip(batch.streams, batch.timestamps_ns, strict=True))
+            if self._keep(stream, ts)
+        ]
+        return batch if len(keep) == len(batch) else batch.take(keep)
+
+    def _keep(self, stream: str, ts_ns: int) -> bool:
+        episode = self._left.get(stream)
+        if episode is None:
+            return True
+        if episode.see(ts_ns) == _DROP:
+            return False
+        if not episode.matched:
+            self.lost.append((stream, episode.ts, ts_ns))
+        del self._left[stream]  # past the position: the rest of this stream is new
+        return True
 
 
 class ResendGuard:
