@@ -313,12 +313,8 @@ async def _removed_after_exit(client: DockerClient, info: dict[str, Any], source
     (but a last one without newline, which dockerd sends only on a plain read, and there
     is nothing left to read). Any other container removed mid-stream is an error.
     """
-    try:
-        status = ((await client.inspect(source.container_id)).get("State") or {}).get("Status")
-    except ContainerNotFound:
-        status = "removed"
-    if status not in ("removing", "removed", "dead"):
-        return False
+    if not await _gone(client, source.container_id):
+        return False  # (a daemon gone away: the catch-up's read will say so)
     if (info.get("HostConfig") or {}).get("AutoRemove"):
         log.info(
             "%s (%s) was removed after it exited (--rm): its stream ended with it",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Unpack
 
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -23,7 +24,7 @@ from agent.storage.db import (
 from agent.storage.gaps import record_gap
 from agent.storage.postgres import session_lock
 from agent.storage.state import AgentStateStore
-from agent.storage.writer import DEFAULT_QUEUE_BYTES, LogWriter
+from agent.storage.writer import LogWriter, WriterOptions
 
 log = logging.getLogger("logagent.storage")
 
@@ -36,22 +37,11 @@ class LogStorage:
         db_url: str = DEFAULT_DB_URL,
         *,
         host: str | None = None,
-        max_queue: int = 4096,
-        max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
-        max_batch: int = 20_000,
-        retry_delay: float = 1.0,
-        linger: float = 0.01,
+        **writer: Unpack[WriterOptions],
     ) -> None:
         self.db_url = db_url
         self.host = host or socket.gethostname()
-        self.writer = LogWriter(
-            self.host,
-            max_queue=max_queue,
-            max_queue_bytes=max_queue_bytes,
-            max_batch=max_batch,
-            retry_delay=retry_delay,
-            linger=linger,
-        )
+        self.writer = LogWriter(self.host, **writer)  # its options and their defaults: there
         self.state = AgentStateStore(self.host)
         self.dialect = "sqlite"
         self.gaps_recorded = 0

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any
+from typing import Any, TypedDict
 
 import anyio
 from anyio.abc import TaskStatus
@@ -40,6 +40,16 @@ LINE_OVERHEAD = 220
 def memory_of(batch: LineBatch) -> int:
     """The memory a queued batch holds, as the queue's bound counts it."""
     return batch.nbytes + LINE_OVERHEAD * len(batch)
+
+
+class WriterOptions(TypedDict, total=False):
+    """What a store's owner may set of its writer (LogStorage passes them on)."""
+
+    max_queue: int
+    max_queue_bytes: int
+    max_batch: int
+    retry_delay: float
+    linger: float
 
 
 @dataclass
