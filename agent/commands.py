@@ -21,6 +21,7 @@ from agent.storage.postgres import commit_signal
 from agent.storage.reader import (
     LogFilter,
     StoredRow,
+    check_pattern,
     container_summary,
     fleet_summary,
     history,
@@ -57,15 +58,21 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
     try:
         since = parse_when(opts.since) if opts.since is not None else None
         until = parse_when(opts.until) if opts.until is not None else None
-        matches = matcher(opts.grep) if opts.grep is not None else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     async with open_store(db_url) as db:
+        # PostgreSQL matches in the database (its regex syntax, a trigram index); SQLite
+        # reads every line, matched here with RE2.
+        in_db = opts.grep is not None and db.capabilities.dialect == "postgres"
         try:
+            if in_db:
+                await check_pattern(db, str(opts.grep))
+            matches = matcher(opts.grep) if opts.grep is not None and not in_db else None
             ids = await resolve_containers(db, list(opts.containers))
-        except LookupError as exc:
+        except (LookupError, ValueError) as exc:
             raise UsageError(str(exc)) from None
-        flt = LogFilter(tuple(ids), since, until, opts.streams, opts.host)
+        pattern = opts.grep if in_db else None
+        flt = LogFilter(tuple(ids), since, until, opts.streams, opts.host, pattern)
         prefix = len(ids) != 1
         seen = await last_id(db)  # history is what is stored now; -f takes over after it
 

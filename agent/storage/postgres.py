@@ -15,6 +15,21 @@ from typing import Any
 import anyio
 from tortoise.backends.base.config_generator import expand_db_url
 
+LOCK_NOT_AVAILABLE = "55P03"
+INVALID_REGULAR_EXPRESSION = "2201B"
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """PostgreSQL's error code of `exc` or of what it wraps (tortoise wraps asyncpg's)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(code := getattr(seen, "sqlstate", None), str):
+            return code
+        wrapped = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = wrapped or seen.__cause__ or seen.__context__
+    return None
+
+
 _SCHEMA_KEY = 0x6C6F_6761_6765_6E74  # "logagent": the schema lock's key
 
 

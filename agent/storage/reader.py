@@ -11,6 +11,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.storage.db import open_db
 from agent.storage.models import AgentState, ContainerCursor, Gap, LogLine
+from agent.storage.postgres import INVALID_REGULAR_EXPRESSION, sqlstate
 from agent.storage.sql import Marks
 
 
@@ -53,10 +54,14 @@ class LogFilter:
     until_ns: int | None = None
     streams: tuple[str, ...] = ()
     host: str | None = None
+    pattern: str | None = None  # PostgreSQL only: a regex (its own syntax) the line matches
 
     def where(self, marks: Marks) -> tuple[list[str], list[Any]]:
         clauses: list[str] = []
         values: list[Any] = []
+        if self.pattern is not None:  # the trigram index finds the rows (schema.py)
+            clauses.append(f"l.message ~ {marks()}")
+            values.append(self.pattern)
         if self.container_ids:
             clauses.append(f"c.container_id IN ({marks.many(len(self.container_ids))})")
             values += self.container_ids
@@ -73,6 +78,16 @@ class LogFilter:
             clauses.append(f"l.host = {marks()}")
             values.append(self.host)
         return clauses, values
+
+
+async def check_pattern(db: BaseDBAsyncClient, pattern: str) -> None:
+    """ValueError, in a line, for a pattern PostgreSQL's regex engine refuses."""
+    try:
+        await db.execute_query("SELECT '' ~ $1", [pattern])
+    except Exception as exc:
+        if sqlstate(exc) != INVALID_REGULAR_EXPRESSION:
+            raise
+        raise ValueError(f"--grep {pattern!r}: {exc} (PostgreSQL's regex syntax)") from None
 
 
 def _dialect(db: BaseDBAsyncClient) -> str:

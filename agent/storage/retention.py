@@ -1,5 +1,9 @@
 """Retention: delete the oldest rows past an age or a size, a small batch per transaction.
 
+On PostgreSQL the lines are partitioned by day (agent/storage/partitions.py): a day wholly
+past the age is detached and dropped instead, and only the day the cut-off falls in is
+trimmed row by row.
+
 Each batch is one short transaction, so the writer is never locked out for long (the longest
 is measured and kept in `max_lock_seconds`). Deleted rows come off their containers' totals,
 each pass is recorded in `prunes`, and SQLite's freed pages are returned to the file system
@@ -16,6 +20,7 @@ import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from agent.storage import partitions
 from agent.storage.models import ContainerCursor, LogLine, Prune
 from agent.storage.sql import Marks
 from agent.storage.store import LogStorage
@@ -63,6 +68,8 @@ class Retention:
         sqlite = self.storage.dialect == "sqlite"
         if self.max_age_s > 0:
             cutoff = (now_ns or time.time_ns()) - int(self.max_age_s * 1_000_000_000)
+            if not sqlite:
+                report.by_age += await self._drop_days(report, cutoff)
             while deleted := await self._delete_batch(db, report, before_ns=cutoff):
                 report.by_age += deleted
         if sqlite and self.max_bytes > 0:
@@ -84,7 +91,7 @@ class Retention:
         self, db: BaseDBAsyncClient, report: PruneReport, *, before_ns: int | None
     ) -> int:
         """Delete up to `batch_rows` oldest rows (older than `before_ns`, if given)."""
-        table, cursors = LogLine._meta.db_table, ContainerCursor._meta.db_table
+        table = LogLine._meta.db_table
         marks = Marks(self.storage.dialect)
         where = f"WHERE timestamp_ns < {marks()} " if before_ns is not None else ""
         values = [before_ns] if before_ns is not None else []
@@ -102,21 +109,57 @@ class Retention:
                 f"DELETE FROM {table} WHERE id IN ({Marks(self.storage.dialect).many(len(ids))})",
                 ids,
             )
-            per_source: dict[int, list[int]] = {}
+            per_source: dict[int, tuple[int, int]] = {}
             for _, sid, size in rows:
-                tally = per_source.setdefault(int(sid), [0, 0])
-                tally[0] += 1
-                tally[1] += int(size or 0)
-            m = Marks(self.storage.dialect)
-            update = (
-                f"UPDATE {cursors} SET lines = lines - {m()}, bytes = bytes - {m()} "
-                f"WHERE id = {m()}"
-            )
-            await conn.execute_many(update, [[n, b, sid] for sid, (n, b) in per_source.items()])
-            held = time.perf_counter() - started
+                n, b = per_source.get(int(sid), (0, 0))
+                per_source[int(sid)] = (n + 1, b + int(size or 0))
+            await self._count_off(conn, per_source)
+            self._held(report, started)
+        return len(ids)
+
+    async def _drop_days(self, report: PruneReport, cutoff_ns: int) -> int:
+        """Detach each day older than the cut-off, then count it off its containers and
+        drop it (also a day an earlier pass detached and did not get to drop)."""
+        db = self.storage.db
+        for day, name in partitions.whole_days_before(
+            await partitions.existing_days(db), cutoff_ns
+        ):
+            async with in_transaction("default") as conn:
+                started = time.perf_counter()
+                retired = await partitions.retire(conn, name)
+                self._held(report, started)
+            if not retired:
+                log.warning("retention: %s is in use, it is dropped at a later pass", name)
+            self.storage.writer.days.discard(day)
+        dropped = 0
+        for table in await partitions.retired_tables(db):
+            async with in_transaction("default") as conn:
+                _, counted = await conn.execute_query(
+                    f'SELECT source_id, COUNT(*), COALESCE(SUM(LENGTH(message)), 0) FROM "{table}" '
+                    "GROUP BY source_id"
+                )
+                await self._count_off(conn, {int(r[0]): (int(r[1]), int(r[2])) for r in counted})
+                await conn.execute_query(f'DROP TABLE "{table}"')
+            rows = sum(int(r[1]) for r in counted)
+            dropped += rows
+            log.info("retention dropped %s (%d rows)", table.removesuffix(partitions.RETIRED), rows)
+        return dropped
+
+    async def _count_off(
+        self, conn: BaseDBAsyncClient, per_source: dict[int, tuple[int, int]]
+    ) -> None:
+        """Take deleted lines and bytes off their containers' totals."""
+        m = Marks(self.storage.dialect)
+        update = (
+            f"UPDATE {ContainerCursor._meta.db_table} SET lines = lines - {m()}, "
+            f"bytes = bytes - {m()} WHERE id = {m()}"
+        )
+        await conn.execute_many(update, [[n, b, sid] for sid, (n, b) in per_source.items()])
+
+    def _held(self, report: PruneReport, started: float) -> None:
+        held = time.perf_counter() - started
         report.max_lock_seconds = max(report.max_lock_seconds, held)
         self.max_lock_seconds = max(self.max_lock_seconds, held)
-        return len(ids)
 
     async def _record(self, db: BaseDBAsyncClient, reason: str, rows: int) -> None:
         _, oldest = await db.execute_query(

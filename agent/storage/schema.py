@@ -13,6 +13,7 @@ from tortoise.context import TortoiseContext
 from tortoise.transactions import in_transaction
 from tortoise.utils import get_schema_sql
 
+from agent.storage import partitions
 from agent.storage.models import ContainerCursor, LogLine, SchemaVersion
 
 log = logging.getLogger("logagent.storage")
@@ -47,9 +48,51 @@ async def create_schema(ctx: TortoiseContext, *, upgrade: bool = True) -> None:
             )
         if old:
             await _rows_by_source_id(db)
+    if upgrade and db.capabilities.dialect == "postgres":
+        await _partitioned_lines(db)
     if upgrade:
         await ctx.generate_schemas(safe=True)
+    if upgrade and db.capabilities.dialect == "postgres":
+        await _trigram_index(db)
     await _check_version(db, write=upgrade)
+
+
+async def _partitioned_lines(db: BaseDBAsyncClient) -> None:
+    """PostgreSQL's lines table is partitioned by day (agent/storage/partitions.py): made
+    here, before tortoise, whose CREATE TABLE IF NOT EXISTS then leaves it be and whose
+    indexes go onto every partition."""
+    table = LogLine._meta.db_table
+    _, found = await db.execute_query("SELECT to_regclass($1)", [table])
+    if found[0][0] is not None:
+        if not await partitions.is_partitioned(db):
+            raise SchemaTooOld(
+                f"the table {table} is not partitioned by day: it was made by a development "
+                "build of logagent; move its lines to a new database"
+            )
+        return
+    create = [
+        s.strip()
+        for s in get_schema_sql(db, safe=True).split(";\n")
+        if f'TABLE IF NOT EXISTS "{table}"' in s
+    ]
+    await db.execute_script(partitions.partitioned_ddl(create[0]))
+
+
+TRIGRAM_INDEX = "log_lines_message_trgm"
+
+
+async def _trigram_index(db: BaseDBAsyncClient) -> None:
+    """`logs --grep` runs in PostgreSQL, and a trigram index lets a substring or a regex
+    with a literal part find its rows without reading every line. Without the extension
+    (pg_trgm is in postgresql-contrib; a database owner may create it) grep reads them all."""
+    try:
+        await db.execute_script(
+            "CREATE EXTENSION IF NOT EXISTS pg_trgm; "
+            f'CREATE INDEX IF NOT EXISTS "{TRIGRAM_INDEX}" ON "{LogLine._meta.db_table}" '
+            "USING gin (message gin_trgm_ops)"
+        )
+    except Exception as exc:  # the store works without it, only grep is slower
+        log.warning("no trigram index for --grep (it reads every line instead): %s", exc)
 
 
 async def _check_version(db: BaseDBAsyncClient, *, write: bool) -> None:

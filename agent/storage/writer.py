@@ -24,6 +24,7 @@ from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED, STREAMS, LineBatch, Sour
 from agent.storage.cursors import add_sources, position_sql
 from agent.storage.db import CONNECTION, StorageError, fatal
 from agent.storage.models import LOG_LINE_COLUMNS, LogLine
+from agent.storage.partitions import day_of, ensure_days
 from agent.storage.postgres import COMMITS
 from agent.storage.sql import Marks
 
@@ -97,6 +98,7 @@ class LogWriter:
         self._insert_sql = ""
         self._position_sql = ""
         self._copy = False
+        self.days: set[int] = set()  # PostgreSQL: days known to have a partition
         self.stats = WriterStats()
         self.on_commit: Callable[[int, float], None] | None = None  # (rows, seconds): metrics
 
@@ -170,6 +172,7 @@ class LogWriter:
                 await self._commit(held)
             except Exception as exc:  # a database failure: keep the rows, report, retry
                 stats.write_errors += 1
+                self.days.clear()  # another agent's retention may have dropped a day
                 if (code := fatal(exc)) is not None:  # retrying cannot help: stop the agent
                     stats.failing = f"{type(exc).__name__}: {exc}"
                     raise StorageError(
@@ -235,7 +238,10 @@ class LogWriter:
                 ts, n = b.position.get(stream, (None, None))
                 row += [ts, n]
             positions.append([*row, *per_source[sid], now, sid])
+        missing = self._missing_days(batches) if self._copy else set()
         async with in_transaction(CONNECTION) as conn:
+            if missing:
+                await ensure_days(conn, missing)
             if self._copy:
                 # PostgreSQL: binary COPY through tortoise's own connection, in the batch's
                 # transaction (~2x executemany's rows/s here).
@@ -248,8 +254,21 @@ class LogWriter:
             await conn.execute_many(self._position_sql, positions)
             if self._copy:  # wakes `logs -f` readers, once per batch, at the commit
                 await conn.execute_query(f"SELECT pg_notify('{COMMITS}', '')")
+        self.days |= missing
         for b in batches:
             self._tally(b.source, b)
+
+    def _missing_days(self, batches: list[LineBatch]) -> set[int]:
+        """The days of these lines without a known partition (all of them: a host clock
+        stepped back can put an earlier day after a later one)."""
+        days: set[int] = set()
+        for b in batches:
+            if b.timestamps_ns:
+                ts = b.timestamps_ns
+                first, last = day_of(min(ts)), day_of(max(ts))
+                # Only the days that have lines: a clock once set to 1970 must not make 20k.
+                days.update((first, last) if last - first < 2 else map(day_of, ts))
+        return days - self.days
 
     def _tally(self, source: Source, batch: LineBatch) -> None:
         """Lines and bytes per stream of what was committed, for metrics."""

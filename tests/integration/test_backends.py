@@ -129,3 +129,42 @@ async def test_three_hosts_write_one_postgresql_each_line_once(
     status = logagent(store_url, "status").stdout
     for host in hosts:
         assert f"{containers.prefix}-{host}" in status
+
+
+async def test_grep_finds_the_same_lines_on_both_backends(store_url: str) -> None:
+    now = time.time_ns()
+    words = {7: "zebra42 here", 500: "ZEBRA42 loud", 900: "zebra43 there"}
+    async with LogStorage(store_url, host="h") as storage:
+        for i in range(1000):
+            text = words.get(i, f"filler line {i}")
+            await write_line(storage, "g" * 64, "grep", Line("stdout", now + i, str(i), text, 0, 1))
+        await storage.flush()
+
+    def grep(pattern: str) -> list[str]:
+        return logagent(store_url, "logs", "grep", "--grep", pattern).stdout.splitlines()
+
+    assert grep("zebra42") == ["zebra42 here"]
+    assert grep("zebra4[23]") == ["zebra42 here", "zebra43 there"]
+    assert grep("(?i)zebra42") == ["zebra42 here", "ZEBRA42 loud"]
+    assert grep("^filler line 99$") == ["filler line 99"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "agent", "logs", "--grep", "zebra(("],
+        env={**os.environ, "LOGAGENT_DB_URL": store_url, "LOGAGENT_API_SOCKET": ""},
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "zebra((" in bad.stderr and len(bad.stderr.splitlines()) == 1
+    if store_url.startswith("postgres"):  # in the database, through the trigram index
+        import asyncpg
+
+        conn = await asyncpg.connect(store_url)
+        try:
+            await conn.execute("SET enable_seqscan = off")  # as on a big table
+            plan = "\n".join(
+                r[0]
+                for r in await conn.fetch(
+                    "EXPLAIN SELECT id FROM log_lines WHERE message ~ 'zebra42'"
+                )
+            )
+        finally:
+            await conn.close()
+        assert "Bitmap Index Scan" in plan and "message" in plan, plan

@@ -1,0 +1,99 @@
+"""PostgreSQL's lines partitioned by day: retention drops whole days, trims the boundary one,
+and the writer makes a day's partition before its first line — also after retention (its own
+or another host's) dropped that day."""
+
+from __future__ import annotations
+
+import pytest
+from tortoise.transactions import in_transaction
+
+from agent.batch import Line
+from agent.storage import LogStorage
+from agent.storage.partitions import DAY_NS, day_of, partition_name, retire
+from agent.storage.retention import Retention
+from tests.conftest import query, write_line
+
+pytestmark = [pytest.mark.anyio]
+
+NOW = (20_000 * DAY_NS) + 12 * 3600 * 1_000_000_000  # a fixed noon: the days are known
+CUTOFF = NOW - 7 * DAY_NS
+
+
+def line(ts: int, text: str) -> Line:
+    return Line("stdout", ts, str(ts), text, 0, len(text))
+
+
+def days_in(url: str) -> list[str]:
+    return [
+        r[0]
+        for r in query(
+            url,
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'log_lines' "
+            "ORDER BY c.relname",
+        )
+    ]
+
+
+async def write_days(storage: LogStorage) -> None:
+    """500 lines 10 days old, 500 nine days old, 300 just before the cut-off, 200 just
+    after it, 100 now."""
+    stamps = (
+        [NOW - 10 * DAY_NS + i for i in range(500)]
+        + [NOW - 9 * DAY_NS + i for i in range(500)]
+        + [CUTOFF - 300 + i for i in range(300)]
+        + [CUTOFF + i for i in range(200)]
+        + [NOW + i for i in range(100)]
+    )
+    for i, ts in enumerate(stamps):
+        await write_line(storage, "p" * 64, "days", line(ts, f"line {i}"))
+    await storage.flush()
+
+
+async def test_retention_drops_whole_days_and_trims_the_boundary_one(pg_url: str) -> None:
+    async with LogStorage(pg_url, host="h", max_batch=100) as storage:
+        await write_days(storage)
+        assert days_in(pg_url) == sorted(
+            partition_name(day_of(t)) for t in (NOW - 10 * DAY_NS, NOW - 9 * DAY_NS, CUTOFF, NOW)
+        )
+        report = await Retention(storage, max_age_s=7 * 86400, max_bytes=0).run_once(NOW)
+    assert report.by_age == 1300
+    assert days_in(pg_url) == sorted(partition_name(day_of(t)) for t in (CUTOFF, NOW))
+    assert query(pg_url, "SELECT MIN(timestamp_ns), COUNT(*) FROM log_lines") == [(CUTOFF, 300)]
+    assert query(pg_url, "SELECT lines FROM container_cursors") == [(300,)]
+    assert query(pg_url, "SELECT reason, rows FROM prunes") == [("max_age", 1300)]
+
+
+async def test_a_day_detached_by_a_stopped_pass_is_dropped_and_counted_at_the_next(
+    pg_url: str,
+) -> None:
+    async with LogStorage(pg_url, host="h") as storage:
+        await write_days(storage)
+        async with in_transaction("default") as conn:  # a pass stopped right after this
+            assert await retire(conn, partition_name(day_of(NOW - 10 * DAY_NS)))
+        assert query(pg_url, "SELECT COUNT(*) FROM log_lines") == [(1100,)]
+        assert query(pg_url, "SELECT lines FROM container_cursors") == [(1600,)]
+        report = await Retention(storage, max_age_s=7 * 86400, max_bytes=0).run_once(NOW)
+    assert report.by_age == 1300
+    assert query(pg_url, "SELECT lines FROM container_cursors") == [(300,)]
+    assert query(pg_url, "SELECT relname FROM pg_class WHERE relname LIKE '%retired'") == []
+
+
+async def test_a_line_of_a_dropped_day_gets_its_day_again(pg_url: str) -> None:
+    old = NOW - 10 * DAY_NS
+    async with LogStorage(pg_url, host="h", retry_delay=0.05) as storage:
+        await write_days(storage)
+        await Retention(storage, max_age_s=7 * 86400, max_bytes=0).run_once(NOW)
+        await write_line(storage, "p" * 64, "days", line(old, "late, own retention"))
+        await storage.flush()
+        # Another host's retention drops a day this writer believes it has.
+        query(pg_url, f"DROP TABLE {partition_name(day_of(NOW))}")
+        await write_line(storage, "p" * 64, "days", line(NOW + 1000, "after a foreign drop"))
+        await storage.flush()
+        errors = storage.writer.stats.write_errors
+    stored = "SELECT message FROM log_lines WHERE timestamp_ns IN ($1, $2) ORDER BY timestamp_ns"
+    assert query(pg_url, stored, old, NOW + 1000) == [
+        ("late, own retention",),
+        ("after a foreign drop",),
+    ]
+    assert errors == 1  # the failed commit was tried again, once, and the line stored once
