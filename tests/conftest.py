@@ -227,6 +227,24 @@ PG_PORT = int(os.environ.get("LOGAGENT_TEST_PG_PORT", "55432"))
 PG_ADMIN = f"postgres://postgres@127.0.0.1:{PG_PORT}/postgres"
 
 
+PG_DATA = os.environ.get("LOGAGENT_TEST_PG_DATA", "/tmp/logagent-test-pg")
+
+
+def pg_ctl(*args: str) -> None:
+    """The test cluster's pg_ctl (start, stop -m fast, restart -m fast), as its user, the
+    server started with tests/pg-up.sh's options. Nothing of it goes to a pipe: the postmaster
+    inherits pipes, and waiting for them to close waited for the server to stop."""
+    opts = f"-p {PG_PORT} -c listen_addresses=127.0.0.1 -k {PG_DATA} -c fsync=off "
+    opts += "-c max_connections=200"
+    command = f"/usr/lib/postgresql/15/bin/pg_ctl -D {PG_DATA} -l {PG_DATA}/server.log -w "
+    command += f"-t 120 -o '{opts}' {' '.join(args)}"
+    subprocess.run(
+        ["su", "postgres", "-c", command],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        check=True, timeout=180,
+    )  # fmt: skip
+
+
 def _pg(sql: str) -> None:
     done = subprocess.run(
         ["psql", "-q", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "postgres", "-c", sql],
@@ -310,11 +328,12 @@ def rows_in(url: str, container_id: str) -> list[tuple[str, str, str]]:
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_agent_process(tmp_path: Path) -> subprocess.Popen[bytes]:
-    """`logagent run` as a real process on this test's database; output in agent.log."""
+def start_agent_process(tmp_path: Path, url: str | None = None) -> subprocess.Popen[bytes]:
+    """`logagent run` as a real process on this test's database (or `url`); output in
+    agent.log."""
     config = tmp_path / "agent.toml"
     config.write_text(
-        f'[storage]\ndb_url = "sqlite:///{tmp_path}/logs.db"\nhost = "test-host"\n'
+        f'[storage]\ndb_url = "{url or db_url(tmp_path)}"\nhost = "test-host"\n'
         f'[docker]\nscope_labels = ["{TEST_LABEL}={RUN_ID}"]\ninitial_tail = "all"\n'
         f'[api]\nsocket = "{short_socket_path()}"\n'
     )

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
+from tortoise.transactions import in_transaction
 
-from agent.storage.postgres import session_lock
+from agent.storage.postgres import schema_lock
 from agent.storage.schema import create_schema
 
+T = TypeVar("T")
 DEFAULT_DB_URL = "sqlite://data/logagent.db"
 CONNECTION = "default"  # the tortoise connection name every query of ours uses
 # SQLite's own habits: WAL (tortoise's default), readers never block the writer and a busy
@@ -61,6 +63,72 @@ def fatal(exc: BaseException) -> str | None:
         wrapped = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
         seen = wrapped or seen.__cause__ or seen.__context__
     return None
+
+
+@asynccontextmanager
+async def transaction() -> AsyncIterator[BaseDBAsyncClient]:
+    """tortoise's `in_transaction` on our connection, without its leak.
+
+    On PostgreSQL, tortoise's pooled transaction takes a connection from the pool, then
+    sends BEGIN; when BEGIN fails (the server cut that connection a moment before) it never
+    gives the connection back, and after a few such cuts every query waits forever for a
+    free one (seen: the writer stuck for good). So a failed start gives it back here.
+    """
+    context = in_transaction(CONNECTION)
+    try:
+        conn = await context.__aenter__()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await _give_back(context)
+        raise
+    try:
+        yield conn
+    except BaseException as exc:
+        await context.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    await context.__aexit__(None, None, None)
+
+
+async def _give_back(context: object) -> None:
+    """The one use of tortoise's private API (pinned by tests/unit/test_tortoise_private_api.py):
+    a pooled transaction keeps its client in `client`, the connection it took in
+    `client._connection`, and the pool in `client._parent._pool` (tortoise 1.1)."""
+    client = getattr(context, "client", None)
+    pool = getattr(getattr(client, "_parent", None), "_pool", None)
+    connection = getattr(client, "_connection", None)
+    if pool is None or connection is None:
+        return  # SQLite, or the pool gave nothing
+    try:
+        with anyio.fail_after(10):
+            await pool.release(connection)
+    except Exception:  # a connection that cannot even be reset: the pool makes a new one
+        connection.terminate()
+        await pool.release(connection)
+
+
+async def in_child_task(work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work` in a task of its own, for a long-lived task's database work.
+
+    tortoise makes a transaction the task's connection and sets it back in a `finally` that
+    first releases the connection to the pool; when PostgreSQL cut the connection the
+    release can raise before that, and every later transaction of the task then runs on the
+    dead connection (seen: "connection has been released back to the pool", for good). A
+    child task's connection dies with the child.
+    """
+    done: list[T] = []
+    failed: list[Exception] = []
+
+    async def run() -> None:
+        try:
+            done.append(await work())
+        except Exception as exc:
+            failed.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+    if failed:
+        raise failed[0]
+    return done[0]
 
 
 def sqlite_path(db_url: str) -> Path | None:
@@ -155,7 +223,7 @@ async def open_db(db_url: str, *, create: bool = True) -> AsyncIterator[BaseDBAs
             with _private_files():
                 await ctx.init(config=tortoise_config(db_url))
                 if create and ctx.db().capabilities.dialect == "postgres":
-                    async with session_lock(db_url, None):  # one agent at a time creates it
+                    async with schema_lock(db_url):  # one agent at a time creates it
                         await create_schema(ctx)
                 else:
                     await create_schema(ctx, upgrade=create)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.transactions import in_transaction
 
 from agent.storage import partitions
+from agent.storage.db import in_child_task, transaction
 from agent.storage.models import ContainerCursor, LogLine, Prune
 from agent.storage.sql import Marks
 from agent.storage.store import LogStorage
@@ -57,7 +57,7 @@ class Retention:
     async def run_forever(self, interval_s: float) -> None:
         while True:
             try:
-                await self.run_once()
+                await in_child_task(self.run_once)  # see there: why
             except Exception as exc:  # a failed pass is reported and tried at the next one
                 log.error("retention pass failed: %s", exc)
             await anyio.sleep(interval_s)
@@ -95,7 +95,7 @@ class Retention:
         marks = Marks(self.storage.dialect)
         where = f"WHERE timestamp_ns < {marks()} " if before_ns is not None else ""
         values = [before_ns] if before_ns is not None else []
-        async with in_transaction("default") as conn:
+        async with transaction() as conn:
             started = time.perf_counter()  # the writer is locked out from here on
             _, rows = await conn.execute_query(
                 f"SELECT id, source_id, LENGTH(message) FROM {table} {where}"
@@ -124,7 +124,7 @@ class Retention:
         for day, name in partitions.whole_days_before(
             await partitions.existing_days(db), cutoff_ns
         ):
-            async with in_transaction("default") as conn:
+            async with transaction() as conn:
                 started = time.perf_counter()
                 retired = await partitions.retire(conn, name)
                 self._held(report, started)
@@ -133,7 +133,7 @@ class Retention:
             self.storage.writer.days.discard(day)
         dropped = 0
         for table in await partitions.retired_tables(db):
-            async with in_transaction("default") as conn:
+            async with transaction() as conn:
                 _, counted = await conn.execute_query(
                     f'SELECT source_id, COUNT(*), COALESCE(SUM(LENGTH(message)), 0) FROM "{table}" '
                     "GROUP BY source_id"

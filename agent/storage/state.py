@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.transactions import in_transaction
 
-from agent.storage.db import CONNECTION, StorageError, fatal
+from agent.storage.db import StorageError, fatal, in_child_task, transaction
 from agent.storage.models import AgentState
 from agent.storage.sql import Marks
 
@@ -54,7 +53,7 @@ class AgentStateStore:
 
     async def save(self, *, shutdown: bool = False) -> None:
         now = time.time_ns()
-        async with in_transaction(CONNECTION) as conn:
+        async with transaction() as conn:
             await conn.execute_query(
                 self._sql, [self.host, now, self.last_event_ns, now if shutdown else None]
             )
@@ -63,7 +62,7 @@ class AgentStateStore:
         """Record that the agent is alive, every few seconds, for as long as it runs."""
         while True:
             try:
-                await self.save()
+                await in_child_task(self.save)  # see there: why
             except Exception as exc:  # the writer reports database failures; keep beating
                 if (code := fatal(exc)) is not None:  # unless the store is unusable for good
                     raise StorageError(f"the store cannot be written ({code}): {exc}") from exc

@@ -22,7 +22,7 @@ from agent.storage.db import (
     sqlite_path,
 )
 from agent.storage.gaps import record_gap
-from agent.storage.postgres import session_lock
+from agent.storage.postgres import HostLock, HostTaken
 from agent.storage.state import AgentStateStore
 from agent.storage.writer import LogWriter, WriterOptions
 
@@ -49,6 +49,7 @@ class LogStorage:
         self._opened: AbstractAsyncContextManager[BaseDBAsyncClient] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._lock = AsyncExitStack()  # the store's lock file or host lock, held while open
+        self.host_lock: HostLock | None = None  # PostgreSQL
 
     @property
     def db(self) -> BaseDBAsyncClient:
@@ -79,6 +80,8 @@ class LogStorage:
             await self._tg.__aenter__()
             await self._tg.start(self.writer.run)
             self._tg.start_soon(self.state.heartbeat)
+            if self.host_lock is not None:
+                self._tg.start_soon(self._keep_host, self.host_lock)
         except BaseException as exc:
             self._db = None
             await opened.__aexit__(type(exc), exc, exc.__traceback__)
@@ -120,11 +123,21 @@ class LogStorage:
 
     async def _hold_host(self, stack: AsyncExitStack) -> None:
         """On a shared PostgreSQL, one agent per host name, for the agent's life."""
-        if not await stack.enter_async_context(session_lock(self.db_url, self.host)):
+        lock = HostLock(self.db_url, self.host)
+        if not await lock.acquire():
             raise StoreLocked(
                 f"another logagent holds host {self.host!r} on this database: two agents "
                 "under one host name would store every line twice (set storage.host)"
             )
+        stack.push_async_callback(lock.close)
+        self.host_lock = lock
+
+    @staticmethod
+    async def _keep_host(lock: HostLock) -> None:
+        try:
+            await lock.keep()
+        except HostTaken as exc:
+            raise StoreLocked(str(exc)) from None
 
     async def write(self, batch: LineBatch) -> None:
         """Queue a batch (waits while the queue is full)."""

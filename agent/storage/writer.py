@@ -13,17 +13,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from itertools import repeat
 from typing import Any, TypedDict
 
 import anyio
 from anyio.abc import TaskStatus
-from tortoise.transactions import in_transaction
 
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED, STREAMS, LineBatch, Source
 from agent.storage.cursors import add_sources, position_sql
-from agent.storage.db import CONNECTION, StorageError, fatal
-from agent.storage.models import LOG_LINE_COLUMNS, LogLine
+from agent.storage.db import StorageError, fatal, in_child_task, transaction
+from agent.storage.models import LOG_LINE_COLUMNS, ContainerCursor, LogLine
 from agent.storage.partitions import day_of, ensure_days
 from agent.storage.postgres import COMMITS
 from agent.storage.sql import Marks
@@ -98,6 +98,8 @@ class LogWriter:
         self._insert_sql = ""
         self._position_sql = ""
         self._copy = False
+        self._dialect = "sqlite"
+        self._unsure = False  # a commit failed: it may have been applied all the same
         self.days: set[int] = set()  # PostgreSQL: days known to have a partition
         self.stats = WriterStats()
         self.on_commit: Callable[[int, float], None] | None = None  # (rows, seconds): metrics
@@ -109,6 +111,7 @@ class LogWriter:
         )
         self._position_sql = position_sql(dialect)
         self._copy = dialect == "postgres"
+        self._dialect = dialect
         self._open = True
 
     def close(self) -> None:
@@ -169,8 +172,14 @@ class LogWriter:
                 rows += len(more)
             started = time.perf_counter()
             try:
-                await self._commit(held)
+                if self._unsure:  # the last commit failed: it may have been stored after all
+                    self._settle(await in_child_task(partial(self._stored_already, held)))
+                    self._unsure = False
+                    rows = sum(len(b) for b in held)
+                if held:
+                    await in_child_task(partial(self._commit, held))  # see there: why
             except Exception as exc:  # a database failure: keep the rows, report, retry
+                self._unsure = True
                 stats.write_errors += 1
                 self.days.clear()  # another agent's retention may have dropped a day
                 if (code := fatal(exc)) is not None:  # retrying cannot help: stop the agent
@@ -195,11 +204,11 @@ class LogWriter:
                 down = (time.time_ns() - (stats.failing_since_ns or 0)) / 1e9
                 log.warning("writing works again after %.0f s of: %s", down, stats.failing)
                 stats.failing, stats.failing_since_ns = None, None
-            self.queued_bytes -= sum(memory_of(b) for b in held)
-            held.clear()
-            self._committed += rows
+            if not held:
+                self._wake()
+                continue
+            self._settle(list(held))
             stats.batches += 1
-            stats.rows += rows
             stats.last_commit_seconds = time.perf_counter() - started
             if self.on_commit is not None:
                 self.on_commit(rows, stats.last_commit_seconds)
@@ -208,7 +217,7 @@ class LogWriter:
     async def _commit(self, batches: list[LineBatch]) -> None:
         new = {id(b.source): b.source for b in batches if b.source.source_id is None}
         if new:
-            async with in_transaction(CONNECTION) as conn:
+            async with transaction() as conn:
                 await add_sources(conn, self.host, list(new.values()))
         host = self.host
         rows: list[Any] = []  # of tuples: they bind faster than lists
@@ -239,7 +248,7 @@ class LogWriter:
                 row += [ts, n]
             positions.append([*row, *per_source[sid], now, sid])
         missing = self._missing_days(batches) if self._copy else set()
-        async with in_transaction(CONNECTION) as conn:
+        async with transaction() as conn:
             if missing:
                 await ensure_days(conn, missing)
             if self._copy:
@@ -255,8 +264,58 @@ class LogWriter:
             if self._copy:  # wakes `logs -f` readers, once per batch, at the commit
                 await conn.execute_query(f"SELECT pg_notify('{COMMITS}', '')")
         self.days |= missing
-        for b in batches:
+
+    def _settle(self, done: list[LineBatch]) -> None:
+        """Count batches as stored (metrics, flush) and let them go."""
+        if not done:
+            return
+        gone = {id(b) for b in done}
+        self._held[:] = [b for b in self._held if id(b) not in gone]
+        rows = sum(len(b) for b in done)
+        self.queued_bytes -= sum(memory_of(b) for b in done)
+        self._committed += rows
+        self.stats.rows += rows
+        for b in done:
             self._tally(b.source, b)
+
+    async def _stored_already(self, batches: list[LineBatch]) -> list[LineBatch]:
+        """Of the batches a failed commit held, those it stored after all.
+
+        A commit can be applied and still fail for us: PostgreSQL cut the connection after
+        COMMIT and before its reply, or tortoise failed releasing the connection after it.
+        The position committed with the rows tells: per container, every batch up to the one
+        whose position is the stored one is in the store (positions move with every line).
+        """
+        per_source: dict[int, list[LineBatch]] = {}
+        for b in batches:
+            if b.source.source_id is not None:
+                per_source.setdefault(b.source.source_id, []).append(b)
+        if not per_source:
+            return []
+        marks = Marks(self._dialect)
+        columns = ", ".join(f"{s}_ts, {s}_n" for s in STREAMS)
+        async with transaction() as conn:
+            _, found = await conn.execute_query(
+                f"SELECT id, {columns} FROM {ContainerCursor._meta.db_table} "
+                f"WHERE id IN ({marks.many(len(per_source))})",
+                list(per_source),
+            )
+        stored = {
+            int(r[0]): {s: (r[1 + 2 * i], r[2 + 2 * i]) for i, s in enumerate(STREAMS)}
+            for r in found
+        }
+        done: list[LineBatch] = []
+        for sid, queued in per_source.items():
+            at = stored.get(sid, {})
+            last = -1
+            for i, b in enumerate(queued):
+                if b.position and all(at.get(s) == pos for s, pos in b.position.items()):
+                    last = i
+            done += queued[: last + 1]
+        if done:
+            log.warning("%d lines were stored by the commit that failed: not written again",
+                        sum(len(b) for b in done))  # fmt: skip
+        return done
 
     def _missing_days(self, batches: list[LineBatch]) -> set[int]:
         """The days of these lines without a known partition (all of them: a host clock

@@ -1,0 +1,31 @@
+"""tortoise's private API that agent/storage/db.py (`_give_back`) relies on, pinned.
+
+When BEGIN fails, a pooled transaction has taken a connection that it never gives back;
+`_give_back` finds it as `context.client._connection` and the pool as
+`context.client._parent._pool`. A tortoise that renames these fails here, not in production
+(where the symptom would be a writer waiting forever for a free connection).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
+from tortoise.backends.base.client import TransactionContextPooled
+
+
+def test_a_pooled_transaction_keeps_its_client() -> None:
+    assert "client" in TransactionContextPooled.__slots__
+    source = inspect.getsource(TransactionContextPooled.__aenter__)
+    # The connection is taken before BEGIN, and kept on the client.
+    assert source.index("_pool.acquire()") < source.index("begin()")
+    assert "self.client._connection = await self.client._parent._pool.acquire()" in source
+
+
+def test_the_transaction_client_knows_its_parent_and_connection() -> None:
+    source = inspect.getsource(TransactionWrapper.__init__)
+    assert "self._parent" in source and "self._connection" in source
+
+
+def test_the_client_holds_its_pool() -> None:
+    assert "_pool" in inspect.getsource(AsyncpgDBClient._expire_connections)
