@@ -51,6 +51,7 @@ class WriterOptions(TypedDict, total=False):
     max_batch: int
     retry_delay: float
     linger: float
+    report_every: float
 
 
 @dataclass
@@ -76,10 +77,16 @@ class LogWriter:
         max_batch: int = 20_000,
         retry_delay: float = 1.0,
         linger: float = 0.01,
+        report_every: float = 60.0,
     ) -> None:
         self.host = host
         self.max_batch = max_batch  # rows in one commit, at most (a read's batch may add)
         self.retry_delay = retry_delay
+        # While the store fails, how it goes is said after `report_every` s, then at doubling
+        # intervals (up to an hour): an outage of a day is a few lines in the log, not 86,400.
+        self.report_every = report_every
+        self._report_at = 0.0
+        self._report_gap = report_every
         # Group commit alone makes one transaction per line or two when lines trickle in from
         # many containers: measured 461 us of CPU per line at 1.4k lines/s over 100 streams.
         # So a small first batch waits `linger` for company; a big one never waits.
@@ -190,12 +197,26 @@ class LogWriter:
                     ) from exc
                 if stats.failing is None:
                     stats.failing_since_ns = time.time_ns()
+                    self._report_at = time.monotonic() + self.report_every
+                    self._report_gap = self.report_every
                     log.error(
                         "writing %d lines failed, will retry (collectors wait; Docker keeps "
                         "the lines): %s",
                         rows,
                         exc,
                     )
+                elif time.monotonic() >= self._report_at:
+                    down = (time.time_ns() - (stats.failing_since_ns or 0)) / 1e9
+                    log.warning(
+                        "writing still fails after %.0f s (%d tries); %d lines wait, "
+                        "collectors are paused: %s",
+                        down,
+                        stats.write_errors,
+                        self.queued,
+                        exc,
+                    )
+                    self._report_gap = min(self._report_gap * 2, 3600.0)
+                    self._report_at = time.monotonic() + self._report_gap
                 stats.failing = f"{type(exc).__name__}: {exc}"
                 self._wake()
                 await anyio.sleep(self.retry_delay)

@@ -107,13 +107,17 @@ def entry(n: int) -> Line:
     return Line("stdout", 1_795_694_342_000_000_000 + n, "t", text, 0, 200)
 
 
-async def test_full_disk_holds_lines_back_and_loses_none(tmp_path: Path) -> None:
-    """SQLite's own SQLITE_FULL (max_page_count): writes fail, collectors wait, nothing lost."""
+async def test_full_disk_holds_lines_back_and_loses_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite's own SQLITE_FULL (max_page_count): writes fail, collectors wait, nothing lost;
+    the outage is said when it starts, how it goes at doubling intervals, and when it ends."""
     # At most 250 batches (here of one line) queued, and 250 lines taken for the commit that
     # fails: 500 lines held back in all.
     async with LogStorage(
-        db_url(tmp_path), host="h", max_queue=250, max_batch=250, retry_delay=0.05
-    ) as storage:
+        db_url(tmp_path), host="h", max_queue=250, max_batch=250, retry_delay=0.05,
+        report_every=0.1,
+    ) as storage:  # fmt: skip
         await write_line(storage, "c" * 64, "full", entry(-1))
         await storage.flush()
         _, rows = await storage.db.execute_query("PRAGMA page_count")
@@ -138,8 +142,15 @@ async def test_full_disk_holds_lines_back_and_loses_none(tmp_path: Path) -> None
             await storage.db.execute_script("PRAGMA max_page_count = 1073741823")
         await storage.flush()
         assert storage.failing is None
+        tries = storage.writer.stats.write_errors
         messages = await LogLine.all().order_by("id").values_list("message", flat=True)
     assert [m.split()[1] for m in messages] == [str(n) for n in range(-1, 2000)]
+    said = [r.getMessage() for r in caplog.records if r.name == "logagent.storage"]
+    assert sum("will retry" in m for m in said) == 1
+    # At 0.1 s, 0.3 s, 0.7 s …: a handful, not one at every try
+    reports = sum("still fails" in m and "lines wait" in m for m in said)
+    assert reports >= 1 and 2 * reports < tries, (reports, tries)
+    assert sum("works again" in m for m in said) == 1
 
 
 def test_default_manager_is_created_lazily() -> None:
