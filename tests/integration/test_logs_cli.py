@@ -20,34 +20,33 @@ from tests.conftest import (
     eventually,
     rows_in,
     running_agent,
-    stored_rows,
 )
 from tests.integration.test_collector import docker_reference
 
 pytestmark = [pytest.mark.docker, pytest.mark.anyio]
 
 
-def logagent(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LOGAGENT_DB_URL": f"sqlite:///{tmp_path}/logs.db"}
+def logagent(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LOGAGENT_DB_URL": url}
     return subprocess.run(
         [sys.executable, "-m", "agent", *args], env=env, cwd=ROOT, capture_output=True, text=True
     )
 
 
 async def test_logs_json_equals_docker_logs_also_after_rm(
-    tmp_path: Path, containers: Containers
+    tmp_path: Path, containers: Containers, store_url: str
 ) -> None:
     script = 'for i in $(seq 1 200); do echo "out $i"; echo "err $i" >&2; done; echo "ünï ✓"'
-    async with running_agent(agent_settings(tmp_path)):
+    async with running_agent(replace(agent_settings(tmp_path), db_url=store_url)):
         cid = containers.run("finished", script)
         containers.wait("finished")
-        await eventually(lambda: len(stored_rows(tmp_path, cid)) >= 401)
+        await eventually(lambda: len(rows_in(store_url, cid)) >= 401)
         await anyio.sleep(0.3)
     expected = docker_reference(cid)
     docker("rm", cid)
     name = f"{containers.prefix}-finished"
     for ref in (name, cid, cid[:8]):
-        done = logagent(tmp_path, "logs", "--json", ref)
+        done = logagent(store_url, "logs", "--json", ref)
         assert done.returncode == 0, done.stderr
         objs = [json.loads(line) for line in done.stdout.splitlines()]
         assert {tuple(sorted(o)) for o in objs} == {
@@ -57,28 +56,28 @@ async def test_logs_json_equals_docker_logs_also_after_rm(
         assert sorted(got) == sorted(expected)
         for stream in ("stdout", "stderr"):  # per stream, Docker's order
             assert [g for g in got if g[0] == stream] == [e for e in expected if e[0] == stream]
-    only_err = logagent(tmp_path, "logs", "--stream", "stderr", "--tail", "3", name)
+    only_err = logagent(store_url, "logs", "--stream", "stderr", "--tail", "3", name)
     assert only_err.stdout.splitlines() == ["err 198", "err 199", "err 200"]
-    grep = logagent(tmp_path, "logs", "--grep", r"^out 1\d$", "-t", name)
+    grep = logagent(store_url, "logs", "--grep", r"^out 1\d$", "-t", name)
     assert [line.split(" ", 1)[1] for line in grep.stdout.splitlines()] == [
         f"out {i}" for i in range(10, 20)
     ]
-    assert logagent(tmp_path, "logs", "--since", "1h", name).stdout.count("\n") == 401
-    assert logagent(tmp_path, "logs", "--until", "1h", name).stdout == ""
-    missing = logagent(tmp_path, "logs", "nope-no-such")
+    assert logagent(store_url, "logs", "--since", "1h", name).stdout.count("\n") == 401
+    assert logagent(store_url, "logs", "--until", "1h", name).stdout == ""
+    missing = logagent(store_url, "logs", "nope-no-such")
     assert missing.returncode == 2
     assert missing.stderr.strip() == "logagent: no stored logs for container 'nope-no-such'"
 
 
 async def test_escape_sequence_attack_is_escaped_unless_raw(
-    tmp_path: Path, containers: Containers
+    tmp_path: Path, containers: Containers, store_url: str
 ) -> None:
-    async with running_agent(agent_settings(tmp_path)):
+    async with running_agent(replace(agent_settings(tmp_path), db_url=store_url)):
         cid = containers.run("attack", r"printf '\033]0;pwned\007 \033[2J gotcha\n'")
-        await eventually(lambda: len(stored_rows(tmp_path, cid)) == 1)
-    safe = logagent(tmp_path, "logs", cid).stdout
+        await eventually(lambda: len(rows_in(store_url, cid)) == 1)
+    safe = logagent(store_url, "logs", cid).stdout
     assert safe == "\\x1b]0;pwned\\x07 \\x1b[2J gotcha\n"
-    assert logagent(tmp_path, "logs", "--raw", cid).stdout == "\x1b]0;pwned\x07 \x1b[2J gotcha\n"
+    assert logagent(store_url, "logs", "--raw", cid).stdout == "\x1b]0;pwned\x07 \x1b[2J gotcha\n"
 
 
 async def test_follow_prints_every_line_once_while_the_agent_writes(
