@@ -59,6 +59,21 @@ async def add_sources(conn: BaseDBAsyncClient, host: str, sources: list[Source])
         source.source_id = ids[source.container_id]
 
 
+async def stored_positions(
+    conn: BaseDBAsyncClient, source_ids: list[int]
+) -> dict[int, dict[str, tuple[int | None, int | None]]]:
+    """Per source id, the committed position of each stream (None, None if never read)."""
+    marks = Marks(conn.capabilities.dialect)
+    columns = ", ".join(f"{s}_ts, {s}_n" for s in STREAMS)
+    _, found = await conn.execute_query(
+        f"SELECT id, {columns} FROM {TABLE} WHERE id IN ({marks.many(len(source_ids))})",
+        source_ids,
+    )
+    return {
+        int(r[0]): {s: (r[1 + 2 * i], r[2 + 2 * i]) for i, s in enumerate(STREAMS)} for r in found
+    }
+
+
 def position_sql(dialect: str) -> str:
     """What each commit sets in a container's row; a stream not yet read keeps its NULL."""
     m = Marks(dialect)

@@ -21,9 +21,9 @@ import anyio
 from anyio.abc import TaskStatus
 
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED, STREAMS, LineBatch, Source
-from agent.storage.cursors import add_sources, position_sql
+from agent.storage.cursors import add_sources, position_sql, stored_positions
 from agent.storage.db import StorageError, fatal, in_child_task, transaction
-from agent.storage.models import LOG_LINE_COLUMNS, ContainerCursor, LogLine
+from agent.storage.models import LOG_LINE_COLUMNS, LogLine
 from agent.storage.partitions import day_of, ensure_days
 from agent.storage.postgres import COMMITS
 from agent.storage.sql import Marks
@@ -105,7 +105,6 @@ class LogWriter:
         self._insert_sql = ""
         self._position_sql = ""
         self._copy = False
-        self._dialect = "sqlite"
         self._unsure = False  # a commit failed: it may have been applied all the same
         self.days: set[int] = set()  # PostgreSQL: days known to have a partition
         self.stats = WriterStats()
@@ -118,7 +117,6 @@ class LogWriter:
         )
         self._position_sql = position_sql(dialect)
         self._copy = dialect == "postgres"
-        self._dialect = dialect
         self._open = True
 
     def close(self) -> None:
@@ -313,18 +311,8 @@ class LogWriter:
                 per_source.setdefault(b.source.source_id, []).append(b)
         if not per_source:
             return []
-        marks = Marks(self._dialect)
-        columns = ", ".join(f"{s}_ts, {s}_n" for s in STREAMS)
         async with transaction() as conn:
-            _, found = await conn.execute_query(
-                f"SELECT id, {columns} FROM {ContainerCursor._meta.db_table} "
-                f"WHERE id IN ({marks.many(len(per_source))})",
-                list(per_source),
-            )
-        stored = {
-            int(r[0]): {s: (r[1 + 2 * i], r[2 + 2 * i]) for i, s in enumerate(STREAMS)}
-            for r in found
-        }
+            stored = await stored_positions(conn, list(per_source))
         done: list[LineBatch] = []
         for sid, queued in per_source.items():
             at = stored.get(sid, {})
