@@ -8,7 +8,10 @@ timestamps interleave out of order in the log; within one stream they only grow.
 
 from __future__ import annotations
 
-from agent.batch import STREAMS, LineBatch
+from itertools import islice
+from operator import lt
+
+from agent.batch import FLAG_CONTINUED, STREAMS, LineBatch
 from agent.timestamps import since_param
 
 # The two streams' copiers stamp lines independently, so a line can follow a later-stamped
@@ -162,12 +165,22 @@ class ResendGuard:
         self._rows: list[tuple[str, int, str, str, int, int]] = []  # held rows
         self.resent = 0
         self.stepped_back = 0
+        # Of the last `filter`'s output, the lines let through as a clock stepped back: the
+        # collector asks the store about them (a re-send cut short looks the same).
+        self.late: list[int] = []
+        # Per stream, the last line let through (timestamp, text): Docker re-sending exactly
+        # that line sends it with the position's own timestamp, which alone says nothing.
+        self._tail: dict[str, tuple[int, str]] = {}
 
     def filter(self, batch: LineBatch) -> LineBatch:
         positions = self._cursor.positions
+        if self.late:
+            self.late = []
         if not self._episodes and _forward(batch, positions):
+            self._remember_tail(batch)
             return batch  # the fast path: nearly every batch
         out = LineBatch(batch.source)
+        tails = dict(self._tail)
         last = {s: [p[0], p[1]] for s, p in positions.items()}  # as lines pass, per stream
         for row in zip(
             batch.streams,
@@ -183,7 +196,7 @@ class ResendGuard:
             pos = last.get(stream)
             if episode is None:
                 if pos is None or ts >= pos[0]:
-                    _pass(out, last, row)
+                    self._admit(out, last, tails, row)
                     continue
                 episode = self._episodes[stream] = _Episode(pos[0], pos[1])
             if episode.see(ts) == _DROP:
@@ -195,10 +208,47 @@ class ResendGuard:
                 continue
             del self._episodes[stream]
             self._verdict(episode, out, last)
-            _pass(out, last, row)
+            self._admit(out, last, tails, row)  # (a replay may send the last line twice)
         if not self._episodes:
             self._rows.clear()
+        self._remember_tail(out)
         return out
+
+    def _admit(
+        self,
+        out: LineBatch,
+        last: dict[str, list[int]],
+        tails: dict[str, tuple[int, str]],
+        row: tuple[str, int, str, str, int, int],
+    ) -> None:
+        """A line at or after its stream's position: passed, unless it is the last line
+        again (same stamp, same text, not a piece of a long line)."""
+        stream, ts = row[0], row[1]
+        pos = last.get(stream)
+        if (
+            pos is not None
+            and ts == pos[0]
+            and tails.get(stream) == (ts, row[3])
+            and not row[4] & FLAG_CONTINUED
+        ):
+            self.resent += 1
+            return
+        _pass(out, last, row)
+        tails[stream] = (ts, row[3])
+
+    def _remember_tail(self, batch: LineBatch) -> None:
+        streams, stamps, messages = batch.streams, batch.timestamps_ns, batch.messages
+        if not stamps:
+            return
+        last = streams[-1]
+        self._tail[last] = (stamps[-1], messages[-1])
+        if streams.count(last) == len(streams):
+            return
+        seen = {last}
+        for i in range(len(streams) - 2, -1, -1):
+            if streams[i] not in seen:
+                seen.add(streams[i])
+                self._tail[streams[i]] = (stamps[i], messages[i])
 
     def _verdict(self, episode: _Episode, out: LineBatch, last: dict[str, list[int]]) -> None:
         if episode.matched:
@@ -206,7 +256,13 @@ class ResendGuard:
             return
         self.stepped_back += len(episode.held)
         for i in episode.held:
+            self.late.append(len(out))
             _pass(out, last, self._rows[i])
+
+    def were_stored(self, count: int) -> None:
+        """`count` of the late lines were in the store already: a re-send after all."""
+        self.stepped_back -= count
+        self.resent += count
 
     def finish(self) -> int:
         """End of stream: lines still held are taken as re-sent; how many."""
@@ -228,20 +284,26 @@ def _pass(
         pos[1] += 1
 
 
+def _rising(stamps: list[int]) -> bool:
+    """Each timestamp after the one before (equal ones take the slow path too)."""
+    return all(map(lt, stamps, islice(stamps, 1, None)))
+
+
 def _forward(batch: LineBatch, positions: dict[str, list[int]]) -> bool:
-    """Every stream's lines in order, none before its position (C-speed checks)."""
+    """Every stream's lines in order, all after its position (C-speed checks; a line at
+    the position's own timestamp takes the slow path: it may be the last line again)."""
     streams, stamps = batch.streams, batch.timestamps_ns
     if not stamps:
         return True
     first = streams[0]
     if streams.count(first) == len(streams):  # one stream, the usual case
         pos = positions.get(first)
-        return (pos is None or stamps[0] >= pos[0]) and stamps == sorted(stamps)
+        return (pos is None or stamps[0] > pos[0]) and _rising(stamps)
     for stream in STREAMS:
         mine = [t for s, t in zip(streams, stamps, strict=True) if s == stream]
         if not mine:
             continue
         pos = positions.get(stream)
-        if (pos is not None and mine[0] < pos[0]) or mine != sorted(mine):
+        if (pos is not None and mine[0] <= pos[0]) or not _rising(mine):
             return False
     return True

@@ -63,6 +63,8 @@ class LogSink:
     write: Callable[[LineBatch], Awaitable[None]]
     gap: Callable[[Source, str, int | None, int | None], Awaitable[None]]
     ended: Callable[[DockerLogCollector], None]
+    # Of these lines (stream, timestamp, text), the indexes the store holds already.
+    stored: Callable[[Source, list[tuple[str, int, str]]], Awaitable[set[int]]]
 
 
 class ContainerVanished(Exception):
@@ -284,6 +286,8 @@ class DockerLogCollector:
         guard = self.guard
         before = guard.resent, guard.stepped_back
         batch = guard.filter(batch)
+        if guard.late:
+            batch = await self._drop_stored(batch, guard.late)
         if (guard.resent, guard.stepped_back) != before:
             _report_guard(self._where(), self.guard, before)
         if not batch:
@@ -293,6 +297,23 @@ class DockerLogCollector:
         self.lines += len(batch)
         self.bytes += batch.nbytes
         self.last_timestamp_ns = batch.timestamps_ns[-1]
+
+    async def _drop_stored(self, batch: LineBatch, late: list[int]) -> LineBatch:
+        """Lines the guard let through as a clock stepped back, that the store holds
+        already: a re-send whose replay never reached the stored position (dockerd lost
+        its file on the way) looks the same. New lines of a stepped clock are not there."""
+        assert self._sink is not None
+        rows = list(zip(batch.streams, batch.timestamps_ns, batch.messages, strict=True))
+        is_late = set(late)
+        in_batch = {row for i, row in enumerate(rows) if i not in is_late}  # not stored yet
+        drop = {i for i in late if rows[i] in in_batch}
+        asked = [i for i in late if i not in drop]
+        found = await self._sink.stored(self.source, [rows[i] for i in asked]) if asked else ()
+        drop.update(asked[j] for j in found)
+        if not drop:
+            return batch
+        self.guard.were_stored(len(drop))
+        return batch.take([i for i in range(len(batch)) if i not in drop])
 
 
 async def _gone(client: DockerClient, container_id: str) -> bool:

@@ -76,7 +76,12 @@ class LogCollectorManager:
         self._tg: TaskGroup | None = None
         self._sink: LogSink | None = None
         if storage is not None:
-            self._sink = LogSink(write=storage.writer.write, gap=self._gap, ended=self._on_end)
+            self._sink = LogSink(
+                write=storage.writer.write,
+                gap=self._gap,
+                ended=self._on_end,
+                stored=storage.already_stored,
+            )
 
     @property
     def client(self) -> DockerClient:

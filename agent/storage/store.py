@@ -22,7 +22,9 @@ from agent.storage.db import (
     sqlite_path,
 )
 from agent.storage.gaps import record_gap
+from agent.storage.models import LogLine
 from agent.storage.postgres import HostLock, HostTaken
+from agent.storage.sql import Marks
 from agent.storage.state import AgentStateStore
 from agent.storage.writer import LogWriter, WriterOptions
 
@@ -157,6 +159,23 @@ class LogStorage:
     async def load_cursor(self, container_id: str) -> Cursor:
         """Where the store says a container of this host was read up to."""
         return await load_cursor(self.db, self.host, container_id)
+
+    async def already_stored(self, source: Source, lines: list[tuple[str, int, str]]) -> set[int]:
+        """Of these lines (stream, timestamp, text) of a container, the indexes already in
+        the store — after committing what is queued, which may hold them."""
+        if not lines:
+            return set()
+        await self.writer.flush()
+        if source.source_id is None:
+            return set()  # nothing of it was ever committed
+        marks = Marks(self.dialect)
+        _, rows = await self.db.execute_query(
+            f"SELECT stream, timestamp_ns, message FROM {LogLine._meta.db_table} "
+            f"WHERE source_id = {marks()} AND timestamp_ns BETWEEN {marks()} AND {marks()}",
+            [source.source_id, min(t for _, t, _ in lines), max(t for _, t, _ in lines)],
+        )
+        there = {(str(s), int(t), str(m)) for s, t, m in rows}
+        return {i for i, line in enumerate(lines) if line in there}
 
     async def record_gap(
         self, source: Source, reason: str, *, from_ns: int | None = None, to_ns: int | None = None

@@ -17,6 +17,7 @@ from agent.collectors.manager import LogCollectorManager
 from agent.docker.client import DockerClient
 from agent.storage import LogStorage
 from agent.storage.models import Gap, LogLine
+from agent.timestamps import format_timestamp
 from tests.conftest import db_url, short_socket_path, write_line
 
 pytestmark = [pytest.mark.anyio]
@@ -54,9 +55,11 @@ async def serve_daemon(inspect: Handler, logs: Handler) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def fake_daemon(body: bytes) -> AsyncIterator[str]:
-    """A fake Docker daemon, for the one fault a real one cannot be made to show: a log
-    stream that is not Docker's framing. It answers /version, an inspect, and that stream."""
+async def fake_daemon(body: bytes | list[bytes]) -> AsyncIterator[str]:
+    """A fake Docker daemon, for faults a real one cannot be made to show on demand: a log
+    stream that is not Docker's framing; a re-send that never reaches the stored position
+    (dockerd 20.10 did it once, losing its rotated file mid-way). It answers /version, an
+    inspect, and that stream."""
 
     async def inspect(r: web.Request) -> web.Response:
         cid = r.match_info["cid"]
@@ -65,7 +68,9 @@ async def fake_daemon(body: bytes) -> AsyncIterator[str]:
     async def logs(r: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.raw-stream"})
         await response.prepare(r)
-        await response.write(body)
+        for part in [body] if isinstance(body, bytes) else body:  # parts: read apart
+            await response.write(part)
+            await anyio.sleep(0.3)
         await anyio.sleep(30)  # a follow stream stays open
         return response
 
@@ -221,3 +226,42 @@ async def test_stream_cut_by_removal_keeps_its_lines_and_records_a_gap(tmp_path:
     assert reason.startswith("stream cut by the container's removal after 2026-11-26T11:59:02")
     assert reason.endswith("(count unknown)")
     assert from_ns == 1795694342760761749 and to_ns is None
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["one-read", "stored-first"])
+async def test_a_resend_cut_short_is_dropped_and_a_stepped_clock_is_kept(
+    tmp_path: Path, apart: bool
+) -> None:
+    """Lines older than the position that never meet it are either a re-send cut short
+    (already read: dropped, whether still in the same read or in the store) or new lines
+    of a clock stepped back (stored late)."""
+    base = 1_795_694_342_000_000_000
+
+    def line(ts: int, text: str) -> bytes:
+        return frame(1, format_timestamp(ts).encode() + b" " + text.encode() + b"\n")
+
+    first = b"".join(line(base + i * 1000, f"n{i}") for i in range(1, 101))
+    body = b"".join(line(base + i * 1000, f"n{i}") for i in range(50, 61))  # re-sent
+    body += b"".join(line(base + i * 1000, f"n{i}") for i in range(101, 104))
+    body += b"".join(line(base + 20_000 + i + 1, f"stepped{i}") for i in range(5))  # new
+    body += b"".join(line(base + i * 1000, f"n{i}") for i in range(104, 107))
+    async with (
+        fake_daemon([first, body] if apart else first + body) as sock,
+        LogStorage(db_url(tmp_path), host="h") as storage,
+        DockerClient("unix://" + sock) as client,
+        LogCollectorManager(storage, client=client) as manager,
+    ):
+        collector = await manager.start_docker_collector("d" * 64)
+        with anyio.fail_after(30):
+            while collector.lines < 111:  # noqa: ASYNC110 (the collector's own count)
+                await anyio.sleep(0.02)
+        await storage.flush()
+        guard = collector.guard
+        await manager.stop_all()
+        stored = await LogLine.all().order_by("id").values_list("message", flat=True)
+    assert stored == [
+        *(f"n{i}" for i in range(1, 104)),
+        *(f"stepped{i}" for i in range(5)),
+        *(f"n{i}" for i in range(104, 107)),
+    ]
+    assert (guard.resent, guard.stepped_back) == (11, 5)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.batch import Line, LineBatch, Source
+from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED, Line, LineBatch, Source
 from agent.cursor import Cursor, ResendGuard
 
 SOURCE = Source("c", "n")
@@ -28,8 +28,30 @@ def guarded(*first: Line) -> tuple[Cursor, ResendGuard]:
 
 def test_lines_in_order_pass_untouched() -> None:
     cursor, guard = guarded(*lines("stdout", 1, 2, 3))
-    assert through(guard, cursor, lines("stdout", 3, 4, 5)) == [3, 4, 5]  # 3 again: a new line
+    again = [Line("stdout", 3, "3", "another at 3"), *lines("stdout", 4, 5)]
+    assert through(guard, cursor, again) == [3, 4, 5]  # another line at 3: a new line
     assert (guard.resent, guard.stepped_back) == (0, 0)
+
+
+def test_the_last_line_sent_again_at_its_own_timestamp_is_dropped() -> None:
+    """Seen from dockerd after a rotation: the last stored line again, then a jump ahead."""
+    cursor, guard = guarded(*lines("stdout", 1, 2, 3))
+    assert through(guard, cursor, lines("stdout", 3, 9)) == [9]
+    assert (guard.resent, guard.stepped_back) == (1, 0)
+    # In the same read as the line itself, too.
+    assert through(guard, cursor, lines("stdout", 10, 10, 11)) == [10, 11]
+    assert guard.resent == 2
+
+
+def test_pieces_of_one_long_line_share_stamp_and_text_and_all_pass() -> None:
+    piece = "c" * 16
+    first = Line("stdout", 5, "5", piece, FLAG_TRUNCATED)
+    rest = Line("stdout", 5, "5", piece, FLAG_TRUNCATED | FLAG_CONTINUED)
+    last = Line("stdout", 5, "5", piece, FLAG_CONTINUED)
+    cursor, guard = guarded(*lines("stdout", 1), first)
+    assert through(guard, cursor, [rest]) == [5]  # a read ended between pieces
+    assert through(guard, cursor, [last, *lines("stdout", 6)]) == [5, 6]
+    assert guard.resent == 0
 
 
 def test_resent_lines_after_rotation_are_dropped_and_counted() -> None:
@@ -46,8 +68,10 @@ def test_a_resend_across_batches_is_held_until_it_meets_the_position() -> None:
 
 
 def test_resent_lines_sharing_the_position_timestamp_are_matched_by_count() -> None:
-    cursor, guard = guarded(*lines("stdout", 1, 5, 5, 5))
-    assert through(guard, cursor, lines("stdout", 1, 5, 5, 5, 5, 6)) == [5, 6]  # a 4th at 5
+    fives = [Line("stdout", 5, "5", f"five {k}") for k in range(4)]
+    cursor, guard = guarded(*lines("stdout", 1), *fives[:3])
+    resent = [*lines("stdout", 1), *fives, *lines("stdout", 6)]  # and a 4th at 5
+    assert through(guard, cursor, resent) == [5, 6]
     assert guard.resent == 4
 
 
@@ -70,3 +94,10 @@ def test_end_of_stream_counts_what_is_still_held() -> None:
     cursor, guard = guarded(*lines("stdout", 1, 2, 3))
     assert through(guard, cursor, lines("stdout", 2)) == []
     assert guard.finish() == 1 and guard.resent == 1
+
+
+def test_a_replay_that_sends_the_last_line_twice_stores_it_once() -> None:
+    """Seen from dockerd: a re-send through the position, then the last line once more."""
+    cursor, guard = guarded(*lines("stdout", 1, 2, 3))
+    assert through(guard, cursor, lines("stdout", 2, 3, 3, 4)) == [4]
+    assert guard.resent == 3
