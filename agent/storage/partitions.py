@@ -73,16 +73,21 @@ async def existing_days(db: BaseDBAsyncClient) -> dict[int, str]:
 
 
 async def ensure_days(conn: BaseDBAsyncClient, days: Iterable[int]) -> None:
-    """Create the partitions of `days` that are missing, inside the caller's transaction.
+    """Create the partitions of `days` that are missing, in the caller's transaction — a
+    short one of its own: creating a partition locks the whole table until the commit.
 
     A transaction-level advisory lock makes agents of a fleet take turns (two CREATEs of one
-    partition at once would fail), and is let go at the caller's commit.
+    partition at once would fail); a day that exists is not touched (no table lock then).
     """
     await conn.execute_query(f"SELECT pg_advisory_xact_lock({_DDL_KEY})")
     table = LogLine._meta.db_table
     for day in sorted(set(days)):
+        name = partition_name(day)
+        _, found = await conn.execute_query("SELECT to_regclass($1)", [f'"{name}"'])
+        if found[0][0] is not None:
+            continue
         await conn.execute_query(
-            f'CREATE TABLE IF NOT EXISTS "{partition_name(day)}" PARTITION OF "{table}" '
+            f'CREATE TABLE "{name}" PARTITION OF "{table}" '
             f"FOR VALUES FROM ({day * DAY_NS}) TO ({(day + 1) * DAY_NS})"
         )
 

@@ -267,9 +267,10 @@ class LogWriter:
                 row += [ts, n]
             positions.append([*row, *per_source[sid], now, sid])
         missing = self._missing_days(batches) if self._copy else set()
-        async with transaction() as conn:
-            if missing:
+        if missing:  # in a short transaction of its own: it locks the whole table
+            async with transaction() as conn:
                 await ensure_days(conn, missing)
+        async with transaction() as conn:
             if self._copy:
                 # PostgreSQL: binary COPY through tortoise's own connection, in the batch's
                 # transaction (~2x executemany's rows/s here).
