@@ -168,13 +168,17 @@ class LogStorage:
         await self.writer.flush()
         if source.source_id is None:
             return set()  # nothing of it was ever committed
-        marks = Marks(self.dialect)
-        _, rows = await self.db.execute_query(
-            f"SELECT stream, timestamp_ns, message FROM {LogLine._meta.db_table} "
-            f"WHERE source_id = {marks()} AND timestamp_ns BETWEEN {marks()} AND {marks()}",
-            [source.source_id, min(t for _, t, _ in lines), max(t for _, t, _ in lines)],
-        )
-        there = {(str(s), int(t), str(m)) for s, t, m in rows}
+        stamps = sorted({t for _, t, _ in lines})
+        there: set[tuple[str, int, str]] = set()
+        for at in range(0, len(stamps), 500):  # by exact stamps: a clock stepped back by an
+            chunk = stamps[at : at + 500]  # hour must not load an hour of rows
+            marks = Marks(self.dialect)
+            _, rows = await self.db.execute_query(
+                f"SELECT stream, timestamp_ns, message FROM {LogLine._meta.db_table} "
+                f"WHERE source_id = {marks()} AND timestamp_ns IN ({marks.many(len(chunk))})",
+                [source.source_id, *chunk],
+            )
+            there.update((str(s), int(t), str(m)) for s, t, m in rows)
         return {i for i, line in enumerate(lines) if line in there}
 
     async def record_gap(

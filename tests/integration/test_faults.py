@@ -230,7 +230,7 @@ async def test_stream_cut_by_removal_keeps_its_lines_and_records_a_gap(tmp_path:
 
 @pytest.mark.parametrize("apart", [False, True], ids=["one-read", "stored-first"])
 async def test_a_resend_cut_short_is_dropped_and_a_stepped_clock_is_kept(
-    tmp_path: Path, apart: bool
+    apart: bool, store_url: str
 ) -> None:
     """Lines older than the position that never meet it are either a re-send cut short
     (already read: dropped, whether still in the same read or in the store) or new lines
@@ -247,7 +247,7 @@ async def test_a_resend_cut_short_is_dropped_and_a_stepped_clock_is_kept(
     body += b"".join(line(base + i * 1000, f"n{i}") for i in range(104, 107))
     async with (
         fake_daemon([first, body] if apart else first + body) as sock,
-        LogStorage(db_url(tmp_path), host="h") as storage,
+        LogStorage(store_url, host="h") as storage,
         DockerClient("unix://" + sock) as client,
         LogCollectorManager(storage, client=client) as manager,
     ):
