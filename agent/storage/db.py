@@ -19,6 +19,7 @@ from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
 from tortoise.transactions import in_transaction
 
+from agent.storage.errors import wrapped
 from agent.storage.postgres import schema_lock
 from agent.storage.schema import create_schema
 
@@ -55,13 +56,10 @@ _FATAL_SQLITE = {
 
 def fatal(exc: BaseException) -> str | None:
     """The SQLite code name if `exc` (or what it wraps) says the store is unusable for good."""
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in wrapped(exc):
         code = getattr(seen, "sqlite_errorcode", None)
         if code is not None:
             return _FATAL_SQLITE.get(code & 0xFF)
-        wrapped = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
-        seen = wrapped or seen.__cause__ or seen.__context__
     return None
 
 

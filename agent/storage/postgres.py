@@ -16,18 +16,17 @@ from typing import Any
 import anyio
 from tortoise.backends.base.config_generator import expand_db_url
 
+from agent.storage.errors import wrapped
+
 LOCK_NOT_AVAILABLE = "55P03"
 INVALID_REGULAR_EXPRESSION = "2201B"
 
 
 def sqlstate(exc: BaseException) -> str | None:
     """PostgreSQL's error code of `exc` or of what it wraps (tortoise wraps asyncpg's)."""
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in wrapped(exc):
         if isinstance(code := getattr(seen, "sqlstate", None), str):
             return code
-        wrapped = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
-        seen = wrapped or seen.__cause__ or seen.__context__
     return None
 
 
