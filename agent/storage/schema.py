@@ -70,12 +70,17 @@ async def _partitioned_lines(db: BaseDBAsyncClient) -> None:
                 "build of logagent; move its lines to a new database"
             )
         return
-    create = [
+    await db.execute_script(partitions.partitioned_ddl(_lines_ddl(db)[0]))
+
+
+def _lines_ddl(db: BaseDBAsyncClient) -> list[str]:
+    """tortoise's statements for the lines table: its CREATE TABLE, then its indexes."""
+    table = LogLine._meta.db_table
+    return [
         s.strip()
         for s in get_schema_sql(db, safe=True).split(";\n")
-        if f'TABLE IF NOT EXISTS "{table}"' in s
+        if f'ON "{table}"' in s or f'TABLE IF NOT EXISTS "{table}"' in s
     ]
-    await db.execute_script(partitions.partitioned_ddl(create[0]))
 
 
 TRIGRAM_INDEX = "log_lines_message_trgm"
@@ -131,11 +136,7 @@ async def _rows_by_source_id(db: BaseDBAsyncClient) -> None:
         return
     _, counted = await db.execute_query(f"SELECT COUNT(*) FROM {lines}")
     log.warning("upgrading the store to source ids: %d stored lines, kept", counted[0][0])
-    create = [
-        s.strip()
-        for s in get_schema_sql(db, safe=True).split(";\n")
-        if f'ON "{lines}"' in s or f'TABLE IF NOT EXISTS "{lines}"' in s
-    ]
+    create = _lines_ddl(db)
     async with in_transaction("default") as conn:
         await conn.execute_query(
             f"INSERT INTO {cursors} (host, container_id, container_name, stdout_n, stderr_n, "
