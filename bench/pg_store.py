@@ -74,29 +74,6 @@ def postgres_cpu() -> float:
     return total
 
 
-class Agent:
-    """`logagent run` on a database URL, one host name, scoped to one bench label."""
-
-    def __init__(self, tmp: Path, name: str, url: str, label: str) -> None:
-        self.url = url
-        sock = base.socket_dir() / f"{name}.sock"
-        config = tmp / f"{name}.toml"
-        config.write_text(
-            f'[storage]\ndb_url = "{url}"\nhost = "{name}"\n'
-            f'[docker]\nscope_labels = ["{base.LABEL}", "{label}"]\ninitial_tail = "all"\n'
-            f'[api]\nsocket = "{sock}"\n[agent]\nlog_level = "WARNING"\n'
-        )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(config)], cwd=base.ROOT
-        )
-        base.agents.append(self.proc)
-        base.wait_for(lambda: sock.exists(), 30)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
-
-
 def container(name: str, label: str, n: int) -> str:
     full = f"{base.PREFIX}-{name}"
     base.made.append(full)
@@ -128,7 +105,7 @@ def stored(url: str, cid: str) -> int:
 def ingest_one(tmp: Path, url: str, name: str, n: int) -> tuple[float, float]:
     """lines/s and the agent's CPU µs per line, one container followed live."""
     label = f"logagent.bench.agent={name}"
-    agent = Agent(tmp, name, url, label)
+    agent = base.AgentProcess(tmp, name, url, host=name, label=label)
     cid = container(name, label, n)
     a0 = base.cpu_seconds(agent.proc.pid)
     base.start(cid)
@@ -232,9 +209,10 @@ def fleet(tmp: Path, hosts: int, n: int) -> None:
     url = new_db(f"fleet{hosts}")
     agents, cids = [], []
     for h in range(hosts):
-        label = f"logagent.bench.agent=f{hosts}h{h}"
-        agents.append(Agent(tmp, f"f{hosts}h{h}", url, label))
-        cids.append(container(f"f{hosts}h{h}", label, n))
+        name = f"f{hosts}h{h}"
+        label = f"logagent.bench.agent={name}"
+        agents.append(base.AgentProcess(tmp, name, url, host=name, label=label))
+        cids.append(container(name, label, n))
     dpid = base.dockerd_pid()
     p0, d0 = postgres_cpu(), base.cpu_seconds(dpid)
     base.start(*cids)

@@ -100,15 +100,22 @@ def socket_dir() -> Path:
 
 
 class AgentProcess:
-    """`logagent run` on its own database and socket, scoped to this run's containers."""
+    """`logagent run` on its own database and socket, scoped to this run's containers.
 
-    def __init__(self, tmp: Path, name: str) -> None:
+    `url` (another store: bench/pg_store.py), `host` and one more scope `label` are for
+    agents of a fleet; `db` is then unused."""
+
+    def __init__(
+        self, tmp: Path, name: str, url: str | None = None, host: str = "", label: str = ""
+    ) -> None:
         self.db = tmp / f"{name}.db"
         self.sock = str(socket_dir() / f"{name}.sock")
         config = tmp / f"{name}.toml"
+        labels = ", ".join(f'"{x}"' for x in (LABEL, label) if x)
         config.write_text(
-            f'[storage]\ndb_url = "sqlite:///{self.db}"\n'
-            f'[docker]\nscope_labels = ["{LABEL}"]\ninitial_tail = "all"\n'
+            f'[storage]\ndb_url = "{url or f"sqlite:///{self.db}"}"\n'
+            + (f'host = "{host}"\n' if host else "")
+            + f'[docker]\nscope_labels = [{labels}]\ninitial_tail = "all"\n'
             f'[api]\nsocket = "{self.sock}"\n[agent]\nlog_level = "WARNING"\n'
         )
         self.proc = subprocess.Popen(
