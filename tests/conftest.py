@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -313,6 +314,24 @@ def query(url: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, fetch()).result()
+
+
+# The lines of the container whose id is bound to the `?`.
+SOURCE = "source_id = (SELECT id FROM container_cursors WHERE container_id = ?)"
+
+
+def numbered_bursts(bursts: int, pause: float) -> str:
+    """A container's script: 1 .. 1,000 times `bursts`, printed 1,000 lines at a time with `pause`
+    seconds between, so an agent can be stopped, killed or cut in the middle."""
+    return (
+        f"i=0; while [ $i -lt {bursts} ]; do seq $((i*1000+1)) $((i*1000+1000)); "
+        f"i=$((i+1)); sleep {pause}; done"
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
 
 
 def rows_in(url: str, container_id: str) -> list[tuple[str, str, str]]:

@@ -17,13 +17,16 @@ from tests.conftest import (
     IMAGE,
     ROOT,
     RUN_ID,
+    SOURCE,
     TEST_LABEL,
     Containers,
     agent_settings,
     docker,
     eventually,
+    numbered_bursts,
     running_agent,
     start_agent_process,
+    stop_process,
     stored_rows,
     until_reached,
 )
@@ -32,13 +35,7 @@ from tests.integration.test_collector import docker_reference
 
 pytestmark = [pytest.mark.docker, pytest.mark.anyio]
 
-# 200 bursts of 1,000 numbered lines: slow enough to stop the agent in the middle.
-BURST = (
-    "i=0; while [ $i -lt 200 ]; do seq $((i*1000+1)) $((i*1000+1000)); i=$((i+1)); sleep 0.02; done"
-)
-
-# The lines of the container whose id is bound to the `?`.
-SOURCE = "source_id = (SELECT id FROM container_cursors WHERE container_id = ?)"
+BURST = numbered_bursts(200, 0.02)  # slow enough to stop the agent in the middle
 
 
 def count(tmp_path: Path, cid: str) -> int:
@@ -55,25 +52,20 @@ def gaps(tmp_path: Path) -> list[tuple[str, str]]:
         return conn.execute("SELECT container_name, reason FROM gaps ORDER BY id").fetchall()
 
 
-def stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    proc.send_signal(sig)
-    proc.wait(timeout=30)
-
-
 async def _restart_mid_burst(tmp_path: Path, containers: Containers, sig: signal.Signals) -> None:
     proc = start_agent_process(tmp_path)
     try:
         await anyio.sleep(1.5)  # the agent is listening: the container is read from line 1
         cid = containers.run("burst", BURST)
         await eventually(lambda: count(tmp_path, cid) > 30_000, limit=60)
-        stop(proc, sig)
+        stop_process(proc, sig)
         stopped_at = count(tmp_path, cid)
         assert stopped_at < 200_000, "the burst ended before the agent was stopped"
         proc = start_agent_process(tmp_path)
         containers.wait("burst")
         await until_reached(lambda: count(tmp_path, cid), 200_000)
         await anyio.sleep(1)
-        stop(proc, signal.SIGTERM)
+        stop_process(proc, signal.SIGTERM)
     finally:
         if proc.poll() is None:
             proc.kill()

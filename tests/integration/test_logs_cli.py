@@ -18,6 +18,7 @@ from tests.conftest import (
     agent_settings,
     docker,
     eventually,
+    numbered_bursts,
     rows_in,
     running_agent,
 )
@@ -84,10 +85,7 @@ async def test_follow_prints_every_line_once_while_the_agent_writes(
     tmp_path: Path, containers: Containers, store_url: str
 ) -> None:
     """On both stores: SQLite polled, PostgreSQL woken by its commits (LISTEN/NOTIFY)."""
-    script = (
-        "sleep 1; i=0; while [ $i -lt 50 ]; do seq $((i*1000+1)) $((i*1000+1000)); "
-        "i=$((i+1)); sleep 0.02; done"
-    )
+    script = "sleep 1; " + numbered_bursts(50, 0.02)
     async with running_agent(replace(agent_settings(tmp_path), db_url=store_url)):
         cid = containers.run("followed", script)
         await eventually(lambda: len(rows_in(store_url, cid)) > 0)

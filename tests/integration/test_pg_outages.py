@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +19,22 @@ from agent.storage import LogStorage
 from agent.storage.db import StoreLocked
 from tests.conftest import (
     PG_DATA,
+    SOURCE,
     Containers,
     eventually,
+    numbered_bursts,
     pg_ctl,
     query,
     rows_in,
     start_agent_process,
+    stop_process,
     until_reached,
 )
 from tests.integration.test_collector import docker_reference
 
 pytestmark = [pytest.mark.docker, pytest.mark.anyio]
 
-# 200,000 numbered lines, 1,000 at a time with a rest between: they keep coming for a while.
-BURST = (
-    "i=0; while [ $i -lt 200 ]; do seq $((i*1000+1)) $((i*1000+1000)); i=$((i+1)); "
-    "sleep {pause}; done"
-)
-N = 200_000
+N = 200_000  # numbered lines, in 200 bursts (conftest.numbered_bursts)
 
 
 def counter(url: str, cid: str) -> int:
@@ -45,8 +42,7 @@ def counter(url: str, cid: str) -> int:
     try:
         found = query(
             url,
-            "SELECT COUNT(*) FROM log_lines WHERE source_id = "
-            "(SELECT id FROM container_cursors WHERE container_id = ?)",
+            f"SELECT COUNT(*) FROM log_lines WHERE {SOURCE}",
             cid,
         )
     except OSError:
@@ -56,11 +52,6 @@ def counter(url: str, cid: str) -> int:
             return -1
         raise
     return int(found[0][0]) if found else 0
-
-
-def stop(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
-    proc.send_signal(sig)
-    proc.wait(timeout=60)
 
 
 def assert_exactly_once(url: str, cid: str) -> None:
@@ -76,7 +67,7 @@ async def test_postgresql_restarted_and_down_30s_mid_burst_loses_and_doubles_not
     proc = start_agent_process(tmp_path, pg_url)
     try:
         await anyio.sleep(1.5)
-        cid = containers.run("outage", BURST.format(pause=0.25))  # ~60 s of lines
+        cid = containers.run("outage", numbered_bursts(200, 0.25))  # ~60 s of lines
         await eventually(lambda: counter(pg_url, cid) > 10_000, limit=60)
         await anyio.to_thread.run_sync(pg_ctl, "restart", "-m", "fast")
         before = max(counter(pg_url, cid), 0)
@@ -90,7 +81,7 @@ async def test_postgresql_restarted_and_down_30s_mid_burst_loses_and_doubles_not
         await anyio.to_thread.run_sync(containers.wait, "outage")
         await until_reached(lambda: counter(pg_url, cid), N)
         await anyio.sleep(1)
-        stop(proc)
+        stop_process(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -112,7 +103,7 @@ async def test_connections_cut_mid_burst_are_made_again(
     locks = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
     try:
         await anyio.sleep(1.5)
-        cid = containers.run("cut", BURST.format(pause=0.05))
+        cid = containers.run("cut", numbered_bursts(200, 0.05))
         for reached in (20_000, 60_000, 100_000):
             await eventually(lambda r=reached: counter(pg_url, cid) > r, limit=120)
             await eventually(lambda: query(pg_url, locks)[0][0] > 0)  # the host claimed
@@ -124,7 +115,7 @@ async def test_connections_cut_mid_burst_are_made_again(
             async with LogStorage(pg_url, host="test-host"):
                 pass
         await anyio.sleep(1)
-        stop(proc)
+        stop_process(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -147,13 +138,13 @@ async def test_kill_9_in_the_middle_of_a_copy_then_restart_stores_each_line_once
     proc = start_agent_process(tmp_path, pg_url)
     try:
         await anyio.sleep(1.5)
-        cid = containers.run("copy", BURST.format(pause=0.02))
+        cid = containers.run("copy", numbered_bursts(200, 0.02))
         await eventually(lambda: counter(pg_url, cid) > 20_000, limit=60)
         for _attempt in range(5):  # until a kill lands inside a COPY's transaction
             with anyio.fail_after(60):
                 while not await watch.fetchval(copying):
                     pass
-            stop(proc, signal.SIGKILL)
+            stop_process(proc, signal.SIGKILL)
             assert counter(pg_url, cid) < N, "the burst ended before the agent was killed"
             proc = start_agent_process(tmp_path, pg_url)
             await anyio.sleep(0.5)
@@ -167,7 +158,7 @@ async def test_kill_9_in_the_middle_of_a_copy_then_restart_stores_each_line_once
         await anyio.to_thread.run_sync(containers.wait, "copy")
         await until_reached(lambda: counter(pg_url, cid), N)
         await anyio.sleep(1)
-        stop(proc)
+        stop_process(proc)
     finally:
         await watch.close()
         if proc.poll() is None:
