@@ -7,6 +7,8 @@ writer in the same transaction as its lines (agent/storage/writer.py).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -18,21 +20,27 @@ from agent.storage.sql import Marks
 TABLE = ContainerCursor._meta.db_table
 
 
+# A row's position: per stream, its last timestamp and how many lines carried it.
+_POSITION = ", ".join(f"{s}_ts, {s}_n" for s in STREAMS)
+
+
+def _position(row: Sequence[Any]) -> dict[str, tuple[int | None, int | None]]:
+    """The `_POSITION` columns of a row, per stream ((None, n) for a stream never read)."""
+    return {s: (row[2 * i], row[2 * i + 1]) for i, s in enumerate(STREAMS)}
+
+
 async def load_cursor(db: BaseDBAsyncClient, host: str, container_id: str) -> Cursor:
     """The committed position of a container on this host (empty if none)."""
     marks = Marks(db.capabilities.dialect)
-    columns = ", ".join(f"{s}_ts, {s}_n" for s in STREAMS)
     _, rows = await db.execute_query(
-        f"SELECT {columns} FROM {TABLE} WHERE host = {marks()} AND container_id = {marks()}",
+        f"SELECT {_POSITION} FROM {TABLE} WHERE host = {marks()} AND container_id = {marks()}",
         [host, container_id],
     )
     cursor = Cursor()
     if rows:
-        row = list(rows[0])
-        for i, stream in enumerate(STREAMS):
-            ts, n = row[2 * i], row[2 * i + 1]
+        for stream, (ts, n) in _position(list(rows[0])).items():
             if ts is not None:
-                cursor.positions[stream] = [int(ts), int(n)]
+                cursor.positions[stream] = [int(ts), int(n or 0)]
     return cursor
 
 
@@ -64,14 +72,11 @@ async def stored_positions(
 ) -> dict[int, dict[str, tuple[int | None, int | None]]]:
     """Per source id, the committed position of each stream (None, None if never read)."""
     marks = Marks(conn.capabilities.dialect)
-    columns = ", ".join(f"{s}_ts, {s}_n" for s in STREAMS)
     _, found = await conn.execute_query(
-        f"SELECT id, {columns} FROM {TABLE} WHERE id IN ({marks.many(len(source_ids))})",
+        f"SELECT id, {_POSITION} FROM {TABLE} WHERE id IN ({marks.many(len(source_ids))})",
         source_ids,
     )
-    return {
-        int(r[0]): {s: (r[1 + 2 * i], r[2 + 2 * i]) for i, s in enumerate(STREAMS)} for r in found
-    }
+    return {int(r[0]): _position(list(r)[1:]) for r in found}
 
 
 def position_sql(dialect: str) -> str:
