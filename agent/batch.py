@@ -7,6 +7,7 @@ and `storage/` so that neither imports the other.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -34,6 +35,9 @@ class Source:
     container_name: str
     source_id: int | None = None
     committed: dict[str, list[int]] = field(default_factory=dict)
+    max_age_s: int | None = None  # its own retention (a hint), committed with its position
+    # Rows its hints kept out of the store, by why ("filter", "rate limit"): metrics, status.
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 class Line(NamedTuple):
@@ -45,6 +49,16 @@ class Line(NamedTuple):
     message: str
     flags: int = 0
     size: int = 0  # bytes of the raw message, before decoding
+
+
+class Dropped(NamedTuple):
+    """A span of rows a rate limit dropped, as it stands after a batch: the writer keeps one
+    gap row per span (keyed by its first stamp), replaced with each batch that adds to it."""
+
+    from_ns: int
+    to_ns: int
+    lines: int
+    reason: str
 
 
 @dataclass(slots=True)
@@ -64,6 +78,10 @@ class LineBatch:
     flags: list[int] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     position: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Filled by the hints stage (agent/shaping): a level per row (or none at all), and the
+    # rate limit's span of drops to record with this batch.
+    levels: list[int | None] = field(default_factory=list)
+    dropped: Dropped | None = None
 
     def __len__(self) -> int:
         return len(self.timestamps_ns)
@@ -104,21 +122,25 @@ class LineBatch:
                 self.flags[i],
                 self.sizes[i],
             )
+        if self.levels:
+            out.levels = [self.levels[i] for i in keep]
         return out
 
+    def rows(self) -> Iterator[tuple[str, int, str, str, int, int]]:
+        """Each line as (stream, timestamp ns, timestamp, message, flags, size): for the cold
+        paths that must look at lines one by one (a re-send, a multiline event)."""
+        return zip(
+            self.streams,
+            self.timestamps_ns,
+            self.timestamps,
+            self.messages,
+            self.flags,
+            self.sizes,
+            strict=True,
+        )
+
     def lines(self) -> list[Line]:
-        return [
-            Line(*row)
-            for row in zip(
-                self.streams,
-                self.timestamps_ns,
-                self.timestamps,
-                self.messages,
-                self.flags,
-                self.sizes,
-                strict=True,
-            )
-        ]
+        return [Line(*row) for row in self.rows()]
 
     @classmethod
     def of(cls, source: Source, lines: list[Line]) -> LineBatch:

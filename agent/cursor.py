@@ -29,12 +29,15 @@ class Cursor:
         self.positions: dict[str, list[int]] = positions or {}
 
     def advance(self, batch: LineBatch) -> None:
-        """Move past the batch's lines and stamp the batch with the position after them.
+        """Move past the batch's lines and stamp the batch with the position after them."""
+        batch.position = self.advance_over(batch.streams, batch.timestamps_ns)
+
+    def advance_over(self, streams: list[str], stamps: list[int]) -> dict[str, tuple[int, int]]:
+        """Move past these lines (each stream's in order); the position after them.
 
         Per stream only the run of equal timestamps at its end matters, so the lines are
         walked backwards until each stream in the batch has found one older line.
         """
-        streams, stamps = batch.streams, batch.timestamps_ns
         positions = self.positions
         present = [s for s in STREAMS if s in streams]
         runs: dict[str, list[int]] = {}  # stream -> [last ts, lines at it, still counting]
@@ -58,7 +61,7 @@ class Cursor:
                 pos[1] += n  # the batch's lines of this stream all share the last timestamp
             else:
                 positions[stream] = [ts, n]
-        batch.position = {s: (pos[0], pos[1]) for s, pos in positions.items()}
+        return {s: (pos[0], pos[1]) for s, pos in positions.items()}
 
     @property
     def empty(self) -> bool:
@@ -182,15 +185,7 @@ class ResendGuard:
         out = LineBatch(batch.source)
         tails = dict(self._tail)
         last = {s: [p[0], p[1]] for s, p in positions.items()}  # as lines pass, per stream
-        for row in zip(
-            batch.streams,
-            batch.timestamps_ns,
-            batch.timestamps,
-            batch.messages,
-            batch.flags,
-            batch.sizes,
-            strict=True,
-        ):
+        for row in batch.rows():
             stream, ts = row[0], row[1]
             episode = self._episodes.get(stream)
             pos = last.get(stream)

@@ -17,7 +17,7 @@ _OPTIONS.log_errors = False  # the error is ours to say, in one line
 _SPECIAL = frozenset(".^$*+?{}[]\\|()")
 
 
-def matcher(pattern: str) -> Callable[[str], bool]:
+def matcher(pattern: str, what: str = "--grep") -> Callable[[str], bool]:
     """Whether a line contains a match; ValueError for a pattern RE2 cannot take.
 
     A literal (or one anchored with ^ or $) needs no engine: `in` or `startswith` answer 15x
@@ -38,7 +38,7 @@ def matcher(pattern: str) -> Callable[[str], bool]:
     except re2.error as exc:
         reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
         raise ValueError(
-            f"--grep {pattern!r}: {reason} (RE2 syntax: no backreferences or lookaround)"
+            f"{what} {pattern!r}: {reason} (RE2 syntax: no backreferences or lookaround)"
         ) from None
     search = compiled.search
     return lambda line: search(line) is not None

@@ -1,0 +1,141 @@
+"""Hints from labels and config rules (pure): precedence, and what cannot be used."""
+
+from __future__ import annotations
+
+from agent.hints import HintRule, hints_for
+from agent.policy import Matchers
+from agent.shaping.levels import ERROR, FATAL, INFO, WARN, levels
+from agent.shaping.rate import Rate, RateLimit, parse_rate
+
+
+def test_labels_are_read() -> None:
+    h = hints_for(
+        {
+            "logagent.multiline": "java",
+            "logagent.multiline.max_lines": "50",
+            "logagent.multiline.timeout": "200ms",
+            "logagent.format": "json",
+            "logagent.exclude_lines": "healthz",
+            "logagent.rate": "100/s",
+            "logagent.retention": "3d",
+        }
+    )
+    assert (h.multiline, h.max_lines, h.timeout_s, h.format) == ("java", 50, 0.2, "json")
+    assert (h.exclude_lines, h.rate, h.retention_s) == ("healthz", Rate(100, 1), 3 * 86400)
+    assert not h.problems and len(h.given) == 7
+
+
+def test_bad_hints_keep_their_defaults_and_say_why_with_the_label() -> None:
+    h = hints_for(
+        {
+            "logagent.multiline": "cobol",
+            "logagent.multiline.start": "(unclosed",
+            "logagent.rate": "fast",
+            "logagent.multiline.max_lines": "-3",
+            "logagent.retention": "3 days",
+            "logagent.colour": "blue",
+            "logagent.enable": "true",
+        }
+    )
+    assert (h.multiline, h.multiline_start, h.rate, h.max_lines, h.retention_s) == (
+        None, None, None, 500, None,
+    )  # fmt: skip
+    said = "\n".join(h.problems)
+    for label in (
+        "multiline",
+        "multiline.start",
+        "rate",
+        "multiline.max_lines",
+        "retention",
+        "colour",
+    ):
+        assert f"label logagent.{label}" in said
+    assert "enable" not in said and len(h.problems) == 6
+
+
+def test_a_hostile_pattern_is_re2_and_cannot_hang() -> None:
+    h = hints_for({"logagent.include_lines": "(a+)+$", "logagent.exclude_lines": r"(\w)\1"})
+    assert h.include_lines == "(a+)+$"  # RE2: linear, whatever the line
+    assert h.exclude_lines is None and "backreferences" in h.problems[0]
+
+
+def test_rules_match_by_glob_in_order_and_the_label_wins() -> None:
+    rules = (
+        HintRule(Matchers(images=("legacy/*",)), {"multiline": "java", "rate": "10/s"}),
+        HintRule(Matchers(names=("legacy-web",)), {"rate": "20/s"}),
+    )
+    h = hints_for({}, name="legacy-web", image="legacy/web:1", rules=rules)
+    assert (h.multiline, h.rate) == ("java", Rate(20, 1))
+    h = hints_for(
+        {"logagent.multiline.start": "^S", "logagent.rate": "5/s"},
+        name="legacy-web",
+        image="legacy/web:1",
+        rules=rules,
+    )
+    assert (h.multiline, h.multiline_start, h.rate) == (None, "^S", Rate(5, 1))
+    assert not h.problems
+    assert hints_for({}, name="other", image="x", rules=rules).rate is None
+
+
+def test_config_default_rate_applies_unless_the_label_says() -> None:
+    assert hints_for({}, default_rate=Rate(1000, 1)).rate == Rate(1000, 1)
+    assert hints_for({"logagent.rate": "5/m"}, default_rate=Rate(1000, 1)).rate == Rate(5, 60)
+
+
+def test_levels_from_json_logfmt_and_text() -> None:
+    lines = [
+        '{"ts": 1, "level": "warn", "msg": "x"}',
+        '{"level": 50, "msg": "pino"}',
+        "ts=1 level=error msg=x",
+        "2024-05-01 12:00:00,123 ERROR x",
+        "[WARN] x",
+        "INFO: ok",
+        "E0501 12:00:00.123456 glog",
+        "CRITICAL disk",
+        "plain text with error inside",
+        "Informative",
+    ]
+    assert levels("auto", lines) == [
+        WARN,
+        ERROR,
+        ERROR,
+        ERROR,
+        WARN,
+        INFO,
+        ERROR,
+        FATAL,
+        None,
+        None,
+    ]
+    assert levels("json", lines[:3]) == [WARN, ERROR, None]
+    assert levels("logfmt", lines[:3]) == [None, None, ERROR]
+    assert levels("text", lines[2:4]) == [None, ERROR]
+
+
+def test_rate_limit_counts_by_docker_time_and_spans_drops() -> None:
+    limit = RateLimit(parse_rate("3/s"))
+    second = 1_000_000_000
+    stamps = [10 * second + i for i in range(10)] + [11 * second + i for i in range(10)]
+    admitted = [limit.admit(t) for t in stamps]
+    assert admitted == ([True] * 3 + [False] * 7) * 2
+    span = limit.span()
+    assert span is not None and (span.from_ns, span.to_ns, span.lines) == (
+        10 * second + 3, 11 * second + 9, 14,
+    )  # fmt: skip
+    assert "14 lines" in span.reason and "3/s" in span.reason
+    limit.admit(20 * second)
+    assert not limit.admit(20 * second + 1) or True  # a quiet window in between:
+    for _ in range(3):
+        limit.admit(20 * second + 2)
+    later = limit.span()
+    assert later is not None and later.from_ns == 20 * second + 2  # a new span, a new gap
+
+
+def test_rate_is_parsed_strictly() -> None:
+    assert parse_rate("6000/m") == Rate(6000, 60)
+    for bad in ("0/s", "10", "1.5/s", "10/d", "x/s"):
+        try:
+            parse_rate(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
