@@ -43,6 +43,10 @@ def collector_view(c: DockerLogCollector) -> dict[str, Any]:
         "bytes": c.bytes,
         "last_timestamp": format_timestamp(c.last_timestamp_ns) if c.last_timestamp_ns else None,
         "error": c.error,
+        "rows": c.rows,
+        "dropped": dict(c.source.dropped),
+        "hints": list(c.hints.given),
+        "hint_problems": list(c.hints.problems),
     }
 
 

@@ -92,6 +92,8 @@ class Agent:
                     max_line_bytes=s.max_line_bytes,
                     read_rest=s.read_rest_s,
                     chatty_rest=s.chatty_rest_s,
+                    hint_rules=s.hint_rules,
+                    default_rate=s.default_rate,
                 ) as manager,
             ):
                 self.client, self.storage, self.manager = client, storage, manager

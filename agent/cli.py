@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("--grep", metavar="REGEX", help="only lines matching this expression")
     logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
     logs.add_argument("--host", help="only lines collected on this host")
+    logs.add_argument(
+        "--level",
+        choices=["trace", "debug", "info", "warn", "error", "fatal"],
+        help="only lines of this level and above (lines with no level are left out)",
+    )
     logs.add_argument("-t", "--timestamps", action="store_true", help="show Docker's timestamps")
     logs.add_argument("-f", "--follow", action="store_true", help="print new lines as stored")
     logs.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -76,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 grep=args.grep,
                 tail=args.tail,
                 host=args.host,
+                level=args.level,
                 timestamps=args.timestamps,
                 follow=args.follow,
                 json=args.json,

@@ -16,6 +16,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
 from agent.grep import matcher
+from agent.shaping.levels import level_of_word
 from agent.storage.gaps import list_gaps
 from agent.storage.postgres import commit_signal
 from agent.storage.reader import (
@@ -42,6 +43,7 @@ class LogsOptions:
     grep: str | None = None
     tail: int | None = None
     host: str | None = None
+    level: str | None = None  # a name of agent/shaping/levels.py: this level and above
     timestamps: bool = False
     follow: bool = False
     json: bool = False
@@ -72,7 +74,8 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
         except (LookupError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         pattern = opts.grep if in_db else None
-        flt = LogFilter(tuple(ids), since, until, opts.streams, opts.host, pattern)
+        level = level_of_word(opts.level) if opts.level is not None else None
+        flt = LogFilter(tuple(ids), since, until, opts.streams, opts.host, pattern, level)
         prefix = len(ids) != 1
         seen = await last_id(db)  # history is what is stored now; -f takes over after it
 
@@ -190,10 +193,16 @@ async def status(
     """Per host of the store, its agent; per known container, what the store holds and what
     this host's agent is doing."""
     live: dict[str, str] = {}
+    shaped: dict[str, dict[str, Any]] = {}  # per collected container: its hints, what dropped
     try:
         _, body = await api_call(socket_path, "GET", "/collectors")
         for c in body["collectors"]:
             live[c["container_id"]] = "collecting"
+            shaped[c["container_id"]] = {
+                "dropped": c.get("dropped", {}),
+                "hints": c.get("hints", []),
+                "hint_problems": c.get("hint_problems", []),
+            }
         for c in body["stopped"]:
             live[c["container_id"]] = "stopped by hand"
         for c in body["failed"]:
@@ -220,6 +229,7 @@ async def status(
         r["state"] = live.get(r["container_id"], "not collecting" if agent == "running" else "-")
         r["lag_seconds"] = round((now - r["last_ns"]) / 1e9, 3) if r["last_ns"] else None
         r["last_line"] = render.format_ns(r.pop("last_ns"))
+        r.update(shaped.get(r["container_id"], {}))
     for cid, state in live.items():
         if not any(r["container_id"] == cid for r in rows):
             blank = {"lines": 0, "bytes": 0, "last_line": None, "lag_seconds": None, "gaps": 0}
@@ -237,11 +247,20 @@ async def status(
                 f"{h['host']}\t{h['agent']}\t{h['heartbeat_age_seconds']:.0f}s ago\t"
                 f"{h['containers']}\n"
             )
-    out.write("NAME\tID\tSTATE\tLINES\tBYTES\tLAST LINE\tLAG\tGAPS\n")
+    out.write("NAME\tID\tSTATE\tLINES\tBYTES\tLAST LINE\tLAG\tGAPS\tDROPPED\n")
+    notes: list[str] = []
     for r in rows:
         lag = "-" if r["lag_seconds"] is None else f"{r['lag_seconds']:.1f}s"
+        dropped = ", ".join(f"{n} by {why}" for why, n in r.get("dropped", {}).items()) or "-"
+        name = r["container_name"] or "-"
         out.write(
-            f"{r['container_name'] or '-'}\t{r['container_id'][:12]}\t{r['state']}\t{r['lines']}\t"
-            f"{r['bytes']}\t{r['last_line'] or '-'}\t{lag}\t{r['gaps']}\n"
+            f"{render.terminal_safe(name)}\t{r['container_id'][:12]}\t{r['state']}\t"
+            f"{r['lines']}\t{r['bytes']}\t{r['last_line'] or '-'}\t{lag}\t{r['gaps']}\t"
+            f"{dropped}\n"
         )
+        if r.get("hints"):
+            notes.append(f"{name}: hints {'; '.join(r['hints'])}")
+        notes += [f"{name}: hint not used: {p}" for p in r.get("hint_problems", [])]
+    for note in notes:
+        out.write(render.terminal_safe(note) + "\n")
     return 0

@@ -18,7 +18,10 @@ from agent.docker.client import docker_url
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
 from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST
 from agent.durations import parse_duration
+from agent.hints import KEYS as HINT_KEYS
+from agent.hints import HintRule, check_hint
 from agent.policy import Matchers, PatternError, Policy, check_glob
+from agent.shaping.rate import Rate, parse_rate
 from agent.storage.db import DEFAULT_DB_URL
 from agent.storage.writer import DEFAULT_QUEUE_BYTES
 
@@ -51,6 +54,8 @@ class Settings:
     retention_max_age_s: float = 7 * 86400  # 0: no age limit
     retention_max_bytes: int = 1024**3  # 0: no size limit (SQLite only)
     retention_interval_s: float = 60.0
+    hint_rules: tuple[HintRule, ...] = ()  # [[hints.rules]]: hints for containers by glob
+    default_rate: Rate | None = None  # hints.rate: every container's limit unless it says
 
 
 # section -> key -> (type, Settings attribute or policy path)
@@ -76,6 +81,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "agent": {"log_level": str},
     "api": {"socket": str, "tcp_host": str, "tcp_port": int, "token": str},
     "retention": {"max_age": str, "max_bytes": int, "interval": str},
+    "hints": {"rate": str, "rules": list},
 }
 _ENV = {
     "LOGAGENT_DB_URL": ("storage", "db_url"),
@@ -256,6 +262,8 @@ def _build(data: dict[str, Any], env: Mapping[str, str]) -> Settings:
         read_rest_s=read_rest,
         chatty_rest_s=chatty_rest,
         policy=policy,
+        hint_rules=_hint_rules(data.get("hints", {}).get("rules", [])),
+        default_rate=_default_rate(data.get("hints", {}).get("rate", "")),
         scope_labels=_labels(dock.get("scope_labels", []), "docker.scope_labels"),
         log_level=level,
     )
@@ -293,6 +301,61 @@ def _check_docker_address(url: str, env: Mapping[str, str]) -> None:
             "speaks plain HTTP to tcp:// and will not send the daemon's traffic unencrypted; "
             "use the unix socket, or a TLS-terminating proxy on loopback"
         )
+
+
+def _default_rate(text: str) -> Rate | None:
+    if not text or text == "off":
+        return None
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise ConfigError(f"hints.rate: {exc}") from None
+
+
+_RULE_MATCH = ("names", "images", "labels")
+
+
+def _flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`multiline.start = "…"` in TOML is a table in a table: back to its dotted key."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _hint_rules(rules: list[Any]) -> tuple[HintRule, ...]:
+    out = []
+    for n, rule in enumerate(rules):
+        where = f"hints.rules[{n}]"
+        if not isinstance(rule, dict):
+            raise ConfigError(f"{where}: expected a table ([[hints.rules]]), got {rule!r}")
+        flat = _flat(rule)
+        match = Matchers(
+            names=_globs(flat.pop("names", []), f"{where}.names"),
+            images=_globs(flat.pop("images", []), f"{where}.images"),
+            labels=_globs(flat.pop("labels", []), f"{where}.labels"),
+        )
+        if match.empty:
+            raise ConfigError(f"{where}: needs names, images or labels to match containers by")
+        values: dict[str, str] = {}
+        for key, value in flat.items():
+            if key not in HINT_KEYS:
+                raise ConfigError(
+                    f"{where}.{key}: unknown key (known: {', '.join(_RULE_MATCH + HINT_KEYS)})"
+                )
+            text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+            if not isinstance(text, str):
+                raise ConfigError(f"{where}.{key}: expected a string, got {value!r}")
+            try:
+                check_hint(key, text)
+            except ValueError as exc:
+                raise ConfigError(f"{where}.{key}: {exc}") from None
+            values[key] = text
+        out.append(HintRule(match, values, where))
+    return tuple(out)
 
 
 def _non_negative(section: dict[str, Any], key: str, default: int) -> int:

@@ -78,6 +78,15 @@ class AgentMetrics(Collector):
                 size.add_metric([name, short, stream], b)
         yield lines
         yield size
+        dropped = CounterMetricFamily(
+            "logagent_dropped_lines",
+            "Rows a container's hints kept out of the store (include/exclude_lines, rate)",
+            labels=["container", "container_id", "reason"],
+        )
+        for source in self.registry.sources():
+            for reason, n in list(source.dropped.items()):
+                dropped.add_metric([source.container_name, source.container_id[:12], reason], n)
+        yield dropped
 
     def _writer(self) -> Iterator[Metric]:
         stats = self.storage.writer.stats

@@ -6,6 +6,7 @@ import re
 from json.encoder import encode_basestring
 
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED
+from agent.shaping.levels import NAMES
 from agent.storage.reader import StoredRow
 from agent.timestamps import format_timestamp
 
@@ -71,7 +72,7 @@ def plain_line(row: StoredRow, *, timestamps: bool, prefix: bool, raw: bool) -> 
 
 def json_line(row: StoredRow) -> str:
     """One JSON object: host, container_id, container_name, stream, timestamp, message, and
-    the piece flags `truncated` / `continued` when set."""
+    the piece flags `truncated` / `continued` and the `level` when set."""
     out = (
         f'{{"host": {json_string(row.host)}, '
         f'"container_id": "{row.container_id}", '
@@ -85,6 +86,8 @@ def json_line(row: StoredRow) -> str:
         out += ', "truncated": true'
     if row.flags & FLAG_CONTINUED:
         out += ', "continued": true'
+    if row.level is not None and row.level in NAMES:
+        out += f', "level": "{NAMES[row.level]}"'
     return out + "}\n"
 
 

@@ -32,7 +32,7 @@ from agent.timestamps import parse_timestamp  # noqa: E402
 IMAGE = os.environ.get("LOGAGENT_TEST_IMAGE", "logagent-test/busybox:latest")
 RUN = uuid.uuid4().hex[:8]
 PREFIX = f"logagent-bench-{RUN}"
-LABEL = f"logagent.bench={RUN}"
+LABEL = f"logagent-bench.run={RUN}"  # not logagent.*: those are hints
 LINE = "x" * 99  # 100 bytes with its newline
 CLK = os.sysconf("SC_CLK_TCK")
 made: list[str] = []

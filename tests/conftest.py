@@ -34,7 +34,7 @@ IMAGE = os.environ.get("LOGAGENT_TEST_IMAGE", "logagent-test/busybox:latest")
 # Every container a test makes carries this label and a name with the run's prefix, so tests
 # (and an agent under test) touch nothing else on the daemon.
 RUN_ID = uuid.uuid4().hex[:8]
-TEST_LABEL = "logagent.test"
+TEST_LABEL = "logagent-test.run"  # not logagent.*: those are hints, and unknown ones are warned of
 
 
 @pytest.fixture
@@ -314,6 +314,27 @@ def query(url: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, fetch()).result()
+
+
+def execute(url: str, sql: str) -> None:
+    """A statement on either backend (a test changing a store behind the agent's back)."""
+    if url.startswith("sqlite"):
+        with closing(sqlite3.connect(url.split("///", 1)[1], timeout=10)) as conn:
+            conn.execute(sql)
+            conn.commit()
+        return
+
+    async def run() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
 
 
 # The lines of the container whose id is bound to the `?`.

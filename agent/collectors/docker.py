@@ -23,6 +23,8 @@ from agent.docker.errors import ContainerNotFound, DockerUnavailable, mapped
 from agent.docker.frames import FrameDecoder, FrameError
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
 from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST, ReadPacer, may_rest
+from agent.hints import Hints
+from agent.shaping.shaper import Shaped, Shaper
 
 log = logging.getLogger("logagent.collector")
 
@@ -89,6 +91,7 @@ class DockerLogCollector:
         follow: bool = True,
         info: dict[str, Any] | None = None,
         cursor: Cursor | None = None,
+        hints: Hints | None = None,
     ) -> None:
         self.source = source or Source(container_id, container_name or container_id[:12])
         self.container_id = container_id
@@ -111,17 +114,27 @@ class DockerLogCollector:
         self.opened = False  # the stream was opened: a failure after it is the collector's
         self.error: str | None = None
         self.exception: BaseException | None = None
-        self.lines = 0
+        self.lines = 0  # read (past the re-send guard)
+        self.rows = 0  # stored: lines, or events of lines (hints)
         self.bytes = 0
         self.reads = 0
         self.last_timestamp_ns = 0
-        # What has been delivered, per stream. Given one, the collector resumes after it:
-        # Docker's `since` re-sends lines at the cursor's timestamp; the skipper drops them.
+        # What has been delivered to the store, per stream. Given one, the collector resumes
+        # after it: Docker's `since` re-sends lines at the cursor's timestamp; the skipper
+        # drops them.
         self.cursor = cursor.copy() if cursor is not None else Cursor()
-        self._skipper = self.cursor.skipper()
+        # The container's hints (agent/hints.py): multiline events, filters, rate, levels.
+        self.hints = hints or Hints()
+        if self.hints.retention_s is not None:
+            self.source.max_age_s = int(self.hints.retention_s)
+        self.shaper = Shaper(self.source, self.hints, max_bytes=self.max_line_bytes)
+        # What has been read: past the cursor by the lines of multiline events still open
+        # (the cursor moves past an event only once it is whole), else the cursor itself.
+        self.seen = self.cursor if self.shaper.passthrough else self.cursor.copy()
+        self._skipper = self.seen.skipper()
         # Docker re-sends lines after a json-file rotation: each stream only moves forward.
-        self.guard = ResendGuard(self.cursor)
-        self.since = self.cursor.since()
+        self.guard = ResendGuard(self.seen)
+        self.since = self.seen.since()
         if self.since is not None:
             self.tail = "all"
 
@@ -184,8 +197,11 @@ class DockerLogCollector:
                             self._follow_scope = follow_scope
                             await self._read(stream, decoder, paced=True)
                     if self.follow and follow_scope.cancelled_caught:
+                        # Stopped while the container runs: an open event may go on; it is
+                        # left to the next start, which reads it again from its first line.
                         with anyio.move_on_after(self.drain_timeout):
-                            await self._catch_up(client, tty)
+                            await self._catch_up(client, tty, ended=False)
+                        await self._keep_open_events()
                     elif self.follow and not await _removed_after_exit(client, info, self.source):
                         await self._catch_up(client, tty)
                     else:
@@ -229,10 +245,18 @@ class DockerLogCollector:
 
     async def _read(self, stream: LogStream, decoder: FrameDecoder, *, paced: bool) -> None:
         """Read a stream to its end, each chunk's lines delivered as one batch."""
-        body, pacer = stream.body, self.pacer
+        body, pacer, joiner = stream.body, self.pacer, self.shaper.joiner
         while True:
+            due = joiner.deadline() if joiner is not None else None
             with mapped(f"log stream of {self.container_name}"):
-                chunk = await body.readany()
+                if due is None:
+                    chunk = await body.readany()
+                else:  # an open event is closed when no line follows it in time
+                    with anyio.move_on_after(max(0.0, due - anyio.current_time())) as timer:
+                        chunk = await body.readany()
+                    if timer.cancelled_caught:
+                        await self._store(self.shaper.expire(anyio.current_time()))
+                        continue
             if not chunk:
                 return
             self.reads += 1
@@ -249,24 +273,26 @@ class DockerLogCollector:
             if paced and (rest := pacer.after_read(len(chunk), anyio.current_time(), len(lines))):
                 stream.rest(rest)
 
-    async def _catch_up(self, client: DockerClient, tty: bool) -> None:
+    async def _catch_up(self, client: DockerClient, tty: bool, *, ended: bool = True) -> None:
         """Re-read what the ended follow stream did not send.
 
         dockerd closes a follow stream when the container stops, and a last line without a
         newline (logged when the process exits) is never sent on it; a plain read has it.
-        Lines already delivered are skipped by the cursor.
+        Lines already read are skipped.
         """
-        since = self.cursor.since() or self.since
+        since = self.seen.since() or self.since
         decoder = self._decoder(tty)
-        self._skipper = self.cursor.skipper()
-        tail = "all" if not self.cursor.empty else self.tail
+        self._skipper = self.seen.skipper()
+        tail = "all" if not self.seen.empty else self.tail
         async with client.logs(self.container_id, follow=False, tail=tail, since=since) as stream:
             await self._read(stream, decoder, paced=False)
-        await self._end_of(decoder)
+        await self._end_of(decoder, ended=ended)
 
-    async def _end_of(self, decoder: FrameDecoder) -> None:
+    async def _end_of(self, decoder: FrameDecoder, *, ended: bool = True) -> None:
         await self._deliver(self._skipper.new(decoder.finish()))
         _report_notices(decoder)
+        if ended and self.shaper.joiner is not None:  # the stream is over: events are whole
+            await self._store(self.shaper.flush())
         if held := self.guard.finish():
             log.warning(
                 "%s: the stream ended while %d lines older than the last stored one were "
@@ -292,11 +318,40 @@ class DockerLogCollector:
             _report_guard(self._where(), self.guard, before)
         if not batch:
             return
-        self.cursor.advance(batch)
-        await self._sink.write(batch)
+        if self.seen is not self.cursor:
+            self.seen.advance(batch)
         self.lines += len(batch)
-        self.bytes += batch.nbytes
         self.last_timestamp_ns = batch.timestamps_ns[-1]
+        await self._store(self.shaper.shape(batch, anyio.current_time()))
+
+    async def _keep_open_events(self) -> None:
+        """A stream whose only lines are in an open event has no position to resume from,
+        and the next start would begin at `initial_tail`: its position becomes the event's
+        first line, none of its lines seen (a re-read from there has the whole event)."""
+        assert self._sink is not None
+        joiner = self.shaper.joiner
+        if joiner is None:
+            return
+        fresh = {s: ts for s, ts in joiner.first_stamps().items() if s not in self.cursor.positions}
+        if not fresh:
+            return
+        for stream, ts in fresh.items():
+            self.cursor.positions[stream] = [ts, 0]
+        empty = LineBatch(self.source)
+        empty.position = {s: (p[0], p[1]) for s, p in self.cursor.positions.items()}
+        await self._sink.write(empty)
+
+    async def _store(self, shaped: Shaped) -> None:
+        """Rows to the sink, with the position past the lines they consumed (also when every
+        one was filtered out: the position is committed all the same)."""
+        assert self._sink is not None
+        rows = shaped.rows
+        if not shaped.stamps and rows.dropped is None:
+            return
+        rows.position = self.cursor.advance_over(shaped.streams, shaped.stamps)
+        await self._sink.write(rows)
+        self.rows += len(rows)
+        self.bytes += rows.nbytes
 
     async def _drop_stored(self, batch: LineBatch, late: list[int]) -> LineBatch:
         """Lines the guard let through as a clock stepped back, that the store holds

@@ -27,6 +27,8 @@ from agent.containers import ContainerRecord, Failure, Registry
 from agent.docker.client import DockerClient
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
 from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST
+from agent.hints import HintRule, Hints, hints_for
+from agent.shaping.rate import Rate
 from agent.storage import LogStorage
 
 log = logging.getLogger("logagent.manager")
@@ -65,12 +67,16 @@ class LogCollectorManager:
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         read_rest: float = DEFAULT_REST,
         chatty_rest: float = DEFAULT_CHATTY_REST,
+        hint_rules: tuple[HintRule, ...] = (),
+        default_rate: Rate | None = None,
     ) -> None:
         self._storage = storage
         self._client = client
         self._owns_client = client is None
         self.registry = registry if registry is not None else Registry()
         self.options = StreamOptions(tail, max_line_bytes, read_rest, chatty_rest)
+        self.hint_rules = hint_rules
+        self.default_rate = default_rate
         self.errors = 0
         self._ended = StreamFigures()  # of the collectors that ended
         self._tg: TaskGroup | None = None
@@ -148,6 +154,8 @@ class LogCollectorManager:
             rec.cursor = rec.cursor or cursor  # a stream that ended meanwhile knows better
         if rec.collector is not None:  # started by someone else while we asked
             return rec.collector
+        if rec.hints is None:  # labels never change: read once per container
+            rec.hints = self._hints(info, name)
         collector = DockerLogCollector(
             full_id,
             name,
@@ -159,6 +167,7 @@ class LogCollectorManager:
             follow=follow,
             info=info,
             cursor=rec.cursor,
+            hints=rec.hints,
         )
         rec.collector, rec.failure, rec.prepared = collector, None, None
         try:
@@ -169,6 +178,20 @@ class LogCollectorManager:
             raise
         log.info("collecting %s (%s)", name, full_id[:12])
         return collector
+
+    def _hints(self, info: dict[str, Any], name: str) -> Hints:
+        """The container's hints; what cannot be used is said here, once per container."""
+        config = info.get("Config") or {}
+        hints = hints_for(
+            config.get("Labels") or {},
+            name=name,
+            image=str(config.get("Image") or ""),
+            rules=self.hint_rules,
+            default_rate=self.default_rate,
+        )
+        for problem in hints.problems:
+            log.warning("%s (%s): %s", name, str(info.get("Id", ""))[:12], problem)
+        return hints
 
     async def stop_collector(self, key: str, *, drain: bool = False) -> bool:
         """Stop one collector (key `docker:<id>`, id, name or id prefix); False if none ran.

@@ -87,4 +87,5 @@ def position_sql(dialect: str) -> str:
         sets.append(f"{stream}_ts = COALESCE({m()}, {stream}_ts)")
         sets.append(f"{stream}_n = COALESCE({m()}, {stream}_n)")
     sets += [f"lines = lines + {m()}", f"bytes = bytes + {m()}", f"updated_ns = {m()}"]
+    sets.append(f"max_age_s = {m()}")
     return f"UPDATE {TABLE} SET {', '.join(sets)} WHERE id = {m()}"

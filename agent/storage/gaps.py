@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 
-from agent.batch import Source
+from agent.batch import LineBatch, Source
 from agent.storage.models import Gap
 from agent.storage.sql import Marks
 from agent.timestamps import format_timestamp
@@ -54,6 +54,33 @@ async def record_gap(
     log.warning(
         "gap recorded for %s (%s): %s", source.container_name, source.container_id[:12], reason
     )
+
+
+RATE_LIMIT = "rate limit"
+
+
+async def record_drops(conn: BaseDBAsyncClient, host: str, batches: list[LineBatch]) -> None:
+    """Rows a rate limit dropped: one gap per span (agent/shaping/rate.py), replaced by each
+    batch that adds to it, in that batch's transaction, so its count is exact after a crash."""
+    m = Marks(conn.capabilities.dialect)
+    table = Gap._meta.db_table
+    spans = [b for b in batches if b.dropped is not None]
+    await conn.execute_many(
+        f"DELETE FROM {table} WHERE host = {m()} AND container_id = {m()} AND from_ns = {m()} "
+        f"AND reason LIKE '{RATE_LIMIT}%'",
+        [[host, b.source.container_id, b.dropped.from_ns] for b in spans if b.dropped],
+    )
+    now = time.time_ns()
+    await conn.execute_many(
+        f"INSERT INTO {table} (host, container_id, container_name, reason, from_ns, to_ns, "
+        f"created_ns) VALUES ({Marks(conn.capabilities.dialect).many(7)})",
+        [[host, b.source.container_id, b.source.container_name, *_span(b), now] for b in spans],
+    )
+
+
+def _span(b: LineBatch) -> tuple[str, int, int]:
+    assert b.dropped is not None
+    return b.dropped.reason, b.dropped.from_ns, b.dropped.to_ns
 
 
 async def list_gaps(container: str | None = None) -> list[GapView]:

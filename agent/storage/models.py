@@ -23,6 +23,9 @@ class LogLine(Model):
     timestamp = fields.CharField(max_length=40)  # Docker's RFC 3339 text, exactly as sent
     message = fields.TextField()
     flags = fields.SmallIntField(default=0)
+    # trace 1 … fatal 6 (agent/shaping/levels.py), NULL when the line says none. Its index
+    # is partial, warn and above only (agent/storage/schema.py): rare rows, cheap to keep.
+    level = fields.SmallIntField(null=True)
 
     class Meta:
         table = "log_lines"
@@ -38,6 +41,7 @@ LOG_LINE_COLUMNS = (
     "timestamp",
     "message",
     "flags",
+    "level",
 )
 
 
@@ -64,6 +68,9 @@ class ContainerCursor(Model):
     lines = fields.BigIntField(default=0)  # stored so far (retention subtracts what it prunes)
     bytes = fields.BigIntField(default=0)
     updated_ns = fields.BigIntField()
+    # The container's own retention (label logagent.retention), seconds; 0 keeps its lines
+    # for ever; NULL: the config's retention.max_age.
+    max_age_s = fields.BigIntField(null=True)
 
     class Meta:
         table = "container_cursors"
@@ -97,22 +104,6 @@ class Gap(Model):
     class Meta:
         table = "gaps"
         indexes = (("container_id",),)
-
-
-CURSOR_STREAMS = ("stdout", "stderr", "tty")
-# What each commit sets in a container's cursor row (`lines` and `bytes` are added to).
-CURSOR_COLUMNS = (
-    "container_name",
-    "stdout_ts",
-    "stdout_n",
-    "stderr_ts",
-    "stderr_n",
-    "tty_ts",
-    "tty_n",
-    "lines",
-    "bytes",
-    "updated_ns",
-)
 
 
 class Prune(Model):

@@ -33,13 +33,14 @@ class StoredRow(NamedTuple):
     timestamp: str
     message: str
     flags: int
+    level: int | None = None
 
 
 # The lines (l) with their container's id and name from its cursor row (c), in StoredRow's
 # order.
 _COLUMNS = (
     "l.id, l.host, c.container_id, c.container_name, l.stream, l.timestamp_ns, l.timestamp, "
-    "l.message, l.flags"
+    "l.message, l.flags, l.level"
 )
 _FROM = f"{LogLine._meta.db_table} l JOIN {ContainerCursor._meta.db_table} c ON c.id = l.source_id"
 PAGE = 5000
@@ -55,6 +56,7 @@ class LogFilter:
     streams: tuple[str, ...] = ()
     host: str | None = None
     pattern: str | None = None  # PostgreSQL only: a regex (its own syntax) the line matches
+    min_level: int | None = None  # this level and above (agent/shaping/levels.py)
 
     def where(self, marks: Marks) -> tuple[list[str], list[Any]]:
         clauses: list[str] = []
@@ -77,6 +79,11 @@ class LogFilter:
         if self.host:
             clauses.append(f"l.host = {marks()}")
             values.append(self.host)
+        if self.min_level is not None:
+            level = int(self.min_level)  # a literal: the partial index on level >= 4 is
+            clauses.append(f"l.level >= {level}")  # only chosen when the query says so
+            if level > 4:
+                clauses.append("l.level >= 4")
         return clauses, values
 
 

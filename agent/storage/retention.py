@@ -34,6 +34,7 @@ VACUUM_PAGES = 2000  # 8 MiB of 4 KiB pages per step
 @dataclass
 class PruneReport:
     by_age: int = 0
+    by_own_age: int = 0  # of containers with their own retention (label logagent.retention)
     by_size: int = 0
     max_lock_seconds: float = 0.0
 
@@ -66,35 +67,77 @@ class Retention:
         report = PruneReport()
         db = self.storage.db
         sqlite = self.storage.dialect == "sqlite"
+        now = now_ns or time.time_ns()
+        own = await self._own_ages(db)  # source id -> seconds (0: for ever)
         if self.max_age_s > 0:
-            cutoff = (now_ns or time.time_ns()) - int(self.max_age_s * 1_000_000_000)
-            if not sqlite:
-                report.by_age += await self._drop_days(report, cutoff)
-            while deleted := await self._delete_batch(db, report, before_ns=cutoff):
+            cutoff = now - int(self.max_age_s * 1_000_000_000)
+            # Whole days go only when no container keeps its lines longer than they are old.
+            keeps = [now - age * 1_000_000_000 for age in own.values() if age > 0]
+            if not sqlite and all(own.values()):
+                report.by_age += await self._drop_days(report, min([cutoff, *keeps]))
+            besides = list(own)
+            while deleted := await self._delete_batch(
+                db, report, before_ns=cutoff, besides=besides
+            ):
                 report.by_age += deleted
+        for sid, age in own.items():
+            if age > 0:
+                cut = now - age * 1_000_000_000
+                while deleted := await self._delete_batch(db, report, before_ns=cut, only=sid):
+                    report.by_own_age += deleted
         if sqlite and self.max_bytes > 0:
             while await self._used_bytes(db) > self.max_bytes:
                 deleted = await self._delete_batch(db, report, before_ns=None)
                 if not deleted:
                     break
                 report.by_size += deleted
-        for reason, rows in (("max_age", report.by_age), ("max_bytes", report.by_size)):
+        for reason, rows in (
+            ("max_age", report.by_age),
+            ("container max_age", report.by_own_age),
+            ("max_bytes", report.by_size),
+        ):
             if rows:
                 await self._record(db, reason, rows)
                 log.info("retention (%s) deleted %d rows", reason, rows)
-        if sqlite and (report.by_age or report.by_size):
+        if sqlite and (report.by_age or report.by_own_age or report.by_size):
             await self._vacuum(db)
-        self.pruned_rows += report.by_age + report.by_size
+        self.pruned_rows += report.by_age + report.by_own_age + report.by_size
         return report
 
+    @staticmethod
+    async def _own_ages(db: BaseDBAsyncClient) -> dict[int, int]:
+        """Containers with a retention of their own (hint), of every host of the store."""
+        _, rows = await db.execute_query(
+            f"SELECT id, max_age_s FROM {ContainerCursor._meta.db_table} "
+            "WHERE max_age_s IS NOT NULL"
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
     async def _delete_batch(
-        self, db: BaseDBAsyncClient, report: PruneReport, *, before_ns: int | None
+        self,
+        db: BaseDBAsyncClient,
+        report: PruneReport,
+        *,
+        before_ns: int | None,
+        only: int | None = None,
+        besides: list[int] | None = None,
     ) -> int:
-        """Delete up to `batch_rows` oldest rows (older than `before_ns`, if given)."""
+        """Delete up to `batch_rows` oldest rows (older than `before_ns`, if given), of one
+        container (`only`) or of all but some (`besides`)."""
         table = LogLine._meta.db_table
         marks = Marks(self.storage.dialect)
-        where = f"WHERE timestamp_ns < {marks()} " if before_ns is not None else ""
-        values = [before_ns] if before_ns is not None else []
+        clauses: list[str] = []
+        values: list[int] = []
+        if before_ns is not None:
+            clauses.append(f"timestamp_ns < {marks()}")
+            values.append(before_ns)
+        if only is not None:
+            clauses.append(f"source_id = {marks()}")
+            values.append(only)
+        if besides:
+            clauses.append(f"source_id NOT IN ({marks.many(len(besides))})")
+            values += besides
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
         async with transaction() as conn:
             started = time.perf_counter()  # the writer is locked out from here on
             _, rows = await conn.execute_query(

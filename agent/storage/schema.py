@@ -20,8 +20,15 @@ log = logging.getLogger("logagent.storage")
 
 
 # 1: lines carried their container's id and name (0.1, SQLite only); 2: lines carry a source
-# id, the store records its version.
-SCHEMA_VERSION = 2
+# id, the store records its version; 3: lines have a level, containers their own retention.
+SCHEMA_VERSION = 3
+# Columns added since layout 2, made by ALTER TABLE in a store that lacks them (nullable, no
+# default: instant on both backends, whatever the rows).
+_ADDED = (
+    (LogLine._meta.db_table, "level", "SMALLINT"),
+    (ContainerCursor._meta.db_table, "max_age_s", "BIGINT"),
+)
+LEVEL_INDEX = "log_lines_level"
 
 
 class SchemaTooOld(Exception):
@@ -52,9 +59,23 @@ async def create_schema(ctx: TortoiseContext, *, upgrade: bool = True) -> None:
         await _partitioned_lines(db)
     if upgrade:
         await ctx.generate_schemas(safe=True)
+        await _add_columns(db)
     if upgrade and db.capabilities.dialect == "postgres":
         await _trigram_index(db)
     await _check_version(db, write=upgrade)
+
+
+async def _add_columns(db: BaseDBAsyncClient) -> None:
+    """Layout 2 to 3, then the partial index of levels: `logs --level warn` reads the rows
+    at warn and above through it; most rows (info, or none) never enter it."""
+    for table, column, kind in _ADDED:
+        if column not in await _columns(db, table):
+            log.warning("upgrading the store: %s gets a column %s", table, column)
+            await db.execute_script(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    await db.execute_script(
+        f'CREATE INDEX IF NOT EXISTS "{LEVEL_INDEX}" ON "{LogLine._meta.db_table}" '
+        "(timestamp_ns, id) WHERE level >= 4"
+    )
 
 
 async def _partitioned_lines(db: BaseDBAsyncClient) -> None:
@@ -112,6 +133,11 @@ async def _check_version(db: BaseDBAsyncClient, *, write: bool) -> None:
             f"the store is in layout {found}, newer than this logagent's {SCHEMA_VERSION}: "
             "upgrade logagent"
         )
+    if not write and found is not None and found < SCHEMA_VERSION:
+        raise SchemaTooOld(
+            f"the store is in layout {found}, older than this logagent's {SCHEMA_VERSION}: "
+            "start `logagent run` once to upgrade it in place"
+        )
     if write and found != SCHEMA_VERSION:
         async with in_transaction("default") as conn:
             await conn.execute_query(f"DELETE FROM {table}")
@@ -121,7 +147,14 @@ async def _check_version(db: BaseDBAsyncClient, *, write: bool) -> None:
 
 
 async def _columns(db: BaseDBAsyncClient, table: str) -> list[str]:
-    _, rows = await db.execute_query(f"SELECT name FROM pragma_table_info('{table}')")
+    if db.capabilities.dialect == "postgres":
+        _, rows = await db.execute_query(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = $1 "
+            "AND table_schema = current_schema()",
+            [table],
+        )
+    else:
+        _, rows = await db.execute_query(f"SELECT name FROM pragma_table_info('{table}')")
     return [str(r[0]) for r in rows]
 
 

@@ -23,6 +23,7 @@ from anyio.abc import TaskStatus
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED, STREAMS, LineBatch, Source
 from agent.storage.cursors import add_sources, position_sql, stored_positions
 from agent.storage.db import StorageError, fatal, in_child_task, transaction
+from agent.storage.gaps import record_drops
 from agent.storage.models import LOG_LINE_COLUMNS, LogLine
 from agent.storage.partitions import day_of, ensure_days
 from agent.storage.postgres import COMMITS
@@ -99,6 +100,10 @@ class LogWriter:
         self._held: list[LineBatch] = []  # taken from the queue, committing
         self._appended = 0
         self._committed = 0
+        # Batches, not lines, tell `flush` when it is done: a batch may hold no row and still
+        # a position to commit (every line filtered out by a hint, an open multiline event).
+        self._batches_in = 0
+        self._batches_done = 0
         self.queued_bytes = 0
         self._progress = anyio.Event()  # set after every commit (or failure): wakes flush
         self._open = False
@@ -142,11 +147,12 @@ class LogWriter:
             self.queued_bytes -= size
             raise StorageError("storage is not open") from None
         self._appended += len(batch)
+        self._batches_in += 1
 
     async def flush(self) -> None:
         """Return once every line queued before the call is committed."""
-        target = self._appended
-        while self._committed < target:
+        target = self._batches_in
+        while self._batches_done < target:
             if not self._open:
                 raise StorageError("storage is not open")
             await self._progress.wait()
@@ -253,6 +259,7 @@ class LogWriter:
                 b.timestamps,
                 b.messages,
                 b.flags,
+                b.levels or repeat(None),
             )
             last[sid] = b
             tally = per_source.setdefault(sid, [0, 0])
@@ -265,13 +272,16 @@ class LogWriter:
             for stream in STREAMS:
                 ts, n = b.position.get(stream, (None, None))
                 row += [ts, n]
-            positions.append([*row, *per_source[sid], now, sid])
+            positions.append([*row, *per_source[sid], now, b.source.max_age_s, sid])
+        dropped = {(b.source.source_id, b.dropped.from_ns): b for b in batches if b.dropped}
         missing = self._missing_days(batches) if self._copy else set()
         if missing:  # in a short transaction of its own: it locks the whole table
             async with transaction() as conn:
                 await ensure_days(conn, missing)
         async with transaction() as conn:
-            if self._copy:
+            if not rows:
+                pass  # positions only: every line filtered out, or in an open event
+            elif self._copy:
                 # PostgreSQL: binary COPY through tortoise's own connection, in the batch's
                 # transaction (~2x executemany's rows/s here).
                 async with conn.acquire_connection() as raw:
@@ -281,6 +291,8 @@ class LogWriter:
             else:
                 await conn.execute_many(self._insert_sql, rows)
             await conn.execute_many(self._position_sql, positions)
+            if dropped:
+                await record_drops(conn, host, list(dropped.values()))
             if self._copy:  # wakes `logs -f` readers, once per batch, at the commit
                 await conn.execute_query(f"SELECT pg_notify('{COMMITS}', '')")
         self.days |= missing
@@ -294,6 +306,7 @@ class LogWriter:
         rows = sum(len(b) for b in done)
         self.queued_bytes -= sum(memory_of(b) for b in done)
         self._committed += rows
+        self._batches_done += len(done)
         self.stats.rows += rows
         for b in done:
             self._tally(b.source, b)

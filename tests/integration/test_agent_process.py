@@ -105,7 +105,7 @@ async def test_full_disk_is_reported_and_a_second_signal_exits_at_once(
     config = tmp_path / "agent.toml"
     config.write_text(
         f'[storage]\ndb_url = "sqlite:///{tiny_disk}/logs.db"\n'
-        f'[docker]\nscope_labels = ["logagent.test={containers.prefix.split("-")[2]}"]\n'
+        f'[docker]\nscope_labels = ["logagent-test.run={containers.prefix.split("-")[2]}"]\n'
         'initial_tail = "all"\n'
         f'[api]\nsocket = ""\n'
     )

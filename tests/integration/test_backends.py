@@ -25,6 +25,7 @@ from tests.conftest import (
     IMAGE,
     ROOT,
     RUN_ID,
+    TEST_LABEL,
     Containers,
     agent_settings,
     docker,
@@ -92,7 +93,7 @@ async def test_three_hosts_write_one_postgresql_each_line_once(
     async with anyio.create_task_group() as tg:
         stops = []
         for host in hosts:  # each agent sees only its own host's containers (a label)
-            label = f"logagent.fleet={RUN_ID}-{host}"
+            label = f"logagent-test.fleet={RUN_ID}-{host}"
             settings = replace(
                 agent_settings(tmp_path),
                 db_url=store_url,
@@ -108,7 +109,8 @@ async def test_three_hosts_write_one_postgresql_each_line_once(
             containers.names.append(name)
             cids[host] = docker(
                 "run", "-d", "--network", "none", "--name", name,
-                "--label", f"logagent.fleet={RUN_ID}-{host}", "--label", f"logagent.test={RUN_ID}",
+                "--label", f"logagent-test.fleet={RUN_ID}-{host}",
+                "--label", f"{TEST_LABEL}={RUN_ID}",
                 IMAGE, "sh", "-c", f"sleep 0.5; seq 1 2000 | sed 's/^/{host} /'",
             ).decode().strip()  # fmt: skip
         for host in hosts:

@@ -145,7 +145,7 @@ async def test_fifty_containers_at_once_then_none_active(
     for name in names:
         docker(
             "create", "--network", "none", "--name", name,
-            "--label", f"logagent.test={containers.prefix.split('-')[2]}",
+            "--label", f"logagent-test.run={containers.prefix.split('-')[2]}",
             "logagent-test/busybox:latest", "sh", "-c", "sleep 1; seq 1 20",
         )  # fmt: skip
     async with running_agent(agent_settings(tmp_path)) as agent:

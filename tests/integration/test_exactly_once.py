@@ -111,7 +111,7 @@ async def test_container_removed_while_agent_was_down_leaves_a_gap(
     containers.names.append(f"{containers.prefix}-gone")
     docker(
         "run", "--rm", "--network", "none", "--name", f"{containers.prefix}-gone",
-        "--label", f"logagent.test={containers.prefix.split('-')[2]}",
+        "--label", f"logagent-test.run={containers.prefix.split('-')[2]}",
         "logagent-test/busybox:latest", "echo", "never read",
     )  # fmt: skip
     async with running_agent(agent_settings(tmp_path)):

@@ -12,7 +12,7 @@ import pytest
 from agent.batch import Line
 from agent.storage import LogStorage, StorageError
 from agent.storage.reader import LogFilter, history, last_id, open_store, resolve_containers
-from tests.conftest import db_url, write_line
+from tests.conftest import db_url, execute, query, write_line
 
 pytestmark = [pytest.mark.anyio]
 
@@ -157,3 +157,28 @@ async def test_upgrade_on_a_full_disk_fails_clearly_and_keeps_the_old_store(
     count, columns = lines_and_layout(tmp_path / "logs.db")
     assert count == before[0] > 1000
     assert "source_id" in columns and "container_id" not in columns
+
+
+async def test_layout_2_gets_levels_and_own_retention_and_keeps_its_lines(store_url: str) -> None:
+    """A store of the layout before hints (2): the read side asks for an upgrade, the agent
+    adds the columns in place; old rows have no level."""
+    async with LogStorage(store_url, host="h") as storage:
+        await write_line(storage, "a", "app", Line("stdout", T0, "ts", "old", 0, 3))
+    for sql in (
+        "DROP INDEX log_lines_level",
+        "ALTER TABLE log_lines DROP COLUMN level",
+        "ALTER TABLE container_cursors DROP COLUMN max_age_s",
+        "UPDATE schema_version SET version = 2",
+    ):
+        execute(store_url, sql)
+    with pytest.raises(StorageError, match=r"layout 2, older .* start `logagent run` once"):
+        async with open_store(store_url):
+            pass
+    async with LogStorage(store_url, host="h") as storage:
+        await write_line(storage, "a", "app", Line("stdout", T0 + 1, "ts", "WARN new", 0, 8))
+    assert query(store_url, "SELECT message, level FROM log_lines ORDER BY id") == [
+        ("old", None),
+        ("WARN new", None),  # written without hints: write_line gives no level
+    ]
+    assert query(store_url, "SELECT version FROM schema_version") == [(3,)]
+    assert query(store_url, "SELECT max_age_s FROM container_cursors") == [(None,)]

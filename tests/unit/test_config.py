@@ -124,3 +124,39 @@ def test_tcp_with_tls_variables_is_refused_not_sent_in_clear() -> None:
     with pytest.raises(ConfigError, match="plain HTTP"):
         load_settings(DEFAULT_CONFIG, environ=env)
     assert load_settings(DEFAULT_CONFIG, environ={"DOCKER_HOST": "tcp://h:2375"}).docker_url == ""
+
+
+def test_hint_rules_and_default_rate_are_read(tmp_path: Path) -> None:
+    from agent.hints import hints_for
+    from agent.shaping.rate import Rate
+
+    text = (
+        '[hints]\nrate = "1000/s"\n'
+        '[[hints.rules]]\nimages = ["legacy/*"]\nmultiline = "java"\n'
+        '[[hints.rules]]\nnames = ["batch-*"]\nmultiline.start = "^\\\\d{4}-"\n'
+        'multiline.max_lines = 50\nretention = "3d"\n'
+    )
+    s = load_settings(write(tmp_path, text), environ={})
+    assert s.default_rate == Rate(1000, 1)
+    legacy = hints_for(
+        {}, name="x", image="legacy/app", rules=s.hint_rules, default_rate=Rate(1, 1)
+    )
+    assert legacy.multiline == "java"
+    batch = hints_for({}, name="batch-1", image="y", rules=s.hint_rules)
+    assert (batch.multiline_start, batch.max_lines, batch.retention_s) == (r"^\d{4}-", 50, 259200)
+    assert "multiline.start=^\\d{4}- (hints.rules[1])" in batch.given
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[hints]\nrate = "lots"\n', "hints.rate: 'lots' is not a rate"),
+        ('[[hints.rules]]\nmultiline = "java"\n', "hints.rules[0]: needs names, images or labels"),
+        ('[[hints.rules]]\nnames = ["a"]\nmultiline = "cobol"\n', "hints.rules[0].multiline:"),
+        ('[[hints.rules]]\nnames = ["a"]\ncolour = "x"\n', "hints.rules[0].colour: unknown key"),
+        ('[[hints.rules]]\nnames = ["a"]\ninclude_lines = "(a"\n', "include_lines: pattern"),
+    ],
+)
+def test_bad_hint_rules_name_their_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_settings(write(tmp_path, text), environ={})
