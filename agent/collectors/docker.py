@@ -110,6 +110,7 @@ class DockerLogCollector:
         self._follow_scope: anyio.CancelScope | None = None
         self.drain_timeout = 5.0
         self._done = anyio.Event()
+        self._exited = False  # stopped because the container ended (see `stop`)
         self.state = "new"  # new, running, ended, failed, stopped
         self.opened = False  # the stream was opened: a failure after it is the collector's
         self.error: str | None = None
@@ -156,13 +157,15 @@ class DockerLogCollector:
             raise RuntimeError(f"{self!r} was already started; create a new collector")
         await self._task_group.start(self._run)
 
-    async def stop(self, *, drain: bool = False) -> None:
+    async def stop(self, *, drain: bool = False, exited: bool = False) -> None:
         """End this collector and wait until its connection is released.
 
         With `drain`, the follow stream is closed and one plain read from the cursor fetches
         what Docker holds up to now (at most `drain_timeout` seconds): a graceful shutdown
-        then stores every line written before it.
+        then stores every line written before it. `exited`: the container is gone, so open
+        multiline events are whole and stored (else they wait for the next start).
         """
+        self._exited = exited
         if drain and self._follow_scope is not None and self.state == "running":
             self._follow_scope.cancel()
             with anyio.move_on_after(self.drain_timeout + 1):
@@ -200,8 +203,9 @@ class DockerLogCollector:
                         # Stopped while the container runs: an open event may go on; it is
                         # left to the next start, which reads it again from its first line.
                         with anyio.move_on_after(self.drain_timeout):
-                            await self._catch_up(client, tty, ended=False)
-                        await self._keep_open_events()
+                            await self._catch_up(client, tty, ended=self._exited)
+                        if not self._exited:
+                            await self._keep_open_events()
                     elif self.follow and not await _removed_after_exit(client, info, self.source):
                         await self._catch_up(client, tty)
                     else:

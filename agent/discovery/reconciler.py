@@ -203,8 +203,8 @@ class Reconciler:
         unread until the next start.
         """
         seen = -1
-        while collector.bytes != seen:
-            seen = collector.bytes
+        while collector.lines != seen:  # lines read: an open multiline event stores nothing
+            seen = collector.lines
             with anyio.move_on_after(self.die_grace):
                 await collector.wait()
                 return
@@ -215,7 +215,7 @@ class Reconciler:
             collector.container_id[:12],
             self.die_grace,
         )
-        await collector.stop(drain=True)
+        await collector.stop(drain=True, exited=True)
 
     async def _ended(self, cid: str, destroyed: bool) -> None:
         """die/destroy: let the stream reach its end (the last lines), then stop it."""

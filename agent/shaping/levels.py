@@ -8,7 +8,6 @@ is searched for its level key, not parsed (the message is stored as written anyw
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 TRACE, DEBUG, INFO, WARN, ERROR, FATAL = 1, 2, 3, 4, 5, 6
 NAMES = {TRACE: "trace", DEBUG: "debug", INFO: "info", WARN: "warn", ERROR: "error", FATAL: "fatal"}
@@ -28,19 +27,27 @@ _WORDS = {
 # Numbers: pino/bunyan (10..60) and syslog severities are not mixed up: only pino's.
 _NUMBERS = {10: TRACE, 20: DEBUG, 30: INFO, 40: WARN, 50: ERROR, 60: FATAL}
 
+# Keys as libraries write them (lower case: case-sensitive searches stay fast).
 _KEYS = r"(?:level|lvl|severity|loglevel|log_level|log\.level|levelname|@l)"
-_JSON = re.compile(r'"' + _KEYS + r'"\s*:\s*"?([A-Za-z]+|\d+)', re.IGNORECASE)
-_LOGFMT = re.compile(r"(?:^|\s)" + _KEYS + r'="?([A-Za-z]+)', re.IGNORECASE)
+_JSON = re.compile(r'"' + _KEYS + r'"\s*:\s*"?([A-Za-z]+|\d+)')
+# Searched from the key (a fast scan), its start checked after: `level=` alone, or after
+# `log`, `log_`, `log.`.
+_LOGFMT = re.compile(r'(?:level|lvl|severity)="?([A-Za-z]+)')
+_LOGFMT_KEYS = ("level=", "lvl=", "severity=")  # a batch without any skips the search
+_JSON_KEYS = tuple(f'"{k}"' for k in ("level", "lvl", "severity", "log.level", "levelname", "@l"))
 # A leading word, after at most a timestamp-like prefix ("2024-05-01 12:00:00,123 ERROR x",
 # "[WARN] x", nginx's "2024/05/01 12:00:00 [error] x"): in capitals or capitalised ("Error:"),
-# any case only in brackets; a lower-case "err 3" is a word, not a level.
+# any case only in brackets; a lower-case "err 3" is a word, not a level. The prefix starts
+# with a digit and is possessive (no backtracking: 0.25 µs, not 0.6, on a timestamped line);
+# T and Z are in it only where no letter follows (ISO 8601), so "...Z TRACE" is a level.
 _LEVEL_WORDS = "TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|FATAL|CRITICAL|CRIT|PANIC|SEVERE"
 _TITLED = "|".join(w.title() for w in _LEVEL_WORDS.split("|") if len(w) > 4)
+_STAMP = r"(?:\d[\d\-:.,+/ ]*+(?:[TZ](?![A-Za-z])[\d\-:.,+/ ]*+)*+)?"
 _TEXT = re.compile(
-    r"[\d\-:.,TZ+ /]{0,40}(?:[\[(<](?i:(" + _LEVEL_WORDS + r"))[\])>]"
+    _STAMP + r"(?:[\[(<](?i:(" + _LEVEL_WORDS + r"))[\])>]"
     r"|(" + _LEVEL_WORDS + "|" + _TITLED + r")(?![A-Za-z]))"
+    r"|([IWEF])\d{4} \d\d:\d\d:\d\d"  # klog/glog: I0501 12:00:00.123456
 )
-_GLOG = re.compile(r"([IWEF])\d{4} \d\d:\d\d:\d\d")  # klog/glog: I0501 12:00:00.123456
 _GLOG_LEVEL = {"I": INFO, "W": WARN, "E": ERROR, "F": FATAL}
 
 
@@ -59,39 +66,49 @@ def _json(line: str) -> int | None:
 
 
 def _logfmt(line: str) -> int | None:
-    if "=" not in line:
-        return None
     m = _LOGFMT.search(line)
-    return level_of_word(m.group(1)) if m else None
+    if m is None:
+        return None
+    at = m.start()
+    if at and not line[at - 1].isspace() and not line[:at].endswith(("log", "log_", "log.")):
+        return None
+    return level_of_word(m.group(1))
 
 
-def _text(line: str) -> int | None:
-    m = _TEXT.match(line)
-    if m:
-        return _WORDS.get((m.group(1) or m.group(2)).lower())
-    g = _GLOG.match(line)
-    return _GLOG_LEVEL[g.group(1)] if g else None
-
-
-def _auto(line: str) -> int | None:
-    if line.startswith("{"):
-        return _json(line)
-    return _text(line) or _logfmt(line)
-
-
-_DETECT: dict[str, Callable[[str], int | None]] = {
-    "auto": _auto,
-    "json": _json,
-    "logfmt": _logfmt,
-    "text": _text,
-}
-
-
-def detector(fmt: str) -> Callable[[str], int | None]:
-    """The level detector of a format (one of FORMATS)."""
-    return _DETECT[fmt]
+def _text_level(m: re.Match[str]) -> int | None:
+    if m.group(3):
+        return _GLOG_LEVEL[m.group(3)]
+    return _WORDS.get((m.group(1) or m.group(2)).lower())
 
 
 def levels(fmt: str, messages: list[str]) -> list[int | None]:
-    """The level of each message, read as `fmt` says."""
-    return list(map(_DETECT[fmt], messages))
+    """The level of each message, read as `fmt` says; [] when none has one.
+
+    Per batch, not per line: the text pattern runs in C over every line (`map`), and the
+    JSON and logfmt searches only when the batch holds a `{` or a `=` at all, so a batch of
+    plain lines costs ~0.1 µs a line instead of a Python call per line (~0.3 µs).
+    """
+    out: list[int | None] = []
+    if fmt in ("auto", "text"):
+        found = list(map(_TEXT.match, messages))
+        if any(found):
+            out = [_text_level(m) if m else None for m in found]
+    if fmt == "text":
+        return out
+    joined = "".join(messages)
+    for kind, keys, mark, detect in (
+        ("json", _JSON_KEYS, "{", _json),
+        ("logfmt", _LOGFMT_KEYS, "=", _logfmt),
+    ):
+        if fmt not in (kind, "auto") or mark not in joined:
+            continue
+        if not any(key in joined for key in keys):
+            continue
+        for i, message in enumerate(messages):
+            if (not out or out[i] is None) and mark in message:
+                level = detect(message)
+                if level is not None:
+                    if not out:
+                        out = [None] * len(messages)
+                    out[i] = level
+    return out

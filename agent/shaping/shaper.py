@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from agent.batch import LineBatch, Source
 from agent.grep import matcher
 from agent.hints import Hints
-from agent.shaping.levels import detector
+from agent.shaping.levels import levels
 from agent.shaping.multiline import PRESETS, Joiner, start_rule
 from agent.shaping.rate import RateLimit, line_filter
 
@@ -50,7 +50,7 @@ class Shaper:
             matcher(hints.exclude_lines, "exclude_lines") if hints.exclude_lines else None,
         )
         self.limit = RateLimit(hints.rate) if hints.rate is not None else None
-        self._level = detector(hints.format)
+        self._format = hints.format
         self._dropped = source.dropped  # counted where metrics and status read them
 
     @property
@@ -93,5 +93,5 @@ class Shaper:
                 rows.dropped = limit.span()  # committed with these rows: see rate.py
                 more = limit.dropped - limited
                 self._dropped[RATE_LIMITED] = self._dropped.get(RATE_LIMITED, 0) + more
-        rows.levels = list(map(self._level, rows.messages))
+        rows.levels = levels(self._format, rows.messages)
         return Shaped(rows, streams, stamps)

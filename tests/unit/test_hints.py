@@ -139,3 +139,17 @@ def test_rate_is_parsed_strictly() -> None:
         except ValueError:
             continue
         raise AssertionError(bad)
+
+
+def test_level_words_are_not_taken_from_ordinary_text() -> None:
+    lines = [
+        "err 1",  # a word, not a level
+        "warning: lower case is prose",
+        "2024-05-01T12:00:00Z TRACE after an ISO stamp",
+        "2024/05/01 12:00:00 [error] 1#1: nginx",
+        "ts=1 loglevel=warn",
+        "a mylevel=error",  # not the key `level`
+        "x" * 99,
+    ]
+    assert levels("auto", lines) == [None, None, 1, ERROR, WARN, None, None]
+    assert levels("auto", ["x" * 99, "plain"]) == []  # none: no list at all
