@@ -36,6 +36,8 @@ class Source:
     source_id: int | None = None
     committed: dict[str, list[int]] = field(default_factory=dict)
     max_age_s: int | None = None  # its own retention (a hint), committed with its position
+    project: str | None = None  # compose project (label), for the viewer's grouping
+    state: str | None = None  # running, exited, removed: as last seen, for the viewer
     # Rows its hints kept out of the store, by why ("filter", "rate limit"): metrics, status.
     dropped: dict[str, int] = field(default_factory=dict)
 

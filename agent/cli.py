@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -51,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     coll.add_argument("action", choices=["ls", "start", "stop"])
     coll.add_argument("container", nargs="?", help="a container name or id")
 
+    web = command("web", "serve the log viewer (reads the store only; default 127.0.0.1:8080)")
+    web.add_argument("--host", help="listen address (beyond loopback: web.token or users_file)")
+    web.add_argument("--port", type=int, help="listen port")
+    web.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="read a password on stdin, print its line for web.users_file (name:hash)",
+    )
+
     gaps = command("gaps", "lines known to be lost for good, and why")
     gaps.add_argument("container", nargs="?", help="a container name or id prefix")
     gaps.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -68,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "run":
-            from agent.app import configure_logging, run_agent
+            from agent.app import run_agent
 
             configure_logging(settings.log_level)
             return anyio.run(run_agent, settings)
@@ -88,6 +98,22 @@ def main(argv: list[str] | None = None) -> int:
                 raw=args.raw,
             )
             return anyio.run(commands.logs, settings.db_url, opts)
+        if args.command == "web":
+            from agent.web.auth import AccessError, access_for, hash_password
+            from agent.web.server import serve
+
+            if args.hash_password:
+                print(hash_password(sys.stdin.readline().rstrip("\n")))
+                return 0
+            host = args.host or settings.web_host
+            port = settings.web_port if args.port is None else args.port
+            try:
+                access = access_for(host, settings.web_token, settings.web_users_file)
+            except AccessError as exc:
+                print(f"logagent: {exc}", file=sys.stderr)
+                return 2
+            configure_logging(settings.log_level)
+            return anyio.run(serve, settings.db_url, host, port, access)
         if args.command == "gaps":
             return anyio.run(commands.gaps, settings.db_url, args.container, args.json)
         if args.command == "status":
@@ -121,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     return 2
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _one_line(exc: BaseException) -> tuple[str, int] | None:

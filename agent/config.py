@@ -56,6 +56,10 @@ class Settings:
     retention_interval_s: float = 60.0
     hint_rules: tuple[HintRule, ...] = ()  # [[hints.rules]]: hints for containers by glob
     default_rate: Rate | None = None  # hints.rate: every container's limit unless it says
+    web_host: str = "127.0.0.1"  # `logagent web`: beyond loopback, a token or users file
+    web_port: int = 8080
+    web_token: str = ""
+    web_users_file: str = ""
 
 
 # section -> key -> (type, Settings attribute or policy path)
@@ -82,6 +86,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "api": {"socket": str, "tcp_host": str, "tcp_port": int, "token": str},
     "retention": {"max_age": str, "max_bytes": int, "interval": str},
     "hints": {"rate": str, "rules": list},
+    "web": {"host": str, "port": int, "token": str, "users_file": str},
 }
 _ENV = {
     "LOGAGENT_DB_URL": ("storage", "db_url"),
@@ -95,6 +100,7 @@ _ENV = {
     "DOCKER_SOCKET": ("docker", "socket"),
     "LOGAGENT_API_SOCKET": ("api", "socket"),
     "LOGAGENT_API_TOKEN": ("api", "token"),
+    "LOGAGENT_WEB_TOKEN": ("web", "token"),
 }
 _LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
 
@@ -234,6 +240,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str]) -> Settings:
         ),
     )
     api, retention = data.get("api", {}), data.get("retention", {})
+    web = data.get("web", {})
     tcp_host = api.get("tcp_host", defaults.api_tcp_host)
     tcp_port = api.get("tcp_port", defaults.api_tcp_port)
     token = api.get("token", defaults.api_token)
@@ -262,6 +269,10 @@ def _build(data: dict[str, Any], env: Mapping[str, str]) -> Settings:
         read_rest_s=read_rest,
         chatty_rest_s=chatty_rest,
         policy=policy,
+        web_host=web.get("host", defaults.web_host),
+        web_port=_port(web.get("port", defaults.web_port)),
+        web_token=web.get("token", defaults.web_token),
+        web_users_file=web.get("users_file", defaults.web_users_file),
         hint_rules=_hint_rules(data.get("hints", {}).get("rules", [])),
         default_rate=_default_rate(data.get("hints", {}).get("rate", "")),
         scope_labels=_labels(dock.get("scope_labels", []), "docker.scope_labels"),
@@ -301,6 +312,12 @@ def _check_docker_address(url: str, env: Mapping[str, str]) -> None:
             "speaks plain HTTP to tcp:// and will not send the daemon's traffic unencrypted; "
             "use the unix socket, or a TLS-terminating proxy on loopback"
         )
+
+
+def _port(port: int) -> int:
+    if not 0 < port < 65536:
+        raise ConfigError(f"web.port: expected a port number, got {port}")
+    return port
 
 
 def _default_rate(text: str) -> Rate | None:

@@ -9,6 +9,7 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 bash tests/docker-up.sh
 bash tests/pg-up.sh
+bash tests/browser-up.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

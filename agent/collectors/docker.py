@@ -29,6 +29,7 @@ from agent.shaping.shaper import Shaped, Shaper
 log = logging.getLogger("logagent.collector")
 
 DEFAULT_TAIL: int | str = 100
+COMPOSE_PROJECT = "com.docker.compose.project"
 KEY_PREFIX = "docker:"
 
 
@@ -196,6 +197,9 @@ class DockerLogCollector:
                         self.state = "running"
                         started = self.opened = True
                         task_status.started()
+                        labels = (info.get("Config") or {}).get("Labels") or {}
+                        self.source.project = labels.get(COMPOSE_PROJECT) or None
+                        await self._mark("running")
                         with anyio.CancelScope() as follow_scope:
                             self._follow_scope = follow_scope
                             await self._read(stream, decoder, paced=True)
@@ -206,10 +210,15 @@ class DockerLogCollector:
                             await self._catch_up(client, tty, ended=self._exited)
                         if not self._exited:
                             await self._keep_open_events()
+                        else:
+                            await self._mark("exited")
                     elif self.follow and not await _removed_after_exit(client, info, self.source):
                         await self._catch_up(client, tty)
+                        await self._mark("exited")
                     else:
                         await self._end_of(decoder)
+                        if self.follow:
+                            await self._mark("removed")
                     self.state = "ended"
                 except DockerUnavailable as exc:
                     if self.opened and await _gone(client, self.container_id):
@@ -235,7 +244,15 @@ class DockerLogCollector:
         reason = gaps.cut_by_removal(self.last_timestamp_ns)
         log.warning("%s: %s", self._where(), reason)
         await self._sink.gap(self.source, reason, self.last_timestamp_ns or None, None)
+        await self._mark("removed")
         self.state = "ended"
+
+    async def _mark(self, state: str) -> None:
+        """The container's state as the store shows it (the viewer's list): committed by a
+        batch of no lines when nothing else is on its way."""
+        assert self._sink is not None
+        self.source.state = state
+        await self._sink.write(LineBatch(self.source))
 
     def _where(self) -> str:
         return f"{self.container_name} ({self.container_id[:12]})"
@@ -352,8 +369,16 @@ class DockerLogCollector:
         rows = shaped.rows
         if not shaped.stamps and rows.dropped is None:
             return
+        before = self.cursor.copy()
         rows.position = self.cursor.advance_over(shaped.streams, shaped.stamps)
-        await self._sink.write(rows)
+        try:
+            await self._sink.write(rows)  # waits while the store's queue is full
+        except BaseException:
+            # Not queued (a stop cancelled the wait): the position goes back before these
+            # lines, so the drain's re-read has them. Found by a SIGTERM mid-burst that lost
+            # the 71 lines of a batch waiting on a full queue.
+            self.cursor.positions = before.positions
+            raise
         self.rows += len(rows)
         self.bytes += rows.nbytes
 

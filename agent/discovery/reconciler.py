@@ -229,4 +229,6 @@ class Reconciler:
                 if rec.stopped_by_hand:  # its logs go now, with whatever it wrote since
                     last = rec.cursor.last_ns if rec.cursor is not None else None
                     await self._gap(rec, gaps.STOPPED_THEN_REMOVED, last)
+                if rec.decision is None or rec.decision.collect:
+                    await self.storage.mark(rec.source, "removed")
                 self.registry.forget(cid)

@@ -88,4 +88,6 @@ def position_sql(dialect: str) -> str:
         sets.append(f"{stream}_n = COALESCE({m()}, {stream}_n)")
     sets += [f"lines = lines + {m()}", f"bytes = bytes + {m()}", f"updated_ns = {m()}"]
     sets.append(f"max_age_s = {m()}")
+    sets.append(f"project = COALESCE({m()}, project)")
+    sets.append(f"state = COALESCE({m()}, state)")
     return f"UPDATE {TABLE} SET {', '.join(sets)} WHERE id = {m()}"

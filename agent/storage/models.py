@@ -71,6 +71,9 @@ class ContainerCursor(Model):
     # The container's own retention (label logagent.retention), seconds; 0 keeps its lines
     # for ever; NULL: the config's retention.max_age.
     max_age_s = fields.BigIntField(null=True)
+    # For the viewer: its compose project, and running / exited / removed as last seen.
+    project = fields.CharField(max_length=255, null=True)
+    state = fields.CharField(max_length=16, null=True)
 
     class Meta:
         table = "container_cursors"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import islice
 from typing import Any, NamedTuple
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -189,6 +191,58 @@ async def history(
         after = (rows[-1].timestamp_ns, rows[-1].id)
 
 
+async def older(
+    db: BaseDBAsyncClient, flt: LogFilter, *, before: tuple[int, int] | None, limit: int
+) -> list[StoredRow]:
+    """Up to `limit` rows just before `before` (timestamp, id), newest first: a page of the
+    viewer's scroll-back. Several containers are read one index range each, then merged: one
+    query over all of them would sort every row they have."""
+    if len(flt.container_ids) > 1:
+        pages = [
+            await older(db, replace(flt, container_ids=(cid,)), before=before, limit=limit)
+            for cid in flt.container_ids
+        ]
+        merged = heapq.merge(*pages, key=lambda r: (r.timestamp_ns, r.id), reverse=True)
+        return list(islice(merged, limit))
+
+    def page_before(m: Marks) -> tuple[str, list[Any]]:
+        if before is None:
+            return "1 = 1", []
+        clause = f"l.timestamp_ns <= {m()} AND (l.timestamp_ns < {m()} OR l.id < {m()})"
+        return clause, [before[0], before[0], before[1]]
+
+    return await _select(db, flt, page_before, "l.timestamp_ns DESC, l.id DESC", limit)
+
+
+async def gaps_between(
+    db: BaseDBAsyncClient, container_ids: tuple[str, ...], lo: int | None, hi: int | None
+) -> list[dict[str, Any]]:
+    """Gaps of these containers (all: none given) from `lo` to before `hi`, by the time the
+    loss began (or ended, or was recorded)."""
+    marks = Marks(_dialect(db))
+    at = "COALESCE(from_ns, to_ns, created_ns)"
+    clauses: list[str] = ["1 = 1"]
+    values: list[Any] = []
+    if container_ids:
+        clauses.append(f"container_id IN ({marks.many(len(container_ids))})")
+        values += container_ids
+    if lo is not None:
+        clauses.append(f"{at} >= {marks()}")
+        values.append(lo)
+    if hi is not None:
+        clauses.append(f"{at} < {marks()}")
+        values.append(hi)
+    _, rows = await db.execute_query(
+        f"SELECT container_id, container_name, reason, {at} FROM {Gap._meta.db_table} "
+        f"WHERE {' AND '.join(clauses)} ORDER BY 4 LIMIT 1000",
+        values,
+    )
+    return [
+        {"container_id": r[0], "container_name": r[1], "reason": r[2], "ns": int(r[3])}
+        for r in rows
+    ]
+
+
 async def newer(db: BaseDBAsyncClient, flt: LogFilter, *, after_id: int) -> list[StoredRow]:
     """Rows stored after `after_id`, in the order they were stored (for --follow)."""
     return await _select(db, flt, lambda m: (f"l.id > {m()}", [after_id]), "l.id", PAGE)
@@ -204,7 +258,8 @@ async def container_summary(db: BaseDBAsyncClient, host: str | None = None) -> l
         f"SELECT c.host, c.container_id, c.container_name, c.lines, c.bytes, "
         f"COALESCE(c.stdout_ts, 0), COALESCE(c.stderr_ts, 0), COALESCE(c.tty_ts, 0), "
         f"(SELECT COUNT(*) FROM {gaps} g WHERE g.container_id = c.container_id "
-        f"AND g.host = c.host) FROM {cursors} c {where} ORDER BY c.host, c.container_name",
+        f"AND g.host = c.host), c.project, c.state FROM {cursors} c {where} "
+        "ORDER BY c.host, c.container_name",
         values,
     )
     out = [
@@ -216,6 +271,8 @@ async def container_summary(db: BaseDBAsyncClient, host: str | None = None) -> l
             "bytes": int(r[4]),
             "last_ns": max(int(r[5]), int(r[6]), int(r[7])) or None,
             "gaps": int(r[8]),
+            "project": r[9],
+            "state": r[10],
         }
         for r in rows
     ]

@@ -20,13 +20,16 @@ log = logging.getLogger("logagent.storage")
 
 
 # 1: lines carried their container's id and name (0.1, SQLite only); 2: lines carry a source
-# id, the store records its version; 3: lines have a level, containers their own retention.
+# id, the store records its version; 3: lines have a level, containers their own retention,
+# compose project and state.
 SCHEMA_VERSION = 3
 # Columns added since layout 2, made by ALTER TABLE in a store that lacks them (nullable, no
 # default: instant on both backends, whatever the rows).
 _ADDED = (
     (LogLine._meta.db_table, "level", "SMALLINT"),
     (ContainerCursor._meta.db_table, "max_age_s", "BIGINT"),
+    (ContainerCursor._meta.db_table, "project", "VARCHAR(255)"),
+    (ContainerCursor._meta.db_table, "state", "VARCHAR(16)"),
 )
 LEVEL_INDEX = "log_lines_level"
 

@@ -181,6 +181,11 @@ class LogStorage:
             there.update((str(s), int(t), str(m)) for s, t, m in rows)
         return {i for i, line in enumerate(lines) if line in there}
 
+    async def mark(self, source: Source, state: str) -> None:
+        """A container's state as the store shows it (removed: by the reconciler)."""
+        source.state = state
+        await self.writer.write(LineBatch(source))
+
     async def record_gap(
         self, source: Source, reason: str, *, from_ns: int | None = None, to_ns: int | None = None
     ) -> None:

@@ -261,7 +261,8 @@ class LogWriter:
                 b.flags,
                 b.levels or repeat(None),
             )
-            last[sid] = b
+            if b.position or sid not in last:  # a batch of no lines may carry no position
+                last[sid] = b
             tally = per_source.setdefault(sid, [0, 0])
             tally[0] += len(b)
             tally[1] += b.nbytes
@@ -272,7 +273,10 @@ class LogWriter:
             for stream in STREAMS:
                 ts, n = b.position.get(stream, (None, None))
                 row += [ts, n]
-            positions.append([*row, *per_source[sid], now, b.source.max_age_s, sid])
+            src = b.source
+            positions.append(
+                [*row, *per_source[sid], now, src.max_age_s, src.project, src.state, sid]
+            )
         dropped = {(b.source.source_id, b.dropped.from_ns): b for b in batches if b.dropped}
         missing = self._missing_days(batches) if self._copy else set()
         if missing:  # in a short transaction of its own: it locks the whole table

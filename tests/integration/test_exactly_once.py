@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -240,3 +241,44 @@ async def test_rm_containers_of_milliseconds_are_stored(
     for name in names:
         assert stored.get(name) == 3 or (name in gapped and name not in stored), name
     assert sum(stored.get(name) == 3 for name in names) >= 5, (stored, gapped)
+
+
+async def test_a_stop_while_a_batch_waits_on_a_full_queue_loses_none_of_it(
+    tmp_path: Path, containers: Containers
+) -> None:
+    """The store is locked (another writer holds it), the queue fills, and a collector is
+    stopped (drained) while its batch waits for room: that batch is not queued, so the
+    cursor must not have moved past it (a SIGTERM mid-burst once lost 71 lines so)."""
+    from agent.collectors.manager import LogCollectorManager
+    from agent.docker.client import DockerClient
+    from agent.storage import LogStorage
+    from tests.conftest import db_url
+
+    cid = containers.run("queue", "seq 1 20000; sleep 3600")
+    url = db_url(tmp_path)
+    async with (
+        LogStorage(url, host="test-host", max_queue_bytes=64 * 1024, retry_delay=0.05) as storage,
+        DockerClient() as client,
+        LogCollectorManager(storage, client=client, tail="all") as manager,
+    ):
+        await storage.flush()
+        blocker = sqlite3.connect(tmp_path / "logs.db", timeout=10, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the agent's commits now fail: "database is locked"
+        try:
+            collector = await manager.start_docker_collector(cid)
+            await eventually(lambda: storage.writer.queued_bytes >= 64 * 1024, limit=60)
+            await anyio.sleep(0.2)  # the collector is waiting in write() with its next batch
+            assert collector.lines > storage.writer.queued  # some lines are read, not queued
+            with anyio.fail_after(60):
+                stopping = anyio.create_task_group()
+                async with stopping:
+                    stopping.start_soon(partial(manager.stop_collector, cid, drain=True))
+                    await anyio.sleep(0.5)
+                    blocker.execute("ROLLBACK")  # the store comes back during the drain
+        finally:
+            if blocker.in_transaction:
+                blocker.execute("ROLLBACK")
+            blocker.close()
+        await storage.flush()
+    rows = stored_rows(tmp_path, cid)
+    assert [r[2] for r in rows] == [str(i) for i in range(1, 20001)]

@@ -311,3 +311,33 @@ async def test_kill_9_among_50_line_traces_stores_each_event_once_and_whole(
         (f'{{"level":"{lv}","n":{i}}}', levels[lv])
         for i, lv in enumerate(["info", "warn", "error"] * 50)
     ]
+
+
+async def test_config_rule_hints_apply_to_a_container_without_labels(
+    tmp_path: Path, containers: Containers
+) -> None:
+    from agent.hints import HintRule
+    from agent.policy import Matchers
+
+    rule = HintRule(Matchers(names=(f"{containers.prefix}-py*",)), {"multiline": "python"})
+    s = replace(agent_settings(tmp_path), hint_rules=(rule,))
+    script = (
+        "echo 'Traceback (most recent call last):'; echo '  File \"x.py\", line 1'; "
+        "echo 'KeyError: 1'; echo after; "
+        "(echo 'Traceback (most recent call last):'; echo '  File \"y.py\", line 2'; "
+        "echo 'ValueError: 2') >&2"
+    )
+    async with running_agent(s):
+        await anyio.sleep(1)
+        cid = containers.run("py", script)
+        containers.wait("py")
+        await eventually(lambda: count(s.db_url, cid) >= 3, limit=30)
+        await anyio.sleep(0.5)
+    rows = rows_in(s.db_url, cid)
+    assert [m for st, _, m in rows if st == "stdout"] == [
+        'Traceback (most recent call last):\n  File "x.py", line 1\nKeyError: 1',
+        "after",
+    ]
+    assert [m for st, _, m in rows if st == "stderr"] == [
+        'Traceback (most recent call last):\n  File "y.py", line 2\nValueError: 2'
+    ]

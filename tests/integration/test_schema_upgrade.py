@@ -168,6 +168,8 @@ async def test_layout_2_gets_levels_and_own_retention_and_keeps_its_lines(store_
         "DROP INDEX log_lines_level",
         "ALTER TABLE log_lines DROP COLUMN level",
         "ALTER TABLE container_cursors DROP COLUMN max_age_s",
+        "ALTER TABLE container_cursors DROP COLUMN project",
+        "ALTER TABLE container_cursors DROP COLUMN state",
         "UPDATE schema_version SET version = 2",
     ):
         execute(store_url, sql)

@@ -1,0 +1,388 @@
+"""`logagent web`: the viewer's HTTP side (aiohttp). It reads the store only, through its own
+read connection, and never the Docker socket; every route is a GET.
+
+Every response carries a strict Content-Security-Policy (scripts and styles from this
+server only, no inline script, nothing from elsewhere), `nosniff` and no framing. A request
+for another Host than the one served is refused (DNS rebinding of a loopback viewer).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from aiohttp import web
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from agent import render
+from agent.grep import matcher
+from agent.shaping.levels import level_of_word
+from agent.storage.postgres import commit_signal
+from agent.storage.reader import (
+    LogFilter,
+    StoredRow,
+    check_pattern,
+    container_summary,
+    gaps_between,
+    history,
+    last_id,
+    newer,
+    older,
+    open_store,
+    resolve_containers,
+)
+from agent.web.auth import Access, is_loopback
+from agent.when import parse_when
+
+log = logging.getLogger("logagent.web")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STATIC = Path(__file__).resolve().parent / "static"
+FILES = {"app.js": "text/javascript", "app.css": "text/css"}  # what /static/ serves, only
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+MAX_PAGE = 1000
+SEARCH_SCAN = 2000  # rows read per step of a search, whose matches are sent as found
+TOKEN_COOKIE = "logagent_token"
+
+
+class BadQuery(ValueError):
+    """A query parameter the viewer cannot use: a 400 with the reason."""
+
+
+@dataclass(frozen=True)
+class ViewQuery:
+    """What the page asks for, from its URL: the filter, and a search on top of it."""
+
+    flt: LogFilter
+    search: Callable[[str], bool] | None  # SQLite: matched here (RE2); PostgreSQL: in SQL
+    prefix: bool  # several containers: the text download names each line's container
+
+
+async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
+    refs = params.getall("c", [])
+    try:
+        ids = await resolve_containers(db, refs) if refs else []
+    except LookupError as exc:
+        raise BadQuery(str(exc)) from None
+    since, until = _when(params, "since"), _when(params, "until")
+    stream = params.get("stream") or ""
+    if stream and stream not in ("stdout", "stderr", "tty"):
+        raise BadQuery(f"stream: {stream!r} is not stdout, stderr or tty")
+    level = None
+    if params.get("level"):
+        level = level_of_word(params["level"])
+        if level is None:
+            raise BadQuery(f"level: {params['level']!r} is not a level")
+    text = params.get("q") or ""
+    regex = params.get("re") == "1"
+    pattern = search = None
+    if text:
+        postgres = db.capabilities.dialect == "postgres"
+        expression = text if regex else _literal(text, postgres)
+        try:
+            if postgres:
+                await check_pattern(db, expression)
+                pattern = expression
+            else:
+                search = matcher(expression, "search")
+        except ValueError as exc:
+            raise BadQuery(str(exc)) from None
+    flt = LogFilter(
+        tuple(ids),
+        since,
+        until,
+        (stream,) if stream else (),
+        params.get("host") or None,
+        pattern,
+        level,
+    )
+    return ViewQuery(flt, search, len(ids) != 1)
+
+
+def _when(params: Any, key: str) -> int | None:
+    if not params.get(key):
+        return None
+    try:
+        return parse_when(params[key])
+    except ValueError as exc:
+        raise BadQuery(f"{key}: {exc}") from None
+
+
+def _literal(text: str, postgres: bool) -> str:
+    """A substring as a pattern: every character that means something escaped."""
+    return "".join("\\" + ch if not ch.isalnum() and ch not in " _" else ch for ch in text)
+
+
+def row_json(row: StoredRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "host": row.host,
+        "cid": row.container_id,
+        "name": row.container_name,
+        "stream": row.stream,
+        "ns": str(row.timestamp_ns),  # text: a JavaScript number holds 53 bits, not 63
+        "ts": row.timestamp,
+        "msg": row.message,
+        "flags": row.flags,
+        "level": row.level,
+    }
+
+
+class Viewer:
+    def __init__(self, db: BaseDBAsyncClient, db_url: str, access: Access, host: str, port: int):
+        self.db = db
+        self.db_url = db_url
+        self.access = access
+        self.hosts = _served_hosts(host, port)
+        self.poll_seconds = 0.2  # SQLite's live tail; PostgreSQL is woken by commits
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard])
+        app.router.add_get("/", self.index)
+        app.router.add_get("/login", self.login)
+        app.router.add_get("/favicon.ico", self.no_icon)
+        app.router.add_get("/static/{name}", self.static)
+        app.router.add_get("/api/containers", self.containers)
+        app.router.add_get("/api/lines", self.lines)
+        app.router.add_get("/api/tail", self.tail)
+        app.router.add_get("/api/download", self.download)
+        return app
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.hosts is not None and request.host.lower() not in self.hosts:
+            response: web.StreamResponse = web.Response(status=421, text="wrong host\n")
+        elif request.path != "/login" and not self.access.allows(
+            request.headers.get("Authorization"), request.cookies.get(TOKEN_COOKIE)
+        ):
+            response = web.Response(status=401, text="log in: /login?token=… or a user\n")
+            if self.access.users:
+                response.headers["WWW-Authenticate"] = 'Basic realm="logagent"'
+        else:
+            try:
+                response = await handler(request)
+            except BadQuery as exc:
+                response = web.json_response({"error": str(exc)}, status=400)
+            except web.HTTPException as exc:  # 404, 405: with the same headers as the rest
+                response = web.Response(status=exc.status, text=f"{exc.reason}\n")
+        if not response.prepared:
+            response.headers.update(HEADERS)
+        return response
+
+    async def index(self, _request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html", headers={"Content-Type": "text/html"})
+
+    async def no_icon(self, _request: web.Request) -> web.StreamResponse:
+        return web.Response(status=204)
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in FILES:  # a fixed list: no path from a request reaches the disk
+            raise web.HTTPNotFound()
+        return web.FileResponse(STATIC / name, headers={"Content-Type": FILES[name]})
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        token = request.query.get("token", "")
+        if not self.access.token or not self.access.allows(f"Bearer {token}", None):
+            return web.Response(status=401, text="wrong token\n")
+        response = web.Response(status=302, headers={"Location": "/"})
+        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
+        return response
+
+    async def containers(self, _request: web.Request) -> web.StreamResponse:
+        rows = await container_summary(self.db)
+        out = [
+            {
+                "id": r["container_id"],
+                "name": r["container_name"],
+                "host": r["host"],
+                "project": r.get("project") or "",
+                "state": r.get("state") or "",
+                "lines": r["lines"],
+                "last": render.format_ns(r["last_ns"]),
+                "gaps": r["gaps"],
+            }
+            for r in rows
+        ]
+        out.sort(key=lambda c: (c["host"], c["project"], c["name"]))
+        return web.json_response({"containers": out})
+
+    async def lines(self, request: web.Request) -> web.StreamResponse:
+        """NDJSON, newest first: a page before `before` (`ns:id`), or, with a search, pages
+        of matches sent as they are found, until `limit` of them or the history's start."""
+        view = await parse_query(self.db, request.query)
+        limit = _int(request.query.get("limit"), 200, 1, MAX_PAGE)
+        before = _position(request.query.get("before"))
+        response = web.StreamResponse(headers={**HEADERS, "Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        found = scanned = 0
+        while True:
+            top = before[0] if before else None
+            step = limit - found if view.search is None else SEARCH_SCAN
+            page = await older(self.db, view.flt, before=before, limit=step)
+            scanned += len(page)
+            matched = page if view.search is None else [r for r in page if view.search(r.message)]
+            rows = matched[: limit - found]
+            found += len(rows)
+            done = len(page) < step and len(rows) == len(matched)
+            if len(rows) < len(matched):  # cut by the limit: go on after the last one sent
+                before = (rows[-1].timestamp_ns, rows[-1].id)
+            elif page:
+                before = (page[-1].timestamp_ns, page[-1].id)
+            bottom = None if done or before is None else before[0]
+            chunk = {
+                "rows": [row_json(r) for r in rows],
+                "gaps": await self._gaps(view.flt, bottom, top),
+                "next": f"{before[0]}:{before[1]}" if before else None,
+                "done": done,
+                "scanned": scanned if view.search is not None else 0,
+            }
+            await response.write(json.dumps(chunk).encode() + b"\n")
+            if done or found >= limit:
+                break
+        await response.write_eof()
+        return response
+
+    async def _gaps(self, flt: LogFilter, lo: int | None, hi: int | None) -> list[dict[str, Any]]:
+        """The gaps of the view's containers from `lo` (inclusive) to `hi` (exclusive)."""
+        found = await gaps_between(self.db, flt.container_ids, lo, hi)
+        return [
+            {"name": g["container_name"], "cid": g["container_id"], "reason": g["reason"],
+             "ns": str(g["ns"])}
+            for g in found
+        ]  # fmt: skip
+
+    async def tail(self, request: web.Request) -> web.StreamResponse:
+        """Server-Sent Events: rows stored after `after` (an id), as they are committed."""
+        view = await parse_query(self.db, request.query)
+        after = _int(request.query.get("after"), 0, 0, 2**62)
+        if after == 0:
+            after = await last_id(self.db)
+        response = web.StreamResponse(
+            headers={**HEADERS, "Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+        )
+        await response.prepare(request)
+        async with AsyncExitStack() as stack:
+            signal = None
+            if self.db.capabilities.dialect == "postgres":
+                signal = await stack.enter_async_context(commit_signal(self.db_url))
+            idle = 0.0
+            while True:
+                rows = await newer(self.db, view.flt, after_id=after)
+                if rows:
+                    after = rows[-1].id
+                    shown = [r for r in rows if view.search is None or view.search(r.message)]
+                    if shown:
+                        data = json.dumps([row_json(r) for r in shown])
+                        await response.write(f"event: rows\ndata: {data}\n\n".encode())
+                    idle = 0.0
+                    continue
+                if idle >= 15:  # a comment now and then: a dead client is found out
+                    await response.write(b": keep-alive\n\n")
+                    idle = 0.0
+                if signal is not None:
+                    with anyio.move_on_after(5):
+                        await signal.wait()
+                    idle += 5
+                else:
+                    await anyio.sleep(self.poll_seconds)
+                    idle += self.poll_seconds
+        return response
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        """Exactly what `logagent logs` prints for the same filter (`--json` with
+        format=json), oldest first, streamed."""
+        view = await parse_query(self.db, request.query)
+        as_json = request.query.get("format") == "json"
+        name = "logs.jsonl" if as_json else "logs.txt"
+        response = web.StreamResponse(
+            headers={
+                **HEADERS,
+                "Content-Type": "application/x-ndjson" if as_json else "text/plain; charset=utf-8",
+                "Content-Disposition": f'attachment; filename="{name}"',
+            }
+        )
+        await response.prepare(request)
+        async for text in view_text(self.db, view, as_json=as_json):
+            await response.write(text.encode())
+        await response.write_eof()
+        return response
+
+
+async def view_text(db: BaseDBAsyncClient, view: ViewQuery, *, as_json: bool) -> AsyncIterator[str]:
+    """The view as `logagent logs` writes it, a page at a time."""
+    upto = await last_id(db)
+    async for page in history(db, view.flt, upto_id=upto):
+        text = []
+        for row in page:
+            if view.search is not None and not view.search(row.message):
+                continue
+            if as_json:
+                text.append(render.json_line(row))
+            else:
+                text.append(render.plain_line(row, timestamps=False, prefix=view.prefix, raw=False))
+        yield "".join(text)
+
+
+def _int(text: str | None, default: int, low: int, high: int) -> int:
+    if not text:
+        return default
+    if not text.isdigit():
+        raise BadQuery(f"{text[:40]!r} is not a number")
+    return max(low, min(high, int(text)))
+
+
+def _position(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    ns, sep, row = text.partition(":")
+    if not sep or not ns.lstrip("-").isdigit() or not row.isdigit():
+        raise BadQuery(f"before: {text[:60]!r} is not ns:id")
+    return int(ns), int(row)
+
+
+def _served_hosts(host: str, port: int) -> set[str] | None:
+    """The Host headers a loopback viewer answers to; None (any) on another address,
+    which a token or a password guards."""
+    if not is_loopback(host):
+        return None
+    names = {"localhost", "127.0.0.1", "[::1]", host if ":" not in host else f"[{host}]"}
+    return {f"{n}:{port}" for n in names} | (names if port == 80 else set())
+
+
+async def serve(db_url: str, host: str, port: int, access: Access) -> int:
+    """Serve the viewer until interrupted; the store is opened for reading only."""
+    async with open_store(db_url) as db:
+        viewer = Viewer(db, db_url, access, host, port)
+        # Live tails never end on their own: on shutdown they are given a second, not 60.
+        runner = web.AppRunner(
+            viewer.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+            log.info("viewer on http://%s:%d/ (%s)", host, port,
+                     "open: loopback" if access.open else "token or users required")  # fmt: skip
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    break
+        finally:
+            with anyio.CancelScope(shield=True):
+                await runner.cleanup()
+    return 0

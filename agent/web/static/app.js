@@ -1,0 +1,387 @@
+// logagent viewer. A log line is text, always: every node is built with textContent or
+// createTextNode, never innerHTML, and the page's CSP allows no inline script anyway.
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const PAGE = 200;
+  const SHOWN = 20000; // characters of one line shown; the download has all of it
+  const LEVELS = ["", "trace", "debug", "info", "warn", "error", "fatal"];
+  const view = {
+    selected: [], // container ids; none: every container
+    containers: [],
+    oldest: null, // "ns:id" of the oldest row shown: scroll back from there (ns as text:
+    // a JavaScript number would round Docker's nanoseconds)
+    newestId: 0, // the live tail continues after this row id
+    loading: false,
+    done: false, // no older rows
+    stream: null, // the live tail (EventSource)
+    pending: [], // rows that came while the reader was scrolled up
+    generation: 0, // a new query abandons what the last one was still loading
+  };
+
+  // -- the query, in the URL so that a view can be shared ---------------------------------
+  function query(extra) {
+    const p = new URLSearchParams();
+    for (const id of view.selected) p.append("c", id);
+    for (const name of ["q", "stream", "level", "host", "since", "until"]) {
+      const value = $(name).value.trim();
+      if (value) p.set(name, value);
+    }
+    if ($("re").checked) p.set("re", "1");
+    for (const [k, v] of Object.entries(extra || {})) p.set(k, v);
+    return p;
+  }
+
+  function readUrl() {
+    const p = new URLSearchParams(location.search);
+    view.selected = p.getAll("c");
+    for (const name of ["q", "stream", "level", "host", "since", "until"]) {
+      $(name).value = p.get(name) || "";
+    }
+    $("re").checked = p.get("re") === "1";
+  }
+
+  function writeUrl() {
+    const q = query().toString();
+    history.replaceState(null, "", q ? "?" + q : location.pathname);
+    $("dl-text").href = "/api/download?" + query({ format: "text" }).toString();
+    $("dl-json").href = "/api/download?" + query({ format: "json" }).toString();
+  }
+
+  // -- containers ----------------------------------------------------------------------------
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function fuzzy(needle, hay) {
+    needle = needle.toLowerCase();
+    hay = hay.toLowerCase();
+    let i = 0;
+    for (const ch of hay) if (ch === needle[i]) i++;
+    return i === needle.length;
+  }
+
+  function colour(cid) {
+    const order = view.selected.length ? view.selected : view.containers.map((c) => c.id);
+    const i = order.indexOf(cid);
+    return "src s" + ((i < 0 ? 0 : i) % 8);
+  }
+
+  async function loadContainers() {
+    const response = await fetch("/api/containers");
+    const body = await response.json();
+    view.containers = body.containers;
+    const hosts = new Set(view.containers.map((c) => c.host));
+    const select = $("host");
+    const chosen = select.value;
+    select.replaceChildren(el("option", "", "all hosts"));
+    select.firstChild.value = "";
+    for (const h of hosts) select.append(el("option", "", h));
+    select.value = chosen;
+    drawContainers();
+  }
+
+  function drawContainers() {
+    const box = $("containers");
+    const needle = $("filter").value.trim();
+    box.replaceChildren();
+    let host = null;
+    let project = null;
+    for (const c of view.containers) {
+      if (needle && !fuzzy(needle, c.name)) continue;
+      if (c.host !== host) {
+        host = c.host;
+        project = null;
+        box.append(el("div", "host", host || "(no host)"));
+      }
+      if (c.project !== project) {
+        project = c.project;
+        if (project) box.append(el("div", "project", project));
+      }
+      const row = el("a", "ctr" + (view.selected.includes(c.id) ? " on" : ""));
+      row.classList.toggle("removed", c.state === "removed");
+      row.dataset.id = c.id;
+      row.href = "?c=" + encodeURIComponent(c.id);
+      row.title = c.id;
+      row.append(el("span", "name " + colour(c.id), c.name));
+      row.append(el("span", "badge " + (c.state || ""), c.state || "unknown"));
+      const meta = `${c.lines.toLocaleString()} lines` +
+        (c.last ? ` · last ${c.last.slice(0, 19).replace("T", " ")}` : "") +
+        (c.gaps ? ` · ${c.gaps} gaps` : "");
+      row.append(el("span", "meta", meta));
+      row.addEventListener("click", (event) => {
+        event.preventDefault();
+        const many = event.ctrlKey || event.metaKey || event.shiftKey;
+        if (many) {
+          const at = view.selected.indexOf(c.id);
+          if (at >= 0) view.selected.splice(at, 1);
+          else view.selected.push(c.id);
+        } else {
+          view.selected = [c.id];
+        }
+        drawContainers();
+        restart();
+      });
+      box.append(row);
+    }
+  }
+
+  // -- one line --------------------------------------------------------------------------------
+  // Control characters other than tab and newline, DEL, C1 and bidi controls are shown as
+  // visible escapes; SGR colour sequences become colours. Nothing of a line is markup.
+  const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+  const SGR = /\u001b\[([0-9;]*)m/g;
+
+  function escaped(text, into, classes) {
+    let at = 0;
+    for (const m of text.matchAll(CONTROL)) {
+      if (m.index > at) into.append(span(classes, text.slice(at, m.index)));
+      const code = m[0].codePointAt(0);
+      const shown = code < 0x100
+        ? "\\x" + code.toString(16).padStart(2, "0")
+        : "<U+" + code.toString(16).toUpperCase().padStart(4, "0") + ">";
+      into.append(el("span", "esc", shown));
+      at = m.index + m[0].length;
+    }
+    if (at < text.length) into.append(span(classes, text.slice(at)));
+  }
+
+  function span(classes, text) {
+    if (!classes.length) return document.createTextNode(text);
+    return el("span", classes.join(" "), text);
+  }
+
+  function ansi(text, into) {
+    let classes = [];
+    let at = 0;
+    for (const m of text.matchAll(SGR)) {
+      if (m.index > at) escaped(text.slice(at, m.index), into, classes);
+      classes = sgr(m[1], classes);
+      at = m.index + m[0].length;
+    }
+    if (at < text.length) escaped(text.slice(at), into, classes);
+  }
+
+  function sgr(params, classes) {
+    let out = classes.slice();
+    for (const p of (params || "0").split(";")) {
+      const n = Number(p || "0");
+      if (n === 0) out = [];
+      else if (n === 1) out.push("a-bold");
+      else if (n === 2) out.push("a-dim");
+      else if (n === 3) out.push("a-italic");
+      else if (n === 4) out.push("a-underline");
+      else if ((n >= 30 && n <= 37) || (n >= 90 && n <= 97)) {
+        out = out.filter((c) => !/^a\d/.test(c));
+        out.push("a" + n);
+      } else if (n >= 40 && n <= 47) {
+        out = out.filter((c) => !/^b\d/.test(c));
+        out.push("b" + n);
+      } else if (n === 39) out = out.filter((c) => !/^a\d/.test(c));
+      else if (n === 49) out = out.filter((c) => !/^b\d/.test(c));
+    }
+    return out;
+  }
+
+  const LOGFMT = /^\s*(?:[\w.\-@]+=(?:"(?:[^"\\]|\\.)*"|\S*)\s*){2,}$/;
+  const PAIR = /([\w.\-@]+)=("(?:[^"\\]|\\.)*"|\S*)/g;
+
+  function structured(text) {
+    const t = text.trim();
+    if (t.startsWith("{") && t.endsWith("}")) {
+      try {
+        return JSON.stringify(JSON.parse(t), null, 2);
+      } catch (e) {
+        return null;
+      }
+    }
+    if (!t.includes("\n") && LOGFMT.test(t)) {
+      return Array.from(t.matchAll(PAIR), (m) => `${m[1]}: ${m[2]}`).join("\n");
+    }
+    return null;
+  }
+
+  function message(text) {
+    const box = el("span", "msg");
+    let rest = 0;
+    if (text.length > SHOWN) {
+      rest = text.length - SHOWN;
+      text = text.slice(0, SHOWN);
+    }
+    const pretty = rest ? null : structured(text);
+    if (pretty !== null) {
+      const details = el("details");
+      const summary = el("summary");
+      ansi(text, summary);
+      const pre = el("pre");
+      escaped(pretty, pre, []);
+      details.append(summary, pre);
+      box.append(details);
+    } else {
+      ansi(text, box);
+    }
+    if (rest) box.append(el("span", "more", ` … ${rest.toLocaleString()} more characters (download the view to see them)`));
+    return box;
+  }
+
+  function lineNode(row) {
+    const node = el("div", "line " + row.stream);
+    node.dataset.id = row.id;
+    node.dataset.ns = row.ns;
+    node.append(el("span", "ts", row.ts.slice(0, 23).replace("T", " ")));
+    node.append(el("span", colour(row.cid), row.name));
+    if (row.level) node.append(el("span", "lvl lvl-" + LEVELS[row.level], LEVELS[row.level]));
+    node.append(message(row.msg));
+    return node;
+  }
+
+  function gapNode(gap) {
+    const node = el("div", "gap");
+    node.dataset.ns = gap.ns;
+    node.textContent = `${gap.name}: lines lost — ${gap.reason}`;
+    return node;
+  }
+
+  // -- history (scroll back) and search ------------------------------------------------------
+  async function loadOlder() {
+    if (view.loading || view.done) return;
+    view.loading = true;
+    const generation = view.generation;
+    const extra = { limit: String(PAGE) };
+    if (view.oldest) extra.before = view.oldest;
+    const box = $("lines");
+    try {
+      const response = await fetch("/api/lines?" + query(extra).toString());
+      if (!response.ok) {
+        const body = await response.json();
+        $("status").textContent = body.error || response.statusText;
+        view.done = true;
+        return;
+      }
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffered = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (generation !== view.generation) {
+          reader.cancel();
+          return;
+        }
+        if (value) buffered += decoder.decode(value, { stream: true });
+        let cut;
+        while ((cut = buffered.indexOf("\n")) >= 0) {
+          const chunk = JSON.parse(buffered.slice(0, cut));
+          buffered = buffered.slice(cut + 1);
+          prepend(chunk, box);
+        }
+        if (done) break;
+      }
+    } finally {
+      if (generation === view.generation) view.loading = false;
+    }
+  }
+
+  function prepend(chunk, box) {
+    const items = chunk.rows.map((r) => [BigInt(r.ns), r.id, lineNode(r)]);
+    for (const g of chunk.gaps) items.push([BigInt(g.ns), -1, gapNode(g)]);
+    items.sort((a, b) => (a[0] === b[0] ? a[1] - b[1] : a[0] < b[0] ? -1 : 1));
+    const before = box.scrollHeight - box.scrollTop;
+    const first = box.firstChild;
+    for (const [, , node] of items) box.insertBefore(node, first);
+    box.scrollTop = box.scrollHeight - before; // the rows in view stay where they were
+    for (const r of chunk.rows) view.newestId = Math.max(view.newestId, r.id);
+    if (chunk.next) view.oldest = chunk.next;
+    if (chunk.done) view.done = true;
+    const shown = box.querySelectorAll(".line").length;
+    $("status").textContent = `${shown.toLocaleString()} lines shown` +
+      (chunk.scanned ? `; searched ${chunk.scanned.toLocaleString()} rows` : "") +
+      (view.done ? "; the beginning of the stored history" : "");
+  }
+
+  // -- live tail ----------------------------------------------------------------------------
+  function atBottom(box) {
+    return box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  }
+
+  function follow() {
+    if (view.stream) view.stream.close();
+    if ($("until").value.trim()) return; // a view that ends in the past has no live tail
+    const stream = new EventSource("/api/tail?" + query({ after: String(view.newestId) }).toString());
+    view.stream = stream;
+    stream.addEventListener("rows", (event) => {
+      const rows = JSON.parse(event.data);
+      const box = $("lines");
+      if (!atBottom(box)) { // the reader scrolled up: hold the new rows until they come back
+        view.pending.push(...rows);
+        $("live").hidden = false;
+        $("live").textContent = `${view.pending.length} new lines below: back to live`;
+        return;
+      }
+      append(rows, box);
+    });
+  }
+
+  function append(rows, box) {
+    for (const r of rows) {
+      box.append(lineNode(r));
+      view.newestId = Math.max(view.newestId, r.id);
+    }
+    box.scrollTop = box.scrollHeight;
+  }
+
+  // -- wiring -------------------------------------------------------------------------------
+  async function restart() {
+    view.generation++;
+    view.oldest = null;
+    view.newestId = 0;
+    view.done = false;
+    view.loading = false;
+    view.pending = [];
+    $("live").hidden = true;
+    $("lines").replaceChildren();
+    writeUrl();
+    await loadOlder();
+    const box = $("lines");
+    box.scrollTop = box.scrollHeight;
+    follow();
+  }
+
+  document.addEventListener("DOMContentLoaded", async () => {
+    readUrl();
+    $("filter").addEventListener("input", drawContainers);
+    $("query").addEventListener("submit", (event) => {
+      event.preventDefault();
+      restart();
+    });
+    for (const button of document.querySelectorAll("[data-last]")) {
+      button.addEventListener("click", () => {
+        $("since").value = button.dataset.last;
+        $("until").value = "";
+        restart();
+      });
+    }
+    $("lines").addEventListener("scroll", () => {
+      const box = $("lines");
+      if (box.scrollTop < 200) loadOlder();
+      if (atBottom(box) && view.pending.length) {
+        const rows = view.pending;
+        view.pending = [];
+        $("live").hidden = true;
+        append(rows, box);
+      }
+    });
+    $("live").addEventListener("click", () => {
+      const box = $("lines");
+      const rows = view.pending;
+      view.pending = [];
+      $("live").hidden = true;
+      append(rows, box);
+    });
+    await loadContainers();
+    await restart();
+    setInterval(loadContainers, 10000);
+  });
+})();

@@ -1,0 +1,246 @@
+"""The viewer's HTTP side on a real store (both backends): pages, search, live tail,
+downloads, headers, access. The browser tests are in test_web_browser.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from base64 import b64encode
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from agent.batch import LineBatch, Source
+from agent.storage import LogStorage
+from agent.storage.reader import open_store
+from agent.timestamps import format_timestamp
+from agent.web.auth import Access, AccessError, access_for, hash_password
+from agent.web.server import Viewer
+from tests.conftest import ROOT
+from tests.integration.test_logs_cli import logagent
+
+pytestmark = [pytest.mark.anyio]
+
+T0 = 1_764_000_000_000_000_000
+PORT = 8080
+
+
+async def fill(url: str, per_container: dict[str, list[str]], *, step: int = 1000) -> None:
+    """Rows written as collectors would, containers interleaved in time."""
+    async with LogStorage(url, host="web-host") as storage:
+        for k, (name, lines) in enumerate(per_container.items()):
+            source = Source(name * 8, name)
+            for at in range(0, len(lines), 5000):
+                batch = LineBatch(source)
+                for i, line in enumerate(lines[at : at + 5000], start=at):
+                    ns = T0 + i * step + k
+                    stream = "stderr" if i % 7 == 3 else "stdout"
+                    level = 5 if "ERROR" in line else None
+                    batch.append(stream, ns, format_timestamp(ns), line, 0, len(line))
+                    batch.levels.append(level)
+                await storage.write(batch)
+        await storage.flush()
+
+
+@asynccontextmanager
+async def viewer(
+    url: str, access: Access | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[TestClient]:
+    async with open_store(url) as db:
+        app = Viewer(db, url, access or Access(), host, PORT).app()
+        async with TestClient(TestServer(app)) as client:
+            yield client
+
+
+HOST = {"Host": f"127.0.0.1:{PORT}"}
+
+
+async def ndjson(client: TestClient, path: str) -> list[dict]:  # type: ignore[type-arg]
+    response = await client.get(path, headers=HOST)
+    assert response.status == 200, await response.text()
+    return [json.loads(line) for line in (await response.text()).splitlines()]
+
+
+async def test_scroll_back_pages_cover_every_row_once_merged_in_time_order(
+    store_url: str,
+) -> None:
+    await fill(store_url, {"a": [f"a{i}" for i in range(1500)], "b": [f"b{i}" for i in range(700)]})
+    async with viewer(store_url) as client:
+        seen: list[dict] = []  # type: ignore[type-arg]
+        before = ""
+        pages = 0
+        while True:
+            chunks = await ndjson(client, f"/api/lines?c=a&c=b&limit=300{before}")
+            assert len(chunks) == 1
+            seen += chunks[0]["rows"]
+            pages += 1
+            if chunks[0]["done"]:
+                break
+            before = "&before=" + chunks[0]["next"]
+        assert pages == 8
+        assert len(seen) == 2200 and len({r["id"] for r in seen}) == 2200
+        keys = [(int(r["ns"]), r["id"]) for r in seen]
+        assert keys == sorted(keys, reverse=True)  # newest first, one timeline
+        one = await ndjson(client, "/api/lines?c=b&limit=5")
+        assert [r["msg"] for r in one[0]["rows"]] == ["b699", "b698", "b697", "b696", "b695"]
+
+
+async def test_search_streams_matches_among_100000_rows(store_url: str) -> None:
+    lines = [f"line {i}" for i in range(100_000)]
+    lines[31_337] = "needle ERROR here"
+    await fill(store_url, {"big": lines}, step=10)
+    async with viewer(store_url) as client:
+        chunks = await ndjson(client, "/api/lines?q=needle%20ERROR&limit=50")
+        found = [r for c in chunks for r in c["rows"]]
+        assert [r["msg"] for r in found] == ["needle ERROR here"]
+        assert found[0]["level"] == 5
+        assert chunks[-1]["done"]
+        if "sqlite" in store_url:  # matched here, a step at a time: the page sees progress
+            assert len(chunks) > 10 and chunks[-1]["scanned"] == 100_000
+        regex = await ndjson(client, "/api/lines?q=%5Eline%209999%5Cd%24&re=1&limit=50")
+        assert sorted(r["msg"] for c in regex for r in c["rows"]) == [
+            f"line {i}" for i in range(99_990, 100_000)
+        ]
+        by_level = await ndjson(client, "/api/lines?level=error")
+        assert [r["msg"] for c in by_level for r in c["rows"]] == ["needle ERROR here"]
+
+
+async def test_download_is_what_logagent_logs_prints(store_url: str) -> None:
+    await fill(store_url, {"a": [f"a {i}" for i in range(300)], "b": [f"b {i}" for i in range(50)]})
+    async with viewer(store_url) as client:
+        for query, args in (
+            ("c=a&format=json", ["--json", "a"]),
+            ("c=a&c=b&format=text", ["a", "b"]),
+            ("stream=stderr&format=json", ["--json", "--stream", "stderr"]),
+            ("c=a&q=2&format=text", ["--grep", "2", "a"]),
+        ):
+            response = await client.get(f"/api/download?{query}", headers=HOST)
+            assert response.status == 200
+            assert response.headers["Content-Disposition"].startswith("attachment")
+            body = await response.text()
+            cli = await anyio.to_thread.run_sync(lambda a=args: logagent(store_url, "logs", *a))
+            assert body == cli.stdout, query
+            assert body
+
+
+async def test_live_tail_sends_rows_committed_after_it_opened(store_url: str) -> None:
+    await fill(store_url, {"a": ["old"]})
+    async with viewer(store_url) as client:
+        response = await client.get("/api/tail?c=a", headers=HOST)
+        assert response.headers["Content-Type"] == "text/event-stream"
+        await fill(store_url, {"a": ["x", "new one"]})  # the second row is new (later stamp)
+        event = b""
+        with anyio.fail_after(30):
+            while b"\n\n" not in event:
+                event += await response.content.readany()
+        name, data = event.split(b"\n")[:2]
+        assert name == b"event: rows"
+        rows = json.loads(data.removeprefix(b"data: "))
+        assert [r["msg"] for r in rows] == ["x", "new one"]
+        response.close()
+
+
+async def test_every_response_is_locked_down_and_crafted_paths_go_nowhere(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'logs.db'}"
+    await fill(url, {"a": ["x"]})
+    async with viewer(url) as client:
+        for path in ("/", "/static/app.js", "/api/containers", "/api/lines", "/nope"):
+            response = await client.get(path, headers=HOST)
+            assert "script-src 'self'" in response.headers["Content-Security-Policy"], path
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+        for path in (
+            "/static/../../../etc/passwd",
+            "/static/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+            "/static/index.html",
+            "/static/app.js%00",
+        ):
+            response = await client.get(path, headers=HOST)
+            assert response.status == 404, path
+        # DNS rebinding: a page of another site resolving its name to 127.0.0.1
+        response = await client.get("/api/containers", headers={"Host": "evil.example:8080"})
+        assert response.status == 421
+        for query, said in (
+            ("q=(a&re=1", "missing )"),
+            ("level=loud", "is not a level"),
+            ("before=x", "is not ns:id"),
+            ("since=yesterday-ish", "since"),
+            ("c=no-such-container", "no stored logs"),
+            ("stream=stdin", "not stdout"),
+        ):
+            response = await client.get(f"/api/lines?{query}", headers=HOST)
+            assert response.status == 400, query
+            assert said in (await response.json())["error"], query
+        for method in ("POST", "PUT", "DELETE"):
+            response = await client.request(method, "/api/containers", headers=HOST)
+            assert response.status == 405
+
+
+async def test_token_or_users_file_guard_a_viewer_beyond_loopback(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'logs.db'}"
+    await fill(url, {"a": ["x"]})
+    users = tmp_path / "users"
+    users.write_text(f"ann:{hash_password('correct horse', iterations=1000)}\n")
+    with pytest.raises(AccessError, match=r"without web\.token or web\.users_file"):
+        access_for("0.0.0.0", "", "")
+    with pytest.raises(AccessError, match="at least 16"):
+        access_for("0.0.0.0", "short", "")
+    access = access_for("0.0.0.0", "t" * 20, str(users))
+    async with viewer(url, access, "0.0.0.0") as client:
+        assert (await client.get("/api/containers")).status == 401
+        ok = await client.get("/api/containers", headers={"Authorization": "Bearer " + "t" * 20})
+        assert ok.status == 200
+        bad = await client.get("/api/containers", headers={"Authorization": "Bearer ünï"})
+        assert bad.status == 401  # not a 500: any text compares
+        login = await client.get("/login?token=" + "t" * 20, allow_redirects=False)
+        assert login.status == 302 and "HttpOnly" in login.headers["Set-Cookie"]
+        assert (await client.get("/api/containers")).status == 200  # the cookie
+        client.session.cookie_jar.clear()
+        basic = "Basic " + b64encode(b"ann:correct horse").decode()
+        assert (await client.get("/", headers={"Authorization": basic})).status == 200
+        wrong = "Basic " + b64encode(b"ann:wrong").decode()
+        response = await client.get("/", headers={"Authorization": wrong})
+        assert response.status == 401 and "Basic" in response.headers["WWW-Authenticate"]
+
+
+def test_web_refuses_to_start_open_beyond_loopback(tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "web", "--host", "0.0.0.0", "--port", "18099"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "logagent: web: refusing to serve logs on 0.0.0.0, beyond loopback, without web.token "
+        "or web.users_file"
+    )
+    assert time.monotonic() - started < 60
+
+
+async def test_gaps_come_with_the_page_they_fall_in(store_url: str) -> None:
+    await fill(store_url, {"a": [f"a{i}" for i in range(1000)]})
+    async with LogStorage(store_url, host="web-host") as storage:
+        source = Source("a" * 8, "a")
+        await storage.record_gap(source, "rotated: lines lost", from_ns=T0 + 250 * 1000 + 1)
+        await storage.record_gap(source, "rotated again", from_ns=T0 + 900 * 1000 + 1)
+    async with viewer(store_url) as client:
+        pages, before = [], ""
+        while True:
+            chunk = (await ndjson(client, f"/api/lines?c=a&limit=300{before}"))[0]
+            pages.append(chunk)
+            if chunk["done"]:
+                break
+            before = "&before=" + chunk["next"]
+    found = [(n, g["reason"]) for n, page in enumerate(pages) for g in page["gaps"]]
+    # rows 999..700 (page 0), 699..400 (1), 399..100 (2), 99..0 (3)
+    assert found == [(0, "rotated again"), (2, "rotated: lines lost")]

@@ -1,0 +1,323 @@
+"""The viewer in a real browser (Debian's chromium, headless, driven by Selenium through
+Debian's chromium-driver), against a real agent, real containers and `logagent web`.
+
+Each test saves a screenshot of its view in test-artefacts/web/ (looked at by a person).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import (
+    ROOT,
+    Containers,
+    db_url,
+    docker,
+    query,
+    start_agent_process,
+    stop_process,
+)
+from tests.integration.test_logs_cli import logagent
+
+pytestmark = [pytest.mark.docker]
+
+ARTEFACTS = ROOT / "test-artefacts" / "web"
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
+        if os.environ.get("CI"):
+            raise AssertionError("no chromium/chromedriver: tests/browser-up.sh installs them")
+        pytest.skip("no chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,900", "--no-first-run", "--disable-extensions"):  # fmt: skip
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+class Stack:
+    """An agent and a viewer on this test's store."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.url = db_url(tmp_path)
+        self.agent = start_agent_process(tmp_path)
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.config = tmp_path / "web.toml"
+        self.config.write_text(f'[storage]\ndb_url = "{self.url}"\n[web]\nport = {self.port}\n')
+        self.log = tmp_path / "web.log"
+        self.web: subprocess.Popen[bytes] | None = None
+
+    def serve(self) -> None:
+        """The viewer, once the agent has made the store (it never creates one)."""
+        if self.web is None:
+            with open(self.log, "ab") as out:
+                self.web = subprocess.Popen(
+                    [sys.executable, "-m", "agent", "web", "--config", str(self.config)],
+                    cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+        until(lambda: _up(self.base), "the viewer listens")
+
+    def stop(self) -> None:
+        for proc in (self.web, self.agent):
+            if proc is not None and proc.poll() is None:
+                stop_process(proc)
+
+    def rows(self, cid: str) -> int:
+        found = query(self.url, "SELECT lines FROM container_cursors WHERE container_id = ?", cid)
+        return int(found[0][0]) if found else 0
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def until(check: Callable[[], Any], what: str, limit: float = 60) -> Any:
+    """Poll the page or the store; a busy machine is slower, the limit is generous."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            got = check()
+        except Exception:  # the page is still loading: a stale element, a missing one
+            got = None
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+def open_view(driver: Any, stack: Stack, path: str) -> None:
+    stack.serve()
+    driver.get(stack.base + path)
+
+
+def _up(base: str) -> bool:
+    try:
+        urllib.request.urlopen(base + "/api/containers", timeout=2).read()
+        return True
+    except OSError:
+        return False
+
+
+def shown(driver: Any) -> list[str]:
+    lines = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#lines .line .msg'), e => e.textContent)"
+    )
+    return list(lines)
+
+
+def shot(driver: Any, name: str) -> None:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTEFACTS / f"{name}.png"))
+
+
+def test_page_lists_containers_and_a_new_line_comes_live(
+    browser: Any, stack: Stack, containers: Containers
+) -> None:
+    time.sleep(1.5)
+    live = containers.run("live", "echo first; sleep 3600")
+    other = containers.run("other", "echo from-the-other")
+    until(lambda: stack.rows(live) and stack.rows(other), "both stored")
+    open_view(browser, stack, f"/?c={live}")
+    until(lambda: "first" in shown(browser), "the stored line shown")
+    names = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#containers .name'), e => e.textContent)"
+    )
+    assert f"{containers.prefix}-live" in names and f"{containers.prefix}-other" in names
+    started = time.monotonic()
+    docker("exec", live, "sh", "-c", "echo live-marker > /proc/1/fd/1")
+    until(lambda: "live-marker" in shown(browser), "the new line in the live tail")
+    print(f"live tail: the line was on the page {time.monotonic() - started:.2f} s after exec")
+    assert shown(browser) == ["first", "live-marker"]  # no reload, nothing twice
+    shot(browser, "live-tail")
+    docker("rm", "-f", other)  # a removed container stays, marked
+    until(
+        lambda: query(stack.url, "SELECT state FROM container_cursors WHERE container_id = ?",
+                      other) == [("removed",)],
+        "the removal in the store",
+    )  # fmt: skip
+    browser.refresh()
+    until(
+        lambda: (
+            browser.execute_script(
+                "return Array.from(document.querySelectorAll('#containers .ctr.removed'),"
+                " e => e.dataset.id)"
+            )
+            == [other]
+        ),
+        "the removed container marked",
+    )
+    shot(browser, "containers-removed")
+
+
+def test_search_finds_a_line_among_100000(
+    browser: Any, stack: Stack, containers: Containers
+) -> None:
+    time.sleep(1.5)
+    cid = containers.run("big", "seq 1 50000; echo needle-xyz; seq 50001 100000")
+    containers.wait("big")
+    until(lambda: stack.rows(cid) >= 100_001, "100,001 lines stored", 120)
+    open_view(browser, stack, f"/?c={cid}")
+    until(lambda: "100000" in shown(browser), "the newest page")
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.ID, "q").send_keys("needle-xyz")
+    browser.find_element(By.CSS_SELECTOR, "#query button[type=submit]").click()
+    until(lambda: shown(browser) == ["needle-xyz"], "the needle, alone")
+    until(lambda: "beginning" in browser.find_element(By.ID, "status").text, "the search done")
+    assert "q=needle-xyz" in browser.current_url  # the URL holds the query: shareable
+    shot(browser, "search")
+
+
+def test_scrolling_back_loads_older_pages(
+    browser: Any, stack: Stack, containers: Containers
+) -> None:
+    time.sleep(1.5)
+    cid = containers.run("history", "seq 1 1000")
+    containers.wait("history")
+    until(lambda: stack.rows(cid) >= 1000, "1000 lines stored")
+    open_view(browser, stack, f"/?c={cid}")
+    until(lambda: len(shown(browser)) == 200, "the first page")
+    assert shown(browser)[-1] == "1000"
+    for _ in range(200):
+        browser.execute_script("document.getElementById('lines').scrollTop = 0")
+        if len(shown(browser)) == 1000:
+            break
+        time.sleep(0.1)
+    assert shown(browser) == [str(i) for i in range(1, 1001)]
+    shot(browser, "scroll-back")
+
+
+def test_merged_view_is_one_timeline_and_downloads_what_logs_prints(
+    browser: Any, stack: Stack, containers: Containers
+) -> None:
+    time.sleep(1.5)
+    script = 'for i in $(seq 1 60); do echo "{name} $i"; sleep 0.02; done'
+    a = containers.run("a", script.format(name="A"))
+    b = containers.run("b", script.format(name="B"))
+    containers.wait("a")
+    containers.wait("b")
+    until(lambda: stack.rows(a) >= 60 and stack.rows(b) >= 60, "both stored")
+    open_view(browser, stack, f"/?c={a}&c={b}")
+    until(lambda: len(shown(browser)) == 120, "both containers' lines")
+    stamps = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#lines .line'), e => e.dataset.ns)"
+    )
+    assert [int(s) for s in stamps] == sorted(int(s) for s in stamps)
+    assert {m.split()[0] for m in shown(browser)} == {"A", "B"}
+    colours = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#lines .line .src'), e => e.className)"
+    )
+    assert len(set(colours)) == 2  # each source its own colour
+    shot(browser, "merged")
+    from selenium.webdriver.common.by import By
+
+    for link, args in (("dl-json", ["--json", a, b]), ("dl-text", [a, b])):
+        href = browser.find_element(By.ID, link).get_attribute("href")
+        body = urllib.request.urlopen(href, timeout=30).read().decode()
+        assert body == logagent(stack.url, "logs", *args).stdout, link
+        assert body.count("\n") == 120
+
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(2)>",
+    '<a href="http://evil.example/x">click me</a>',
+    '{"msg": "<script>alert(3)</script>", "level": "error"}',
+    "\x1b[31mred text\x1b[0m after",
+    "\x1b]8;;http://evil.example/\x07osc link\x1b]8;;\x07",
+    "\u202eevil reversed\u202c",
+    "<style>body{display:none}</style>",
+]
+
+
+def test_hostile_lines_are_text_and_run_nothing(
+    browser: Any, stack: Stack, containers: Containers, tmp_path: Path
+) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    (tmp_path / "hostile").write_bytes("".join(line + "\n" for line in HOSTILE).encode())
+    time.sleep(1.5)
+    cid = containers.run(
+        "hostile",
+        "cat /hostile; head -c 1048576 /dev/zero | tr '\\0' 'a'; echo; echo end",
+        "-v", f"{tmp_path / 'hostile'}:/hostile:ro",
+    )  # fmt: skip
+    containers.wait("hostile")
+    until(lambda: stack.rows(cid) >= len(HOSTILE) + 2, "the hostile lines stored")
+    open_view(browser, stack, f"/?c={cid}")
+    until(lambda: "end" in shown(browser), "the page drawn")
+    texts = shown(browser)
+    assert texts[0] == "<script>alert(1)</script>"
+    assert texts[1] == "<img src=x onerror=alert(2)>"
+    assert texts[2] == '<a href="http://evil.example/x">click me</a>'
+    assert texts[4] == "red text after"  # the colour is a class, the escape is gone
+    assert "\\x1b]8;;http://evil.example/\\x07osc link" in texts[5]  # OSC: shown, inert
+    assert texts[6].startswith("<U+202E>evil reversed")  # bidi: shown, not obeyed
+    assert "1,028,576 more characters" in texts[8]
+    lines = browser.find_element(By.ID, "lines")
+    for tag in ("script", "img", "a", "style", "iframe"):
+        assert lines.find_elements(By.TAG_NAME, tag) == [], tag
+    assert lines.find_elements(By.CSS_SELECTOR, ".a31")  # red rendered as red
+    browser.find_element(By.CSS_SELECTOR, "#lines details summary").click()  # the JSON one
+    pretty = browser.find_element(By.CSS_SELECTOR, "#lines details pre").text
+    assert json.loads(pretty) == json.loads(HOSTILE[3])
+    try:
+        text = browser.switch_to.alert.text
+    except NoAlertPresentException:
+        text = None
+    assert text is None, f"a script ran: an alert says {text!r}"
+    requests = [
+        json.loads(e["message"])["message"]
+        for e in browser.get_log("performance")
+        if '"Network.requestWillBeSent"' in e["message"]
+    ]
+    urls = {r["params"]["request"]["url"] for r in requests}
+    assert urls and all(u.startswith(stack.base + "/") for u in urls), urls
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors  # no CSP violation, no failed load
+    shot(browser, "hostile")
+
+
+def test_artefacts_folder_is_ignored_by_git() -> None:
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "test-artefacts/web/x.png"], cwd=ROOT, check=False
+    )
+    assert ignored.returncode == 0 or shutil.which("git") is None
