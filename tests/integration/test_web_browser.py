@@ -321,3 +321,34 @@ def test_artefacts_folder_is_ignored_by_git() -> None:
         ["git", "check-ignore", "-q", "test-artefacts/web/x.png"], cwd=ROOT, check=False
     )
     assert ignored.returncode == 0 or shutil.which("git") is None
+
+
+def test_live_tail_holds_new_lines_while_the_reader_is_scrolled_up(
+    browser: Any, stack: Stack, containers: Containers
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    time.sleep(1.5)
+    cid = containers.run("reader", "seq 1 150; sleep 3600")
+    containers.run("unrelated", "echo x")
+    until(lambda: stack.rows(cid) >= 150, "150 lines stored")
+    open_view(browser, stack, f"/?c={cid}")
+    until(lambda: len(shown(browser)) == 150, "the lines")
+    box = "document.getElementById('lines')"
+    browser.execute_script(f"{box}.scrollTop = 0")  # reading further up
+    docker("exec", cid, "sh", "-c", "echo held-back > /proc/1/fd/1")
+    button = browser.find_element(By.ID, "live")
+    until(lambda: button.is_displayed(), "the 'new lines below' button")
+    assert "1 new lines below" in button.text
+    assert "held-back" not in shown(browser)  # the view did not move under the reader
+    assert browser.execute_script(f"return {box}.scrollTop") == 0
+    shot(browser, "live-held")
+    button.click()
+    until(lambda: shown(browser)[-1] == "held-back", "the held line shown")
+    assert not button.is_displayed()
+    # The container filter is fuzzy: letters in order, not a substring.
+    browser.find_element(By.ID, "filter").send_keys("rdr")
+    names = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#containers .name'), e => e.textContent)"
+    )
+    assert names == [f"{containers.prefix}-reader"]

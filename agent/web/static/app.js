@@ -107,11 +107,12 @@
       row.href = "?c=" + encodeURIComponent(c.id);
       row.title = c.id;
       row.append(el("span", "name " + colour(c.id), c.name));
-      row.append(el("span", "badge " + (c.state || ""), c.state || "unknown"));
-      const meta = `${c.lines.toLocaleString()} lines` +
+      const meta = el("span", "meta");
+      meta.append(el("span", "badge " + (c.state || ""), c.state || "unknown"));
+      meta.append(document.createTextNode(` ${c.lines.toLocaleString()} lines` +
         (c.last ? ` · last ${c.last.slice(0, 19).replace("T", " ")}` : "") +
-        (c.gaps ? ` · ${c.gaps} gaps` : "");
-      row.append(el("span", "meta", meta));
+        (c.gaps ? ` · ${c.gaps} gaps` : "")));
+      row.append(meta);
       row.addEventListener("click", (event) => {
         event.preventDefault();
         const many = event.ctrlKey || event.metaKey || event.shiftKey;
