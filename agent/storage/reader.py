@@ -67,7 +67,12 @@ class LogFilter:
             clauses.append(f"l.message ~ {marks()}")
             values.append(self.pattern)
         if self.container_ids:
-            clauses.append(f"c.container_id IN ({marks.many(len(self.container_ids))})")
+            # By source id, through the cursors table: the planner then walks the lines'
+            # (source_id, timestamp_ns, id) index, not every newer line of other containers.
+            clauses.append(
+                f"l.source_id IN (SELECT id FROM {ContainerCursor._meta.db_table} "
+                f"WHERE container_id IN ({marks.many(len(self.container_ids))}))"
+            )
             values += self.container_ids
         if self.since_ns is not None:
             clauses.append(f"l.timestamp_ns >= {marks()}")
