@@ -94,7 +94,7 @@ async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
     pattern = search = None
     if text:
         postgres = db.capabilities.dialect == "postgres"
-        expression = text if regex else _literal(text, postgres)
+        expression = text if regex else _literal(text)
         try:
             if postgres:
                 await check_pattern(db, expression)
@@ -124,9 +124,13 @@ def _when(params: Any, key: str) -> int | None:
         raise BadQuery(f"{key}: {exc}") from None
 
 
-def _literal(text: str, postgres: bool) -> str:
-    """A substring as a pattern: every character that means something escaped."""
-    return "".join("\\" + ch if not ch.isalnum() and ch not in " _" else ch for ch in text)
+_META = frozenset(".^$*+?()[]{}|\\")  # what means something to RE2 and to PostgreSQL alike
+
+
+def _literal(text: str) -> str:
+    """A substring as a pattern: its regex characters escaped, nothing else (RE2 refuses a
+    backslash before a letter or a non-ASCII character)."""
+    return "".join("\\" + ch if ch in _META else ch for ch in text)
 
 
 def row_json(row: StoredRow) -> dict[str, Any]:

@@ -244,3 +244,20 @@ async def test_gaps_come_with_the_page_they_fall_in(store_url: str) -> None:
     found = [(n, g["reason"]) for n, page in enumerate(pages) for g in page["gaps"]]
     # rows 999..700 (page 0), 699..400 (1), 399..100 (2), 99..0 (3)
     assert found == [(0, "rotated again"), (2, "rotated: lines lost")]
+
+
+async def test_a_substring_search_takes_any_text_literally(store_url: str) -> None:
+    lines = ["price: $5 (a+b) ✓ [x] {y} a|b \\d", "price: 5 ab", "tab\there", "plain"]
+    await fill(store_url, {"a": lines})
+    async with viewer(store_url) as client:
+        for needle, expected in (
+            ("$5 (a+b) ✓ [x] {y} a|b \\d", [lines[0]]),
+            ("price", [lines[0], lines[1]]),
+            ("\t", [lines[2]]),
+            (".", []),
+        ):
+            from urllib.parse import quote
+
+            chunks = await ndjson(client, f"/api/lines?c=a&q={quote(needle)}")
+            found = sorted(r["msg"] for c in chunks for r in c["rows"])
+            assert found == sorted(expected), needle
