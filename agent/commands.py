@@ -6,30 +6,25 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from contextlib import aclosing
 from typing import Any, TextIO
 
 import aiohttp
-import anyio
-from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
-from agent.grep import matcher
 from agent.shaping.levels import level_of_word
 from agent.storage.gaps import list_gaps
-from agent.storage.postgres import commit_signal
 from agent.storage.reader import (
     LogFilter,
     StoredRow,
-    check_pattern,
     container_summary,
     fleet_summary,
+    follow,
     history,
     last_id,
-    newer,
     open_store,
     resolve_containers,
+    where_matched,
 )
 from agent.when import parse_when
 
@@ -63,69 +58,38 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     async with open_store(db_url) as db:
-        # PostgreSQL matches in the database (its regex syntax, a trigram index); SQLite
-        # reads every line, matched here with RE2.
-        in_db = opts.grep is not None and db.capabilities.dialect == "postgres"
         try:
-            if in_db:
-                await check_pattern(db, str(opts.grep))
-            matches = matcher(opts.grep) if opts.grep is not None and not in_db else None
+            pattern, matches = await where_matched(db, opts.grep)
             ids = await resolve_containers(db, list(opts.containers))
         except (LookupError, ValueError) as exc:
             raise UsageError(str(exc)) from None
-        pattern = opts.grep if in_db else None
         level = level_of_word(opts.level) if opts.level is not None else None
         flt = LogFilter(tuple(ids), since, until, opts.streams, opts.host, pattern, level)
         prefix = len(ids) != 1
         seen = await last_id(db)  # history is what is stored now; -f takes over after it
 
         def emit(rows: list[StoredRow]) -> None:
-            text = []
-            for row in rows:
-                if matches is not None and not matches(row.message):
-                    continue
-                if opts.json:
-                    text.append(render.json_line(row))
-                else:
-                    text.append(
-                        render.plain_line(
-                            row, timestamps=opts.timestamps, prefix=prefix, raw=opts.raw
-                        )
-                    )
-            out.write("".join(text))
+            out.write(
+                render.rows_text(
+                    rows,
+                    matches=matches,
+                    as_json=opts.json,
+                    timestamps=opts.timestamps,
+                    prefix=prefix,
+                    raw=opts.raw,
+                )
+            )
             out.flush()
 
         async for page in history(db, flt, upto_id=seen, tail=opts.tail):
             emit(page)
         if opts.follow:
-            await _follow(db_url, db, flt, seen, emit, opts.poll_seconds)
+            new = follow(db_url, db, flt, after_id=seen, poll_seconds=opts.poll_seconds)
+            async with aclosing(new) as stored:
+                async for rows in stored:
+                    if rows:
+                        emit(rows)
     return 0
-
-
-async def _follow(
-    db_url: str,
-    db: BaseDBAsyncClient,
-    flt: LogFilter,
-    seen: int,
-    emit: Callable[[list[StoredRow]], None],
-    poll_seconds: float,
-) -> None:
-    """Print rows as they are stored: on PostgreSQL when a commit says so (LISTEN/NOTIFY;
-    a poll every few seconds as well, in case a notification is missed), on SQLite polling."""
-    async with AsyncExitStack() as stack:
-        signal = None
-        if db.capabilities.dialect == "postgres":
-            signal = await stack.enter_async_context(commit_signal(db_url))
-        while True:
-            rows = await newer(db, flt, after_id=seen)
-            if rows:
-                emit(rows)
-                seen = rows[-1].id
-            elif signal is not None:
-                with anyio.move_on_after(5):
-                    await signal.wait()
-            else:
-                await anyio.sleep(poll_seconds)
 
 
 async def gaps(db_url: str, container: str | None, as_json: bool, out: TextIO = sys.stdout) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from json.encoder import encode_basestring
 
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED
@@ -68,6 +69,28 @@ def plain_line(row: StoredRow, *, timestamps: bool, prefix: bool, raw: bool) -> 
     head = f"{row.container_name} | " if prefix else ""
     stamp = f"{row.timestamp} " if timestamps else ""
     return f"{head}{stamp}{message}\n"
+
+
+def rows_text(
+    rows: list[StoredRow],
+    *,
+    matches: Callable[[str], bool] | None,
+    as_json: bool,
+    timestamps: bool = False,
+    prefix: bool = False,
+    raw: bool = False,
+) -> str:
+    """Rows as `logagent logs` prints them (and the viewer's download, the same): those the
+    matcher takes, as JSON lines or as text."""
+    text = []
+    for row in rows:
+        if matches is not None and not matches(row.message):
+            continue
+        if as_json:
+            text.append(json_line(row))
+        else:
+            text.append(plain_line(row, timestamps=timestamps, prefix=prefix, raw=raw))
+    return "".join(text)
 
 
 def json_line(row: StoredRow) -> str:

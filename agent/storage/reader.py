@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any, NamedTuple
 
+import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from agent.grep import matcher
 from agent.storage.db import open_db
 from agent.storage.models import AgentState, ContainerCursor, Gap, LogLine
-from agent.storage.postgres import INVALID_REGULAR_EXPRESSION, sqlstate
+from agent.storage.postgres import INVALID_REGULAR_EXPRESSION, commit_signal, sqlstate
 from agent.storage.sql import Marks
 
 
@@ -94,14 +96,28 @@ class LogFilter:
         return clauses, values
 
 
-async def check_pattern(db: BaseDBAsyncClient, pattern: str) -> None:
+async def check_pattern(db: BaseDBAsyncClient, pattern: str, what: str = "--grep") -> None:
     """ValueError, in a line, for a pattern PostgreSQL's regex engine refuses."""
     try:
         await db.execute_query("SELECT '' ~ $1", [pattern])
     except Exception as exc:
         if sqlstate(exc) != INVALID_REGULAR_EXPRESSION:
             raise
-        raise ValueError(f"--grep {pattern!r}: {exc} (PostgreSQL's regex syntax)") from None
+        raise ValueError(f"{what} {pattern!r}: {exc} (PostgreSQL's regex syntax)") from None
+
+
+async def where_matched(
+    db: BaseDBAsyncClient, pattern: str | None, what: str = "--grep"
+) -> tuple[str | None, Callable[[str], bool] | None]:
+    """Where a pattern is matched: PostgreSQL in SQL (`LogFilter.pattern`: its regex syntax,
+    the trigram index), SQLite here with RE2 (the matcher, for every row read). ValueError
+    for a pattern the engine refuses."""
+    if pattern is None:
+        return None, None
+    if _dialect(db) == "postgres":
+        await check_pattern(db, pattern, what)
+        return pattern, None
+    return None, matcher(pattern, what)
 
 
 def _dialect(db: BaseDBAsyncClient) -> str:
@@ -251,6 +267,30 @@ async def gaps_between(
 async def newer(db: BaseDBAsyncClient, flt: LogFilter, *, after_id: int) -> list[StoredRow]:
     """Rows stored after `after_id`, in the order they were stored (for --follow)."""
     return await _select(db, flt, lambda m: (f"l.id > {m()}", [after_id]), "l.id", PAGE)
+
+
+async def follow(
+    db_url: str, db: BaseDBAsyncClient, flt: LogFilter, *, after_id: int, poll_seconds: float
+) -> AsyncGenerator[list[StoredRow], None]:
+    """Rows as they are stored after `after_id`; an empty list after each wait in which none
+    came. On PostgreSQL a commit wakes it (LISTEN/NOTIFY, and a read every 5 s in case a
+    notification is missed); on SQLite it polls. Use it under `contextlib.aclosing`."""
+    async with AsyncExitStack() as stack:
+        signal = None
+        if _dialect(db) == "postgres":
+            signal = await stack.enter_async_context(commit_signal(db_url))
+        while True:
+            rows = await newer(db, flt, after_id=after_id)
+            if rows:
+                after_id = rows[-1].id
+                yield rows
+                continue
+            if signal is not None:
+                with anyio.move_on_after(5):
+                    await signal.wait()
+            else:
+                await anyio.sleep(poll_seconds)
+            yield []
 
 
 async def container_summary(db: BaseDBAsyncClient, host: str | None = None) -> list[dict[str, Any]]:

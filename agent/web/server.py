@@ -12,7 +12,7 @@ import json
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,21 +22,19 @@ from aiohttp import web
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
-from agent.grep import matcher
 from agent.shaping.levels import level_of_word
-from agent.storage.postgres import commit_signal
 from agent.storage.reader import (
     LogFilter,
     StoredRow,
-    check_pattern,
     container_summary,
+    follow,
     gaps_between,
     history,
     last_id,
-    newer,
     older,
     open_store,
     resolve_containers,
+    where_matched,
 )
 from agent.web.auth import Access, is_loopback
 from agent.when import parse_when
@@ -89,20 +87,12 @@ async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
         level = level_of_word(params["level"])
         if level is None:
             raise BadQuery(f"level: {params['level']!r} is not a level")
-    text = params.get("q") or ""
-    regex = params.get("re") == "1"
-    pattern = search = None
-    if text:
-        postgres = db.capabilities.dialect == "postgres"
-        expression = text if regex else _literal(text)
-        try:
-            if postgres:
-                await check_pattern(db, expression)
-                pattern = expression
-            else:
-                search = matcher(expression, "search")
-        except ValueError as exc:
-            raise BadQuery(str(exc)) from None
+    text = params.get("q") or None
+    expression = text if text is None or params.get("re") == "1" else _literal(text)
+    try:
+        pattern, search = await where_matched(db, expression, "search")
+    except ValueError as exc:
+        raise BadQuery(str(exc)) from None
     flt = LogFilter(
         tuple(ids),
         since,
@@ -282,31 +272,19 @@ class Viewer:
             headers={**HEADERS, "Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
         )
         await response.prepare(request)
-        async with AsyncExitStack() as stack:
-            signal = None
-            if self.db.capabilities.dialect == "postgres":
-                signal = await stack.enter_async_context(commit_signal(self.db_url))
-            idle = 0.0
-            while True:
-                rows = await newer(self.db, view.flt, after_id=after)
-                if rows:
-                    after = rows[-1].id
-                    shown = [r for r in rows if view.search is None or view.search(r.message)]
-                    if shown:
-                        data = json.dumps([row_json(r) for r in shown])
-                        await response.write(f"event: rows\ndata: {data}\n\n".encode())
-                    idle = 0.0
+        new = follow(self.db_url, self.db, view.flt, after_id=after, poll_seconds=self.poll_seconds)
+        said = anyio.current_time()
+        async with aclosing(new) as stored:
+            async for rows in stored:
+                shown = [r for r in rows if view.search is None or view.search(r.message)]
+                if shown:
+                    data = json.dumps([row_json(r) for r in shown])
+                    await response.write(f"event: rows\ndata: {data}\n\n".encode())
+                elif anyio.current_time() - said < 15:
                     continue
-                if idle >= 15:  # a comment now and then: a dead client is found out
+                else:  # a comment now and then: a dead client is found out
                     await response.write(b": keep-alive\n\n")
-                    idle = 0.0
-                if signal is not None:
-                    with anyio.move_on_after(5):
-                        await signal.wait()
-                    idle += 5
-                else:
-                    await anyio.sleep(self.poll_seconds)
-                    idle += self.poll_seconds
+                said = anyio.current_time()
         return response
 
     async def download(self, request: web.Request) -> web.StreamResponse:
@@ -333,15 +311,7 @@ async def view_text(db: BaseDBAsyncClient, view: ViewQuery, *, as_json: bool) ->
     """The view as `logagent logs` writes it, a page at a time."""
     upto = await last_id(db)
     async for page in history(db, view.flt, upto_id=upto):
-        text = []
-        for row in page:
-            if view.search is not None and not view.search(row.message):
-                continue
-            if as_json:
-                text.append(render.json_line(row))
-            else:
-                text.append(render.plain_line(row, timestamps=False, prefix=view.prefix, raw=False))
-        yield "".join(text)
+        yield render.rows_text(page, matches=view.search, as_json=as_json, prefix=view.prefix)
 
 
 def _int(text: str | None, default: int, low: int, high: int) -> int:
