@@ -145,7 +145,8 @@ def hints_for(
             continue
         key = label[len(PREFIX) :]
         try:
-            fields[_PARSE[key][0] if key in _PARSE else key] = check_hint(key, value)
+            parsed = check_hint(key, value)  # an unknown key raises here
+            fields[_PARSE[key][0]] = parsed
         except ValueError as exc:
             problems.append(f"label {label}: {exc}; its default is used")
             continue

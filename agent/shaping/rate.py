@@ -48,18 +48,15 @@ class RateLimit:
 
     def admit(self, ts_ns: int) -> bool:
         window = ts_ns // self._window_ns
-        if window != self._window:
-            if window < self._window:  # an older stamp (the other stream, a stepped clock)
-                return self._count_in(ts_ns, window)
+        if window < self._window:
+            # A late line of a window already passed (the other stream, a stepped clock):
+            # not held against it.
+            return True
+        if window > self._window:
             self._window, self._used = window, 0
-        return self._count_in(ts_ns, window)
-
-    def _count_in(self, ts_ns: int, window: int) -> bool:
-        if window == self._window and self._used < self.rate.lines:
+        if self._used < self.rate.lines:
             self._used += 1
             return True
-        if window != self._window:
-            return True  # a late line of a window already passed: not held against it
         self.dropped += 1
         span = self._span
         if span is None or window > span[3] + 1 or ts_ns - span[0] >= SPAN_NS:
