@@ -18,6 +18,7 @@ is a whole line (a last piece from the `local` driver, or a last line written at
 from __future__ import annotations
 
 import re
+import struct
 
 from agent.batch import FLAG_REPLACED, STDERR, STDOUT, TTY, LineBatch, Source
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES, DOCKER_PARTIAL_BYTES, LineAssembler
@@ -30,6 +31,11 @@ _HEADER = 8
 _MAX_TIMESTAMP = 40  # "2006-01-02T15:04:05.000000000+07:00" is 35 bytes
 _STREAMS = {0: STDOUT, 1: STDOUT, 2: STDERR}
 _SYSTEM_ERR = 3
+# A header read as two big-endian words: the first is the stream in its top byte and zeros,
+# so one dict lookup both checks it and names the stream.
+_HEADER_WORDS = struct.Struct(">II").unpack_from
+_KINDS = {kind << 24: stream for kind, stream in _STREAMS.items()}
+_SYSTEM_ERR_WORD = _SYSTEM_ERR << 24
 
 
 class FrameError(Exception):
@@ -48,7 +54,7 @@ class FrameError(Exception):
 _DOCKER_STAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
 
 
-def _glued(buf: bytearray, start: int, end: int, ts_ns: int) -> int:
+def _glued(buf: bytes, start: int, end: int, ts_ns: int) -> int:
     """In a TTY stream, a record that ends without a newline (a run that ended mid-line) is
     followed at once by the next record (the container's next run), with nothing between:
     where that next record starts inside buf[start:end], or -1.
@@ -61,7 +67,7 @@ def _glued(buf: bytearray, start: int, end: int, ts_ns: int) -> int:
         at = z - 29
         if _DOCKER_STAMP.fullmatch(buf, at, z + 2):
             try:
-                if parse_timestamp(bytes(buf[at : z + 1])) >= ts_ns:
+                if parse_timestamp(buf[at : z + 1]) >= ts_ns:
                     return at
             except TimestampError:
                 pass
@@ -86,7 +92,10 @@ class FrameDecoder:
         self.tty = tty
         self.max_line_bytes = max_line_bytes
         self.partial_bytes = partial_bytes
-        self._buf = bytearray()
+        # The bytes of an unfinished frame or record, and how many the frame needs in all: a
+        # frame of megabytes is gathered here without parsing each chunk again.
+        self._rest = bytearray()
+        self._need = 0
         self._lines = LineAssembler(
             tty=tty, max_line_bytes=max_line_bytes, partial_bytes=partial_bytes
         )
@@ -103,37 +112,54 @@ class FrameDecoder:
     def feed(self, data: bytes) -> LineBatch:
         """Decode a chunk; return the lines it completes."""
         out = self._batch()
-        self._buf += data
+        if type(data) is not bytes:  # slices must be bytes: the seconds cache hashes them
+            data = bytes(data)
+        rest = self._rest
+        if rest:
+            rest += data
+            if len(rest) < self._need:
+                return out
+            data = bytes(rest)
+            rest.clear()
         try:
             if self.tty:
-                self._feed_raw(out)
+                self._feed_raw(data, out)
             else:
-                self._feed_frames(out)
+                self._feed_frames(data, out)
         except FrameError as exc:
             exc.lines = out
             raise
         return out
 
+    def _keep(self, data: bytes, pos: int, need: int = 0) -> None:
+        """Hold data[pos:] (an unfinished frame or record) for the next chunk."""
+        if pos < len(data):
+            self._rest += memoryview(data)[pos:]
+        self._need = need
+
     def finish(self) -> LineBatch:
         """End of stream: emit what is held back (a last line without a newline)."""
         out = self._batch()
-        if self.tty and self._buf:
-            self._feed_raw(out, at_end=True)
-        if self._buf:
+        if self.tty and self._rest:
+            data = bytes(self._rest)
+            self._rest.clear()
+            self._feed_raw(data, out, at_end=True)
+        if self._rest:
             self.notices.append(
-                f"{self._where()}: stream ended inside a frame; {len(self._buf)} bytes dropped"
+                f"{self._where()}: stream ended inside a frame; {len(self._rest)} bytes dropped"
             )
-            self._buf.clear()
+            self._rest.clear()
         self._lines.finish(out)
         return out
 
     # -- multiplexed stream ------------------------------------------------------------
 
-    def _feed_frames(self, out: LineBatch) -> None:
-        buf = self._buf
+    def _feed_frames(self, buf: bytes, out: LineBatch) -> None:
         n = len(buf)
         pos = 0
+        need = 0
         cap, pending = self.max_line_bytes, self._lines.pending
+        words, kinds, cache = _HEADER_WORDS, _KINDS, seconds_cache
         add_stream, add_ns, add_ts = (
             out.streams.append,
             out.timestamps_ns.append,
@@ -142,62 +168,60 @@ class FrameDecoder:
         add_msg, add_flags, add_size = out.messages.append, out.flags.append, out.sizes.append
         try:
             while n - pos >= _HEADER:
-                kind = buf[pos]
-                if kind > _SYSTEM_ERR or buf[pos + 1] or buf[pos + 2] or buf[pos + 3]:
+                word, size = words(buf, pos)
+                stream = kinds.get(word)
+                if stream is None and word != _SYSTEM_ERR_WORD:
                     raise FrameError(
                         f"{self._where()}: malformed frame header "
-                        f"{bytes(buf[pos : pos + _HEADER]).hex(' ')}: not a Docker log stream"
+                        f"{buf[pos : pos + _HEADER].hex(' ')}: not a Docker log stream"
                     )
-                size = int.from_bytes(buf[pos + 4 : pos + 8], "big")
                 if size > MAX_FRAME_BYTES:
                     raise FrameError(
                         f"{self._where()}: frame of {size} bytes exceeds {MAX_FRAME_BYTES}: "
                         "not a Docker log stream"
                     )
-                end = pos + _HEADER + size
-                if end > n:
-                    break
                 start = pos + _HEADER
+                end = start + size
+                if end > n:
+                    need = end - pos
+                    break
                 # Fast path, nearly every line: "<Docker's 30-byte timestamp> <text>\n", whole,
                 # under the cap, nothing pending on its stream, its second already cached.
                 if (
-                    kind != _SYSTEM_ERR
+                    buf[end - 1] == 0x0A
                     and size > 31
-                    and buf[end - 1] == 0x0A
-                    and buf[start + 30] == 0x20
                     and buf[start + 29] == 0x5A
+                    and buf[start + 30] == 0x20
                     and size - 32 <= cap
-                    and _STREAMS[kind] not in pending
+                    and stream is not None
+                    and stream not in pending
                 ):
-                    stamp = bytes(buf[start : start + 30])
-                    secs = seconds_cache.get(stamp[:19])
-                    frac = stamp[20:29]
+                    secs = cache.get(buf[start : start + 19])
+                    frac = buf[start + 20 : start + 29]
                     if secs is not None and frac.isdigit():
-                        raw = bytes(buf[start + 31 : end - 1])
-                        flags = 0
+                        raw = buf[start + 31 : end - 1]
                         try:
-                            text = raw.decode("utf-8")
+                            add_msg(raw.decode("utf-8"))
+                            add_flags(0)
                         except UnicodeDecodeError:
-                            text = raw.decode("utf-8", "replace")
-                            flags = FLAG_REPLACED
-                        add_stream(_STREAMS[kind])
+                            add_msg(raw.decode("utf-8", "replace"))
+                            add_flags(FLAG_REPLACED)
+                        add_stream(stream)
                         add_ns(secs * 1_000_000_000 + int(frac))
-                        add_ts(stamp.decode("ascii"))
-                        add_msg(text)
-                        add_flags(flags)
-                        add_size(len(raw))
+                        add_ts(buf[start : start + 30].decode("ascii"))
+                        add_size(size - 32)
                         pos = end
                         continue
-                payload = bytes(buf[start:end])
+                payload = buf[start:end]
                 pos = end
-                if kind == _SYSTEM_ERR:
+                if stream is None:
                     self.notices.append(
                         f"{self._where()}: daemon: {payload.decode(errors='replace')}"
                     )
                     continue
-                self._record(_STREAMS[kind], payload, out)
+                self._record(stream, payload, out)
         finally:
-            del buf[:pos]
+            self._keep(buf, pos, need)
 
     def _record(self, stream: str, payload: bytes, out: LineBatch) -> None:
         sp = payload.find(b" ", 0, _MAX_TIMESTAMP)
@@ -216,8 +240,7 @@ class FrameDecoder:
 
     # -- raw (TTY) stream --------------------------------------------------------------
 
-    def _feed_raw(self, out: LineBatch, at_end: bool = False) -> None:
-        buf = self._buf
+    def _feed_raw(self, buf: bytes, out: LineBatch, at_end: bool = False) -> None:
         n = len(buf)
         pos = 0
         part = self.partial_bytes
@@ -229,10 +252,10 @@ class FrameDecoder:
                         break
                     raise FrameError(
                         f"{self._where()}: TTY stream without a timestamp at "
-                        f"{bytes(buf[pos : pos + 40])!r}"
+                        f"{buf[pos : pos + 40]!r}"
                     )
                 try:
-                    ts_ns = parse_timestamp(bytes(buf[pos:sp]))
+                    ts_ns = parse_timestamp(buf[pos:sp])
                 except TimestampError as exc:
                     raise FrameError(f"{self._where()}: TTY stream: {exc}") from None
                 start = sp + 1
@@ -248,7 +271,7 @@ class FrameDecoder:
                 glued = _glued(buf, start, end, ts_ns)
                 if glued >= 0:
                     end = glued  # this record had no newline: the next one starts here
-                self._lines.message(TTY, ts_ns, bytes(buf[pos:sp]), bytes(buf[start:end]), out)
+                self._lines.message(TTY, ts_ns, buf[pos:sp], buf[start:end], out)
                 pos = end
         finally:
-            del buf[:pos]
+            self._keep(buf, pos)

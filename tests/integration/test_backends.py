@@ -17,10 +17,11 @@ import anyio
 import pytest
 
 from agent.app import Agent
-from agent.batch import Line
+from agent.batch import Line, LineBatch, Source
 from agent.storage import LogStorage
 from agent.storage.db import StoreLocked
 from agent.storage.retention import Retention
+from agent.storage.writer import ROWS_PER_INSERT
 from tests.conftest import (
     IMAGE,
     ROOT,
@@ -131,6 +132,24 @@ async def test_three_hosts_write_one_postgresql_each_line_once(
     status = logagent(store_url, "status").stdout
     for host in hosts:
         assert f"{containers.prefix}-{host}" in status
+
+
+async def test_commits_of_any_size_store_every_row_once_in_order(store_url: str) -> None:
+    """SQLite inserts ROWS_PER_INSERT rows per statement and the rest one by one: sizes on
+    both sides of that, and several batches in one commit, all land whole and in order."""
+    now = time.time_ns()
+    k = ROWS_PER_INSERT
+    sizes = [1, k - 1, k, k + 1, 2 * k + 7, 3, 5 * k]
+    source = Source("s" * 64, "sizes")
+    async with LogStorage(store_url, host="h", linger=0.05) as storage:
+        n = 0
+        for size in sizes:
+            lines = [Line("stdout", now + n + i, "", f"line {n + i}", 0, 1) for i in range(size)]
+            await storage.write(LineBatch.of(source, lines))
+            n += size
+        await storage.flush()
+    messages = [m for _, _, m in rows_in(store_url, "s" * 64)]
+    assert messages == [f"line {i}" for i in range(sum(sizes))]
 
 
 async def test_grep_finds_the_same_lines_on_both_backends(store_url: str) -> None:

@@ -117,6 +117,26 @@ def test_line_over_cap_is_stored_in_flagged_pieces_that_join_back() -> None:
     assert all(e.flags & (FLAG_TRUNCATED | FLAG_CONTINUED) for e in lines)
 
 
+def test_a_frame_of_megabytes_in_small_chunks_decodes_as_when_whole() -> None:
+    """The decoder gathers an unfinished frame without parsing every chunk again, and takes
+    chunks as bytes, bytearray or memoryview alike."""
+    big = b"z" * (3 * 1024 * 1024)
+    data = (
+        frame(1, rec(T1, b"before\n"))
+        + frame(2, rec(T2, big + b"\n"))
+        + frame(1, rec(T3, b"after\n"))
+    )
+    whole = decode(data, [], tty=False)
+    for kind in (bytes, bytearray, memoryview):
+        dec = Dec("c" * 64, "name", tty=False)
+        got: list[Line] = []
+        for at in range(0, len(data), 4096):
+            got += dec.feed(kind(data[at : at + 4096]))  # type: ignore[arg-type]
+        assert got + dec.finish() == whole
+    assert [e.message[:6] for e in whole][0] == "before" and whole[-1].message == "after"
+    assert "".join(e.message for e in whole if e.stream == "stderr") == big.decode()
+
+
 def test_line_of_exactly_the_cap_is_one_row() -> None:
     lines = decode(frame(1, rec(T1, b"x" * 64 + b"\n")), [], tty=False, max_line_bytes=64)
     assert view(lines) == [("stdout", T1.decode(), "x" * 64, 0)]
