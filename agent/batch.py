@@ -47,7 +47,7 @@ class Line(NamedTuple):
 
     stream: str
     timestamp_ns: int
-    timestamp: str  # Docker's RFC 3339 text, exactly as sent
+    timestamp: str  # Docker's RFC 3339 text as sent; "" if its own UTC spelling (stored_text)
     message: str
     flags: int = 0
     size: int = 0  # bytes of the raw message, before decoding

@@ -67,7 +67,7 @@ def json_string(text: str) -> str:
 def plain_line(row: StoredRow, *, timestamps: bool, prefix: bool, raw: bool) -> str:
     message = row.message if raw else terminal_safe(row.message)
     head = f"{row.container_name} | " if prefix else ""
-    stamp = f"{row.timestamp} " if timestamps else ""
+    stamp = f"{row.rfc3339} " if timestamps else ""
     return f"{head}{stamp}{message}\n"
 
 
@@ -100,7 +100,7 @@ def json_line(row: StoredRow) -> str:
         f'{{"host": {json_string(row.host)}, '
         f'"container_id": "{row.container_id}", '
         f'"container_name": {json_string(row.container_name)}, '
-        f'"stream": "{row.stream}", "timestamp": "{row.timestamp}", '
+        f'"stream": "{row.stream}", "timestamp": "{row.rfc3339}", '
         f'"message": {json_string(row.message)}'
     )
     # A line over max_line_bytes is stored in pieces: "truncated" means exactly "this line

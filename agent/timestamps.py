@@ -40,7 +40,7 @@ def parse_timestamp(text: bytes) -> int:
     if zone not in (b"Z", b"z"):
         sign = 1 if zone[0:1] == b"+" else -1
         secs -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
-    elif m.group(7) is not None:
+    elif m.group(7) is not None and text[10] == 0x54:  # only Docker's own spelling ("T")
         if len(seconds_cache) >= _CACHE_MAX:
             seconds_cache.clear()
         seconds_cache[text[:19]] = secs
@@ -49,10 +49,28 @@ def parse_timestamp(text: bytes) -> int:
     return secs * 1_000_000_000 + nanos
 
 
+_seconds_text: dict[int, str] = {}
+
+
 def format_timestamp(ns: int) -> str:
-    """Docker's own fixed format (UTC, 9 fraction digits), e.g. for `since`-style display."""
-    secs, nanos = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+    """Docker's own fixed format (UTC, 9 fraction digits): what `docker logs -t` prints for a
+    json-file log, and what a stored line with no timestamp text of its own shows (the read
+    side derives it per row, so the text of each second is cached)."""
+    secs = ns // 1_000_000_000
+    head = _seconds_text.get(secs)
+    if head is None:
+        if len(_seconds_text) >= _CACHE_MAX:
+            _seconds_text.clear()
+        head = _seconds_text[secs] = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{head}.{ns % 1_000_000_000:09d}Z"
+
+
+def stored_text(text: bytes, ns: int) -> str:
+    """The timestamp text a row keeps: none ("") when it is Docker's own UTC spelling of `ns`,
+    which the read side derives (a row ~30 bytes smaller, a string fewer per line read);
+    otherwise the text as sent (the `local` driver writes the daemon's zone, for one)."""
+    sent = text.decode("ascii")
+    return "" if sent == format_timestamp(ns) else sent
 
 
 def since_param(ns: int) -> str:

@@ -29,6 +29,7 @@ from agent.config import Settings
 from agent.docker.client import DEFAULT_SOCKET, DockerClient, docker_url
 from agent.policy import Policy
 from agent.storage import LogStorage
+from agent.timestamps import format_timestamp
 
 IMAGE = os.environ.get("LOGAGENT_TEST_IMAGE", "logagent-test/busybox:latest")
 # Every container a test makes carries this label and a name with the run's prefix, so tests
@@ -186,20 +187,22 @@ async def running_agent(settings: Settings, **agent_kw: bool) -> AsyncIterator[A
 
 
 def stored_rows(tmp_path: Path, container_id: str) -> list[tuple[str, str, str]]:
-    """(stream, timestamp, message) of a container, in insertion order, read with sqlite3."""
+    """(stream, timestamp, message) of a container, in insertion order, read with sqlite3
+    (the timestamp's text derived where the row keeps none, as the read side does)."""
     path = tmp_path / "logs.db"
     if not path.exists():
         return []
     with closing(sqlite3.connect(path, timeout=10)) as conn:
         try:
-            return conn.execute(
-                "SELECT l.stream, l.timestamp, l.message FROM log_lines l "
+            rows = conn.execute(
+                "SELECT l.stream, l.timestamp, l.timestamp_ns, l.message FROM log_lines l "
                 "JOIN container_cursors c ON c.id = l.source_id WHERE c.container_id = ? "
                 "ORDER BY l.id",
                 (container_id,),
             ).fetchall()
         except sqlite3.OperationalError:
             return []
+    return [(s, t or format_timestamp(ns), m) for s, t, ns, m in rows]
 
 
 async def eventually(check: Callable[[], bool], limit: float = 30) -> None:
@@ -358,10 +361,10 @@ def stop_process(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIG
 def rows_in(url: str, container_id: str) -> list[tuple[str, str, str]]:
     """(stream, timestamp, message) of a container, in insertion order, on either backend."""
     return [
-        (str(s), str(t), str(m))
-        for s, t, m in query(
+        (str(s), str(t) or format_timestamp(int(ns)), str(m))
+        for s, t, ns, m in query(
             url,
-            "SELECT l.stream, l.timestamp, l.message FROM log_lines l "
+            "SELECT l.stream, l.timestamp, l.timestamp_ns, l.message FROM log_lines l "
             "JOIN container_cursors c ON c.id = l.source_id WHERE c.container_id = ? "
             "ORDER BY l.id",
             container_id,

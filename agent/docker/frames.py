@@ -186,12 +186,14 @@ class FrameDecoder:
                     need = end - pos
                     break
                 # Fast path, nearly every line: "<Docker's 30-byte timestamp> <text>\n", whole,
-                # under the cap, nothing pending on its stream, its second already cached.
+                # under the cap, nothing pending on its stream, its second already cached (so
+                # the stamp is Docker's own UTC spelling, and its text is not kept).
                 if (
                     buf[end - 1] == 0x0A
                     and size > 31
                     and buf[start + 29] == 0x5A
                     and buf[start + 30] == 0x20
+                    and buf[start + 19] == 0x2E
                     and size - 32 <= cap
                     and stream is not None
                     and stream not in pending
@@ -208,7 +210,7 @@ class FrameDecoder:
                             add_flags(FLAG_REPLACED)
                         add_stream(stream)
                         add_ns(secs * 1_000_000_000 + int(frac))
-                        add_ts(buf[start : start + 30].decode("ascii"))
+                        add_ts("")  # Docker's own spelling: derived on read (stored_text)
                         add_size(size - 32)
                         pos = end
                         continue

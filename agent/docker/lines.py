@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.batch import FLAG_CONTINUED, FLAG_REPLACED, FLAG_TRUNCATED, LineBatch
+from agent.timestamps import stored_text
 
 DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 # Docker's log copier buffer (daemon/logger/copier.go): a longer line arrives in pieces of this.
@@ -66,9 +67,9 @@ class LineAssembler:
                 if self.tty and body.endswith(b"\r"):
                     body = body[:-1]
                 if len(body) <= self.max_line_bytes:
-                    self._emit(out, stream, ts_ns, ts_text.decode("ascii"), body, 0)
+                    self._emit(out, stream, ts_ns, stored_text(ts_text, ts_ns), body, 0)
                     return
-            pending = _Pending(ts_ns, ts_text.decode("ascii"))
+            pending = _Pending(ts_ns, stored_text(ts_text, ts_ns))
             self.pending[stream] = pending
             pending.data += body
         else:

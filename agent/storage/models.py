@@ -20,7 +20,9 @@ class LogLine(Model):
     source_id = fields.IntField()  # ContainerCursor.id
     stream = fields.CharField(max_length=8)
     timestamp_ns = fields.BigIntField()
-    timestamp = fields.CharField(max_length=40)  # Docker's RFC 3339 text, exactly as sent
+    # Docker's RFC 3339 text as sent, or "" when it is Docker's own UTC spelling of
+    # timestamp_ns (nearly every line): the read side derives it (agent/timestamps.py).
+    timestamp = fields.CharField(max_length=40)
     message = fields.TextField()
     flags = fields.SmallIntField(default=0)
     # trace 1 … fatal 6 (agent/shaping/levels.py), NULL when the line says none. Its index

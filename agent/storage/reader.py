@@ -17,6 +17,7 @@ from agent.storage.db import open_db
 from agent.storage.models import AgentState, ContainerCursor, Gap, LogLine
 from agent.storage.postgres import INVALID_REGULAR_EXPRESSION, commit_signal, sqlstate
 from agent.storage.sql import Marks
+from agent.timestamps import format_timestamp
 
 
 def open_store(db_url: str) -> AbstractAsyncContextManager[BaseDBAsyncClient]:
@@ -34,10 +35,17 @@ class StoredRow(NamedTuple):
     container_name: str
     stream: str
     timestamp_ns: int
-    timestamp: str
+    timestamp: str  # as stored: "" for Docker's own spelling (see `rfc3339`)
     message: str
     flags: int
     level: int | None = None
+
+    @property
+    def rfc3339(self) -> str:
+        """Docker's timestamp text, as `docker logs -t` shows it: derived from the
+        nanoseconds when the row keeps none (only where a stamp is shown: `logs` without
+        `-t` pays nothing for it)."""
+        return self.timestamp or format_timestamp(self.timestamp_ns)
 
 
 # The lines (l) with their container's id and name from its cursor row (c), in StoredRow's

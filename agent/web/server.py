@@ -131,7 +131,7 @@ def row_json(row: StoredRow) -> dict[str, Any]:
         "name": row.container_name,
         "stream": row.stream,
         "ns": str(row.timestamp_ns),  # text: a JavaScript number holds 53 bits, not 63
-        "ts": row.timestamp,
+        "ts": row.rfc3339,
         "msg": row.message,
         "flags": row.flags,
         "level": row.level,

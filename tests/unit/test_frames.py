@@ -25,6 +25,12 @@ def rec(ts: bytes, msg: bytes) -> bytes:
     return ts + b" " + msg
 
 
+def shown(lines: list[Line]) -> list[Line]:
+    """Lines with their timestamp text as the read side shows it (Docker's own spelling is
+    not kept per line: it is derived from the nanoseconds)."""
+    return [e._replace(timestamp=e.timestamp or format_timestamp(e.timestamp_ns)) for e in lines]
+
+
 class Dec:
     """The decoder, its batches given as lists of lines (to compare them whole)."""
 
@@ -33,10 +39,10 @@ class Dec:
         self.notices = self.decoder.notices
 
     def feed(self, data: bytes) -> list[Line]:
-        return self.decoder.feed(data).lines()
+        return shown(self.decoder.feed(data).lines())
 
     def finish(self) -> list[Line]:
-        return self.decoder.finish().lines()
+        return shown(self.decoder.finish().lines())
 
 
 def decode(data: bytes, cuts: list[int], **kw: object) -> list[Line]:
@@ -133,7 +139,7 @@ def test_a_frame_of_megabytes_in_small_chunks_decodes_as_when_whole() -> None:
         for at in range(0, len(data), 4096):
             got += dec.feed(kind(data[at : at + 4096]))  # type: ignore[arg-type]
         assert got + dec.finish() == whole
-    assert [e.message[:6] for e in whole][0] == "before" and whole[-1].message == "after"
+    assert whole[0].message == "before" and whole[-1].message == "after"
     assert "".join(e.message for e in whole if e.stream == "stderr") == big.decode()
 
 
@@ -259,6 +265,24 @@ def test_tty_line_of_exactly_16k_then_newline_piece() -> None:
 def test_tty_garbage_raises_frame_error() -> None:
     with pytest.raises(FrameError, match="timestamp"):
         Dec("abc", "web", tty=True).feed(b"x" * 100)
+
+
+def test_dockers_own_stamp_text_is_not_kept_and_any_other_spelling_is() -> None:
+    zoned = b"2026-11-26T12:59:02.760761749+01:00"  # the local driver: the daemon's zone
+    short, lower = b"2026-11-26T11:59:02.76Z", b"2026-11-26t11:59:02.760761749Z"
+    data = b"".join(
+        frame(1, rec(ts, b"%d\n" % i)) for i, ts in enumerate([T1, zoned, short, lower, T1, T2])
+    )
+    lines = FrameDecoder(Source("c", "n"), tty=False).feed(data).lines()
+    assert [e.timestamp for e in lines] == [
+        "",
+        zoned.decode(),
+        short.decode(),
+        lower.decode(),
+        "",
+        "",
+    ]
+    assert [format_timestamp(e.timestamp_ns) for e in lines[4:]] == [T1.decode(), T2.decode()]
 
 
 def test_timestamps_parse_to_nanoseconds_with_any_fraction_and_offset() -> None:
