@@ -116,6 +116,7 @@ class DockerLogCollector:
         self.opened = False  # the stream was opened: a failure after it is the collector's
         self.error: str | None = None
         self.exception: BaseException | None = None
+        self._chunked = True  # the log stream in HTTP/1.1 chunks: see DockerClient.logs
         self.lines = 0  # read (past the re-send guard)
         self.rows = 0  # stored: lines, or events of lines (hints)
         self.bytes = 0
@@ -190,9 +191,15 @@ class DockerLogCollector:
                     tty = bool((info.get("Config") or {}).get("Tty"))
                     if not may_rest(info):  # --rm, or a log that rotates quickly
                         self.pacer.rest = 0.0
+                    # A --rm container's stream is chunked, so that a cut shows (client.py)
+                    self._chunked = bool((info.get("HostConfig") or {}).get("AutoRemove"))
                     decoder = self._decoder(tty)
                     async with client.logs(
-                        self.container_id, follow=self.follow, tail=self.tail, since=self.since
+                        self.container_id,
+                        follow=self.follow,
+                        tail=self.tail,
+                        since=self.since,
+                        chunked=self._chunked,
                     ) as stream:
                         self.state = "running"
                         started = self.opened = True
@@ -305,7 +312,9 @@ class DockerLogCollector:
         decoder = self._decoder(tty)
         self._skipper = self.seen.skipper()
         tail = "all" if not self.seen.empty else self.tail
-        async with client.logs(self.container_id, follow=False, tail=tail, since=since) as stream:
+        async with client.logs(
+            self.container_id, follow=False, tail=tail, since=since, chunked=self._chunked
+        ) as stream:
             await self._read(stream, decoder, paced=False)
         await self._end_of(decoder, ended=ended)
 

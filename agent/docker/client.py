@@ -13,6 +13,15 @@ the raw response, which only its private `Docker._do_query` gives (its `containe
 drops the stdout/stderr tag and `events.subscribe()` runs a task of its own): that call is
 made in `_open_stream` alone, aiodocker is pinned to a minor version in pyproject.toml, and
 tests/unit/test_docker_private_api.py fails if that method's signature changes.
+
+A log stream is asked for in HTTP/1.0 unless it may be cut short (`logs(chunked=False)`):
+dockerd flushes every line as an HTTP chunk of its own, and aiohttp handles each chunk in
+Python (a call, a split record, a resume): ~0.5 µs a line, a tenth of the agent's cost on a
+firehose (bench/README.md, sixth pass). In HTTP/1.0 the body simply runs until dockerd
+closes the connection. The price: a stream cut short looks like one that ended. For a
+container that outlives its stream that costs nothing, as the read that follows the end
+(the catch-up) fetches all after the position; a `--rm` container's log may be gone by then,
+so its stream stays chunked, where a cut shows (a gap is recorded).
 """
 
 from __future__ import annotations
@@ -92,12 +101,16 @@ def docker_url(environ: Mapping[str, str] | None = None) -> str:
     return env.get("DOCKER_HOST") or "unix://" + DEFAULT_SOCKET
 
 
-def _connector(url: str, limit: int) -> tuple[aiohttp.BaseConnector, str]:
-    """A connection pool, and the base URL that requests through it are built on."""
+def _connector(url: str, limit: int, close: bool) -> tuple[aiohttp.BaseConnector, str]:
+    """A connection pool, and the base URL that requests through it are built on.
+
+    `close`: a connection serves one request (it asks for `Connection: close`)."""
     if url.startswith("unix://"):
-        return aiohttp.UnixConnector(url[len("unix://") :], limit=limit), "unix://localhost"
+        path = url[len("unix://") :]
+        return aiohttp.UnixConnector(path, limit=limit, force_close=close), "unix://localhost"
     if url.startswith(("tcp://", "http://")):
-        return aiohttp.TCPConnector(limit=limit), "http://" + url.split("://", 1)[1]
+        pool = aiohttp.TCPConnector(limit=limit, force_close=close)
+        return pool, "http://" + url.split("://", 1)[1]
     raise DockerError(f"unsupported Docker address {url!r}: use unix:// or tcp://")
 
 
@@ -113,13 +126,19 @@ class DockerClient:
         trace = aiohttp.TraceConfig()
         trace.on_request_start.append(self._on_request_start)
         sessions = []
-        for limit in (100, 0):  # aiodocker's default pool for requests; unbounded for streams
-            conn, base = _connector(self.url, limit)
+        # aiodocker's default pool for requests; unbounded ones for streams (see the doc)
+        for limit, version in (
+            (100, aiohttp.HttpVersion11),
+            (0, aiohttp.HttpVersion11),
+            (0, aiohttp.HttpVersion10),
+        ):
+            # An HTTP/1.0 body ends with its connection: it never goes back to a pool.
+            conn, base = _connector(self.url, limit, close=version == aiohttp.HttpVersion10)
             session = aiohttp.ClientSession(
-                connector=conn, timeout=REQUEST_TIMEOUT, trace_configs=[trace]
+                connector=conn, timeout=REQUEST_TIMEOUT, trace_configs=[trace], version=version
             )
             sessions.append(aiodocker.Docker(url=base, connector=conn, session=session))
-        self._api, self._streams = sessions
+        self._api, self._streams, self._unchunked = sessions
         self.rest_clock = RestClock()
 
     async def _on_request_start(
@@ -130,7 +149,7 @@ class DockerClient:
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):  # a cancelled owner still releases the sockets
-            for docker in (self._api, self._streams):
+            for docker in (self._api, self._streams, self._unchunked):
                 await docker.session.close()  # ours: aiodocker leaves a given session open
 
     async def __aenter__(self) -> DockerClient:
@@ -157,8 +176,8 @@ class DockerClient:
             with attempt:
                 ver = await self.version()
         version = "v" + str(ver["ApiVersion"])
-        self._api.api_version = version
-        self._streams.api_version = version
+        for docker in (self._api, self._streams, self._unchunked):
+            docker.api_version = version
 
     def _log_retry(self, state: RetryCallState) -> None:
         """One line a person can act on: which socket, which attempt, the next wait."""
@@ -188,9 +207,12 @@ class DockerClient:
             listed = await self._api.containers.list(**params)
         return [_listed(c) for c in listed]
 
-    async def _open_stream(self, path: str, params: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _open_stream(
+        self, path: str, params: dict[str, Any], *, chunked: bool = True
+    ) -> aiohttp.ClientResponse:
         """The one use of aiodocker's private API: a raw streaming GET (see the module doc)."""
-        response: aiohttp.ClientResponse = await self._streams._do_query(
+        docker = self._streams if chunked else self._unchunked
+        response: aiohttp.ClientResponse = await docker._do_query(
             path, "GET", params=params, timeout=STREAM_TIMEOUT
         )
         return response
@@ -232,8 +254,12 @@ class DockerClient:
         follow: bool = True,
         tail: int | str = "all",
         since: str | None = None,
+        chunked: bool = True,
     ) -> AsyncIterator[LogStream]:
-        """Open a container's log stream (timestamps on); closed on every exit path."""
+        """Open a container's log stream (timestamps on); closed on every exit path.
+
+        `chunked=False`: in HTTP/1.0, cheaper per line, but a cut looks like the end (see
+        the module doc): only for a container whose log outlives the stream."""
         params: dict[str, Any] = {
             "stdout": "1",
             "stderr": "1",
@@ -245,7 +271,7 @@ class DockerClient:
             params["since"] = since
         path = f"containers/{container_segment(container_id)}/logs"
         with mapped(f"logs of {container_id[:12]}"):
-            response = await self._open_stream(path, params)
+            response = await self._open_stream(path, params, chunked=chunked)
         try:
             yield LogStream(response, self.rest_clock)
         finally:

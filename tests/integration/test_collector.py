@@ -12,6 +12,7 @@ import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import aiohttp
 import anyio
 import pytest
 from tortoise.queryset import QuerySet
@@ -165,6 +166,31 @@ def quiet(n: int, start_at: int = 0) -> str:
         f"for i in $(seq 1 {n}); do "
         'echo "out $i"; echo "err $i" >&2; read -t 0.01 -u 3 x; done'
     )
+
+
+async def test_dockerd_sends_an_http_1_0_log_stream_unchunked_and_byte_for_byte_the_same(
+    containers: Containers,
+) -> None:
+    """The agent reads most log streams in HTTP/1.0 (client.py: no chunk per line to handle);
+    the real dockerd then sends the body unchunked, to the connection's close, and the bytes
+    are those of the chunked stream."""
+    cid = containers.run(
+        "unchunked", 'for i in $(seq 1 500); do echo "l $i"; echo "e $i" >&2; done'
+    )
+    await anyio.to_thread.run_sync(containers.wait, "unchunked")
+    bodies = {}
+    async with DockerClient() as client:
+        for chunked in (True, False):
+            async with client.logs(cid, follow=True, chunked=chunked) as stream:
+                response = stream._response
+                bodies[chunked] = (
+                    response.version,
+                    response.headers.get("Transfer-Encoding"),
+                    await stream.body.read(),
+                )
+    assert bodies[True][:2] == (aiohttp.HttpVersion11, "chunked")
+    assert bodies[False][:2] == (aiohttp.HttpVersion10, None)
+    assert bodies[False][2] == bodies[True][2] and bodies[True][2].count(b"\n") == 1000
 
 
 async def test_quiet_stream_rests_between_reads_and_keeps_every_line(

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import anyio
 import pytest
 from aiohttp import web
@@ -171,7 +172,9 @@ def test_default_manager_is_created_lazily() -> None:
 
 
 @asynccontextmanager
-async def daemon_that_cuts_the_stream(body: bytes) -> AsyncIterator[str]:
+async def daemon_that_cuts_the_stream(
+    body: bytes, versions: list[aiohttp.HttpVersion] | None = None
+) -> AsyncIterator[str]:
     """A fake Docker daemon, for a fault dockerd 20.10 does not show (it sends a removed
     `--rm` container's log to its end: 2,000,000 of 2,000,000 lines to a reader sleeping
     300 ms a read): a log stream broken off mid-way, its container gone after."""
@@ -191,6 +194,8 @@ async def daemon_that_cuts_the_stream(body: bytes) -> AsyncIterator[str]:
         )
 
     async def logs(r: web.Request) -> web.StreamResponse:
+        if versions is not None:
+            versions.append(r.version)
         response = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.raw-stream"})
         response.enable_chunked_encoding()
         await response.prepare(r)
@@ -207,8 +212,9 @@ async def daemon_that_cuts_the_stream(body: bytes) -> AsyncIterator[str]:
 
 async def test_stream_cut_by_removal_keeps_its_lines_and_records_a_gap(tmp_path: Path) -> None:
     good = frame(1, TS + b" first\n") + frame(1, TS + b" second\n")
+    versions: list[aiohttp.HttpVersion] = []
     async with (
-        daemon_that_cuts_the_stream(good) as sock,
+        daemon_that_cuts_the_stream(good, versions) as sock,
         LogStorage(db_url(tmp_path), host="h") as storage,
         DockerClient("unix://" + sock) as client,
         LogCollectorManager(storage, client=client) as manager,
@@ -226,6 +232,63 @@ async def test_stream_cut_by_removal_keeps_its_lines_and_records_a_gap(tmp_path:
     assert reason.startswith("stream cut by the container's removal after 2026-11-26T11:59:02")
     assert reason.endswith("(count unknown)")
     assert from_ns == 1795694342760761749 and to_ns is None
+    assert versions == [aiohttp.HttpVersion11]  # a --rm container's stream is chunked: a cut shows
+
+
+async def test_an_unchunked_stream_cut_short_loses_nothing_of_a_container_still_there(
+    tmp_path: Path,
+) -> None:
+    """A fake Docker daemon, for a fault dockerd does not show on demand: a follow stream
+    broken off mid-way. In HTTP/1.0 (no chunks) a cut looks like the stream's end; the
+    container is still there, so the read that follows an end (the catch-up) fetches every
+    line after the position, and nothing is lost or stored twice."""
+    base = 1_795_694_342_000_000_000
+    lines = [
+        frame(1, format_timestamp(base + i * 1000).encode() + b" n%d\n" % i) for i in range(10)
+    ]
+    asked: list[tuple[aiohttp.HttpVersion, str, str]] = []
+
+    async def inspect(r: web.Request) -> web.Response:
+        cid = r.match_info["cid"]
+        return web.json_response(
+            {"Id": cid, "Name": "/cut", "Config": {"Tty": False}, "State": {"Status": "exited"}}
+        )
+
+    async def logs(r: web.Request) -> web.StreamResponse:
+        follow, since = r.query["follow"], r.query.get("since", "0")
+        asked.append((r.version, follow, since))
+        secs, _, nanos = since.partition(".")
+        since_ns = int(secs) * 1_000_000_000 + int(nanos or 0)
+        response = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.raw-stream"})
+        await response.prepare(r)
+        if follow == "1":
+            await response.write(b"".join(lines[:4]))
+            assert r.transport is not None
+            r.transport.close()  # cut mid-way
+            return response
+        await response.write(
+            b"".join(x for i, x in enumerate(lines) if base + i * 1000 >= since_ns)
+        )
+        return response
+
+    async with (
+        serve_daemon(inspect, logs) as sock,
+        LogStorage(db_url(tmp_path), host="h") as storage,
+        DockerClient("unix://" + sock) as client,
+        LogCollectorManager(storage, client=client) as manager,
+    ):
+        collector = await manager.start_docker_collector("f" * 64)
+        with anyio.fail_after(10):
+            await collector.wait()
+        assert (collector.state, collector.error) == ("ended", None)
+        await manager.stop_all()
+        stored = await LogLine.all().order_by("id").values_list("message", flat=True)
+        gaps = await Gap.all().count()
+    assert stored == [f"n{i}" for i in range(10)] and gaps == 0
+    assert [(v, f) for v, f, _ in asked] == [
+        (aiohttp.HttpVersion10, "1"),
+        (aiohttp.HttpVersion10, "0"),
+    ]
 
 
 @pytest.mark.parametrize("apart", [False, True], ids=["one-read", "stored-first"])
