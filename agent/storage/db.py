@@ -30,8 +30,12 @@ CONNECTION = "default"  # the tortoise connection name every query of ours uses
 # writer makes readers wait rather than fail; NORMAL sync is crash-safe for the process in WAL.
 # auto_vacuum=INCREMENTAL lets retention shrink the file; SQLite takes it only before the
 # first table and before journal_mode=WAL, and tortoise applies pragmas in this dict's order.
+# The WAL is copied into the database every 10,000 pages (40 MiB), not SQLite's 1,000: with
+# 100 busy containers each commit rewrites each one's index leaf, and a page rewritten
+# between two checkpoints is copied once (the SQLite thread: 6.4 to 5.2 µs a line; the WAL
+# file then stays near 40 MiB on disk).
 _SQLITE_FIRST = {"auto_vacuum": "INCREMENTAL"}
-_SQLITE_PRAGMAS = {"busy_timeout": 5000, "synchronous": "NORMAL"}
+_SQLITE_PRAGMAS = {"busy_timeout": 5000, "synchronous": "NORMAL", "wal_autocheckpoint": 10000}
 _MODELS = ["agent.storage.models"]
 
 

@@ -41,6 +41,11 @@ LINE_OVERHEAD = 220
 # an AUTOINCREMENT update: one row per statement spent 3.1 µs a row, 100 rows 1.8 (bench/
 # README.md, "Sixth pass"). 100 rows of 8 columns stays under 999, the oldest builds' bound.
 ROWS_PER_INSERT = 100
+# ... as INSERT OR FAIL: a statement of many rows that may abort half-way makes SQLite copy
+# every page it touches into a statement journal first (a temp file past 64 KiB: 12,000
+# writes a second with 100 busy containers). FAIL keeps the rows before a failing one, and
+# needs no journal; the transaction still commits all or nothing (the writer rolls it back).
+_INSERT_SQLITE = "INSERT OR FAIL"
 
 
 def memory_of(batch: LineBatch) -> int:
@@ -121,7 +126,8 @@ class LogWriter:
         self.on_commit: Callable[[int, float], None] | None = None  # (rows, seconds): metrics
 
     def open(self, dialect: str) -> None:
-        into = f"INSERT INTO {LogLine._meta.db_table} ({', '.join(LOG_LINE_COLUMNS)}) VALUES "
+        verb = _INSERT_SQLITE if dialect == "sqlite" else "INSERT"
+        into = f"{verb} INTO {LogLine._meta.db_table} ({', '.join(LOG_LINE_COLUMNS)}) VALUES "
         self._insert_sql = f"{into}({Marks(dialect).many(len(LOG_LINE_COLUMNS))})"
         marks = Marks(dialect)
         self._insert_many_sql = into + ", ".join(

@@ -152,6 +152,27 @@ async def test_commits_of_any_size_store_every_row_once_in_order(store_url: str)
     assert messages == [f"line {i}" for i in range(sum(sizes))]
 
 
+async def test_a_row_failing_in_the_middle_of_a_statement_leaves_none_of_its_commit(
+    tmp_path: Path,
+) -> None:
+    """SQLite inserts as INSERT OR FAIL (no statement journal), which keeps the rows of a
+    statement before a failing one: the commit's transaction still stores all or nothing."""
+    url = f"sqlite:///{tmp_path / 'logs.db'}"
+    now = time.time_ns()
+    lines = [Line("stdout", now + i, "", f"line {i}", 0, 1) for i in range(2 * ROWS_PER_INSERT)]
+    lines[ROWS_PER_INSERT + 50] = lines[ROWS_PER_INSERT + 50]._replace(message=None)  # type: ignore[arg-type]
+    async with LogStorage(url, host="h", retry_delay=0.05) as storage:
+        await storage.write(LineBatch.of(Source("f" * 64, "fails"), lines))
+        await eventually(lambda: storage.writer.stats.write_errors >= 2)
+        assert "NOT NULL" in (storage.failing or "")
+        assert query(url, "SELECT count(*) FROM log_lines") == [(0,)]
+        pragmas = []
+        for name in ("wal_autocheckpoint", "synchronous", "journal_mode"):
+            _, rows = await storage.db.execute_query(f"PRAGMA {name}")
+            pragmas += list(rows[0])
+    assert pragmas == [10000, 1, "wal"]
+
+
 async def test_grep_finds_the_same_lines_on_both_backends(store_url: str) -> None:
     now = time.time_ns()
     words = {7: "zebra42 here", 500: "ZEBRA42 loud", 900: "zebra43 there"}
