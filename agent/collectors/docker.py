@@ -8,6 +8,7 @@ It runs in a cancel scope of its own inside a task group it is given (the manage
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,9 @@ from agent.hints import Hints
 from agent.shaping.shaper import Shaped, Shaper
 
 log = logging.getLogger("logagent.collector")
+# anyio's clock on asyncio (the loop's time is time.monotonic), read without looking the
+# running loop up on every read of every stream.
+_now = time.monotonic
 
 DEFAULT_TAIL: int | str = 100
 COMPOSE_PROJECT = "com.docker.compose.project"
@@ -274,16 +278,17 @@ class DockerLogCollector:
     async def _read(self, stream: LogStream, decoder: FrameDecoder, *, paced: bool) -> None:
         """Read a stream to its end, each chunk's lines delivered as one batch."""
         body, pacer, joiner = stream.body, self.pacer, self.shaper.joiner
+        errors = mapped(f"log stream of {self.container_name}")
         while True:
             due = joiner.deadline() if joiner is not None else None
-            with mapped(f"log stream of {self.container_name}"):
+            with errors:
                 if due is None:
                     chunk = await body.readany()
                 else:  # an open event is closed when no line follows it in time
-                    with anyio.move_on_after(max(0.0, due - anyio.current_time())) as timer:
+                    with anyio.move_on_after(max(0.0, due - _now())) as timer:
                         chunk = await body.readany()
                     if timer.cancelled_caught:
-                        await self._store(self.shaper.expire(anyio.current_time()))
+                        await self._store(self.shaper.expire(_now()))
                         continue
             if not chunk:
                 return
@@ -298,7 +303,7 @@ class DockerLogCollector:
                 await self._deliver(self._skipper.new(lines))
             if decoder.notices:
                 _report_notices(decoder)
-            if paced and (rest := pacer.after_read(len(chunk), anyio.current_time(), len(lines))):
+            if paced and (rest := pacer.after_read(len(chunk), _now(), len(lines))):
                 stream.rest(rest)
 
     async def _catch_up(self, client: DockerClient, tty: bool, *, ended: bool = True) -> None:
@@ -352,7 +357,7 @@ class DockerLogCollector:
             self.seen.advance(batch)
         self.lines += len(batch)
         self.last_timestamp_ns = batch.timestamps_ns[-1]
-        await self._store(self.shaper.shape(batch, anyio.current_time()))
+        await self._store(self.shaper.shape(batch, _now()))
 
     async def _keep_open_events(self) -> None:
         """A stream whose only lines are in an open event has no position to resume from,

@@ -6,9 +6,6 @@ on), every other `DockerError` is the daemon's answer about one container (not r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import aiodocker
 import aiohttp
 
@@ -49,12 +46,30 @@ def translate(exc: aiodocker.DockerError, what: str) -> DockerError:
     return DockerError(f"{what}: Docker answered {exc.status}: {exc.message}")
 
 
-@contextmanager
-def mapped(what: str) -> Iterator[None]:
-    """Run a request; its failure leaves as the agent's error, naming `what`, cause chained."""
-    try:
-        yield
-    except aiodocker.DockerError as exc:
-        raise translate(exc, what) from exc
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-        raise DockerUnavailable(f"{what}: {exc!r}") from exc
+_LOST = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
+
+
+class mapped:  # lower case: used as the function it was (`with mapped("GET /events"):`)
+    """Run a request; its failure leaves as the agent's error, naming `what`, cause chained.
+
+    A class, not a generator: a log stream enters it once per read, and one instance may be
+    entered again and again (it keeps no state).
+    """
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, aiodocker.DockerError):
+            raise translate(exc, self.what) from exc
+        if isinstance(
+            exc, aiohttp.ClientPayloadError | aiohttp.ClientConnectionError | TimeoutError
+        ):
+            raise DockerUnavailable(f"{self.what}: {exc!r}") from exc

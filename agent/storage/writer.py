@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from itertools import chain, repeat
+from itertools import repeat
 from typing import Any, TypedDict
 
 import anyio
@@ -155,7 +155,10 @@ class LogWriter:
         size = memory_of(batch)
         self.queued_bytes += size
         try:
-            await self._send.send(batch)
+            try:  # without a trip through the event loop when there is room (most writes)
+                self._send.send_nowait(batch)
+            except anyio.WouldBlock:
+                await self._send.send(batch)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self.queued_bytes -= size
             raise StorageError("storage is not open") from None
@@ -257,23 +260,28 @@ class LogWriter:
         if new:
             async with transaction() as conn:
                 await add_sources(conn, self.host, list(new.values()))
-        host = self.host
-        rows: list[Any] = []  # of tuples: they bind faster than lists
+        # The rows column by column, in LOG_LINE_COLUMNS' order but the host (one for all):
+        # lists joined in C, never a tuple per row.
+        sids: list[int] = []
+        streams: list[str] = []
+        stamps: list[int] = []
+        texts: list[str] = []
+        messages: list[str] = []
+        flags: list[int] = []
+        levels: list[int | None] = []
         last: dict[int, LineBatch] = {}  # per source, its last batch: its position
         per_source: dict[int, list[int]] = {}  # per source, [lines, bytes]
         for b in batches:
             sid = b.source.source_id
             assert sid is not None
-            rows += zip(
-                repeat(host),
-                repeat(sid),
-                b.streams,
-                b.timestamps_ns,
-                b.timestamps,
-                b.messages,
-                b.flags,
-                b.levels or repeat(None),
-            )
+            n = len(b)
+            sids += repeat(sid, n)
+            streams += b.streams
+            stamps += b.timestamps_ns
+            texts += b.timestamps
+            messages += b.messages
+            flags += b.flags
+            levels += b.levels or repeat(None, n)
             if b.position or sid not in last:  # a batch of no lines may carry no position
                 last[sid] = b
             tally = per_source.setdefault(sid, [0, 0])
@@ -284,8 +292,7 @@ class LogWriter:
         for sid, b in last.items():
             row: list[Any] = [b.container_name]
             for stream in STREAMS:
-                ts, n = b.position.get(stream, (None, None))
-                row += [ts, n]
+                row += b.position.get(stream, (None, None))
             src = b.source
             positions.append(
                 [*row, *per_source[sid], now, src.max_age_s, src.project, src.state, sid]
@@ -295,36 +302,56 @@ class LogWriter:
         if missing:  # in a short transaction of its own: it locks the whole table
             async with transaction() as conn:
                 await ensure_days(conn, missing)
+        columns: list[list[Any]] = [
+            [self.host] * len(sids),
+            sids,
+            streams,
+            stamps,
+            texts,
+            messages,
+            flags,
+            levels,
+        ]
         async with transaction() as conn:
-            if not rows:
+            if not sids:
                 pass  # positions only: every line filtered out, or in an open event
             elif self._copy:
                 # PostgreSQL: binary COPY through tortoise's own connection, in the batch's
                 # transaction (~2x executemany's rows/s here).
                 async with conn.acquire_connection() as raw:
                     await raw.copy_records_to_table(
-                        LogLine._meta.db_table, records=rows, columns=LOG_LINE_COLUMNS
+                        LogLine._meta.db_table,
+                        records=list(zip(*columns, strict=True)),
+                        columns=LOG_LINE_COLUMNS,
                     )
             else:
-                await self._insert(conn, rows)
+                await self._insert(conn, columns)
             await conn.execute_many(self._position_sql, positions)
             if dropped:
-                await record_drops(conn, host, list(dropped.values()))
+                await record_drops(conn, self.host, list(dropped.values()))
             if self._copy:  # wakes `logs -f` readers, once per batch, at the commit
                 await conn.execute_query(f"SELECT pg_notify('{COMMITS}', '')")
         self.days |= missing
 
-    async def _insert(self, conn: Any, rows: list[Any]) -> None:
-        """SQLite: the rows in statements of ROWS_PER_INSERT rows each, the rest one by one."""
-        whole = len(rows) - len(rows) % ROWS_PER_INSERT
+    async def _insert(self, conn: Any, columns: list[list[Any]]) -> None:
+        """SQLite: the rows in statements of ROWS_PER_INSERT rows each, the rest one by one.
+
+        The parameters of a statement are one flat list, laid out by strided slice
+        assignment, a column at a time (0.2 µs a row less than a tuple per row, chained)."""
+        width, n = len(columns), len(columns[0])
+        flat: list[Any] = [None] * (width * n)
+        for i, column in enumerate(columns):
+            flat[i::width] = column
+        whole = (n - n % ROWS_PER_INSERT) * width
+        step = ROWS_PER_INSERT * width
         if whole:
-            flat = list(chain.from_iterable(rows[:whole]))
-            step = ROWS_PER_INSERT * len(LOG_LINE_COLUMNS)
             await conn.execute_many(
-                self._insert_many_sql, [flat[i : i + step] for i in range(0, len(flat), step)]
+                self._insert_many_sql, [flat[i : i + step] for i in range(0, whole, step)]
             )
-        if whole < len(rows):
-            await conn.execute_many(self._insert_sql, rows[whole:])
+        if whole < len(flat):
+            await conn.execute_many(
+                self._insert_sql, [flat[i : i + width] for i in range(whole, len(flat), width)]
+            )
 
     def _settle(self, done: list[LineBatch]) -> None:
         """Count batches as stored (metrics, flush) and let them go."""
