@@ -211,14 +211,14 @@ def _build(data: dict[str, Any], env: Mapping[str, str]) -> Settings:
         raise ConfigError(
             f"docker.read_rest: at most 100ms (it adds to every line's delay), got {read_rest}s"
         )
-    # Unset, it is never shorter than read_rest; set, it must not be (nor over 100 ms).
+    # Unset, it is never shorter than read_rest; set, it must not be (nor over 250 ms).
     chatty_rest = _seconds(
         dock, "read_rest_chatty", max(defaults.chatty_rest_s, read_rest), "docker"
     )
-    if read_rest and not read_rest <= chatty_rest <= 0.1:
+    if read_rest and not read_rest <= chatty_rest <= 0.25:
         raise ConfigError(
             "docker.read_rest_chatty: between docker.read_rest "
-            f"({read_rest * 1000:g}ms) and 100ms, got {chatty_rest * 1000:g}ms"
+            f"({read_rest * 1000:g}ms) and 250ms, got {chatty_rest * 1000:g}ms"
         )
     level = str(agent.get("log_level", defaults.log_level)).upper()
     if level not in _LEVELS:

@@ -167,8 +167,9 @@ def wait_for(check: Callable[[], object], limit: float, step: float = 0.02) -> f
     return time.monotonic() - started
 
 
-def spread(values: Sequence[float]) -> str:
-    return f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+def spread(values: Sequence[float], digits: int = 0) -> str:
+    f = f",.{digits}f"
+    return f"{statistics.median(values):{f}} ({min(values):{f}}–{max(values):{f}})"
 
 
 rows: list[tuple[str, str, str, str, str, str]] = []
@@ -235,15 +236,15 @@ def ingest(tmp: Path, rounds: int, n: int) -> tuple[Path, str]:
         print(f"   round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in results.items()))
     ours = statistics.median(results["logagent"])
     ceiling, dpy = statistics.median(results["ceiling"]), statistics.median(results["dockerpy"])
+    # Targets of issue #19: on 2 cores the ratio to the ceiling is a contest for CPU with
+    # dockerd, so the agent's CPU per line beside dockerd's is the figure that decides.
     report("ingest lines/s vs API ceiling", spread(results["logagent"]), spread(results["ceiling"]),
-           ours / ceiling, "≥ 0.90×", ours / ceiling >= 0.9)  # fmt: skip
+           ours / ceiling, "≥ 0.70×", ours / ceiling >= 0.7)  # fmt: skip
     report("ingest lines/s vs docker-py (one stream for both)", spread(results["logagent"]),
-           spread(results["dockerpy"]), ours / dpy, "≥ 1.5×", ours / dpy >= 1.5)  # fmt: skip
-    report("CPU µs per line, logagent vs dockerd (live ingest)",
-           f"{statistics.median(cpu_us['logagent']):.2f}",
-           f"dockerd {statistics.median(cpu_us['dockerd']):.2f}",
-           statistics.median(cpu_us["logagent"]) / statistics.median(cpu_us["dockerd"]),
-           "", None)  # fmt: skip
+           spread(results["dockerpy"]), ours / dpy, "≥ 1.2×", ours / dpy >= 1.2)  # fmt: skip
+    cpu = statistics.median(cpu_us["logagent"]) / statistics.median(cpu_us["dockerd"])
+    report("CPU µs per line, logagent vs dockerd (live ingest)", spread(cpu_us["logagent"], 2),
+           f"dockerd {spread(cpu_us['dockerd'], 2)}", cpu, "≤ 0.6×", cpu <= 0.6)  # fmt: skip
     report("peak RSS MB during ingest", spread(peak_rss), "-", None, "≤ 80 MB",
            max(peak_rss) <= 80)  # fmt: skip
     return last_db, last_cid
@@ -329,7 +330,7 @@ def _many(tmp: Path, idle_n: int, busy_n: int, window: float) -> None:
            f"{committed / window:,.0f}, {a_cpu * per_line:.1f} µs",
            f"dockerd {d_cpu * per_line:.1f} µs", None, "", None)  # fmt: skip
     report(f"CPU % with {busy_n} busy", f"{a_cpu:.1f}", f"dockerd {d_cpu:.1f}", a_cpu / d_cpu,
-           "≤ 0.4× dockerd", a_cpu <= 0.4 * d_cpu)  # fmt: skip
+           "≤ 0.25× dockerd", a_cpu <= 0.25 * d_cpu)  # fmt: skip
     took = agent.stop()
     report(f"shutdown with {idle_n + busy_n} collectors, s", f"{took:.2f}", "-", None, "≤ 5 s",
            took <= 5)  # fmt: skip

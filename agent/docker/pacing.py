@@ -8,9 +8,10 @@ stream a few milliseconds after a small read lets its next lines arrive together
 How long depends on the stream's rate. A rest only saves wake-ups when lines arrive during
 it, and it delays every line that does: for a stream of a few lines a second a long rest
 gathers nothing and only adds delay, so it rests `rest` (30 ms: a line written at 10 lines/s
-is committed within 50 ms at p99). A chatty stream, whose rate over the last `window` would
-gather `chatty_lines` or more during `chatty_rest`, rests that long instead: at 100 lines/s
-it cuts the agent's CPU per line by a third, for lines that wait up to 80 ms instead of 30.
+is committed within 50 ms at p99). A chatty stream, whose rate over the last `window` is
+`chatty_rate` (25 lines/s) or more, rests `chatty_rest` (150 ms) instead: at 100 lines/s it
+reads 15 lines at a time, for 40 % of the agent's CPU per line with 30 ms, and its lines wait
+up to 150 ms (no budget is set for them; peers batch for a second).
 
 A busy stream must never rest: the socket buffer holds only a few hundred of Docker's small
 writes, and dockerd stops sending when it is full. So the read that follows a rest tells
@@ -33,7 +34,7 @@ from typing import Any
 MIN_RESTING_LOG_BYTES = 8 * 1024 * 1024
 
 DEFAULT_REST = 0.03  # 10 lines/s, gaps of 0-200 ms: p99 40 ms to commit (bench/README.md)
-DEFAULT_CHATTY_REST = 0.08  # 100 busy streams: 0.55x -> 0.35x dockerd's CPU (bench/README.md)
+DEFAULT_CHATTY_REST = 0.15  # 100 busy streams: 0.55x -> 0.22x dockerd's CPU (bench/README.md)
 
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -66,7 +67,10 @@ class ReadPacer:
 
     rest: float = DEFAULT_REST  # 0 turns pacing off
     chatty_rest: float = DEFAULT_CHATTY_REST  # if not longer than `rest`: `rest` for every rate
-    chatty_lines: float = 2.0  # lines a chatty stream gathers in `chatty_rest`, on average
+    # Lines a second (over `window`) from which a stream is chatty: a rate, not lines per
+    # rest, so a longer chatty rest does not make slower streams (10 lines/s, whose delay has
+    # a budget) chatty by chance.
+    chatty_rate: float = 25.0
     window: float = 1.0  # seconds over which the rate is counted
     small_bytes: int = 2048  # a read under this is "small": a few lines at most
     busy_bytes: int = 16384  # gathered during one rest: ~110 of Docker's 100-byte lines
@@ -114,7 +118,7 @@ class ReadPacer:
         elapsed = now - self._window_start
         if elapsed >= self.window:
             rate = self._window_lines / elapsed
-            self._chatty = rate * self.chatty_rest >= self.chatty_lines
+            self._chatty = rate >= self.chatty_rate
             self._window_start, self._window_lines = now, 0
 
 

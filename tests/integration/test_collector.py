@@ -241,7 +241,7 @@ async def test_chatty_stream_rests_longer_than_a_slow_one(
             rows = await stored(cid)
             assert by_stream(rows) == by_stream(docker_reference(f"{containers.prefix}-{name}"))
     fast, calm = collectors
-    # After its first second the chatty stream rests 80 ms on a timer of its own: more
+    # After its first second the chatty stream rests 150 ms on a timer of its own: more
     # lines per read than 30 ms rests would gather (~6); the slow one never rests long.
     assert fast.pacer.chatty_rests > 0 and calm.pacer.chatty_rests == 0, (fast.pacer, calm.pacer)
     assert fast.reads * 8 < fast.lines, (fast.reads, fast.lines)

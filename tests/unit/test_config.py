@@ -23,7 +23,7 @@ def test_shipped_config_loads_with_defaults() -> None:
     assert s.policy.collect_all is True
     assert s.initial_tail == 100
     assert s.read_rest_s == 0.03
-    assert s.chatty_rest_s == 0.08
+    assert s.chatty_rest_s == 0.15
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("40ms", 0.04), ("0", 0.0), ("off", 0.0)])
@@ -34,7 +34,7 @@ def test_read_rest_takes_milliseconds_or_off(text: str, seconds: float) -> None:
 
 def test_chatty_rest_is_never_shorter_than_read_rest_unless_asked(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, '[docker]\nread_rest = "90ms"\n'), environ={})
-    assert (s.read_rest_s, s.chatty_rest_s) == (pytest.approx(0.09), pytest.approx(0.09))
+    assert (s.read_rest_s, s.chatty_rest_s) == (pytest.approx(0.09), pytest.approx(0.15))
     s = load_settings(DEFAULT_CONFIG, environ={"LOGAGENT_READ_REST_CHATTY": "50ms"})
     assert s.chatty_rest_s == pytest.approx(0.05)
     s = load_settings(DEFAULT_CONFIG, environ={"LOGAGENT_READ_REST": "off"})
@@ -71,9 +71,9 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ('[docker]\nread_rest = "1s"\n', "docker.read_rest: at most 100ms"),
         (
             '[docker]\nread_rest = "40ms"\nread_rest_chatty = "20ms"\n',
-            "docker.read_rest_chatty: between docker.read_rest .40ms. and 100ms, got 20ms",
+            "docker.read_rest_chatty: between docker.read_rest .40ms. and 250ms, got 20ms",
         ),
-        ('[docker]\nread_rest_chatty = "150ms"\n', "docker.read_rest_chatty: between"),
+        ('[docker]\nread_rest_chatty = "300ms"\n', "docker.read_rest_chatty: between"),
         ('[docker]\nread_rest_chatty = "soon"\n', "docker.read_rest_chatty: 'soon' is not"),
         ('[agent]\nlog_level = "LOUD"\n', "agent.log_level"),
         ("not toml at all [", "not valid TOML"),

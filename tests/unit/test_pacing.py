@@ -58,8 +58,16 @@ def feed(p: ReadPacer, rate: float, seconds: float, start: float = 0.0) -> list[
 
 def test_a_slow_stream_never_rests_long() -> None:
     p = ReadPacer(rest=0.03, chatty_rest=0.08)
-    assert set(feed(p, rate=10, seconds=5)) == {0.03}  # 10 lines/s x 80 ms < 2 lines
+    assert set(feed(p, rate=10, seconds=5)) == {0.03}  # 10 lines/s < 25 lines/s
     assert p.chatty_rests == 0
+
+
+def test_a_longer_chatty_rest_does_not_make_a_slower_stream_chatty() -> None:
+    """Chatty is a rate (25 lines/s): 20 lines/s would bring 3 lines per 150 ms rest, and
+    its lines (whose delay has a budget) keep the short rest."""
+    p = ReadPacer(rest=0.03, chatty_rest=0.15)
+    assert set(feed(p, rate=20, seconds=5)) == {0.03}
+    assert set(feed(p, rate=30, seconds=3, start=5.0)[-10:]) == {0.15}
 
 
 def test_a_chatty_stream_rests_longer_after_a_window() -> None:
