@@ -110,7 +110,7 @@ class DockerLogCollector:
         self._sink = sink
         self._client = client
         self._task_group = task_group
-        self._info = info
+        self._info = _essentials(info) if info else None
         self._scope: anyio.CancelScope | None = None
         self._follow_scope: anyio.CancelScope | None = None
         self.drain_timeout = 5.0
@@ -191,7 +191,8 @@ class DockerLogCollector:
             with anyio.CancelScope() as scope:
                 self._scope = scope
                 try:
-                    info = self._info or await client.inspect(self.container_id)
+                    info = self._info or _essentials(await client.inspect(self.container_id))
+                    self._info = None
                     tty = bool((info.get("Config") or {}).get("Tty"))
                     if not may_rest(info):  # --rm, or a log that rotates quickly
                         self.pacer.rest = 0.0
@@ -412,6 +413,16 @@ class DockerLogCollector:
             return batch
         self.guard.were_stored(len(drop))
         return batch.take([i for i in range(len(batch)) if i not in drop])
+
+
+def _essentials(info: dict[str, Any]) -> dict[str, Any]:
+    """What a collector keeps of its container's inspect for the stream's life: the whole
+    answer is ~19 KB of Python objects (3.8 MB of 200 idle containers', by tracemalloc)."""
+    config, host = info.get("Config") or {}, info.get("HostConfig") or {}
+    return {
+        "Config": {"Tty": config.get("Tty"), "Labels": config.get("Labels") or {}},
+        "HostConfig": {"AutoRemove": host.get("AutoRemove"), "LogConfig": host.get("LogConfig")},
+    }
 
 
 async def _gone(client: DockerClient, container_id: str) -> bool:
