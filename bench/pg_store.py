@@ -104,7 +104,7 @@ def stored(url: str, cid: str) -> int:
 
 def ingest_one(tmp: Path, url: str, name: str, n: int) -> tuple[float, float]:
     """lines/s and the agent's CPU µs per line, one container followed live."""
-    label = f"logagent.bench.agent={name}"
+    label = f"logagent-bench.agent={name}"  # not logagent.*: those are hints
     agent = base.AgentProcess(tmp, name, url, host=name, label=label)
     cid = container(name, label, n)
     a0 = base.cpu_seconds(agent.proc.pid)
@@ -210,7 +210,7 @@ def fleet(tmp: Path, hosts: int, n: int) -> None:
     agents, cids = [], []
     for h in range(hosts):
         name = f"f{hosts}h{h}"
-        label = f"logagent.bench.agent={name}"
+        label = f"logagent-bench.agent={name}"  # not logagent.*: those are hints
         agents.append(base.AgentProcess(tmp, name, url, host=name, label=label))
         cids.append(container(name, label, n))
     dpid = base.dockerd_pid()
