@@ -17,7 +17,7 @@ tests/unit/test_docker_private_api.py fails if that method's signature changes.
 A log stream is asked for in HTTP/1.0 unless it may be cut short (`logs(chunked=False)`):
 dockerd flushes every line as an HTTP chunk of its own, and aiohttp handles each chunk in
 Python (a call, a split record, a resume): ~0.5 µs a line, a tenth of the agent's cost on a
-firehose (bench/README.md, sixth pass). In HTTP/1.0 the body simply runs until dockerd
+firehose (bench/README.md, #19). In HTTP/1.0 the body simply runs until dockerd
 closes the connection. The price: a stream cut short looks like one that ended. For a
 container that outlives its stream that costs nothing, as the read that follows the end
 (the catch-up) fetches all after the position; a `--rm` container's log may be gone by then,

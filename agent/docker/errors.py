@@ -69,7 +69,5 @@ class mapped:  # lower case: used as the function it was (`with mapped("GET /eve
             return
         if isinstance(exc, aiodocker.DockerError):
             raise translate(exc, self.what) from exc
-        if isinstance(
-            exc, aiohttp.ClientPayloadError | aiohttp.ClientConnectionError | TimeoutError
-        ):
+        if isinstance(exc, _LOST):
             raise DockerUnavailable(f"{self.what}: {exc!r}") from exc

@@ -39,7 +39,7 @@ DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
 LINE_OVERHEAD = 220
 # SQLite: rows per INSERT statement. Each executed statement costs SQLite a fresh VDBE run and
 # an AUTOINCREMENT update: one row per statement spent 3.1 µs a row, 100 rows 1.8 (bench/
-# README.md, "Sixth pass"). 100 rows of 8 columns stays under 999, the oldest builds' bound.
+# README.md, #19). 100 rows of 8 columns stays under 999, the oldest builds' bound.
 ROWS_PER_INSERT = 100
 # ... as INSERT OR FAIL: a statement of many rows that may abort half-way makes SQLite copy
 # every page it touches into a statement journal first (a temp file past 64 KiB: 12,000
