@@ -25,7 +25,8 @@ from agent.docker.frames import FrameDecoder, FrameError
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
 from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST, ReadPacer, may_rest
 from agent.hints import Hints
-from agent.shaping.shaper import Shaped, Shaper
+from agent.shaping.multiline import Shaped
+from agent.shaping.shaper import Shaper
 
 log = logging.getLogger("logagent.collector")
 # anyio's clock on asyncio (the loop's time is time.monotonic), read without looking the

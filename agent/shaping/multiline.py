@@ -112,10 +112,13 @@ class _Event:
 
 
 @dataclass(slots=True)
-class Closed:
-    """Events closed by one call, and the lines they consumed (per stream, in order)."""
+class Shaped:
+    """Rows, and the lines they consumed (per stream, in order: the cursor moves past them).
 
-    events: LineBatch
+    The joiner's answer (its rows are the events it closed) and the shaper's (agent/shaping/
+    shaper.py: those rows filtered, limited and given a level)."""
+
+    rows: LineBatch
     streams: list[str] = field(default_factory=list)
     stamps: list[int] = field(default_factory=list)
 
@@ -155,8 +158,8 @@ class Joiner:
             return None
         return min(e.touched for e in self._open.values()) + self.timeout
 
-    def feed(self, batch: LineBatch, now: float) -> Closed:
-        out = Closed(LineBatch(self.source))
+    def feed(self, batch: LineBatch, now: float) -> Shaped:
+        out = Shaped(LineBatch(self.source))
         self._expire(now, out)
         opened, state, rule = self._open, self._state, self.rule
         for stream, ts, text, message, flags, size in batch.rows():
@@ -188,29 +191,29 @@ class Joiner:
                 self._close(event, out)
         return out
 
-    def expire(self, now: float) -> Closed:
+    def expire(self, now: float) -> Shaped:
         """Close the events no line has followed for `timeout` seconds."""
-        out = Closed(LineBatch(self.source))
+        out = Shaped(LineBatch(self.source))
         self._expire(now, out)
         return out
 
-    def flush(self) -> Closed:
+    def flush(self) -> Shaped:
         """The stream ended: every open event is whole."""
-        out = Closed(LineBatch(self.source))
+        out = Shaped(LineBatch(self.source))
         for event in list(self._open.values()):
             self._close(event, out)
         self._state.clear()
         return out
 
-    def _expire(self, now: float, out: Closed) -> None:
+    def _expire(self, now: float, out: Shaped) -> None:
         for event in list(self._open.values()):
             if now - event.touched >= self.timeout:
                 self._close(event, out)
                 self._state.pop(event.stream, None)  # what follows starts afresh
 
-    def _close(self, event: _Event, out: Closed) -> None:
+    def _close(self, event: _Event, out: Shaped) -> None:
         del self._open[event.stream]
-        out.events.append(
+        out.rows.append(
             event.stream,
             event.timestamp_ns,
             event.timestamp,

@@ -8,22 +8,12 @@ still open.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from agent.batch import LineBatch, Source
 from agent.grep import matcher
 from agent.hints import Hints
 from agent.shaping.levels import levels
-from agent.shaping.multiline import PRESETS, Joiner, start_rule
+from agent.shaping.multiline import PRESETS, Joiner, Shaped, start_rule
 from agent.shaping.rate import RateLimit, line_filter
-
-
-@dataclass(slots=True)
-class Shaped:
-    rows: LineBatch
-    streams: list[str]  # the lines consumed, per stream in order: the cursor moves past them
-    stamps: list[int]
-
 
 FILTERED, RATE_LIMITED = "filter", "rate limit"  # why rows were dropped (Source.dropped)
 
@@ -62,17 +52,17 @@ class Shaper:
         if self.joiner is None:
             return self._rows(batch, batch.streams, batch.timestamps_ns)
         closed = self.joiner.feed(batch, now)
-        return self._rows(closed.events, closed.streams, closed.stamps)
+        return self._rows(closed.rows, closed.streams, closed.stamps)
 
     def expire(self, now: float) -> Shaped:
         assert self.joiner is not None
         closed = self.joiner.expire(now)
-        return self._rows(closed.events, closed.streams, closed.stamps)
+        return self._rows(closed.rows, closed.streams, closed.stamps)
 
     def flush(self) -> Shaped:
         assert self.joiner is not None
         closed = self.joiner.flush()
-        return self._rows(closed.events, closed.streams, closed.stamps)
+        return self._rows(closed.rows, closed.streams, closed.stamps)
 
     def _rows(self, rows: LineBatch, streams: list[str], stamps: list[int]) -> Shaped:
         keep, limit = self._keep, self.limit

@@ -59,8 +59,8 @@ def batch(lines: list[str], stream: str = "stdout", start: int = 1000, flags: in
 
 
 def events(joiner: Joiner, lines: list[str]) -> list[str]:
-    out = joiner.feed(batch(lines), 0.0).events.messages
-    return out + joiner.flush().events.messages
+    out = joiner.feed(batch(lines), 0.0).rows.messages
+    return out + joiner.flush().rows.messages
 
 
 def test_java_trace_is_one_event_after_its_log_line() -> None:
@@ -92,17 +92,17 @@ def test_start_pattern_starts_events() -> None:
 def test_event_timestamp_is_its_first_lines_and_flags_say_replaced_bytes() -> None:
     j = Joiner(SRC, PRESETS["java"])
     closed = j.feed(batch(JAVA[1:4]), 0.0)
-    assert not closed.events  # still open: the next line may continue it
+    assert not closed.rows  # still open: the next line may continue it
     closed = j.flush()
-    assert closed.events.timestamps_ns == [1000]
-    assert closed.events.timestamps == ["t1000"]
+    assert closed.rows.timestamps_ns == [1000]
+    assert closed.rows.timestamps == ["t1000"]
     assert closed.stamps == [1000, 1001, 1002]
 
 
 def test_open_event_is_not_consumed_so_the_cursor_stays_before_it() -> None:
     j = Joiner(SRC, PRESETS["java"])
     closed = j.feed(batch(JAVA[:4]), 0.0)  # the log line closes; the trace stays open
-    assert closed.events.messages == [JAVA[0]]
+    assert closed.rows.messages == [JAVA[0]]
     assert closed.stamps == [1000]
     assert j.holding == 3
 
@@ -112,7 +112,7 @@ def test_max_lines_cuts_events_and_no_line_is_in_two() -> None:
     lines = ["Exception: x"] + [f"\tat f{i}()" for i in range(7)]
     closed = j.feed(batch(lines), 0.0)
     rest = j.flush()
-    rows = closed.events.messages + rest.events.messages
+    rows = closed.rows.messages + rest.rows.messages
     assert [r.count("\n") + 1 for r in rows] == [3, 3, 2]
     assert "\n".join(rows) == "\n".join(lines)
     assert closed.stamps + rest.stamps == list(range(1000, 1008))
@@ -128,9 +128,9 @@ def test_timeout_closes_an_open_event() -> None:
     j = Joiner(SRC, PRESETS["java"], timeout=1.0)
     j.feed(batch(JAVA[1:3]), now=10.0)
     assert j.deadline() == 11.0
-    assert not j.expire(10.5).events
+    assert not j.expire(10.5).rows
     closed = j.expire(11.0)
-    assert closed.events.messages == ["\n".join(JAVA[1:3])]
+    assert closed.rows.messages == ["\n".join(JAVA[1:3])]
     assert j.deadline() is None
 
 
@@ -148,7 +148,7 @@ def test_streams_have_their_own_open_events() -> None:
         b.append(stream, i, str(i), line, 0, len(line))
     j.feed(b, 0.0)
     closed = j.flush()
-    assert sorted(zip(closed.events.streams, closed.events.messages, strict=True)) == [
+    assert sorted(zip(closed.rows.streams, closed.rows.messages, strict=True)) == [
         ("stderr", "Exception: err\n\tat err()"),
         ("stdout", "Exception: out\n\tat out()"),
     ]
@@ -160,5 +160,5 @@ def test_pieces_of_a_long_line_join_without_newline_and_never_start_an_event() -
     b.append("stdout", 1, "1", "aaaa", FLAG_TRUNCATED, 4)
     b.append("stdout", 1, "1", "bbbb", FLAG_CONTINUED, 4)
     b.append("stdout", 2, "2", "next", 0, 4)
-    rows = j.feed(b, 0.0).events.messages + j.flush().events.messages
+    rows = j.feed(b, 0.0).rows.messages + j.flush().rows.messages
     assert rows == ["aaaabbbb", "next"]
