@@ -6,7 +6,6 @@ client, return 0. A second signal exits at once.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -165,15 +164,4 @@ class Agent:
 
 
 async def run_agent(settings: Settings) -> int:
-    _collect_garbage_seldom()
     return await Agent(settings).run()
-
-
-def _collect_garbage_seldom() -> None:
-    """The agent allocates a few objects per line, nearly none of them in cycles, and holds
-    ~50k long-lived ones (modules, tortoise, aiohttp): at Python's default (a collection
-    every 700 allocations, a full one every 100) the collector walked them over and over,
-    ~1 µs a line with 100 busy containers (py-spy). What start-up made is frozen out of the
-    collector's sight; collections run ~30 times less often."""
-    gc.freeze()
-    gc.set_threshold(20_000, 10, 10)
