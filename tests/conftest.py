@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -43,16 +44,22 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def answers_ok(path: str, target: str) -> bool:
+    """Whether the HTTP server on the unix socket `path` answers GET `target` with 200;
+    OSError if nothing listens there."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(3)
+        s.connect(path)
+        s.sendall(f"GET {target} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        return s.recv(256).startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
+
+
 def _daemon_problem() -> str | None:
     url = docker_url()
     path = url[len("unix://") :] if url.startswith("unix://") else DEFAULT_SOCKET
     try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(3)
-            s.connect(path)
-            s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            if b"200 OK" not in s.recv(256):
-                return f"Docker at {path} did not answer /_ping"
+        if not answers_ok(path, "/_ping"):
+            return f"Docker at {path} did not answer /_ping"
     except OSError as exc:
         return f"no Docker daemon at {path} ({exc}); run tests/docker-up.sh as root"
     probe = subprocess.run(
@@ -189,20 +196,9 @@ async def running_agent(settings: Settings, **agent_kw: bool) -> AsyncIterator[A
 def stored_rows(tmp_path: Path, container_id: str) -> list[tuple[str, str, str]]:
     """(stream, timestamp, message) of a container, in insertion order, read with sqlite3
     (the timestamp's text derived where the row keeps none, as the read side does)."""
-    path = tmp_path / "logs.db"
-    if not path.exists():
+    if not (tmp_path / "logs.db").exists():  # connecting would create it
         return []
-    with closing(sqlite3.connect(path, timeout=10)) as conn:
-        try:
-            rows = conn.execute(
-                "SELECT l.stream, l.timestamp, l.timestamp_ns, l.message FROM log_lines l "
-                "JOIN container_cursors c ON c.id = l.source_id WHERE c.container_id = ? "
-                "ORDER BY l.id",
-                (container_id,),
-            ).fetchall()
-        except sqlite3.OperationalError:
-            return []
-    return [(s, t or format_timestamp(ns), m) for s, t, ns, m in rows]
+    return rows_in(db_url(tmp_path), container_id)
 
 
 async def eventually(check: Callable[[], bool], limit: float = 30) -> None:
@@ -377,17 +373,31 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def start_agent_process(tmp_path: Path, url: str | None = None) -> subprocess.Popen[bytes]:
     """`logagent run` as a real process on this test's database (or `url`); output in
-    agent.log."""
+    agent.log. Returns once its /healthz says it follows Docker's events (a container started
+    from then on is read from its first line), however long a busy machine takes."""
     config = tmp_path / "agent.toml"
+    sock = short_socket_path()
     config.write_text(
         f'[storage]\ndb_url = "{url or db_url(tmp_path)}"\nhost = "test-host"\n'
         f'[docker]\nscope_labels = ["{TEST_LABEL}={RUN_ID}"]\ninitial_tail = "all"\n'
-        f'[api]\nsocket = "{short_socket_path()}"\n'
+        f'[api]\nsocket = "{sock}"\n'
     )
     with open(tmp_path / "agent.log", "ab") as log:  # a pipe nobody reads could block it
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", str(config)],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if answers_ok(sock, "/healthz"):
+                return proc
+        except OSError:
+            pass  # not listening yet
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log_text = (tmp_path / "agent.log").read_text(errors="replace")[-2000:]
+            raise AssertionError(f"the agent never became healthy:\n{log_text}")
+        time.sleep(0.05)

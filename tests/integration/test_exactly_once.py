@@ -56,7 +56,6 @@ def gaps(tmp_path: Path) -> list[tuple[str, str]]:
 async def _restart_mid_burst(tmp_path: Path, containers: Containers, sig: signal.Signals) -> None:
     proc = start_agent_process(tmp_path)
     try:
-        await anyio.sleep(1.5)  # the agent is listening: the container is read from line 1
         cid = containers.run("burst", BURST)
         await eventually(lambda: count(tmp_path, cid) > 30_000, limit=60)
         stop_process(proc, sig)

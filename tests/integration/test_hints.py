@@ -297,7 +297,6 @@ async def test_kill_9_among_50_line_traces_stores_each_event_once_and_whole(
     )
     proc = start_agent_process(tmp_path)
     try:
-        await anyio.sleep(1.5)
         cid = containers.run("traces", script, *label(multiline="java"))
         other = containers.run("plain", plain, *label(exclude_lines="healthz", format="json"))
         rated = containers.run("rated", RATED, *label(rate="100/s"))

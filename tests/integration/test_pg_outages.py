@@ -66,7 +66,6 @@ async def test_postgresql_restarted_and_down_30s_mid_burst_loses_and_doubles_not
 ) -> None:
     proc = start_agent_process(tmp_path, pg_url)
     try:
-        await anyio.sleep(1.5)
         cid = containers.run("outage", numbered_bursts(200, 0.25))  # ~60 s of lines
         await eventually(lambda: counter(pg_url, cid) > 10_000, limit=60)
         await anyio.to_thread.run_sync(pg_ctl, "restart", "-m", "fast")
@@ -137,7 +136,6 @@ async def test_kill_9_in_the_middle_of_a_copy_then_restart_stores_each_line_once
     watch = await asyncpg.connect(pg_url)
     proc = start_agent_process(tmp_path, pg_url)
     try:
-        await anyio.sleep(1.5)
         cid = containers.run("copy", numbered_bursts(200, 0.02))
         await eventually(lambda: counter(pg_url, cid) > 20_000, limit=60)
         for _attempt in range(5):  # until a kill lands inside a COPY's transaction

@@ -150,7 +150,6 @@ def shot(driver: Any, name: str) -> None:
 def test_page_lists_containers_and_a_new_line_comes_live(
     browser: Any, stack: Stack, containers: Containers
 ) -> None:
-    time.sleep(1.5)
     live = containers.run("live", "echo first; sleep 3600")
     other = containers.run("other", "echo from-the-other")
     until(lambda: stack.rows(live) and stack.rows(other), "both stored")
@@ -189,7 +188,6 @@ def test_page_lists_containers_and_a_new_line_comes_live(
 def test_search_finds_a_line_among_100000(
     browser: Any, stack: Stack, containers: Containers
 ) -> None:
-    time.sleep(1.5)
     cid = containers.run("big", "seq 1 50000; echo needle-xyz; seq 50001 100000")
     containers.wait("big")
     until(lambda: stack.rows(cid) >= 100_001, "100,001 lines stored", 120)
@@ -208,7 +206,6 @@ def test_search_finds_a_line_among_100000(
 def test_scrolling_back_loads_older_pages(
     browser: Any, stack: Stack, containers: Containers
 ) -> None:
-    time.sleep(1.5)
     cid = containers.run("history", "seq 1 1000")
     containers.wait("history")
     until(lambda: stack.rows(cid) >= 1000, "1000 lines stored")
@@ -227,7 +224,6 @@ def test_scrolling_back_loads_older_pages(
 def test_merged_view_is_one_timeline_and_downloads_what_logs_prints(
     browser: Any, stack: Stack, containers: Containers
 ) -> None:
-    time.sleep(1.5)
     script = 'for i in $(seq 1 60); do echo "{name} $i"; sleep 0.02; done'
     a = containers.run("a", script.format(name="A"))
     b = containers.run("b", script.format(name="B"))
@@ -274,7 +270,6 @@ def test_hostile_lines_are_text_and_run_nothing(
     from selenium.webdriver.common.by import By
 
     (tmp_path / "hostile").write_bytes("".join(line + "\n" for line in HOSTILE).encode())
-    time.sleep(1.5)
     cid = containers.run(
         "hostile",
         "cat /hostile; head -c 1048576 /dev/zero | tr '\\0' 'a'; echo; echo end",
@@ -328,7 +323,6 @@ def test_live_tail_holds_new_lines_while_the_reader_is_scrolled_up(
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    time.sleep(1.5)
     cid = containers.run("reader", "seq 1 150; sleep 3600")
     containers.run("unrelated", "echo x")
     until(lambda: stack.rows(cid) >= 150, "150 lines stored")
