@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from agent.batch import Line
+from agent.collectors.docker import DockerLogCollector
 from agent.collectors.manager import LogCollectorManager
 from agent.docker.client import DockerClient
 from agent.storage import LogStorage
@@ -56,6 +57,26 @@ async def serve_daemon(inspect: Handler, logs: Handler) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
+async def collecting_from(
+    sock: str, url: str
+) -> AsyncIterator[tuple[LogStorage, LogCollectorManager]]:
+    """A store and a collector manager reading the fake daemon on `sock`."""
+    async with (
+        LogStorage(url, host="h") as storage,
+        DockerClient("unix://" + sock) as client,
+        LogCollectorManager(storage, client=client) as manager,
+    ):
+        yield storage, manager
+
+
+async def run_to_end(manager: LogCollectorManager, container_id: str) -> DockerLogCollector:
+    collector = await manager.start_docker_collector(container_id)
+    with anyio.fail_after(10):
+        await collector.wait()
+    return collector
+
+
+@asynccontextmanager
 async def fake_daemon(body: bytes | list[bytes]) -> AsyncIterator[str]:
     """A fake Docker daemon, for faults a real one cannot be made to show on demand: a log
     stream that is not Docker's framing; a re-send that never reaches the stored position
@@ -90,13 +111,9 @@ async def test_malformed_frame_stops_the_collector_and_keeps_what_came_before(
     bad = b"\x09\x00\x00\x00\x00\x00\x00\x04junk"
     async with (
         fake_daemon(good + bad) as sock,
-        LogStorage(db_url(tmp_path), host="h") as storage,
-        DockerClient("unix://" + sock) as client,
-        LogCollectorManager(storage, client=client) as manager,
+        collecting_from(sock, db_url(tmp_path)) as (_storage, manager),
     ):
-        collector = await manager.start_docker_collector("f" * 64)
-        with anyio.fail_after(10):
-            await collector.wait()
+        collector = await run_to_end(manager, "f" * 64)
         assert collector.state == "failed"
         assert "malformed frame header" in (collector.error or "")
         assert "broken" in (collector.error or "")  # the error names the container
@@ -215,13 +232,9 @@ async def test_stream_cut_by_removal_keeps_its_lines_and_records_a_gap(tmp_path:
     versions: list[aiohttp.HttpVersion] = []
     async with (
         daemon_that_cuts_the_stream(good, versions) as sock,
-        LogStorage(db_url(tmp_path), host="h") as storage,
-        DockerClient("unix://" + sock) as client,
-        LogCollectorManager(storage, client=client) as manager,
+        collecting_from(sock, db_url(tmp_path)) as (_storage, manager),
     ):
-        collector = await manager.start_docker_collector("e" * 64)
-        with anyio.fail_after(10):
-            await collector.wait()
+        collector = await run_to_end(manager, "e" * 64)
         assert (collector.state, collector.error) == ("ended", None)
         await manager.stop_all()
         stored = await LogLine.all().order_by("id").values_list("message", flat=True)
@@ -273,13 +286,9 @@ async def test_an_unchunked_stream_cut_short_loses_nothing_of_a_container_still_
 
     async with (
         serve_daemon(inspect, logs) as sock,
-        LogStorage(db_url(tmp_path), host="h") as storage,
-        DockerClient("unix://" + sock) as client,
-        LogCollectorManager(storage, client=client) as manager,
+        collecting_from(sock, db_url(tmp_path)) as (_storage, manager),
     ):
-        collector = await manager.start_docker_collector("f" * 64)
-        with anyio.fail_after(10):
-            await collector.wait()
+        collector = await run_to_end(manager, "f" * 64)
         assert (collector.state, collector.error) == ("ended", None)
         await manager.stop_all()
         stored = await LogLine.all().order_by("id").values_list("message", flat=True)
@@ -310,9 +319,7 @@ async def test_a_resend_cut_short_is_dropped_and_a_stepped_clock_is_kept(
     body += b"".join(line(base + i * 1000, f"n{i}") for i in range(104, 107))
     async with (
         fake_daemon([first, body] if apart else first + body) as sock,
-        LogStorage(store_url, host="h") as storage,
-        DockerClient("unix://" + sock) as client,
-        LogCollectorManager(storage, client=client) as manager,
+        collecting_from(sock, store_url) as (storage, manager),
     ):
         collector = await manager.start_docker_collector("d" * 64)
         with anyio.fail_after(30):
