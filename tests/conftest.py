@@ -371,10 +371,13 @@ def rows_in(url: str, container_id: str) -> list[tuple[str, str, str]]:
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_agent_process(tmp_path: Path, url: str | None = None) -> subprocess.Popen[bytes]:
+def start_agent_process(
+    tmp_path: Path, url: str | None = None, *, ready: bool = True
+) -> subprocess.Popen[bytes]:
     """`logagent run` as a real process on this test's database (or `url`); output in
-    agent.log. Returns once its /healthz says it follows Docker's events (a container started
-    from then on is read from its first line), however long a busy machine takes."""
+    agent.log. With `ready`, returns once its /healthz says it follows Docker's events (a
+    container started from then on is read from its first line), however long a busy machine
+    takes; without, at once (an agent that is meant to refuse to start)."""
     config = tmp_path / "agent.toml"
     sock = short_socket_path()
     config.write_text(
@@ -390,7 +393,7 @@ def start_agent_process(tmp_path: Path, url: str | None = None) -> subprocess.Po
             stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 120
-    while True:
+    while ready:
         try:
             if answers_ok(sock, "/healthz"):
                 return proc
@@ -401,3 +404,4 @@ def start_agent_process(tmp_path: Path, url: str | None = None) -> subprocess.Po
             log_text = (tmp_path / "agent.log").read_text(errors="replace")[-2000:]
             raise AssertionError(f"the agent never became healthy:\n{log_text}")
         time.sleep(0.05)
+    return proc

@@ -83,7 +83,7 @@ async def test_a_second_agent_on_the_same_store_refuses_to_start(tmp_path: Path)
     try:
         await eventually(lambda: (tmp_path / "logs.db.lock").exists() and first.poll() is None)
         await anyio.sleep(1)
-        second = start_agent_process(tmp_path)
+        second = start_agent_process(tmp_path, ready=False)
         with anyio.fail_after(60):
             while second.poll() is None:  # noqa: ASYNC110
                 await anyio.sleep(0.1)
@@ -213,7 +213,7 @@ async def test_a_corrupted_store_ends_the_agent_with_one_line(tmp_path: Path) ->
         for n in range(2000):
             await write_line(storage, "d" * 64, "x", Line("stdout", n, "t", "y" * 100, 0, 100))
     corrupt(tmp_path / "logs.db")
-    proc = start_agent_process(tmp_path)
+    proc = start_agent_process(tmp_path, ready=False)
     try:
         proc.wait(timeout=60)
     finally:
