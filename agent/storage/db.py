@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -204,6 +205,16 @@ def agent_lock(path: Path) -> Iterator[None]:
         handle.close()  # releases the lock
 
 
+async def _connection_threads_ended(before: set[threading.Thread]) -> None:
+    """aiosqlite, when its connect fails, queues its worker's stop without awaiting it
+    (omnilib/aiosqlite#241): if the loop closes first, the worker's answer finds it closed
+    and prints a traceback after our one-line error (3 runs in 20 on a busy machine). The
+    workers started since `before` are let finish while the loop still runs."""
+    for thread in set(threading.enumerate()) - before:
+        if "_connection_worker_thread" in thread.name:  # aiosqlite's: Thread-N (<target>)
+            await anyio.to_thread.run_sync(thread.join, 5.0)
+
+
 @asynccontextmanager
 async def open_db(db_url: str, *, create: bool = True) -> AsyncIterator[BaseDBAsyncClient]:
     """The store, its schema created or upgraded; closed on every exit path.
@@ -220,6 +231,7 @@ async def open_db(db_url: str, *, create: bool = True) -> AsyncIterator[BaseDBAs
             path.parent.mkdir(mode=0o700, parents=True)
     ctx = TortoiseContext()
     await ctx.__aenter__()
+    threads = set(threading.enumerate())
     try:
         try:
             with _private_files():
@@ -234,6 +246,7 @@ async def open_db(db_url: str, *, create: bool = True) -> AsyncIterator[BaseDBAs
         except StorageError:
             raise
         except Exception as exc:
+            await _connection_threads_ended(threads)
             raise StorageError(f"cannot open database {db_url!r}: {exc}") from exc
         yield ctx.db()
     finally:

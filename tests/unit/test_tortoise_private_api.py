@@ -29,3 +29,16 @@ def test_the_transaction_client_knows_its_parent_and_connection() -> None:
 
 def test_the_client_holds_its_pool() -> None:
     assert "_pool" in inspect.getsource(AsyncpgDBClient._expire_connections)
+
+
+def test_aiosqlite_names_its_worker_threads_after_their_function() -> None:
+    """agent/storage/db.py (`_connection_threads_ended`) finds aiosqlite's workers by the name
+    Python gives a thread after its target: a renamed function fails here."""
+    import threading
+
+    from aiosqlite import core
+
+    thread = threading.Thread(target=core._connection_worker_thread, args=(None,))
+    assert "_connection_worker_thread" in thread.name
+    source = inspect.getsource(core.Connection.__init__)
+    assert "target=_connection_worker_thread" in source and "name=" not in source
