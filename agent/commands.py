@@ -13,15 +13,13 @@ import aiohttp
 
 from agent import render
 from agent.shaping.levels import level_of_word
+from agent.storage.follow import committed, follow, history
 from agent.storage.gaps import list_gaps
 from agent.storage.reader import (
     LogFilter,
     StoredRow,
     container_summary,
     fleet_summary,
-    follow,
-    history,
-    last_id,
     open_store,
     resolve_containers,
     where_matched,
@@ -66,7 +64,7 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
         level = level_of_word(opts.level) if opts.level is not None else None
         flt = LogFilter(tuple(ids), since, until, opts.streams, opts.host, pattern, level)
         prefix = len(ids) != 1
-        seen = await last_id(db)  # history is what is stored now; -f takes over after it
+        seen = await committed(db)  # history is what is committed now; -f takes over there
 
         def emit(rows: list[StoredRow]) -> None:
             out.write(
@@ -81,12 +79,12 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
             )
             out.flush()
 
-        async for page in history(db, flt, upto_id=seen, tail=opts.tail):
+        async for page in history(db, flt, upto=seen, tail=opts.tail):
             emit(page)
         if opts.follow:
-            new = follow(db_url, db, flt, after_id=seen, poll_seconds=opts.poll_seconds)
+            new = follow(db_url, db, flt, after=seen, poll_seconds=opts.poll_seconds)
             async with aclosing(new) as stored:
-                async for rows in stored:
+                async for rows, _ in stored:
                     if rows:
                         emit(rows)
     return 0

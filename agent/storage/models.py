@@ -94,6 +94,22 @@ class AgentState(Model):
         table = "agent_state"
 
 
+class HostCommit(Model):
+    """Per host, the id of the last row its writer committed, set in that commit.
+
+    One writer per host commits one transaction at a time, so a host's row ids grow in commit
+    order; across hosts they do not. A follower reads a host's rows up to this id only, and
+    never passes over a row whose transaction was still open (agent/storage/follow.py).
+    """
+
+    host = fields.CharField(max_length=255, primary_key=True)
+    last_id = fields.BigIntField()
+    at_ns = fields.BigIntField()
+
+    class Meta:
+        table = "host_commits"
+
+
 class Gap(Model):
     """Lines known to be lost for good, and why: never silently."""
 

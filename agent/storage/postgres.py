@@ -141,18 +141,19 @@ COMMITS = "logagent_commits"  # the channel: one notification per committed batc
 
 
 class CommitSignal:
-    """Set when a batch was committed since the last `wait`."""
+    """Set at each commit notified; shared by any number of followers (the viewer's tails
+    share one connection), each arming before it reads so that no commit slips between."""
 
     def __init__(self) -> None:
         self._event = anyio.Event()
 
     def notified(self, *_args: object) -> None:
         self._event.set()
-
-    async def wait(self) -> None:
-        """Until the next commit (the caller bounds the wait with its own scope)."""
-        await self._event.wait()
         self._event = anyio.Event()
+
+    def armed(self) -> anyio.Event:
+        """Set at the next commit notified after this call."""
+        return self._event
 
 
 @asynccontextmanager

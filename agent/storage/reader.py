@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any, NamedTuple
 
-import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.grep import matcher
 from agent.storage.db import open_db
 from agent.storage.models import AgentState, ContainerCursor, Gap, LogLine
-from agent.storage.postgres import INVALID_REGULAR_EXPRESSION, commit_signal, sqlstate
+from agent.storage.postgres import INVALID_REGULAR_EXPRESSION, sqlstate
 from agent.storage.sql import Marks
 from agent.timestamps import format_timestamp
 
@@ -150,19 +149,15 @@ async def resolve_containers(db: BaseDBAsyncClient, refs: list[str]) -> list[str
     return ids
 
 
-async def last_id(db: BaseDBAsyncClient) -> int:
-    _, rows = await db.execute_query(f"SELECT MAX(id) FROM {LogLine._meta.db_table}")
-    return int(rows[0][0] or 0)
-
-
-async def _select(
+async def select_rows(
     db: BaseDBAsyncClient,
     flt: LogFilter,
     extra: Callable[[Marks], tuple[str, list[Any]]],
     order: str,
     limit: int,
 ) -> list[StoredRow]:
-    """The filter's rows, plus one more condition, in an order, at most `limit` of them."""
+    """The filter's rows, plus one more condition (numbered after the filter's marks), in an
+    order, at most `limit` of them."""
     marks = Marks(_dialect(db))
     clauses, values = flt.where(marks)
     clause, more = extra(marks)
@@ -187,39 +182,6 @@ def _stored_row(_cursor: object, row: tuple[Any, ...]) -> StoredRow:
     return tuple.__new__(StoredRow, row)
 
 
-async def history(
-    db: BaseDBAsyncClient, flt: LogFilter, *, upto_id: int, tail: int | None = None
-) -> AsyncIterator[list[StoredRow]]:
-    """Rows up to `upto_id` in Docker's order (timestamp, then arrival), page by page."""
-    if tail is not None:
-        rows = await _select(
-            db, flt, lambda m: (f"l.id <= {m()}", [upto_id]), "l.timestamp_ns DESC, l.id DESC", tail
-        )
-        yield rows[::-1]
-        return
-    after: tuple[int, int] | None = None
-    while True:
-
-        def page_after(m: Marks, after: tuple[int, int] | None = after) -> tuple[str, list[Any]]:
-            if after is None:
-                return f"l.id <= {m()}", [upto_id]
-            # `ts >= a` alone bounds the index range; the OR then skips what was printed.
-            # (A bare OR of both cases makes every page scan from the start.)
-            clause = (
-                f"l.id <= {m()} AND l.timestamp_ns >= {m()} "
-                f"AND (l.timestamp_ns > {m()} OR l.id > {m()})"
-            )
-            return clause, [upto_id, after[0], after[0], after[1]]
-
-        rows = await _select(db, flt, page_after, "l.timestamp_ns, l.id", PAGE)
-        if not rows:
-            return
-        yield rows
-        if len(rows) < PAGE:
-            return
-        after = (rows[-1].timestamp_ns, rows[-1].id)
-
-
 async def older(
     db: BaseDBAsyncClient, flt: LogFilter, *, before: tuple[int, int] | None, limit: int
 ) -> list[StoredRow]:
@@ -240,7 +202,7 @@ async def older(
         clause = f"l.timestamp_ns <= {m()} AND (l.timestamp_ns < {m()} OR l.id < {m()})"
         return clause, [before[0], before[0], before[1]]
 
-    return await _select(db, flt, page_before, "l.timestamp_ns DESC, l.id DESC", limit)
+    return await select_rows(db, flt, page_before, "l.timestamp_ns DESC, l.id DESC", limit)
 
 
 async def gaps_between(
@@ -270,35 +232,6 @@ async def gaps_between(
         {"container_id": r[0], "container_name": r[1], "reason": r[2], "ns": int(r[3])}
         for r in rows
     ]
-
-
-async def newer(db: BaseDBAsyncClient, flt: LogFilter, *, after_id: int) -> list[StoredRow]:
-    """Rows stored after `after_id`, in the order they were stored (for --follow)."""
-    return await _select(db, flt, lambda m: (f"l.id > {m()}", [after_id]), "l.id", PAGE)
-
-
-async def follow(
-    db_url: str, db: BaseDBAsyncClient, flt: LogFilter, *, after_id: int, poll_seconds: float
-) -> AsyncGenerator[list[StoredRow], None]:
-    """Rows as they are stored after `after_id`; an empty list after each wait in which none
-    came. On PostgreSQL a commit wakes it (LISTEN/NOTIFY, and a read every 5 s in case a
-    notification is missed); on SQLite it polls. Use it under `contextlib.aclosing`."""
-    async with AsyncExitStack() as stack:
-        signal = None
-        if _dialect(db) == "postgres":
-            signal = await stack.enter_async_context(commit_signal(db_url))
-        while True:
-            rows = await newer(db, flt, after_id=after_id)
-            if rows:
-                after_id = rows[-1].id
-                yield rows
-                continue
-            if signal is not None:
-                with anyio.move_on_after(5):
-                    await signal.wait()
-            else:
-                await anyio.sleep(poll_seconds)
-            yield []
 
 
 async def container_summary(db: BaseDBAsyncClient, host: str | None = None) -> list[dict[str, Any]]:

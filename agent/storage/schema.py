@@ -14,15 +14,16 @@ from tortoise.transactions import in_transaction
 from tortoise.utils import get_schema_sql
 
 from agent.storage import partitions
-from agent.storage.models import ContainerCursor, LogLine, SchemaVersion
+from agent.storage.models import ContainerCursor, HostCommit, LogLine, SchemaVersion
 
 log = logging.getLogger("logagent.storage")
 
 
 # 1: lines carried their container's id and name (0.1, SQLite only); 2: lines carry a source
 # id, the store records its version; 3: lines have a level, containers their own retention,
-# compose project and state.
-SCHEMA_VERSION = 3
+# compose project and state; 4: each host's last committed row id (host_commits), which
+# followers read up to.
+SCHEMA_VERSION = 4
 # Columns added since layout 2, made by ALTER TABLE in a store that lacks them (nullable, no
 # default: instant on both backends, whatever the rows).
 _ADDED = (
@@ -65,7 +66,19 @@ async def create_schema(ctx: TortoiseContext, *, upgrade: bool = True) -> None:
         await _add_columns(db)
     if upgrade and db.capabilities.dialect == "postgres":
         await _trigram_index(db)
+    if upgrade and (await _version(db) or 0) < 4:
+        await _commits_from_lines(db)
     await _check_version(db, write=upgrade)
+
+
+async def _commits_from_lines(db: BaseDBAsyncClient) -> None:
+    """Layout 3 to 4: each host's last row id, from the rows it has (a one-off scan). Every
+    agent of a fleet must then be upgraded: an older one's commits move no position."""
+    lines, commits = LogLine._meta.db_table, HostCommit._meta.db_table
+    await db.execute_script(
+        f"INSERT INTO {commits} (host, last_id, at_ns) SELECT host, MAX(id), 0 "
+        f"FROM {lines} WHERE true GROUP BY host ON CONFLICT (host) DO NOTHING"
+    )
 
 
 async def _add_columns(db: BaseDBAsyncClient) -> None:
@@ -124,13 +137,19 @@ async def _trigram_index(db: BaseDBAsyncClient) -> None:
         log.warning("no trigram index for --grep (it reads every line instead): %s", exc)
 
 
-async def _check_version(db: BaseDBAsyncClient, *, write: bool) -> None:
-    table = SchemaVersion._meta.db_table
+async def _version(db: BaseDBAsyncClient) -> int | None:
     try:
-        _, rows = await db.execute_query(f"SELECT version FROM {table} WHERE id = 1")
+        _, rows = await db.execute_query(
+            f"SELECT version FROM {SchemaVersion._meta.db_table} WHERE id = 1"
+        )
     except Exception:  # a store from before versions (read side: no such table)
         rows = []
-    found = int(rows[0][0]) if rows else None
+    return int(rows[0][0]) if rows else None
+
+
+async def _check_version(db: BaseDBAsyncClient, *, write: bool) -> None:
+    table = SchemaVersion._meta.db_table
+    found = await _version(db)
     if found is not None and found > SCHEMA_VERSION:
         raise SchemaTooNew(
             f"the store is in layout {found}, newer than this logagent's {SCHEMA_VERSION}: "

@@ -21,7 +21,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED, STREAMS, LineBatch, Source
-from agent.storage.cursors import add_sources, position_sql, stored_positions
+from agent.storage.cursors import add_sources, commit_sql, position_sql, stored_positions
 from agent.storage.db import StorageError, fatal, in_child_task, transaction
 from agent.storage.gaps import record_drops
 from agent.storage.models import LOG_LINE_COLUMNS, LogLine
@@ -119,6 +119,7 @@ class LogWriter:
         self._insert_sql = ""
         self._insert_many_sql = ""  # ROWS_PER_INSERT rows at once (SQLite)
         self._position_sql = ""
+        self._commit_sql = ""
         self._copy = False
         self._unsure = False  # a commit failed: it may have been applied all the same
         self.days: set[int] = set()  # PostgreSQL: days known to have a partition
@@ -134,6 +135,7 @@ class LogWriter:
             f"({marks.many(len(LOG_LINE_COLUMNS))})" for _ in range(ROWS_PER_INSERT)
         )
         self._position_sql = position_sql(dialect)
+        self._commit_sql = commit_sql(dialect)
         self._copy = dialect == "postgres"
         self._open = True
 
@@ -326,6 +328,8 @@ class LogWriter:
                     )
             else:
                 await self._insert(conn, columns)
+            if sids:  # the follow seam: this host's rows are committed up to here
+                await conn.execute_query(self._commit_sql, [self.host, now])
             await conn.execute_many(self._position_sql, positions)
             if dropped:
                 await record_drops(conn, self.host, list(dropped.values()))

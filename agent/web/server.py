@@ -12,7 +12,7 @@ import json
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,13 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
 from agent.shaping.levels import level_of_word
+from agent.storage.follow import Position, Waker, committed, follow, history
+from agent.storage.postgres import commit_signal
 from agent.storage.reader import (
     LogFilter,
     StoredRow,
     container_summary,
-    follow,
     gaps_between,
-    history,
-    last_id,
     older,
     open_store,
     resolve_containers,
@@ -57,6 +56,9 @@ HEADERS = {
 MAX_PAGE = 1000
 SEARCH_SCAN = 2000  # rows read per step of a search, whose matches are sent as found
 TOKEN_COOKIE = "logagent_token"
+# Live tails at once, per viewer: each polls SQLite or shares the one PostgreSQL listener,
+# and a local user must not be able to starve the store with thousands.
+MAX_TAILS = 64
 
 
 class BadQuery(ValueError):
@@ -145,6 +147,15 @@ class Viewer:
         self.access = access
         self.hosts = _served_hosts(host, port)
         self.poll_seconds = 0.2  # SQLite's live tail; PostgreSQL is woken by commits
+        self.waker: Waker | None = None  # PostgreSQL: one listener shared by every tail
+        self.max_tails = MAX_TAILS
+        self.tails = 0
+
+    async def listen(self, stack: AsyncExitStack) -> None:
+        """PostgreSQL: one LISTEN connection for every tail of this viewer, held by `stack`
+        (a connection per tail let 110 tails use up the server's slots)."""
+        if str(self.db.capabilities.dialect) == "postgres":
+            self.waker = await stack.enter_async_context(commit_signal(self.db_url))
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
@@ -223,6 +234,8 @@ class Viewer:
         view = await parse_query(self.db, request.query)
         limit = _int(request.query.get("limit"), 200, 1, MAX_PAGE)
         before = _position(request.query.get("before"))
+        # The newest page says where its live tail takes over: what was committed before it.
+        position = None if before is not None else (await committed(self.db)).token()
         response = web.StreamResponse(headers={**HEADERS, "Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         found = scanned = 0
@@ -246,6 +259,7 @@ class Viewer:
                 "next": f"{before[0]}:{before[1]}" if before else None,
                 "done": done,
                 "scanned": scanned if view.search is not None else 0,
+                "position": position,
             }
             await response.write(json.dumps(chunk).encode() + b"\n")
             if done or found >= limit:
@@ -263,23 +277,50 @@ class Viewer:
         ]  # fmt: skip
 
     async def tail(self, request: web.Request) -> web.StreamResponse:
-        """Server-Sent Events: rows stored after `after` (an id), as they are committed."""
+        """Server-Sent Events: rows committed after `after` (a position the newest page of
+        /api/lines gave; a reconnecting EventSource sends the last event's id instead)."""
         view = await parse_query(self.db, request.query)
-        after = _int(request.query.get("after"), 0, 0, 2**62)
-        if after == 0:
-            after = await last_id(self.db)
+        given = request.headers.get("Last-Event-ID") or request.query.get("after")
+        try:
+            after = Position.parse(given) if given else await committed(self.db)
+        except ValueError as exc:
+            raise BadQuery(str(exc)) from None
+        if self.tails >= self.max_tails:
+            return web.Response(
+                status=503,
+                text=f"{self.tails} live tails are open, the most this viewer serves\n",
+                headers={"Retry-After": "10"},
+            )
+        self.tails += 1
+        try:
+            return await self._tail(request, view, after)
+        finally:
+            self.tails -= 1
+
+    async def _tail(
+        self, request: web.Request, view: ViewQuery, after: Position
+    ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={**HEADERS, "Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
         )
         await response.prepare(request)
-        new = follow(self.db_url, self.db, view.flt, after_id=after, poll_seconds=self.poll_seconds)
+        new = follow(
+            self.db_url,
+            self.db,
+            view.flt,
+            after=after,
+            poll_seconds=self.poll_seconds,
+            waker=self.waker,
+        )
         said = anyio.current_time()
         async with aclosing(new) as stored:
-            async for rows in stored:
+            async for rows, reached in stored:
                 shown = [r for r in rows if view.search is None or view.search(r.message)]
                 if shown:
                     data = json.dumps([row_json(r) for r in shown])
-                    await response.write(f"event: rows\ndata: {data}\n\n".encode())
+                    await response.write(
+                        f"event: rows\ndata: {data}\nid: {reached.token()}\n\n".encode()
+                    )
                 elif anyio.current_time() - said < 15:
                     continue
                 else:  # a comment now and then: a dead client is found out
@@ -309,8 +350,8 @@ class Viewer:
 
 async def view_text(db: BaseDBAsyncClient, view: ViewQuery, *, as_json: bool) -> AsyncIterator[str]:
     """The view as `logagent logs` writes it, a page at a time."""
-    upto = await last_id(db)
-    async for page in history(db, view.flt, upto_id=upto):
+    upto = await committed(db)
+    async for page in history(db, view.flt, upto=upto):
         yield render.rows_text(page, matches=view.search, as_json=as_json, prefix=view.prefix)
 
 
@@ -342,8 +383,9 @@ def _served_hosts(host: str, port: int) -> set[str] | None:
 
 async def serve(db_url: str, host: str, port: int, access: Access) -> int:
     """Serve the viewer until interrupted; the store is opened for reading only."""
-    async with open_store(db_url) as db:
+    async with open_store(db_url) as db, AsyncExitStack() as stack:
         viewer = Viewer(db, db_url, access, host, port)
+        await viewer.listen(stack)
         # Live tails never end on their own: on shutdown they are given a second, not 60.
         runner = web.AppRunner(
             viewer.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0

@@ -11,7 +11,9 @@ import pytest
 
 from agent.batch import Line
 from agent.storage import LogStorage, StorageError
-from agent.storage.reader import LogFilter, history, last_id, open_store, resolve_containers
+from agent.storage.schema import SCHEMA_VERSION
+from agent.storage.follow import committed, history
+from agent.storage.reader import LogFilter, open_store, resolve_containers
 from tests.conftest import db_url, execute, query, write_line
 
 pytestmark = [pytest.mark.anyio]
@@ -104,11 +106,11 @@ async def test_old_store_is_upgraded_with_every_line_kept(tmp_path: Path) -> Non
     async with open_store(db_url(tmp_path)) as db:
         ids = await resolve_containers(db, ["app"])
         rows = [
-            r async for page in history(db, LogFilter(), upto_id=await last_id(db)) for r in page
+            r async for page in history(db, LogFilter(), upto=await committed(db)) for r in page
         ]
         app = [
             r
-            async for page in history(db, LogFilter(tuple(ids)), upto_id=await last_id(db))
+            async for page in history(db, LogFilter(tuple(ids)), upto=await committed(db))
             for r in page
         ]
     assert [(r[0], r[2], r[3], r[7]) for r in rows[:4]] == [
@@ -182,5 +184,5 @@ async def test_layout_2_gets_levels_and_own_retention_and_keeps_its_lines(store_
         ("old", None),
         ("WARN new", None),  # written without hints: write_line gives no level
     ]
-    assert query(store_url, "SELECT version FROM schema_version") == [(3,)]
+    assert query(store_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
     assert query(store_url, "SELECT max_age_s FROM container_cursors") == [(None,)]

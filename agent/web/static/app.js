@@ -11,7 +11,8 @@
     containers: [],
     oldest: null, // "ns:id" of the oldest row shown: scroll back from there (ns as text:
     // a JavaScript number would round Docker's nanoseconds)
-    newestId: 0, // the live tail continues after this row id
+    position: null, // where the live tail takes over: given with the newest page (per host)
+    firstIds: new Set(), // the newest page's rows: one committed meanwhile is not shown twice
     loading: false,
     done: false, // no older rows
     stream: null, // the live tail (EventSource)
@@ -293,7 +294,10 @@
     const first = box.firstChild;
     for (const [, , node] of items) box.insertBefore(node, first);
     box.scrollTop = box.scrollHeight - before; // the rows in view stay where they were
-    for (const r of chunk.rows) view.newestId = Math.max(view.newestId, r.id);
+    if (chunk.position) {
+      view.position = view.position || chunk.position;
+      for (const r of chunk.rows) view.firstIds.add(r.id);
+    }
     if (chunk.next) view.oldest = chunk.next;
     if (chunk.done) view.done = true;
     const shown = box.querySelectorAll(".line").length;
@@ -310,7 +314,7 @@
   function follow() {
     if (view.stream) view.stream.close();
     if ($("until").value.trim()) return; // a view that ends in the past has no live tail
-    const stream = new EventSource("/api/tail?" + query({ after: String(view.newestId) }).toString());
+    const stream = new EventSource("/api/tail?" + query(view.position ? { after: view.position } : {}).toString());
     view.stream = stream;
     stream.addEventListener("rows", (event) => {
       const rows = JSON.parse(event.data);
@@ -327,8 +331,7 @@
 
   function append(rows, box) {
     for (const r of rows) {
-      box.append(lineNode(r));
-      view.newestId = Math.max(view.newestId, r.id);
+      if (!view.firstIds.has(r.id)) box.append(lineNode(r));
     }
     box.scrollTop = box.scrollHeight;
   }
@@ -337,7 +340,8 @@
   async function restart() {
     view.generation++;
     view.oldest = null;
-    view.newestId = 0;
+    view.position = null;
+    view.firstIds = new Set();
     view.done = false;
     view.loading = false;
     view.pending = [];
