@@ -63,6 +63,15 @@ class Dropped(NamedTuple):
     reason: str
 
 
+class Lost(NamedTuple):
+    """Lines of a container lost for good, and why (a gap): committed by the writer like
+    its lines, so a store that fails for a while (a full disk) loses no gap either."""
+
+    reason: str
+    from_ns: int | None
+    to_ns: int | None
+
+
 @dataclass(slots=True)
 class LineBatch:
     """Lines of one container in the order Docker sent them.
@@ -84,6 +93,7 @@ class LineBatch:
     # rate limit's span of drops to record with this batch.
     levels: list[int | None] = field(default_factory=list)
     dropped: Dropped | None = None
+    lost: Lost | None = None  # a gap to record with this batch
 
     def __len__(self) -> int:
         return len(self.timestamps_ns)

@@ -44,8 +44,10 @@ async def load_cursor(db: BaseDBAsyncClient, host: str, container_id: str) -> Cu
     return cursor
 
 
-async def add_sources(conn: BaseDBAsyncClient, host: str, sources: list[Source]) -> None:
-    """Give each container its row (once); its lines then carry the row's id."""
+async def add_sources(conn: BaseDBAsyncClient, host: str, sources: list[Source]) -> dict[str, int]:
+    """Give each container its row (once): container id → the row's id, which its lines
+    carry. The caller hands the ids out only once this transaction has committed: a commit
+    that failed (a full disk) must leave no source believing it has a row."""
     dialect = conn.capabilities.dialect
     now = time.time_ns()
     insert = (
@@ -62,9 +64,7 @@ async def add_sources(conn: BaseDBAsyncClient, host: str, sources: list[Source])
         f"WHERE host = {marks()} AND container_id IN ({marks.many(len(sources))})",
         [host, *(s.container_id for s in sources)],
     )
-    ids = {str(cid): int(sid) for cid, sid in found}
-    for source in sources:
-        source.source_id = ids[source.container_id]
+    return {str(cid): int(sid) for cid, sid in found}
 
 
 async def stored_positions(

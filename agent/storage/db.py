@@ -146,10 +146,12 @@ def sqlite_path(db_url: str) -> Path | None:
     return None if path == ":memory:" else Path(path).resolve()
 
 
-def tortoise_config(db_url: str) -> dict[str, Any]:
+def tortoise_config(db_url: str, *, create: bool = True) -> dict[str, Any]:
+    """`create=False` (the read side) sets no pragma that writes: `auto_vacuum` writes the
+    header even when unchanged, and fails on a full disk, where reading must still work."""
     conn = expand_db_url(db_url)
     if conn["engine"] == "tortoise.backends.sqlite":
-        creds = {**_SQLITE_FIRST, **conn["credentials"]}
+        creds = {**(_SQLITE_FIRST if create else {}), **conn["credentials"]}
         for key, value in _SQLITE_PRAGMAS.items():
             creds.setdefault(key, value)
         conn["credentials"] = creds
@@ -235,7 +237,7 @@ async def open_db(db_url: str, *, create: bool = True) -> AsyncIterator[BaseDBAs
     try:
         try:
             with _private_files():
-                await ctx.init(config=tortoise_config(db_url))
+                await ctx.init(config=tortoise_config(db_url, create=create))
                 if create and ctx.db().capabilities.dialect == "postgres":
                     async with schema_lock(db_url):  # one agent at a time creates it
                         await create_schema(ctx)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 
-from agent.batch import LineBatch, Source
+from agent.batch import LineBatch
 from agent.storage.models import Gap
 from agent.storage.sql import Marks
 from agent.timestamps import format_timestamp
-
-log = logging.getLogger("logagent.storage")
 
 
 @dataclass(frozen=True)
@@ -28,31 +25,19 @@ class GapView:
     recorded: str
 
 
-async def record_gap(
-    db: BaseDBAsyncClient,
-    host: str,
-    source: Source,
-    reason: str,
-    from_ns: int | None,
-    to_ns: int | None,
-) -> None:
+async def record_lost(conn: BaseDBAsyncClient, host: str, batches: list[LineBatch]) -> None:
+    """The gaps these batches carry, in the writer's transaction."""
     # Plain SQL, not Gap.create(): tortoise caches a model's INSERT across contexts, with
     # the placeholders of the backend it was first built for.
-    await db.execute_query(
+    now = time.time_ns()
+    await conn.execute_many(
         f"INSERT INTO {Gap._meta.db_table} (host, container_id, container_name, reason, "
-        f"from_ns, to_ns, created_ns) VALUES ({Marks(db.capabilities.dialect).many(7)})",
+        f"from_ns, to_ns, created_ns) VALUES ({Marks(conn.capabilities.dialect).many(7)})",
         [
-            host,
-            source.container_id,
-            source.container_name,
-            reason,
-            from_ns,
-            to_ns,
-            time.time_ns(),
+            [host, b.source.container_id, b.source.container_name, *b.lost, now]
+            for b in batches
+            if b.lost is not None
         ],
-    )
-    log.warning(
-        "gap recorded for %s (%s): %s", source.container_name, source.container_id[:12], reason
     )
 
 

@@ -10,7 +10,7 @@ from typing import Unpack
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from agent.batch import LineBatch, Source
+from agent.batch import LineBatch, Lost, Source
 from agent.cursor import Cursor
 from agent.storage.cursors import load_cursor
 from agent.storage.db import (
@@ -21,7 +21,6 @@ from agent.storage.db import (
     open_db,
     sqlite_path,
 )
-from agent.storage.gaps import record_gap
 from agent.storage.models import LogLine
 from agent.storage.postgres import HostLock, HostTaken
 from agent.storage.sql import Marks
@@ -189,6 +188,10 @@ class LogStorage:
     async def record_gap(
         self, source: Source, reason: str, *, from_ns: int | None = None, to_ns: int | None = None
     ) -> None:
-        """Store that lines of a container are lost for good, and why."""
-        await record_gap(self.db, self.host, source, reason, from_ns, to_ns)
+        """Store that lines of a container are lost for good, and why: through the writer,
+        which keeps it until it is committed (a full disk, a store away)."""
+        await self.writer.write(LineBatch(source, lost=Lost(reason, from_ns, to_ns)))
         self.gaps_recorded += 1
+        log.warning(
+            "gap recorded for %s (%s): %s", source.container_name, source.container_id[:12], reason
+        )

@@ -23,7 +23,7 @@ from anyio.abc import TaskStatus
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED, STREAMS, LineBatch, Source
 from agent.storage.cursors import add_sources, commit_sql, position_sql, stored_positions
 from agent.storage.db import StorageError, fatal, in_child_task, transaction
-from agent.storage.gaps import record_drops
+from agent.storage.gaps import record_drops, record_lost
 from agent.storage.models import LOG_LINE_COLUMNS, LogLine
 from agent.storage.partitions import day_of, ensure_days
 from agent.storage.postgres import COMMITS
@@ -261,7 +261,9 @@ class LogWriter:
         new = {id(b.source): b.source for b in batches if b.source.source_id is None}
         if new:
             async with transaction() as conn:
-                await add_sources(conn, self.host, list(new.values()))
+                ids = await add_sources(conn, self.host, list(new.values()))
+            for source in new.values():  # committed: now the rows exist
+                source.source_id = ids[source.container_id]
         # The rows column by column, in LOG_LINE_COLUMNS' order but the host (one for all):
         # lists joined in C, never a tuple per row.
         sids: list[int] = []
@@ -333,6 +335,8 @@ class LogWriter:
             await conn.execute_many(self._position_sql, positions)
             if dropped:
                 await record_drops(conn, self.host, list(dropped.values()))
+            if lost := [b for b in batches if b.lost is not None]:
+                await record_lost(conn, self.host, lost)
             if self._copy:  # wakes `logs -f` readers, once per batch, at the commit
                 await conn.execute_query(f"SELECT pg_notify('{COMMITS}', '')")
         self.days |= missing
