@@ -11,9 +11,9 @@ import pytest
 
 from agent.batch import Line
 from agent.storage import LogStorage, StorageError
-from agent.storage.schema import SCHEMA_VERSION
 from agent.storage.follow import committed, history
 from agent.storage.reader import LogFilter, open_store, resolve_containers
+from agent.storage.schema import SCHEMA_VERSION
 from tests.conftest import db_url, execute, query, write_line
 
 pytestmark = [pytest.mark.anyio]
