@@ -24,6 +24,7 @@ from agent.discovery.own_container import own_container_ids
 from agent.discovery.reconciler import Reconciler
 from agent.docker.client import DockerClient
 from agent.metrics import AgentMetrics, build_registry
+from agent.redact import redact
 from agent.storage import LogStorage
 from agent.storage.retention import Retention
 
@@ -142,7 +143,11 @@ class Agent:
                     follower=follower,
                     metrics=metrics,
                 )
-                log.info("logagent starting: docker %s, database %s", client.url, s.db_url)
+                log.info(
+                    "logagent starting: docker %s, database %s",
+                    redact(client.url),
+                    redact(s.db_url),
+                )
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._cancel_on_stop, tg.cancel_scope)
                     await tg.start(api.serve)

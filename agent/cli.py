@@ -12,6 +12,7 @@ import anyio
 
 from agent.config import ConfigError, load_settings
 from agent.docker.errors import DockerError
+from agent.redact import redact
 from agent.storage import StorageError
 from agent.storage.db import StoreLocked
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"logagent: config error: {exc}", file=sys.stderr)
+        print(f"logagent: config error: {redact(str(exc))}", file=sys.stderr)
         return 2
     from agent import commands
 
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         said = _one_line(exc)
         if said is None:
             raise
-        print(f"logagent: {said[0]}", file=sys.stderr)
+        print(f"logagent: {redact(said[0], settings.db_url)}", file=sys.stderr)
         return said[1]
     except commands.AgentUnreachable as exc:
         print(f"logagent: {exc}", file=sys.stderr)

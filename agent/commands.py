@@ -6,13 +6,17 @@ import dataclasses
 import json
 import sys
 import time
-from contextlib import aclosing
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, TextIO
 
 import aiohttp
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
 from agent.shaping.levels import level_of_word
+from agent.storage.db import StorageError
+from agent.storage.errors import describe, unreachable
 from agent.storage.follow import committed, follow, history
 from agent.storage.gaps import list_gaps
 from agent.storage.reader import (
@@ -48,6 +52,23 @@ class UsageError(ValueError):
     """A wrong argument: printed as one line, exit code 2."""
 
 
+@asynccontextmanager
+async def reading(db_url: str) -> AsyncIterator[BaseDBAsyncClient]:
+    """The store, for a read-side command. PostgreSQL connects at the first query, not at
+    the opening: a server that is away or refuses us, then or later (`logs -f`), is one
+    StorageError saying what to check (cli.py prints it as a line), not asyncpg's traceback.
+    """
+    try:
+        async with open_store(db_url) as db:
+            yield db
+    except StorageError:
+        raise
+    except Exception as exc:
+        if unreachable(exc) is None:
+            raise
+        raise StorageError(f"cannot read database {describe(db_url, exc)}") from exc
+
+
 async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
     """Print stored lines like `docker logs`: history first, then (-f) new rows as stored."""
     try:
@@ -55,7 +76,7 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
         until = parse_when(opts.until) if opts.until is not None else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    async with open_store(db_url) as db:
+    async with reading(db_url) as db:
         try:
             pattern, matches = await where_matched(db, opts.grep)
             ids = await resolve_containers(db, list(opts.containers))
@@ -91,7 +112,7 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
 
 
 async def gaps(db_url: str, container: str | None, as_json: bool, out: TextIO = sys.stdout) -> int:
-    async with open_store(db_url):
+    async with reading(db_url):
         found = await list_gaps(container)
     for gap in found:
         if as_json:
@@ -147,6 +168,19 @@ async def collectors(socket_path: str, action: str, container: str | None, out: 
 
 
 HEARTBEAT_STALE_S = 10  # an agent beats every 2 s: this much silence means it is not running
+# The store's container states after which nothing more comes: the collector marks them
+# only once the stream is read to its end and stored, so such a container lags behind nothing.
+ENDED = ("exited", "removed")
+
+
+def shown_state(live: str | None, stored: str | None, agent: str) -> str:
+    """What `status` says a container is doing: the running agent's word for it, else the
+    store's for one that ended (as the viewer shows it), else whether it should be read."""
+    if live is not None:
+        return live
+    if stored is not None and stored in ENDED:
+        return stored
+    return "not collecting" if agent == "running" else "-"
 
 
 async def status(
@@ -174,7 +208,7 @@ async def status(
         agent = "running"
     except AgentUnreachable:
         agent = "not running"
-    async with open_store(db_url) as db:
+    async with reading(db_url) as db:
         rows = await container_summary(db, host)
         hosts = [h for h in await fleet_summary(db) if host is None or h["host"] == host]
     now = time.time_ns()
@@ -188,8 +222,9 @@ async def status(
             else ("stopped" if stopped else "silent")
         )
     for r in rows:
-        r["state"] = live.get(r["container_id"], "not collecting" if agent == "running" else "-")
-        r["lag_seconds"] = round((now - r["last_ns"]) / 1e9, 3) if r["last_ns"] else None
+        r["state"] = shown_state(live.get(r["container_id"]), r.get("state"), agent)
+        behind = r["last_ns"] and r["state"] not in ENDED
+        r["lag_seconds"] = round((now - r["last_ns"]) / 1e9, 3) if behind else None
         r["last_line"] = render.format_ns(r.pop("last_ns"))
         r.update(shaped.get(r["container_id"], {}))
     for cid, state in live.items():

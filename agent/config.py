@@ -21,6 +21,7 @@ from agent.durations import parse_duration
 from agent.hints import KEYS as HINT_KEYS
 from agent.hints import HintRule, check_hint
 from agent.policy import Matchers, PatternError, Policy, check_glob
+from agent.redact import redact
 from agent.shaping.rate import Rate, parse_rate
 from agent.storage.db import DEFAULT_DB_URL
 from agent.storage.writer import DEFAULT_QUEUE_BYTES
@@ -390,10 +391,12 @@ def _check_db_url(url: str) -> None:
 
     if not _DB_URL.match(url):
         raise ConfigError(
-            f"storage.db_url: {url!r} is not a database URL tortoise can use "
+            f"storage.db_url: {redact(url)!r} is not a database URL tortoise can use "
             "(e.g. sqlite:///var/lib/logagent/logs.db)"
         )
     try:
         expand_db_url(url)
     except Exception as exc:
-        raise ConfigError(f"storage.db_url: {url!r} is not usable: {exc}") from None
+        raise ConfigError(
+            f"storage.db_url: {redact(url)!r} is not usable: {redact(str(exc), url)}"
+        ) from None

@@ -20,7 +20,8 @@ from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
 from tortoise.transactions import in_transaction
 
-from agent.storage.errors import wrapped
+from agent.redact import redact
+from agent.storage.errors import describe, wrapped
 from agent.storage.postgres import schema_lock
 from agent.storage.schema import create_schema
 
@@ -57,6 +58,27 @@ _FATAL_SQLITE = {
     23: "SQLITE_AUTH",
     26: "SQLITE_NOTADB",
 }
+
+
+# SQLite result codes of a statement refused for its values: SQLITE_TOOBIG, SQLITE_MISMATCH,
+# SQLITE_RANGE.
+_REFUSED_SQLITE = {18: "SQLITE_TOOBIG", 20: "SQLITE_MISMATCH", 25: "SQLITE_RANGE"}
+
+
+def refused(exc: BaseException) -> str | None:
+    """Why the store refuses these values for good, if that is what `exc` says: PostgreSQL's
+    data exceptions (SQLSTATE class 22: a NUL byte, a value too long or out of range), an
+    integer SQLite cannot hold. Retrying the same rows cannot help; other rows may pass."""
+    for seen in wrapped(exc):
+        if isinstance(seen, OverflowError):
+            return f"a number out of the store's range ({seen})"
+        code = getattr(seen, "sqlstate", None)
+        if isinstance(code, str) and code.startswith("22"):
+            return f"{seen} (SQLSTATE {code})"
+        sqlite_code = getattr(seen, "sqlite_errorcode", None)
+        if sqlite_code is not None and (name := _REFUSED_SQLITE.get(sqlite_code & 0xFF)):
+            return f"{seen} ({name})"
+    return None
 
 
 def fatal(exc: BaseException) -> str | None:
@@ -139,7 +161,8 @@ def sqlite_path(db_url: str) -> Path | None:
     try:
         conn = expand_db_url(db_url)
     except Exception as exc:
-        raise StorageError(f"database URL {db_url!r} is not usable: {exc}") from exc
+        url, said = redact(db_url), redact(str(exc), db_url)
+        raise StorageError(f"database URL {url!r} is not usable: {said}") from exc
     if conn["engine"] != "tortoise.backends.sqlite":
         return None
     path = str(conn["credentials"]["file_path"])
@@ -249,7 +272,7 @@ async def open_db(db_url: str, *, create: bool = True) -> AsyncIterator[BaseDBAs
             raise
         except Exception as exc:
             await _connection_threads_ended(threads)
-            raise StorageError(f"cannot open database {db_url!r}: {exc}") from exc
+            raise StorageError(f"cannot open database {describe(db_url, exc)}") from exc
         yield ctx.db()
     finally:
         # Even when cancelled: aiosqlite's thread is not a daemon, and a connection left

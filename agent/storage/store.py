@@ -21,6 +21,7 @@ from agent.storage.db import (
     open_db,
     sqlite_path,
 )
+from agent.storage.errors import describe
 from agent.storage.models import LogLine
 from agent.storage.postgres import HostLock, HostTaken
 from agent.storage.sql import Marks
@@ -88,7 +89,7 @@ class LogStorage:
             await opened.__aexit__(type(exc), exc, exc.__traceback__)
             await self._lock.aclose()
             if isinstance(exc, Exception) and not isinstance(exc, StorageError | StoreLocked):
-                raise StorageError(f"cannot open database {self.db_url!r}: {exc}") from exc
+                raise StorageError(f"cannot open database {describe(self.db_url, exc)}") from exc
             raise
         self._opened = opened
         return self

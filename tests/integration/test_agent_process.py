@@ -21,6 +21,7 @@ from tests.conftest import (
     eventually,
     running_agent,
     start_agent_process,
+    stop_process,
     stored_rows,
 )
 from tests.integration.test_collector import docker_reference
@@ -147,3 +148,19 @@ async def test_a_cancelled_agent_still_closes_its_database(tmp_path: Path) -> No
     with anyio.fail_after(3):
         while [t for t in threading.enumerate() if "connection_worker" in t.name]:  # noqa: ASYNC110
             await anyio.sleep(0.05)
+
+
+async def test_the_start_up_log_shows_the_database_url_without_its_password(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # The test server trusts 127.0.0.1: the password is carried, never checked.
+    url = pg_url.replace("postgres://postgres@", "postgres://postgres:s3cret-Pw@", 1)
+    proc = start_agent_process(tmp_path, url)
+    try:
+        stop_process(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = (tmp_path / "agent.log").read_text()
+    assert f"database {url.replace('s3cret-Pw', '***')}" in text
+    assert "s3cret-Pw" not in text
