@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
@@ -35,7 +35,7 @@ from agent.storage.reader import (
     resolve_containers,
     where_matched,
 )
-from agent.web.auth import Access, is_loopback
+from agent.web.auth import ALLOWED, Access, Verdict, is_loopback
 from agent.when import parse_when
 
 log = logging.getLogger("logagent.web")
@@ -59,6 +59,12 @@ TOKEN_COOKIE = "logagent_token"
 # Live tails at once, per viewer: each polls SQLite or shares the one PostgreSQL listener,
 # and a local user must not be able to starve the store with thousands.
 MAX_TAILS = 64
+# Bounds of what a URL may ask (aiohttp caps the request line at 8 KiB besides).
+MAX_REFS = 100  # containers named in one view
+MAX_TEXT = 255  # characters of a container reference or a host: the columns' width
+MAX_SEARCH = 1000  # characters of a search
+MAX_WHEN = 64  # characters of a since or until
+_INT64 = range(-(2**63), 2**63)
 
 
 class BadQuery(ValueError):
@@ -75,7 +81,13 @@ class ViewQuery:
 
 
 async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
+    """The view a URL asks for. Every parameter is bounded here, before a response begins:
+    anything else is a BadQuery (a 400 with the reason), never a 500 or a cut body."""
     refs = params.getall("c", [])
+    if len(refs) > MAX_REFS:
+        raise BadQuery(f"c: {len(refs)} containers, more than the {MAX_REFS} a view shows")
+    for ref in refs:
+        _text("c", ref, MAX_TEXT)
     try:
         ids = await resolve_containers(db, refs) if refs else []
     except LookupError as exc:
@@ -83,13 +95,14 @@ async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
     since, until = _when(params, "since"), _when(params, "until")
     stream = params.get("stream") or ""
     if stream and stream not in ("stdout", "stderr", "tty"):
-        raise BadQuery(f"stream: {stream!r} is not stdout, stderr or tty")
+        raise BadQuery(f"stream: {stream[:40]!r} is not stdout, stderr or tty")
     level = None
-    if params.get("level"):
-        level = level_of_word(params["level"])
+    if word := params.get("level"):
+        # ASCII only: level_of_word reads "²" as a number (str.isdigit), which int() refuses
+        level = level_of_word(word) if word.isascii() and len(word) <= 16 else None
         if level is None:
-            raise BadQuery(f"level: {params['level']!r} is not a level")
-    text = params.get("q") or None
+            raise BadQuery(f"level: {word[:40]!r} is not a level")
+    text = _text("q", params.get("q") or "", MAX_SEARCH) or None
     expression = text if text is None or params.get("re") == "1" else _literal(text)
     try:
         pattern, search = await where_matched(db, expression, "search")
@@ -100,18 +113,31 @@ async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
         since,
         until,
         (stream,) if stream else (),
-        params.get("host") or None,
+        _text("host", params.get("host") or "", MAX_TEXT) or None,
         pattern,
         level,
     )
     return ViewQuery(flt, search, len(ids) != 1)
 
 
+def _text(key: str, text: str, most: int) -> str:
+    """A text parameter, bounded: a NUL is never stored (the writer stores U+FFFD), and
+    PostgreSQL refuses one in a query."""
+    if len(text) > most:
+        raise BadQuery(f"{key}: {len(text)} characters, more than {most}")
+    if "\x00" in text:
+        raise BadQuery(f"{key}: a NUL character, which no stored value holds")
+    return text
+
+
 def _when(params: Any, key: str) -> int | None:
-    if not params.get(key):
+    text = params.get(key)
+    if not text:
         return None
+    if not text.isascii() or len(text) > MAX_WHEN:  # float() and re's \d read "١٢" as 12
+        raise BadQuery(f"{key}: {text[:40]!r} is not an RFC 3339 time, a duration or seconds")
     try:
-        return parse_when(params[key])
+        return parse_when(text)
     except ValueError as exc:
         raise BadQuery(f"{key}: {exc}") from None
 
@@ -173,21 +199,43 @@ class Viewer:
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.hosts is not None and request.host.lower() not in self.hosts:
             response: web.StreamResponse = web.Response(status=421, text="wrong host\n")
-        elif request.path != "/login" and not self.access.allows(
-            request.headers.get("Authorization"), request.cookies.get(TOKEN_COOKIE)
-        ):
-            response = web.Response(status=401, text="log in: /login?token=… or a user\n")
-            if self.access.users:
-                response.headers["WWW-Authenticate"] = 'Basic realm="logagent"'
         else:
-            try:
-                response = await handler(request)
-            except BadQuery as exc:
-                response = web.json_response({"error": str(exc)}, status=400)
-            except web.HTTPException as exc:  # 404, 405: with the same headers as the rest
-                response = web.Response(status=exc.status, text=f"{exc.reason}\n")
+            verdict = ALLOWED  # /login checks the token it is given itself
+            if request.path != "/login":
+                authorization = request.headers.get("Authorization")
+                cookie = request.cookies.get(TOKEN_COOKIE)
+                verdict = await self.access.check(authorization, cookie, request.remote)
+            if verdict.allowed:
+                response = await self._answer(request, handler)
+            else:
+                response = self._refused(verdict)
         if not response.prepared:
             response.headers.update(HEADERS)
+        return response
+
+    async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except BadQuery as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        except web.HTTPException as exc:  # 404, 405: with the same headers as the rest
+            return web.Response(status=exc.status, text=f"{exc.reason}\n")
+        except ClientConnectionResetError:
+            # The client went away mid-response (a download or a tail closed): not an error.
+            # aiohttp's writer raises this type for a closing transport, and only then.
+            log.debug("%s %s: the client went away", request.method, request.path_qs[:200])
+            return web.Response(status=204)  # never sent: aiohttp finds the transport closed
+
+    def _refused(self, verdict: Verdict) -> web.StreamResponse:
+        if verdict.retry_after:
+            return web.Response(
+                status=429,
+                text=f"too many failed logins: try again in {verdict.retry_after} s\n",
+                headers={"Retry-After": str(verdict.retry_after)},
+            )
+        response = web.Response(status=401, text="log in: /login?token=… or a user\n")
+        if self.access.users:
+            response.headers["WWW-Authenticate"] = 'Basic realm="logagent"'
         return response
 
     async def index(self, _request: web.Request) -> web.StreamResponse:
@@ -204,7 +252,10 @@ class Viewer:
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         token = request.query.get("token", "")
-        if not self.access.token or not self.access.allows(f"Bearer {token}", None):
+        verdict = self.access.check_token(token, request.remote)
+        if verdict.retry_after:
+            return self._refused(verdict)
+        if not verdict.allowed:
             return web.Response(status=401, text="wrong token\n")
         response = web.Response(status=302, headers={"Location": "/"})
         response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
@@ -232,7 +283,7 @@ class Viewer:
         """NDJSON, newest first: a page before `before` (`ns:id`), or, with a search, pages
         of matches sent as they are found, until `limit` of them or the history's start."""
         view = await parse_query(self.db, request.query)
-        limit = _int(request.query.get("limit"), 200, 1, MAX_PAGE)
+        limit = _int(request.query, "limit", 200, 1, MAX_PAGE)
         before = _position(request.query.get("before"))
         # The newest page says where its live tail takes over: what was committed before it.
         position = None if before is not None else (await committed(self.db)).token()
@@ -355,21 +406,36 @@ async def view_text(db: BaseDBAsyncClient, view: ViewQuery, *, as_json: bool) ->
         yield render.rows_text(page, matches=view.search, as_json=as_json, prefix=view.prefix)
 
 
-def _int(text: str | None, default: int, low: int, high: int) -> int:
+def _number(key: str, text: str) -> int:
+    """A signed 64-bit integer written in ASCII digits: `str.isdigit` also takes "²" and
+    "٣", which int() refuses or reads, and a number past int64 fails in SQL mid-response."""
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
+        raise BadQuery(f"{key}: {text[:40]!r} is not a number (ASCII digits, 64-bit)")
+    value = int(text)
+    if value not in _INT64:
+        raise BadQuery(f"{key}: {text[:40]!r} is out of range (64-bit)")
+    return value
+
+
+def _int(params: Any, key: str, default: int, low: int, high: int) -> int:
+    text = params.get(key)
     if not text:
         return default
-    if not text.isdigit():
-        raise BadQuery(f"{text[:40]!r} is not a number")
-    return max(low, min(high, int(text)))
+    value = _number(key, text)
+    if not low <= value <= high:
+        raise BadQuery(f"{key}: {value} is not between {low} and {high}")
+    return value
 
 
 def _position(text: str | None) -> tuple[int, int] | None:
+    """`before`: "ns:id", a row's nanoseconds (signed) and its id, as /api/lines gave them."""
     if not text:
         return None
     ns, sep, row = text.partition(":")
-    if not sep or not ns.lstrip("-").isdigit() or not row.isdigit():
+    if not sep or row.startswith("-"):
         raise BadQuery(f"before: {text[:60]!r} is not ns:id")
-    return int(ns), int(row)
+    return _number("before", ns), _number("before", row)
 
 
 def _served_hosts(host: str, port: int) -> set[str] | None:

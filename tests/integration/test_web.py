@@ -4,6 +4,7 @@ downloads, headers, access. The browser tests are in test_web_browser.py."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -14,13 +15,14 @@ from pathlib import Path
 
 import anyio
 import pytest
+from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent.batch import LineBatch, Source
 from agent.storage import LogStorage
 from agent.storage.reader import open_store
 from agent.timestamps import format_timestamp
-from agent.web.auth import Access, AccessError, access_for, hash_password
+from agent.web.auth import Access, AccessError, FailureLimit, access_for, hash_password
 from agent.web.server import Viewer
 from tests.conftest import ROOT
 from tests.integration.test_logs_cli import logagent
@@ -261,3 +263,132 @@ async def test_a_substring_search_takes_any_text_literally(store_url: str) -> No
             chunks = await ndjson(client, f"/api/lines?c=a&q={quote(needle)}")
             found = sorted(r["msg"] for c in chunks for r in c["rows"])
             assert found == sorted(expected), needle
+
+
+BAD_QUERIES = [
+    ("limit=²", "limit: '²' is not a number"),  # "²".isdigit() is True; int("²") fails
+    ("limit=٣", "limit: '٣' is not a number"),  # int("٣") is 3
+    ("limit=0", "limit: 0 is not between 1 and 1000"),
+    ("limit=5000", "limit: 5000 is not between 1 and 1000"),
+    ("limit=-1", "limit: -1 is not between 1 and 1000"),
+    ("limit=" + "9" * 5000, "is not a number"),  # past int()'s 4300 digits
+    ("before=1:²", "before: '²' is not a number"),
+    ("before=²:1", "before: '²' is not a number"),
+    ("before=-" + "9" * 30 + ":1", "is not a number"),  # was: a body cut mid-stream
+    ("before=9223372036854775808:1", "is out of range"),
+    ("before=-9223372036854775809:1", "is out of range"),
+    ("before=1:9223372036854775808", "is out of range"),
+    ("before=1:-1", "is not ns:id"),
+    ("since=١٢", "since: '١٢' is not an RFC 3339 time"),  # float("١٢") is 12.0
+    ("until=٣m", "until: '٣m' is not an RFC 3339 time"),
+    ("since=" + "1" * 65, "since:"),
+    ("level=²", "level: '²' is not a level"),
+    ("level=" + "9" * 5000, "is not a level"),
+    ("host=a%00b", "host: a NUL character"),  # PostgreSQL: cut the body
+    ("q=%00", "q: a NUL character"),  # PostgreSQL: a 500
+    ("q=a%00&re=1", "q: a NUL character"),
+    ("c=%00", "c: a NUL character"),
+    ("host=" + "h" * 256, "host: 256 characters, more than 255"),
+    ("q=" + "a" * 1001, "q: 1001 characters, more than 1000"),
+    ("&".join(["c=a"] * 101), "c: 101 containers, more than the 100"),
+]
+
+
+@pytest.mark.parametrize("path", ["/api/lines", "/api/download", "/api/tail"])
+async def test_bad_parameters_answer_400_with_the_reason(store_url: str, path: str) -> None:
+    await fill(store_url, {"a": ["x", "y"]})
+    async with viewer(store_url) as client:
+        asked = BAD_QUERIES if path == "/api/lines" else [
+            (q, said) for q, said in BAD_QUERIES if not q.startswith(("limit", "before"))
+        ]  # fmt: skip
+        if path == "/api/tail":
+            asked += [("after=³", "position"), ("after=" + "9" * 30, "position")]
+        for query, said in asked:
+            response = await client.get(f"{path}?{query}", headers=HOST)
+            assert response.status == 400, (query, await response.text())
+            assert said in (await response.json())["error"], query
+        # the bounds themselves are good numbers, and the body comes whole
+        for query in (
+            "limit=1000",
+            "before=-9223372036854775808:0",
+            "before=1:9223372036854775807",
+        ):
+            chunks = await ndjson(client, f"/api/lines?{query}")
+            assert chunks[-1]["done"], query
+
+
+@asynccontextmanager
+async def served(url: str) -> AsyncIterator[str]:
+    """The viewer on a port as `serve` runs it: unlike aiohttp's TestServer, its runner does
+    not cancel a handler whose client went away, so the handler finds out when it writes."""
+    async with open_store(url) as db:
+        app = Viewer(db, url, Access(), "127.0.0.1", PORT).app()
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        finally:
+            await runner.cleanup()
+
+
+async def test_a_client_gone_mid_tail_is_not_an_error(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="logagent.web")
+    await fill(store_url, {"a": ["old"]})
+
+    def seen() -> list[logging.LogRecord]:
+        return [
+            r for r in caplog.records
+            if "went away" in r.getMessage() or r.levelno >= logging.WARNING
+        ]  # fmt: skip
+
+    async with served(store_url) as base, ClientSession() as session:
+        response = await session.get(f"{base}/api/tail?c=a", headers=HOST)
+        assert response.status == 200
+        response.close()  # the tab closed: the tail finds out at its next write
+        n = 0
+        with anyio.fail_after(60):
+            while not seen():  # each new row is one more write to the closed client
+                n += 1
+                async with LogStorage(store_url, host="web-host") as storage:
+                    batch = LineBatch(Source("a" * 8, "a"))
+                    ns = T0 + 10_000 * n
+                    batch.append("stdout", ns, format_timestamp(ns), f"new {n}", 0, 5)
+                    batch.levels.append(None)
+                    await storage.write(batch)
+                await anyio.sleep(0.05)
+    assert [(r.levelname, r.name) for r in seen()] == [("DEBUG", "logagent.web")]
+    assert not any(r.exc_info for r in caplog.records), "a traceback was logged"
+
+
+async def test_failed_logins_are_answered_429_and_a_right_password_still_logs_in(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'logs.db'}"
+    await fill(url, {"a": ["x"]})
+    users = {"ann": hash_password("correct horse", iterations=1000)}
+
+    def basic(credentials: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + b64encode(credentials.encode()).decode()}
+
+    access = Access(token="t" * 20, users=users, failures=FailureLimit(burst=3, window=60))
+    async with viewer(url, access, "0.0.0.0") as client:
+        for _ in range(3):
+            assert (await client.get("/", headers=basic("ann:wrong"))).status == 401
+        limited = await client.get("/", headers=basic("ann:wrong"))
+        assert limited.status == 429
+        assert 1 <= int(limited.headers["Retry-After"]) <= 20  # one attempt back: 60 s / 3
+        # this client waits, whatever it shows (a right guess would stand out otherwise)
+        assert (await client.get("/", headers=basic("ann:correct horse"))).status == 429
+        assert (await client.get("/login?token=" + "t" * 20)).status == 429
+    fresh = Access(token="t" * 20, users=users, failures=FailureLimit(burst=3, window=60))
+    async with viewer(url, fresh, "0.0.0.0") as client:
+        assert (await client.get("/", headers=basic("nobody:wrong"))).status == 401
+        assert (await client.get("/", headers=basic("ann:wrong"))).status == 401
+        for _ in range(5):  # right: it gives its attempt back, and is hashed once
+            assert (await client.get("/", headers=basic("ann:correct horse"))).status == 200
+        assert (await client.get("/")).status == 401  # showing nothing is not a failure
+        assert (await client.get("/login?token=wrong")).status == 401
+        assert (await client.get("/login?token=wrong")).status == 429  # the third failure

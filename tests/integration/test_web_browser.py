@@ -346,3 +346,76 @@ def test_live_tail_holds_new_lines_while_the_reader_is_scrolled_up(
         "return Array.from(document.querySelectorAll('#containers .name'), e => e.textContent)"
     )
     assert names == [f"{containers.prefix}-reader"]
+
+
+# What the CLI escapes and a browser would draw as nothing (or as a line break), each shown
+# as an escape; then lines made for a backtracking logfmt pattern (the first, 59 characters,
+# held the tab for 6 s; the next for days), and a logfmt line that unfolds.
+INVISIBLE = "zw\u200bnj\u200cj\u200dwj\u2060bom\ufeffshy\u00adls\u2028ps\u2029alm\u061cend"
+SHOWN_AS = (
+    "zw<U+200B>nj<U+200C>j<U+200D>wj<U+2060>bom<U+FEFF>shy\\xadls<U+2028>ps<U+2029>alm<U+061C>end"
+)
+BAIT = ["a=b" * 19 + " !", "a=b" * 40 + " !", "x=" * 5000 + " !"]
+LOGFMT_LINE = 'level=info msg="hello there" n=1'
+
+
+def test_invisible_characters_are_shown_everywhere_and_bait_lines_do_not_hang_the_page(
+    browser: Any, stack: Stack, containers: Containers, tmp_path: Path
+) -> None:
+    import anyio
+    from selenium.webdriver.common.by import By
+
+    from agent.batch import Line, LineBatch, Source
+    from agent.storage import LogStorage
+
+    (tmp_path / "sneaky").write_bytes(
+        "".join(line + "\n" for line in [INVISIBLE, *BAIT, LOGFMT_LINE]).encode()
+    )
+    cid = containers.run(
+        "sneaky", "cat /sneaky; echo last-line",
+        "-v", f"{tmp_path / 'sneaky'}:/sneaky:ro",
+        "--label", "com.docker.compose.project=proj\u200bect",
+    )  # fmt: skip
+    containers.wait("sneaky")
+    until(lambda: stack.rows(cid) >= 6, "the lines stored")
+
+    async def another_host() -> None:  # a host and a container name no Docker would allow
+        async with LogStorage(stack.url, host="evil\u2060host") as storage:
+            source = Source("f" * 64, "na\u200dme", project="pro\u2029ject")
+            ns = time.time_ns()
+            await storage.write(LineBatch.of(source, [Line("stdout", ns, "", "elsewhere")]))
+
+    stop_process(stack.agent)  # a store has one writer: this test's, now
+    anyio.run(another_host)
+    open_view(browser, stack, "/")
+    until(lambda: {"last-line", "elsewhere"} <= set(shown(browser)), "the page drawn")
+    texts = shown(browser)
+    assert SHOWN_AS in texts
+    line = browser.find_elements(By.CSS_SELECTOR, "#lines .line .msg")[texts.index(SHOWN_AS)]
+    assert len(line.find_elements(By.CSS_SELECTOR, ".esc")) == 9  # each an escape, styled
+    for bait in BAIT:
+        assert bait in texts  # as it is: not logfmt, and answered at once
+    found = browser.execute_script(
+        "const q = (s) => Array.from(document.querySelectorAll(s), (e) => e.textContent);"
+        "return {host: q('#containers .host'), project: q('#containers .project'),"
+        " name: q('#containers .name'), src: q('#lines .line .src'),"
+        " options: Array.from(document.querySelectorAll('#host option'),"
+        "   (o) => [o.textContent, o.value]),"
+        " text: document.body.textContent};"
+    )
+    assert "evil<U+2060>host" in found["host"]
+    assert "proj<U+200B>ect" in found["project"] and "pro<U+2029>ject" in found["project"]
+    assert "na<U+200D>me" in found["name"] and "na<U+200D>me" in found["src"]
+    assert ["evil<U+2060>host", "evil\u2060host"] in found["options"]  # shown; the filter raw
+    hidden = [ch for ch in "\u200b\u200c\u200d\u2060\ufeff\u00ad\u2028\u2029\u061c"
+              if ch in found["text"]]  # fmt: skip
+    assert hidden == [], [hex(ord(ch)) for ch in hidden]
+    lines = browser.find_elements(By.CSS_SELECTOR, "#lines .line")
+    unfold = lines[[t.startswith(LOGFMT_LINE) for t in texts].index(True)]  # and its pairs
+    unfold.find_element(By.CSS_SELECTOR, "details summary").click()
+    pretty = unfold.find_element(By.CSS_SELECTOR, "details pre").text
+    assert pretty == 'level: info\nmsg: "hello there"\nn: 1'
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors
+    browser.execute_script("arguments[0].scrollIntoView()", line)
+    shot(browser, "invisible")

@@ -57,6 +57,15 @@
     return node;
   }
 
+  // An element holding text from the store (a name, a project, a host): escaped like a line.
+  function stored(tag, cls, text) {
+    const node = el(tag, cls);
+    escaped(String(text ?? ""), node, []);
+    return node;
+  }
+
+  const STATES = new Set(["created", "running", "paused", "restarting", "exited", "removed", "dead"]);
+
   function fuzzy(needle, hay) {
     needle = needle.toLowerCase();
     hay = hay.toLowerCase();
@@ -80,7 +89,11 @@
     const chosen = select.value;
     select.replaceChildren(el("option", "", "all hosts"));
     select.firstChild.value = "";
-    for (const h of hosts) select.append(el("option", "", h));
+    for (const h of hosts) {
+      const option = el("option", "", visibleText(h)); // an option holds text only
+      option.value = h;
+      select.append(option);
+    }
     select.value = chosen;
     drawContainers();
   }
@@ -96,20 +109,21 @@
       if (c.host !== host) {
         host = c.host;
         project = null;
-        box.append(el("div", "host", host || "(no host)"));
+        box.append(host ? stored("div", "host", host) : el("div", "host", "(no host)"));
       }
       if (c.project !== project) {
         project = c.project;
-        if (project) box.append(el("div", "project", project));
+        if (project) box.append(stored("div", "project", project));
       }
       const row = el("a", "ctr" + (view.selected.includes(c.id) ? " on" : ""));
       row.classList.toggle("removed", c.state === "removed");
       row.dataset.id = c.id;
       row.href = "?c=" + encodeURIComponent(c.id);
-      row.title = c.id;
-      row.append(el("span", "name " + colour(c.id), c.name));
+      row.title = visibleText(c.id);
+      row.append(stored("span", "name " + colour(c.id), c.name));
       const meta = el("span", "meta");
-      meta.append(el("span", "badge " + (c.state || ""), c.state || "unknown"));
+      const state = STATES.has(c.state) ? c.state : "";
+      meta.append(state ? el("span", "badge " + state, state) : stored("span", "badge", c.state || "unknown"));
       meta.append(document.createTextNode(` ${c.lines.toLocaleString()} lines` +
         (c.last ? ` · last ${c.last.slice(0, 19).replace("T", " ")}` : "") +
         (c.gaps ? ` · ${c.gaps} gaps` : "")));
@@ -132,23 +146,44 @@
   }
 
   // -- one line --------------------------------------------------------------------------------
-  // Control characters other than tab and newline, DEL, C1 and bidi controls are shown as
-  // visible escapes; SGR colour sequences become colours. Nothing of a line is markup.
-  const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+  // What text from the store must not do to whoever reads it (as the CLI's agent/render.py):
+  // C0 controls but tab and newline, DEL and C1, the invisible format characters (Unicode Cf:
+  // bidi controls, zero-width characters, the BOM, the soft hyphen, tags) and the line and
+  // paragraph separators (Zl, Zp), which make text read other than it is. Each is shown as a
+  // visible escape; SGR colour sequences become colours. Nothing of a line is markup.
+  // Every pattern here is one character or one fixed run: none backtracks (a line is hostile).
+  const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\p{Cf}\p{Zl}\p{Zp}]/gu;
   const SGR = /\u001b\[([0-9;]*)m/g;
 
-  function escaped(text, into, classes) {
+  function shownAs(code) {
+    return code < 0x100
+      ? "\\x" + code.toString(16).padStart(2, "0")
+      : "<U+" + code.toString(16).toUpperCase().padStart(4, "0") + ">";
+  }
+
+  // The viewer's one escaping function (pure): text as [escape?, text] pieces, every hidden
+  // character its own escape piece.
+  function pieces(text) {
+    const out = [];
     let at = 0;
     for (const m of text.matchAll(CONTROL)) {
-      if (m.index > at) into.append(span(classes, text.slice(at, m.index)));
-      const code = m[0].codePointAt(0);
-      const shown = code < 0x100
-        ? "\\x" + code.toString(16).padStart(2, "0")
-        : "<U+" + code.toString(16).toUpperCase().padStart(4, "0") + ">";
-      into.append(el("span", "esc", shown));
+      if (m.index > at) out.push([false, text.slice(at, m.index)]);
+      out.push([true, shownAs(m[0].codePointAt(0))]);
       at = m.index + m[0].length;
     }
-    if (at < text.length) into.append(span(classes, text.slice(at)));
+    if (at < text.length) out.push([false, text.slice(at)]);
+    return out;
+  }
+
+  function escaped(text, into, classes) {
+    for (const [escape, part] of pieces(text)) {
+      into.append(escape ? el("span", "esc", part) : span(classes, part));
+    }
+  }
+
+  // The same escapes where only plain text can go (an option, a title).
+  function visibleText(text) {
+    return pieces(text).map((piece) => piece[1]).join("");
   }
 
   function span(classes, text) {
@@ -169,13 +204,14 @@
 
   function sgr(params, classes) {
     let out = classes.slice();
+    const add = (cls) => { if (!out.includes(cls)) out.push(cls); }; // "1;1;1;…" adds one
     for (const p of (params || "0").split(";")) {
       const n = Number(p || "0");
       if (n === 0) out = [];
-      else if (n === 1) out.push("a-bold");
-      else if (n === 2) out.push("a-dim");
-      else if (n === 3) out.push("a-italic");
-      else if (n === 4) out.push("a-underline");
+      else if (n === 1) add("a-bold");
+      else if (n === 2) add("a-dim");
+      else if (n === 3) add("a-italic");
+      else if (n === 4) add("a-underline");
       else if ((n >= 30 && n <= 37) || (n >= 90 && n <= 97)) {
         out = out.filter((c) => !/^a\d/.test(c));
         out.push("a" + n);
@@ -188,8 +224,41 @@
     return out;
   }
 
-  const LOGFMT = /^\s*(?:[\w.\-@]+=(?:"(?:[^"\\]|\\.)*"|\S*)\s*){2,}$/;
-  const PAIR = /([\w.\-@]+)=("(?:[^"\\]|\\.)*"|\S*)/g;
+  // logfmt (`key=value key="a quoted value" …`, two pairs or more, one line), read in one
+  // pass that looks at each character once: the pattern it replaces backtracked
+  // exponentially, and a 59-character line held the tab for seconds.
+  const SPACE = /\s/; // tested on one character at a time
+
+  function keyChar(c) { // [A-Za-z0-9_.@-]
+    return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) ||
+      c === 95 || c === 46 || c === 45 || c === 64;
+  }
+
+  function logfmt(t) {
+    const n = t.length;
+    const space = (i) => i < n && SPACE.test(t[i]);
+    const pairs = [];
+    let i = 0;
+    for (;;) {
+      while (space(i)) i++;
+      if (i >= n) break;
+      const key = i;
+      while (i < n && keyChar(t.charCodeAt(i))) i++;
+      if (i === key || t[i] !== "=") return null;
+      const name = t.slice(key, i);
+      const value = ++i;
+      if (t[i] === '"') {
+        for (i++; i < n && t[i] !== '"'; i++) if (t[i] === "\\") i++;
+        if (i >= n) return null; // never closed
+        i++;
+      } else {
+        while (i < n && !space(i)) i++;
+      }
+      if (i < n && !space(i)) return null; // key="a"b: not a pair
+      pairs.push([name, t.slice(value, i)]);
+    }
+    return pairs.length >= 2 ? pairs : null;
+  }
 
   function structured(text) {
     const t = text.trim();
@@ -200,10 +269,8 @@
         return null;
       }
     }
-    if (!t.includes("\n") && LOGFMT.test(t)) {
-      return Array.from(t.matchAll(PAIR), (m) => `${m[1]}: ${m[2]}`).join("\n");
-    }
-    return null;
+    const pairs = t.includes("\n") ? null : logfmt(t);
+    return pairs && pairs.map(([k, v]) => `${k}: ${v}`).join("\n");
   }
 
   function message(text) {
@@ -234,7 +301,7 @@
     node.dataset.id = row.id;
     node.dataset.ns = row.ns;
     node.append(el("span", "ts", row.ts.slice(0, 23).replace("T", " ")));
-    node.append(el("span", colour(row.cid), row.name));
+    node.append(stored("span", colour(row.cid), row.name));
     if (row.level) node.append(el("span", "lvl lvl-" + LEVELS[row.level], LEVELS[row.level]));
     node.append(message(row.msg));
     return node;
@@ -243,7 +310,7 @@
   function gapNode(gap) {
     const node = el("div", "gap");
     node.dataset.ns = gap.ns;
-    node.textContent = `${gap.name}: lines lost — ${gap.reason}`;
+    escaped(`${gap.name}: lines lost — ${gap.reason}`, node, []);
     return node;
   }
 
@@ -257,9 +324,16 @@
     const box = $("lines");
     try {
       const response = await fetch("/api/lines?" + query(extra).toString());
-      if (!response.ok) {
-        const body = await response.json();
-        $("status").textContent = body.error || response.statusText;
+      if (!response.ok) { // a 400 says why in JSON; a 401, 429 or 503 in a line of text
+        const said = await response.text();
+        let reason = said.trim() || response.statusText;
+        try {
+          reason = JSON.parse(said).error || reason;
+        } catch (e) {
+          // text, as it is
+        }
+        $("status").replaceChildren();
+        escaped(reason, $("status"), []);
         view.done = true;
         return;
       }
@@ -352,6 +426,11 @@
     const box = $("lines");
     box.scrollTop = box.scrollHeight;
     follow();
+  }
+
+  if (typeof module === "object" && module.exports) { // node: tests/unit/test_viewer_js.py
+    module.exports = { pieces, visibleText, logfmt, structured, sgr };
+    return;
   }
 
   document.addEventListener("DOMContentLoaded", async () => {

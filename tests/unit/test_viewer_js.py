@@ -1,0 +1,156 @@
+"""The viewer's pure JavaScript (agent/web/static/app.js), run by node: its one escaping
+function against Unicode's categories and the CLI's escaping, and its logfmt reader and colour
+codes against lines made to backtrack. The page itself is tested in test_web_browser.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import unicodedata
+from typing import Any
+
+import pytest
+
+from agent.render import terminal_safe
+from tests.conftest import ROOT
+
+APP = ROOT / "agent" / "web" / "static" / "app.js"
+NODE = shutil.which("node")
+
+
+def run_js(body: str, given: Any = None) -> Any:
+    """`body` run by node with app.js's pure functions as `app` and `given` as `input`;
+    it prints its answer as JSON. A pattern that backtracks exponentially never answers:
+    the timeout is a failure, far beyond what a linear reading of these lines takes."""
+    if NODE is None:
+        if os.environ.get("CI"):
+            raise AssertionError("no node: apt-get install nodejs")
+        pytest.skip("no node (apt-get install nodejs)")
+    script = (
+        f"const app = require({json.dumps(str(APP))});\n"
+        "const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));\n"
+        f"{body}\n"
+    )
+    done = subprocess.run(
+        [NODE, "-e", script],
+        input=json.dumps(given),
+        capture_output=True,
+        encoding="utf-8",
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _hidden(code: int) -> bool:
+    """What the CLI's edge escapes too (agent/render.py): controls, format, separators."""
+    return unicodedata.category(chr(code)) in ("Cc", "Cf", "Zl", "Zp") and code not in (9, 10)
+
+
+def test_every_control_format_and_separator_character_is_escaped() -> None:
+    escaped = set(
+        run_js(
+            "const out = [];\n"
+            "for (let c = 0; c <= 0x10ffff; c++) {\n"
+            "  if (c >= 0xd800 && c <= 0xdfff) continue;\n"
+            "  if (app.pieces(String.fromCodePoint(c)).some((p) => p[0])) out.push(c);\n"
+            "}\n"
+            "console.log(JSON.stringify(out));"
+        )
+    )
+    expected = {c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF and _hidden(c)}
+    assert sorted(expected - escaped) == []
+    # node's Unicode may be newer than Python's: a character more is one Python's does not know
+    newer = [hex(c) for c in escaped - expected if unicodedata.category(chr(c)) != "Cn"]
+    assert newer == []
+    for c in escaped & expected:  # and the CLI shows each of them escaped as well
+        assert terminal_safe(chr(c)) != chr(c), hex(c)
+
+
+def test_invisible_characters_become_visible_escapes_and_the_text_stays() -> None:
+    given = [
+        "zw\u200bsp\u200cnj\u200djn\u2060wj\ufeffbom\u00adshy\u2028ls\u2029ps\u061calm",
+        "tab\tand\nnewline stay",
+        "tag\U000e0041 \u202eevil\u202c \x1b[2J",
+    ]
+    got = run_js(
+        "console.log(JSON.stringify(input.map((t) => [app.visibleText(t), app.pieces(t)])));",
+        given,
+    )
+    assert got[0][0] == (
+        "zw<U+200B>sp<U+200C>nj<U+200D>jn<U+2060>wj<U+FEFF>bom\\xadshy<U+2028>ls<U+2029>"
+        "ps<U+061C>alm"
+    )
+    assert [text for escape, text in got[0][1] if not escape] == [
+        "zw", "sp", "nj", "jn", "wj", "bom", "shy", "ls", "ps", "alm"
+    ]  # fmt: skip
+    assert got[1][1] == [[False, "tab\tand\nnewline stay"]]
+    assert got[2][0] == "tag<U+E0041> <U+202E>evil<U+202C> \\x1b[2J"
+
+
+# Lines made for a backtracking logfmt pattern: the first, 59 characters, held the tab for
+# over 6 s (each 3 characters more: 8 times longer); the others up to the 20,000 characters
+# a line is shown with.
+BAIT = [
+    "a=b" * 19 + " !",
+    "a=b" * 6666 + " !",
+    "x=" * 10_000 + " !",
+    "a= " * 6666 + "!",
+    'a="' + '\\"' * 9_998,
+    'a="b" ' * 3_333 + 'c="',
+    "k=v " * 4_999 + "=",
+    "a" * 19_999 + "=",
+    "a=" + "b" * 19_990 + '"c',
+]
+
+
+def test_logfmt_is_read_in_one_pass_from_lines_made_to_backtrack() -> None:
+    got = run_js("console.log(JSON.stringify(input.map((t) => app.structured(t))));", BAIT)
+    assert got == [None] * len(BAIT)  # none is logfmt; each is answered at once
+
+
+def test_logfmt_lines_unfold_into_their_pairs() -> None:
+    given = [
+        'level=info msg="hello world" n=5',
+        'a="x\\" y" b=2',
+        "a= b=",
+        "  spaced=1\tout=2  ",
+        "only=one",
+        "a=1 b",
+        'a="x"b=1',
+        'a="never closed b=2',
+        "a=1 b=2\nc=3",
+        '{"msg": "<b>", "n": [1, 2]}',
+        "{not json}",
+    ]
+    got = run_js("console.log(JSON.stringify(input.map((t) => app.structured(t))));", given)
+    assert got == [
+        'level: info\nmsg: "hello world"\nn: 5',
+        'a: "x\\" y"\nb: 2',
+        "a: \nb: ",
+        "spaced: 1\nout: 2",
+        None,
+        None,
+        None,
+        None,
+        None,
+        '{\n  "msg": "<b>",\n  "n": [\n    1,\n    2\n  ]\n}',
+        None,
+    ]
+
+
+def test_a_colour_code_repeated_ten_thousand_times_keeps_one_class() -> None:
+    got = run_js(
+        "console.log(JSON.stringify([app.sgr(input, []), app.sgr('31;32;1;44', ['a-bold']),"
+        " app.sgr('0', ['a31']), app.sgr('', ['a31']), app.sgr('39;49', ['a31', 'b41'])]));",
+        ";".join(["1;31;4"] * 10_000),
+    )
+    assert got == [
+        ["a-bold", "a-underline", "a31"],
+        ["a-bold", "a32", "b44"],
+        [],
+        [],
+        [],
+    ]
