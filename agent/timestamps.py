@@ -15,6 +15,12 @@ seconds_cache: dict[bytes, int] = {}  # also read by the frame decoder's fast pa
 _CACHE_MAX = 4096
 
 
+# What a signed 64-bit count of nanoseconds holds (the store's BIGINT): 1677-09-21 to
+# 2262-04-11, whole seconds inside it.
+_MIN_SECONDS = -(2**63) // 1_000_000_000 + 1
+_MAX_SECONDS = (2**63 - 1) // 1_000_000_000
+
+
 class TimestampError(ValueError):
     """Text that is not an RFC 3339 timestamp."""
 
@@ -40,7 +46,9 @@ def parse_timestamp(text: bytes) -> int:
     if zone not in (b"Z", b"z"):
         sign = 1 if zone[0:1] == b"+" else -1
         secs -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
-    elif m.group(7) is not None and text[10] == 0x54:  # only Docker's own spelling ("T")
+    if not _MIN_SECONDS <= secs < _MAX_SECONDS:  # a stamp printed by anyone (a TTY's text)
+        raise TimestampError(f"timestamp out of range (1678 to 2262): {text[:40]!r}")
+    if zone in (b"Z", b"z") and m.group(7) is not None and text[10] == 0x54:  # Docker's own
         if len(seconds_cache) >= _CACHE_MAX:
             seconds_cache.clear()
         seconds_cache[text[:19]] = secs

@@ -14,7 +14,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.batch import STREAMS, Source
 from agent.cursor import Cursor
-from agent.storage.models import ContainerCursor, HostCommit, LogLine
+from agent.storage.models import ContainerCursor, HostCommit, LogLine, fit
 from agent.storage.sql import Marks
 
 TABLE = ContainerCursor._meta.db_table
@@ -56,7 +56,8 @@ async def add_sources(conn: BaseDBAsyncClient, host: str, sources: list[Source])
         "ON CONFLICT (host, container_id) DO NOTHING"
     )
     await conn.execute_many(
-        insert, [[host, s.container_id, s.container_name, 0, 0, 0, 0, 0, now] for s in sources]
+        insert,
+        [[host, s.container_id, fit(s.container_name), 0, 0, 0, 0, 0, now] for s in sources],
     )
     marks = Marks(dialect)
     _, found = await conn.execute_query(

@@ -9,7 +9,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 
 from agent.batch import LineBatch
-from agent.storage.models import Gap
+from agent.storage.models import Gap, fit
 from agent.storage.sql import Marks
 from agent.timestamps import format_timestamp
 
@@ -34,7 +34,7 @@ async def record_lost(conn: BaseDBAsyncClient, host: str, batches: list[LineBatc
         f"INSERT INTO {Gap._meta.db_table} (host, container_id, container_name, reason, "
         f"from_ns, to_ns, created_ns) VALUES ({Marks(conn.capabilities.dialect).many(7)})",
         [
-            [host, b.source.container_id, b.source.container_name, *b.lost, now]
+            [host, b.source.container_id, fit(b.source.container_name), *b.lost, now]
             for b in batches
             if b.lost is not None
         ],
@@ -59,7 +59,10 @@ async def record_drops(conn: BaseDBAsyncClient, host: str, batches: list[LineBat
     await conn.execute_many(
         f"INSERT INTO {table} (host, container_id, container_name, reason, from_ns, to_ns, "
         f"created_ns) VALUES ({Marks(conn.capabilities.dialect).many(7)})",
-        [[host, b.source.container_id, b.source.container_name, *_span(b), now] for b in spans],
+        [
+            [host, b.source.container_id, fit(b.source.container_name), *_span(b), now]
+            for b in spans
+        ],
     )
 
 

@@ -5,6 +5,14 @@ from __future__ import annotations
 from tortoise import fields
 from tortoise.models import Model
 
+NAME_MAX = 255  # the width of the name columns: a name or label longer is cut to it
+
+
+def fit(name: str | None) -> str | None:
+    """A name as its column holds it: anyone who runs a container picks its name and its
+    compose labels, and PostgreSQL refuses a longer value (the whole commit with it)."""
+    return name if name is None or len(name) <= NAME_MAX else name[:NAME_MAX]
+
 
 class LogLine(Model):
     """One stored line. Order within a container is (timestamp_ns, id): Docker's, then arrival.

@@ -20,11 +20,19 @@ from typing import Any, TypedDict
 import anyio
 from anyio.abc import TaskStatus
 
-from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED, STREAMS, LineBatch, Source
+from agent.batch import (
+    FLAG_CONTINUED,
+    FLAG_REPLACED,
+    FLAG_TRUNCATED,
+    STREAMS,
+    LineBatch,
+    Lost,
+    Source,
+)
 from agent.storage.cursors import add_sources, commit_sql, position_sql, stored_positions
-from agent.storage.db import StorageError, fatal, in_child_task, transaction
+from agent.storage.db import StorageError, fatal, in_child_task, refused, transaction
 from agent.storage.gaps import record_drops, record_lost
-from agent.storage.models import LOG_LINE_COLUMNS, LogLine
+from agent.storage.models import LOG_LINE_COLUMNS, LogLine, fit
 from agent.storage.partitions import day_of, ensure_days
 from agent.storage.postgres import COMMITS
 from agent.storage.sql import Marks
@@ -64,6 +72,9 @@ class WriterOptions(TypedDict, total=False):
     report_every: float
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # a gap's bounds are BIGINT columns
+
+
 @dataclass
 class WriterStats:
     """What the writer did so far: for metrics, health and benchmarks."""
@@ -72,6 +83,7 @@ class WriterStats:
     rows: int = 0
     write_errors: int = 0
     truncated_rows: int = 0
+    refused_rows: int = 0  # set aside as gaps: values the store refuses for good
     last_commit_seconds: float = 0.0
     failing: str | None = None  # the last write error, while it persists
     failing_since_ns: int | None = None  # when writing began to fail (the store went away)
@@ -206,7 +218,7 @@ class LogWriter:
                     self._unsure = False
                     rows = sum(len(b) for b in held)
                 if held:
-                    await in_child_task(partial(self._commit, held))  # see there: why
+                    await self._commit_held(held)
             except Exception as exc:  # a database failure: keep the rows, report, retry
                 self._unsure = True
                 stats.write_errors += 1
@@ -257,6 +269,63 @@ class LogWriter:
                 self.on_commit(rows, stats.last_commit_seconds)
             self._wake()
 
+    async def _commit_held(self, held: list[LineBatch]) -> None:
+        """All held batches in one commit; if the store refuses some of their values for
+        good, each batch on its own, so that one container's bad row costs only it."""
+        try:
+            await in_child_task(partial(self._commit, held))  # see there: why
+        except Exception as exc:
+            if refused(exc) is None:
+                raise
+            log.warning("the store refused a commit (%s): committing batch by batch", exc)
+            for b in list(held):
+                await self._commit_alone(b)
+                self._settle([b])
+
+    async def _commit_alone(self, batch: LineBatch) -> None:
+        """One batch; a value the store refuses is cleaned (a NUL byte: PostgreSQL's text
+        cannot hold one) or the batch set aside, as a gap of its container with the reason,
+        and its position committed: after a restart Docker does not send it again."""
+        try:
+            await in_child_task(partial(self._commit, [batch]))
+            return
+        except Exception as exc:
+            if (why := refused(exc)) is None:
+                raise
+        if any("\x00" in m for m in batch.messages):
+            clean = batch.take(list(range(len(batch))))
+            clean.messages = [m.replace("\x00", "\ufffd") for m in batch.messages]
+            clean.flags = [f | FLAG_REPLACED if "\x00" in m else f
+                           for f, m in zip(batch.flags, batch.messages, strict=True)]  # fmt: skip
+            clean.position, clean.dropped, clean.lost = batch.position, batch.dropped, batch.lost
+            try:
+                await in_child_task(partial(self._commit, [clean]))
+                return
+            except Exception as exc:
+                if (why := refused(exc)) is None:
+                    raise
+        stamps = [min(max(t, _INT64_MIN), _INT64_MAX) for t in batch.timestamps_ns]
+        reason = f"{len(batch)} lines the store refuses: {why}"[:500]
+        aside = LineBatch(batch.source, position=batch.position, dropped=batch.dropped)
+        aside.lost = Lost(reason, min(stamps, default=None), max(stamps, default=None))
+        self.stats.refused_rows += len(batch)
+        log.error("%s (%s): %s", batch.container_name, batch.container_id[:12], reason)
+        try:
+            await in_child_task(partial(self._commit, [aside]))
+        except Exception as exc:
+            if refused(exc) is None:
+                raise
+            aside.position = {}  # the position itself is out of range: the gap alone
+            try:
+                await in_child_task(partial(self._commit, [aside]))
+            except Exception as again:
+                if (why := refused(again)) is None:
+                    raise
+                # Never a wedge: this is said in the log and counted, and the rest goes on.
+                log.error("%s: not even its gap can be stored: %s", batch.container_name, why)
+        if batch.lost is not None:  # its own gap goes in too
+            await in_child_task(partial(self._commit, [LineBatch(batch.source, lost=batch.lost)]))
+
     async def _commit(self, batches: list[LineBatch]) -> None:
         new = {id(b.source): b.source for b in batches if b.source.source_id is None}
         if new:
@@ -294,12 +363,12 @@ class LogWriter:
         now = time.time_ns()
         positions: list[list[Any]] = []
         for sid, b in last.items():
-            row: list[Any] = [b.container_name]
+            row: list[Any] = [fit(b.container_name)]
             for stream in STREAMS:
                 row += b.position.get(stream, (None, None))
             src = b.source
             positions.append(
-                [*row, *per_source[sid], now, src.max_age_s, src.project, src.state, sid]
+                [*row, *per_source[sid], now, src.max_age_s, fit(src.project), src.state, sid]
             )
         dropped = {(b.source.source_id, b.dropped.from_ns): b for b in batches if b.dropped}
         missing = self._missing_days(batches) if self._copy else set()

@@ -10,7 +10,7 @@ import pytest
 from agent.batch import FLAG_CONTINUED, FLAG_REPLACED, FLAG_TRUNCATED, Line, Source
 from agent.docker.frames import FrameDecoder, FrameError
 from agent.docker.lines import DOCKER_PARTIAL_BYTES
-from agent.timestamps import format_timestamp, parse_timestamp, since_param
+from agent.timestamps import TimestampError, format_timestamp, parse_timestamp, since_param
 
 T1 = b"2026-11-26T11:59:02.760761749Z"
 T2 = b"2026-11-26T11:59:02.761534987Z"
@@ -310,4 +310,20 @@ def test_tty_line_quoting_an_older_docker_stamp_stays_one_line() -> None:
     data = rec(T2, b"saw " + T1 + b" before\r\n")
     assert view(decode_every_split(data, tty=True)) == [
         ("tty", T2.decode(), f"saw {T1.decode()} before", 0)
+    ]
+
+
+def test_a_stamp_no_int64_count_holds_is_refused_not_overflowed() -> None:
+    # A TTY's text can print anything: past 2262 no signed 64-bit nanosecond count holds it.
+    assert parse_timestamp(b"2262-04-11T23:47:15.999999999Z") < 2**63
+    for text in (b"9999-12-31T23:59:59.999999999Z", b"1600-01-01T00:00:00Z"):
+        with pytest.raises(TimestampError, match="out of range"):
+            parse_timestamp(text)
+
+
+def test_tty_line_printing_a_stamp_past_2262_stays_one_line() -> None:
+    far = b"9999-12-31T23:59:59.999999999Z"
+    data = rec(T2, b"x" + far + b" y\r\n")
+    assert view(decode_every_split(data, tty=True)) == [
+        ("tty", T2.decode(), f"x{far.decode()} y", 0)
     ]
