@@ -258,7 +258,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str]) -> Settings:
         api_tcp_host=tcp_host,
         api_tcp_port=tcp_port,
         api_token=token,
-        retention_max_age_s=_seconds(retention, "max_age", defaults.retention_max_age_s),
+        retention_max_age_s=_max_age(retention, defaults.retention_max_age_s),
         retention_max_bytes=_non_negative(retention, "max_bytes", defaults.retention_max_bytes),
         retention_interval_s=_interval(retention, defaults.retention_interval_s),
         db_url=db_url,
@@ -291,6 +291,13 @@ def _seconds(section: dict[str, Any], key: str, default: float, where: str = "re
         return parse_duration(text)
     except ValueError as exc:
         raise ConfigError(f"{where}.{key}: {exc}") from None
+
+
+def _max_age(section: dict[str, Any], default: float) -> float:
+    max_age = _seconds(section, "max_age", default)
+    if 0 < max_age < 1:  # a cut-off in whole seconds: 0.5s would keep everything
+        raise ConfigError(f"retention.max_age: at least 1s (0 keeps forever), got {max_age}s")
+    return max_age
 
 
 def _interval(section: dict[str, Any], default: float) -> float:

@@ -88,7 +88,12 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
 
 
 def _retention(text: str) -> float:
-    return 0.0 if text.strip() == "0" else parse_duration(text.strip())
+    if text.strip() == "0":
+        return 0.0
+    seconds = parse_duration(text.strip())
+    if seconds < 1:  # stored in whole seconds: 0.5s would become 0, "keep forever"
+        raise ValueError(f"{text!r}: at least 1s (0 keeps forever)")
+    return seconds
 
 
 _PARSE: dict[str, tuple[str, Callable[[str], Any]]] = {

@@ -68,13 +68,11 @@ class Retention:
         db = self.storage.db
         sqlite = self.storage.dialect == "sqlite"
         now = now_ns or time.time_ns()
-        own = await self._own_ages(db)  # source id -> seconds (0: for ever)
+        own = await self._own_ages(db)  # this host's source id -> seconds (0: for ever)
         if self.max_age_s > 0:
-            cutoff = now - int(self.max_age_s * 1_000_000_000)
-            # Whole days go only when no container keeps its lines longer than they are old.
-            keeps = [now - age * 1_000_000_000 for age in own.values() if age > 0]
-            if not sqlite and all(own.values()):
-                report.by_age += await self._drop_days(report, min([cutoff, *keeps]))
+            cutoff = _before(now, self.max_age_s)
+            if not sqlite:  # whole days, where nothing in them is to be kept
+                report.by_age += await self._drop_days(report, cutoff, now)
             besides = list(own)
             while deleted := await self._delete_batch(
                 db, report, before_ns=cutoff, besides=besides
@@ -82,7 +80,7 @@ class Retention:
                 report.by_age += deleted
         for sid, age in own.items():
             if age > 0:
-                cut = now - age * 1_000_000_000
+                cut = _before(now, age)
                 while deleted := await self._delete_batch(db, report, before_ns=cut, only=sid):
                     report.by_own_age += deleted
         if sqlite and self.max_bytes > 0:
@@ -104,12 +102,13 @@ class Retention:
         self.pruned_rows += report.by_age + report.by_own_age + report.by_size
         return report
 
-    @staticmethod
-    async def _own_ages(db: BaseDBAsyncClient) -> dict[int, int]:
-        """Containers with a retention of their own (hint), of every host of the store."""
+    async def _own_ages(self, db: BaseDBAsyncClient) -> dict[int, int]:
+        """This host's containers with a retention of their own (hint). Another host's are
+        that host's to keep: its retention runs with its own config."""
         _, rows = await db.execute_query(
             f"SELECT id, max_age_s FROM {ContainerCursor._meta.db_table} "
-            "WHERE max_age_s IS NOT NULL"
+            f"WHERE max_age_s IS NOT NULL AND host = {Marks(self.storage.dialect)()}",
+            [self.storage.host],
         )
         return {int(r[0]): int(r[1]) for r in rows}
 
@@ -123,11 +122,11 @@ class Retention:
         besides: list[int] | None = None,
     ) -> int:
         """Delete up to `batch_rows` oldest rows (older than `before_ns`, if given), of one
-        container (`only`) or of all but some (`besides`)."""
+        container (`only`) or of all but some (`besides`); this host's rows alone."""
         table = LogLine._meta.db_table
         marks = Marks(self.storage.dialect)
-        clauses: list[str] = []
-        values: list[int] = []
+        clauses: list[str] = [f"host = {marks()}"]
+        values: list[int | str] = [self.storage.host]
         if before_ns is not None:
             clauses.append(f"timestamp_ns < {marks()}")
             values.append(before_ns)
@@ -160,13 +159,16 @@ class Retention:
             self._held(report, started)
         return len(ids)
 
-    async def _drop_days(self, report: PruneReport, cutoff_ns: int) -> int:
-        """Detach each day older than the cut-off, then count it off its containers and
-        drop it (also a day an earlier pass detached and did not get to drop)."""
+    async def _drop_days(self, report: PruneReport, cutoff_ns: int, now_ns: int) -> int:
+        """Detach each day older than the cut-off that holds nothing to keep, then count it
+        off its containers and drop it (also a day an earlier pass detached and did not get
+        to drop). A day that holds rows to keep is trimmed row by row instead."""
         db = self.storage.db
         for day, name in partitions.whole_days_before(
             await partitions.existing_days(db), cutoff_ns
         ):
+            if await self._keeps_some(db, name, (day + 1) * partitions.DAY_NS, now_ns):
+                continue
             async with transaction() as conn:
                 started = time.perf_counter()
                 retired = await partitions.retire(conn, name)
@@ -187,6 +189,21 @@ class Retention:
             dropped += rows
             log.info("retention dropped %s (%d rows)", table.removesuffix(partitions.RETIRED), rows)
         return dropped
+
+    async def _keeps_some(
+        self, db: BaseDBAsyncClient, table: str, day_end_ns: int, now_ns: int
+    ) -> bool:
+        """Whether the day `table` holds a row not this pass's to delete: another host's
+        (its retention is its own), or of a container that keeps its lines for ever or longer
+        than the day is old. One such container no longer stops every day's drop."""
+        m = Marks(self.storage.dialect)
+        _, rows = await db.execute_query(
+            f'SELECT 1 FROM "{table}" l JOIN {ContainerCursor._meta.db_table} c '
+            f"ON c.id = l.source_id WHERE l.host <> {m()} OR c.max_age_s = 0 OR "
+            f"(c.max_age_s > 0 AND {m()} - c.max_age_s * 1000000000 < {m()}) LIMIT 1",
+            [self.storage.host, now_ns, day_end_ns],
+        )
+        return bool(rows)
 
     async def _count_off(
         self, conn: BaseDBAsyncClient, per_source: dict[int, tuple[int, int]]
@@ -234,3 +251,11 @@ class Retention:
             _, after = await db.execute_query("PRAGMA freelist_count")
             if int(after[0][0]) >= int(free[0][0]):
                 return  # auto_vacuum is off for this file (created before it was set)
+
+
+_NS_MIN = -(2**63)
+
+
+def _before(now_ns: int, seconds: float) -> int:
+    """The cut-off `seconds` before now, kept within the BIGINT it is compared with."""
+    return max(now_ns - int(seconds * 1_000_000_000), _NS_MIN)

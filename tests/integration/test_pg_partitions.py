@@ -97,3 +97,30 @@ async def test_a_line_of_a_dropped_day_gets_its_day_again(pg_url: str) -> None:
         ("after a foreign drop",),
     ]
     assert errors == 1  # the failed commit was tried again, once, and the line stored once
+
+
+async def test_a_hosts_retention_keeps_other_hosts_rows_and_one_forever_container_blocks_nothing(
+    pg_url: str,
+) -> None:
+    from agent.batch import LineBatch, Source
+
+    async with LogStorage(pg_url, host="other") as other:  # its own retention: none here
+        await write_days(other)
+    forever = Source("f" * 64, "forever", max_age_s=0)
+    async with LogStorage(pg_url, host="h", max_batch=100) as storage:
+        await write_days(storage)
+        old = NOW - 9 * DAY_NS + 1000
+        await storage.write(LineBatch.of(forever, [line(old, "kept for ever")]))
+        await storage.flush()
+        # A container's 200000d overflowed the cut-off's nanoseconds (every pass failed).
+        await Retention(storage, max_age_s=36500 * 86400, max_bytes=0).run_once(NOW)
+        report = await Retention(storage, max_age_s=7 * 86400, max_bytes=0).run_once(NOW)
+    assert report.by_age == 1300
+    counted = "SELECT host, COUNT(*) FROM log_lines GROUP BY host ORDER BY host"
+    assert query(pg_url, counted) == [("h", 301), ("other", 1600)]
+    assert query(pg_url, "SELECT message FROM log_lines WHERE source_id = "
+                 "(SELECT id FROM container_cursors WHERE container_name = 'forever')") == [
+        ("kept for ever",)
+    ]  # fmt: skip
+    # Only days that held nothing to keep went whole; the rest were trimmed row by row.
+    assert partition_name(day_of(NOW - 9 * DAY_NS)) in days_in(pg_url)

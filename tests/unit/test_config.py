@@ -109,6 +109,9 @@ def test_cli_bad_config_is_one_line_exit_2_no_traceback(tmp_path: Path) -> None:
     [
         ('[retention]\ninterval = "0"\n', "retention.interval"),
         ('[retention]\ninterval = "500ms"\n', "retention.interval"),
+        ('[retention]\nmax_age = "300000d"\n', "retention.max_age"),
+        ('[retention]\nmax_age = "0.5s"\n', "retention.max_age"),
+        ('[docker]\nread_rest = "' + "9" * 400 + 'd"\n', "docker.read_rest"),
         ("[docker]\nmax_line_bytes = 33554432\n", "docker.max_line_bytes"),
         ("[storage]\nmax_queue_bytes = 1048576\n", "storage.max_queue_bytes"),
         ('[docker]\nsocket = "ftp://somewhere"\n', "docker.socket"),

@@ -153,3 +153,14 @@ def test_level_words_are_not_taken_from_ordinary_text() -> None:
     ]
     assert levels("auto", lines) == [None, None, 1, ERROR, WARN, None, None]
     assert levels("auto", ["x" * 99, "plain"]) == []  # none: no list at all
+
+
+def test_a_retention_label_out_of_range_is_refused_not_a_crash() -> None:
+    # 400 nines parsed to infinity (int() of it crashed the agent at every start); 200000d
+    # overflowed the cut-off's nanoseconds; 0.5s became 0, "keep forever".
+    for text in ("9" * 400 + "d", "200000d", "1000000000000000d", "0.5s"):
+        h = hints_for({"logagent.retention": text})
+        assert h.retention_s is None, text  # the config's retention applies
+        assert "label logagent.retention" in h.problems[0]
+    assert hints_for({"logagent.retention": "36500d"}).retention_s == 36500 * 86400
+    assert hints_for({"logagent.retention": "0"}).retention_s == 0.0
