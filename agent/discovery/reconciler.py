@@ -140,6 +140,17 @@ class Reconciler:
                 self._spawn(self._start, rec, Start("all", follow=True), time_ns)
         elif action in ("die", "destroy"):
             self._spawn(self._ended, cid, action == "destroy")
+        elif action == "rename" and (name := attrs.get("name", "").lstrip("/")):
+            self._spawn(self._renamed, cid, name)
+
+    async def _renamed(self, cid: str, name: str) -> None:
+        """`docker rename`: the store, `status` and the viewer show the new name; its
+        history is found by either."""
+        rec = self.registry.get(cid)
+        if rec is None:
+            return  # not collected: nothing of it is stored under this host
+        async with rec.lock:
+            await self.storage.renamed(rec.source, name)
 
     async def _prepare(self, rec: ContainerRecord) -> None:
         """At `create`: what starting its collector needs, before it starts."""

@@ -83,7 +83,13 @@ async def stored_positions(
 def position_sql(dialect: str) -> str:
     """What each commit sets in a container's row; a stream not yet read keeps its NULL."""
     m = Marks(dialect)
-    sets = ["container_name = " + m()]
+    # A name it no longer has (`docker rename`, also while the agent was down) is kept in
+    # former_names, each followed by a newline: `logs OLDNAME` still finds its history.
+    sets = [
+        f"former_names = CASE WHEN container_name <> {m()} THEN COALESCE(former_names, '') "
+        "|| container_name || '\n' ELSE former_names END",
+        "container_name = " + m(),
+    ]
     for stream in STREAMS:
         sets.append(f"{stream}_ts = COALESCE({m()}, {stream}_ts)")
         sets.append(f"{stream}_n = COALESCE({m()}, {stream}_n)")

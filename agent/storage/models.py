@@ -84,6 +84,9 @@ class ContainerCursor(Model):
     # For the viewer: its compose project, and running / exited / removed as last seen.
     project = fields.CharField(max_length=255, null=True)
     state = fields.CharField(max_length=16, null=True)
+    # The names it had before `docker rename`s, each followed by a newline (no Docker name
+    # holds one): `logs OLDNAME` still finds its history.
+    former_names = fields.TextField(null=True)
 
     class Meta:
         table = "container_cursors"

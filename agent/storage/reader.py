@@ -134,9 +134,13 @@ def _dialect(db: BaseDBAsyncClient) -> str:
 async def resolve_containers(db: BaseDBAsyncClient, refs: list[str]) -> list[str]:
     """Names, ids or unique id prefixes → full ids, from every container ever stored."""
     _, rows = await db.execute_query(
-        f"SELECT DISTINCT container_id, container_name FROM {ContainerCursor._meta.db_table}"
+        "SELECT DISTINCT container_id, container_name, former_names "
+        f"FROM {ContainerCursor._meta.db_table}"
     )
     known = [(str(r[0]), str(r[1])) for r in rows]
+    known += [  # the names it had before a `docker rename`
+        (str(r[0]), old) for r in rows if r[2] for old in str(r[2]).split("\n") if old
+    ]
     ids: list[str] = []
     for ref in refs:
         exact = [cid for cid, name in known if ref in (cid, name)]

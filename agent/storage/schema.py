@@ -22,8 +22,8 @@ log = logging.getLogger("logagent.storage")
 # 1: lines carried their container's id and name (0.1, SQLite only); 2: lines carry a source
 # id, the store records its version; 3: lines have a level, containers their own retention,
 # compose project and state; 4: each host's last committed row id (host_commits), which
-# followers read up to.
-SCHEMA_VERSION = 4
+# followers read up to; 5: containers' former names (docker rename).
+SCHEMA_VERSION = 5
 # Columns added since layout 2, made by ALTER TABLE in a store that lacks them (nullable, no
 # default: instant on both backends, whatever the rows).
 _ADDED = (
@@ -31,6 +31,7 @@ _ADDED = (
     (ContainerCursor._meta.db_table, "max_age_s", "BIGINT"),
     (ContainerCursor._meta.db_table, "project", "VARCHAR(255)"),
     (ContainerCursor._meta.db_table, "state", "VARCHAR(16)"),
+    (ContainerCursor._meta.db_table, "former_names", "TEXT"),
 )
 LEVEL_INDEX = "log_lines_level"
 

@@ -186,6 +186,14 @@ class LogStorage:
         source.state = state
         await self.writer.write(LineBatch(source))
 
+    async def renamed(self, source: Source, new_name: str) -> None:
+        """`docker rename`: the container's row takes its new name, and keeps the one it had
+        (through the writer: committed, or kept until it can be)."""
+        old, source.container_name = source.container_name, new_name
+        if old != new_name:  # the commit keeps the old name in former_names
+            await self.writer.write(LineBatch(source))
+            log.info("%s (%s) is now named %s", old, source.container_id[:12], new_name)
+
     async def record_gap(
         self, source: Source, reason: str, *, from_ns: int | None = None, to_ns: int | None = None
     ) -> None:

@@ -29,7 +29,12 @@ from agent.batch import (
     Lost,
     Source,
 )
-from agent.storage.cursors import add_sources, commit_sql, position_sql, stored_positions
+from agent.storage.cursors import (
+    add_sources,
+    commit_sql,
+    position_sql,
+    stored_positions,
+)
 from agent.storage.db import StorageError, fatal, in_child_task, refused, transaction
 from agent.storage.gaps import record_drops, record_lost
 from agent.storage.models import LOG_LINE_COLUMNS, LogLine, fit
@@ -363,7 +368,8 @@ class LogWriter:
         now = time.time_ns()
         positions: list[list[Any]] = []
         for sid, b in last.items():
-            row: list[Any] = [fit(b.container_name)]
+            name = fit(b.container_name)
+            row: list[Any] = [name, name]
             for stream in STREAMS:
                 row += b.position.get(stream, (None, None))
             src = b.source
