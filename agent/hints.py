@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.durations import parse_duration
-from agent.grep import matcher
+from agent.grep import MAX_LABEL_PROGRAM, matcher
 from agent.policy import Matchers
 from agent.shaping.levels import FORMATS
 from agent.shaping.multiline import DEFAULT_MAX_LINES, DEFAULT_TIMEOUT, PRESETS
@@ -66,7 +66,7 @@ def _count(low: int, high: int) -> Callable[[str], int]:
 
 
 def _pattern(text: str) -> str:
-    matcher(text, "pattern")  # raises ValueError, with RE2's reason
+    matcher(text, "pattern", MAX_LABEL_PROGRAM)  # ValueError, with RE2's reason or its cost
     return text
 
 

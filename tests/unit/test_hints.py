@@ -164,3 +164,14 @@ def test_a_retention_label_out_of_range_is_refused_not_a_crash() -> None:
         assert "label logagent.retention" in h.problems[0]
     assert hints_for({"logagent.retention": "36500d"}).retention_s == 36500 * 86400
     assert hints_for({"logagent.retention": "0"}).retention_s == 0.0
+
+
+def test_a_label_pattern_too_costly_to_match_is_refused_with_why() -> None:
+    # `.{999}` defeats RE2's fast paths: ~24 ms a 1 KB line, in the loop every container shares.
+    h = hints_for({"logagent.exclude_lines": r"\PN.{999}x"})
+    assert h.exclude_lines is None
+    assert (
+        "too costly to match" in h.problems[0] and "label logagent.exclude_lines" in h.problems[0]
+    )
+    ok = hints_for({"logagent.multiline.start": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}"})
+    assert ok.multiline_start is not None and not ok.problems
