@@ -88,6 +88,11 @@ class Cursor:
 
 _DROP, _PAST = 0, 1
 MAX_HELD = 100_000  # lines held back while it is not yet known whether they were re-sent
+# ... and their bytes: a TTY line printing a future stamp moves the position ahead, and every
+# later line would be held (+50-100 MiB, outside max_queue_bytes). Past either bound the held
+# lines go on as late ones, which the collector checks against the store: none lost, none
+# stored twice, and the position comes back to the lines' own time.
+MAX_HELD_BYTES = 4 * 1024 * 1024
 
 
 class _Episode:
@@ -166,6 +171,7 @@ class ResendGuard:
         self._cursor = cursor
         self._episodes: dict[str, _Episode] = {}
         self._rows: list[tuple[str, int, str, str, int, int]] = []  # held rows
+        self._held_bytes = 0  # their sizes, against MAX_HELD_BYTES
         self.resent = 0
         self.stepped_back = 0
         # Of the last `filter`'s output, the lines let through as a clock stepped back: the
@@ -195,17 +201,18 @@ class ResendGuard:
                     continue
                 episode = self._episodes[stream] = _Episode(pos[0], pos[1])
             if episode.see(ts) == _DROP:
-                if len(episode.held) < MAX_HELD:
+                if len(episode.held) < MAX_HELD and self._held_bytes < MAX_HELD_BYTES:
                     episode.held.append(len(self._rows))
                     self._rows.append(row)
-                else:
-                    self.resent += 1  # past the bound: taken as re-sent, counted
-                continue
+                    self._held_bytes += row[5]
+                    continue
+                episode.matched = False  # past the bound: all go on as late, checked
             del self._episodes[stream]
             self._verdict(episode, out, last)
             self._admit(out, last, tails, row)  # (a replay may send the last line twice)
         if not self._episodes:
             self._rows.clear()
+            self._held_bytes = 0
         self._remember_tail(out)
         return out
 
@@ -265,6 +272,7 @@ class ResendGuard:
         self.resent += held
         self._episodes.clear()
         self._rows.clear()
+        self._held_bytes = 0
         return held
 
 

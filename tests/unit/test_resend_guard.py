@@ -101,3 +101,24 @@ def test_a_replay_that_sends_the_last_line_twice_stores_it_once() -> None:
     cursor, guard = guarded(*lines("stdout", 1, 2, 3))
     assert through(guard, cursor, lines("stdout", 2, 3, 3, 4)) == [4]
     assert guard.resent == 3
+
+
+def test_lines_held_behind_a_future_stamp_are_bounded_in_bytes_and_go_on_late() -> None:
+    from agent.cursor import MAX_HELD_BYTES
+
+    # A TTY line that prints a stamp far ahead moved the position there: every later line
+    # looked re-sent and was held, by count only (+50-100 MiB).
+    cursor, guard = guarded(Line("tty", 10**18, "x", "future"))
+    big = "y" * 65536
+    later = [
+        Line("tty", 1000 + i, str(i), big, 0, len(big))
+        for i in range(2 * MAX_HELD_BYTES // len(big))
+    ]
+    passed: list[int] = []
+    for at in range(0, len(later), 16):
+        batch = guard.filter(LineBatch.of(SOURCE, later[at : at + 16]))
+        cursor.advance(batch)
+        passed += batch.timestamps_ns
+        assert guard._held_bytes <= MAX_HELD_BYTES + len(big)
+    assert passed == [line.timestamp_ns for line in later]  # none lost, in order
+    assert guard.resent == 0 and guard.stepped_back > 0
