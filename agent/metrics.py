@@ -108,6 +108,11 @@ class AgentMetrics(Collector):
             "Rows that are pieces of a line longer than max_line_bytes",
             value=stats.truncated_rows,
         )
+        yield CounterMetricFamily(
+            "logagent_refused_rows",
+            "Rows the store refuses for good (a value out of its range), set aside as gaps",
+            value=stats.refused_rows,
+        )
 
     def _streams(self) -> Iterator[Metric]:
         manager = self.manager
