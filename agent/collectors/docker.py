@@ -8,6 +8,7 @@ It runs in a cancel scope of its own inside a task group it is given (the manage
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -175,11 +176,26 @@ class DockerLogCollector:
         self._exited = exited
         if drain and self._follow_scope is not None and self.state == "running":
             self._follow_scope.cancel()
-            with anyio.move_on_after(self.drain_timeout + 1):
-                await self._done.wait()
+            if exited:
+                await self._while_reading(self.drain_timeout + 1)
+            else:
+                with anyio.move_on_after(self.drain_timeout + 1):
+                    await self._done.wait()
         if self._scope is not None:
             self._scope.cancel()
             await self._done.wait()
+
+    async def _while_reading(self, stall: float) -> None:
+        """Until the stream ends, for as long as lines keep coming: a dead container's rest
+        is all there will ever be of it. A fixed budget cut a plain read of 200k lines on a
+        busy machine, and they stayed unread (no start would come to read them)."""
+        seen = -1
+        while self.lines != seen:
+            seen = self.lines
+            with anyio.move_on_after(stall):
+                await self._done.wait()
+                return
+        log.warning("%s: the plain read of its rest sent nothing for %.0f s", self._where(), stall)
 
     async def wait(self) -> None:
         """Return when the stream has ended, failed or been stopped."""
@@ -219,7 +235,9 @@ class DockerLogCollector:
                     if self.follow and follow_scope.cancelled_caught:
                         # Stopped while the container runs: an open event may go on; it is
                         # left to the next start, which reads it again from its first line.
-                        with anyio.move_on_after(self.drain_timeout):
+                        # A shutdown drain has its budget; a dead container's rest is read
+                        # as long as it comes (stop() watches that it does).
+                        with anyio.move_on_after(math.inf if self._exited else self.drain_timeout):
                             await self._catch_up(client, tty, ended=self._exited)
                         if not self._exited:
                             await self._keep_open_events()
