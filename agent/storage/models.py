@@ -11,7 +11,10 @@ NAME_MAX = 255  # the width of the name columns: a name or label longer is cut t
 def fit(name: str | None) -> str | None:
     """A name as its column holds it: anyone who runs a container picks its name and its
     compose labels, and PostgreSQL refuses a longer value (the whole commit with it)."""
-    return name if name is None or len(name) <= NAME_MAX else name[:NAME_MAX]
+    if name is None:
+        return None
+    name = name.replace("\x00", "\ufffd")  # a label may hold a NUL; PostgreSQL text cannot
+    return name if len(name) <= NAME_MAX else name[:NAME_MAX]
 
 
 class LogLine(Model):
@@ -100,6 +103,9 @@ class AgentState(Model):
     last_seen_ns = fields.BigIntField()
     last_event_ns = fields.BigIntField(null=True)
     last_shutdown_ns = fields.BigIntField(null=True)
+    # Its retention.max_age in whole seconds (0: none), set by its retention passes: any
+    # agent may drop a whole day whose rows every owner's retention lets go.
+    retention_s = fields.BigIntField(null=True)
 
     class Meta:
         table = "agent_state"

@@ -13,6 +13,7 @@ each pass is recorded in `prunes`, and SQLite's freed pages are returned to the 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.storage import partitions
 from agent.storage.db import in_child_task, transaction
-from agent.storage.models import ContainerCursor, LogLine, Prune
+from agent.storage.models import AgentState, ContainerCursor, LogLine, Prune
 from agent.storage.sql import Marks
 from agent.storage.store import LogStorage
 
@@ -72,6 +73,7 @@ class Retention:
         if self.max_age_s > 0:
             cutoff = _before(now, self.max_age_s)
             if not sqlite:  # whole days, where nothing in them is to be kept
+                await self._say_own_retention(db)
                 report.by_age += await self._drop_days(report, cutoff, now)
             besides = list(own)
             while deleted := await self._delete_batch(
@@ -167,12 +169,21 @@ class Retention:
         for day, name in partitions.whole_days_before(
             await partitions.existing_days(db), cutoff_ns
         ):
-            if await self._keeps_some(db, name, (day + 1) * partitions.DAY_NS, now_ns):
+            day_end = (day + 1) * partitions.DAY_NS
+            if await self._keeps_some(db, name, day_end, now_ns):
                 continue
-            async with transaction() as conn:
-                started = time.perf_counter()
-                retired = await partitions.retire(conn, name)
-                self._held(report, started)
+            try:
+                async with transaction() as conn:
+                    started = time.perf_counter()
+                    retired = await partitions.retire(conn, name)
+                    # Again, now that no row can come in: one may have since the first look.
+                    if retired and await self._keeps_some(
+                        conn, name + partitions.RETIRED, day_end, now_ns
+                    ):
+                        raise _Kept
+                    self._held(report, started)
+            except _Kept:
+                continue
             if not retired:
                 log.warning("retention: %s is in use, it is dropped at a later pass", name)
             self.storage.writer.days.discard(day)
@@ -191,19 +202,32 @@ class Retention:
         return dropped
 
     async def _keeps_some(
-        self, db: BaseDBAsyncClient, table: str, day_end_ns: int, now_ns: int
+        self, conn: BaseDBAsyncClient, table: str, day_end_ns: int, now_ns: int
     ) -> bool:
-        """Whether the day `table` holds a row not this pass's to delete: another host's
-        (its retention is its own), or of a container that keeps its lines for ever or longer
-        than the day is old. One such container no longer stops every day's drop."""
+        """Whether the day `table` holds a row that its owner's retention keeps: of a
+        container that keeps its lines for ever or longer than the day is old, or of a host
+        whose agent keeps them longer (or has not said: an older agent). One such container
+        no longer stops every day's drop; a fleet of one config drops whole days."""
         m = Marks(self.storage.dialect)
-        _, rows = await db.execute_query(
+        older = max(now_ns - day_end_ns, 0) // 1_000_000_000  # seconds past the day's end
+        _, rows = await conn.execute_query(
             f'SELECT 1 FROM "{table}" l JOIN {ContainerCursor._meta.db_table} c '
-            f"ON c.id = l.source_id WHERE l.host <> {m()} OR c.max_age_s = 0 OR "
-            f"(c.max_age_s > 0 AND {m()} - c.max_age_s * 1000000000 < {m()}) LIMIT 1",
-            [self.storage.host, now_ns, day_end_ns],
+            f"ON c.id = l.source_id LEFT JOIN {AgentState._meta.db_table} a ON a.host = l.host "
+            f"WHERE (c.max_age_s IS NOT NULL AND (c.max_age_s = 0 OR c.max_age_s > {m()})) "
+            "OR (c.max_age_s IS NULL AND (a.retention_s IS NULL OR a.retention_s = 0 "
+            f"OR a.retention_s > {m()})) LIMIT 1",
+            [older, older],
         )
         return bool(rows)
+
+    async def _say_own_retention(self, db: BaseDBAsyncClient) -> None:
+        m = Marks(self.storage.dialect)
+        await db.execute_query(
+            f"INSERT INTO {AgentState._meta.db_table} (host, last_seen_ns, retention_s) "
+            f"VALUES ({m.many(3)}) ON CONFLICT (host) DO UPDATE SET "
+            "retention_s = excluded.retention_s",
+            [self.storage.host, time.time_ns(), math.ceil(self.max_age_s)],
+        )
 
     async def _count_off(
         self, conn: BaseDBAsyncClient, per_source: dict[int, tuple[int, int]]
@@ -259,3 +283,7 @@ _NS_MIN = -(2**63)
 def _before(now_ns: int, seconds: float) -> int:
     """The cut-off `seconds` before now, kept within the BIGINT it is compared with."""
     return max(now_ns - int(seconds * 1_000_000_000), _NS_MIN)
+
+
+class _Kept(Exception):
+    """A day's partition holds a row to keep after all: its detaching is rolled back."""

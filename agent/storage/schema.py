@@ -14,7 +14,7 @@ from tortoise.transactions import in_transaction
 from tortoise.utils import get_schema_sql
 
 from agent.storage import partitions
-from agent.storage.models import ContainerCursor, HostCommit, LogLine, SchemaVersion
+from agent.storage.models import AgentState, ContainerCursor, HostCommit, LogLine, SchemaVersion
 
 log = logging.getLogger("logagent.storage")
 
@@ -22,7 +22,7 @@ log = logging.getLogger("logagent.storage")
 # 1: lines carried their container's id and name (0.1, SQLite only); 2: lines carry a source
 # id, the store records its version; 3: lines have a level, containers their own retention,
 # compose project and state; 4: each host's last committed row id (host_commits), which
-# followers read up to; 5: containers' former names (docker rename).
+# followers read up to; 5: containers' former names (docker rename), agents' retention.
 SCHEMA_VERSION = 5
 # Columns added since layout 2, made by ALTER TABLE in a store that lacks them (nullable, no
 # default: instant on both backends, whatever the rows).
@@ -32,6 +32,7 @@ _ADDED = (
     (ContainerCursor._meta.db_table, "project", "VARCHAR(255)"),
     (ContainerCursor._meta.db_table, "state", "VARCHAR(16)"),
     (ContainerCursor._meta.db_table, "former_names", "TEXT"),
+    (AgentState._meta.db_table, "retention_s", "BIGINT"),
 )
 LEVEL_INDEX = "log_lines_level"
 

@@ -124,3 +124,11 @@ async def test_a_hosts_retention_keeps_other_hosts_rows_and_one_forever_containe
     ]  # fmt: skip
     # Only days that held nothing to keep went whole; the rest were trimmed row by row.
     assert partition_name(day_of(NOW - 9 * DAY_NS)) in days_in(pg_url)
+    # The other host's agent, of the same retention, then says so and trims its own rows:
+    # the day that holds only its rows goes whole, the one with the kept line row by row.
+    async with LogStorage(pg_url, host="other") as other:
+        report = await Retention(other, max_age_s=7 * 86400, max_bytes=0).run_once(NOW)
+    assert report.by_age == 1300
+    assert query(pg_url, counted) == [("h", 301), ("other", 300)]
+    assert partition_name(day_of(NOW - 10 * DAY_NS)) not in days_in(pg_url)
+    assert partition_name(day_of(NOW - 9 * DAY_NS)) in days_in(pg_url)
