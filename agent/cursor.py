@@ -107,11 +107,13 @@ class _Episode:
     never meet the position's own lines exactly (held lines are new, not re-sent).
     """
 
-    __slots__ = ("held", "left", "matched", "ts")
+    __slots__ = ("held", "held_bytes", "left", "matched", "spilled", "ts")
 
     def __init__(self, ts: int, count: int) -> None:
         self.ts, self.left, self.matched = ts, count, count == 0
         self.held: list[int] = []  # indexes into `ResendGuard._rows`
+        self.held_bytes = 0
+        self.spilled = False  # past the bounds: its lines go on as late ones, held no more
 
     def see(self, ts: int) -> int:
         if ts < self.ts:
@@ -201,12 +203,18 @@ class ResendGuard:
                     continue
                 episode = self._episodes[stream] = _Episode(pos[0], pos[1])
             if episode.see(ts) == _DROP:
-                if len(episode.held) < MAX_HELD and self._held_bytes < MAX_HELD_BYTES:
+                if episode.spilled:
+                    self._late(out, last, row)
+                elif len(episode.held) < MAX_HELD and self._held_bytes < MAX_HELD_BYTES:
                     episode.held.append(len(self._rows))
                     self._rows.append(row)
+                    episode.held_bytes += row[5]
                     self._held_bytes += row[5]
-                    continue
-                episode.matched = False  # past the bound: all go on as late, checked
+                else:  # past the bounds: what it holds and what follows go on late
+                    episode.spilled = True
+                    self._release(episode, out, last)
+                    self._late(out, last, row)
+                continue
             del self._episodes[stream]
             self._verdict(episode, out, last)
             self._admit(out, last, tails, row)  # (a replay may send the last line twice)
@@ -255,11 +263,24 @@ class ResendGuard:
     def _verdict(self, episode: _Episode, out: LineBatch, last: dict[str, list[int]]) -> None:
         if episode.matched:
             self.resent += len(episode.held)
+            self._held_bytes -= episode.held_bytes
             return
-        self.stepped_back += len(episode.held)
+        self._release(episode, out, last)
+
+    def _release(self, episode: _Episode, out: LineBatch, last: dict[str, list[int]]) -> None:
+        """Its held lines go on as late ones: the collector checks them against the store."""
         for i in episode.held:
-            self.late.append(len(out))
-            _pass(out, last, self._rows[i])
+            self._late(out, last, self._rows[i])
+        episode.held = []
+        self._held_bytes -= episode.held_bytes
+        episode.held_bytes = 0
+
+    def _late(
+        self, out: LineBatch, last: dict[str, list[int]], row: tuple[str, int, str, str, int, int]
+    ) -> None:
+        self.stepped_back += 1  # until the store says it had it (were_stored)
+        self.late.append(len(out))
+        _pass(out, last, row)
 
     def were_stored(self, count: int) -> None:
         """`count` of the late lines were in the store already: a re-send after all."""

@@ -173,7 +173,7 @@ class DockerLogCollector:
         then stores every line written before it. `exited`: the container is gone, so open
         multiline events are whole and stored (else they wait for the next start).
         """
-        self._exited = exited
+        self._exited |= exited  # a second stop does not undo that it ended
         if drain and self._follow_scope is not None and self.state == "running":
             self._follow_scope.cancel()
             if exited:

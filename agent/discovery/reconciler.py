@@ -147,8 +147,8 @@ class Reconciler:
         """`docker rename`: the store, `status` and the viewer show the new name; its
         history is found by either."""
         rec = self.registry.get(cid)
-        if rec is None:
-            return  # not collected: nothing of it is stored under this host
+        if rec is None or rec.decision is None or not rec.decision.collect:
+            return  # not collected: nothing of it is to be stored
         async with rec.lock:
             await self.storage.renamed(rec.source, name)
 

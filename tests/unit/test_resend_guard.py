@@ -122,3 +122,19 @@ def test_lines_held_behind_a_future_stamp_are_bounded_in_bytes_and_go_on_late() 
         assert guard._held_bytes <= MAX_HELD_BYTES + len(big)
     assert passed == [line.timestamp_ns for line in later]  # none lost, in order
     assert guard.resent == 0 and guard.stepped_back > 0
+
+
+def test_a_resend_longer_than_the_bound_goes_on_late_to_be_checked_not_as_new() -> None:
+    from agent.cursor import MAX_HELD_BYTES
+
+    # A genuine re-send of more than the bound (a rotated 10 MB file sent again): every line
+    # of it must reach the collector's store check (late), none pass as new.
+    big = "z" * 65536
+    first = [Line("stdout", 1000 + i, str(i), big, 0, len(big)) for i in range(200)]
+    _cursor, guard = guarded(*first)
+    again = first[: 2 * MAX_HELD_BYTES // len(big)]
+    batch = guard.filter(LineBatch.of(SOURCE, again))
+    assert len(batch) == len(again) and guard.late == list(range(len(again)))
+    guard.were_stored(len(guard.late))  # the store had them all
+    assert guard.stepped_back == 0 and guard.resent == len(again)
+    assert guard._held_bytes == 0
