@@ -16,9 +16,10 @@ _CACHE_MAX = 4096
 
 
 # What a signed 64-bit count of nanoseconds holds (the store's BIGINT): 1677-09-21 to
-# 2262-04-11, whole seconds inside it.
-_MIN_SECONDS = -(2**63) // 1_000_000_000 + 1
-_MAX_SECONDS = (2**63 - 1) // 1_000_000_000
+# 2262-04-11; the whole seconds inside it.
+NS_RANGE = range(-(2**63), 2**63)
+_MIN_SECONDS = NS_RANGE.start // 1_000_000_000 + 1
+_MAX_SECONDS = (NS_RANGE.stop - 1) // 1_000_000_000
 
 
 class TimestampError(ValueError):

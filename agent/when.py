@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 
 from agent.durations import parse_duration
-from agent.timestamps import TimestampError, parse_timestamp
+from agent.timestamps import NS_RANGE, TimestampError, parse_timestamp
 
 # What a timestamp column holds: nanoseconds since 1970 in a signed 64-bit integer.
-_NS_RANGE = range(-(2**63), 2**63)
 
 
 def parse_when(text: str, *, now_ns: int | None = None) -> int:
@@ -21,8 +20,8 @@ def parse_when(text: str, *, now_ns: int | None = None) -> int:
     try:
         ns = _parse(text, now)
     except OverflowError:
-        ns = _NS_RANGE.stop
-    if ns not in _NS_RANGE:
+        ns = NS_RANGE.stop
+    if ns not in NS_RANGE:
         raise ValueError(f"{text!r} is out of range (the years 1678 to 2262)")
     return ns
 

@@ -25,6 +25,7 @@ from agent.storage.db import in_child_task, transaction
 from agent.storage.models import AgentState, ContainerCursor, LogLine, Prune
 from agent.storage.sql import Marks
 from agent.storage.store import LogStorage
+from agent.timestamps import NS_RANGE
 
 log = logging.getLogger("logagent.retention")
 
@@ -277,12 +278,9 @@ class Retention:
                 return  # auto_vacuum is off for this file (created before it was set)
 
 
-_NS_MIN = -(2**63)
-
-
 def _before(now_ns: int, seconds: float) -> int:
     """The cut-off `seconds` before now, kept within the BIGINT it is compared with."""
-    return max(now_ns - int(seconds * 1_000_000_000), _NS_MIN)
+    return max(now_ns - int(seconds * 1_000_000_000), NS_RANGE.start)
 
 
 class _Kept(Exception):

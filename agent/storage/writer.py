@@ -29,18 +29,14 @@ from agent.batch import (
     Lost,
     Source,
 )
-from agent.storage.cursors import (
-    add_sources,
-    commit_sql,
-    position_sql,
-    stored_positions,
-)
+from agent.storage.cursors import add_sources, commit_sql, position_sql, stored_positions
 from agent.storage.db import StorageError, fatal, in_child_task, refused, transaction
 from agent.storage.gaps import record_drops, record_lost
 from agent.storage.models import LOG_LINE_COLUMNS, LogLine, fit
 from agent.storage.partitions import day_of, ensure_days
 from agent.storage.postgres import COMMITS
 from agent.storage.sql import Marks
+from agent.timestamps import NS_RANGE
 
 log = logging.getLogger("logagent.storage")
 
@@ -75,9 +71,6 @@ class WriterOptions(TypedDict, total=False):
     retry_delay: float
     linger: float
     report_every: float
-
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # a gap's bounds are BIGINT columns
 
 
 @dataclass
@@ -277,12 +270,8 @@ class LogWriter:
     async def _commit_held(self, held: list[LineBatch]) -> None:
         """All held batches in one commit; if the store refuses some of their values for
         good, each batch on its own, so that one container's bad row costs only it."""
-        try:
-            await in_child_task(partial(self._commit, held))  # see there: why
-        except Exception as exc:
-            if refused(exc) is None:
-                raise
-            log.warning("the store refused a commit (%s): committing batch by batch", exc)
+        if (why := await self._refused(held)) is not None:
+            log.warning("the store refused a commit (%s): committing batch by batch", why)
             for b in list(held):
                 await self._commit_alone(b)
                 self._settle([b])
@@ -291,45 +280,41 @@ class LogWriter:
         """One batch; a value the store refuses is cleaned (a NUL byte: PostgreSQL's text
         cannot hold one) or the batch set aside, as a gap of its container with the reason,
         and its position committed: after a restart Docker does not send it again."""
-        try:
-            await in_child_task(partial(self._commit, [batch]))
+        if (why := await self._refused([batch])) is None:
             return
-        except Exception as exc:
-            if (why := refused(exc)) is None:
-                raise
         if any("\x00" in m for m in batch.messages):
             clean = batch.take(list(range(len(batch))))
             clean.messages = [m.replace("\x00", "\ufffd") for m in batch.messages]
             clean.flags = [f | FLAG_REPLACED if "\x00" in m else f
                            for f, m in zip(batch.flags, batch.messages, strict=True)]  # fmt: skip
             clean.position, clean.dropped, clean.lost = batch.position, batch.dropped, batch.lost
-            try:
-                await in_child_task(partial(self._commit, [clean]))
+            if (why := await self._refused([clean])) is None:
                 return
-            except Exception as exc:
-                if (why := refused(exc)) is None:
-                    raise
-        stamps = [min(max(t, _INT64_MIN), _INT64_MAX) for t in batch.timestamps_ns]
+        low, high = NS_RANGE.start, NS_RANGE.stop - 1  # a gap's bounds are BIGINT columns
+        stamps = [min(max(t, low), high) for t in batch.timestamps_ns]
         reason = f"{len(batch)} lines the store refuses: {why}"[:500]
         aside = LineBatch(batch.source, position=batch.position, dropped=batch.dropped)
         aside.lost = Lost(reason, min(stamps, default=None), max(stamps, default=None))
         self.stats.refused_rows += len(batch)
         log.error("%s (%s): %s", batch.container_name, batch.container_id[:12], reason)
-        try:
-            await in_child_task(partial(self._commit, [aside]))
-        except Exception as exc:
-            if refused(exc) is None:
-                raise
+        if await self._refused([aside]) is not None:
             aside.position = {}  # the position itself is out of range: the gap alone
-            try:
-                await in_child_task(partial(self._commit, [aside]))
-            except Exception as again:
-                if (why := refused(again)) is None:
-                    raise
+            if (why := await self._refused([aside])) is not None:
                 # Never a wedge: this is said in the log and counted, and the rest goes on.
                 log.error("%s: not even its gap can be stored: %s", batch.container_name, why)
         if batch.lost is not None:  # its own gap goes in too
             await in_child_task(partial(self._commit, [LineBatch(batch.source, lost=batch.lost)]))
+
+    async def _refused(self, batches: list[LineBatch]) -> str | None:
+        """Commit these; None, or why the store refuses their values for good (any other
+        failure is raised: the store is away, the batches are kept and retried)."""
+        try:
+            await in_child_task(partial(self._commit, batches))  # see there: why
+        except Exception as exc:
+            if (why := refused(exc)) is None:
+                raise
+            return why
+        return None
 
     async def _commit(self, batches: list[LineBatch]) -> None:
         new = {id(b.source): b.source for b in batches if b.source.source_id is None}
