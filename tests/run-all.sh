@@ -8,6 +8,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 bash tests/docker-up.sh
+bash tests/image-up.sh
 bash tests/pg-up.sh
 bash tests/browser-up.sh
 .venv/bin/ruff check .

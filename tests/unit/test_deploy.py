@@ -29,6 +29,7 @@ def test_compose_drops_what_the_agent_does_not_need() -> None:
         'user: "10001"',
         "group_add:",
         "/run/logagent:mode=0700",
+        "network_mode: none",
     ):
         assert needed in text, needed
     # A socket mount is never read-only: the file must not claim it is.
