@@ -85,6 +85,12 @@ class DockerLogCollector:
 
     source_kind = "docker"
 
+    # A graceful stop's plain read of what Docker holds gets this long; a dead container's
+    # rest is read for as long as it comes, and given up only after this much more silence.
+    drain_timeout: float = 5.0
+    # How long a dead container's plain read may send nothing before it is given up.
+    dead_rest_patience: float = 300.0
+
     def __init__(
         self,
         container_id: str,
@@ -115,9 +121,9 @@ class DockerLogCollector:
         self._info = _essentials(info) if info else None
         self._scope: anyio.CancelScope | None = None
         self._follow_scope: anyio.CancelScope | None = None
-        self.drain_timeout = 5.0
         self._done = anyio.Event()
         self._exited = False  # stopped because the container ended (see `stop`)
+        self._storing = False  # waiting for room in the store's queue
         self.state = "new"  # new, running, ended, failed, stopped
         self.opened = False  # the stream was opened: a failure after it is the collector's
         self.error: str | None = None
@@ -186,16 +192,40 @@ class DockerLogCollector:
             await self._done.wait()
 
     async def _while_reading(self, stall: float) -> None:
-        """Until the stream ends, for as long as lines keep coming: a dead container's rest
-        is all there will ever be of it. A fixed budget cut a plain read of 200k lines on a
-        busy machine, and they stayed unread (no start would come to read them)."""
+        """Until the stream ends: a dead container's rest is all there will ever be of it.
+
+        A fixed budget cut a plain read of 200k lines on a busy machine, and they stayed
+        unread until the next start. Silence is reported, not acted on, for a long while:
+        with `since`, Docker parses its log file up to the position before it sends a line
+        (a 45 MB file sent nothing for over a second beside two busy processes).
+        """
+        if await self.ends_unless_silent(stall):
+            return
+        log.warning(
+            "%s: the plain read of its rest has sent nothing for %.0f s; waiting for it "
+            "(Docker reads its log file up to the position first)",
+            self._where(),
+            stall,
+        )
+        if not await self.ends_unless_silent(self.dead_rest_patience):
+            log.error(
+                "%s: the plain read of its rest sent nothing for %.0f s more: closed; the "
+                "agent's next start reads the rest from the stored position",
+                self._where(),
+                self.dead_rest_patience,
+            )
+
+    async def ends_unless_silent(self, stall: float) -> bool:
+        """Wait for the stream's end (True), or for `stall` s in which it read nothing
+        (False). Time spent waiting for room in the store's queue is not silence: a store
+        slower than Docker made a dead container's busy stream look stalled."""
         seen = -1
-        while self.lines != seen:
+        while self.lines != seen or self._storing:
             seen = self.lines
             with anyio.move_on_after(stall):
                 await self._done.wait()
-                return
-        log.warning("%s: the plain read of its rest sent nothing for %.0f s", self._where(), stall)
+                return True
+        return False
 
     async def wait(self) -> None:
         """Return when the stream has ended, failed or been stopped."""
@@ -405,6 +435,7 @@ class DockerLogCollector:
             return
         before = self.cursor.copy()
         rows.position = self.cursor.advance_over(shaped.streams, shaped.stamps)
+        self._storing = True
         try:
             await self._sink.write(rows)  # waits while the store's queue is full
         except BaseException:
@@ -413,6 +444,8 @@ class DockerLogCollector:
             # the 71 lines of a batch waiting on a full queue.
             self.cursor.positions = before.positions
             raise
+        finally:
+            self._storing = False
         self.rows += len(rows)
         self.bytes += rows.nbytes
 

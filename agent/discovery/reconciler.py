@@ -213,12 +213,8 @@ class Reconciler:
         another 5-10 s after `die`; a fixed grace cut the stream there and left the rest
         unread until the next start.
         """
-        seen = -1
-        while collector.lines != seen:  # lines read: an open multiline event stores nothing
-            seen = collector.lines
-            with anyio.move_on_after(self.die_grace):
-                await collector.wait()
-                return
+        if await collector.ends_unless_silent(self.die_grace):
+            return
         log.warning(
             "log stream of %s (%s) sent nothing for %.0f s after the container ended: "
             "closing it and reading the rest with a plain read",

@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from agent.app import Agent
+from agent.collectors.docker import DockerLogCollector
 from tests.conftest import (
     IMAGE,
     RUN_ID,
@@ -220,18 +221,26 @@ async def test_graceful_stop_stores_every_line_written_before_it(
     assert stored_rows(tmp_path, cid) == written
 
 
+@pytest.mark.parametrize("drain_timeout", [5.0, 0.2], ids=["default", "tiny-drain"])
 async def test_dead_container_far_ahead_of_the_agent_is_read_to_its_end(
-    tmp_path: Path, containers: Containers
+    tmp_path: Path, containers: Containers, monkeypatch: pytest.MonkeyPatch, drain_timeout: float
 ) -> None:
     """The stream of a container that died is not cut while lines keep coming.
 
     It writes 300,000 lines in about 1.5 s and exits; reading them takes the agent longer
-    than the (shortened) grace after `die`, which used to cut the stream there.
+    than the (shortened) grace after `die`, which used to cut the stream there. Then the
+    plain read of the rest was cut when it sent nothing for `drain_timeout` + 1 s: Docker
+    parses its log file up to the position first (on a busy machine it stopped at 84,157 of
+    300,000). "tiny-drain" makes that happen on any machine: a small queue the collector
+    waits on (which is not silence), a die grace and a drain timeout far too short.
     """
+    monkeypatch.setattr(DockerLogCollector, "drain_timeout", drain_timeout)
     n = 300_000
-    async with running_agent(agent_settings(tmp_path)) as agent:
+    tiny = drain_timeout < 1
+    settings = agent_settings(tmp_path, **({"max_queue_bytes": 2 << 20} if tiny else {}))
+    async with running_agent(settings) as agent:
         assert agent.reconciler is not None
-        agent.reconciler.die_grace = 0.3
+        agent.reconciler.die_grace = 0.05 if tiny else 0.3
         cid = containers.run("burst", f"yes {'y' * 99} | head -n {n}")
         running = ("inspect", "-f", "{{.State.Running}}", cid)
         await eventually(lambda: docker(*running).strip() == b"false")
