@@ -7,6 +7,7 @@ tortoise keeps global state; a `TortoiseContext` of our own per opened store kee
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -26,6 +27,7 @@ from agent.storage.postgres import schema_lock
 from agent.storage.schema import create_schema
 
 T = TypeVar("T")
+log = logging.getLogger("logagent.storage")
 DEFAULT_DB_URL = "sqlite://data/logagent.db"
 CONNECTION = "default"  # the tortoise connection name every query of ours uses
 # SQLite's own habits: WAL (tortoise's default), readers never block the writer and a busy
@@ -240,6 +242,24 @@ async def _connection_threads_ended(before: set[threading.Thread]) -> None:
             await anyio.to_thread.run_sync(thread.join, 5.0)
 
 
+def _whole_in_its_file(path: Path) -> bool:
+    """No WAL with commits in it: its last writer closed, every commit is in the file."""
+    try:
+        return Path(f"{path}-wal").stat().st_size == 0
+    except FileNotFoundError:
+        return True
+
+
+def _snapshot_config(path: Path) -> dict[str, Any]:
+    """The read side's last resort (agent/storage/sqlite_snapshot.py): on a full disk, SQLite
+    cannot create the `-shm` file a WAL store's first reader needs."""
+    conn = {"engine": "agent.storage.sqlite_snapshot", "credentials": {"file_path": str(path)}}
+    return {
+        "connections": {CONNECTION: conn},
+        "apps": {"logagent": {"models": _MODELS, "default_connection": CONNECTION}},
+    }
+
+
 @asynccontextmanager
 async def open_db(db_url: str, *, create: bool = True) -> AsyncIterator[BaseDBAsyncClient]:
     """The store, its schema created or upgraded; closed on every exit path.
@@ -272,7 +292,23 @@ async def open_db(db_url: str, *, create: bool = True) -> AsyncIterator[BaseDBAs
             raise
         except Exception as exc:
             await _connection_threads_ended(threads)
-            raise StorageError(f"cannot open database {describe(db_url, exc)}") from exc
+            failed = StorageError(f"cannot open database {describe(db_url, exc)}")
+            if create or path is None or not _whole_in_its_file(path):
+                raise failed from exc
+            await ctx.__aexit__(None, None, None)
+            ctx = TortoiseContext()
+            await ctx.__aenter__()
+            try:
+                await ctx.init(config=_snapshot_config(path))
+                await create_schema(ctx, upgrade=False)
+            except Exception:
+                await _connection_threads_ended(threads)
+                raise failed from exc
+            log.warning(
+                "logagent: %s; no agent has it open, so it is read as it is on disk "
+                "(without locks: lines stored from now on are not seen)",
+                failed,
+            )
         yield ctx.db()
     finally:
         # Even when cancelled: aiosqlite's thread is not a daemon, and a connection left

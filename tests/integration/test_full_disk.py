@@ -99,6 +99,31 @@ async def test_a_new_containers_first_commit_on_a_full_disk_keeps_its_row(small_
     assert query(url, "SELECT host FROM agent_state") == [("h",)]
 
 
+
+async def test_a_full_disk_with_no_agent_running_is_still_read(small_fs: Path) -> None:
+    """The agent stopped cleanly (no -wal, no -shm), then the disk filled: SQLite cannot
+    create the -shm a WAL store's first reader needs ("disk I/O error"), so the read side
+    reads the file as it is, and says so."""
+    url = f"sqlite:///{small_fs / 'logs.db'}"
+    async with LogStorage(url, host="h") as storage:
+        await storage.write(batch(Source("c" * 64, "stopped"), 0, 300))
+    assert not (small_fs / "logs.db-wal").exists()  # a clean close leaves the file whole
+    filler = fill(small_fs)
+    try:
+        shown = logagent(url, "logs", "stopped")
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.splitlines() == [f"line {i}" for i in range(300)]
+        assert "read as it is on disk" in shown.stderr, shown.stderr
+        status = logagent(url, "status")
+        assert status.returncode == 0 and "stopped" in status.stdout, status
+    finally:
+        filler.unlink()
+    # With room again, the usual way (and the agent) work on the same files.
+    async with LogStorage(url, host="h") as storage:
+        await storage.write(batch(Source("c" * 64, "stopped"), 300, 1))
+    shown = logagent(url, "logs", "stopped")
+    assert shown.stdout.splitlines()[-1] == "line 300" and shown.stderr == "", shown
+
 @pytest.mark.docker
 async def test_an_agent_whose_disk_fills_and_frees_stores_every_line_once(
     tmp_path: Path, small_fs: Path, containers: Containers

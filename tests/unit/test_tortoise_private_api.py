@@ -1,4 +1,4 @@
-"""tortoise's private API that agent/storage/db.py (`_give_back`) relies on, pinned.
+"""tortoise's private API that agent/storage/ relies on, pinned.
 
 When BEGIN fails, a pooled transaction has taken a connection that it never gives back;
 `_give_back` finds it as `context.client._connection` and the pool as
@@ -42,3 +42,16 @@ def test_aiosqlite_names_its_worker_threads_after_their_function() -> None:
     assert "_connection_worker_thread" in thread.name
     source = inspect.getsource(core.Connection.__init__)
     assert "target=_connection_worker_thread" in source and "name=" not in source
+
+
+def test_the_sqlite_client_connects_as_the_snapshot_client_copies() -> None:
+    """agent/storage/sqlite_snapshot.py re-does `create_connection` with a read-only URI: it
+    keeps tortoise's connection in `_connection`, sets `row_factory` on aiosqlite's `_conn`
+    and calls `_post_connect`, as tortoise does. A tortoise that connects otherwise fails
+    here."""
+    from tortoise.backends.sqlite.client import SqliteClient
+
+    source = inspect.getsource(SqliteClient.create_connection)
+    assert "self._connection = await aiosqlite.connect(self.filename" in source
+    assert "self._connection._conn.row_factory = sqlite3.Row" in source
+    assert "await self._post_connect()" in source
