@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +124,11 @@ class DockerLogCollector:
         self._follow_scope: anyio.CancelScope | None = None
         self._done = anyio.Event()
         self._exited = False  # stopped because the container ended (see `stop`)
-        self._storing = False  # waiting for room in the store's queue
+        # Progress, for telling a slow rest from a silent one: when a line was last read or
+        # a store call last returned, and how many store calls are waiting now.
+        self._progress_at = 0.0
+        self._in_store = 0
+        self._rest_elsewhere = anyio.Event()  # a new run of the container reads it
         self.state = "new"  # new, running, ended, failed, stopped
         self.opened = False  # the stream was opened: a failure after it is the collector's
         self.error: str | None = None
@@ -192,40 +197,69 @@ class DockerLogCollector:
             await self._done.wait()
 
     async def _while_reading(self, stall: float) -> None:
-        """Until the stream ends: a dead container's rest is all there will ever be of it.
+        """Until the stream ends: a dead container's rest is all there will ever be of it,
+        unless the container runs again (`rest_read_elsewhere`).
 
         A fixed budget cut a plain read of 200k lines on a busy machine, and they stayed
         unread until the next start. Silence is reported, not acted on, for a long while:
         with `since`, Docker parses its log file up to the position before it sends a line
         (a 45 MB file sent nothing for over a second beside two busy processes).
         """
-        if await self.ends_unless_silent(stall):
-            return
-        log.warning(
-            "%s: the plain read of its rest has sent nothing for %.0f s; waiting for it "
-            "(Docker reads its log file up to the position first)",
-            self._where(),
-            stall,
-        )
-        if not await self.ends_unless_silent(self.dead_rest_patience):
-            log.error(
-                "%s: the plain read of its rest sent nothing for %.0f s more: closed; the "
-                "agent's next start reads the rest from the stored position",
-                self._where(),
-                self.dead_rest_patience,
-            )
+        async with anyio.create_task_group() as tg:
+
+            async def cut() -> None:
+                await self._rest_elsewhere.wait()
+                log.info("%s runs again: its new stream reads the rest", self._where())
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(cut)
+            if not await self.ends_unless_silent(stall):
+                log.warning(
+                    "%s: the plain read of its rest has sent nothing for %.0f s; waiting for "
+                    "it (Docker reads its log file up to the position first)",
+                    self._where(),
+                    stall,
+                )
+                if not await self.ends_unless_silent(self.dead_rest_patience):
+                    log.error(
+                        "%s: the plain read of its rest sent nothing for %.0f s more: closed; "
+                        "the agent's next start reads the rest from the stored position",
+                        self._where(),
+                        self.dead_rest_patience,
+                    )
+                    await self._mark("exited")
+            tg.cancel_scope.cancel()
+
+    def rest_read_elsewhere(self) -> None:
+        """The container runs again: the new run's stream resumes from the stored position
+        and reads this rest itself, so the dead run's read of it may end (it held the
+        container's lock, and the new run waited behind it)."""
+        self._rest_elsewhere.set()
 
     async def ends_unless_silent(self, stall: float) -> bool:
-        """Wait for the stream's end (True), or for `stall` s in which it read nothing
-        (False). Time spent waiting for room in the store's queue is not silence: a store
-        slower than Docker made a dead container's busy stream look stalled."""
-        seen = -1
-        while self.lines != seen or self._storing:
-            seen = self.lines
-            with anyio.move_on_after(stall):
+        """Wait for the stream's end (True), or until it has made no progress for `stall` s
+        (False). Progress is a line read or a store call returning; time spent waiting on
+        the store (room in its queue, a lookup) is not silence: a store slower than Docker
+        made a dead container's busy stream look stalled."""
+        began = anyio.current_time()
+        while True:
+            now = anyio.current_time()
+            quiet = 0.0 if self._in_store else now - max(self._progress_at, began)
+            if quiet >= stall:
+                return False
+            with anyio.move_on_after(stall - quiet):
                 await self._done.wait()
                 return True
-        return False
+
+    @contextmanager
+    def _storing(self) -> Iterator[None]:
+        """Around every wait on the store: `ends_unless_silent` counts it as progress."""
+        self._in_store += 1
+        try:
+            yield
+        finally:
+            self._in_store -= 1
+            self._progress_at = anyio.current_time()
 
     async def wait(self) -> None:
         """Return when the stream has ended, failed or been stopped."""
@@ -304,7 +338,8 @@ class DockerLogCollector:
         assert self._sink is not None
         reason = gaps.cut_by_removal(self.last_timestamp_ns)
         log.warning("%s: %s", self._where(), reason)
-        await self._sink.gap(self.source, reason, self.last_timestamp_ns or None, None)
+        with self._storing():
+            await self._sink.gap(self.source, reason, self.last_timestamp_ns or None, None)
         await self._mark("removed")
         self.state = "ended"
 
@@ -313,7 +348,8 @@ class DockerLogCollector:
         batch of no lines when nothing else is on its way."""
         assert self._sink is not None
         self.source.state = state
-        await self._sink.write(LineBatch(self.source))
+        with self._storing():
+            await self._sink.write(LineBatch(self.source))
 
     def _where(self) -> str:
         return f"{self.container_name} ({self.container_id[:12]})"
@@ -393,7 +429,8 @@ class DockerLogCollector:
             stream, from_ns, to_ns = skipper.lost.pop(0)
             reason = gaps.rotated(stream)
             log.warning("%s: %s", self._where(), reason)
-            await self._sink.gap(self.source, reason, from_ns, to_ns)
+            with self._storing():
+                await self._sink.gap(self.source, reason, from_ns, to_ns)
         guard = self.guard
         before = guard.resent, guard.stepped_back
         batch = guard.filter(batch)
@@ -406,6 +443,7 @@ class DockerLogCollector:
         if self.seen is not self.cursor:
             self.seen.advance(batch)
         self.lines += len(batch)
+        self._progress_at = anyio.current_time()
         self.last_timestamp_ns = batch.timestamps_ns[-1]
         await self._store(self.shaper.shape(batch, _now()))
 
@@ -424,7 +462,8 @@ class DockerLogCollector:
             self.cursor.positions[stream] = [ts, 0]
         empty = LineBatch(self.source)
         empty.position = {s: (p[0], p[1]) for s, p in self.cursor.positions.items()}
-        await self._sink.write(empty)
+        with self._storing():
+            await self._sink.write(empty)
 
     async def _store(self, shaped: Shaped) -> None:
         """Rows to the sink, with the position past the lines they consumed (also when every
@@ -435,17 +474,15 @@ class DockerLogCollector:
             return
         before = self.cursor.copy()
         rows.position = self.cursor.advance_over(shaped.streams, shaped.stamps)
-        self._storing = True
         try:
-            await self._sink.write(rows)  # waits while the store's queue is full
+            with self._storing():
+                await self._sink.write(rows)  # waits while the store's queue is full
         except BaseException:
             # Not queued (a stop cancelled the wait): the position goes back before these
             # lines, so the drain's re-read has them. Found by a SIGTERM mid-burst that lost
             # the 71 lines of a batch waiting on a full queue.
             self.cursor.positions = before.positions
             raise
-        finally:
-            self._storing = False
         self.rows += len(rows)
         self.bytes += rows.nbytes
 
@@ -459,7 +496,10 @@ class DockerLogCollector:
         in_batch = {row for i, row in enumerate(rows) if i not in is_late}  # not stored yet
         drop = {i for i in late if rows[i] in in_batch}
         asked = [i for i in late if i not in drop]
-        found = await self._sink.stored(self.source, [rows[i] for i in asked]) if asked else ()
+        found: set[int] = set()
+        if asked:
+            with self._storing():
+                found = await self._sink.stored(self.source, [rows[i] for i in asked])
         drop.update(asked[j] for j in found)
         if not drop:
             return batch

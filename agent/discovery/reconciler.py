@@ -135,6 +135,8 @@ class Reconciler:
             if action == "create":
                 self._spawn(self._prepare, rec)
             else:
+                if rec.collector is not None:  # the previous run's: this run reads its rest
+                    rec.collector.rest_read_elsewhere()
                 # A container started now is read from its first line: its timestamps can
                 # precede State.StartedAt, so `since=StartedAt` would drop its first lines.
                 self._spawn(self._start, rec, Start("all", follow=True), time_ns)

@@ -208,6 +208,31 @@ async def test_log_driver_none_is_one_clear_error_and_others_go_on(
     )
 
 
+async def test_a_dead_run_still_being_read_gives_way_to_the_next_run(
+    tmp_path: Path,
+    containers: Containers,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A container started again while its last run's rest is still being read: the new
+    run's stream resumes from the stored position (the rest included), so the old read may
+    end; before, the new run waited behind it for the container's lock. Each line once."""
+    monkeypatch.setattr(DockerLogCollector, "drain_timeout", 0.2)
+    n = 200_000
+    settings = agent_settings(tmp_path, max_queue_bytes=2 << 20)
+    async with running_agent(settings) as agent:
+        assert agent.reconciler is not None
+        agent.reconciler.die_grace = 0.05
+        cid = containers.run("twice", f"yes {'y' * 99} | head -n {n}")
+        running = ("inspect", "-f", "{{.State.Running}}", cid)
+        await eventually(lambda: docker(*running).strip() == b"false")
+        docker("start", cid)
+        docker("wait", cid)
+        assert len(stored_rows(tmp_path, cid)) < 2 * n
+        await until_reached(lambda: len(stored_rows(tmp_path, cid)), 2 * n)
+        await anyio.sleep(0.5)
+    assert stored_rows(tmp_path, cid) == docker_reference(cid)
+
+
 async def test_graceful_stop_stores_every_line_written_before_it(
     tmp_path: Path, containers: Containers
 ) -> None:
