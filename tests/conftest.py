@@ -161,6 +161,22 @@ async def agent_parts(
         yield storage, manager
 
 
+@asynccontextmanager
+async def serve_unix(app: Any, **runner_kw: Any) -> AsyncIterator[str]:
+    """An aiohttp app served on a unix socket of its own (a fake daemon, a fake agent API);
+    its path. The server is cleaned up on every exit path."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, shutdown_timeout=1, **runner_kw)
+    await runner.setup()
+    path = short_socket_path()
+    await web.UnixSite(runner, path).start()
+    try:
+        yield path
+    finally:
+        await runner.cleanup()
+
+
 def short_socket_path() -> str:
     """A unix socket path is limited to 107 bytes: pytest's tmp_path can be longer. In a
     folder of its own, mode 0700: the agent refuses a socket folder others can write to."""

@@ -18,7 +18,7 @@ from agent import commands
 from agent.batch import LineBatch, Source
 from agent.storage import LogStorage, StorageError
 from agent.timestamps import format_timestamp
-from tests.conftest import ROOT, short_socket_path
+from tests.conftest import ROOT, serve_unix, short_socket_path
 
 pytestmark = [pytest.mark.anyio]
 
@@ -81,14 +81,8 @@ async def agent_answering(collecting: list[str]) -> AsyncIterator[str]:
 
     app = web.Application()
     app.add_routes([web.get("/collectors", listing)])
-    runner = web.AppRunner(app, shutdown_timeout=1)
-    await runner.setup()
-    path = short_socket_path()
-    await web.UnixSite(runner, path).start()
-    try:
+    async with serve_unix(app) as path:
         yield path
-    finally:
-        await runner.cleanup()
 
 
 async def stored(url: str, states: dict[str, str]) -> None:

@@ -20,7 +20,7 @@ from agent.docker.client import DockerClient
 from agent.storage import LogStorage
 from agent.storage.models import Gap, LogLine
 from agent.timestamps import format_timestamp
-from tests.conftest import db_url, short_socket_path, write_line
+from tests.conftest import db_url, serve_unix, write_line
 
 pytestmark = [pytest.mark.anyio]
 
@@ -46,14 +46,8 @@ async def serve_daemon(inspect: Handler, logs: Handler) -> AsyncIterator[str]:
             web.get("/v1.41/containers/{cid}/logs", logs),
         ]
     )
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1)
-    await runner.setup()
-    path = short_socket_path()
-    await web.UnixSite(runner, path).start()
-    try:
+    async with serve_unix(app, handler_cancellation=True) as path:
         yield path
-    finally:
-        await runner.cleanup()
 
 
 @asynccontextmanager
