@@ -114,14 +114,6 @@ class LineBatch:
         self.flags.append(flags)
         self.sizes.append(size)
 
-    def extend(self, other: LineBatch) -> None:
-        self.streams += other.streams
-        self.timestamps_ns += other.timestamps_ns
-        self.timestamps += other.timestamps
-        self.messages += other.messages
-        self.flags += other.flags
-        self.sizes += other.sizes
-
     def take(self, keep: list[int]) -> LineBatch:
         """The lines at these indexes, in order (what a skipper keeps of a re-read)."""
         out = LineBatch(self.source)

@@ -84,8 +84,6 @@ class ContainerVanished(Exception):
 class DockerLogCollector:
     """One container's logs: `await start()` returns once the stream is open."""
 
-    source_kind = "docker"
-
     # A graceful stop's plain read of what Docker holds gets this long; a dead container's
     # rest is read for as long as it comes, and given up only after this much more silence.
     drain_timeout: float = 5.0

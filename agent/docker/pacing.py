@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # A stream rests only if its log keeps at least this much: dockerd writes at most ~30 MB/s
-# to one container's json-file, so a log rotated at a few MiB can rotate away during an 80 ms
-# rest, and dockerd's blocked follower then skips the rotated file (measured: 4.5k of 300k
-# lines stored at max-size=200k; every line once it no longer rests).
+# to one container's json-file, so a log rotated at a few MiB can rotate away during a rest
+# (up to 100 ms, 250 ms when chatty), and dockerd's blocked follower then skips the rotated
+# file (measured: 4.5k of 300k lines stored at max-size=200k; every line once it no longer
+# rests).
 MIN_RESTING_LOG_BYTES = 8 * 1024 * 1024
 
 DEFAULT_REST = 0.03  # 10 lines/s, gaps of 0-200 ms: p99 40 ms to commit (bench/README.md)

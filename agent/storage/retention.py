@@ -29,7 +29,7 @@ from agent.timestamps import NS_RANGE
 
 log = logging.getLogger("logagent.retention")
 
-BATCH_ROWS = 1000  # measured: ~25 ms a 500-row batch here, far under 100 ms
+BATCH_ROWS = 1000  # a delete of 500 rows took ~25 ms here: a batch stays well under 100 ms
 VACUUM_PAGES = 2000  # 8 MiB of 4 KiB pages per step
 
 

@@ -1,2 +1,3 @@
 """`logagent web`: a viewer over the store (never the Docker socket), live, for one host or a
-fleet. server.py serves; queries.py reads; auth.py decides who may; static/ is the page."""
+fleet. server.py serves (reading through storage/reader.py and storage/follow.py); auth.py
+decides who may; static/ is the page."""

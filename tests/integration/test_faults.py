@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -171,15 +172,19 @@ async def test_full_disk_holds_lines_back_and_loses_none(
 
 
 def test_default_manager_is_created_lazily() -> None:
-    module = importlib.import_module("agent.collectors.manager")
-    assert module._default is None  # importing opened nothing
-    try:
-        first = module.logCollectorManager
-        assert isinstance(first, module.LogCollectorManager)
-        assert module.logCollectorManager is first
-        assert first.active_collectors() == {}
-    finally:
-        module._default = None
+    """Importing the module makes no manager (nor a client); the first use makes one, kept.
+    In a fresh interpreter: the module's own state is not poked at."""
+    script = (
+        "import gc\n"
+        "import agent.collectors.manager as m\n"
+        "made = lambda: sum(isinstance(o, m.LogCollectorManager) for o in gc.get_objects())\n"
+        "assert made() == 0, 'importing made a manager'\n"
+        "first = m.logCollectorManager\n"
+        "assert isinstance(first, m.LogCollectorManager) and m.logCollectorManager is first\n"
+        "assert first.active_collectors() == {} and made() == 1\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 @asynccontextmanager

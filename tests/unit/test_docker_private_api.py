@@ -24,7 +24,9 @@ def test_do_query_takes_path_method_params_and_timeout() -> None:
 
 def test_do_query_is_a_coroutine_returning_the_raw_response() -> None:
     assert inspect.iscoroutinefunction(aiodocker.Docker._do_query)
-    assert aiohttp.ClientResponse  # what the streams read from (content.readany)
+    # The collector reads `response.content.readany()` (agent/collectors/docker.py, _read).
+    assert inspect.iscoroutinefunction(aiohttp.StreamReader.readany)
+    assert "content" in inspect.getsource(aiohttp.ClientResponse)
 
 
 def test_api_version_is_settable_on_the_public_object() -> None:
