@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.collectors.docker import DEFAULT_TAIL
-from agent.docker.client import docker_url
+from agent.collectors.options import DEFAULT_TAIL
+from agent.docker.address import docker_url
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
 from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST
 from agent.durations import parse_duration

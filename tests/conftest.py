@@ -27,7 +27,8 @@ from agent.app import Agent
 from agent.batch import Line, LineBatch, Source
 from agent.collectors.manager import LogCollectorManager
 from agent.config import Settings
-from agent.docker.client import DEFAULT_SOCKET, DockerClient, docker_url
+from agent.docker.address import DEFAULT_SOCKET, docker_url
+from agent.docker.client import DockerClient
 from agent.policy import Policy
 from agent.storage import LogStorage
 from agent.timestamps import format_timestamp

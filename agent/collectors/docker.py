@@ -20,12 +20,13 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from agent import gaps
 from agent.batch import LineBatch, Source
+from agent.collectors.options import StreamOptions
 from agent.cursor import Cursor, ResendGuard
 from agent.docker.client import DockerClient, LogStream
-from agent.docker.errors import ContainerNotFound, DockerUnavailable, mapped
+from agent.docker.errors import ContainerNotFound, DockerUnavailable
 from agent.docker.frames import FrameDecoder, FrameError
-from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
-from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST, ReadPacer, may_rest
+from agent.docker.pacing import ReadPacer, may_rest
+from agent.docker.translate import mapped
 from agent.hints import Hints
 from agent.shaping.multiline import Shaped
 from agent.shaping.shaper import Shaper
@@ -35,7 +36,7 @@ log = logging.getLogger("logagent.collector")
 # running loop up on every read of every stream.
 _now = time.monotonic
 
-DEFAULT_TAIL: int | str = 100
+DEFAULT_OPTIONS = StreamOptions()
 COMPOSE_PROJECT = "com.docker.compose.project"
 KEY_PREFIX = "docker:"
 
@@ -48,17 +49,6 @@ def docker_key(container_id: str) -> str:
 def container_of(key: str) -> str:
     """The container id or name in a key (or the text itself when it is not one)."""
     return key.removeprefix(KEY_PREFIX)
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    """How a stream is read: where a container never read before starts, the line cap, and
-    the rests of quiet and chatty streams (docker/pacing.py)."""
-
-    tail: int | str = DEFAULT_TAIL
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
-    read_rest: float = DEFAULT_REST
-    chatty_rest: float = DEFAULT_CHATTY_REST
 
 
 @dataclass(frozen=True)
@@ -99,7 +89,7 @@ class DockerLogCollector:
         sink: LogSink | None = None,
         client: DockerClient | None = None,
         task_group: TaskGroup | None = None,
-        options: StreamOptions = StreamOptions(),
+        options: StreamOptions = DEFAULT_OPTIONS,
         follow: bool = True,
         info: dict[str, Any] | None = None,
         cursor: Cursor | None = None,

@@ -16,13 +16,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from agent.batch import Source
-from agent.collectors.docker import (
-    DEFAULT_TAIL,
-    DockerLogCollector,
-    LogSink,
-    StreamOptions,
-    container_of,
-)
+from agent.collectors.docker import DockerLogCollector, LogSink, container_of
+from agent.collectors.options import DEFAULT_TAIL, StreamOptions
 from agent.containers import ContainerRecord, Failure, Registry
 from agent.docker.client import DockerClient
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES

@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
@@ -47,13 +46,14 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from agent.docker.errors import BadReference, DockerError, DockerUnavailable, mapped
+from agent.docker.address import docker_url
+from agent.docker.errors import BadReference, DockerError, DockerUnavailable
 from agent.docker.event_lines import EventLines
 from agent.docker.pacing import RestClock
+from agent.docker.translate import mapped
 
 log = logging.getLogger("logagent.docker")
 
-DEFAULT_SOCKET = "/var/run/docker.sock"
 # Short requests (inspect, list, version) must answer or fail; streams must not time out.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
@@ -90,15 +90,6 @@ def container_segment(ref: str) -> str:
     if not _REFERENCE.fullmatch(ref):
         raise BadReference(f"{ref[:80]!r} is not a container name or id")
     return quote(ref, safe="")
-
-
-def docker_url(environ: Mapping[str, str] | None = None) -> str:
-    """Where the daemon is: DOCKER_SOCKET (a path), else DOCKER_HOST, else the usual socket."""
-    env = os.environ if environ is None else environ
-    sock = env.get("DOCKER_SOCKET")
-    if sock:
-        return sock if "://" in sock else "unix://" + sock
-    return env.get("DOCKER_HOST") or "unix://" + DEFAULT_SOCKET
 
 
 def _connector(url: str, limit: int, close: bool) -> tuple[aiohttp.BaseConnector, str]:

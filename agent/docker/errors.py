@@ -1,15 +1,11 @@
-"""The agent's Docker errors, and the one place aiodocker's and aiohttp's errors become them.
+"""The agent's Docker errors (agent/docker/translate.py makes them of aiodocker's and aiohttp's).
 
-The class says what may happen next: `DockerUnavailable` is transient (reconnect and carry
-on), every other `DockerError` is the daemon's answer about one container (not retried).
+Light, so that every command can name them without loading a Docker client. The class says
+what may happen next: `DockerUnavailable` is transient (reconnect and carry on), every other
+`DockerError` is the daemon's answer about one container (not retried).
 """
 
 from __future__ import annotations
-
-import aiodocker
-import aiohttp
-
-_CONNECT_FAILED = 900  # aiodocker's status for "could not reach the daemon"
 
 
 class DockerError(Exception):
@@ -30,44 +26,3 @@ class LogsUnavailable(DockerError):
 
 class BadReference(DockerError):
     """Not a container name or id: it would reach other parts of the Engine API."""
-
-
-def translate(exc: aiodocker.DockerError, what: str) -> DockerError:
-    if exc.status == _CONNECT_FAILED:
-        return DockerUnavailable(f"{what}: {exc.message}")
-    if exc.status == 404:
-        return ContainerNotFound(f"{what}: {exc.message}")
-    if exc.status == 409 and "removal" in str(exc.message):
-        # "can not get logs from container which is dead or marked for removal": a --rm
-        # container that exited before its stream opened; its log is going with it.
-        return ContainerNotFound(f"{what}: {exc.message}")
-    if exc.status == 501:
-        return LogsUnavailable(f"{what}: {exc.message}")
-    return DockerError(f"{what}: Docker answered {exc.status}: {exc.message}")
-
-
-_LOST = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
-
-
-class mapped:  # lower case: used as the function it was (`with mapped("GET /events"):`)
-    """Run a request; its failure leaves as the agent's error, naming `what`, cause chained.
-
-    A class, not a generator: a log stream enters it once per read, and one instance may be
-    entered again and again (it keeps no state).
-    """
-
-    __slots__ = ("what",)
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
-        if exc is None:
-            return
-        if isinstance(exc, aiodocker.DockerError):
-            raise translate(exc, self.what) from exc
-        if isinstance(exc, _LOST):
-            raise DockerUnavailable(f"{self.what}: {exc!r}") from exc

@@ -163,3 +163,20 @@ def test_hint_rules_and_default_rate_are_read(tmp_path: Path) -> None:
 def test_bad_hint_rules_name_their_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_settings(write(tmp_path, text), environ={})
+
+
+def test_reading_the_config_loads_no_docker_client() -> None:
+    """Every command reads the config first: `logagent logs` must not pay for aiodocker
+    (about 0.3 s of imports) to read a default. In a fresh interpreter."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, agent.cli\n"
+        "from agent.config import load_settings\n"
+        "load_settings(None)\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] == 'aiodocker']\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

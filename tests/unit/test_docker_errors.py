@@ -5,13 +5,8 @@ from __future__ import annotations
 import aiodocker
 import pytest
 
-from agent.docker.errors import (
-    ContainerNotFound,
-    DockerError,
-    DockerUnavailable,
-    LogsUnavailable,
-    translate,
-)
+from agent.docker.errors import ContainerNotFound, DockerError, DockerUnavailable, LogsUnavailable
+from agent.docker.translate import translate
 
 REMOVING = "can not get logs from container which is dead or marked for removal"
 
