@@ -93,6 +93,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def in_fresh_python(script: str) -> None:
+    """Run `script` in a new interpreter (module state as a user's process has it); its
+    assertion errors become this test's."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def docker(*args: str, check: bool = True, input: bytes | None = None) -> bytes:
     done = subprocess.run(["docker", *args], capture_output=True, input=input, check=False)
     if check and done.returncode != 0:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import struct
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +19,7 @@ from agent.docker.client import DockerClient
 from agent.storage import LogStorage
 from agent.storage.models import Gap, LogLine
 from agent.timestamps import format_timestamp
-from tests.conftest import db_url, serve_unix, write_line
+from tests.conftest import db_url, in_fresh_python, serve_unix, write_line
 
 pytestmark = [pytest.mark.anyio]
 
@@ -183,8 +181,7 @@ def test_default_manager_is_created_lazily() -> None:
         "assert isinstance(first, m.LogCollectorManager) and m.logCollectorManager is first\n"
         "assert first.active_collectors() == {} and made() == 1\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    in_fresh_python(script)
 
 
 @asynccontextmanager

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import DEFAULT_CONFIG, ConfigError, load_settings
+from tests.conftest import in_fresh_python
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -168,9 +169,6 @@ def test_bad_hint_rules_name_their_key(tmp_path: Path, text: str, message: str) 
 def test_reading_the_config_loads_no_docker_client() -> None:
     """Every command reads the config first: `logagent logs` must not pay for aiodocker
     (about 0.3 s of imports) to read a default. In a fresh interpreter."""
-    import subprocess
-    import sys
-
     script = (
         "import sys, agent.cli\n"
         "from agent.config import load_settings\n"
@@ -178,5 +176,4 @@ def test_reading_the_config_loads_no_docker_client() -> None:
         "heavy = [m for m in sys.modules if m.split('.')[0] == 'aiodocker']\n"
         "assert not heavy, heavy\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    in_fresh_python(script)
