@@ -24,6 +24,7 @@ from agent.discovery.own_container import own_container_ids
 from agent.discovery.reconciler import Reconciler
 from agent.docker.client import DockerClient
 from agent.metrics import AgentMetrics, build_registry
+from agent.policy import Scope
 from agent.redact import redact
 from agent.storage import LogStorage
 from agent.storage.retention import Retention
@@ -101,7 +102,7 @@ class Agent:
                     s.policy,
                     initial_tail=s.initial_tail,
                     self_ids=self.self_ids,
-                    scope_labels=list(s.scope_labels),
+                    scope=Scope(s.scope_labels),
                     started_ns=self.started_ns,
                     last_seen_ns=previous.last_seen_ns if previous else None,
                 )
@@ -109,7 +110,7 @@ class Agent:
                     client,
                     reconciler,
                     storage.state,
-                    scope_labels=list(s.scope_labels),
+                    scope=Scope(s.scope_labels),
                     since_ns=(previous.last_event_ns or previous.last_seen_ns)
                     if previous
                     else None,
@@ -135,7 +136,7 @@ class Agent:
                         manager,
                         self.registry,
                         initial_tail=s.initial_tail,
-                        scope_labels=list(s.scope_labels),
+                        scope=Scope(s.scope_labels),
                         self_ids=self.self_ids,
                     ),
                     client=client,

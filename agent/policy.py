@@ -14,6 +14,31 @@ from fnmatch import fnmatchcase
 ENABLE_LABEL = "logagent.enable"
 
 
+@dataclass(frozen=True)
+class Scope:
+    """The containers that exist for this agent at all: those with every one of these labels
+    (`key` or `key=value`). Docker applies it to listings and events; a hand start checks it."""
+
+    labels: tuple[str, ...] = ()
+
+    def filters(self) -> dict[str, list[str]]:
+        """Docker's `filters` for it (empty: every container)."""
+        return {"label": list(self.labels)} if self.labels else {}
+
+    def missing(self, labels: Mapping[str, str]) -> str | None:
+        """The first wanted label a container lacks (None: it is in scope)."""
+        for wanted in self.labels:
+            key, sep, value = wanted.partition("=")
+            if key not in labels or (sep and labels[key] != value):
+                return wanted
+        return None
+
+
+def is_own(container_id: str, self_ids: Sequence[str]) -> bool:
+    """Whether this is the agent's own container (it never reads itself)."""
+    return any(sid and container_id.startswith(sid) for sid in self_ids)
+
+
 class PatternError(ValueError):
     """A glob the config cannot use."""
 
@@ -92,7 +117,7 @@ def decide(
     self_ids: Sequence[str] = (),
 ) -> Decision:
     labels = labels or {}
-    if any(sid and container_id.startswith(sid) for sid in self_ids):
+    if is_own(container_id, self_ids):
         return Decision(False, "excluded: this is the agent's own container")
     label = labels.get(ENABLE_LABEL)
     if label is not None:

@@ -17,6 +17,7 @@ from anyio.abc import TaskStatus
 from agent.discovery.reconciler import Reconciler
 from agent.docker.client import DockerClient
 from agent.docker.errors import DockerError, DockerUnavailable
+from agent.policy import Scope
 from agent.storage.state import AgentStateStore
 from agent.timestamps import since_param
 
@@ -30,13 +31,13 @@ class EventsFollower:
         reconciler: Reconciler,
         state: AgentStateStore,
         *,
-        scope_labels: list[str],
+        scope: Scope,
         since_ns: int | None,
     ) -> None:
         self.client = client
         self.reconciler = reconciler
         self.state = state  # the last event handled is saved with the agent's heartbeat
-        self.scope_labels = scope_labels
+        self.scope = scope
         # Docker replays the events since then: containers that came and went while the
         # agent was down are seen (and, if already removed, recorded as gaps).
         self.last_event_ns = since_ns
@@ -51,9 +52,7 @@ class EventsFollower:
             await self.client.connect()
             try:
                 since = since_param(self.last_event_ns) if self.last_event_ns else None
-                filters = {"type": ["container"]}
-                if self.scope_labels:
-                    filters["label"] = self.scope_labels
+                filters = {"type": ["container"], **self.scope.filters()}
                 async with self.client.events(since=since, filters=filters) as events:
                     self.connected = True
                     await self.reconciler.sync()

@@ -11,7 +11,7 @@ from agent.collectors.manager import LogCollectorManager
 from agent.containers import Registry
 from agent.docker.client import DockerClient
 from agent.docker.errors import ContainerNotFound
-from agent.policy import ENABLE_LABEL, label_says_no
+from agent.policy import ENABLE_LABEL, Scope, is_own, label_says_no
 
 
 class Refused(Exception):
@@ -26,14 +26,14 @@ class HandControl:
         registry: Registry,
         *,
         initial_tail: int | str,
-        scope_labels: list[str],
+        scope: Scope,
         self_ids: list[str],
     ) -> None:
         self.client = client
         self.manager = manager
         self.registry = registry
         self.initial_tail = initial_tail
-        self.scope_labels = scope_labels
+        self.scope = scope
         self.self_ids = self_ids
 
     async def start(self, ref: str) -> DockerLogCollector:
@@ -54,11 +54,9 @@ class HandControl:
         the agent's scope, nor the rule that the agent never reads itself."""
         if label_says_no(labels):
             raise Refused(f"the container says {ENABLE_LABEL}={labels[ENABLE_LABEL]}")
-        for wanted in self.scope_labels:
-            key, sep, value = wanted.partition("=")
-            if key not in labels or (sep and labels[key] != value):
-                raise Refused(f"the container is outside this agent's scope (label {wanted})")
-        if any(sid and cid.startswith(sid) for sid in self.self_ids):
+        if (wanted := self.scope.missing(labels)) is not None:
+            raise Refused(f"the container is outside this agent's scope (label {wanted})")
+        if is_own(cid, self.self_ids):
             raise Refused("that is the agent's own container")
 
     async def stop(self, ref: str) -> DockerLogCollector | None:

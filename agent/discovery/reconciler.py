@@ -27,7 +27,7 @@ from agent.docker.errors import (
     DockerUnavailable,
     LogsUnavailable,
 )
-from agent.policy import Decision, Policy, decide
+from agent.policy import Decision, Policy, Scope, decide
 from agent.storage import LogStorage
 
 log = logging.getLogger("logagent.discovery")
@@ -50,7 +50,7 @@ class Reconciler:
         *,
         initial_tail: int | str,
         self_ids: list[str],
-        scope_labels: list[str],
+        scope: Scope,
         started_ns: int,
         last_seen_ns: int | None,
     ) -> None:
@@ -61,7 +61,7 @@ class Reconciler:
         self.policy = policy
         self.initial_tail = initial_tail
         self.self_ids = self_ids
-        self.scope_labels = scope_labels
+        self.scope = scope
         self.started_ns = started_ns  # when this agent process started
         self.last_seen_ns = last_seen_ns  # when the agent was last alive here (None: never)
         self.die_grace = DIE_GRACE
@@ -102,8 +102,7 @@ class Reconciler:
     async def sync(self) -> None:
         """Every admitted container without a collector: follow the running ones, catch up
         on the exited ones that ran while the agent was down (or since their cursor)."""
-        scope = {"label": self.scope_labels} if self.scope_labels else None
-        for c in await self.client.list_containers(all=True, filters=scope):
+        for c in await self.client.list_containers(all=True, filters=self.scope.filters() or None):
             cid: str = c["Id"]
             name = (c.get("Names") or ["/" + cid[:12]])[0].lstrip("/")
             rec, decision = self.decision(cid, name, c.get("Image", ""), c.get("Labels") or {})

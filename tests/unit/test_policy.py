@@ -64,3 +64,15 @@ def test_own_container_is_never_collected_even_when_labelled() -> None:
 def test_bad_globs_are_refused(pattern: str) -> None:
     with pytest.raises(PatternError):
         check_glob(pattern)
+
+
+def test_the_scope_is_one_filter_for_docker_and_one_check_for_a_hand_start() -> None:
+    from agent.policy import Scope
+
+    scope = Scope(("team", "env=prod"))
+    assert scope.filters() == {"label": ["team", "env=prod"]}
+    assert Scope().filters() == {}
+    assert scope.missing({"team": "a", "env": "prod"}) is None
+    assert scope.missing({"team": "a", "env": "dev"}) == "env=prod"
+    assert scope.missing({"env": "prod"}) == "team"
+    assert Scope().missing({}) is None
