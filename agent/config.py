@@ -18,10 +18,10 @@ from agent.docker.address import docker_url
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
 from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST
 from agent.durations import parse_duration
-from agent.hints import KEYS as HINT_KEYS
-from agent.hints import HintRule, check_hint
 from agent.policy import Matchers, PatternError, Policy, check_glob
 from agent.redact import redact
+from agent.shaping.hints import KEYS as HINT_KEYS
+from agent.shaping.hints import HintRule, check_hint
 from agent.shaping.rate import Rate, parse_rate
 from agent.storage.db import DEFAULT_DB_URL
 from agent.storage.writer import DEFAULT_QUEUE_BYTES

@@ -21,8 +21,8 @@ import anyio
 from agent.batch import Source
 from agent.cursor import Cursor
 from agent.docker.errors import DockerUnavailable
-from agent.hints import Hints
 from agent.policy import Decision
+from agent.shaping.hints import Hints
 
 if TYPE_CHECKING:
     from agent.collectors.docker import DockerLogCollector
@@ -60,7 +60,7 @@ class ContainerRecord:
     cursor: Cursor | None = None  # where its next stream resumes (None: ask the store)
     collector: DockerLogCollector | None = None  # the live one, if any
     failure: Failure | None = None  # why its last stream failed, until it starts again
-    hints: Hints | None = None  # how its lines are read (agent/hints.py), from its first start
+    hints: Hints | None = None  # how its lines are read (shaping/hints.py), from its first start
     lock: anyio.Lock = field(default_factory=anyio.Lock)  # one start/stop at a time
 
     @property

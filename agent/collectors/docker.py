@@ -27,7 +27,7 @@ from agent.docker.errors import ContainerNotFound, DockerUnavailable
 from agent.docker.frames import FrameDecoder, FrameError
 from agent.docker.pacing import ReadPacer, may_rest
 from agent.docker.translate import mapped
-from agent.hints import Hints
+from agent.shaping.hints import Hints
 from agent.shaping.multiline import Shaped
 from agent.shaping.shaper import Shaper
 
@@ -131,7 +131,7 @@ class DockerLogCollector:
         # after it: Docker's `since` re-sends lines at the cursor's timestamp; the skipper
         # drops them.
         self.cursor = cursor.copy() if cursor is not None else Cursor()
-        # The container's hints (agent/hints.py): multiline events, filters, rate, levels.
+        # The container's hints (agent/shaping/hints.py): multiline events, filters, rate, levels.
         self.hints = hints or Hints()
         if self.hints.retention_s is not None:
             self.source.max_age_s = int(self.hints.retention_s)

@@ -22,7 +22,7 @@ from agent.containers import ContainerRecord, Failure, Registry
 from agent.docker.client import DockerClient
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
 from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST
-from agent.hints import HintRule, Hints, hints_for
+from agent.shaping.hints import HintRule, Hints, hints_for
 from agent.shaping.rate import Rate
 from agent.storage import LogStorage
 

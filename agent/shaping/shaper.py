@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from agent.batch import LineBatch, Source
 from agent.grep import matcher
-from agent.hints import Hints
+from agent.shaping.hints import Hints
 from agent.shaping.levels import levels
 from agent.shaping.multiline import PRESETS, Joiner, Shaped, start_rule
 from agent.shaping.rate import RateLimit, line_filter

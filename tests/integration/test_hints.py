@@ -337,8 +337,8 @@ async def test_kill_9_among_50_line_traces_stores_each_event_once_and_whole(
 async def test_config_rule_hints_apply_to_a_container_without_labels(
     tmp_path: Path, containers: Containers
 ) -> None:
-    from agent.hints import HintRule
     from agent.policy import Matchers
+    from agent.shaping.hints import HintRule
 
     rule = HintRule(Matchers(names=(f"{containers.prefix}-py*",)), {"multiline": "python"})
     s = replace(agent_settings(tmp_path), hint_rules=(rule,))

@@ -131,7 +131,7 @@ def test_tcp_with_tls_variables_is_refused_not_sent_in_clear() -> None:
 
 
 def test_hint_rules_and_default_rate_are_read(tmp_path: Path) -> None:
-    from agent.hints import hints_for
+    from agent.shaping.hints import hints_for
     from agent.shaping.rate import Rate
 
     text = (

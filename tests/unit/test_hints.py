@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent.hints import HintRule, hints_for
 from agent.policy import Matchers
+from agent.shaping.hints import HintRule, hints_for
 from agent.shaping.levels import ERROR, FATAL, INFO, WARN, levels
 from agent.shaping.rate import Rate, RateLimit, parse_rate
 
