@@ -232,6 +232,20 @@ async def eventually(check: Callable[[], bool], limit: float = 30) -> None:
             await anyio.sleep(0.05)
 
 
+async def until_decided(agent: Agent, cid: str) -> str:
+    """Wait until the agent has seen the container and decided about it; the reason. An
+    absence checked after that is the agent's choice, not its being slow."""
+
+    def decided() -> bool:
+        rec = agent.registry.get(cid)
+        return rec is not None and rec.decision is not None
+
+    await eventually(decided)
+    rec = agent.registry.get(cid)
+    assert rec is not None and rec.decision is not None
+    return rec.decision.reason
+
+
 async def until_reached(count: Callable[[], int], target: int, stall: float = 60) -> None:
     """Wait until `count()` reaches `target`; fail only if it stops moving for `stall` s.
 

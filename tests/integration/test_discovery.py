@@ -21,6 +21,7 @@ from tests.conftest import (
     eventually,
     running_agent,
     stored_rows,
+    until_decided,
     until_reached,
 )
 from tests.integration.test_collector import docker_reference
@@ -39,20 +40,19 @@ async def test_started_container_is_collected_unless_labelled_off(
         plain = containers.run("plain", "seq 1 100; sleep 30")
         off = containers.run("off", "seq 1 100; sleep 30", "--label", "logagent.enable=false")
         await eventually(lambda: len(stored_rows(tmp_path, plain)) == 100)
-        await anyio.sleep(0.5)
+        assert await until_decided(agent, off) == "excluded by label logagent.enable=false"
+        assert agent.manager is not None and agent.manager.get(off) is None
         assert stored_rows(tmp_path, off) == []
-        off_record = agent.registry.get(off)
-        assert off_record is not None and off_record.decision is not None
-        assert off_record.decision.reason == "excluded by label logagent.enable=false"
     assert messages(tmp_path, plain) == [str(i) for i in range(1, 101)]
 
 
 async def test_opt_in_mode_collects_only_labelled(tmp_path: Path, containers: Containers) -> None:
-    async with running_agent(agent_settings(tmp_path, collect_all=False)):
+    async with running_agent(agent_settings(tmp_path, collect_all=False)) as agent:
         plain = containers.run("plain", "echo no; sleep 30")
         opted = containers.run("opted", "echo yes; sleep 30", "--label", "logagent.enable=true")
         await eventually(lambda: messages(tmp_path, opted) == ["yes"])
-        await anyio.sleep(0.5)
+        assert (await until_decided(agent, plain)).startswith("excluded")
+        assert agent.manager is not None and agent.manager.get(plain) is None
     assert stored_rows(tmp_path, plain) == []
 
 

@@ -32,6 +32,7 @@ from tests.conftest import (
     short_socket_path,
     start_agent_process,
     stored_rows,
+    until_decided,
     write_line,
 )
 from tests.integration.test_api import TOKEN, call
@@ -150,7 +151,7 @@ async def test_a_hand_start_respects_the_owner_label_and_the_scope(
     tmp_path: Path, containers: Containers
 ) -> None:
     settings = agent_settings(tmp_path)
-    async with running_agent(settings):
+    async with running_agent(settings) as agent:
         off = containers.run("optout", "echo private; sleep 30", "--label", "logagent.enable=false")
         name = f"{containers.prefix}-outside"
         containers.names.append(name)
@@ -161,7 +162,9 @@ async def test_a_hand_start_respects_the_owner_label_and_the_scope(
         assert status == 403 and "logagent.enable=false" in body["error"]
         status, body = await call(settings.api_socket, "POST", f"/collectors/{outside}")
         assert status == 403 and "scope" in body["error"]
-        await anyio.sleep(0.5)
+        assert "logagent.enable=false" in await until_decided(agent, off)
+        assert agent.manager is not None
+        assert agent.manager.get(off) is None and agent.manager.get(outside) is None
     assert stored_rows(tmp_path, off) == [] and stored_rows(tmp_path, outside) == []
 
 
