@@ -38,10 +38,11 @@ from tests.conftest import (
 )
 from tests.integration.test_collector import by_stream, docker_reference
 
-pytestmark = [pytest.mark.docker, pytest.mark.anyio]
+pytestmark = [pytest.mark.anyio]  # Docker: marked per test, only where it is used
 DAY = 86400 * 1_000_000_000
 
 
+@pytest.mark.docker
 async def test_lines_are_stored_once_across_agent_restarts(
     tmp_path: Path, containers: Containers, store_url: str
 ) -> None:
@@ -85,6 +86,7 @@ def logagent(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.docker
 async def test_three_hosts_write_one_postgresql_each_line_once(
     tmp_path: Path, containers: Containers, pg_url: str
 ) -> None:

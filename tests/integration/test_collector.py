@@ -25,7 +25,7 @@ from agent.storage.models import ContainerCursor, LogLine
 from agent.timestamps import format_timestamp, parse_timestamp
 from tests.conftest import Containers, agent_parts, docker
 
-pytestmark = [pytest.mark.docker, pytest.mark.anyio]
+pytestmark = [pytest.mark.anyio]  # Docker: marked per test, only where it is used
 
 Row = tuple[str, str, str]  # stream, timestamp text, message
 
@@ -140,6 +140,7 @@ CASES = {
 LONG = {"line-20k", "line-3m"}
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize(
     ("case", "driver"),
     [(c, "json-file") for c in sorted(CASES)] + [(c, "local") for c in sorted(set(CASES) - LONG)],
@@ -168,6 +169,7 @@ def quiet(n: int, start_at: int = 0) -> str:
     )
 
 
+@pytest.mark.docker
 async def test_dockerd_sends_an_http_1_0_log_stream_unchunked_and_byte_for_byte_the_same(
     containers: Containers,
 ) -> None:
@@ -193,6 +195,7 @@ async def test_dockerd_sends_an_http_1_0_log_stream_unchunked_and_byte_for_byte_
     assert bodies[False][2] == bodies[True][2] and bodies[True][2].count(b"\n") == 1000
 
 
+@pytest.mark.docker
 async def test_quiet_stream_rests_between_reads_and_keeps_every_line(
     tmp_path: Path, containers: Containers
 ) -> None:
@@ -203,6 +206,7 @@ async def test_quiet_stream_rests_between_reads_and_keeps_every_line(
     assert collector.reads * 3 < len(rows), (collector.reads, len(rows))
 
 
+@pytest.mark.docker
 async def test_quiet_streams_rest_on_one_clock(tmp_path: Path, containers: Containers) -> None:
     script = quiet(100, start_at=int(time.time()) + 3)  # all three write at the same time
     ids = [containers.run(f"clock{i}", script) for i in range(3)]
@@ -220,6 +224,7 @@ async def test_quiet_streams_rest_on_one_clock(tmp_path: Path, containers: Conta
     assert 0 < clock.ticks < 0.6 * rests, (clock.ticks, rests)
 
 
+@pytest.mark.docker
 async def test_chatty_stream_rests_longer_than_a_slow_one(
     tmp_path: Path, containers: Containers
 ) -> None:
@@ -248,6 +253,7 @@ async def test_chatty_stream_rests_longer_than_a_slow_one(
     assert calm.pacer.rests > 0
 
 
+@pytest.mark.docker
 async def test_busy_stream_is_found_out_and_not_held_back(
     tmp_path: Path, containers: Containers
 ) -> None:
@@ -263,6 +269,7 @@ async def test_busy_stream_is_found_out_and_not_held_back(
     assert collector.pacer.rests * 20 <= collector.reads, (collector.reads, collector.pacer)
 
 
+@pytest.mark.docker
 async def test_tty_container_rows_equal_docker_logs(tmp_path: Path, containers: Containers) -> None:
     script = "echo one; echo 'two  spaced'; head -c 20000 /dev/zero | tr '\\0' b; echo; printf end"
     _cid, rows = await collect_finished(tmp_path, containers, "tty", script, tty=True)
@@ -272,6 +279,7 @@ async def test_tty_container_rows_equal_docker_logs(tmp_path: Path, containers: 
     assert [r[2] for r in rows][-1] == "end"
 
 
+@pytest.mark.docker
 async def test_3m_line_is_stored_as_flagged_pieces_of_the_cap(
     tmp_path: Path, containers: Containers
 ) -> None:
@@ -289,6 +297,7 @@ async def test_3m_line_is_stored_as_flagged_pieces_of_the_cap(
     assert sizes == [1024 * 1024] * 3
 
 
+@pytest.mark.docker
 async def test_local_driver_long_line_keeps_its_end(tmp_path: Path, containers: Containers) -> None:
     # The `local` driver sends a long line's last piece without its newline; even `docker logs`
     # then runs the next line into it. The rows must still be what the container wrote.
@@ -303,6 +312,7 @@ async def test_local_driver_long_line_keeps_its_end(tmp_path: Path, containers: 
     assert [r[2] for r in rows] == ["a" * 20480, "after"]
 
 
+@pytest.mark.docker
 async def test_invalid_utf8_rows_are_flagged(tmp_path: Path, containers: Containers) -> None:
     # json-file already replaces invalid UTF-8 (Go's JSON encoder); `local` keeps the raw bytes.
     cid, _ = await collect_finished(
@@ -313,6 +323,7 @@ async def test_invalid_utf8_rows_are_flagged(tmp_path: Path, containers: Contain
     assert rows == [("x\ufffdy", FLAG_REPLACED), ("ok", 0)]
 
 
+@pytest.mark.docker
 async def test_rows_carry_host_name_and_docker_timestamps(
     tmp_path: Path, containers: Containers
 ) -> None:
@@ -329,6 +340,7 @@ async def test_rows_carry_host_name_and_docker_timestamps(
     assert row.timestamp_ns == parse_timestamp(format_timestamp(row.timestamp_ns).encode())
 
 
+@pytest.mark.docker
 async def test_start_of_missing_container_raises_clearly(tmp_path: Path) -> None:
     async with agent_parts(tmp_path) as (_storage, manager):
         with pytest.raises(ContainerNotFound):
@@ -341,6 +353,7 @@ async def test_collector_without_manager_needs_a_task_group() -> None:
         await DockerLogCollector("abc", "abc").start()
 
 
+@pytest.mark.docker
 async def test_log_driver_none_is_a_clear_error(tmp_path: Path, containers: Containers) -> None:
     cid = containers.run("nolog", "sleep 30", "--log-driver", "none")
     async with agent_parts(tmp_path) as (_storage, manager):
@@ -348,6 +361,7 @@ async def test_log_driver_none_is_a_clear_error(tmp_path: Path, containers: Cont
             await manager.start_docker_collector(cid)
 
 
+@pytest.mark.docker
 async def test_starting_an_active_container_is_a_no_op(
     tmp_path: Path, containers: Containers
 ) -> None:
@@ -365,6 +379,7 @@ async def test_starting_an_active_container_is_a_no_op(
         assert restarted is not first and restarted.state == "running"
 
 
+@pytest.mark.docker
 async def test_rm_container_that_exits_ends_its_collector_cleanly(
     tmp_path: Path, containers: Containers
 ) -> None:
@@ -381,6 +396,7 @@ async def test_rm_container_that_exits_ends_its_collector_cleanly(
     assert [m for _s, _t, m in rows if _s == "stderr"] == ["done"]
 
 
+@pytest.mark.docker
 async def test_removed_container_ends_its_collector_with_error_only(
     tmp_path: Path, containers: Containers
 ) -> None:
@@ -414,6 +430,7 @@ def _open_sockets() -> int:
     return count
 
 
+@pytest.mark.docker
 async def test_500_start_stop_cycles_leak_no_socket(tmp_path: Path, containers: Containers) -> None:
     cid = containers.run("cycles", "while true; do echo tick; sleep 0.01; done")
     async with agent_parts(tmp_path, tail=1) as (_storage, manager):
@@ -429,6 +446,7 @@ async def test_500_start_stop_cycles_leak_no_socket(tmp_path: Path, containers: 
     assert after <= before, f"{after - before} sockets more after 500 cycles"
 
 
+@pytest.mark.docker
 async def test_500_streams_do_not_starve_other_requests(containers: Containers) -> None:
     ids = [containers.run(f"many{i}", "while true; do echo tick; sleep 1; done") for i in range(5)]
     async with DockerClient() as client, AsyncExitStack() as stack:

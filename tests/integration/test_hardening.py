@@ -37,7 +37,7 @@ from tests.conftest import (
 )
 from tests.integration.test_api import TOKEN, call
 
-pytestmark = [pytest.mark.docker, pytest.mark.anyio]
+pytestmark = [pytest.mark.anyio]  # Docker: marked per test, only where it is used
 
 
 def logagent(
@@ -56,6 +56,7 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.docker
 async def test_store_files_and_folder_are_the_agents_alone(
     tmp_path: Path, containers: Containers
 ) -> None:
@@ -79,6 +80,7 @@ async def test_a_store_left_world_readable_is_narrowed(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "logs.db").stat().st_mode) == 0o600
 
 
+@pytest.mark.docker
 async def test_a_second_agent_on_the_same_store_refuses_to_start(tmp_path: Path) -> None:
     first = start_agent_process(tmp_path)
     try:
@@ -128,6 +130,7 @@ async def test_the_queue_is_bounded_in_bytes_while_the_store_is_locked(tmp_path:
         assert conn.execute("SELECT COUNT(*) FROM log_lines").fetchone()[0] == 65
 
 
+@pytest.mark.docker
 async def test_api_paths_cannot_reach_other_docker_endpoints(tmp_path: Path) -> None:
     settings = agent_settings(tmp_path)
     async with running_agent(settings, record_requests=True) as agent:
@@ -147,6 +150,7 @@ async def test_api_paths_cannot_reach_other_docker_endpoints(tmp_path: Path) -> 
     assert sent == [], sent  # nothing reached Docker
 
 
+@pytest.mark.docker
 async def test_a_hand_start_respects_the_owner_label_and_the_scope(
     tmp_path: Path, containers: Containers
 ) -> None:
@@ -168,6 +172,7 @@ async def test_a_hand_start_respects_the_owner_label_and_the_scope(
     assert stored_rows(tmp_path, off) == [] and stored_rows(tmp_path, outside) == []
 
 
+@pytest.mark.docker
 async def test_the_tcp_token_reads_metrics_and_steers_nothing(
     tmp_path: Path, containers: Containers
 ) -> None:
@@ -193,6 +198,7 @@ async def test_the_tcp_token_reads_metrics_and_steers_nothing(
         await eventually(lambda: len(stored_rows(tmp_path, cid)) > count)  # still collected
 
 
+@pytest.mark.docker
 async def test_a_socket_folder_others_can_write_is_refused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -211,6 +217,7 @@ def corrupt(path: Path) -> None:
         f.write(os.urandom(8192))
 
 
+@pytest.mark.docker
 async def test_a_corrupted_store_ends_the_agent_with_one_line(tmp_path: Path) -> None:
     async with LogStorage(db_url(tmp_path), host="test-host") as storage:
         for n in range(2000):
@@ -240,6 +247,7 @@ async def test_start_up_errors_are_one_line_with_the_right_exit_code(tmp_path: P
     assert one_line_error(unusable).startswith("logagent: storage error:")
 
 
+@pytest.mark.docker
 async def test_events_with_huge_labels_do_not_stop_the_agent(
     tmp_path: Path, containers: Containers
 ) -> None:
@@ -266,6 +274,7 @@ async def test_read_side_commands_never_create_a_store(tmp_path: Path) -> None:
     assert not missing.exists() and not missing.parent.exists()
 
 
+@pytest.mark.docker
 async def test_bad_times_and_patterns_are_one_line_and_ctrl_c_ends_logs(
     tmp_path: Path, containers: Containers
 ) -> None:
@@ -297,6 +306,7 @@ async def test_bad_times_and_patterns_are_one_line_and_ctrl_c_ends_logs(
     assert b"Traceback" not in follower.communicate()[1]
 
 
+@pytest.mark.docker
 async def test_a_removed_containers_metrics_go_after_the_grace(
     tmp_path: Path, containers: Containers
 ) -> None:

@@ -32,7 +32,7 @@ from tests.conftest import (
 )
 from tests.integration.test_collector import docker_reference
 
-pytestmark = [pytest.mark.docker, pytest.mark.anyio]
+pytestmark = [pytest.mark.anyio]  # Docker: marked per test, only where it is used
 
 N = 200_000  # numbered lines, in 200 bursts (conftest.numbered_bursts)
 
@@ -61,6 +61,7 @@ def assert_exactly_once(url: str, cid: str) -> None:
     assert rows == docker_reference(cid)
 
 
+@pytest.mark.docker
 async def test_postgresql_restarted_and_down_30s_mid_burst_loses_and_doubles_nothing(
     tmp_path: Path, containers: Containers, pg_url: str
 ) -> None:
@@ -91,6 +92,7 @@ async def test_postgresql_restarted_and_down_30s_mid_burst_loses_and_doubles_not
     assert 1 <= said <= 2 and log.count("writing works again") == said, log[-3000:]
 
 
+@pytest.mark.docker
 async def test_connections_cut_mid_burst_are_made_again(
     tmp_path: Path, containers: Containers, pg_url: str
 ) -> None:
@@ -122,6 +124,7 @@ async def test_connections_cut_mid_burst_are_made_again(
     assert (tmp_path / "agent.log").read_text().count("taken again") == 3
 
 
+@pytest.mark.docker
 async def test_kill_9_in_the_middle_of_a_copy_then_restart_stores_each_line_once(
     tmp_path: Path, containers: Containers, pg_url: str
 ) -> None:

@@ -31,8 +31,6 @@ from tests.conftest import (
 )
 from tests.integration.test_logs_cli import logagent
 
-pytestmark = [pytest.mark.docker]
-
 ARTEFACTS = ROOT / "test-artefacts" / "web"
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -147,6 +145,7 @@ def shot(driver: Any, name: str) -> None:
     driver.save_screenshot(str(ARTEFACTS / f"{name}.png"))
 
 
+@pytest.mark.docker
 def test_page_lists_containers_and_a_new_line_comes_live(
     browser: Any, stack: Stack, containers: Containers
 ) -> None:
@@ -185,6 +184,7 @@ def test_page_lists_containers_and_a_new_line_comes_live(
     shot(browser, "containers-removed")
 
 
+@pytest.mark.docker
 def test_search_finds_a_line_among_100000(
     browser: Any, stack: Stack, containers: Containers
 ) -> None:
@@ -203,6 +203,7 @@ def test_search_finds_a_line_among_100000(
     shot(browser, "search")
 
 
+@pytest.mark.docker
 def test_scrolling_back_loads_older_pages(
     browser: Any, stack: Stack, containers: Containers
 ) -> None:
@@ -221,6 +222,7 @@ def test_scrolling_back_loads_older_pages(
     shot(browser, "scroll-back")
 
 
+@pytest.mark.docker
 def test_merged_view_is_one_timeline_and_downloads_what_logs_prints(
     browser: Any, stack: Stack, containers: Containers
 ) -> None:
@@ -263,6 +265,7 @@ HOSTILE = [
 ]
 
 
+@pytest.mark.docker
 def test_hostile_lines_are_text_and_run_nothing(
     browser: Any, stack: Stack, containers: Containers, tmp_path: Path
 ) -> None:
@@ -320,6 +323,7 @@ def test_artefacts_folder_is_ignored_by_git() -> None:
     assert ignored.returncode == 0, "test-artefacts/ must be in .gitignore"
 
 
+@pytest.mark.docker
 def test_live_tail_holds_new_lines_while_the_reader_is_scrolled_up(
     browser: Any, stack: Stack, containers: Containers
 ) -> None:
@@ -361,6 +365,7 @@ BAIT = ["a=b" * 19 + " !", "a=b" * 40 + " !", "x=" * 5000 + " !"]
 LOGFMT_LINE = 'level=info msg="hello there" n=1'
 
 
+@pytest.mark.docker
 def test_invisible_characters_are_shown_everywhere_and_bait_lines_do_not_hang_the_page(
     browser: Any, stack: Stack, containers: Containers, tmp_path: Path
 ) -> None:
