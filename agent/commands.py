@@ -53,13 +53,14 @@ class UsageError(ValueError):
 
 
 @asynccontextmanager
-async def reading(db_url: str) -> AsyncIterator[BaseDBAsyncClient]:
+async def reading(db_url: str, *, once: bool = True) -> AsyncIterator[BaseDBAsyncClient]:
     """The store, for a read-side command. PostgreSQL connects at the first query, not at
     the opening: a server that is away or refuses us, then or later (`logs -f`), is one
     StorageError saying what to check (cli.py prints it as a line), not asyncpg's traceback.
+    `once`: the command reads and ends (not `logs -f`).
     """
     try:
-        async with open_store(db_url) as db:
+        async with open_store(db_url, snapshot_ok=once) as db:
             yield db
     except StorageError:
         raise
@@ -76,7 +77,7 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
         until = parse_when(opts.until) if opts.until is not None else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    async with reading(db_url) as db:
+    async with reading(db_url, once=not opts.follow) as db:
         try:
             pattern, matches = await where_matched(db, opts.grep)
             ids = await resolve_containers(db, list(opts.containers))

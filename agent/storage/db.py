@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -117,9 +118,10 @@ async def transaction() -> AsyncIterator[BaseDBAsyncClient]:
 
 
 async def _give_back(context: object) -> None:
-    """The one use of tortoise's private API (pinned by tests/unit/test_tortoise_private_api.py):
-    a pooled transaction keeps its client in `client`, the connection it took in
-    `client._connection`, and the pool in `client._parent._pool` (tortoise 1.1)."""
+    """tortoise's private API (pinned by tests/unit/test_tortoise_private_api.py; the other
+    uses are listed in docs/architecture.md): a pooled transaction keeps its client in
+    `client`, the connection it took in `client._connection`, and the pool in
+    `client._parent._pool` (tortoise 1.1)."""
     client = getattr(context, "client", None)
     pool = getattr(getattr(client, "_parent", None), "_pool", None)
     connection = getattr(client, "_connection", None)
@@ -242,6 +244,32 @@ async def _connection_threads_ended(before: set[threading.Thread]) -> None:
             await anyio.to_thread.run_sync(thread.join, 5.0)
 
 
+def _sqlite_failed(exc: BaseException) -> bool:
+    """SQLite itself failed (not our schema check): the chain holds a sqlite3 error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, sqlite3.Error):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _writer_holds(path: Path) -> bool:
+    """Whether an agent holds the store's lock (agent_lock): then it is being written, and
+    an immutable read could show stale or torn pages. Opened without creating it."""
+    try:
+        handle = open(f"{path}.lock")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
 def _whole_in_its_file(path: Path) -> bool:
     """No WAL with commits in it: its last writer closed, every commit is in the file."""
     try:
@@ -261,7 +289,9 @@ def _snapshot_config(path: Path) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def open_db(db_url: str, *, create: bool = True) -> AsyncIterator[BaseDBAsyncClient]:
+async def open_db(
+    db_url: str, *, create: bool = True, snapshot_ok: bool = False
+) -> AsyncIterator[BaseDBAsyncClient]:
     """The store, its schema created or upgraded; closed on every exit path.
 
     `create=False` (the read side): a store that is not there is an error, not a new empty
@@ -293,19 +323,21 @@ async def open_db(db_url: str, *, create: bool = True) -> AsyncIterator[BaseDBAs
         except Exception as exc:
             await _connection_threads_ended(threads)
             failed = StorageError(f"cannot open database {describe(db_url, exc)}")
-            if create or path is None or not _whole_in_its_file(path):
+            if not snapshot_ok or path is None or not _sqlite_failed(exc):
                 raise failed from exc
-            await ctx.__aexit__(None, None, None)
-            ctx = TortoiseContext()
-            await ctx.__aenter__()
+            if not _whole_in_its_file(path) or _writer_holds(path):
+                raise failed from exc
             try:
+                await ctx.__aexit__(None, None, None)
+                ctx = TortoiseContext()
+                await ctx.__aenter__()
                 await ctx.init(config=_snapshot_config(path))
                 await create_schema(ctx, upgrade=False)
             except Exception:
                 await _connection_threads_ended(threads)
                 raise failed from exc
             log.warning(
-                "logagent: %s; no agent has it open, so it is read as it is on disk "
+                "logagent: %s; no agent holds it, so it is read as it is on disk "
                 "(without locks: lines stored from now on are not seen)",
                 failed,
             )

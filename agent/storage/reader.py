@@ -19,10 +19,14 @@ from agent.storage.sql import Marks
 from agent.timestamps import format_timestamp
 
 
-def open_store(db_url: str) -> AbstractAsyncContextManager[BaseDBAsyncClient]:
+def open_store(
+    db_url: str, *, snapshot_ok: bool = False
+) -> AbstractAsyncContextManager[BaseDBAsyncClient]:
     """A read connection of its own (SQLite WAL: readers never block the agent's writer);
-    the read side never creates or upgrades a store."""
-    return open_db(db_url, create=False)
+    the read side never creates or upgrades a store. `snapshot_ok`: a one-shot reader may
+    read a SQLite file as it is when nothing else can (a full disk, no agent: see open_db);
+    a long-lived one (the viewer, `logs -f`) may not, as it would never see new lines."""
+    return open_db(db_url, create=False, snapshot_ok=snapshot_ok)
 
 
 class StoredRow(NamedTuple):

@@ -18,6 +18,7 @@ import pytest
 
 from agent.batch import LineBatch, Source
 from agent.storage import LogStorage
+from agent.storage.db import agent_lock
 from agent.storage.reader import open_store
 from tests.conftest import Containers, agent_settings, query, rows_in, running_agent
 from tests.integration.test_collector import docker_reference
@@ -116,6 +117,14 @@ async def test_a_full_disk_with_no_agent_running_is_still_read(small_fs: Path) -
         assert "read as it is on disk" in shown.stderr, shown.stderr
         status = logagent(url, "status")
         assert status.returncode == 0 and "stopped" in status.stdout, status
+        # A long-lived reader would never see new lines: it is refused, in one line.
+        follow = logagent(url, "logs", "-f", "stopped")
+        assert follow.returncode == 1 and follow.stdout == "", follow
+        assert len(follow.stderr.splitlines()) == 1 and "storage error" in follow.stderr, follow
+        # So is any reader while an agent holds the store (it may be writing).
+        with agent_lock(small_fs / "logs.db"):
+            held = logagent(url, "logs", "stopped")
+        assert held.returncode == 1 and "read as it is" not in held.stderr, held
     finally:
         filler.unlink()
     # With room again, the usual way (and the agent) work on the same files.

@@ -320,6 +320,8 @@ def test_artefacts_folder_is_ignored_by_git() -> None:
     ignored = subprocess.run(
         ["git", "check-ignore", "-q", "test-artefacts/web/x.png"], cwd=ROOT, check=False
     )
+    if ignored.returncode == 128:
+        pytest.skip("not a git checkout: the screenshots' folder cannot be checked")
     assert ignored.returncode == 0, "test-artefacts/ must be in .gitignore"
 
 
