@@ -229,9 +229,9 @@ class DockerLogCollector:
         (False). Progress is a line read or a store call returning; time spent waiting on
         the store (room in its queue, a lookup) is not silence: a store slower than Docker
         made a dead container's busy stream look stalled."""
-        began = anyio.current_time()
+        began = _now()
         while True:
-            now = anyio.current_time()
+            now = _now()
             quiet = 0.0 if self._in_store else now - max(self._progress_at, began)
             if quiet >= stall:
                 return False
@@ -247,7 +247,7 @@ class DockerLogCollector:
             yield
         finally:
             self._in_store -= 1
-            self._progress_at = anyio.current_time()
+            self._progress_at = _now()
 
     async def wait(self) -> None:
         """Return when the stream has ended, failed or been stopped."""
@@ -431,7 +431,7 @@ class DockerLogCollector:
         if self.seen is not self.cursor:
             self.seen.advance(batch)
         self.lines += len(batch)
-        self._progress_at = anyio.current_time()
+        self._progress_at = _now()
         self.last_timestamp_ns = batch.timestamps_ns[-1]
         await self._store(self.shaper.shape(batch, _now()))
 
