@@ -210,10 +210,15 @@ def _make_private(path: Path) -> None:
             continue
 
 
+def _lock_file(path: Path) -> Path:
+    """The file an agent holds locked for as long as it writes the store at `path`."""
+    return Path(f"{path}.lock")
+
+
 @contextmanager
 def agent_lock(path: Path) -> Iterator[None]:
     """Held for the writer's life: a second agent on the same store refuses to start."""
-    lock = Path(f"{path}.lock")
+    lock = _lock_file(path)
     with _private_files():
         handle: TextIO = open(lock, "a+")  # noqa: SIM115 (held, closed in finally)
     try:
@@ -245,20 +250,15 @@ async def _connection_threads_ended(before: set[threading.Thread]) -> None:
 
 
 def _sqlite_failed(exc: BaseException) -> bool:
-    """SQLite itself failed (not our schema check): the chain holds a sqlite3 error."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, sqlite3.Error):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    """SQLite itself failed (not our schema check): what it wraps holds a sqlite3 error."""
+    return any(isinstance(inner, sqlite3.Error) for inner in wrapped(exc))
 
 
 def _writer_holds(path: Path) -> bool:
     """Whether an agent holds the store's lock (agent_lock): then it is being written, and
     an immutable read could show stale or torn pages. Opened without creating it."""
     try:
-        handle = open(f"{path}.lock")  # noqa: SIM115 (closed below)
+        handle = open(_lock_file(path))  # noqa: SIM115 (closed below)
     except FileNotFoundError:
         return False
     with handle:
