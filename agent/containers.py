@@ -14,13 +14,14 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
 from agent.batch import Source
 from agent.cursor import Cursor
 from agent.docker.errors import DockerUnavailable
+from agent.docker.inspect import ContainerInfo
 from agent.policy import Decision
 from agent.shaping.hints import Hints
 
@@ -56,7 +57,7 @@ class ContainerRecord:
     source: Source  # its id and name, as the store keeps them
     decision: Decision | None = None
     stopped_by_hand: bool = False  # until its next start event or a start by hand
-    prepared: dict[str, Any] | None = None  # its inspect, made ready at `create`
+    prepared: ContainerInfo | None = None  # its inspect, made ready at `create`
     cursor: Cursor | None = None  # where its next stream resumes (None: ask the store)
     collector: DockerLogCollector | None = None  # the live one, if any
     failure: Failure | None = None  # why its last stream failed, until it starts again
@@ -116,7 +117,7 @@ class Registry:
         prefixed = [r for r in self._records.values() if r.id.startswith(ref)]
         return prefixed[0] if len(prefixed) == 1 and len(ref) >= 4 else None
 
-    def prepare(self, rec: ContainerRecord, info: dict[str, Any], cursor: Cursor) -> None:
+    def prepare(self, rec: ContainerRecord, info: ContainerInfo, cursor: Cursor) -> None:
         prepared = [r for r in self._records.values() if r.prepared is not None]
         if len(prepared) >= self.max_prepared:
             prepared[0].prepared = None

@@ -347,7 +347,7 @@ async def main():
     label, n = sys.argv[1], int(sys.argv[2])
     t = time.monotonic()
     async with DockerClient() as c, AsyncExitStack() as stack:
-        ids = [x["Id"] for x in await c.list_containers(filters={"label": [label]})]
+        ids = [x.id for x in await c.list_containers(filters={"label": [label]})]
         async def one(i):
             await stack.enter_async_context(c.logs(i, follow=True, tail=0))
         async with anyio.create_task_group() as tg:

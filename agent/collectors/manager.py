@@ -20,6 +20,7 @@ from agent.collectors.docker import DockerLogCollector, LogSink, container_of
 from agent.collectors.options import DEFAULT_TAIL, StreamOptions
 from agent.containers import ContainerRecord, Failure, Registry
 from agent.docker.client import DockerClient
+from agent.docker.inspect import ContainerInfo
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
 from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST
 from agent.shaping.hints import HintRule, Hints, hints_for
@@ -124,7 +125,7 @@ class LogCollectorManager:
         *,
         tail: int | str | None = None,
         follow: bool = True,
-        info: dict[str, Any] | None = None,
+        info: ContainerInfo | None = None,
     ) -> DockerLogCollector:
         """Start following a container (id, name or id prefix); a no-op if already active.
 
@@ -141,8 +142,8 @@ class LogCollectorManager:
         rec = self.registry.find(container_id)
         info = info or (rec.prepared if rec is not None else None)
         info = info or await self.client.inspect(container_id)
-        full_id: str = info["Id"]
-        name = container_name or str(info.get("Name", "")).lstrip("/") or full_id[:12]
+        full_id = info.id
+        name = container_name or info.name
         rec = self.registry.record(full_id, name)
         if rec.collector is None and rec.cursor is None and self._storage is not None:
             cursor = await self._storage.load_cursor(full_id)
@@ -174,18 +175,17 @@ class LogCollectorManager:
         log.info("collecting %s (%s)", name, full_id[:12])
         return collector
 
-    def _hints(self, info: dict[str, Any], name: str) -> Hints:
+    def _hints(self, info: ContainerInfo, name: str) -> Hints:
         """The container's hints; what cannot be used is said here, once per container."""
-        config = info.get("Config") or {}
         hints = hints_for(
-            config.get("Labels") or {},
+            info.labels,
             name=name,
-            image=str(config.get("Image") or ""),
+            image=info.image,
             rules=self.hint_rules,
             default_rate=self.default_rate,
         )
         for problem in hints.problems:
-            log.warning("%s (%s): %s", name, str(info.get("Id", ""))[:12], problem)
+            log.warning("%s (%s): %s", name, info.id[:12], problem)
         return hints
 
     async def stop_collector(self, key: str, *, drain: bool = False) -> bool:

@@ -6,6 +6,8 @@ after a reconnect leave it stopped (agent/discovery/restart_rules.py).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from agent.collectors.docker import DockerLogCollector
 from agent.collectors.manager import LogCollectorManager
 from agent.containers import Registry
@@ -39,17 +41,15 @@ class HandControl:
     async def start(self, ref: str) -> DockerLogCollector:
         """Start collecting a container (name or id), resuming at its cursor."""
         info = await self.client.inspect(ref)
-        cid: str = info["Id"]
-        self._check(cid, (info.get("Config") or {}).get("Labels") or {})
-        rec = self.registry.record(cid, str(info.get("Name", "")).lstrip("/") or None)
+        self._check(info.id, info.labels)
+        rec = self.registry.record(info.id, info.name)
         rec.stopped_by_hand = False
-        running = bool((info.get("State") or {}).get("Running"))
         async with rec.lock:
             return await self.manager.start_docker_collector(
-                cid, rec.name, tail=self.initial_tail, follow=running, info=info
+                info.id, rec.name, tail=self.initial_tail, follow=info.running, info=info
             )
 
-    def _check(self, cid: str, labels: dict[str, str]) -> None:
+    def _check(self, cid: str, labels: Mapping[str, str]) -> None:
         """A hand start overrides the config's lists, but not the container owner's label,
         the agent's scope, nor the rule that the agent never reads itself."""
         if label_says_no(labels):
@@ -64,7 +64,7 @@ class HandControl:
         collector = self.manager.get(ref)
         if collector is None:
             try:
-                collector = self.manager.get((await self.client.inspect(ref))["Id"])
+                collector = self.manager.get((await self.client.inspect(ref)).id)
             except ContainerNotFound:
                 return None
             if collector is None:

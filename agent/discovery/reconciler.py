@@ -103,15 +103,13 @@ class Reconciler:
         """Every admitted container without a collector: follow the running ones, catch up
         on the exited ones that ran while the agent was down (or since their cursor)."""
         for c in await self.client.list_containers(all=True, filters=self.scope.filters() or None):
-            cid: str = c["Id"]
-            name = (c.get("Names") or ["/" + cid[:12]])[0].lstrip("/")
-            rec, decision = self.decision(cid, name, c.get("Image", ""), c.get("Labels") or {})
+            rec, decision = self.decision(c.id, c.name, c.image, c.labels)
             if not decision.collect:
                 continue
             start = after_listing(
                 rec,
-                running=c.get("State") == "running",
-                created_s=int(c.get("Created", 0)),
+                running=c.running,
+                created_s=c.created_s,
                 last_seen_ns=self.last_seen_ns,
                 started_ns=self.started_ns,
                 initial_tail=self.initial_tail,

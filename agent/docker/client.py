@@ -49,6 +49,7 @@ from tenacity import (
 from agent.docker.address import docker_url
 from agent.docker.errors import BadReference, DockerError, DockerUnavailable
 from agent.docker.event_lines import EventLines
+from agent.docker.inspect import ContainerInfo
 from agent.docker.pacing import RestClock
 from agent.docker.translate import mapped
 
@@ -182,21 +183,22 @@ class DockerClient:
             _root_cause(error),
         )
 
-    async def inspect(self, container_id: str) -> dict[str, Any]:
+    async def inspect(self, container_id: str) -> ContainerInfo:
+        """The container as the agent uses it, parsed here once (docker/inspect.py)."""
         segment = container_segment(container_id)
         with mapped(f"inspect {container_id[:64]}"):
             data: dict[str, Any] = await self._api.containers.container(segment).show()
-        return data
+        return ContainerInfo.of(data)
 
     async def list_containers(
         self, *, all: bool = False, filters: dict[str, list[str]] | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[ContainerInfo]:
         params: dict[str, Any] = {"all": "1" if all else "0"}
         if filters:
             params["filters"] = json.dumps(filters)
         with mapped("list containers"):
             listed = await self._api.containers.list(**params)
-        return [_listed(c) for c in listed]
+        return [ContainerInfo.listed(_listed(c)) for c in listed]
 
     async def _open_stream(
         self, path: str, params: dict[str, Any], *, chunked: bool = True

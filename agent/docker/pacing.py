@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+
+from agent.docker.inspect import ContainerInfo
 
 # A stream rests only if its log keeps at least this much: dockerd writes at most ~30 MB/s
 # to one container's json-file, so a log rotated at a few MiB can rotate away during a rest
@@ -41,16 +42,15 @@ DEFAULT_CHATTY_REST = 0.15  # 100 busy streams: 0.55x -> 0.22x dockerd's CPU (be
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
-def may_rest(info: dict[str, Any]) -> bool:
+def may_rest(info: ContainerInfo) -> bool:
     """Whether a container's stream may rest at all (from its inspect).
 
     Never a `--rm` container's (Docker ends its stream when it removes it, and lines still
     unsent then are gone), nor one whose log rotates at under MIN_RESTING_LOG_BYTES.
     """
-    host = info.get("HostConfig") or {}
-    if host.get("AutoRemove"):
+    if info.auto_remove:
         return False
-    size = str(((host.get("LogConfig") or {}).get("Config") or {}).get("max-size") or "")
+    size = info.log_max_size
     if not size:
         return True
     number = size.strip().lower().rstrip("b")

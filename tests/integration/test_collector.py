@@ -455,5 +455,5 @@ async def test_500_streams_do_not_starve_other_requests(containers: Containers) 
         with anyio.fail_after(10):
             info = await client.inspect(ids[0])
             listed = await client.list_containers()
-        assert info["Id"] == ids[0]
-        assert {c["Id"] for c in listed} >= set(ids)
+        assert info.id == ids[0]
+        assert {c.id for c in listed} >= set(ids)
