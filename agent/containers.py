@@ -58,11 +58,18 @@ class ContainerRecord:
     decision: Decision | None = None
     stopped_by_hand: bool = False  # until its next start event or a start by hand
     prepared: ContainerInfo | None = None  # its inspect, made ready at `create`
-    cursor: Cursor | None = None  # where its next stream resumes (None: ask the store)
+    # Where its next stream resumes (None: ask the store), while no stream runs: a running
+    # collector owns the position, and hands it back in its StreamEnd (collectors/manager.py).
+    cursor: Cursor | None = None
     collector: DockerLogCollector | None = None  # the live one, if any
     failure: Failure | None = None  # why its last stream failed, until it starts again
     hints: Hints | None = None  # how its lines are read (shaping/hints.py), from its first start
     lock: anyio.Lock = field(default_factory=anyio.Lock)  # one start/stop at a time
+
+    @property
+    def position(self) -> Cursor | None:
+        """Where it stands now: its collector's position while one runs."""
+        return self.collector.cursor if self.collector is not None else self.cursor
 
     @property
     def id(self) -> str:

@@ -7,6 +7,7 @@ set -euo pipefail
 IMAGE="${LOGAGENT_TEST_IMAGE:-logagent-test/busybox:latest}"
 SOCK=/var/run/docker.sock
 LOG="${DOCKERD_LOG:-/tmp/logagent-dockerd.log}"
+CONTAINERD="containerd --config /var/run/docker/containerd/containerd.toml"
 
 if ! command -v dockerd >/dev/null 2>&1 || ! command -v busybox >/dev/null 2>&1 \
    || [ ! -x /bin/busybox ]; then
@@ -36,6 +37,10 @@ start_dockerd() {
 if ! daemon_up; then
   # A daemon still shutting down (it waits up to 10 s per container) holds the pid file.
   for _ in $(seq 1 120); do pgrep -x dockerd >/dev/null 2>&1 || break; sleep 0.5; done
+  # ... and its containerd after it: a new dockerd that finds the old one still running waits
+  # for it to answer, and gives up ("timeout waiting for containerd to start").
+  for _ in $(seq 1 60); do pgrep -f "$CONTAINERD" >/dev/null 2>&1 || break; sleep 0.5; done
+  pkill -KILL -f "$CONTAINERD" 2>/dev/null || true
   start_dockerd
   if ! wait_socket; then
     echo "dockerd did not come up with overlay2; retrying with --storage-driver=vfs" >&2

@@ -8,7 +8,7 @@ call (a start event, a listing after the daemon came back, a person) does.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -18,7 +18,9 @@ from anyio.abc import TaskGroup
 from agent.batch import Source
 from agent.collectors.docker import DockerLogCollector, LogSink, container_of
 from agent.collectors.options import DEFAULT_TAIL, StreamOptions
+from agent.collectors.stream_end import StreamEnd, StreamFigures
 from agent.containers import ContainerRecord, Failure, Registry
+from agent.cursor import Cursor
 from agent.docker.client import DockerClient
 from agent.docker.inspect import ContainerInfo
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
@@ -28,26 +30,6 @@ from agent.shaping.rate import Rate
 from agent.storage import LogStorage
 
 log = logging.getLogger("logagent.manager")
-
-
-@dataclass
-class StreamFigures:
-    """Reads and pacing (docker/pacing.py) and the re-send guard (cursor.py), summed."""
-
-    reads: int = 0
-    rests: int = 0
-    chatty_rests: int = 0
-    busy_spells: int = 0
-    resent: int = 0
-    stepped_back: int = 0
-
-    def add(self, c: DockerLogCollector) -> None:
-        self.reads += c.reads
-        self.rests += c.pacer.rests
-        self.chatty_rests += c.pacer.chatty_rests
-        self.busy_spells += c.pacer.busy_spells
-        self.resent += c.guard.resent
-        self.stepped_back += c.guard.stepped_back
 
 
 class LogCollectorManager:
@@ -82,7 +64,6 @@ class LogCollectorManager:
                 write=storage.writer.write,
                 gap=self._gap,
                 ended=self._on_end,
-                stored=storage.already_stored,
             )
 
     @property
@@ -150,6 +131,8 @@ class LogCollectorManager:
             rec.cursor = rec.cursor or cursor  # a stream that ended meanwhile knows better
         if rec.collector is not None:  # started by someone else while we asked
             return rec.collector
+        # The position moves into the collector, and comes back in its StreamEnd.
+        cursor, rec.cursor = rec.cursor or Cursor(), None
         if rec.hints is None:  # labels never change: read once per container
             rec.hints = self._hints(info, name)
         collector = DockerLogCollector(
@@ -157,12 +140,13 @@ class LogCollectorManager:
             name,
             source=rec.source,
             sink=self._sink,
+            lookup=self._storage,
             client=self.client,
             task_group=self._tg,
             options=self.options if tail is None else replace(self.options, tail=tail),
             follow=follow,
             info=info,
-            cursor=rec.cursor,
+            cursor=cursor,
             hints=rec.hints,
         )
         rec.collector, rec.failure, rec.prepared = collector, None, None
@@ -171,6 +155,8 @@ class LogCollectorManager:
         except BaseException:
             if rec.collector is collector:
                 rec.collector = None
+            if rec.cursor is None:  # it never ran to its end: the position is still its own
+                rec.cursor = collector.cursor
             raise
         log.info("collecting %s (%s)", name, full_id[:12])
         return collector
@@ -213,7 +199,7 @@ class LogCollectorManager:
         """What every stream did so far, ended ones included (for metrics)."""
         total = StreamFigures(**vars(self._ended))
         for collector in self.active_collectors().values():
-            total.add(collector)
+            total.add(collector.figures())
         return total
 
     async def _gap(
@@ -222,19 +208,21 @@ class LogCollectorManager:
         assert self._storage is not None
         await self._storage.record_gap(source, reason, from_ns=from_ns, to_ns=to_ns)
 
-    def _on_end(self, collector: DockerLogCollector) -> None:
-        self._ended.add(collector)
+    def _on_end(self, end: StreamEnd) -> None:
+        """The one place a stream's result is written into its container's record."""
+        self._ended.add(end.figures)
+        collector = end.collector
         rec: ContainerRecord | None = self.registry.get(collector.container_id)
         if rec is None:
             return
-        if not collector.cursor.empty:
-            rec.cursor = collector.cursor  # the next stream of this container resumes here
+        if not end.position.empty or rec.cursor is None:
+            rec.cursor = end.position  # the next stream of this container resumes here
         if rec.collector is collector:
             rec.collector = None
-        if collector.state == "failed" and collector.opened:
-            assert collector.exception is not None
+        if end.state == "failed" and end.opened:
+            assert end.exception is not None
             self.errors += 1
-            rec.failure = Failure.of(collector.exception, collector.error)
+            rec.failure = Failure.of(end.exception, end.error)
             log.error(
                 "collector for %s (%s) failed and will not be restarted: %s",
                 collector.container_name,

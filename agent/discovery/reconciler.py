@@ -193,7 +193,7 @@ class Reconciler:
                 log.error("cannot collect %s (%s): %s", rec.name, rec.id[:12], exc)
 
     async def _has_cursor(self, rec: ContainerRecord) -> bool:
-        if rec.cursor is not None and not rec.cursor.empty:
+        if (position := rec.position) is not None and not position.empty:
             return True
         return not (await self.storage.load_cursor(rec.id)).empty
 
@@ -233,7 +233,7 @@ class Reconciler:
                 await self._until_ended(rec.collector)
             if destroyed:
                 if rec.stopped_by_hand:  # its logs go now, with whatever it wrote since
-                    last = rec.cursor.last_ns if rec.cursor is not None else None
+                    last = rec.position.last_ns if rec.position is not None else None
                     await self._gap(rec, gaps.STOPPED_THEN_REMOVED, last)
                 if rec.decision is None or rec.decision.collect:
                     await self.storage.mark(rec.source, "removed")
