@@ -26,7 +26,7 @@ from agent.discovery.events import EventsFollower
 from agent.discovery.hand import HandControl, Refused
 from agent.docker.client import DockerClient
 from agent.docker.errors import BadReference, ContainerNotFound, DockerError
-from agent.storage.writer import WriterStats
+from agent.storage.writer_stats import WriterStats
 from agent.timestamps import format_timestamp
 
 log = logging.getLogger("logagent.api")

@@ -23,8 +23,7 @@ from agent.redact import redact
 from agent.shaping.hints import KEYS as HINT_KEYS
 from agent.shaping.hints import HintRule, check_hint
 from agent.shaping.rate import Rate, parse_rate
-from agent.storage.db import DEFAULT_DB_URL
-from agent.storage.writer import DEFAULT_QUEUE_BYTES
+from agent.storage.options import DEFAULT_DB_URL, DEFAULT_QUEUE_BYTES
 
 MAX_LINE_BYTES_LIMIT = 16 * 1024 * 1024  # a line's pieces wait in memory up to this size
 

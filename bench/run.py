@@ -383,12 +383,12 @@ async def main():
                            initial_tail="all"), self_ids=[])
     async with anyio.create_task_group() as tg:
         await tg.start(agent.run)
-        real = agent.storage.writer._commit
+        real = agent.storage.writer.sql.commit
         async def timed(batches):
             await real(batches)
             now = time.time_ns()
             commit.extend(now - ts for b in batches for ts in b.timestamps_ns)
-        agent.storage.writer._commit = timed
+        agent.storage.writer.sql.commit = timed
         import subprocess; subprocess.run(["docker", "start", cid], check=True, capture_output=True)
         tg.start_soon(raw_reader)
         while len(commit) < int(n):

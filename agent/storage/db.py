@@ -29,7 +29,6 @@ from agent.storage.schema import create_schema
 
 T = TypeVar("T")
 log = logging.getLogger("logagent.storage")
-DEFAULT_DB_URL = "sqlite://data/logagent.db"
 CONNECTION = "default"  # the tortoise connection name every query of ours uses
 # SQLite's own habits: WAL (tortoise's default), readers never block the writer and a busy
 # writer makes readers wait rather than fail; NORMAL sync is crash-safe for the process in WAL.

@@ -14,7 +14,6 @@ from agent.batch import LineBatch, Lost, Source
 from agent.cursor import Cursor
 from agent.storage.cursors import load_cursor
 from agent.storage.db import (
-    DEFAULT_DB_URL,
     StorageError,
     StoreLocked,
     agent_lock,
@@ -23,6 +22,7 @@ from agent.storage.db import (
 )
 from agent.storage.errors import describe
 from agent.storage.models import LogLine
+from agent.storage.options import DEFAULT_DB_URL
 from agent.storage.postgres import HostLock, HostTaken
 from agent.storage.sql import Marks
 from agent.storage.state import AgentStateStore

@@ -19,9 +19,9 @@ import pytest
 from agent.app import Agent
 from agent.batch import Line, LineBatch, Source
 from agent.storage import LogStorage
+from agent.storage.commit import ROWS_PER_INSERT
 from agent.storage.db import StoreLocked
 from agent.storage.retention import Retention
-from agent.storage.writer import ROWS_PER_INSERT
 from tests.conftest import (
     IMAGE,
     ROOT,

@@ -177,3 +177,16 @@ def test_reading_the_config_loads_no_docker_client() -> None:
         "assert not heavy, heavy\n"
     )
     in_fresh_python(script)
+
+
+def test_the_config_s_defaults_load_neither_the_docker_client_nor_the_orm() -> None:
+    """Its defaults live in light modules (collectors/options.py, storage/options.py); only
+    checking a db_url asks tortoise's own parser."""
+    script = (
+        "import sys\n"
+        "import agent.config\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('aiodocker', 'tortoise')]\n"
+        "assert not heavy, heavy\n"
+    )
+    in_fresh_python(script)
+
