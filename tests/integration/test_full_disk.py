@@ -100,7 +100,6 @@ async def test_a_new_containers_first_commit_on_a_full_disk_keeps_its_row(small_
     assert query(url, "SELECT host FROM agent_state") == [("h",)]
 
 
-
 async def test_a_full_disk_with_no_agent_running_is_still_read(small_fs: Path) -> None:
     """The agent stopped cleanly (no -wal, no -shm), then the disk filled: SQLite cannot
     create the -shm a WAL store's first reader needs ("disk I/O error"), so the read side
@@ -132,6 +131,7 @@ async def test_a_full_disk_with_no_agent_running_is_still_read(small_fs: Path) -
         await storage.write(batch(Source("c" * 64, "stopped"), 300, 1))
     shown = logagent(url, "logs", "stopped")
     assert shown.stdout.splitlines()[-1] == "line 300" and shown.stderr == "", shown
+
 
 @pytest.mark.docker
 async def test_an_agent_whose_disk_fills_and_frees_stores_every_line_once(

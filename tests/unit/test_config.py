@@ -190,3 +190,11 @@ def test_the_config_s_defaults_load_neither_the_docker_client_nor_the_orm() -> N
     )
     in_fresh_python(script)
 
+
+def test_the_readme_s_configuration_example_is_a_config_the_agent_takes(tmp_path: Path) -> None:
+    """The newcomer's page shows a config by example: it must load as shown."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    settings = load_settings(write(tmp_path, example), environ={})
+    assert settings.db_url == "sqlite:///var/lib/logagent/logs.db"
+    assert not settings.policy.collect_all
