@@ -9,7 +9,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 
 from agent.batch import LineBatch
-from agent.storage.models import Gap, fit
+from agent.storage.models import RATE_GAP, Gap, fit
 from agent.storage.sql import Marks
 from agent.timestamps import format_timestamp
 
@@ -41,9 +41,6 @@ async def record_lost(conn: BaseDBAsyncClient, host: str, batches: list[LineBatc
     )
 
 
-RATE_LIMIT = "rate limit"
-
-
 async def record_drops(conn: BaseDBAsyncClient, host: str, batches: list[LineBatch]) -> None:
     """Rows a rate limit dropped: one gap per span (agent/shaping/rate.py), replaced by each
     batch that adds to it, in that batch's transaction, so its count is exact after a crash."""
@@ -52,15 +49,15 @@ async def record_drops(conn: BaseDBAsyncClient, host: str, batches: list[LineBat
     spans = [b for b in batches if b.dropped is not None]
     await conn.execute_many(
         f"DELETE FROM {table} WHERE host = {m()} AND container_id = {m()} AND from_ns = {m()} "
-        f"AND reason LIKE '{RATE_LIMIT}%'",
+        f"AND kind = '{RATE_GAP}'",
         [[host, b.source.container_id, b.dropped.from_ns] for b in spans if b.dropped],
     )
     now = time.time_ns()
     await conn.execute_many(
         f"INSERT INTO {table} (host, container_id, container_name, reason, from_ns, to_ns, "
-        f"created_ns) VALUES ({Marks(conn.capabilities.dialect).many(7)})",
+        f"created_ns, kind) VALUES ({Marks(conn.capabilities.dialect).many(8)})",
         [
-            [host, b.source.container_id, fit(b.source.container_name), *_span(b), now]
+            [host, b.source.container_id, fit(b.source.container_name), *_span(b), now, RATE_GAP]
             for b in spans
         ],
     )

@@ -127,6 +127,9 @@ class HostCommit(Model):
         table = "host_commits"
 
 
+RATE_GAP = "rate"  # Gap.kind of a rate limit's span of drops
+
+
 class Gap(Model):
     """Lines known to be lost for good, and why: never silently."""
 
@@ -138,6 +141,9 @@ class Gap(Model):
     from_ns = fields.BigIntField(null=True)
     to_ns = fields.BigIntField(null=True)
     created_ns = fields.BigIntField()
+    # What kind of gap, for code to decide by (the reason is for people): "rate" for a rate
+    # limit's span of drops, replaced as it grows; NULL for lines lost.
+    kind = fields.CharField(max_length=16, null=True)
 
     class Meta:
         table = "gaps"

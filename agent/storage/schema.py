@@ -14,7 +14,15 @@ from tortoise.transactions import in_transaction
 from tortoise.utils import get_schema_sql
 
 from agent.storage import partitions
-from agent.storage.models import AgentState, ContainerCursor, HostCommit, LogLine, SchemaVersion
+from agent.storage.models import (
+    RATE_GAP,
+    AgentState,
+    ContainerCursor,
+    Gap,
+    HostCommit,
+    LogLine,
+    SchemaVersion,
+)
 
 log = logging.getLogger("logagent.storage")
 
@@ -22,8 +30,9 @@ log = logging.getLogger("logagent.storage")
 # 1: lines carried their container's id and name (0.1, SQLite only); 2: lines carry a source
 # id, the store records its version; 3: lines have a level, containers their own retention,
 # compose project and state; 4: each host's last committed row id (host_commits), which
-# followers read up to; 5: containers' former names (docker rename), agents' retention.
-SCHEMA_VERSION = 5
+# followers read up to; 5: containers' former names (docker rename), agents' retention;
+# 6: gaps have a kind (a rate limit's spans were found by their reason's text).
+SCHEMA_VERSION = 6
 # Columns added since layout 2, made by ALTER TABLE in a store that lacks them (nullable, no
 # default: instant on both backends, whatever the rows).
 _ADDED = (
@@ -33,6 +42,7 @@ _ADDED = (
     (ContainerCursor._meta.db_table, "state", "VARCHAR(16)"),
     (ContainerCursor._meta.db_table, "former_names", "TEXT"),
     (AgentState._meta.db_table, "retention_s", "BIGINT"),
+    (Gap._meta.db_table, "kind", "VARCHAR(16)"),
 )
 LEVEL_INDEX = "log_lines_level"
 
@@ -70,6 +80,8 @@ async def create_schema(ctx: TortoiseContext, *, upgrade: bool = True) -> None:
         await _trigram_index(db)
     if upgrade and (await _version(db) or 0) < 4:
         await _commits_from_lines(db)
+    if upgrade and (await _version(db) or SCHEMA_VERSION) < 6:
+        await _gap_kinds(db)
     await _check_version(db, write=upgrade)
 
 
@@ -80,6 +92,15 @@ async def _commits_from_lines(db: BaseDBAsyncClient) -> None:
     await db.execute_script(
         f"INSERT INTO {commits} (host, last_id, at_ns) SELECT host, MAX(id), 0 "
         f"FROM {lines} WHERE true GROUP BY host ON CONFLICT (host) DO NOTHING"
+    )
+
+
+async def _gap_kinds(db: BaseDBAsyncClient) -> None:
+    """Layout 5 to 6: the rate limit's spans, until now known by their reason's text (the
+    last time text decides anything), get their kind."""
+    await db.execute_script(
+        f"UPDATE {Gap._meta.db_table} SET kind = '{RATE_GAP}' "
+        "WHERE kind IS NULL AND reason LIKE 'rate limit%'"
     )
 
 

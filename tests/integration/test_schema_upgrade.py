@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.batch import Line
+from agent.batch import Dropped, Line, LineBatch, Source
 from agent.storage import LogStorage, StorageError
 from agent.storage.follow import committed, history
 from agent.storage.reader import LogFilter, open_store, resolve_containers
@@ -186,3 +186,34 @@ async def test_layout_2_gets_levels_and_own_retention_and_keeps_its_lines(store_
     ]
     assert query(store_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
     assert query(store_url, "SELECT max_age_s FROM container_cursors") == [(None,)]
+
+
+async def test_layout_5_gives_the_rate_limit_s_gaps_their_kind(store_url: str) -> None:
+    """Layout 5 knew a rate limit's span by its reason's text; after the upgrade the span is
+    found by its kind, and the next batch that adds to it replaces it, not a second row."""
+    source = Source("a" * 64, "app")
+    async with LogStorage(store_url, host="h") as storage:
+        await write_line(storage, "b" * 64, "other", Line("stdout", T0, "ts", "x", 0, 1))
+    for sql in (
+        "ALTER TABLE gaps DROP COLUMN kind",
+        "INSERT INTO gaps (host, container_id, container_name, reason, from_ns, to_ns, "
+        f"created_ns) VALUES ('h', '{'a' * 64}', 'app', "
+        f"'rate limit: 3 lines dropped over 1/s', {T0}, {T0 + 3}, 1)",
+        "INSERT INTO gaps (host, container_id, container_name, reason, from_ns, to_ns, "
+        f"created_ns) VALUES ('h', '{'a' * 64}', 'app', 'lost: rotated', {T0}, {T0 + 3}, 1)",
+        "UPDATE schema_version SET version = 5",
+    ):
+        execute(store_url, sql)
+    async with LogStorage(store_url, host="h") as storage:
+        assert query(store_url, "SELECT reason, kind FROM gaps ORDER BY id") == [
+            ("rate limit: 3 lines dropped over 1/s", "rate"),
+            ("lost: rotated", None),
+        ]
+        grown = LineBatch(source, dropped=Dropped(T0, T0 + 9, 9, "rate limit: 9 lines dropped"))
+        await storage.write(grown)
+        await storage.flush()
+    assert query(store_url, "SELECT reason, to_ns, kind FROM gaps ORDER BY id") == [
+        ("lost: rotated", T0 + 3, None),
+        ("rate limit: 9 lines dropped", T0 + 9, "rate"),
+    ]
+    assert query(store_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
