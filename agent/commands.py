@@ -14,7 +14,7 @@ import aiohttp
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
-from agent.shaping.levels import level_of_word
+from agent.level_names import level_of_word
 from agent.storage.db import StorageError
 from agent.storage.errors import describe, unreachable
 from agent.storage.follow import committed, follow, history

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from json.encoder import encode_basestring
 
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED
-from agent.shaping.levels import NAMES
+from agent.level_names import NAMES
 from agent.storage.reader import StoredRow
 from agent.timestamps import format_timestamp
 

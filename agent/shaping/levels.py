@@ -9,23 +9,16 @@ from __future__ import annotations
 
 import re
 
-TRACE, DEBUG, INFO, WARN, ERROR, FATAL = 1, 2, 3, 4, 5, 6
-NAMES = {TRACE: "trace", DEBUG: "debug", INFO: "info", WARN: "warn", ERROR: "error", FATAL: "fatal"}
-FORMATS = ("auto", "json", "logfmt", "text")
+from agent.level_names import (
+    ERROR,
+    FATAL,
+    INFO,
+    WARN,
+    WORDS,
+    level_of_word,
+)
 
-# The words people and libraries write for each level (lower case).
-_WORDS = {
-    "trace": TRACE, "trc": TRACE, "finest": TRACE, "finer": TRACE,
-    "debug": DEBUG, "dbg": DEBUG, "d": DEBUG, "fine": DEBUG, "verbose": DEBUG,
-    "info": INFO, "inf": INFO, "i": INFO, "information": INFO, "informational": INFO,
-    "notice": INFO, "config": INFO,
-    "warn": WARN, "warning": WARN, "wrn": WARN, "w": WARN,
-    "error": ERROR, "err": ERROR, "e": ERROR, "severe": ERROR,
-    "fatal": FATAL, "ftl": FATAL, "f": FATAL, "critical": FATAL, "crit": FATAL,
-    "panic": FATAL, "emerg": FATAL, "emergency": FATAL, "alert": FATAL,
-}  # fmt: skip
-# Numbers: pino/bunyan (10..60) and syslog severities are not mixed up: only pino's.
-_NUMBERS = {10: TRACE, 20: DEBUG, 30: INFO, 40: WARN, 50: ERROR, 60: FATAL}
+FORMATS = ("auto", "json", "logfmt", "text")
 
 # Keys as libraries write them (lower case: case-sensitive searches stay fast).
 _KEYS = r"(?:level|lvl|severity|loglevel|log_level|log\.level|levelname|@l)"
@@ -51,13 +44,6 @@ _TEXT = re.compile(
 _GLOG_LEVEL = {"I": INFO, "W": WARN, "E": ERROR, "F": FATAL}
 
 
-def level_of_word(word: str) -> int | None:
-    """A level's number from what a line or a person writes (`WARN`, `warning`, `40`)."""
-    if word.isdigit():
-        return _NUMBERS.get(int(word))
-    return _WORDS.get(word.lower())
-
-
 def _json(line: str) -> int | None:
     if not line.startswith("{"):
         return None
@@ -78,7 +64,7 @@ def _logfmt(line: str) -> int | None:
 def _text_level(m: re.Match[str]) -> int | None:
     if m.group(3):
         return _GLOG_LEVEL[m.group(3)]
-    return _WORDS.get((m.group(1) or m.group(2)).lower())
+    return WORDS.get((m.group(1) or m.group(2)).lower())
 
 
 def levels(fmt: str, messages: list[str]) -> list[int | None]:

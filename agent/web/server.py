@@ -22,7 +22,7 @@ from aiohttp import ClientConnectionResetError, web
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
-from agent.shaping.levels import level_of_word
+from agent.level_names import level_of_word
 from agent.storage.follow import Position, Waker, committed, follow, history
 from agent.storage.postgres import commit_signal
 from agent.storage.reader import (

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from agent.level_names import ERROR, FATAL, INFO, WARN
 from agent.policy import Matchers
 from agent.shaping.hints import HintRule, hints_for
-from agent.shaping.levels import ERROR, FATAL, INFO, WARN, levels
+from agent.shaping.levels import levels
 from agent.shaping.rate import Rate, RateLimit, parse_rate
 
 
