@@ -8,7 +8,8 @@ each commit records its host's last id (`host_commits`) in the same transaction
 (agent/storage/writer.py): a follower reads a host's rows up to that id and no further.
 
 `logs -f` and the viewer's live tail follow this way; so shall alerts and forwarders, with
-a position of their own committed in the store (`Position.token` is its stored form).
+a position of their own committed in the store (storage/consumers.py; `Position.token` is
+its stored form).
 """
 
 from __future__ import annotations

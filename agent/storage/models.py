@@ -127,6 +127,19 @@ class HostCommit(Model):
         table = "host_commits"
 
 
+class ConsumerPosition(Model):
+    """Where a part that follows the committed store (an alert rule, a forwarder) stands:
+    its `follow.Position`, committed by the consumer itself, in the transaction that records
+    what it did with the rows (storage/consumers.py)."""
+
+    name = fields.CharField(max_length=64, primary_key=True)
+    position = fields.TextField()  # Position.token()
+    updated_ns = fields.BigIntField()
+
+    class Meta:
+        table = "consumer_positions"
+
+
 RATE_GAP = "rate"  # Gap.kind of a rate limit's span of drops
 
 

@@ -31,7 +31,8 @@ log = logging.getLogger("logagent.storage")
 # id, the store records its version; 3: lines have a level, containers their own retention,
 # compose project and state; 4: each host's last committed row id (host_commits), which
 # followers read up to; 5: containers' former names (docker rename), agents' retention;
-# 6: gaps have a kind (a rate limit's spans were found by their reason's text).
+# 6: gaps have a kind (a rate limit's spans were found by their reason's text), and
+# consumers their own positions (consumer_positions).
 SCHEMA_VERSION = 6
 # Columns added since layout 2, made by ALTER TABLE in a store that lacks them (nullable, no
 # default: instant on both backends, whatever the rows).
