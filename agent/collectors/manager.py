@@ -131,8 +131,6 @@ class LogCollectorManager:
             rec.cursor = rec.cursor or cursor  # a stream that ended meanwhile knows better
         if rec.collector is not None:  # started by someone else while we asked
             return rec.collector
-        # The position moves into the collector, and comes back in its StreamEnd.
-        cursor, rec.cursor = rec.cursor or Cursor(), None
         if rec.hints is None:  # labels never change: read once per container
             rec.hints = self._hints(info, name)
         collector = DockerLogCollector(
@@ -146,16 +144,19 @@ class LogCollectorManager:
             options=self.options if tail is None else replace(self.options, tail=tail),
             follow=follow,
             info=info,
-            cursor=cursor,
+            cursor=rec.cursor or Cursor(),
             hints=rec.hints,
         )
+        # The position moved into the collector (built: nothing above can lose it now), and
+        # comes back in its StreamEnd.
+        rec.cursor = None
         rec.collector, rec.failure, rec.prepared = collector, None, None
         try:
             await collector.start()
         except BaseException:
             if rec.collector is collector:
                 rec.collector = None
-            if rec.cursor is None:  # it never ran to its end: the position is still its own
+            if not collector.progress.ended.is_set():  # no StreamEnd: the position is its own
                 rec.cursor = collector.cursor
             raise
         log.info("collecting %s (%s)", name, full_id[:12])
@@ -215,7 +216,8 @@ class LogCollectorManager:
         rec: ContainerRecord | None = self.registry.get(collector.container_id)
         if rec is None:
             return
-        if not end.position.empty or rec.cursor is None:
+        newer = rec.collector is not None and rec.collector is not collector
+        if not newer and (not end.position.empty or rec.cursor is None):
             rec.cursor = end.position  # the next stream of this container resumes here
         if rec.collector is collector:
             rec.collector = None

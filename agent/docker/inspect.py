@@ -51,7 +51,8 @@ class ContainerInfo:
 
     @classmethod
     def listed(cls, raw: Mapping[str, Any]) -> ContainerInfo:
-        """A container as `GET /containers/json` lists it (a shape of its own)."""
+        """A container as `GET /containers/json` lists it (a shape of its own). Not for
+        opening a stream: a listing has no TTY, `--rm` or log size (they stay False, "")."""
         cid = str(raw.get("Id") or "")
         names = raw.get("Names") or ["/" + cid[:12]]
         labels = raw.get("Labels") or {}
