@@ -68,10 +68,7 @@ class StreamReader:
         self.bytes = 0
         self.reads = 0
         self.last_timestamp_ns = 0
-        # Given a position, the stream resumes after it: Docker's `since` re-sends lines at
-        # its timestamp; the skipper drops them.
-        self.since = self.seen.since()
-        self.tail = "all" if self.since is not None else tail
+        self._tail = tail  # where a container never read before begins
         self.chunked = True  # the log stream in HTTP/1.1 chunks: see DockerClient.logs
 
     def where(self) -> str:
@@ -81,12 +78,14 @@ class StreamReader:
         return FrameDecoder(self.source, tty=tty, max_line_bytes=self.max_line_bytes)
 
     def open(self, client: DockerClient, *, follow: bool) -> AbstractAsyncContextManager[LogStream]:
-        """The container's log stream from where this reader stands."""
+        """The container's log stream from where this reader stands: given a position, after
+        it (Docker's `since` re-sends lines at its timestamp; the skipper drops them)."""
+        since = self.seen.since()
         return client.logs(
             self.source.container_id,
             follow=follow,
-            tail=self.tail,
-            since=self.since,
+            tail=self._tail if since is None else "all",
+            since=since,
             chunked=self.chunked,
         )
 
@@ -97,8 +96,6 @@ class StreamReader:
         newline (logged when the process exits) is never sent on it; a plain read has it.
         Lines already read are skipped.
         """
-        self.since = self.seen.since() or self.since
-        self.tail = "all" if not self.seen.empty else self.tail
         self._skipper = self.seen.skipper()
         decoder = self.decoder(tty)
         async with self.open(client, follow=False) as stream:
