@@ -26,6 +26,7 @@ from agent.discovery.events import EventsFollower
 from agent.discovery.hand import HandControl, Refused
 from agent.docker.client import DockerClient
 from agent.docker.errors import BadReference, ContainerNotFound, DockerError
+from agent.storage.tallies import Tallies
 from agent.storage.writer_stats import WriterStats
 from agent.timestamps import format_timestamp
 
@@ -33,7 +34,8 @@ log = logging.getLogger("logagent.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def collector_view(c: DockerLogCollector) -> dict[str, Any]:
+def collector_view(c: DockerLogCollector, tallies: Tallies) -> dict[str, Any]:
+    tally = tallies.of(c.container_id)
     return {
         "key": c.key,
         "container_id": c.container_id,
@@ -44,7 +46,7 @@ def collector_view(c: DockerLogCollector) -> dict[str, Any]:
         "last_timestamp": format_timestamp(last) if (last := c.reader.last_timestamp_ns) else None,
         "error": c.error,
         "rows": c.reader.rows,
-        "dropped": dict(c.source.dropped),
+        "dropped": dict(tally.dropped) if tally is not None else {},
         "hints": list(c.hints.given),
         "hint_problems": list(c.hints.problems),
     }
@@ -86,6 +88,7 @@ class ControlAPI:
         hand: HandControl,
         client: DockerClient,
         writer: WriterStats,
+        tallies: Tallies,
         follower: EventsFollower,
         metrics: CollectorRegistry,
     ) -> None:
@@ -94,6 +97,7 @@ class ControlAPI:
         self.hand = hand
         self.client = client
         self.writer = writer
+        self.tallies = tallies
         self.follower = follower
         self.metrics_registry = metrics
 
@@ -169,7 +173,9 @@ class ControlAPI:
 
     async def list_collectors(self, _request: web.Request) -> web.Response:
         records = list(self.registry)
-        active = [collector_view(r.collector) for r in records if r.collector is not None]
+        active = [
+            collector_view(r.collector, self.tallies) for r in records if r.collector is not None
+        ]
         failed = [
             {"key": docker_key(r.id), "state": "failed", "error": r.failure.why}
             for r in records
@@ -202,7 +208,7 @@ class ControlAPI:
         except DockerError as exc:
             return web.json_response({"error": str(exc)}, status=409)
         log.info("started by hand: %s", collector.container_name)
-        return web.json_response(collector_view(collector))
+        return web.json_response(collector_view(collector, self.tallies))
 
     async def stop_collector(self, request: web.Request) -> web.Response:
         ref = request.match_info["container"]
@@ -213,7 +219,7 @@ class ControlAPI:
         if collector is None:
             return web.json_response({"error": f"no collector for {ref}"}, status=404)
         log.info("stopped by hand: %s", collector.container_name)
-        return web.json_response(collector_view(collector))
+        return web.json_response(collector_view(collector, self.tallies))
 
     async def healthz(self, _request: web.Request) -> web.Response:
         docker_ok = False

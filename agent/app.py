@@ -120,7 +120,6 @@ class Agent:
                 )
                 metrics, on_commit = build_registry(
                     AgentMetrics(
-                        registry=self.registry,
                         storage=storage,
                         manager=manager,
                         follower=follower,
@@ -141,6 +140,7 @@ class Agent:
                     ),
                     client=client,
                     writer=storage.writer.stats,
+                    tallies=storage.writer.tallies,
                     follower=follower,
                     metrics=metrics,
                 )

@@ -22,24 +22,21 @@ FLAG_CONTINUED = 2  # this row continues the previous row of the same stream
 FLAG_REPLACED = 4  # the bytes were not valid UTF-8: undecodable bytes became U+FFFD
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(frozen=True, slots=True)
 class Source:
-    """A container as the store knows it, shared by its batches and its registry record.
+    """A container as its batches name it: who it is, and what its row in the store shows
+    of it (its name, compose project for the viewer's grouping, its own retention: a hint).
 
-    `source_id` is its row in the store (the `source_id` of its lines), given by the writer
-    before its first line; `committed` counts what this process committed of it, per stream
-    ([lines, bytes]: metrics).
+    An identity, never changed: a `docker rename` makes a new one, which the registry hands
+    to the container's stream (containers.py). What changes with every batch has one owner
+    each: the row's id and the tallies are the writer's (storage/tallies.py), the state
+    travels on the batch that reports it.
     """
 
     container_id: str
     container_name: str
-    source_id: int | None = None
-    committed: dict[str, list[int]] = field(default_factory=dict)
-    max_age_s: int | None = None  # its own retention (a hint), committed with its position
-    project: str | None = None  # compose project (label), for the viewer's grouping
-    state: str | None = None  # running, exited, removed: as last seen, for the viewer
-    # Rows its hints kept out of the store, by why ("filter", "rate limit"): metrics, status.
-    dropped: dict[str, int] = field(default_factory=dict)
+    project: str | None = None
+    max_age_s: int | None = None
 
 
 class Line(NamedTuple):
@@ -94,6 +91,10 @@ class LineBatch:
     levels: list[int | None] = field(default_factory=list)
     dropped: Dropped | None = None
     lost: Lost | None = None  # a gap to record with this batch
+    state: str | None = None  # running, exited, removed: the container's, as of this batch
+    # Rows its hints kept out of the store, by why ("filter", "rate limit"): tallied by the
+    # writer with the batch that consumed them (metrics, status).
+    kept_out: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.timestamps_ns)

@@ -10,10 +10,8 @@ way.) The record is dropped at the container's `destroy`, by `forget`, and nowhe
 from __future__ import annotations
 
 import enum
-import time
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import anyio
@@ -52,6 +50,15 @@ class Failure:
         return self.persistence is Persistence.TRANSIENT
 
 
+def identity(source: Source, info: ContainerInfo | None, hints: Hints) -> Source:
+    """The container as its rows show it: its compose project, its own retention (a hint)."""
+    project = info.project if info is not None else source.project
+    max_age_s = int(hints.retention_s) if hints.retention_s is not None else source.max_age_s
+    if (project, max_age_s) == (source.project, source.max_age_s):
+        return source
+    return replace(source, project=project, max_age_s=max_age_s)
+
+
 @dataclass(eq=False)
 class ContainerRecord:
     source: Source  # its id and name, as the store keeps them
@@ -71,6 +78,13 @@ class ContainerRecord:
         """Where it stands now: its collector's position while one runs."""
         return self.collector.cursor if self.collector is not None else self.cursor
 
+    def identify(self, source: Source) -> None:
+        """Its new identity (a rename, its project and retention at start): the record's,
+        and its live stream's, whose next batches carry it."""
+        self.source = source
+        if self.collector is not None:
+            self.collector.identify(source)
+
     @property
     def id(self) -> str:
         return self.source.container_id
@@ -85,11 +99,6 @@ class Registry:
 
     def __init__(self) -> None:
         self._records: dict[str, ContainerRecord] = {}
-        # A removed container's metric series outlive it this long (seconds), so that a
-        # scrape sees its last counts; then they go: no series per short-lived container
-        # for ever. Oldest first: (when it goes, its source).
-        self.metrics_grace = 300.0
-        self._gone: deque[tuple[float, Source]] = deque()
         # Made-ready inspects of containers created and never started nor removed are
         # bounded: the oldest make way.
         self.max_prepared = 1024
@@ -109,8 +118,8 @@ class Registry:
         if rec is None:
             rec = ContainerRecord(Source(container_id, name or container_id[:12]))
             self._records[container_id] = rec
-        elif name and name != rec.source.container_name:
-            rec.source.container_name = name
+        elif name and name != rec.name:
+            rec.identify(replace(rec.source, container_name=name))
         return rec
 
     def find(self, ref: str) -> ContainerRecord | None:
@@ -134,14 +143,6 @@ class Registry:
         return [r for r in self._records.values() if r.collector is not None]
 
     def forget(self, container_id: str) -> None:
-        """The container is gone for good (`destroy`): drop all that is kept about it."""
-        rec = self._records.pop(container_id, None)
-        if rec is not None and rec.source.committed:
-            self._gone.append((time.monotonic() + self.metrics_grace, rec.source))
-
-    def sources(self) -> list[Source]:
-        """Every container with metric series: known ones, and removed ones in their grace."""
-        now = time.monotonic()
-        while self._gone and self._gone[0][0] <= now:
-            self._gone.popleft()
-        return [r.source for r in self._records.values()] + [s for _, s in self._gone]
+        """The container is gone for good (`destroy`): drop all that is kept about it (its
+        metric series have their grace with the writer: storage/tallies.py)."""
+        self._records.pop(container_id, None)

@@ -13,7 +13,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agent.collectors.manager import LogCollectorManager
-from agent.containers import Registry
 from agent.discovery.events import EventsFollower
 from agent.storage import LogStorage
 from agent.storage.retention import Retention
@@ -23,13 +22,11 @@ class AgentMetrics(Collector):
     def __init__(
         self,
         *,
-        registry: Registry,
         storage: LogStorage,
         manager: LogCollectorManager,
         follower: EventsFollower,
         retention: Retention,
     ) -> None:
-        self.registry = registry
         self.storage = storage
         self.manager = manager
         self.follower = follower
@@ -71,9 +68,10 @@ class AgentMetrics(Collector):
             "Bytes of lines committed to the store, per container and stream",
             labels=labels,
         )
-        for source in self.registry.sources():
-            name, short = source.container_name, source.container_id[:12]
-            for stream, (n, b) in list(source.committed.items()):
+        series = self.storage.writer.tallies.series()
+        for cid, tally in series:
+            name, short = tally.name, cid[:12]
+            for stream, (n, b) in list(tally.committed.items()):
                 lines.add_metric([name, short, stream], n)
                 size.add_metric([name, short, stream], b)
         yield lines
@@ -83,9 +81,9 @@ class AgentMetrics(Collector):
             "Rows a container's hints kept out of the store (include/exclude_lines, rate)",
             labels=["container", "container_id", "reason"],
         )
-        for source in self.registry.sources():
-            for reason, n in list(source.dropped.items()):
-                dropped.add_metric([source.container_name, source.container_id[:12], reason], n)
+        for cid, tally in series:
+            for reason, n in list(tally.dropped.items()):
+                dropped.add_metric([tally.name, cid[:12], reason], n)
         yield dropped
 
     def _writer(self) -> Iterator[Metric]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -23,7 +23,8 @@ from agent.collectors.options import StreamOptions
 from agent.collectors.progress import Progress
 from agent.collectors.reading import StreamReader
 from agent.collectors.resend import StoredLines
-from agent.collectors.stream_end import StreamEnd, StreamFigures
+from agent.collectors.stream_end import StreamEnd
+from agent.containers import identity
 from agent.cursor import Cursor, ResendGuard
 from agent.docker.client import DockerClient
 from agent.docker.errors import ContainerNotFound, DockerUnavailable
@@ -102,7 +103,9 @@ class DockerLogCollector:
         hints: Hints | None = None,
     ) -> None:
         """`cursor` is moved in, not copied: the collector owns it until its `StreamEnd`."""
-        self.source = source or Source(container_id, container_name or container_id[:12])
+        self.hints = hints or Hints()
+        source = source or Source(container_id, container_name or container_id[:12])
+        self.source = identity(source, info, self.hints)
         self.container_id = container_id
         self.container_name = self.source.container_name
         self.follow = follow
@@ -117,10 +120,6 @@ class DockerLogCollector:
         self.opened = False  # the stream was opened: a failure after it is the collector's
         self.error: str | None = None
         self.exception: BaseException | None = None
-        # The container's hints (agent/shaping/hints.py): multiline events, filters, rate, levels.
-        self.hints = hints or Hints()
-        if self.hints.retention_s is not None:
-            self.source.max_age_s = int(self.hints.retention_s)
         rest = options.read_rest if follow else 0.0  # see docker/pacing.py
         self.reader = StreamReader(
             self.source,
@@ -163,11 +162,10 @@ class DockerLogCollector:
     def __repr__(self) -> str:
         return f"<DockerLogCollector {self.container_name} {self.container_id[:12]} {self.state}>"
 
-    def figures(self) -> StreamFigures:
-        r, p, g = self.reader, self.reader.pacer, self.reader.guard
-        return StreamFigures(
-            r.reads, p.rests, p.chatty_rests, p.busy_spells, g.resent, g.stepped_back
-        )
+    def identify(self, source: Source) -> None:
+        """Its new identity (a rename): the stream's next batches carry it."""
+        self.source, self.container_name = source, source.container_name
+        self.reader.identify(source)
 
     async def start(self) -> None:
         """Open the stream; raises ContainerNotFound, LogsUnavailable, DockerUnavailable, ..."""
@@ -209,11 +207,6 @@ class DockerLogCollector:
         container's lock, and the new run waited behind it)."""
         self._rest_elsewhere.set()
 
-    async def ends_unless_silent(self, stall: float) -> bool:
-        """Wait for the stream's end (True), or until it has made no progress for `stall` s
-        (False): see collectors/progress.py."""
-        return await self.progress.ends_unless_silent(stall)
-
     async def wait(self) -> None:
         """Return when the stream has ended, failed or been stopped."""
         await self.progress.ended.wait()
@@ -235,7 +228,8 @@ class DockerLogCollector:
                         self.state = "running"
                         started = self.opened = True
                         task_status.started()
-                        self.source.project = info.project
+                        if info.project != self.source.project:
+                            self.identify(replace(self.source, project=info.project))
                         await reader.mark("running")
                         with anyio.CancelScope() as follow_scope:
                             self._follow_scope = follow_scope
@@ -285,7 +279,7 @@ class DockerLogCollector:
             self.opened,
             exception=self.exception,
             error=self.error,
-            figures=self.figures(),
+            figures=self.reader.figures(),
         )
 
     async def _cut_by_removal(self) -> None:

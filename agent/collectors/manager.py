@@ -19,7 +19,7 @@ from agent.batch import Source
 from agent.collectors.docker import DockerLogCollector, LogSink, container_of
 from agent.collectors.options import DEFAULT_TAIL, StreamOptions
 from agent.collectors.stream_end import StreamEnd, StreamFigures
-from agent.containers import ContainerRecord, Failure, Registry
+from agent.containers import ContainerRecord, Failure, Registry, identity
 from agent.cursor import Cursor
 from agent.docker.client import DockerClient
 from agent.docker.inspect import ContainerInfo
@@ -133,6 +133,7 @@ class LogCollectorManager:
             return rec.collector
         if rec.hints is None:  # labels never change: read once per container
             rec.hints = self._hints(info, name)
+        rec.identify(identity(rec.source, info, rec.hints))
         collector = DockerLogCollector(
             full_id,
             name,
@@ -200,7 +201,7 @@ class LogCollectorManager:
         """What every stream did so far, ended ones included (for metrics)."""
         total = StreamFigures(**vars(self._ended))
         for collector in self.active_collectors().values():
-            total.add(collector.figures())
+            total.add(collector.reader.figures())
         return total
 
     async def _gap(

@@ -22,6 +22,7 @@ from agent import gaps
 from agent.batch import LineBatch, Source
 from agent.collectors.progress import Progress, now
 from agent.collectors.resend import ResendLookup, StoredLines
+from agent.collectors.stream_end import StreamFigures
 from agent.cursor import Cursor, ResendGuard
 from agent.docker.client import DockerClient, LogStream
 from agent.docker.frames import FrameDecoder, FrameError
@@ -70,12 +71,27 @@ class StreamReader:
         self.last_timestamp_ns = 0
         self._tail = tail  # where a container never read before begins
         self.chunked = True  # the log stream in HTTP/1.1 chunks: see DockerClient.logs
+        self._decoder: FrameDecoder | None = None  # the one in use, which makes the batches
 
     def where(self) -> str:
         return f"{self.source.container_name} ({self.source.container_id[:12]})"
 
     def decoder(self, tty: bool) -> FrameDecoder:
-        return FrameDecoder(self.source, tty=tty, max_line_bytes=self.max_line_bytes)
+        self._decoder = FrameDecoder(self.source, tty=tty, max_line_bytes=self.max_line_bytes)
+        return self._decoder
+
+    def figures(self) -> StreamFigures:
+        p, g = self.pacer, self.guard
+        return StreamFigures(self.reads, p.rests, p.chatty_rests, p.busy_spells, g.resent,
+                             g.stepped_back)  # fmt: skip
+
+    def identify(self, source: Source) -> None:
+        """The container's new identity (a rename): its next batches carry it."""
+        self.source = source
+        if self._decoder is not None:
+            self._decoder.source = source
+        if self.shaper.joiner is not None:
+            self.shaper.joiner.source = source
 
     def open(self, client: DockerClient, *, follow: bool) -> AbstractAsyncContextManager[LogStream]:
         """The container's log stream from where this reader stands: given a position, after
@@ -150,9 +166,8 @@ class StreamReader:
     async def mark(self, state: str) -> None:
         """The container's state as the store shows it (the viewer's list): committed by a
         batch of no lines when nothing else is on its way."""
-        self.source.state = state
         with self.progress.storing():
-            await self._write(LineBatch(self.source))
+            await self._write(LineBatch(self.source, state=state))
 
     async def gap(self, reason: str, from_ns: int | None, to_ns: int | None) -> None:
         log.warning("%s: %s", self.where(), reason)

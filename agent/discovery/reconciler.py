@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -149,7 +150,9 @@ class Reconciler:
         if rec is None or rec.decision is None or not rec.decision.collect:
             return  # not collected: nothing of it is to be stored
         async with rec.lock:
-            await self.storage.renamed(rec.source, name)
+            old = rec.name
+            rec.identify(replace(rec.source, container_name=name))
+            await self.storage.renamed(rec.source, old)
 
     async def _prepare(self, rec: ContainerRecord) -> None:
         """At `create`: what starting its collector needs, before it starts."""
@@ -212,7 +215,7 @@ class Reconciler:
         another 5-10 s after `die`; a fixed grace cut the stream there and left the rest
         unread until the next start.
         """
-        if await collector.ends_unless_silent(self.die_grace):
+        if await collector.progress.ends_unless_silent(self.die_grace):
             return
         log.warning(
             "log stream of %s (%s) sent nothing for %.0f s after the container ended: "

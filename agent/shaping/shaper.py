@@ -15,7 +15,7 @@ from agent.shaping.levels import levels
 from agent.shaping.multiline import PRESETS, Joiner, Shaped, start_rule
 from agent.shaping.rate import RateLimit, line_filter
 
-FILTERED, RATE_LIMITED = "filter", "rate limit"  # why rows were dropped (Source.dropped)
+FILTERED, RATE_LIMITED = "filter", "rate limit"  # why rows were kept out (LineBatch.kept_out)
 
 
 class Shaper:
@@ -41,7 +41,6 @@ class Shaper:
         )
         self.limit = RateLimit(hints.rate) if hints.rate is not None else None
         self._format = hints.format
-        self._dropped = source.dropped  # counted where metrics and status read them
 
     @property
     def passthrough(self) -> bool:
@@ -77,11 +76,12 @@ class Shaper:
                     kept.append(i)
             if len(kept) != len(rows):
                 rows = rows.take(kept)
+            kept_out: dict[str, int] = {}  # tallied by the writer with these rows
             if filtered:
-                self._dropped[FILTERED] = self._dropped.get(FILTERED, 0) + filtered
+                kept_out[FILTERED] = filtered
             if limit is not None and limit.dropped != limited:
                 rows.dropped = limit.span()  # committed with these rows: see rate.py
-                more = limit.dropped - limited
-                self._dropped[RATE_LIMITED] = self._dropped.get(RATE_LIMITED, 0) + more
+                kept_out[RATE_LIMITED] = limit.dropped - limited
+            rows.kept_out = kept_out or None
         rows.levels = levels(self._format, rows.messages)
         return Shaped(rows, streams, stamps)

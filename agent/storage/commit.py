@@ -12,7 +12,7 @@ from functools import partial
 from itertools import repeat
 from typing import Any
 
-from agent.batch import STREAMS, LineBatch
+from agent.batch import STREAMS, LineBatch, Source
 from agent.storage.cursors import add_sources, commit_sql, position_sql, stored_positions
 from agent.storage.db import in_child_task, transaction
 from agent.storage.gaps import record_drops, record_lost
@@ -20,6 +20,7 @@ from agent.storage.models import LOG_LINE_COLUMNS, LogLine, fit
 from agent.storage.partitions import day_of, ensure_days
 from agent.storage.postgres import COMMITS
 from agent.storage.sql import Marks
+from agent.storage.tallies import REMOVED
 
 log = logging.getLogger("logagent.storage")
 
@@ -40,6 +41,9 @@ class CommitSql:
     def __init__(self, host: str) -> None:
         self.host = host
         self.days: set[int] = set()  # PostgreSQL: days known to have a partition
+        # Per container id, its row's id (the `source_id` of its lines), once committed; a
+        # removed container's goes with the commit that says so (a later batch asks again).
+        self.ids: dict[str, int] = {}
         self._insert_sql = self._insert_many_sql = self._position_sql = self._commit_sql = ""
         self._copy = False
 
@@ -60,15 +64,15 @@ class CommitSql:
         await in_child_task(partial(self._commit, batches))
 
     async def _commit(self, batches: list[LineBatch]) -> None:
-        new = {id(b.source): b.source for b in batches if b.source.source_id is None}
+        ids = self.ids
+        new = {b.source.container_id: b.source for b in batches if b.source.container_id not in ids}
         if new:
             async with transaction() as conn:
-                ids = await add_sources(conn, self.host, list(new.values()))
-            for source in new.values():  # committed: now the rows exist
-                source.source_id = ids[source.container_id]
+                added = await add_sources(conn, self.host, list(new.values()))
+            ids.update(added)  # committed: now the rows exist
         now = time.time_ns()
         columns, positions = self._rows(batches, now)
-        dropped = {(b.source.source_id, b.dropped.from_ns): b for b in batches if b.dropped}
+        dropped = {(ids[b.container_id], b.dropped.from_ns): b for b in batches if b.dropped}
         missing = self._missing_days(batches) if self._copy else set()
         if missing:  # in a short transaction of its own: it locks the whole table
             async with transaction() as conn:
@@ -98,6 +102,9 @@ class CommitSql:
             if self._copy:  # wakes `logs -f` readers, once per batch, at the commit
                 await conn.execute_query(f"SELECT pg_notify('{COMMITS}', '')")
         self.days |= missing
+        for b in batches:
+            if b.state == REMOVED:
+                ids.pop(b.container_id, None)
 
     def _rows(self, batches: list[LineBatch], now: int) -> tuple[list[list[Any]], list[list[Any]]]:
         """The rows column by column, in LOG_LINE_COLUMNS' order (lists joined in C, never a
@@ -111,9 +118,11 @@ class CommitSql:
         levels: list[int | None] = []
         last: dict[int, LineBatch] = {}  # per source, its last batch: its position
         per_source: dict[int, list[int]] = {}  # per source, [lines, bytes]
+        states: dict[int, str] = {}  # per source, the last state said
+        latest: dict[int, Source] = {}  # per source, its identity as of its last batch
+        ids = self.ids
         for b in batches:
-            sid = b.source.source_id
-            assert sid is not None
+            sid = ids[b.container_id]
             n = len(b)
             sids += repeat(sid, n)
             streams += b.streams
@@ -127,15 +136,18 @@ class CommitSql:
             tally = per_source.setdefault(sid, [0, 0])
             tally[0] += len(b)
             tally[1] += b.nbytes
+            if b.state is not None:
+                states[sid] = b.state
+            latest[sid] = b.source  # a rename queued after lines read under the old name
         positions: list[list[Any]] = []
         for sid, b in last.items():
-            name = fit(b.container_name)
+            src = latest[sid]
+            name = fit(src.container_name)
             row: list[Any] = [name, name]
             for stream in STREAMS:
                 row += b.position.get(stream, (None, None))
-            src = b.source
             positions.append(
-                [*row, *per_source[sid], now, src.max_age_s, fit(src.project), src.state, sid]
+                [*row, *per_source[sid], now, src.max_age_s, fit(src.project), states.get(sid), sid]
             )
         hosts = [self.host] * len(sids)
         return [hosts, sids, streams, stamps, texts, messages, flags, levels], positions
@@ -173,7 +185,7 @@ class CommitSql:
         return days - self.days
 
 
-async def stored_already(batches: list[LineBatch]) -> list[LineBatch]:
+async def stored_already(batches: list[LineBatch], ids: dict[str, int]) -> list[LineBatch]:
     """Of the batches a failed commit held, those it stored after all.
 
     A commit can be applied and still fail for us: PostgreSQL cut the connection after
@@ -183,8 +195,8 @@ async def stored_already(batches: list[LineBatch]) -> list[LineBatch]:
     """
     per_source: dict[int, list[LineBatch]] = {}
     for b in batches:
-        if b.source.source_id is not None:
-            per_source.setdefault(b.source.source_id, []).append(b)
+        if (sid := ids.get(b.container_id)) is not None:
+            per_source.setdefault(sid, []).append(b)
     if not per_source:
         return []
     async with transaction() as conn:

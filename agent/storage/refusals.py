@@ -45,12 +45,15 @@ class RefusedRows:
             clean.flags = [f | FLAG_REPLACED if "\x00" in m else f
                            for f, m in zip(batch.flags, batch.messages, strict=True)]  # fmt: skip
             clean.position, clean.dropped, clean.lost = batch.position, batch.dropped, batch.lost
+            clean.state = batch.state
             if (why := await self._refused([clean])) is None:
                 return
         low, high = NS_RANGE.start, NS_RANGE.stop - 1  # a gap's bounds are BIGINT columns
         stamps = [min(max(t, low), high) for t in batch.timestamps_ns]
         reason = f"{len(batch)} lines the store refuses: {why}"[:500]
-        aside = LineBatch(batch.source, position=batch.position, dropped=batch.dropped)
+        aside = LineBatch(
+            batch.source, position=batch.position, dropped=batch.dropped, state=batch.state
+        )
         aside.lost = Lost(reason, min(stamps, default=None), max(stamps, default=None))
         self._stats.refused_rows += len(batch)
         log.error("%s (%s): %s", batch.container_name, batch.container_id[:12], reason)

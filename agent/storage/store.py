@@ -166,8 +166,9 @@ class LogStorage:
         if not lines:
             return set()
         await self.writer.flush()
-        if source.source_id is None:
-            return set()  # nothing of it was ever committed
+        source_id = self.writer.sql.ids.get(source.container_id)
+        if source_id is None:
+            return set()  # nothing of it was committed by this process
         stamps = sorted({t for _, t, _ in lines})
         there: set[tuple[str, int, str]] = set()
         for at in range(0, len(stamps), 500):  # by exact stamps: a clock stepped back by an
@@ -176,23 +177,22 @@ class LogStorage:
             _, rows = await self.db.execute_query(
                 f"SELECT stream, timestamp_ns, message FROM {LogLine._meta.db_table} "
                 f"WHERE source_id = {marks()} AND timestamp_ns IN ({marks.many(len(chunk))})",
-                [source.source_id, *chunk],
+                [source_id, *chunk],
             )
             there.update((str(s), int(t), str(m)) for s, t, m in rows)
         return {i for i, line in enumerate(lines) if line in there}
 
     async def mark(self, source: Source, state: str) -> None:
         """A container's state as the store shows it (removed: by the reconciler)."""
-        source.state = state
-        await self.writer.write(LineBatch(source))
+        await self.writer.write(LineBatch(source, state=state))
 
-    async def renamed(self, source: Source, new_name: str) -> None:
-        """`docker rename`: the container's row takes its new name, and keeps the one it had
-        (through the writer: committed, or kept until it can be)."""
-        old, source.container_name = source.container_name, new_name
-        if old != new_name:  # the commit keeps the old name in former_names
+    async def renamed(self, source: Source, old_name: str) -> None:
+        """`docker rename`: the container's row takes its new name (the source's), and keeps
+        the one it had (through the writer: committed, or kept until it can be)."""
+        if old_name != source.container_name:  # the commit keeps the old in former_names
             await self.writer.write(LineBatch(source))
-            log.info("%s (%s) is now named %s", old, source.container_id[:12], new_name)
+            log.info("%s (%s) is now named %s", old_name, source.container_id[:12],
+                     source.container_name)  # fmt: skip
 
     async def record_gap(
         self, source: Source, reason: str, *, from_ns: int | None = None, to_ns: int | None = None

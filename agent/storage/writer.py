@@ -20,12 +20,13 @@ from typing import TypedDict
 import anyio
 from anyio.abc import TaskStatus
 
-from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED, STREAMS, LineBatch, Source
+from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED, LineBatch
 from agent.storage.commit import CommitSql, stored_already
 from agent.storage.db import StorageError, fatal, in_child_task
 from agent.storage.options import DEFAULT_QUEUE_BYTES
 from agent.storage.outage import OutageReport
 from agent.storage.refusals import RefusedRows
+from agent.storage.tallies import Tallies
 from agent.storage.writer_stats import WriterStats
 
 log = logging.getLogger("logagent.storage")
@@ -87,6 +88,7 @@ class LogWriter:
         self._open = False
         self._unsure = False  # a commit failed: it may have been applied all the same
         self.stats = WriterStats()
+        self.tallies = Tallies()  # per container: metrics and status
         self.sql = CommitSql(host)
         self._refusals = RefusedRows(self.sql, self.stats)
         self._outage = OutageReport(self.stats, report_every)
@@ -151,7 +153,9 @@ class LogWriter:
             started = time.perf_counter()
             try:
                 if self._unsure:  # the last commit failed: it may have been stored after all
-                    self._settle(await in_child_task(lambda: stored_already(list(held))))
+                    self._settle(
+                        await in_child_task(lambda: stored_already(list(held), self.sql.ids))
+                    )
                     self._unsure = False
                     rows = sum(len(b) for b in held)
                 if held:
@@ -216,23 +220,8 @@ class LogWriter:
         self._batches_done += len(done)
         self.stats.rows += rows
         for b in done:
-            self._tally(b.source, b)
-
-    def _tally(self, source: Source, batch: LineBatch) -> None:
-        """Lines and bytes per stream of what was committed, for metrics."""
-        streams = batch.streams
-        for stream in STREAMS:
-            n = streams.count(stream)
-            if not n:
-                continue
-            if n == len(streams):
-                size = batch.nbytes
-            else:
-                size = sum(z for s, z in zip(streams, batch.sizes, strict=True) if s == stream)
-            tally = source.committed.setdefault(stream, [0, 0])
-            tally[0] += n
-            tally[1] += size
-        if any(batch.flags):
-            self.stats.truncated_rows += sum(
-                1 for f in batch.flags if f & (FLAG_TRUNCATED | FLAG_CONTINUED)
-            )
+            self.tallies.count(b)
+            if any(b.flags):
+                self.stats.truncated_rows += sum(
+                    1 for f in b.flags if f & (FLAG_TRUNCATED | FLAG_CONTINUED)
+                )

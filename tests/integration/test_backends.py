@@ -212,3 +212,21 @@ async def test_grep_finds_the_same_lines_on_both_backends(store_url: str) -> Non
         finally:
             await conn.close()
         assert "Bitmap Index Scan" in plan and "message" in plan, plan
+
+
+async def test_a_commit_takes_each_containers_latest_identity(store_url: str) -> None:
+    """A rename queued behind lines read under the old name: the one commit of both leaves
+    the new name (the old one among its former names) and the state the last batch said."""
+    now = time.time_ns()
+    old = Source("r" * 64, "before", project="p", max_age_s=60)
+    new = replace(old, container_name="after")
+    async with LogStorage(store_url, host="h") as storage:
+        await storage.writer.sql.commit([LineBatch(old, state="running")])  # its row
+        read = LineBatch.of(old, [Line("stdout", now, "", "read under the old name", 0, 1)])
+        read.position = {"stdout": (now, 1)}
+        await storage.writer.sql.commit([read, LineBatch(new, state="exited")])
+    assert query(
+        store_url,
+        "SELECT container_name, former_names, project, max_age_s, state, stdout_ts "
+        "FROM container_cursors",
+    ) == [("after", "before\n", "p", 60, "exited", now)]

@@ -312,7 +312,7 @@ async def test_a_removed_containers_metrics_go_after_the_grace(
 ) -> None:
     settings = agent_settings(tmp_path)
     async with running_agent(settings) as agent:
-        agent.registry.metrics_grace = 1.0
+        agent.storage.writer.tallies.grace = 1.0
         cid = containers.run("counted", "echo one")
         await eventually(lambda: len(stored_rows(tmp_path, cid)) == 1)
 
