@@ -20,17 +20,17 @@ from dataclasses import dataclass
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from agent.storage import partitions
 from agent.storage.db import in_child_task, transaction
 from agent.storage.models import AgentState, ContainerCursor, LogLine, Prune
+from agent.storage.retention_days import count_off, drop_days
 from agent.storage.sql import Marks
+from agent.storage.sqlite_space import used_bytes, vacuum
 from agent.storage.store import LogStorage
 from agent.timestamps import NS_RANGE
 
 log = logging.getLogger("logagent.retention")
 
 BATCH_ROWS = 1000  # a delete of 500 rows took ~25 ms here: a batch stays well under 100 ms
-VACUUM_PAGES = 2000  # 8 MiB of 4 KiB pages per step
 
 
 @dataclass
@@ -75,7 +75,9 @@ class Retention:
             cutoff = _before(now, self.max_age_s)
             if not sqlite:  # whole days, where nothing in them is to be kept
                 await self._say_own_retention(db)
-                report.by_age += await self._drop_days(report, cutoff, now)
+                report.by_age += await drop_days(
+                    self.storage, cutoff, now, lambda started: self._held(report, started)
+                )
             besides = list(own)
             while deleted := await self._delete_batch(
                 db, report, before_ns=cutoff, besides=besides
@@ -87,7 +89,7 @@ class Retention:
                 while deleted := await self._delete_batch(db, report, before_ns=cut, only=sid):
                     report.by_own_age += deleted
         if sqlite and self.max_bytes > 0:
-            while await self._used_bytes(db) > self.max_bytes:
+            while await used_bytes(db) > self.max_bytes:
                 deleted = await self._delete_batch(db, report, before_ns=None)
                 if not deleted:
                     break
@@ -101,7 +103,8 @@ class Retention:
                 await self._record(db, reason, rows)
                 log.info("retention (%s) deleted %d rows", reason, rows)
         if sqlite and (report.by_age or report.by_own_age or report.by_size):
-            await self._vacuum(db)
+            held = await vacuum(db)
+            self.max_lock_seconds = max(self.max_lock_seconds, held)
         self.pruned_rows += report.by_age + report.by_own_age + report.by_size
         return report
 
@@ -158,68 +161,9 @@ class Retention:
             for _, sid, size in rows:
                 n, b = per_source.get(int(sid), (0, 0))
                 per_source[int(sid)] = (n + 1, b + int(size or 0))
-            await self._count_off(conn, per_source)
+            await count_off(conn, per_source)
             self._held(report, started)
         return len(ids)
-
-    async def _drop_days(self, report: PruneReport, cutoff_ns: int, now_ns: int) -> int:
-        """Detach each day older than the cut-off that holds nothing to keep, then count it
-        off its containers and drop it (also a day an earlier pass detached and did not get
-        to drop). A day that holds rows to keep is trimmed row by row instead."""
-        db = self.storage.db
-        for day, name in partitions.whole_days_before(
-            await partitions.existing_days(db), cutoff_ns
-        ):
-            day_end = (day + 1) * partitions.DAY_NS
-            if await self._keeps_some(db, name, day_end, now_ns):
-                continue
-            try:
-                async with transaction() as conn:
-                    started = time.perf_counter()
-                    retired = await partitions.retire(conn, name)
-                    # Again, now that no row can come in: one may have since the first look.
-                    if retired and await self._keeps_some(
-                        conn, name + partitions.RETIRED, day_end, now_ns
-                    ):
-                        raise _Kept
-                    self._held(report, started)
-            except _Kept:
-                continue
-            if not retired:
-                log.warning("retention: %s is in use, it is dropped at a later pass", name)
-            self.storage.writer.days.discard(day)
-        dropped = 0
-        for table in await partitions.retired_tables(db):
-            async with transaction() as conn:
-                _, counted = await conn.execute_query(
-                    f'SELECT source_id, COUNT(*), COALESCE(SUM(LENGTH(message)), 0) FROM "{table}" '
-                    "GROUP BY source_id"
-                )
-                await self._count_off(conn, {int(r[0]): (int(r[1]), int(r[2])) for r in counted})
-                await conn.execute_query(f'DROP TABLE "{table}"')
-            rows = sum(int(r[1]) for r in counted)
-            dropped += rows
-            log.info("retention dropped %s (%d rows)", table.removesuffix(partitions.RETIRED), rows)
-        return dropped
-
-    async def _keeps_some(
-        self, conn: BaseDBAsyncClient, table: str, day_end_ns: int, now_ns: int
-    ) -> bool:
-        """Whether the day `table` holds a row that its owner's retention keeps: of a
-        container that keeps its lines for ever or longer than the day is old, or of a host
-        whose agent keeps them longer (or has not said: an older agent). One such container
-        no longer stops every day's drop; a fleet of one config drops whole days."""
-        m = Marks(self.storage.dialect)
-        older = max(now_ns - day_end_ns, 0) // 1_000_000_000  # seconds past the day's end
-        _, rows = await conn.execute_query(
-            f'SELECT 1 FROM "{table}" l JOIN {ContainerCursor._meta.db_table} c '
-            f"ON c.id = l.source_id LEFT JOIN {AgentState._meta.db_table} a ON a.host = l.host "
-            f"WHERE (c.max_age_s IS NOT NULL AND (c.max_age_s = 0 OR c.max_age_s > {m()})) "
-            "OR (c.max_age_s IS NULL AND (a.retention_s IS NULL OR a.retention_s = 0 "
-            f"OR a.retention_s > {m()})) LIMIT 1",
-            [older, older],
-        )
-        return bool(rows)
 
     async def _say_own_retention(self, db: BaseDBAsyncClient) -> None:
         m = Marks(self.storage.dialect)
@@ -229,17 +173,6 @@ class Retention:
             "retention_s = excluded.retention_s",
             [self.storage.host, time.time_ns(), math.ceil(self.max_age_s)],
         )
-
-    async def _count_off(
-        self, conn: BaseDBAsyncClient, per_source: dict[int, tuple[int, int]]
-    ) -> None:
-        """Take deleted lines and bytes off their containers' totals."""
-        m = Marks(self.storage.dialect)
-        update = (
-            f"UPDATE {ContainerCursor._meta.db_table} SET lines = lines - {m()}, "
-            f"bytes = bytes - {m()} WHERE id = {m()}"
-        )
-        await conn.execute_many(update, [[n, b, sid] for sid, (n, b) in per_source.items()])
 
     def _held(self, report: PruneReport, started: float) -> None:
         held = time.perf_counter() - started
@@ -256,32 +189,7 @@ class Retention:
             [self.storage.host, reason, rows, oldest[0][0], time.time_ns()],
         )
 
-    @staticmethod
-    async def _used_bytes(db: BaseDBAsyncClient) -> int:
-        _, pages = await db.execute_query("PRAGMA page_count")
-        _, free = await db.execute_query("PRAGMA freelist_count")
-        _, size = await db.execute_query("PRAGMA page_size")
-        used = int(pages[0][0]) - int(free[0][0])
-        return used * int(size[0][0])
-
-    async def _vacuum(self, db: BaseDBAsyncClient) -> None:
-        """Give freed pages back to the file system, a few MiB per step."""
-        while True:
-            _, free = await db.execute_query("PRAGMA freelist_count")
-            if int(free[0][0]) == 0:
-                return
-            started = time.perf_counter()
-            await db.execute_script(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
-            self.max_lock_seconds = max(self.max_lock_seconds, time.perf_counter() - started)
-            _, after = await db.execute_query("PRAGMA freelist_count")
-            if int(after[0][0]) >= int(free[0][0]):
-                return  # auto_vacuum is off for this file (created before it was set)
-
 
 def _before(now_ns: int, seconds: float) -> int:
     """The cut-off `seconds` before now, kept within the BIGINT it is compared with."""
     return max(now_ns - int(seconds * 1_000_000_000), NS_RANGE.start)
-
-
-class _Kept(Exception):
-    """A day's partition holds a row to keep after all: its detaching is rolled back."""

@@ -34,7 +34,7 @@ async def test_tails_past_the_cap_are_refused_and_share_one_listener(store_url: 
     await fill(store_url, {"a": ["old"]})
     async with open_store(store_url) as db, AsyncExitStack() as stack:
         viewer = Viewer(db, store_url, Access(), "127.0.0.1", PORT)
-        viewer.max_tails = 5
+        viewer.live.max_tails = 5
         await viewer.listen(stack)
         async with TestClient(TestServer(viewer.app())) as client:
             tails = [await client.get("/api/tail", headers=HOST) for _ in range(5)]

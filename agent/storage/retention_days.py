@@ -1,0 +1,90 @@
+"""Retention on PostgreSQL: a day wholly past the age, holding nothing to keep, is detached
+and dropped as a whole (its rows counted off their containers first); the day the cut-off
+falls in is left to the row-by-row trim (retention.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from agent.storage import partitions
+from agent.storage.db import transaction
+from agent.storage.models import AgentState, ContainerCursor
+from agent.storage.sql import Marks
+from agent.storage.store import LogStorage
+
+log = logging.getLogger("logagent.retention")
+
+
+async def drop_days(
+    storage: LogStorage, cutoff_ns: int, now_ns: int, held: Callable[[float], None]
+) -> int:
+    """Detach each day older than the cut-off that holds nothing to keep, then count it
+    off its containers and drop it (also a day an earlier pass detached and did not get
+    to drop). A day that holds rows to keep is trimmed row by row instead."""
+    db = storage.db
+    for day, name in partitions.whole_days_before(await partitions.existing_days(db), cutoff_ns):
+        day_end = (day + 1) * partitions.DAY_NS
+        if await _keeps_some(db, name, day_end, now_ns):
+            continue
+        try:
+            async with transaction() as conn:
+                started = time.perf_counter()
+                retired = await partitions.retire(conn, name)
+                # Again, now that no row can come in: one may have since the first look.
+                if retired and await _keeps_some(conn, name + partitions.RETIRED, day_end, now_ns):
+                    raise _Kept
+                held(started)
+        except _Kept:
+            continue
+        if not retired:
+            log.warning("retention: %s is in use, it is dropped at a later pass", name)
+        storage.writer.days.discard(day)
+    dropped = 0
+    for table in await partitions.retired_tables(db):
+        async with transaction() as conn:
+            _, counted = await conn.execute_query(
+                f'SELECT source_id, COUNT(*), COALESCE(SUM(LENGTH(message)), 0) FROM "{table}" '
+                "GROUP BY source_id"
+            )
+            await count_off(conn, {int(r[0]): (int(r[1]), int(r[2])) for r in counted})
+            await conn.execute_query(f'DROP TABLE "{table}"')
+        rows = sum(int(r[1]) for r in counted)
+        dropped += rows
+        log.info("retention dropped %s (%d rows)", table.removesuffix(partitions.RETIRED), rows)
+    return dropped
+
+
+async def _keeps_some(conn: BaseDBAsyncClient, table: str, day_end_ns: int, now_ns: int) -> bool:
+    """Whether the day `table` holds a row that its owner's retention keeps: of a
+    container that keeps its lines for ever or longer than the day is old, or of a host
+    whose agent keeps them longer (or has not said: an older agent). One such container
+    no longer stops every day's drop; a fleet of one config drops whole days."""
+    m = Marks(conn.capabilities.dialect)
+    older = max(now_ns - day_end_ns, 0) // 1_000_000_000  # seconds past the day's end
+    _, rows = await conn.execute_query(
+        f'SELECT 1 FROM "{table}" l JOIN {ContainerCursor._meta.db_table} c '
+        f"ON c.id = l.source_id LEFT JOIN {AgentState._meta.db_table} a ON a.host = l.host "
+        f"WHERE (c.max_age_s IS NOT NULL AND (c.max_age_s = 0 OR c.max_age_s > {m()})) "
+        "OR (c.max_age_s IS NULL AND (a.retention_s IS NULL OR a.retention_s = 0 "
+        f"OR a.retention_s > {m()})) LIMIT 1",
+        [older, older],
+    )
+    return bool(rows)
+
+
+async def count_off(conn: BaseDBAsyncClient, per_source: dict[int, tuple[int, int]]) -> None:
+    """Take deleted lines and bytes off their containers' totals."""
+    m = Marks(conn.capabilities.dialect)
+    update = (
+        f"UPDATE {ContainerCursor._meta.db_table} SET lines = lines - {m()}, "
+        f"bytes = bytes - {m()} WHERE id = {m()}"
+    )
+    await conn.execute_many(update, [[n, b, sid] for sid, (n, b) in per_source.items()])
+
+
+class _Kept(Exception):
+    """A day's partition holds a row to keep after all: its detaching is rolled back."""

@@ -1,0 +1,138 @@
+"""What a viewer URL asks for, as a `ViewQuery`: every parameter bounded and checked before
+a response begins, so that anything else is a `BadQuery` (a 400 with the reason), never a
+500 or a cut body."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from agent.level_names import level_of_word
+from agent.storage.reader import LogFilter, resolve_containers, where_matched
+from agent.when import parse_when
+
+# Bounds of what a URL may ask (aiohttp caps the request line at 8 KiB besides).
+MAX_REFS = 100  # containers named in one view
+MAX_TEXT = 255  # characters of a container reference or a host: the columns' width
+MAX_SEARCH = 1000  # characters of a search
+MAX_WHEN = 64  # characters of a since or until
+_INT64 = range(-(2**63), 2**63)
+
+
+class BadQuery(ValueError):
+    """A query parameter the viewer cannot use: a 400 with the reason."""
+
+
+@dataclass(frozen=True)
+class ViewQuery:
+    """What the page asks for, from its URL: the filter, and a search on top of it."""
+
+    flt: LogFilter
+    search: Callable[[str], bool] | None  # SQLite: matched here (RE2); PostgreSQL: in SQL
+    prefix: bool  # several containers: the text download names each line's container
+
+
+async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
+    """The view a URL asks for. Every parameter is bounded here, before a response begins:
+    anything else is a BadQuery (a 400 with the reason), never a 500 or a cut body."""
+    refs = params.getall("c", [])
+    if len(refs) > MAX_REFS:
+        raise BadQuery(f"c: {len(refs)} containers, more than the {MAX_REFS} a view shows")
+    for ref in refs:
+        text_param("c", ref, MAX_TEXT)
+    try:
+        ids = await resolve_containers(db, refs) if refs else []
+    except LookupError as exc:
+        raise BadQuery(str(exc)) from None
+    since, until = _when(params, "since"), _when(params, "until")
+    stream = params.get("stream") or ""
+    if stream and stream not in ("stdout", "stderr", "tty"):
+        raise BadQuery(f"stream: {stream[:40]!r} is not stdout, stderr or tty")
+    level = None
+    if word := params.get("level"):
+        # ASCII only: level_of_word reads "²" as a number (str.isdigit), which int() refuses
+        level = level_of_word(word) if word.isascii() and len(word) <= 16 else None
+        if level is None:
+            raise BadQuery(f"level: {word[:40]!r} is not a level")
+    text = text_param("q", params.get("q") or "", MAX_SEARCH) or None
+    expression = text if text is None or params.get("re") == "1" else _literal(text)
+    try:
+        pattern, search = await where_matched(db, expression, "search")
+    except ValueError as exc:
+        raise BadQuery(str(exc)) from None
+    flt = LogFilter(
+        tuple(ids),
+        since,
+        until,
+        (stream,) if stream else (),
+        text_param("host", params.get("host") or "", MAX_TEXT) or None,
+        pattern,
+        level,
+    )
+    return ViewQuery(flt, search, len(ids) != 1)
+
+
+def text_param(key: str, text: str, most: int) -> str:
+    """A text parameter, bounded: a NUL is never stored (the writer stores U+FFFD), and
+    PostgreSQL refuses one in a query."""
+    if len(text) > most:
+        raise BadQuery(f"{key}: {len(text)} characters, more than {most}")
+    if "\x00" in text:
+        raise BadQuery(f"{key}: a NUL character, which no stored value holds")
+    return text
+
+
+def _when(params: Any, key: str) -> int | None:
+    text = params.get(key)
+    if not text:
+        return None
+    if not text.isascii() or len(text) > MAX_WHEN:  # float() and re's \d read "١٢" as 12
+        raise BadQuery(f"{key}: {text[:40]!r} is not an RFC 3339 time, a duration or seconds")
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        raise BadQuery(f"{key}: {exc}") from None
+
+
+_META = frozenset(".^$*+?()[]{}|\\")  # what means something to RE2 and to PostgreSQL alike
+
+
+def _literal(text: str) -> str:
+    """A substring as a pattern: its regex characters escaped, nothing else (RE2 refuses a
+    backslash before a letter or a non-ASCII character)."""
+    return "".join("\\" + ch if ch in _META else ch for ch in text)
+
+
+def _number(key: str, text: str) -> int:
+    """A signed 64-bit integer written in ASCII digits: `str.isdigit` also takes "²" and
+    "٣", which int() refuses or reads, and a number past int64 fails in SQL mid-response."""
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
+        raise BadQuery(f"{key}: {text[:40]!r} is not a number (ASCII digits, 64-bit)")
+    value = int(text)
+    if value not in _INT64:
+        raise BadQuery(f"{key}: {text[:40]!r} is out of range (64-bit)")
+    return value
+
+
+def int_param(params: Any, key: str, default: int, low: int, high: int) -> int:
+    text = params.get(key)
+    if not text:
+        return default
+    value = _number(key, text)
+    if not low <= value <= high:
+        raise BadQuery(f"{key}: {value} is not between {low} and {high}")
+    return value
+
+
+def before_position(text: str | None) -> tuple[int, int] | None:
+    """`before`: "ns:id", a row's nanoseconds (signed) and its id, as /api/lines gave them."""
+    if not text:
+        return None
+    ns, sep, row = text.partition(":")
+    if not sep or row.startswith("-"):
+        raise BadQuery(f"before: {text[:60]!r} is not ns:id")
+    return _number("before", ns), _number("before", row)
