@@ -10,15 +10,14 @@ This module is the stream's life (open, follow, drain, catch up, end); the read 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from agent import gaps
 from agent.batch import LineBatch, Source
+from agent.collectors.ending import after_follow, cut_by_removal, gone
 from agent.collectors.options import StreamOptions
 from agent.collectors.progress import Progress
 from agent.collectors.reading import StreamReader
@@ -27,7 +26,7 @@ from agent.collectors.stream_end import StreamEnd
 from agent.containers import identity
 from agent.cursor import Cursor, ResendGuard
 from agent.docker.client import DockerClient
-from agent.docker.errors import ContainerNotFound, DockerUnavailable
+from agent.docker.errors import DockerUnavailable
 from agent.docker.inspect import ContainerInfo
 from agent.docker.pacing import ReadPacer, may_rest
 from agent.shaping.hints import Hints
@@ -62,10 +61,6 @@ class LogSink:
     ended: Callable[[StreamEnd], None]
 
 
-class ContainerVanished(Exception):
-    """The container was removed while its stream was being followed."""
-
-
 async def _unwired(*_: object) -> None:
     raise RuntimeError("this collector has no sink")
 
@@ -85,6 +80,11 @@ class DockerLogCollector:
     # rest is read for as long as it comes, and given up only after this much more silence.
     drain_timeout: float = 5.0
     dead_rest_patience: float = 300.0
+    # A shutdown does not re-read a stream that had no line for `idle_s` and reads none in
+    # `settle_s` more: the follow stream has sent what Docker holds (issue 29: a shutdown of
+    # 1,100 collectors made 1,100 plain reads, and its time grew with the count).
+    idle_s: float = 5.0
+    settle_s: float = 0.5
 
     def __init__(
         self,
@@ -114,6 +114,7 @@ class DockerLogCollector:
         self._scope: anyio.CancelScope | None = None
         self._follow_scope: anyio.CancelScope | None = None
         self._exited = False  # stopped because the container ended (see `stop`)
+        self._settled = False  # stopped idle at a shutdown: no re-read (see `stop`)
         self.progress = Progress()
         self._rest_elsewhere = anyio.Event()  # a new run of the container reads it
         self.state = "new"  # new, running, ended, failed, stopped
@@ -178,16 +179,24 @@ class DockerLogCollector:
             raise RuntimeError(f"{self!r} was already started; create a new collector")
         await self._task_group.start(self._run)
 
-    async def stop(self, *, drain: bool = False, exited: bool = False) -> None:
+    async def stop(
+        self, *, drain: bool = False, exited: bool = False, settle: bool = False
+    ) -> None:
         """End this collector and wait until its connection is released.
 
         With `drain`, the follow stream is closed and one plain read from the cursor fetches
         what Docker holds up to now (at most `drain_timeout` seconds): a graceful shutdown
         then stores every line written before it. `exited`: the container is gone, so open
-        multiline events are whole and stored (else they wait for the next start).
+        multiline events are whole and stored (else they wait for the next start). `settle`
+        (a shutdown): a stream idle for `idle_s` is watched `settle_s` more, and if it stays
+        idle it has sent all there is, and is closed without the plain read.
         """
         self._exited |= exited  # a second stop does not undo that it ended
         if drain and self._follow_scope is not None and self.state == "running":
+            if settle and not self._exited:
+                reader, progress = self.reader, self.progress
+                idle = await progress.stays_idle(self.idle_s, self.settle_s, lambda: reader.reads)
+                self._settled = idle
             self._follow_scope.cancel()
             if exited:
                 where, patience = self.reader.where(), self.dead_rest_patience
@@ -234,28 +243,25 @@ class DockerLogCollector:
                         with anyio.CancelScope() as follow_scope:
                             self._follow_scope = follow_scope
                             await reader.read(stream, decoder, paced=True)
-                    if self.follow and follow_scope.cancelled_caught:
-                        # Stopped while the container runs: an open event may go on; it is
-                        # left to the next start, which reads it again from its first line.
-                        # A shutdown drain has its budget; a dead container's rest is read
-                        # as long as it comes (stop() watches that it does).
-                        with anyio.move_on_after(math.inf if self._exited else self.drain_timeout):
-                            await reader.catch_up(client, info.tty, ended=self._exited)
-                        if not self._exited:
-                            await reader.keep_open_events()
-                        else:
-                            await reader.mark("exited")
-                    elif self.follow and not await _removed_after_exit(client, info, self.source):
-                        await reader.catch_up(client, info.tty)
-                        await reader.mark("exited")
-                    else:
+                    if not self.follow:
                         await reader.end_of(decoder)
-                        if self.follow:
-                            await reader.mark("removed")
+                    else:
+                        stopped = follow_scope.cancelled_caught
+                        await after_follow(
+                            reader,
+                            client,
+                            info,
+                            decoder,
+                            stopped=stopped,
+                            exited=self._exited,
+                            settled=self._settled,
+                            drain_timeout=self.drain_timeout,
+                        )
                     self.state = "ended"
                 except DockerUnavailable as exc:
-                    if self.opened and await _gone(client, self.container_id):
-                        await self._cut_by_removal()
+                    if self.opened and await gone(client, self.container_id):
+                        await cut_by_removal(reader)
+                        self.state = "ended"
                     else:
                         self._failed(exc)
                         if not started:
@@ -282,46 +288,6 @@ class DockerLogCollector:
             figures=self.reader.figures(),
         )
 
-    async def _cut_by_removal(self) -> None:
-        """Docker broke the stream off as it removed the container, before it said the stream
-        was finished: what it had not sent is lost, and a gap says so."""
-        last = self.reader.last_timestamp_ns
-        await self.reader.gap(gaps.cut_by_removal(last), last or None, None)
-        await self.reader.mark("removed")
-        self.state = "ended"
-
     def _failed(self, exc: Exception) -> None:
         self.state, self.exception = "failed", exc
         self.error = f"{type(exc).__name__}: {exc}"
-
-
-async def _gone(client: DockerClient, container_id: str) -> bool:
-    """Whether the container is removed (or on its way out); False if the daemon is away."""
-    try:
-        return (await client.inspect(container_id)).going
-    except ContainerNotFound:
-        return True
-    except DockerUnavailable:
-        return False
-
-
-async def _removed_after_exit(client: DockerClient, info: ContainerInfo, source: Source) -> bool:
-    """A follow stream also ends when the container is removed.
-
-    For a `--rm` container that is its normal end: True, and the stream had every line
-    (but a last one without newline, which dockerd sends only on a plain read, and there
-    is nothing left to read). Any other container removed mid-stream is an error.
-    """
-    if not await _gone(client, source.container_id):
-        return False  # (a daemon gone away: the catch-up's read will say so)
-    if info.auto_remove:
-        log.info(
-            "%s (%s) was removed after it exited (--rm): its stream ended with it",
-            source.container_name,
-            source.container_id[:12],
-        )
-        return True
-    raise ContainerVanished(
-        f"container {source.container_name} ({source.container_id[:12]}) was removed "
-        "while its logs were being followed"
-    )

@@ -193,7 +193,7 @@ class LogCollectorManager:
         if collectors:
             async with anyio.create_task_group() as tg:
                 for collector in collectors:
-                    tg.start_soon(partial(collector.stop, drain=drain))
+                    tg.start_soon(partial(collector.stop, drain=drain, settle=drain))
         if self._storage is not None:
             await self._storage.flush()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import anyio
@@ -26,7 +26,7 @@ class Progress:
     """One per stream; `ended` is set by its owner when the stream is over."""
 
     def __init__(self) -> None:
-        self.at = 0.0  # when a line was last read or a store call last returned
+        self.at = now()  # when a line was last read or a store call last returned
         self._in_store = 0  # store calls waiting now
         self.ended = anyio.Event()
 
@@ -42,6 +42,18 @@ class Progress:
         finally:
             self._in_store -= 1
             self.at = now()
+
+    async def stays_idle(self, idle: float, settle: float, reads: Callable[[], int]) -> bool:
+        """Whether a stream with no line for `idle` s reads nothing for `settle` s more
+        (False at once if it had a line since): a shutdown need not re-read what it holds."""
+        if self._in_store or now() - self.at < idle:
+            return False
+        at, count, until = self.at, reads(), now() + settle
+        while still := (not self._in_store and self.at == at and reads() == count):
+            if (left := until - now()) <= 0:
+                break
+            await anyio.sleep(min(left, 0.1))  # a read ends the watch: polled, not signalled
+        return still
 
     async def ends_unless_silent(self, stall: float) -> bool:
         """Wait for the stream's end (True), or until it has made no progress for `stall` s

@@ -1,0 +1,100 @@
+"""How a followed stream ends: what is re-read, and what state the store shows.
+
+The follow read has ended: the collector was stopped (a shutdown, or its container exited),
+the container stopped, or it was removed. Each asks for a different re-read of what the
+follow stream did not send, and this module is that decision; the stream's life is
+`docker.DockerLogCollector`, its read loop `reading.StreamReader`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import anyio
+
+from agent import gaps
+from agent.batch import Source
+from agent.collectors.reading import StreamReader
+from agent.docker.client import DockerClient
+from agent.docker.errors import ContainerNotFound, DockerUnavailable
+from agent.docker.frames import FrameDecoder
+from agent.docker.inspect import ContainerInfo
+
+log = logging.getLogger("logagent.collector")
+
+
+class ContainerVanished(Exception):
+    """The container was removed while its stream was being followed."""
+
+
+async def after_follow(
+    reader: StreamReader,
+    client: DockerClient,
+    info: ContainerInfo,
+    decoder: FrameDecoder,
+    *,
+    stopped: bool,
+    exited: bool,
+    settled: bool,
+    drain_timeout: float,
+) -> None:
+    """The re-read a follow stream's end calls for; raises ContainerVanished."""
+    if stopped:
+        # Stopped while the container runs: an open event may go on; it is left to the next
+        # start, which reads it again from its first line. A shutdown drain has its budget
+        # (none for a stream that stayed idle: `settled`); a dead container's rest is read as
+        # long as it comes (the collector's stop() watches that it does).
+        if exited or not settled:
+            with anyio.move_on_after(math.inf if exited else drain_timeout):
+                await reader.catch_up(client, info.tty, ended=exited)
+        if exited:
+            await reader.mark("exited")
+        else:
+            await reader.keep_open_events()
+    elif not await _removed_after_exit(client, info, reader.source):
+        await reader.catch_up(client, info.tty)
+        await reader.mark("exited")
+    else:
+        await reader.end_of(decoder)
+        await reader.mark("removed")
+
+
+async def cut_by_removal(reader: StreamReader) -> None:
+    """Docker broke the stream off as it removed the container, before it said the stream
+    was finished: what it had not sent is lost, and a gap says so."""
+    last = reader.last_timestamp_ns
+    await reader.gap(gaps.cut_by_removal(last), last or None, None)
+    await reader.mark("removed")
+
+
+async def gone(client: DockerClient, container_id: str) -> bool:
+    """Whether the container is removed (or on its way out); False if the daemon is away."""
+    try:
+        return (await client.inspect(container_id)).going
+    except ContainerNotFound:
+        return True
+    except DockerUnavailable:
+        return False
+
+
+async def _removed_after_exit(client: DockerClient, info: ContainerInfo, source: Source) -> bool:
+    """A follow stream also ends when the container is removed.
+
+    For a `--rm` container that is its normal end: True, and the stream had every line
+    (but a last one without newline, which dockerd sends only on a plain read, and there
+    is nothing left to read). Any other container removed mid-stream is an error.
+    """
+    if not await gone(client, source.container_id):
+        return False  # (a daemon gone away: the catch-up's read will say so)
+    if info.auto_remove:
+        log.info(
+            "%s (%s) was removed after it exited (--rm): its stream ended with it",
+            source.container_name,
+            source.container_id[:12],
+        )
+        return True
+    raise ContainerVanished(
+        f"container {source.container_name} ({source.container_id[:12]}) was removed "
+        "while its logs were being followed"
+    )
