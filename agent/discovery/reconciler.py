@@ -103,6 +103,7 @@ class Reconciler:
     async def sync(self) -> None:
         """Every admitted container without a collector: follow the running ones, catch up
         on the exited ones that ran while the agent was down (or since their cursor)."""
+        starts: list[tuple[ContainerRecord, Start]] = []
         for c in await self.client.list_containers(all=True, filters=self.scope.filters() or None):
             rec, decision = self.decision(c.id, c.name, c.image, c.labels)
             if not decision.collect:
@@ -116,7 +117,10 @@ class Reconciler:
                 initial_tail=self.initial_tail,
             )
             if start is not None:
-                self._spawn(self._start, rec, start, None)
+                starts.append((rec, start))
+        await _load_positions(self.storage, [rec for rec, _ in starts])
+        for rec, start in starts:
+            self._spawn(self._start, rec, start, None)
 
     # -- events --------------------------------------------------------------------------
 
@@ -196,8 +200,8 @@ class Reconciler:
                 log.error("cannot collect %s (%s): %s", rec.name, rec.id[:12], exc)
 
     async def _has_cursor(self, rec: ContainerRecord) -> bool:
-        if (position := rec.position) is not None and not position.empty:
-            return True
+        if (position := rec.position) is not None:  # moved in from the store, or a stream's
+            return not position.empty
         return not (await self.storage.load_cursor(rec.id)).empty
 
     async def _gap(self, rec: ContainerRecord, reason: str, from_ns: int | None) -> None:
@@ -241,3 +245,19 @@ class Reconciler:
                 if rec.decision is None or rec.decision.collect:
                     await self.storage.mark(rec.source, "removed")
                 self.registry.forget(cid)
+
+
+async def _load_positions(storage: LogStorage, records: list[ContainerRecord]) -> None:
+    """The stored positions of the containers about to start, in a few queries, not one
+    per container (a start-up of 1,000); any it cannot load are asked for one by one."""
+    owed = [rec for rec in records if rec.cursor is None and rec.collector is None]
+    if len(owed) < 2:
+        return
+    try:
+        cursors = await storage.load_cursors([rec.id for rec in owed])
+    except Exception as exc:
+        log.debug("could not load the positions of %d containers at once: %s", len(owed), exc)
+        return
+    for rec in owed:
+        if rec.cursor is None and rec.collector is None:  # no stream ran meanwhile
+            rec.cursor = cursors[rec.id]

@@ -12,7 +12,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.batch import LineBatch, Lost, Source
 from agent.cursor import Cursor
-from agent.storage.cursors import load_cursor
+from agent.storage.cursors import load_cursor, load_cursors
 from agent.storage.db import (
     StorageError,
     StoreLocked,
@@ -159,6 +159,10 @@ class LogStorage:
     async def load_cursor(self, container_id: str) -> Cursor:
         """Where the store says a container of this host was read up to."""
         return await load_cursor(self.db, self.host, container_id)
+
+    async def load_cursors(self, container_ids: list[str]) -> dict[str, Cursor]:
+        """`load_cursor` of many containers at once (a start-up's listing)."""
+        return await load_cursors(self.db, self.host, container_ids)
 
     async def already_stored(self, source: Source, lines: list[tuple[str, int, str]]) -> set[int]:
         """Of these lines (stream, timestamp, text) of a container, the indexes already in

@@ -230,3 +230,29 @@ async def test_a_commit_takes_each_containers_latest_identity(store_url: str) ->
         "SELECT container_name, former_names, project, max_age_s, state, stdout_ts "
         "FROM container_cursors",
     ) == [("after", "before\n", "p", 60, "exited", now)]
+
+
+async def test_many_positions_load_in_one_call_as_each_alone(store_url: str) -> None:
+    """A start-up's listing loads its containers' positions at once (storage/cursors.py):
+    the same as one call each, on this host only, and empty for one never stored."""
+    t0 = time.time_ns()
+    ids = [f"{n:064x}" for n in range(1, 1201)]  # more than two of its queries hold
+    async with LogStorage(store_url, host="other") as other:
+        batch = LineBatch.of(Source(ids[0], "elsewhere"), [Line("stdout", t0, "", "x", 0, 1)])
+        batch.position = {"stdout": (t0, 1)}
+        await other.write(batch)
+        await other.flush()
+    async with LogStorage(store_url, host="h") as storage:
+        for n, cid in enumerate(ids[1:], start=1):
+            ts = t0 + n
+            batch = LineBatch.of(Source(cid, f"c{n}"), [Line("stderr", ts, "", "y", 0, 1)])
+            batch.position = {"stderr": (ts, n)}
+            await storage.write(batch)
+        await storage.flush()
+        unknown = "f" * 64
+        loaded = await storage.load_cursors([*ids, unknown])
+        assert loaded[ids[0]].empty  # the other host's position is not this host's
+        assert loaded[unknown].empty
+        assert loaded[ids[7]].positions == {"stderr": [t0 + 7, 7]}
+        for cid in ids[::97]:
+            assert loaded[cid].positions == (await storage.load_cursor(cid)).positions
