@@ -21,7 +21,7 @@ from anyio.abc import TaskStatus
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agent.collectors.docker import DockerLogCollector, docker_key
-from agent.containers import Registry
+from agent.collectors.records import Registry
 from agent.discovery.events import EventsFollower
 from agent.discovery.hand import HandControl, Refused
 from agent.docker.client import DockerClient

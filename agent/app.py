@@ -16,8 +16,8 @@ from anyio.abc import TaskStatus
 
 from agent.api import ControlAPI, Listeners
 from agent.collectors.manager import LogCollectorManager
+from agent.collectors.records import Registry
 from agent.config import Settings
-from agent.containers import Registry
 from agent.discovery.events import EventsFollower
 from agent.discovery.hand import HandControl
 from agent.discovery.own_container import own_container_ids

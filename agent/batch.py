@@ -28,7 +28,7 @@ class Source:
     of it (its name, compose project for the viewer's grouping, its own retention: a hint).
 
     An identity, never changed: a `docker rename` makes a new one, which the registry hands
-    to the container's stream (containers.py). What changes with every batch has one owner
+    to the container's stream (collectors/records.py). What changes with every batch has one owner
     each: the row's id and the tallies are the writer's (storage/tallies.py), the state
     travels on the batch that reports it.
     """

@@ -23,7 +23,6 @@ from agent.collectors.progress import Progress
 from agent.collectors.reading import StreamReader
 from agent.collectors.resend import StoredLines
 from agent.collectors.stream_end import StreamEnd
-from agent.containers import identity
 from agent.cursor import Cursor, ResendGuard
 from agent.docker.client import DockerClient
 from agent.docker.errors import DockerUnavailable
@@ -104,8 +103,9 @@ class DockerLogCollector:
     ) -> None:
         """`cursor` is moved in, not copied: the collector owns it until its `StreamEnd`."""
         self.hints = hints or Hints()
-        source = source or Source(container_id, container_name or container_id[:12])
-        self.source = identity(source, info, self.hints)
+        # Its identity as the manager made it (collectors/records.identity); the compose
+        # project is checked again once the stream opens.
+        self.source = source or Source(container_id, container_name or container_id[:12])
         self.container_id = container_id
         self.container_name = self.source.container_name
         self.follow = follow

@@ -18,8 +18,8 @@ from anyio.abc import TaskGroup
 from agent.batch import Source
 from agent.collectors.docker import DockerLogCollector, LogSink, container_of
 from agent.collectors.options import DEFAULT_TAIL, StreamOptions
+from agent.collectors.records import ContainerRecord, Failure, Registry, identity
 from agent.collectors.stream_end import StreamEnd, StreamFigures
-from agent.containers import ContainerRecord, Failure, Registry, identity
 from agent.cursor import Cursor
 from agent.docker.client import DockerClient
 from agent.docker.inspect import ContainerInfo
@@ -230,7 +230,7 @@ class LogCollectorManager:
                 "collector for %s (%s) failed and will not be restarted: %s",
                 collector.container_name,
                 collector.container_id[:12],
-                collector.error,
+                end.error,
             )
 
 

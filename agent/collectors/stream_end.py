@@ -8,12 +8,16 @@ the manager writes it into the container's record, from this.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from agent.cursor import Cursor
 
-if TYPE_CHECKING:
-    from agent.collectors.docker import DockerLogCollector
+
+class Run(Protocol):
+    """The collector whose stream ended, as its StreamEnd names it (told by identity)."""
+
+    container_id: str
+    container_name: str
 
 
 @dataclass
@@ -34,7 +38,7 @@ class StreamFigures:
 
 @dataclass(frozen=True)
 class StreamEnd:
-    collector: DockerLogCollector  # which run ended (its record may hold a newer one)
+    collector: Run  # which run ended (its record may hold a newer one)
     position: Cursor  # where the container's next stream resumes
     state: str  # ended, failed, stopped
     opened: bool  # the stream was opened: a failure after it is the collector's

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from agent.collectors.docker import DockerLogCollector
 from agent.collectors.manager import LogCollectorManager
-from agent.containers import Registry
+from agent.collectors.records import Registry
 from agent.docker.client import DockerClient
 from agent.docker.errors import ContainerNotFound
 from agent.policy import ENABLE_LABEL, Scope, is_own, label_says_no

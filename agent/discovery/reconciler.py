@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from agent import gaps
 from agent.collectors.docker import DockerLogCollector
 from agent.collectors.manager import LogCollectorManager
-from agent.containers import ContainerRecord, Failure, Registry
+from agent.collectors.records import ContainerRecord, Failure, Registry
 from agent.discovery.restart_rules import Start, after_listing, owed_nothing
 from agent.docker.client import DockerClient
 from agent.docker.errors import (

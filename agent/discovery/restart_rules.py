@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.containers import ContainerRecord
+from agent.collectors.records import ContainerRecord
 
 
 @dataclass(frozen=True)
