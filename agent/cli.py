@@ -6,6 +6,7 @@ import argparse
 import gc
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -66,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     gaps = command("gaps", "lines known to be lost for good, and why")
     gaps.add_argument("container", nargs="?", help="a container name or id prefix")
     gaps.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    events = command("events", "containers' lives as stored: start, die (exit code), oom, ...")
+    events.add_argument("container", nargs="?", help="a container name or id prefix")
+    events.add_argument("--since", help="RFC 3339 time, duration (10m, 2h, 3d) or Unix seconds")
+    events.add_argument("--until", help="RFC 3339 time, duration (10m, 2h, 3d) or Unix seconds")
+    events.add_argument("--host", help="only this host of a shared store")
+    events.add_argument("--json", action="store_true", help="one JSON object per event")
     return parser
 
 
@@ -131,6 +139,15 @@ def main(argv: list[str] | None = None) -> int:
             return anyio.run(serve, settings.db_url, host, port, access)
         if args.command == "gaps":
             return anyio.run(commands.gaps, settings.db_url, args.container, args.json)
+        if args.command == "events":
+            run_events = partial(
+                commands.events,
+                since=args.since,
+                until=args.until,
+                host=args.host,
+                as_json=args.json,
+            )
+            return anyio.run(run_events, settings.db_url, args.container)
         if args.command == "status":
             return anyio.run(
                 commands.status,

@@ -19,6 +19,7 @@ from agent.storage.db import StorageError
 from agent.storage.errors import describe, unreachable
 from agent.storage.follow import committed, follow, history
 from agent.storage.gaps import list_gaps
+from agent.storage.life import list_life
 from agent.storage.reader import (
     LogFilter,
     StoredRow,
@@ -121,6 +122,41 @@ async def gaps(db_url: str, container: str | None, as_json: bool, out: TextIO = 
         else:
             span = f"{gap.start or '?'} .. {gap.end or '?'}"
             out.write(f"{gap.container_name}\t{gap.container_id[:12]}\t{span}\t{gap.reason}\n")
+    return 0
+
+
+async def events(
+    db_url: str,
+    container: str | None,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    host: str | None = None,
+    as_json: bool = False,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Containers' lives as stored (start, die and its exit code, kill, oom, health), in
+    time order: also of containers long gone."""
+    try:
+        since_ns = parse_when(since) if since is not None else None
+        until_ns = parse_when(until) if until is not None else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    async with reading(db_url) as db:
+        found = await list_life(
+            db, container=container, host=host, since_ns=since_ns, until_ns=until_ns
+        )
+    for e in found:
+        if as_json:
+            out.write(json.dumps(dataclasses.asdict(e)) + "\n")
+            continue
+        what = e.action
+        if e.exit_code is not None:
+            what += f" (exit code {e.exit_code})"
+        elif e.detail is not None:
+            what += f" ({e.detail})"
+        name = render.terminal_safe(e.container_name)
+        out.write(f"{e.time}\t{name}\t{e.container_id[:12]}\t{render.terminal_safe(what)}\n")
     return 0
 
 

@@ -17,6 +17,7 @@ from anyio.abc import TaskStatus
 from agent.discovery.reconciler import Reconciler
 from agent.docker.client import DockerClient
 from agent.docker.errors import DockerError, DockerUnavailable
+from agent.docker.life_events import life_event
 from agent.policy import Scope
 from agent.storage.state import AgentStateStore
 from agent.timestamps import since_param
@@ -75,11 +76,16 @@ class EventsFollower:
     def _dispatch(self, event: dict[str, Any]) -> None:
         if event.get("Type") != "container":
             return
-        time_ns: int | None = None
-        if "timeNano" in event:
-            time_ns = self.last_event_ns = self.state.last_event_ns = int(event["timeNano"])
+        time_ns = int(event["timeNano"]) if "timeNano" in event else None
         action = str(event.get("Action") or event.get("status") or "")
         actor = event.get("Actor") or {}
         cid = str(actor.get("ID") or event.get("id") or "")
+        attrs = actor.get("Attributes") or {}
         if cid:
-            self.reconciler.on_event(action, cid, actor.get("Attributes") or {}, time_ns)
+            self.reconciler.on_event(action, cid, attrs, time_ns)
+        if time_ns is not None:
+            self.last_event_ns = time_ns
+            life = life_event(action, cid, attrs, time_ns)
+            if life is not None and not self.reconciler.collects(cid, attrs):
+                life = None  # an opted-out container's life is not stored either
+            self.state.handled(time_ns, life)

@@ -98,6 +98,15 @@ class Reconciler:
             log.info("%s (%s): %s", name, container_id[:12], result.reason)
         return rec, result
 
+    def collects(self, container_id: str, attrs: Mapping[str, str]) -> bool:
+        """Whether the container is collected (its events too): the decision made, or made
+        now from an event's attributes (its labels, name and image)."""
+        rec = self.registry.get(container_id)
+        if rec is not None and rec.decision is not None:
+            return rec.decision.collect
+        name, image = attrs.get("name", container_id[:12]), attrs.get("image", "")
+        return self.decision(container_id, name, image, attrs)[1].collect
+
     # -- listings ------------------------------------------------------------------------
 
     async def sync(self) -> None:

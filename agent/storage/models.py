@@ -163,6 +163,26 @@ class Gap(Model):
         indexes = (("container_id",),)
 
 
+class ContainerEvent(Model):
+    """A container's life as Docker's /events told it (docker/life_events.py), stored once:
+    a replay of the same event (an agent restart resumes the events a little early) meets
+    the unique key and is not stored again."""
+
+    id = fields.BigIntField(primary_key=True)
+    host = fields.CharField(max_length=255)
+    container_id = fields.CharField(max_length=64)
+    container_name = fields.CharField(max_length=255)
+    time_ns = fields.BigIntField()  # Docker's timeNano
+    action = fields.CharField(max_length=16)
+    exit_code = fields.IntField(null=True)
+    detail = fields.CharField(max_length=16, null=True)
+
+    class Meta:
+        table = "container_events"
+        unique_together = (("host", "container_id", "time_ns", "action"),)
+        indexes = (("time_ns",),)
+
+
 class Prune(Model):
     """What retention deleted, when and why: pruning is never silent either."""
 

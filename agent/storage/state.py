@@ -13,11 +13,16 @@ from dataclasses import dataclass
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from agent.docker.life_events import LifeEvent
 from agent.storage.db import StorageError, fatal, in_child_task, transaction
+from agent.storage.life import record_life
 from agent.storage.models import AgentState
 from agent.storage.sql import Marks
 
 log = logging.getLogger("logagent.storage")
+
+MAX_PENDING_LIFE = 100_000  # life events held while the store is down, at most
+LIFE_LINGER_S = 0.05  # a burst of events (a compose stack stopping) is one transaction
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,26 @@ class AgentStateStore:
         self.heartbeat_seconds = heartbeat_seconds
         self.previous: PreviousRun | None = None  # the last run's, read before the first beat
         self.last_event_ns: int | None = None  # set by the events follower, saved with a beat
+        self._life: list[LifeEvent] = []  # containers' lives not yet stored (storage/life.py)
+        self._saving = anyio.Lock()
+        self._wake = anyio.Event()
         self._sql = ""
+
+    def handled(self, time_ns: int, life: LifeEvent | None = None) -> None:
+        """The events follower handled this event: the position moves past it, and a life
+        event is stored with it, in one transaction (`save`), soon."""
+        self.last_event_ns = time_ns
+        if life is not None:
+            if len(self._life) >= MAX_PENDING_LIFE:
+                log.error("%d container events wait for the store: %s of %s not kept",
+                          len(self._life), life.action, life.container_name)  # fmt: skip
+            else:
+                self._life.append(life)
+            self._wake.set()
+
+    @property
+    def pending_life(self) -> int:
+        return len(self._life)
 
     async def open(self, db: BaseDBAsyncClient) -> None:
         table = AgentState._meta.db_table
@@ -52,19 +76,29 @@ class AgentStateStore:
             self.previous = PreviousRun(int(rows[0][0]), rows[0][1])
 
     async def save(self, *, shutdown: bool = False) -> None:
-        now = time.time_ns()
-        async with transaction() as conn:
-            await conn.execute_query(
-                self._sql, [self.host, now, self.last_event_ns, now if shutdown else None]
-            )
+        """The heartbeat, the events position and the life events it has passed, together."""
+        async with self._saving:
+            now = time.time_ns()
+            position, life = self.last_event_ns, list(self._life)  # one instant: no await
+            async with transaction() as conn:
+                if life:
+                    await record_life(conn, self.host, life)
+                await conn.execute_query(
+                    self._sql, [self.host, now, position, now if shutdown else None]
+                )
+            del self._life[: len(life)]
 
     async def heartbeat(self) -> None:
-        """Record that the agent is alive, every few seconds, for as long as it runs."""
+        """Record that the agent is alive, every few seconds, for as long as it runs; and
+        store life events soon after they come (one save for a burst)."""
         while True:
+            self._wake = anyio.Event()  # an event handled from here on wakes the next wait
             try:
                 await in_child_task(self.save)  # see there: why
             except Exception as exc:  # the writer reports database failures; keep beating
                 if (code := fatal(exc)) is not None:  # unless the store is unusable for good
                     raise StorageError(f"the store cannot be written ({code}): {exc}") from exc
                 log.debug("heartbeat not saved: %s", exc)
-            await anyio.sleep(self.heartbeat_seconds)
+            with anyio.move_on_after(self.heartbeat_seconds):
+                await self._wake.wait()
+                await anyio.sleep(LIFE_LINGER_S)

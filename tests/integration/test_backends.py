@@ -256,3 +256,25 @@ async def test_many_positions_load_in_one_call_as_each_alone(store_url: str) -> 
         assert loaded[ids[7]].positions == {"stderr": [t0 + 7, 7]}
         for cid in ids[::97]:
             assert loaded[cid].positions == (await storage.load_cursor(cid)).positions
+
+
+async def test_a_replayed_life_event_is_stored_once_with_its_position(store_url: str) -> None:
+    """storage/life.py: the save after a restart meets the events it stored before (Docker
+    replays from the saved position); the events position moves with them."""
+    from agent.docker.life_events import LifeEvent
+
+    die = LifeEvent("c" * 64, "web", 1_700_000_000_123_456_789, "die", exit_code=3)
+    oom = LifeEvent("c" * 64, "web", 1_700_000_000_123_456_790, "oom")
+    for _ in range(2):
+        async with LogStorage(store_url, host="h") as storage:
+            storage.state.handled(die.time_ns, die)
+            storage.state.handled(oom.time_ns, oom)
+            storage.state.handled(oom.time_ns + 5)  # a create, say: no life of its own
+            assert storage.state.pending_life == 2
+            await storage.state.save()
+            assert storage.state.pending_life == 0
+    rows = query(store_url, "SELECT action, exit_code, time_ns FROM container_events ORDER BY id")
+    assert rows == [("die", 3, die.time_ns), ("oom", None, oom.time_ns)]
+    assert query(store_url, "SELECT last_event_ns FROM agent_state WHERE host = 'h'") == [
+        (oom.time_ns + 5,)
+    ]

@@ -1,0 +1,97 @@
+"""Containers' lives in the store: die (with its exit code), oom, kill, health, start, restart.
+
+Written by the agent state's save (storage/state.py), in the transaction that moves the
+events position past them: a crash loses neither, and the replay that follows a restart
+meets the unique key (host, container, time, action) and stores nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from agent.docker.life_events import LifeEvent
+from agent.storage.models import ContainerEvent
+from agent.storage.sql import Marks
+from agent.timestamps import format_timestamp
+
+TABLE = ContainerEvent._meta.db_table
+
+
+async def record_life(conn: BaseDBAsyncClient, host: str, events: Sequence[LifeEvent]) -> None:
+    """These events, each once (plain SQL: see storage/gaps.py for why not Model.create)."""
+    await conn.execute_many(
+        f"INSERT INTO {TABLE} (host, container_id, container_name, time_ns, action, "
+        f"exit_code, detail) VALUES ({Marks(conn.capabilities.dialect).many(7)}) "
+        "ON CONFLICT (host, container_id, time_ns, action) DO NOTHING",
+        [
+            [host, e.container_id, e.container_name, e.time_ns, e.action, e.exit_code, e.detail]
+            for e in events
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class LifeView:
+    host: str
+    container_id: str
+    container_name: str
+    time: str  # RFC 3339, nanoseconds
+    time_ns: int
+    action: str
+    exit_code: int | None
+    detail: str | None
+
+
+async def list_life(
+    db: BaseDBAsyncClient,
+    *,
+    container: str | None = None,
+    host: str | None = None,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+) -> list[LifeView]:
+    """In time order; `container` is a name or an id prefix."""
+    marks = Marks(db.capabilities.dialect)
+    where: list[str] = []
+    params: list[object] = []
+    if container and (prefix := _hex(container)):
+        where.append(f"(container_name = {marks()} OR container_id LIKE {marks()})")
+        params += [container, prefix + "%"]
+    elif container:
+        where.append(f"container_name = {marks()}")
+        params.append(container)
+    if host:
+        where.append(f"host = {marks()}")
+        params.append(host)
+    if since_ns is not None:
+        where.append(f"time_ns >= {marks()}")
+        params.append(since_ns)
+    if until_ns is not None:
+        where.append(f"time_ns < {marks()}")
+        params.append(until_ns)
+    _, rows = await db.execute_query(
+        "SELECT host, container_id, container_name, time_ns, action, exit_code, detail "
+        f"FROM {TABLE}{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY time_ns, id",
+        params,
+    )
+    return [
+        LifeView(
+            str(r[0]),
+            str(r[1]),
+            str(r[2]),
+            format_timestamp(int(r[3])),
+            int(r[3]),
+            str(r[4]),
+            None if r[5] is None else int(r[5]),
+            None if r[6] is None else str(r[6]),
+        )
+        for r in rows
+    ]
+
+
+def _hex(text: str) -> str | None:
+    """`text` if it can be an id prefix (hex: no LIKE wildcard can be in it), else None."""
+    return text.lower() if text and all(c in "0123456789abcdefABCDEF" for c in text) else None
