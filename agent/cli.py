@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true", help="print new lines as stored")
     logs.add_argument("--json", action="store_true", help="one JSON object per line")
     logs.add_argument("--raw", action="store_true", help="pass control characters through")
+    logs.add_argument(
+        "--events", action="store_true", help="the containers' lives (die, oom, ...) among them"
+    )
 
     status = command("status", "one line per known container: state, lines, last line, gaps")
     status.add_argument("--json", action="store_true", help="one JSON document")
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 follow=args.follow,
                 json=args.json,
                 raw=args.raw,
+                events=args.events,
             )
             return anyio.run(commands.logs, settings.db_url, opts)
         if args.command == "web":

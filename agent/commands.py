@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
+from functools import partial
 from typing import Any, TextIO
 
 import aiohttp
@@ -29,6 +30,7 @@ from agent.storage.reader import (
     resolve_containers,
     where_matched,
 )
+from agent.timeline import Timeline
 from agent.when import parse_when
 
 
@@ -47,6 +49,7 @@ class LogsOptions:
     json: bool = False
     raw: bool = False
     poll_seconds: float = 0.2
+    events: bool = False  # the containers' lives among their lines (storage/life.py)
 
 
 class UsageError(ValueError):
@@ -89,27 +92,48 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
         prefix = len(ids) != 1
         seen = await committed(db)  # history is what is committed now; -f takes over there
 
+        life = partial(list_life, db, container_ids=ids, host=opts.host, since_ns=since)
+        timeline = Timeline(await life(until_ns=until)) if opts.events else None
+        show = partial(
+            render.event_line, as_json=opts.json, timestamps=opts.timestamps, prefix=prefix
+        )
+
         def emit(rows: list[StoredRow]) -> None:
-            out.write(
-                render.rows_text(
-                    rows,
-                    matches=matches,
-                    as_json=opts.json,
-                    timestamps=opts.timestamps,
-                    prefix=prefix,
-                    raw=opts.raw,
-                )
-            )
+            for piece in timeline.split(rows) if timeline is not None else [rows]:
+                if isinstance(piece, list):
+                    out.write(
+                        render.rows_text(
+                            piece,
+                            matches=matches,
+                            as_json=opts.json,
+                            timestamps=opts.timestamps,
+                            prefix=prefix,
+                            raw=opts.raw,
+                        )
+                    )
+                else:
+                    out.write(show(piece))
             out.flush()
 
+        def emit_rest() -> None:  # the events after every line so far
+            if timeline is not None:
+                out.write("".join(show(event) for event in timeline.rest()))
+                out.flush()
+
         async for page in history(db, flt, upto=seen, tail=opts.tail):
+            if timeline is not None and opts.tail is not None and page:
+                timeline.drop_before(page[0].timestamp_ns)  # only the tail's span
             emit(page)
+        emit_rest()
         if opts.follow:
             new = follow(db_url, db, flt, after=seen, poll_seconds=opts.poll_seconds)
             async with aclosing(new) as stored:
                 async for rows, _ in stored:
+                    if timeline is not None:  # the events stored since the last look
+                        timeline.add(await life(after_id=timeline.last_id))
                     if rows:
                         emit(rows)
+                    emit_rest()
     return 0
 
 
@@ -150,13 +174,8 @@ async def events(
         if as_json:
             out.write(json.dumps(dataclasses.asdict(e)) + "\n")
             continue
-        what = e.action
-        if e.exit_code is not None:
-            what += f" (exit code {e.exit_code})"
-        elif e.detail is not None:
-            what += f" ({e.detail})"
         name = render.terminal_safe(e.container_name)
-        out.write(f"{e.time}\t{name}\t{e.container_id[:12]}\t{render.terminal_safe(what)}\n")
+        out.write(f"{e.time}\t{name}\t{e.container_id[:12]}\t{render.life_text(e)}\n")
     return 0
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from json.encoder import encode_basestring
 
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED
 from agent.level_names import NAMES
+from agent.storage.life import LifeView
 from agent.storage.reader import StoredRow
 from agent.timestamps import format_timestamp
 
@@ -112,6 +114,39 @@ def json_line(row: StoredRow) -> str:
     if row.level is not None and row.level in NAMES:
         out += f', "level": "{NAMES[row.level]}"'
     return out + "}\n"
+
+
+def life_text(event: LifeView) -> str:
+    """`die (exit code 3)`, `kill (15)`, `health_status (unhealthy)`, `start`."""
+    if event.exit_code is not None:
+        return f"{event.action} (exit code {event.exit_code})"
+    if event.detail is not None:
+        return f"{event.action} ({terminal_safe(event.detail)})"
+    return event.action
+
+
+def event_line(event: LifeView, *, as_json: bool, timestamps: bool, prefix: bool) -> str:
+    """A container's event among its lines (`logs --events`). In text, marked `--- `; a line
+    can print that too, so `--json` is the form to parse: there an event has "event" and
+    no "stream"."""
+    if as_json:
+        fields = {
+            "event": event.action,
+            "host": event.host,
+            "container_id": event.container_id,
+            "container_name": event.container_name,
+            "timestamp": event.time,
+            "exit_code": event.exit_code,
+            "detail": event.detail,
+        }
+        body = ", ".join(
+            f"{json_string(k)}: {json_string(v) if isinstance(v, str) else json.dumps(v)}"
+            for k, v in fields.items()
+        )
+        return "{" + body + "}\n"
+    head = f"{terminal_safe(event.container_name)} | " if prefix else ""
+    stamp = f"{event.time} " if timestamps else ""
+    return f"{head}{stamp}--- {life_text(event)}\n"
 
 
 def format_ns(ns: int | None) -> str | None:

@@ -35,6 +35,7 @@ async def record_life(conn: BaseDBAsyncClient, host: str, events: Sequence[LifeE
 
 @dataclass(frozen=True)
 class LifeView:
+    id: int
     host: str
     container_id: str
     container_name: str
@@ -49,11 +50,15 @@ async def list_life(
     db: BaseDBAsyncClient,
     *,
     container: str | None = None,
+    container_ids: Sequence[str] = (),
     host: str | None = None,
+    after_id: int = 0,
+    limit: int | None = None,
     since_ns: int | None = None,
     until_ns: int | None = None,
 ) -> list[LifeView]:
-    """In time order; `container` is a name or an id prefix."""
+    """In time order; `container` is a name or an id prefix, `container_ids` full ids (any
+    of them; none: every container), `after_id` leaves out the events already read."""
     marks = Marks(db.capabilities.dialect)
     where: list[str] = []
     params: list[object] = []
@@ -63,6 +68,12 @@ async def list_life(
     elif container:
         where.append(f"container_name = {marks()}")
         params.append(container)
+    if container_ids:
+        where.append(f"container_id IN ({marks.many(len(container_ids))})")
+        params += list(container_ids)
+    if after_id:
+        where.append(f"id > {marks()}")
+        params.append(after_id)
     if host:
         where.append(f"host = {marks()}")
         params.append(host)
@@ -73,20 +84,22 @@ async def list_life(
         where.append(f"time_ns < {marks()}")
         params.append(until_ns)
     _, rows = await db.execute_query(
-        "SELECT host, container_id, container_name, time_ns, action, exit_code, detail "
-        f"FROM {TABLE}{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY time_ns, id",
+        "SELECT id, host, container_id, container_name, time_ns, action, exit_code, detail "
+        f"FROM {TABLE}{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY time_ns, id"
+        + (f" LIMIT {int(limit)}" if limit is not None else ""),
         params,
     )
     return [
         LifeView(
-            str(r[0]),
+            int(r[0]),
             str(r[1]),
             str(r[2]),
-            format_timestamp(int(r[3])),
-            int(r[3]),
-            str(r[4]),
-            None if r[5] is None else int(r[5]),
-            None if r[6] is None else str(r[6]),
+            str(r[3]),
+            format_timestamp(int(r[4])),
+            int(r[4]),
+            str(r[5]),
+            None if r[6] is None else int(r[6]),
+            None if r[7] is None else str(r[7]),
         )
         for r in rows
     ]

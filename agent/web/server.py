@@ -22,6 +22,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
 from agent.storage.follow import Position, committed, history
+from agent.storage.life import list_life
 from agent.storage.reader import (
     LogFilter,
     container_summary,
@@ -179,6 +180,7 @@ class Viewer:
             chunk = {
                 "rows": [row_json(r) for r in rows],
                 "gaps": await self._gaps(view.flt, bottom, top),
+                "events": await self._events(view.flt, bottom, top),
                 "next": f"{before[0]}:{before[1]}" if before else None,
                 "done": done,
                 "scanned": scanned if view.search is not None else 0,
@@ -197,6 +199,18 @@ class Viewer:
             {"name": g["container_name"], "cid": g["container_id"], "reason": g["reason"],
              "ns": str(g["ns"])}
             for g in found
+        ]  # fmt: skip
+
+    async def _events(self, flt: LogFilter, lo: int | None, hi: int | None) -> list[dict[str, Any]]:
+        """The view's containers' lives (storage/life.py) from `lo` to before `hi`."""
+        found = await list_life(
+            self.db, container_ids=flt.container_ids, host=flt.host, since_ns=lo, until_ns=hi,
+            limit=1000,
+        )  # fmt: skip
+        return [
+            {"name": e.container_name, "cid": e.container_id, "ns": str(e.time_ns),
+             "ts": e.time, "what": render.life_text(e)}
+            for e in found
         ]  # fmt: skip
 
     async def tail(self, request: web.Request) -> web.StreamResponse:

@@ -134,3 +134,29 @@ async def test_a_kill_9_loses_no_life_and_repeats_none(
         stop_process(agent)
     assert lives(tmp_path, first) == [("start", None, None), ("die", 5, None)]
     assert lives(tmp_path, second) == [("start", None, None), ("die", 6, None)]
+
+
+async def test_logs_with_events_puts_a_containers_life_among_its_lines(
+    tmp_path: Path, containers: Containers
+) -> None:
+    async with running_agent(agent_settings(tmp_path)):
+        cid = containers.run("lived", "sleep 1; echo one; echo two; exit 3")
+        await eventually(lambda: ("die", 3, None) in lives(tmp_path, cid), limit=60)
+    name = f"{containers.prefix}-lived"
+    text = io.StringIO()
+    opts = commands.LogsOptions(containers=(name,), events=True)
+    assert await commands.logs(db_url(tmp_path), opts, out=text) == 0
+    assert text.getvalue() == "--- start\none\ntwo\n--- die (exit code 3)\n"
+    plain = io.StringIO()
+    await commands.logs(db_url(tmp_path), commands.LogsOptions(containers=(name,)), out=plain)
+    assert plain.getvalue() == "one\ntwo\n"  # without --events, as before
+    as_json = io.StringIO()
+    opts = commands.LogsOptions(containers=(name,), events=True, json=True)
+    await commands.logs(db_url(tmp_path), opts, out=as_json)
+    got = [json.loads(line) for line in as_json.getvalue().splitlines()]
+    assert [g.get("event") or g["message"] for g in got] == ["start", "one", "two", "die"]
+    assert got[-1]["exit_code"] == 3 and "stream" not in got[-1]
+    tail = io.StringIO()
+    opts = commands.LogsOptions(containers=(name,), events=True, tail=1)
+    await commands.logs(db_url(tmp_path), opts, out=tail)
+    assert tail.getvalue() == "two\n--- die (exit code 3)\n"  # only the tail's span

@@ -428,3 +428,33 @@ def test_invisible_characters_are_shown_everywhere_and_bait_lines_do_not_hang_th
     assert errors == [], errors
     browser.execute_script("arguments[0].scrollIntoView()", line)
     shot(browser, "invisible")
+
+
+@pytest.mark.docker
+def test_a_containers_life_is_marked_in_its_timeline(
+    browser: Any, stack: Stack, containers: Containers
+) -> None:
+    """Its start and its death (with the exit code) between its lines, at their times."""
+    cid = containers.run("lived", "sleep 1; echo one; echo two; exit 3")
+    containers.wait("lived")
+
+    def died() -> bool:
+        found = query(stack.url, "SELECT exit_code FROM container_events WHERE action = 'die' "
+                      "AND container_id = ?", cid)  # fmt: skip
+        return stack.rows(cid) >= 2 and found == [(3,)]
+
+    until(died, "the lines and the death stored")
+    open_view(browser, stack, f"/?c={cid}")
+    name = f"{containers.prefix}-lived"
+
+    def timeline() -> list[str]:
+        return list(
+            browser.execute_script(
+                "return Array.from(document.querySelectorAll("
+                "'#lines .line .msg, #lines .event .what'), e => e.textContent)"
+            )
+        )
+
+    until(lambda: len(timeline()) == 4, "the timeline drawn")
+    assert timeline() == [f"{name}: start", "one", "two", f"{name}: die (exit code 3)"]
+    shot(browser, "life")

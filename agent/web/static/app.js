@@ -314,6 +314,16 @@
     return node;
   }
 
+  function eventNode(event) { // a container's life (die, oom, ...): text, never markup
+    const node = el("div", "event");
+    node.dataset.ns = event.ns;
+    node.append(el("span", "ts", event.ts.slice(0, 23).replace("T", " ")));
+    const said = el("span", "what");
+    escaped(`${event.name}: ${event.what}`, said, []);
+    node.append(said);
+    return node;
+  }
+
   // -- history (scroll back) and search ------------------------------------------------------
   async function loadOlder() {
     if (view.loading || view.done) return;
@@ -363,6 +373,7 @@
   function prepend(chunk, box) {
     const items = chunk.rows.map((r) => [BigInt(r.ns), r.id, lineNode(r)]);
     for (const g of chunk.gaps) items.push([BigInt(g.ns), -1, gapNode(g)]);
+    for (const e of chunk.events || []) items.push([BigInt(e.ns), -1, eventNode(e)]);
     items.sort((a, b) => (a[0] === b[0] ? a[1] - b[1] : a[0] < b[0] ? -1 : 1));
     const before = box.scrollHeight - box.scrollTop;
     const first = box.firstChild;
