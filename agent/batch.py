@@ -37,6 +37,9 @@ class Source:
     container_name: str
     project: str | None = None
     max_age_s: int | None = None
+    # Each new identity of a container counts one more (ContainerRecord.identify): a batch
+    # read under an older one but committed after it cannot bring the old name back.
+    version: int = 0
 
 
 class Line(NamedTuple):

@@ -80,7 +80,11 @@ class ContainerRecord:
 
     def identify(self, source: Source) -> None:
         """Its new identity (a rename, its project and retention at start): the record's,
-        and its live stream's, whose next batches carry it."""
+        and its live stream's, whose next batches carry it. It counts as newer than every
+        identity the container had (`Source.version`)."""
+        if source == self.source:
+            return
+        source = replace(source, version=self.source.version + 1)
         self.source = source
         if self.collector is not None:
             self.collector.identify(source)

@@ -44,6 +44,9 @@ class CommitSql:
         # Per container id, its row's id (the `source_id` of its lines), once committed; a
         # removed container's goes with the commit that says so (a later batch asks again).
         self.ids: dict[str, int] = {}
+        # Per container id, the newest identity its row was given (Source.version): what a
+        # batch made under an older one shows instead of its own.
+        self.identities: dict[str, Source] = {}
         self._insert_sql = self._insert_many_sql = self._position_sql = self._commit_sql = ""
         self._copy = False
 
@@ -105,6 +108,7 @@ class CommitSql:
         for b in batches:
             if b.state == REMOVED:
                 ids.pop(b.container_id, None)
+                self.identities.pop(b.container_id, None)
 
     def _rows(self, batches: list[LineBatch], now: int) -> tuple[list[list[Any]], list[list[Any]]]:
         """The rows column by column, in LOG_LINE_COLUMNS' order (lists joined in C, never a
@@ -138,10 +142,15 @@ class CommitSql:
             tally[1] += b.nbytes
             if b.state is not None:
                 states[sid] = b.state
-            latest[sid] = b.source  # a rename queued after lines read under the old name
+            if sid not in latest or b.source.version >= latest[sid].version:
+                latest[sid] = b.source  # a rename queued after lines read under the old name
         positions: list[list[Any]] = []
+        known = self.identities
         for sid, b in last.items():
             src = latest[sid]
+            if (kept := known.get(b.container_id)) is not None and kept.version > src.version:
+                src = kept  # a batch read under an older identity, committed after the new
+            known[b.container_id] = src
             name = fit(src.container_name)
             row: list[Any] = [name, name]
             for stream in STREAMS:

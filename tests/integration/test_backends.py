@@ -278,3 +278,36 @@ async def test_a_replayed_life_event_is_stored_once_with_its_position(store_url:
     assert query(store_url, "SELECT last_event_ns FROM agent_state WHERE host = 'h'") == [
         (oom.time_ns + 5,)
     ]
+
+
+async def test_a_batch_read_before_a_rename_does_not_bring_the_old_name_back(
+    store_url: str,
+) -> None:
+    """The race a rename has with a batch waiting for room in the queue: built under the old
+    identity, queued after the rename's, in the same commit or a later one. The newer
+    identity (Source.version, counted by the record) wins; the lines are stored all the same."""
+    from agent.collectors.records import ContainerRecord
+
+    now = time.time_ns()
+    rec = ContainerRecord(Source("q" * 64, "before"))
+    old = rec.source
+    rec.identify(replace(old, container_name="after"))
+    new = rec.source
+    assert new.version == old.version + 1
+    rec.identify(replace(new))  # the same identity again: not a new one
+    assert rec.source.version == new.version
+
+    def read(source: Source, n: int) -> LineBatch:
+        batch = LineBatch.of(source, [Line("stdout", now + n, "", f"line {n}", 0, 1)])
+        batch.position = {"stdout": (now + n, 1)}
+        return batch
+
+    async with LogStorage(store_url, host="h") as storage:
+        await storage.writer.sql.commit([read(old, 1)])
+        await storage.writer.sql.commit([LineBatch(new), read(old, 2)])  # one commit
+        names = query(store_url, "SELECT container_name, former_names FROM container_cursors")
+        assert names == [("after", "before\n")]
+        await storage.writer.sql.commit([read(old, 3)])  # a later one
+        names = query(store_url, "SELECT container_name, former_names FROM container_cursors")
+        assert names == [("after", "before\n")]
+    assert len(rows_in(store_url, "q" * 64)) == 3
