@@ -14,6 +14,7 @@ import time
 import anyio
 from anyio.abc import TaskStatus
 
+from agent.alerts.runner import AlertRunner
 from agent.api import ControlAPI, Listeners
 from agent.collectors.manager import LogCollectorManager
 from agent.collectors.records import Registry
@@ -63,6 +64,7 @@ class Agent:
         self.manager: LogCollectorManager | None = None
         self.reconciler: Reconciler | None = None
         self.follower: EventsFollower | None = None
+        self.alerts: AlertRunner | None = None
 
     async def run(
         self, *, signals: bool = True, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -153,6 +155,9 @@ class Agent:
                     tg.start_soon(self._cancel_on_stop, tg.cancel_scope)
                     await tg.start(api.serve)
                     tg.start_soon(retention.run_forever, s.retention_interval_s)
+                    if s.alerts.on:  # after the store is open: its rules resume there
+                        self.alerts = AlertRunner(storage.db, s.alerts, storage.host)
+                        await tg.start(self.alerts.run)
                     await tg.start(reconciler.run)
                     await tg.start(follower.run)  # waits for the daemon, however long
                     task_status.started()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.alerts.rules import AlertConfigError, AlertSettings, parse_alerts
 from agent.collectors.options import DEFAULT_TAIL
 from agent.docker.address import docker_url
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
@@ -47,6 +48,7 @@ class Settings:
     policy: Policy = field(default_factory=Policy)
     scope_labels: tuple[str, ...] = ()  # Docker-side label filter: other containers are unseen
     log_level: str = "INFO"
+    alerts: AlertSettings = field(default_factory=AlertSettings)  # [alerts]: agent/alerts/
     api_socket: str = "/run/logagent/agent.sock"  # empty: no unix socket
     api_tcp_host: str = "127.0.0.1"
     api_tcp_port: int = 0  # 0: no TCP listener
@@ -87,6 +89,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "retention": {"max_age": str, "max_bytes": int, "interval": str},
     "hints": {"rate": str, "rules": list},
     "web": {"host": str, "port": int, "token": str, "users_file": str},
+    "alerts": {"rules": list, "destinations": list},
 }
 _ENV = {
     "LOGAGENT_DB_URL": ("storage", "db_url"),
@@ -252,7 +255,12 @@ def _build(data: dict[str, Any], env: Mapping[str, str]) -> Settings:
         raise ConfigError(f"api.tcp_port: expected 0 (off) or a port number, got {tcp_port}")
     if tcp_port and len(token) < 16:
         raise ConfigError("api.token: a TCP listener needs a token of at least 16 characters")
+    try:
+        alerts = parse_alerts(data.get("alerts"), env)
+    except AlertConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return Settings(
+        alerts=alerts,
         api_socket=api.get("socket", defaults.api_socket),
         api_tcp_host=tcp_host,
         api_tcp_port=tcp_port,

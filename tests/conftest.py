@@ -410,7 +410,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_agent_process(
-    tmp_path: Path, url: str | None = None, *, ready: bool = True
+    tmp_path: Path, url: str | None = None, *, ready: bool = True, extra_config: str = ""
 ) -> subprocess.Popen[bytes]:
     """`logagent run` as a real process on this test's database (or `url`); output in
     agent.log. With `ready`, returns once its /healthz says it follows Docker's events (a
@@ -421,7 +421,7 @@ def start_agent_process(
     config.write_text(
         f'[storage]\ndb_url = "{url or db_url(tmp_path)}"\nhost = "test-host"\n'
         f'[docker]\nscope_labels = ["{TEST_LABEL}={RUN_ID}"]\ninitial_tail = "all"\n'
-        f'[api]\nsocket = "{sock}"\n'
+        f'[api]\nsocket = "{sock}"\n{extra_config}'
     )
     with open(tmp_path / "agent.log", "ab") as log:  # a pipe nobody reads could block it
         proc = subprocess.Popen(

@@ -183,6 +183,40 @@ class ContainerEvent(Model):
         indexes = (("time_ns",),)
 
 
+class AlertOutbox(Model):
+    """An alert to deliver, one row per destination: committed as pending with the rules'
+    state and position (agent/alerts/), then sent, then marked sent."""
+
+    id = fields.BigIntField(primary_key=True)
+    alert_id = fields.CharField(max_length=32)  # the idempotency key a receiver sees
+    destination = fields.CharField(max_length=64)
+    host = fields.CharField(max_length=255)
+    rule = fields.CharField(max_length=64)
+    payload = fields.TextField()
+    created_ns = fields.BigIntField()
+    status = fields.CharField(max_length=8)  # pending, sent
+    attempts = fields.IntField()
+    next_ns = fields.BigIntField()  # not tried again before this
+    last_error = fields.CharField(max_length=255, null=True)
+    sent_ns = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "alert_outbox"
+        unique_together = (("alert_id", "destination"),)
+        indexes = (("host", "status", "next_ns"),)
+
+
+class AlertState(Model):
+    """The alert rules' state (windows, cooldowns) as of its consumer's position."""
+
+    name = fields.CharField(max_length=64, primary_key=True)
+    state = fields.TextField()
+    updated_ns = fields.BigIntField()
+
+    class Meta:
+        table = "alert_state"
+
+
 class Prune(Model):
     """What retention deleted, when and why: pruning is never silent either."""
 

@@ -32,8 +32,9 @@ log = logging.getLogger("logagent.storage")
 # compose project and state; 4: each host's last committed row id (host_commits), which
 # followers read up to; 5: containers' former names (docker rename), agents' retention;
 # 6: gaps have a kind (a rate limit's spans were found by their reason's text), and
-# consumers their own positions (consumer_positions); 7: containers' lives (container_events).
-SCHEMA_VERSION = 7
+# consumers their own positions (consumer_positions); 7: containers' lives (container_events);
+# 8: alerts (alert_outbox, alert_state).
+SCHEMA_VERSION = 8
 # Columns added since layout 2, made by ALTER TABLE in a store that lacks them (nullable, no
 # default: instant on both backends, whatever the rows).
 _ADDED = (

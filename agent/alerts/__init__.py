@@ -1,0 +1,1 @@
+"""Alerts: rules over the committed store, delivered once (issue 25)."""

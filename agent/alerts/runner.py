@@ -1,0 +1,151 @@
+"""The alerts at work: the rules follow this host's committed rows (the follow seam), and the
+sender delivers the outbox.
+
+Exactly once: a step of the rules commits its alerts (pending), the rules' state and its
+position in one transaction (storage/outbox.py); the sender posts each pending alert and then
+marks it sent. A crash between the post and the mark posts it again, once, with the same id,
+in the payload and in the `Idempotency-Key` header. A destination that fails keeps its alerts
+pending, tried again with a growing pause (at most 5 minutes): nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import aiohttp
+import anyio
+from anyio.abc import TaskStatus
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from agent.alerts.engine import Alert, Engine
+from agent.alerts.rules import AlertSettings, Destination
+from agent.storage import consumers, outbox
+from agent.storage.db import in_child_task, transaction
+from agent.storage.follow import Position, committed, newer
+from agent.storage.reader import LogFilter
+
+log = logging.getLogger("logagent.alerts")
+
+REPLY_LIMIT = 64 * 1024  # of a destination's answer, read at most
+SEND_TIMEOUT = aiohttp.ClientTimeout(total=10)
+MAX_PAUSE_S = 300.0
+
+
+def consumer_name(host: str) -> str:
+    """The rules' position in consumer_positions: one per host (a fleet's agents each
+    evaluate their own host's rows: one notification per match, not one per agent)."""
+    return ("alerts:" + re.sub(r"[^a-z0-9._:-]", "-", host.lower()))[:64]
+
+
+def outgoing(alerts: list[Alert]) -> list[outbox.Outgoing]:
+    return [
+        outbox.Outgoing(a.id, d, a.host, a.rule, json.dumps(a.payload()))
+        for a in alerts
+        for d in a.destinations
+    ]
+
+
+class AlertRunner:
+    def __init__(
+        self, db: BaseDBAsyncClient, settings: AlertSettings, host: str, *, poll_s: float = 0.25
+    ) -> None:
+        self.db, self.host, self.poll_s = db, host, poll_s
+        self.engine = Engine(settings.rules, host)
+        self.destinations: dict[str, Destination] = {d.name: d for d in settings.destinations}
+        self.name = consumer_name(host)
+        self.fired = 0  # alerts committed by this run
+        self.sent = 0
+        self.failed = 0  # deliveries that failed (each is tried again)
+        self._wake = anyio.Event()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(self._follow)
+            tg.start_soon(self._send)
+            task_status.started()
+
+    # -- the rules ----------------------------------------------------------------------
+
+    async def _follow(self, *, task_status: TaskStatus[None]) -> None:
+        position = await consumers.load(self.db, self.name)
+        if position is None:  # the first run here: from what is stored now
+            position = await committed(self.db)
+            await self._commit(position, [])
+        state = await outbox.load_state(self.db, self.name)
+        self.engine.restore(state)
+        task_status.started()
+        flt = LogFilter(host=self.host)
+        while True:
+            try:
+                upto = await committed(self.db)
+                rows, after = await newer(self.db, flt, position, upto)
+                if after != position:
+                    alerts = self.engine.feed(rows)
+                    await self._commit(after, alerts)
+                    position, state = after, self.engine.state()
+                    self.fired += len(alerts)
+                    if alerts:
+                        self._wake.set()
+                    if rows:
+                        continue
+            except Exception as exc:  # the store away: the step is done again, from the state
+                log.warning("alert rules: could not read or commit a step: %s", exc)
+                self.engine.restore(state)
+            await anyio.sleep(self.poll_s)
+
+    async def _commit(self, position: Position, alerts: list[Alert]) -> None:
+        async def step() -> None:
+            async with transaction() as conn:
+                await outbox.record_step(
+                    conn, self.name, position, self.engine.state(), outgoing(alerts)
+                )
+
+        await in_child_task(step)
+
+    # -- delivery -------------------------------------------------------------------------
+
+    async def _send(self) -> None:
+        async with aiohttp.ClientSession(timeout=SEND_TIMEOUT) as session:
+            while True:
+                self._wake = anyio.Event()
+                try:
+                    for pending in await outbox.due(self.db, self.host):
+                        await self._deliver(session, pending)
+                except Exception as exc:
+                    log.warning("alerts: could not read or mark the outbox: %s", exc)
+                with anyio.move_on_after(1.0):  # the next retry's time, or a new alert
+                    await self._wake.wait()
+
+    async def _deliver(self, session: aiohttp.ClientSession, pending: outbox.Pending) -> None:
+        dest = self.destinations.get(pending.destination)
+        if dest is None:  # removed from the config since: kept, pending, said
+            why = f"no destination named {pending.destination!r} in the config"
+            await outbox.mark_failed(self.db, pending, MAX_PAUSE_S, why)
+            return
+        try:
+            async with session.post(
+                dest.url,
+                data=pending.payload,
+                headers={"Content-Type": "application/json", "Idempotency-Key": pending.alert_id},
+                allow_redirects=False,
+            ) as reply:
+                await reply.content.read(REPLY_LIMIT)
+                ok, why = 200 <= reply.status < 300, f"HTTP {reply.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            ok, why = False, f"{type(exc).__name__}"  # never the URL: it is a secret
+        if ok:
+            await outbox.mark_sent(self.db, pending)
+            self.sent += 1
+            return
+        self.failed += 1
+        pause = min(MAX_PAUSE_S, 2.0 ** min(pending.attempts, 9))
+        log.warning(
+            "alert %s to %s not delivered (%s): tried again in %.0f s",
+            pending.alert_id[:12],
+            pending.destination,
+            why,
+            pause,
+        )
+        await outbox.mark_failed(self.db, pending, pause, why)

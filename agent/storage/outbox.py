@@ -1,0 +1,114 @@
+"""The alerts' outbox and state in the store (agent/alerts/).
+
+A step of the rules commits, in one transaction, the alerts it fired (pending, one row per
+destination), the rules' state and the consumer's position: a crash before the commit
+repeats the step, which gives the same alerts with the same ids (the unique key takes them
+once); after it, the alerts wait in the outbox. The sender marks each sent once its
+destination said so: a crash between the send and the mark sends it again, once, with the
+same id (the receiver's idempotency key).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from agent.storage import consumers
+from agent.storage.follow import Position
+from agent.storage.models import AlertOutbox, AlertState
+from agent.storage.sql import Marks
+
+OUTBOX, STATE = AlertOutbox._meta.db_table, AlertState._meta.db_table
+PENDING, SENT = "pending", "sent"
+
+
+async def load_state(db: BaseDBAsyncClient, name: str) -> str | None:
+    _, rows = await db.execute_query(
+        f"SELECT state FROM {STATE} WHERE name = {Marks(db.capabilities.dialect)()}", [name]
+    )
+    return str(rows[0][0]) if rows else None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An alert for one destination, as the outbox keeps it (its payload: JSON text)."""
+
+    alert_id: str
+    destination: str
+    host: str
+    rule: str
+    payload: str
+
+
+async def record_step(
+    conn: BaseDBAsyncClient, name: str, position: Position, state: str, alerts: list[Outgoing]
+) -> None:
+    """In the caller's transaction: the alerts, the state, the position."""
+    dialect = conn.capabilities.dialect
+    now = time.time_ns()
+    if alerts:
+        await conn.execute_many(
+            f"INSERT INTO {OUTBOX} (alert_id, destination, host, rule, payload, created_ns, "
+            f"status, attempts, next_ns) VALUES ({Marks(dialect).many(9)}) "
+            "ON CONFLICT (alert_id, destination) DO NOTHING",
+            [
+                [a.alert_id, a.destination, a.host, a.rule, a.payload, now, PENDING, 0, now]
+                for a in alerts
+            ],
+        )
+    m = Marks(dialect)
+    await conn.execute_query(
+        f"INSERT INTO {STATE} (name, state, updated_ns) VALUES ({m.many(3)}) "
+        "ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated_ns = excluded.updated_ns",
+        [name, state, now],
+    )
+    await consumers.save(conn, name, position)
+
+
+@dataclass(frozen=True)
+class Pending:
+    id: int
+    alert_id: str
+    destination: str
+    payload: str
+    attempts: int
+
+
+async def due(db: BaseDBAsyncClient, host: str, *, limit: int = 50) -> list[Pending]:
+    """This host's pending alerts whose time to be tried has come, oldest first."""
+    m = Marks(db.capabilities.dialect)
+    _, rows = await db.execute_query(
+        f"SELECT id, alert_id, destination, payload, attempts FROM {OUTBOX} "
+        f"WHERE host = {m()} AND status = {m()} AND next_ns <= {m()} ORDER BY id LIMIT {limit}",
+        [host, PENDING, time.time_ns()],
+    )
+    return [Pending(int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in rows]
+
+
+async def mark_sent(db: BaseDBAsyncClient, pending: Pending) -> None:
+    m = Marks(db.capabilities.dialect)
+    await db.execute_query(
+        f"UPDATE {OUTBOX} SET status = {m()}, sent_ns = {m()}, attempts = {m()} WHERE id = {m()}",
+        [SENT, time.time_ns(), pending.attempts + 1, pending.id],
+    )
+
+
+async def mark_failed(db: BaseDBAsyncClient, pending: Pending, retry_in_s: float, why: str) -> None:
+    m = Marks(db.capabilities.dialect)
+    await db.execute_query(
+        f"UPDATE {OUTBOX} SET attempts = {m()}, next_ns = {m()}, last_error = {m()} "
+        f"WHERE id = {m()}",
+        [pending.attempts + 1, time.time_ns() + int(retry_in_s * 1e9), why[:255], pending.id],
+    )
+
+
+async def counts(db: BaseDBAsyncClient, host: str) -> dict[str, int]:
+    """Per status (pending, sent), this host's alerts (for status and metrics)."""
+    _, rows = await db.execute_query(
+        f"SELECT status, COUNT(*) FROM {OUTBOX} WHERE host = {Marks(db.capabilities.dialect)()} "
+        "GROUP BY status",
+        [host],
+    )
+    return {str(s): int(n) for s, n in rows}

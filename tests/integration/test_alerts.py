@@ -1,0 +1,202 @@
+"""Alerts on stored lines, delivered once (issue 25), against a real dockerd and a real HTTP
+receiver in the test (a user's webhook endpoint is one).
+
+A rule fires once per cooldown with its count; a threshold counts within its window; a
+destination that fails gets every alert once it answers; lines written while the agent was
+down fire when it catches up, once across restarts; a kill -9 between the send and its mark
+sends it again once, with the same id.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from aiohttp import web
+
+from agent.alerts.rules import parse_alerts
+from tests.conftest import (
+    Containers,
+    agent_settings,
+    db_url,
+    eventually,
+    query,
+    running_agent,
+    start_agent_process,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.docker]
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint: records what it is sent; answers `statuses` in turn, then 200;
+    `hold` keeps the first request unanswered until set."""
+
+    url: str = ""
+    got: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    hold: anyio.Event | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.got.append((request.headers.get("Idempotency-Key", ""), body))
+        if self.hold is not None and len(self.got) == 1:
+            await self.hold.wait()
+        status = self.statuses.pop(0) if self.statuses else 200
+        return web.Response(status=status, text="ok")
+
+
+@asynccontextmanager
+async def receiving(receiver: Receiver) -> AsyncIterator[Receiver]:
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    receiver.url = f"http://127.0.0.1:{port}/hook"
+    try:
+        yield receiver
+    finally:
+        await runner.cleanup()
+
+
+def alerts_section(url: str, prefix: str, **rule: object) -> dict[str, Any]:
+    return {
+        "destinations": [{"name": "hook", "url": url}],
+        "rules": [
+            {"name": "errors", "match": "ERROR", "names": [f"{prefix}-*"],
+             "destinations": ["hook"], **rule}
+        ],
+    }  # fmt: skip
+
+
+def outbox(tmp_path: Path) -> list[tuple[Any, ...]]:
+    return query(db_url(tmp_path), "SELECT status, attempts, payload FROM alert_outbox ORDER BY id")
+
+
+async def test_a_rule_fires_once_per_cooldown_with_its_count(
+    tmp_path: Path, containers: Containers
+) -> None:
+    async with receiving(Receiver()) as hook:
+        section = alerts_section(hook.url, containers.prefix, cooldown="1h")
+        settings = replace(agent_settings(tmp_path), alerts=parse_alerts(section))
+        async with running_agent(settings):
+            cid = containers.run(
+                "noisy", "echo 'ERROR one'; echo fine; echo 'ERROR two'; echo 'ERROR <b>3</b>'"
+            )
+            containers.wait("noisy")
+            await eventually(lambda: len(hook.got) == 1, limit=60)
+            await eventually(
+                lambda: bool(
+                    query(
+                        db_url(tmp_path), "SELECT state FROM alert_state WHERE state LIKE '%,2]%'"
+                    )
+                ),
+                limit=60,
+            )
+        key, body = hook.got[0]
+        assert key == body["id"] and len(key) == 32
+        assert (body["rule"], body["line"], body["count"], body["more"]) == (
+            "errors",
+            "ERROR one",
+            1,
+            0,
+        )
+        assert body["container_id"] == cid and body["host"] == "test-host"
+        assert [(s, a) for s, a, _ in outbox(tmp_path)] == [("sent", 1)]
+        assert len(hook.got) == 1  # the two held by the cooldown are counted, not sent
+
+
+async def test_a_threshold_fires_on_the_nth_match_in_its_window(
+    tmp_path: Path, containers: Containers
+) -> None:
+    async with receiving(Receiver()) as hook:
+        section = alerts_section(hook.url, containers.prefix, threshold=3, window="10m")
+        settings = replace(agent_settings(tmp_path), alerts=parse_alerts(section))
+        async with running_agent(settings):
+            containers.run("twice", "echo ERROR; echo ERROR")
+            containers.run("thrice", "echo ERROR 1; echo ERROR 2; echo ERROR 3")
+            await eventually(lambda: len(hook.got) == 1, limit=60)
+            containers.wait("twice")
+            await anyio.sleep(1.0)  # the rules are past both containers' lines by now
+        body = hook.got[0][1]
+        assert body["container_name"].endswith("-thrice") and body["count"] == 3
+        assert body["line"] == "ERROR 3"
+        assert len(hook.got) == 1
+
+
+async def test_a_destination_that_fails_gets_the_alert_when_it_answers(
+    tmp_path: Path, containers: Containers
+) -> None:
+    async with receiving(Receiver(statuses=[503, 500])) as hook:
+        section = alerts_section(hook.url, containers.prefix)
+        settings = replace(agent_settings(tmp_path), alerts=parse_alerts(section))
+        async with running_agent(settings) as agent:
+            containers.run("flaky", "echo 'ERROR once'")
+            await eventually(lambda: [s for s, _, _ in outbox(tmp_path)] == ["sent"], limit=90)
+            assert agent.alerts is not None and agent.alerts.failed == 2
+        assert len(hook.got) == 3 and len({k for k, _ in hook.got}) == 1  # the same id each time
+        assert [(s, a) for s, a, _ in outbox(tmp_path)] == [("sent", 3)]
+
+
+async def test_lines_written_while_the_agent_was_down_fire_once_on_catch_up(
+    tmp_path: Path, containers: Containers
+) -> None:
+    async with receiving(Receiver()) as hook:
+        section = alerts_section(hook.url, containers.prefix)
+        settings = replace(agent_settings(tmp_path), alerts=parse_alerts(section))
+        async with running_agent(settings):
+            pass  # the rules' position is made: from here on, every line is theirs
+        containers.run("meanwhile", "echo 'ERROR while nobody looked'")
+        containers.wait("meanwhile")
+        async with running_agent(settings):
+            await eventually(lambda: len(hook.got) == 1, limit=60)
+        async with running_agent(settings):  # a third start: nothing again
+            await anyio.sleep(1.5)
+        assert [b["line"] for _, b in hook.got] == ["ERROR while nobody looked"]
+
+
+def agent_process(tmp_path: Path, hook_url: str, prefix: str) -> subprocess.Popen[bytes]:
+    """`logagent run` with one alert rule, as a process that can be killed with -9."""
+    return start_agent_process(
+        tmp_path,
+        extra_config=(
+            f'[[alerts.destinations]]\nname = "hook"\nurl = "{hook_url}"\n'
+            f'[[alerts.rules]]\nname = "errors"\nmatch = "ERROR"\nnames = ["{prefix}-*"]\n'
+            'destinations = ["hook"]\n'
+        ),
+    )
+
+
+async def test_a_kill_9_between_send_and_mark_sends_it_again_once_with_the_same_id(
+    tmp_path: Path, containers: Containers
+) -> None:
+    hold = anyio.Event()
+    async with receiving(Receiver(hold=hold)) as hook:
+        agent = agent_process(tmp_path, hook.url, containers.prefix)
+        try:
+            containers.run("crash", "echo 'ERROR before the crash'")
+            await eventually(lambda: len(hook.got) == 1, limit=60)  # sent, not yet answered
+            agent.send_signal(signal.SIGKILL)
+            agent.wait(timeout=30)
+            hold.set()
+            assert [s for s, _, _ in outbox(tmp_path)] == ["pending"]
+            agent = agent_process(tmp_path, hook.url, containers.prefix)
+            await eventually(lambda: [s for s, _, _ in outbox(tmp_path)] == ["sent"], limit=60)
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=30)
+    keys = [k for k, _ in hook.got]
+    assert len(keys) == 2 and keys[0] == keys[1]  # once again, and only once, the same id
+    assert json.loads(outbox(tmp_path)[0][2])["id"] == keys[0]

@@ -1,0 +1,103 @@
+"""agent/alerts/rules.py and engine.py: pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.alerts.engine import Engine
+from agent.alerts.rules import AlertConfigError, parse_alerts
+from agent.storage.reader import StoredRow
+
+S = 10**9
+HOOK = {"name": "hook", "url": "https://hooks.example/x?token=s3cret"}
+
+
+def rules(**rule: object) -> object:
+    return parse_alerts(
+        {"destinations": [HOOK], "rules": [{"name": "r", "match": "ERROR", **rule,
+                                            "destinations": ["hook"]}]}
+    )  # fmt: skip
+
+
+def row(i: int, ts_s: float, msg: str, name: str = "web", cid: str = "c" * 64) -> StoredRow:
+    return StoredRow(i, "h", cid, name, "stdout", int(ts_s * S), "", msg, 0)
+
+
+def engine(**rule: object) -> Engine:
+    settings = rules(**rule)
+    return Engine(settings.rules, "h")  # type: ignore[attr-defined]
+
+
+def test_a_match_fires_once_per_cooldown_and_counts_what_it_held() -> None:
+    e = engine(cooldown="10s")
+    first = e.feed([row(1, 0, "ERROR a"), row(2, 1, "fine"), row(3, 2, "ERROR b")])
+    assert [(a.line, a.count, a.more) for a in first] == [("ERROR a", 1, 0)]
+    assert e.feed([row(4, 5, "ERROR c")]) == []
+    later = e.feed([row(5, 11, "ERROR d")])
+    assert [(a.line, a.more) for a in later] == [("ERROR d", 2)]  # b and c, held
+
+
+def test_a_threshold_counts_within_its_window_per_container() -> None:
+    e = engine(threshold=3, window="10s")
+    assert e.feed([row(1, 0, "ERROR"), row(2, 1, "ERROR"), row(3, 20, "ERROR")]) == []
+    other = "d" * 64
+    fired = e.feed([row(4, 21, "ERROR"), row(5, 22, "ERROR", cid=other), row(6, 25, "ERROR")])
+    assert [(a.count, a.container_id) for a in fired] == [(3, "c" * 64)]
+
+
+def test_the_same_rows_give_the_same_alert_ids_after_a_restore() -> None:
+    """A step repeated after a crash before its commit: the same alerts, the same ids."""
+    e = engine(threshold=2)
+    e.feed([row(1, 0, "ERROR")])
+    saved = e.state()
+    a = e.feed([row(2, 1, "ERROR")])
+    e.restore(saved)
+    b = e.feed([row(2, 1, "ERROR")])
+    assert a == b and len(a) == 1
+    e.restore("not json")  # a state it cannot read starts afresh
+    assert e.feed([row(3, 2, "ERROR")]) == []
+
+
+def test_names_pick_the_containers_and_quiet_tracks_are_forgotten() -> None:
+    e = engine(names=["api-*"], cooldown="1s", window="1s")
+    assert e.feed([row(1, 0, "ERROR", name="web")]) == []
+    assert len(e.feed([row(2, 0, "ERROR", name="api-1")])) == 1
+    e.feed([row(3, 100, "fine", name="api-1")])
+    assert e.state() == "{}"
+
+
+@pytest.mark.parametrize(
+    ("section", "said"),
+    [
+        ({"rules": [{"name": "r", "match": "(a", "destinations": ["hook"]}]}, "rules[r].match"),
+        ({"rules": [{"name": "r", "match": "x", "destinations": ["nope"]}]}, "no destination"),
+        ({"rules": [{"name": "r", "match": "x", "destinations": ["hook"], "treshold": 2}]},
+         "rules[r].treshold: unknown key"),
+        ({"rules": [{"name": "r", "match": "x", "destinations": ["hook"], "window": "soon"}]},
+         "rules[r].window"),
+        ({"rules": [{"name": "r", "match": "x", "destinations": ["hook"], "threshold": 0}]},
+         "rules[r].threshold"),
+        ({"destinations": [{"name": "d", "url": "file:///etc/passwd"}]}, "not an http"),
+        ({"destinations": [{"name": "d", "url_env": "NOT_SET_HERE"}]}, "has no NOT_SET_HERE"),
+        ({"destinations": [{"name": "bad name!", "url": "https://x"}]}, "destinations[1].name"),
+    ],
+)  # fmt: skip
+def test_a_bad_rule_or_destination_is_one_line_naming_it(section: dict, said: str) -> None:  # type: ignore[type-arg]
+    section = {"destinations": [HOOK, *section.get("destinations", [])], **{
+        k: v for k, v in section.items() if k != "destinations"}}  # fmt: skip
+    with pytest.raises(AlertConfigError, match=said.replace("[", r"\[").replace("]", r"\]")):
+        parse_alerts(section, environ={})
+
+
+def test_a_secret_url_comes_from_the_environment_or_a_file_and_is_never_shown(
+    tmp_path: object,
+) -> None:
+    got = parse_alerts(
+        {"destinations": [{"name": "d", "url_env": "HOOK_URL"}]},
+        environ={"HOOK_URL": "https://hooks.example/T0/secret"},
+    )
+    assert got.destinations[0].url == "https://hooks.example/T0/secret"
+    assert "secret" not in repr(got)
+    with pytest.raises(AlertConfigError) as raised:
+        parse_alerts({"destinations": [{"name": "d", "url": "ftp://user:secret@x"}]})
+    assert "secret" not in str(raised.value)
