@@ -120,12 +120,15 @@ class Agent:
                 retention = Retention(
                     storage, max_age_s=s.retention_max_age_s, max_bytes=s.retention_max_bytes
                 )
+                if s.alerts.on:
+                    self.alerts = AlertRunner(storage.db, s.alerts, storage.host)
                 metrics, on_commit = build_registry(
                     AgentMetrics(
                         storage=storage,
                         manager=manager,
                         follower=follower,
                         retention=retention,
+                        alerts=self.alerts,
                     )
                 )
                 storage.writer.on_commit = on_commit
@@ -155,8 +158,7 @@ class Agent:
                     tg.start_soon(self._cancel_on_stop, tg.cancel_scope)
                     await tg.start(api.serve)
                     tg.start_soon(retention.run_forever, s.retention_interval_s)
-                    if s.alerts.on:  # after the store is open: its rules resume there
-                        self.alerts = AlertRunner(storage.db, s.alerts, storage.host)
+                    if self.alerts is not None:  # its rules resume where they were
                         await tg.start(self.alerts.run)
                     await tg.start(reconciler.run)
                     await tg.start(follower.run)  # waits for the daemon, however long

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.alerts.runner import AlertRunner
 from agent.collectors.manager import LogCollectorManager
 from agent.discovery.events import EventsFollower
 from agent.storage import LogStorage
@@ -26,7 +27,9 @@ class AgentMetrics(Collector):
         manager: LogCollectorManager,
         follower: EventsFollower,
         retention: Retention,
+        alerts: AlertRunner | None = None,
     ) -> None:
+        self.alerts = alerts
         self.storage = storage
         self.manager = manager
         self.follower = follower
@@ -53,6 +56,35 @@ class AgentMetrics(Collector):
             "logagent_docker_connected",
             "1 while the Docker events stream is live",
             value=1 if self.follower.connected else 0,
+        )
+        yield GaugeMetricFamily(
+            "logagent_container_events_pending",
+            "Containers' events (die, oom, ...) handled and not yet stored",
+            value=self.storage.state.pending_life,
+        )
+        if self.alerts is not None:
+            yield from self._alerts(self.alerts)
+
+    def _alerts(self, alerts: AlertRunner) -> Iterator[Metric]:
+        fired = CounterMetricFamily(
+            "logagent_alerts_fired", "Alerts the rules committed, per rule", labels=["rule"]
+        )
+        for rule, n in list(alerts.fired.items()):
+            fired.add_metric([rule], n)
+        yield fired
+        failed = CounterMetricFamily(
+            "logagent_alert_deliveries_failed",
+            "Posts of alerts that failed (each is tried again), per destination",
+            labels=["destination"],
+        )
+        for dest, n in list(alerts.failed.items()):
+            failed.add_metric([dest], n)
+        yield failed
+        yield CounterMetricFamily(
+            "logagent_alerts_sent", "Alerts delivered (a 2xx answer)", value=alerts.sent
+        )
+        yield GaugeMetricFamily(
+            "logagent_alerts_pending", "Alerts waiting in the outbox", value=alerts.pending
         )
 
     def _lines(self) -> Iterator[Metric]:

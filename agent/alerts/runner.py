@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import Counter
 
 import aiohttp
 import anyio
@@ -55,9 +56,10 @@ class AlertRunner:
         self.engine = Engine(settings.rules, host)
         self.destinations: dict[str, Destination] = {d.name: d for d in settings.destinations}
         self.name = consumer_name(host)
-        self.fired = 0  # alerts committed by this run
+        self.fired: Counter[str] = Counter()  # per rule, alerts committed by this run
         self.sent = 0
-        self.failed = 0  # deliveries that failed (each is tried again)
+        self.failed: Counter[str] = Counter()  # per destination, failed posts (tried again)
+        self.pending = 0  # alerts waiting in this host's outbox, as last counted
         self._wake = anyio.Event()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -85,7 +87,7 @@ class AlertRunner:
                     alerts = self.engine.feed(rows)
                     await self._commit(after, alerts)
                     position, state = after, self.engine.state()
-                    self.fired += len(alerts)
+                    self.fired.update(a.rule for a in alerts)
                     if alerts:
                         self._wake.set()
                     if rows:
@@ -113,6 +115,7 @@ class AlertRunner:
                 try:
                     for pending in await outbox.due(self.db, self.host):
                         await self._deliver(session, pending)
+                    self.pending = (await outbox.counts(self.db, self.host)).get(outbox.PENDING, 0)
                 except Exception as exc:
                     log.warning("alerts: could not read or mark the outbox: %s", exc)
                 with anyio.move_on_after(1.0):  # the next retry's time, or a new alert
@@ -139,7 +142,7 @@ class AlertRunner:
             await outbox.mark_sent(self.db, pending)
             self.sent += 1
             return
-        self.failed += 1
+        self.failed[pending.destination] += 1
         pause = min(MAX_PAUSE_S, 2.0 ** min(pending.attempts, 9))
         log.warning(
             "alert %s to %s not delivered (%s): tried again in %.0f s",

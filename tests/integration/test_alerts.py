@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import pytest
 from aiohttp import web
@@ -145,7 +146,17 @@ async def test_a_destination_that_fails_gets_the_alert_when_it_answers(
         async with running_agent(settings) as agent:
             containers.run("flaky", "echo 'ERROR once'")
             await eventually(lambda: [s for s, _, _ in outbox(tmp_path)] == ["sent"], limit=90)
-            assert agent.alerts is not None and agent.alerts.failed == 2
+            assert agent.alerts is not None and agent.alerts.failed == {"hook": 2}
+            async with (
+                aiohttp.ClientSession(
+                    connector=aiohttp.UnixConnector(path=settings.api_socket)
+                ) as session,
+                session.get("http://agent/metrics") as response,
+            ):
+                scraped = await response.text()
+        assert 'logagent_alerts_fired_total{rule="errors"} 1.0' in scraped
+        assert 'logagent_alert_deliveries_failed_total{destination="hook"} 2.0' in scraped
+        assert hook.url not in scraped and "127.0.0.1" not in scraped  # no URL, ever
         assert len(hook.got) == 3 and len({k for k, _ in hook.got}) == 1  # the same id each time
         assert [(s, a) for s, a, _ in outbox(tmp_path)] == [("sent", 3)]
 
