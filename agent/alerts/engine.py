@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from agent.alerts.rules import Rule
+from agent.render import life_text
+from agent.storage.life import LifeView
 from agent.storage.reader import StoredRow
 
 MAX_LINE_CHARS = 4096  # of the matching line, in a notification
@@ -27,16 +29,29 @@ class Alert:
     container_id: str
     container_name: str
     time_ns: int
-    line: str
+    line: str  # the matching line, or the event as `die (exit code 3)`
     count: int  # matches within the rule's window that made it fire
     more: int  # matches held back by the cooldown since the last notification
-    row_id: int
+    kind: str  # "line" or "event"
+    ref: int  # the line's row id, or the event's id
     destinations: tuple[str, ...]
 
     def payload(self) -> dict[str, Any]:
         out = asdict(self)
         out["destinations"] = list(self.destinations)
         return out
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A line or an event, as a rule sees it."""
+
+    kind: str
+    ref: int
+    container_id: str
+    container_name: str
+    time_ns: int
+    text: str
 
 
 @dataclass
@@ -51,20 +66,68 @@ class _Track:
 
 class Engine:
     def __init__(self, rules: tuple[Rule, ...], host: str) -> None:
-        self.rules, self.host = rules, host
+        self.host = host
+        self._lines = tuple(r for r in rules if r.event is None)
+        self._events = tuple(r for r in rules if r.event is not None)
+        self.rules = rules
         self._tracks: dict[str, _Track] = {}
+        self.events_after = 0  # the id of the last container event the rules have seen
 
     def feed(self, rows: list[StoredRow]) -> list[Alert]:
         fired: list[Alert] = []
         for row in rows:
-            for rule in self.rules:
+            for rule in self._lines:
                 if rule.watches(row.container_name) and rule.matches(row.message):
-                    alert = self._matched(rule, row)
-                    if alert is not None:
+                    seen = _Seen("line", row.id, row.container_id, row.container_name,
+                                 row.timestamp_ns, row.message)  # fmt: skip
+                    if (alert := self._matched(rule, seen)) is not None:
                         fired.append(alert)
         if rows:
             self._forget_quiet(rows[-1].timestamp_ns)
         return fired
+
+    def feed_events(self, events: list[LifeView]) -> list[Alert]:
+        """Containers' lives (storage/life.py), in id order: a rule's `event` picks them."""
+        fired: list[Alert] = []
+        for e in events:
+            self.events_after = max(self.events_after, e.id)
+            for rule in self._events:
+                if rule.watches(e.container_name) and _is(rule.event, e):
+                    seen = _Seen("event", e.id, e.container_id, e.container_name, e.time_ns,
+                                 life_text(e))  # fmt: skip
+                    if (alert := self._matched(rule, seen)) is not None:
+                        fired.append(alert)
+        return fired
+
+    def _matched(self, rule: Rule, seen: _Seen) -> Alert | None:
+        key = f"{rule.name}\x00{seen.container_id}"
+        track = self._tracks.get(key)
+        if track is None:
+            track = self._tracks[key] = _Track([])
+        ts = seen.time_ns
+        if ts < track.quiet_until:
+            track.held += 1
+            return None
+        track.hits = [t for t in track.hits if t > ts - rule.window_ns]
+        track.hits.append(ts)
+        if len(track.hits) < rule.threshold:
+            return None
+        count, more = len(track.hits), track.held
+        track.hits, track.held, track.quiet_until = [], 0, ts + rule.cooldown_ns
+        return Alert(
+            _alert_id(self.host, rule.name, seen.kind, seen.ref),
+            rule.name,
+            self.host,
+            seen.container_id,
+            seen.container_name,
+            ts,
+            seen.text[:MAX_LINE_CHARS],
+            count,
+            more,
+            seen.kind,
+            seen.ref,
+            rule.destinations,
+        )
 
     def _forget_quiet(self, now_ns: int) -> None:
         """Tracks with nothing left to count (no hit in any window, cooldown over, nothing
@@ -77,51 +140,35 @@ class Engine:
         ]:
             del self._tracks[key]
 
-    def _matched(self, rule: Rule, row: StoredRow) -> Alert | None:
-        key = f"{rule.name}\x00{row.container_id}"
-        track = self._tracks.get(key)
-        if track is None:
-            track = self._tracks[key] = _Track([])
-        ts = row.timestamp_ns
-        if ts < track.quiet_until:
-            track.held += 1
-            return None
-        track.hits = [t for t in track.hits if t > ts - rule.window_ns]
-        track.hits.append(ts)
-        if len(track.hits) < rule.threshold:
-            return None
-        count, more = len(track.hits), track.held
-        track.hits, track.held, track.quiet_until = [], 0, ts + rule.cooldown_ns
-        return Alert(
-            _alert_id(self.host, rule.name, row.id),
-            rule.name,
-            self.host,
-            row.container_id,
-            row.container_name,
-            ts,
-            row.message[:MAX_LINE_CHARS],
-            count,
-            more,
-            row.id,
-            rule.destinations,
-        )
-
     def state(self) -> str:
         """What the engine knows, as text to commit with the position."""
-        return json.dumps({k: t.as_json() for k, t in self._tracks.items()}, separators=(",", ":"))
+        tracks = {k: t.as_json() for k, t in self._tracks.items()}
+        return json.dumps({"tracks": tracks, "events_after": self.events_after},
+                          separators=(",", ":"))  # fmt: skip
 
     def restore(self, text: str | None) -> None:
         """The state `state()` gave, as committed; one it cannot read starts afresh."""
-        self._tracks = {}
+        self._tracks, self.events_after = {}, 0
         if not text:
             return
         try:
             data = json.loads(text)
-            for key, (hits, quiet_until, held) in data.items():
+            for key, (hits, quiet_until, held) in data["tracks"].items():
                 self._tracks[str(key)] = _Track([int(t) for t in hits], int(quiet_until), int(held))
-        except (ValueError, TypeError):
-            self._tracks = {}
+            self.events_after = int(data["events_after"])
+        except (ValueError, TypeError, KeyError):
+            self._tracks, self.events_after = {}, 0
 
 
-def _alert_id(host: str, rule: str, row_id: int) -> str:
-    return hashlib.sha256(f"{host}\x00{rule}\x00{row_id}".encode()).hexdigest()[:32]
+def _is(event: str | None, e: LifeView) -> bool:
+    """Whether a rule's `event` names this one: `die` is a death with a non-zero exit code
+    (an exit 0 is a normal end), `unhealthy` a health check gone bad."""
+    if event == "die":
+        return e.action == "die" and e.exit_code != 0
+    if event == "unhealthy":
+        return e.action == "health_status" and e.detail == "unhealthy"
+    return e.action == event
+
+
+def _alert_id(host: str, rule: str, kind: str, ref: int) -> str:
+    return hashlib.sha256(f"{host}\x00{rule}\x00{kind}\x00{ref}".encode()).hexdigest()[:32]

@@ -21,7 +21,12 @@ from agent.durations import parse_duration
 from agent.grep import MAX_LABEL_PROGRAM, matcher
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_RULE_KEYS = ("name", "match", "names", "threshold", "window", "cooldown", "destinations")
+_RULE_KEYS = (
+    "name", "match", "event", "names", "threshold", "window", "cooldown", "destinations",
+)  # fmt: skip
+# What an event rule may watch (docker/life_events.py): `die` is a death with a non-zero exit
+# code; `start` with a threshold is a restart loop (N starts within the window).
+EVENTS = ("die", "oom", "unhealthy", "kill", "start", "restart")
 _DEST_KEYS = ("name", "url", "url_env", "url_file")
 
 
@@ -45,6 +50,7 @@ class Rule:
     window_ns: int = 60 * 10**9
     cooldown_ns: int = 300 * 10**9
     destinations: tuple[str, ...] = ()
+    event: str | None = None  # an event rule's (EVENTS); a line rule has a pattern instead
 
     def watches(self, container_name: str) -> bool:
         return not self.names or any(fnmatchcase(container_name, g) for g in self.names)
@@ -135,13 +141,21 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
     for key in table:
         if key not in _RULE_KEYS:
             raise AlertConfigError(f"{where}.{key}: unknown key (known: {', '.join(_RULE_KEYS)})")
-    pattern = table.get("match")
-    if not isinstance(pattern, str) or not pattern:
+    pattern, event = table.get("match"), table.get("event")
+    if (pattern is None) == (event is None):
+        raise AlertConfigError(f"{where}: give exactly one of match (lines) and event")
+    if event is not None and event not in EVENTS:
+        raise AlertConfigError(f"{where}.event: one of {', '.join(EVENTS)}, got {event!r}")
+    matches: Callable[[str], bool] = _never
+    if event is not None:
+        pattern = ""
+    elif not isinstance(pattern, str) or not pattern:
         raise AlertConfigError(f"{where}.match: expected a pattern (RE2)")
-    try:
-        matches = matcher(pattern, f"{where}.match", MAX_LABEL_PROGRAM * 10)
-    except ValueError as exc:
-        raise AlertConfigError(str(exc)) from None
+    else:
+        try:
+            matches = matcher(pattern, f"{where}.match", MAX_LABEL_PROGRAM * 10)
+        except ValueError as exc:
+            raise AlertConfigError(str(exc)) from None
     names = table.get("names", [])
     if not isinstance(names, list) or not all(isinstance(g, str) and g for g in names):
         raise AlertConfigError(f"{where}.names: expected a list of name globs")
@@ -156,7 +170,13 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
     for d in dests:
         if d not in destinations:
             raise AlertConfigError(f"{where}.destinations: no destination named {d!r}")
-    return Rule(name, pattern, matches, tuple(names), threshold, window, cooldown, tuple(dests))
+    return Rule(
+        name, pattern, matches, tuple(names), threshold, window, cooldown, tuple(dests), event
+    )
+
+
+def _never(_line: str) -> bool:
+    return False
 
 
 def _duration(table: dict[str, Any], key: str, default: str, where: str) -> int:

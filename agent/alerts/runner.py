@@ -25,7 +25,8 @@ from agent.alerts.rules import AlertSettings, Destination
 from agent.storage import consumers, outbox
 from agent.storage.db import in_child_task, transaction
 from agent.storage.follow import Position, committed, newer
-from agent.storage.reader import LogFilter
+from agent.storage.life import last_life_id, list_life
+from agent.storage.reader import PAGE, LogFilter
 
 log = logging.getLogger("logagent.alerts")
 
@@ -74,6 +75,7 @@ class AlertRunner:
         position = await consumers.load(self.db, self.name)
         if position is None:  # the first run here: from what is stored now
             position = await committed(self.db)
+            self.engine.events_after = await last_life_id(self.db, self.host)
             await self._commit(position, [])
         state = await outbox.load_state(self.db, self.name)
         self.engine.restore(state)
@@ -83,14 +85,17 @@ class AlertRunner:
             try:
                 upto = await committed(self.db)
                 rows, after = await newer(self.db, flt, position, upto)
-                if after != position:
-                    alerts = self.engine.feed(rows)
+                events = await list_life(
+                    self.db, host=self.host, after_id=self.engine.events_after, limit=PAGE
+                )
+                if after != position or events:
+                    alerts = self.engine.feed(rows) + self.engine.feed_events(events)
                     await self._commit(after, alerts)
                     position, state = after, self.engine.state()
                     self.fired.update(a.rule for a in alerts)
                     if alerts:
                         self._wake.set()
-                    if rows:
+                    if rows or events:
                         continue
             except Exception as exc:  # the store away: the step is done again, from the state
                 log.warning("alert rules: could not read or commit a step: %s", exc)

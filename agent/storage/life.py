@@ -33,6 +33,14 @@ async def record_life(conn: BaseDBAsyncClient, host: str, events: Sequence[LifeE
     )
 
 
+async def last_life_id(db: BaseDBAsyncClient, host: str) -> int:
+    """The newest event's id on this host (0: none yet), where a new follower begins."""
+    _, rows = await db.execute_query(
+        f"SELECT MAX(id) FROM {TABLE} WHERE host = {Marks(db.capabilities.dialect)()}", [host]
+    )
+    return int(rows[0][0] or 0) if rows else 0
+
+
 @dataclass(frozen=True)
 class LifeView:
     id: int

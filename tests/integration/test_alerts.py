@@ -211,3 +211,42 @@ async def test_a_kill_9_between_send_and_mark_sends_it_again_once_with_the_same_
     keys = [k for k, _ in hook.got]
     assert len(keys) == 2 and keys[0] == keys[1]  # once again, and only once, the same id
     assert json.loads(outbox(tmp_path)[0][2])["id"] == keys[0]
+
+
+async def test_event_rules_fire_on_a_failed_death_and_on_a_restart_loop(
+    tmp_path: Path, containers: Containers
+) -> None:
+    async with receiving(Receiver()) as hook:
+        names = [f"{containers.prefix}-*"]
+        section = {
+            "destinations": [{"name": "hook", "url": hook.url}],
+            "rules": [
+                {"name": "died", "event": "die", "names": names, "destinations": ["hook"]},
+                {"name": "looping", "event": "start", "threshold": 3, "window": "1m",
+                 "names": names, "destinations": ["hook"]},
+            ],
+        }  # fmt: skip
+        settings = replace(agent_settings(tmp_path), alerts=parse_alerts(section))
+        async with running_agent(settings):
+            containers.run("clean", "exit 0")
+            containers.run("failed", "sleep 1; exit 3")
+            containers.run("loop", "exit 1", "--restart", "always")
+
+            def fired() -> set[tuple[str, str]]:
+                return {(b["rule"], b["container_name"].rsplit("-", 1)[1]) for _, b in hook.got}
+
+            await eventually(lambda: {("died", "failed"), ("looping", "loop")} <= fired(), 90)
+            containers.wait("clean")
+            await anyio.sleep(1.0)  # the clean exit's die is seen by now, and fires nothing
+        got = fired()
+        assert ("died", "clean") not in got
+        assert got <= {("died", "failed"), ("died", "loop"), ("looping", "loop")}
+        failed = next(
+            b
+            for _, b in hook.got
+            if b["rule"] == "died" and b["container_name"].endswith("-failed")
+        )
+        assert failed["line"] == "die (exit code 3)" and failed["kind"] == "event"
+        loop = next(b for _, b in hook.got if b["rule"] == "looping")
+        assert loop["count"] == 3 and loop["line"] == "start"
+        assert len(hook.got) == len(got)  # each once: the cooldown holds the loop's next ones

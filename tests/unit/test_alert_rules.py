@@ -6,6 +6,7 @@ import pytest
 
 from agent.alerts.engine import Engine
 from agent.alerts.rules import AlertConfigError, parse_alerts
+from agent.storage.life import LifeView
 from agent.storage.reader import StoredRow
 
 S = 10**9
@@ -63,7 +64,7 @@ def test_names_pick_the_containers_and_quiet_tracks_are_forgotten() -> None:
     assert e.feed([row(1, 0, "ERROR", name="web")]) == []
     assert len(e.feed([row(2, 0, "ERROR", name="api-1")])) == 1
     e.feed([row(3, 100, "fine", name="api-1")])
-    assert e.state() == "{}"
+    assert e.state() == '{"tracks":{},"events_after":0}'
 
 
 @pytest.mark.parametrize(
@@ -101,3 +102,56 @@ def test_a_secret_url_comes_from_the_environment_or_a_file_and_is_never_shown(
     with pytest.raises(AlertConfigError) as raised:
         parse_alerts({"destinations": [{"name": "d", "url": "ftp://user:secret@x"}]})
     assert "secret" not in str(raised.value)
+
+
+def life(i: int, ts_s: float, action: str, code: int | None = None, detail: str | None = None,
+         name: str = "web") -> LifeView:  # fmt: skip
+    return LifeView(i, "h", "c" * 64, name, "", int(ts_s * S), action, code, detail)
+
+
+def event_engine(event: str, **rule: object) -> Engine:
+    settings = parse_alerts(
+        {"destinations": [HOOK], "rules": [{"name": "ev", "event": event, **rule,
+                                            "destinations": ["hook"]}]}
+    )  # fmt: skip
+    return Engine(settings.rules, "h")
+
+
+def test_a_die_rule_fires_on_a_non_zero_exit_and_is_deaf_to_lines() -> None:
+    e = event_engine("die")
+    assert e.feed([row(1, 0, "die")]) == []
+    fired = e.feed_events([life(1, 0, "die", 0), life(2, 1, "start"), life(3, 2, "die", 3)])
+    assert [(a.line, a.kind, a.ref) for a in fired] == [("die (exit code 3)", "event", 3)]
+    assert e.events_after == 3
+
+
+def test_a_restart_loop_is_starts_over_a_threshold_and_unhealthy_is_a_health_status() -> None:
+    loop = event_engine("start", threshold=3, window="1m")
+    starts = [life(i, i, "start") for i in range(1, 5)]
+    assert [a.count for a in loop.feed_events(starts)] == [3]
+    sick = event_engine("unhealthy")
+    fired = sick.feed_events([life(1, 0, "health_status", detail="healthy"),
+                              life(2, 1, "health_status", detail="unhealthy")])  # fmt: skip
+    assert [a.line for a in fired] == ["health_status (unhealthy)"]
+
+
+def test_an_event_rules_position_is_in_its_state() -> None:
+    e = event_engine("oom")
+    e.feed_events([life(7, 0, "oom")])
+    again = event_engine("oom")
+    again.restore(e.state())
+    assert again.events_after == 7
+
+
+@pytest.mark.parametrize(
+    ("rule", "said"),
+    [
+        ({"event": "explode"}, "rules[r].event: one of"),
+        ({"event": "die", "match": "x"}, "exactly one of match"),
+        ({}, "exactly one of match"),
+    ],
+)
+def test_an_event_rule_says_what_is_wrong(rule: dict, said: str) -> None:  # type: ignore[type-arg]
+    section = {"destinations": [HOOK], "rules": [{"name": "r", "destinations": ["hook"], **rule}]}
+    with pytest.raises(AlertConfigError, match=said.replace("[", r"\[").replace("]", r"\]")):
+        parse_alerts(section)
