@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--until", help="RFC 3339 time, duration (10m, 2h, 3d) or Unix seconds")
     events.add_argument("--host", help="only this host of a shared store")
     events.add_argument("--json", action="store_true", help="one JSON object per event")
+
+    alerts = command("alerts", "the alert rules, what they sent, or a test post (RULE)")
+    alerts.add_argument("action", choices=["ls", "history", "test"])
+    alerts.add_argument("rule", nargs="?", help="a rule's name (history: only it; test: it)")
+    alerts.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
 
 
@@ -152,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
                 as_json=args.json,
             )
             return anyio.run(run_events, settings.db_url, args.container)
+        if args.command == "alerts":
+            from agent.alerts.cli import alerts as run_alerts
+
+            return anyio.run(
+                run_alerts, settings.db_url, settings.alerts, args.action, args.rule, args.json
+            )
         if args.command == "status":
             return anyio.run(
                 commands.status,

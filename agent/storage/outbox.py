@@ -112,3 +112,46 @@ async def counts(db: BaseDBAsyncClient, host: str) -> dict[str, int]:
         [host],
     )
     return {str(s): int(n) for s, n in rows}
+
+
+@dataclass(frozen=True)
+class Sent:
+    """An alert as `logagent alerts history` shows it."""
+
+    alert_id: str
+    destination: str
+    host: str
+    rule: str
+    created_ns: int
+    status: str
+    attempts: int
+    last_error: str | None
+    payload: str
+
+
+async def history(
+    db: BaseDBAsyncClient, *, rule: str | None = None, limit: int = 100
+) -> list[Sent]:
+    """The newest alerts first (all hosts of the store), at most `limit`."""
+    m = Marks(db.capabilities.dialect)
+    where, params = ("WHERE rule = " + m(), [rule]) if rule else ("", [])
+    _, rows = await db.execute_query(
+        f"SELECT alert_id, destination, host, rule, created_ns, status, attempts, last_error, "
+        f"payload FROM {OUTBOX} {where} ORDER BY id DESC LIMIT {int(limit)}",
+        params,
+    )
+    return [
+        Sent(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), str(r[5]), int(r[6]),
+             None if r[7] is None else str(r[7]), str(r[8]))
+        for r in rows
+    ]  # fmt: skip
+
+
+async def per_rule(db: BaseDBAsyncClient) -> dict[str, tuple[int, int, int | None]]:
+    """Per rule: alerts sent, pending, and when the last one was made."""
+    _, rows = await db.execute_query(
+        f"SELECT rule, SUM(CASE WHEN status = '{SENT}' THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN status = '{PENDING}' THEN 1 ELSE 0 END), MAX(created_ns) "
+        f"FROM {OUTBOX} GROUP BY rule"
+    )
+    return {str(r[0]): (int(r[1] or 0), int(r[2] or 0), r[3]) for r in rows}

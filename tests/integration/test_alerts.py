@@ -9,6 +9,7 @@ sends it again once, with the same id.
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import anyio
 import pytest
 from aiohttp import web
 
+from agent.alerts.cli import alerts as alerts_command
 from agent.alerts.rules import parse_alerts
 from tests.conftest import (
     Containers,
@@ -117,6 +119,25 @@ async def test_a_rule_fires_once_per_cooldown_with_its_count(
         assert body["container_id"] == cid and body["host"] == "test-host"
         assert [(s, a) for s, a, _ in outbox(tmp_path)] == [("sent", 1)]
         assert len(hook.got) == 1  # the two held by the cooldown are counted, not sent
+        # `logagent alerts`: what was sent, the rules, a test post
+        out = io.StringIO()
+        assert (
+            await alerts_command(settings.db_url, settings.alerts, "history", None, True, out) == 0
+        )
+        shown = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert [(a["rule"], a["status"], a["line"]) for a in shown] == [
+            ("errors", "sent", "ERROR one")
+        ]
+        out = io.StringIO()
+        await alerts_command(settings.db_url, settings.alerts, "ls", None, False, out)
+        assert out.getvalue().startswith("errors\tmatch 'ERROR'\tsent 1\tpending 0\tlast ")
+        out = io.StringIO()
+        assert (
+            await alerts_command(settings.db_url, settings.alerts, "test", "errors", False, out)
+            == 0
+        )
+        assert out.getvalue() == "hook: delivered (HTTP 200)\n"
+        assert hook.got[-1][1]["test"] is True and len(hook.got) == 2
 
 
 async def test_a_threshold_fires_on_the_nth_match_in_its_window(
