@@ -120,10 +120,14 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
                 out.write("".join(show(event) for event in timeline.rest()))
                 out.flush()
 
+        shown = False
         async for page in history(db, flt, upto=seen, tail=opts.tail):
             if timeline is not None and opts.tail is not None and page:
                 timeline.drop_before(page[0].timestamp_ns)  # only the tail's span
+            shown = shown or bool(page)
             emit(page)
+        if timeline is not None and opts.tail is not None and not shown:
+            timeline.rest()  # no line in the tail (--tail 0): no span, no event
         emit_rest()
         if opts.follow:
             new = follow(db_url, db, flt, after=seen, poll_seconds=opts.poll_seconds)

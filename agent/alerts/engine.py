@@ -19,6 +19,7 @@ from agent.storage.life import LifeView
 from agent.storage.reader import StoredRow
 
 MAX_LINE_CHARS = 4096  # of the matching line, in a notification
+FORGET_AFTER_NS = 7 * 86400 * 10**9  # a track this much older than the newest line: dropped
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,11 @@ class _Track:
     def as_json(self) -> list[Any]:
         return [self.hits, self.quiet_until, self.held]
 
+    def spent(self, now_ns: int, window_ns: int) -> bool:
+        """Nothing left to count at `now_ns`: no hit in a window, cooldown over, none held."""
+        fresh = any(h > now_ns - window_ns for h in self.hits)
+        return not self.held and self.quiet_until <= now_ns and not fresh
+
 
 class Engine:
     def __init__(self, rules: tuple[Rule, ...], host: str) -> None:
@@ -72,6 +78,7 @@ class Engine:
         self.rules = rules
         self._tracks: dict[str, _Track] = {}
         self.events_after = 0  # the id of the last container event the rules have seen
+        self._newest = 0  # the newest line's time seen: the engine's clock for old tracks
 
     def feed(self, rows: list[StoredRow]) -> list[Alert]:
         fired: list[Alert] = []
@@ -83,7 +90,11 @@ class Engine:
                     if (alert := self._matched(rule, seen)) is not None:
                         fired.append(alert)
         if rows:
-            self._forget_quiet(rows[-1].timestamp_ns)
+            latest: dict[str, int] = {}  # per container, its newest line here: its own clock
+            for row in rows:
+                latest[row.container_id] = max(latest.get(row.container_id, 0), row.timestamp_ns)
+            self._newest = max(self._newest, *latest.values())
+            self._forget_quiet(latest, self._newest)
         return fired
 
     def feed_events(self, events: list[LifeView]) -> list[Alert]:
@@ -129,15 +140,19 @@ class Engine:
             rule.destinations,
         )
 
-    def _forget_quiet(self, now_ns: int) -> None:
-        """Tracks with nothing left to count (no hit in any window, cooldown over, nothing
-        held): dropped, so the state does not grow with every container ever seen."""
+    def _forget_quiet(self, latest: dict[str, int], newest_ns: int) -> None:
+        """Tracks with nothing left to count, by their container's own time (a container
+        read hours behind the others keeps its cooldown); and any a week older than the
+        newest line (a container gone): dropped, so the state does not grow forever."""
         longest = max((r.window_ns for r in self.rules), default=0)
-        for key in [
-            k
-            for k, t in self._tracks.items()
-            if not t.held and t.quiet_until <= now_ns and all(h <= now_ns - longest for h in t.hits)
-        ]:
+        gone: list[str] = []
+        for key, t in self._tracks.items():
+            cid = key.rsplit("\x00", 1)[1]
+            last = max(t.quiet_until, t.hits[-1] if t.hits else 0)
+            now = latest.get(cid)
+            if last < newest_ns - FORGET_AFTER_NS or (now is not None and t.spent(now, longest)):
+                gone.append(key)
+        for key in gone:
             del self._tracks[key]
 
     def state(self) -> str:

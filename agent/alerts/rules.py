@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent.durations import parse_duration
 from agent.grep import MAX_LABEL_PROGRAM, matcher
@@ -129,7 +130,12 @@ def _destination(table: dict[str, Any], where: str, env: Mapping[str, str]) -> D
             raise AlertConfigError(f"{where}.url_file: cannot read it ({exc.strerror})") from None
     else:
         url = value.strip()
-    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url):
+    try:
+        urlsplit(url).port  # noqa: B018 (it raises for a port out of range)
+        port_ok = True
+    except ValueError:
+        port_ok = False
+    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url) or not port_ok:
         # the URL is a secret: the message says what is wrong, never what it is
         raise AlertConfigError(f"{where}.{key}: not an http:// or https:// URL")
     return Destination(name, url)
@@ -160,8 +166,9 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
     if not isinstance(names, list) or not all(isinstance(g, str) and g for g in names):
         raise AlertConfigError(f"{where}.names: expected a list of name globs")
     threshold = table.get("threshold", 1)
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or not 1 <= threshold <= 10**6:
-        raise AlertConfigError(f"{where}.threshold: a count from 1 to 1000000, got {threshold!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or not 1 <= threshold <= 1000:
+        # each match within the window is kept in the committed state: a bound on it
+        raise AlertConfigError(f"{where}.threshold: a count from 1 to 1000, got {threshold!r}")
     window = _duration(table, "window", "1m", where)
     cooldown = _duration(table, "cooldown", "5m", where)
     dests = table.get("destinations", [])

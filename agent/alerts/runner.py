@@ -10,6 +10,7 @@ pending, tried again with a growing pause (at most 5 minutes): nothing is droppe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -24,7 +25,7 @@ from agent.alerts.engine import Alert, Engine
 from agent.alerts.rules import AlertSettings, Destination
 from agent.storage import consumers, outbox
 from agent.storage.db import in_child_task, transaction
-from agent.storage.follow import Position, committed, newer
+from agent.storage.follow import Position, committed, newer, rewound
 from agent.storage.life import last_life_id, list_life
 from agent.storage.reader import PAGE, LogFilter
 
@@ -38,7 +39,9 @@ MAX_PAUSE_S = 300.0
 def consumer_name(host: str) -> str:
     """The rules' position in consumer_positions: one per host (a fleet's agents each
     evaluate their own host's rows: one notification per match, not one per agent)."""
-    return ("alerts:" + re.sub(r"[^a-z0-9._:-]", "-", host.lower()))[:64]
+    readable = re.sub(r"[^a-z0-9._:-]", "-", host.lower())[:40]
+    exact = hashlib.sha256(host.encode()).hexdigest()[:12]  # `Web_1` and `web-1` differ
+    return f"alerts:{readable}:{exact}"
 
 
 def outgoing(alerts: list[Alert]) -> list[outbox.Outgoing]:
@@ -84,6 +87,7 @@ class AlertRunner:
         while True:
             try:
                 upto = await committed(self.db)
+                position = rewound(position, upto)  # a store restored or failed over
                 rows, after = await newer(self.db, flt, position, upto)
                 events = await list_life(
                     self.db, host=self.host, after_id=self.engine.events_after, limit=PAGE
@@ -118,20 +122,25 @@ class AlertRunner:
             while True:
                 self._wake = anyio.Event()
                 try:
+                    down: set[str] = set()  # a destination that failed waits for the next round
                     for pending in await outbox.due(self.db, self.host):
-                        await self._deliver(session, pending)
+                        if pending.destination not in down and not await self._deliver(
+                            session, pending
+                        ):
+                            down.add(pending.destination)
                     self.pending = (await outbox.counts(self.db, self.host)).get(outbox.PENDING, 0)
                 except Exception as exc:
                     log.warning("alerts: could not read or mark the outbox: %s", exc)
                 with anyio.move_on_after(1.0):  # the next retry's time, or a new alert
                     await self._wake.wait()
 
-    async def _deliver(self, session: aiohttp.ClientSession, pending: outbox.Pending) -> None:
+    async def _deliver(self, session: aiohttp.ClientSession, pending: outbox.Pending) -> bool:
+        """Post it; whether it was delivered (a failure is marked, with its next try)."""
         dest = self.destinations.get(pending.destination)
         if dest is None:  # removed from the config since: kept, pending, said
             why = f"no destination named {pending.destination!r} in the config"
             await outbox.mark_failed(self.db, pending, MAX_PAUSE_S, why)
-            return
+            return False
         try:
             async with session.post(
                 dest.url,
@@ -146,7 +155,7 @@ class AlertRunner:
         if ok:
             await outbox.mark_sent(self.db, pending)
             self.sent += 1
-            return
+            return True
         self.failed[pending.destination] += 1
         pause = min(MAX_PAUSE_S, 2.0 ** min(pending.attempts, 9))
         log.warning(
@@ -157,3 +166,4 @@ class AlertRunner:
             pause,
         )
         await outbox.mark_failed(self.db, pending, pause, why)
+        return False

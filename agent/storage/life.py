@@ -64,8 +64,10 @@ async def list_life(
     limit: int | None = None,
     since_ns: int | None = None,
     until_ns: int | None = None,
+    newest: bool = False,
 ) -> list[LifeView]:
-    """In time order; `container` is a name or an id prefix, `container_ids` full ids (any
+    """In time order (`newest`: the newest `limit` of them, still in time order);
+    `container` is a name or an id prefix, `container_ids` full ids (any
     of them; none: every container), `after_id` leaves out the events already read."""
     marks = Marks(db.capabilities.dialect)
     where: list[str] = []
@@ -93,11 +95,12 @@ async def list_life(
         params.append(until_ns)
     _, rows = await db.execute_query(
         "SELECT id, host, container_id, container_name, time_ns, action, exit_code, detail "
-        f"FROM {TABLE}{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY time_ns, id"
+        f"FROM {TABLE}{' WHERE ' + ' AND '.join(where) if where else ''} "
+        + ("ORDER BY time_ns DESC, id DESC" if newest else "ORDER BY time_ns, id")
         + (f" LIMIT {int(limit)}" if limit is not None else ""),
         params,
     )
-    return [
+    found = [
         LifeView(
             int(r[0]),
             str(r[1]),
@@ -111,6 +114,7 @@ async def list_life(
         )
         for r in rows
     ]
+    return found[::-1] if newest else found
 
 
 def _hex(text: str) -> str | None:

@@ -38,6 +38,7 @@ class AgentStateStore:
         self.previous: PreviousRun | None = None  # the last run's, read before the first beat
         self.last_event_ns: int | None = None  # set by the events follower, saved with a beat
         self._life: list[LifeEvent] = []  # containers' lives not yet stored (storage/life.py)
+        self._held_at: int | None = None  # an event was not kept: the position stays before it
         self._saving = anyio.Lock()
         self._wake = anyio.Event()
         self._sql = ""
@@ -48,8 +49,13 @@ class AgentStateStore:
         self.last_event_ns = time_ns
         if life is not None:
             if len(self._life) >= MAX_PENDING_LIFE:
-                log.error("%d container events wait for the store: %s of %s not kept",
-                          len(self._life), life.action, life.container_name)  # fmt: skip
+                if self._held_at is None:  # the position stays before it: a restart replays
+                    self._held_at = time_ns - 1
+                    log.error(
+                        "%d container events wait for the store: the next are not kept now; "
+                        "the events position stays before them",
+                        len(self._life),
+                    )
             else:
                 self._life.append(life)
             self._wake.set()
@@ -80,6 +86,8 @@ class AgentStateStore:
         async with self._saving:
             now = time.time_ns()
             position, life = self.last_event_ns, list(self._life)  # one instant: no await
+            if self._held_at is not None and position is not None:
+                position = min(position, self._held_at)
             async with transaction() as conn:
                 if life:
                     await record_life(conn, self.host, life)

@@ -205,7 +205,7 @@ class Viewer:
         """The view's containers' lives (storage/life.py) from `lo` to before `hi`."""
         found = await list_life(
             self.db, container_ids=flt.container_ids, host=flt.host, since_ns=lo, until_ns=hi,
-            limit=1000,
+            limit=1000, newest=True,
         )  # fmt: skip
         return [
             {"name": e.container_name, "cid": e.container_id, "ns": str(e.time_ns),

@@ -311,3 +311,21 @@ async def test_a_batch_read_before_a_rename_does_not_bring_the_old_name_back(
         names = query(store_url, "SELECT container_name, former_names FROM container_cursors")
         assert names == [("after", "before\n")]
     assert len(rows_in(store_url, "q" * 64)) == 3
+
+
+async def test_life_events_the_store_cannot_hold_keep_the_position_before_them(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store away long enough for the held events to fill up: those not kept are not
+    passed over; the saved position stays before them, for Docker's replay."""
+    from agent.docker.life_events import LifeEvent
+    from agent.storage import state
+
+    monkeypatch.setattr(state, "MAX_PENDING_LIFE", 2)
+    t = 1_700_000_000_000_000_000
+    async with LogStorage(store_url, host="h") as storage:
+        for i in range(4):
+            storage.state.handled(t + i, LifeEvent("c" * 64, "web", t + i, "start"))
+        await storage.state.save()
+    assert query(store_url, "SELECT COUNT(*) FROM container_events") == [(2,)]
+    assert query(store_url, "SELECT last_event_ns FROM agent_state WHERE host = 'h'") == [(t + 1,)]

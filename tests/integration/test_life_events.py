@@ -160,3 +160,7 @@ async def test_logs_with_events_puts_a_containers_life_among_its_lines(
     opts = commands.LogsOptions(containers=(name,), events=True, tail=1)
     await commands.logs(db_url(tmp_path), opts, out=tail)
     assert tail.getvalue() == "two\n--- die (exit code 3)\n"  # only the tail's span
+    none = io.StringIO()
+    opts = commands.LogsOptions(containers=(name,), events=True, tail=0)
+    await commands.logs(db_url(tmp_path), opts, out=none)
+    assert none.getvalue() == ""  # no line, no span: no event either

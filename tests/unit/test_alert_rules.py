@@ -155,3 +155,21 @@ def test_an_event_rule_says_what_is_wrong(rule: dict, said: str) -> None:  # typ
     section = {"destinations": [HOOK], "rules": [{"name": "r", "destinations": ["hook"], **rule}]}
     with pytest.raises(AlertConfigError, match=said.replace("[", r"\[").replace("]", r"\]")):
         parse_alerts(section)
+
+
+def test_a_container_read_hours_behind_keeps_its_cooldown_across_pages() -> None:
+    """Catch-up: B's old lines come between A's live ones; B's cooldown is judged by B's
+    own time, not by the newest line of the page (the review found B firing every page)."""
+    e = engine(cooldown="10m")
+    b, hour = "b" * 64, 3600
+    first = e.feed([row(1, 0, "ERROR", name="b", cid=b), row(2, 5 * hour, "fine")])
+    again = e.feed([row(3, 60, "ERROR", name="b", cid=b), row(4, 5 * hour + 1, "fine")])
+    assert len(first) == 1 and again == []  # 60 s after the first: within its cooldown
+
+
+def test_hosts_that_spell_alike_have_their_own_rules_position() -> None:
+    from agent.alerts.runner import consumer_name
+
+    assert consumer_name("Web_1") != consumer_name("web-1")
+    assert consumer_name("h" * 200) != consumer_name("h" * 199 + "x")
+    assert all(len(consumer_name(h)) <= 64 for h in ("a", "h" * 300))
