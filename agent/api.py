@@ -20,6 +20,7 @@ from aiohttp import web
 from anyio.abc import TaskStatus
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from agent.alerts.runner import AlertRunner
 from agent.collectors.docker import DockerLogCollector, docker_key
 from agent.collectors.records import Registry
 from agent.discovery.events import EventsFollower
@@ -91,7 +92,9 @@ class ControlAPI:
         tallies: Tallies,
         follower: EventsFollower,
         metrics: CollectorRegistry,
+        alerts: AlertRunner | None = None,
     ) -> None:
+        self.alerts = alerts
         self.listeners = listeners
         self.registry = registry
         self.hand = hand
@@ -112,6 +115,7 @@ class ControlAPI:
                 web.get("/collectors", self.list_collectors),
                 web.post("/collectors/{container}", self.start_collector),
                 web.delete("/collectors/{container}", self.stop_collector),
+                web.get("/alerts", self.list_alerts),
             ]
         app.add_routes(routes)
         return app
@@ -241,6 +245,12 @@ class ControlAPI:
             else None,
         }
         return web.json_response(body, status=200 if docker_ok and db_ok and events_ok else 503)
+
+    async def list_alerts(self, _request: web.Request) -> web.Response:
+        """The rules and what this run did with them (never a destination's URL)."""
+        if self.alerts is None:
+            return web.json_response({"rules": [], "sent": 0, "pending": 0, "failed": {}})
+        return web.json_response(self.alerts.summary())
 
     async def metrics(self, _request: web.Request) -> web.Response:
         return web.Response(

@@ -148,6 +148,7 @@ class Agent:
                     tallies=storage.writer.tallies,
                     follower=follower,
                     metrics=metrics,
+                    alerts=self.alerts,
                 )
                 log.info(
                     "logagent starting: docker %s, database %s",

@@ -15,6 +15,7 @@ import json
 import logging
 import re
 from collections import Counter
+from typing import Any
 
 import aiohttp
 import anyio
@@ -65,6 +66,24 @@ class AlertRunner:
         self.failed: Counter[str] = Counter()  # per destination, failed posts (tried again)
         self.pending = 0  # alerts waiting in this host's outbox, as last counted
         self._wake = anyio.Event()
+
+    def summary(self) -> dict[str, Any]:
+        """For `GET /alerts`: each rule, what this run fired and sent (no URL: a secret)."""
+        rules = [
+            {
+                "name": r.name,
+                "watches": f"event {r.event}" if r.event else f"match {r.pattern}",
+                "names": list(r.names),
+                "threshold": r.threshold,
+                "window_s": r.window_ns / 1e9,
+                "cooldown_s": r.cooldown_ns / 1e9,
+                "destinations": list(r.destinations),
+                "fired": self.fired.get(r.name, 0),
+            }
+            for r in self.engine.rules
+        ]
+        return {"rules": rules, "sent": self.sent, "pending": self.pending,
+                "failed": dict(self.failed)}  # fmt: skip
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:

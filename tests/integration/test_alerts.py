@@ -175,6 +175,12 @@ async def test_a_destination_that_fails_gets_the_alert_when_it_answers(
                 session.get("http://agent/metrics") as response,
             ):
                 scraped = await response.text()
+                async with session.get("http://agent/alerts") as answer:
+                    listed = await answer.text()
+        summary = json.loads(listed)
+        assert summary["failed"] == {"hook": 2} and summary["sent"] == 1
+        assert [(r["name"], r["fired"]) for r in summary["rules"]] == [("errors", 1)]
+        assert hook.url not in listed and "127.0.0.1" not in listed
         assert 'logagent_alerts_fired_total{rule="errors"} 1.0' in scraped
         assert 'logagent_alert_deliveries_failed_total{destination="hook"} 2.0' in scraped
         assert hook.url not in scraped and "127.0.0.1" not in scraped  # no URL, ever
