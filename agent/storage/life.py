@@ -60,15 +60,15 @@ async def list_life(
     container: str | None = None,
     container_ids: Sequence[str] = (),
     host: str | None = None,
-    after_id: int = 0,
+    after_id: int | None = None,
     limit: int | None = None,
     since_ns: int | None = None,
     until_ns: int | None = None,
     newest: bool = False,
 ) -> list[LifeView]:
     """In time order (`newest`: the newest `limit` of them, still in time order);
-    `container` is a name or an id prefix, `container_ids` full ids (any
-    of them; none: every container), `after_id` leaves out the events already read."""
+    `container` is a name or an id prefix, `container_ids` full ids (any of them; none:
+    every container); `after_id`: those after it, in id order (a follower's page)."""
     marks = Marks(db.capabilities.dialect)
     where: list[str] = []
     params: list[object] = []
@@ -81,7 +81,7 @@ async def list_life(
     if container_ids:
         where.append(f"container_id IN ({marks.many(len(container_ids))})")
         params += list(container_ids)
-    if after_id:
+    if after_id is not None:
         where.append(f"id > {marks()}")
         params.append(after_id)
     if host:
@@ -96,7 +96,13 @@ async def list_life(
     _, rows = await db.execute_query(
         "SELECT id, host, container_id, container_name, time_ns, action, exit_code, detail "
         f"FROM {TABLE}{' WHERE ' + ' AND '.join(where) if where else ''} "
-        + ("ORDER BY time_ns DESC, id DESC" if newest else "ORDER BY time_ns, id")
+        + (
+            "ORDER BY time_ns DESC, id DESC"
+            if newest
+            else "ORDER BY id"  # a follower's page by id: a cut page resumes after its last
+            if after_id is not None
+            else "ORDER BY time_ns, id"
+        )
         + (f" LIMIT {int(limit)}" if limit is not None else ""),
         params,
     )
