@@ -16,7 +16,7 @@ import aiohttp
 
 from agent import render
 from agent.alerts.rules import AlertSettings
-from agent.alerts.runner import REPLY_LIMIT, SEND_TIMEOUT
+from agent.alerts.runner import SEND_TIMEOUT, post
 from agent.commands import UsageError, reading
 from agent.storage import outbox
 from agent.timestamps import format_timestamp
@@ -82,16 +82,7 @@ async def _test(settings: AlertSettings, rule: str | None, out: TextIO) -> int:
                        "line": f"a test of rule {found.name} from logagent"})  # fmt: skip
     async with aiohttp.ClientSession(timeout=SEND_TIMEOUT) as session:
         for name in found.destinations:
-            try:
-                async with session.post(
-                    dests[name].url, data=body, allow_redirects=False,
-                    headers={"Content-Type": "application/json"},
-                ) as reply:  # fmt: skip
-                    await reply.content.read(REPLY_LIMIT)
-                    said = f"HTTP {reply.status}"
-                    ok = 200 <= reply.status < 300
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                said, ok = type(exc).__name__, False
+            ok, said = await post(session, dests[name].url, body)
             failed += not ok
             out.write(f"{name}: {'delivered' if ok else 'failed'} ({said})\n")
     return 1 if failed else 0

@@ -53,6 +53,22 @@ def outgoing(alerts: list[Alert]) -> list[outbox.Outgoing]:
     ]
 
 
+async def post(
+    session: aiohttp.ClientSession, url: str, body: str, key: str | None = None
+) -> tuple[bool, str]:
+    """POST a JSON body (with its `Idempotency-Key`); whether a 2xx came, and what did
+    (never the URL: it is a secret). The answer is read up to REPLY_LIMIT."""
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    try:
+        async with session.post(url, data=body, headers=headers, allow_redirects=False) as reply:
+            await reply.content.read(REPLY_LIMIT)
+            return 200 <= reply.status < 300, f"HTTP {reply.status}"
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return False, type(exc).__name__
+
+
 class AlertRunner:
     def __init__(
         self, db: BaseDBAsyncClient, settings: AlertSettings, host: str, *, poll_s: float = 0.25
@@ -160,17 +176,7 @@ class AlertRunner:
             why = f"no destination named {pending.destination!r} in the config"
             await outbox.mark_failed(self.db, pending, MAX_PAUSE_S, why)
             return False
-        try:
-            async with session.post(
-                dest.url,
-                data=pending.payload,
-                headers={"Content-Type": "application/json", "Idempotency-Key": pending.alert_id},
-                allow_redirects=False,
-            ) as reply:
-                await reply.content.read(REPLY_LIMIT)
-                ok, why = 200 <= reply.status < 300, f"HTTP {reply.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            ok, why = False, f"{type(exc).__name__}"  # never the URL: it is a secret
+        ok, why = await post(session, dest.url, pending.payload, pending.alert_id)
         if ok:
             await outbox.mark_sent(self.db, pending)
             self.sent += 1
