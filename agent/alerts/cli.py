@@ -37,7 +37,7 @@ async def alerts(
             counts = await outbox.per_rule(db)
             for r in settings.rules:
                 sent, pending, last = counts.get(r.name, (0, 0, None))
-                what = f"event {r.event}" if r.event else f"match {r.pattern!r}"
+                what = r.describe()
                 if as_json:
                     shown = {
                         "rule": r.name,

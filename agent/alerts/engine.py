@@ -3,7 +3,9 @@ with the position it has reached (so a restart neither loses nor repeats a match
 
 Time is the lines' own (Docker's timestamps), not the clock's: lines read on catch-up, after
 the agent was down, fall into the windows and cooldowns they were written in, and a replay
-of the same rows gives the same alerts with the same ids.
+of the same rows gives the same alerts with the same ids. The clock is asked one thing: how
+old a match is. One older than its rule's `max_age` (a long outage caught up) is counted
+into one summary per rule and container, made when the rules have caught up, not sent.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from agent import where
 from agent.alerts.rules import Rule
 from agent.render import life_text
 from agent.storage.life import LifeView
 from agent.storage.reader import StoredRow
+from agent.timestamps import format_timestamp
 
 MAX_LINE_CHARS = 4096  # of the matching line, in a notification
 FORGET_AFTER_NS = 7 * 86400 * 10**9  # a track this much older than the newest line: dropped
@@ -31,11 +35,13 @@ class Alert:
     container_name: str
     time_ns: int
     line: str  # the matching line, or the event as `die (exit code 3)`
-    count: int  # matches within the rule's window that made it fire
+    count: int  # matches within the rule's window that made it fire (a summary: all it counts)
     more: int  # matches held back by the cooldown since the last notification
-    kind: str  # "line" or "event"
-    ref: int  # the line's row id, or the event's id
+    kind: str  # "line", "event", or "summary" (matches older than the rule's max_age)
+    ref: int  # the line's row id, or the event's id (a summary: its first match's)
     destinations: tuple[str, ...]
+    context: int = 0  # lines before and after to send with it, read from the store when sent
+    first_ns: int | None = None  # a summary: its oldest match's time
 
     def payload(self) -> dict[str, Any]:
         out = asdict(self)
@@ -60,14 +66,20 @@ class _Track:
     hits: list[int]  # times of matches within the window, oldest first (at most threshold)
     quiet_until: int = 0
     held: int = 0
+    old: int = 0  # matches older than max_age, for the summary
+    old_first: int = 0  # the first's time and ref, the last's time
+    old_ref: int = 0
+    old_last: int = 0
+    name: str = ""  # its container's name as the summary says it
 
     def as_json(self) -> list[Any]:
-        return [self.hits, self.quiet_until, self.held]
+        return [self.hits, self.quiet_until, self.held, self.old, self.old_first,
+                self.old_ref, self.old_last, self.name]  # fmt: skip
 
     def spent(self, now_ns: int, window_ns: int) -> bool:
         """Nothing left to count at `now_ns`: no hit in a window, cooldown over, none held."""
         fresh = any(h > now_ns - window_ns for h in self.hits)
-        return not self.held and self.quiet_until <= now_ns and not fresh
+        return not self.held and not self.old and self.quiet_until <= now_ns and not fresh
 
 
 class Engine:
@@ -80,14 +92,27 @@ class Engine:
         self.events_after = 0  # the id of the last container event the rules have seen
         self._newest = 0  # the newest line's time seen: the engine's clock for old tracks
 
-    def feed(self, rows: list[StoredRow]) -> list[Alert]:
+    def feed(self, rows: list[StoredRow], now_ns: int | None = None) -> list[Alert]:
+        """The alerts these rows (in commit order) fire; `now_ns` is the clock, for max_age
+        (None: no match is judged old)."""
         fired: list[Alert] = []
         for row in rows:
+            fields: where.Fields | None = None  # a line's fields, read once for all rules
             for rule in self._lines:
-                if rule.watches(row.container_name) and rule.matches(row.message):
+                if (
+                    (rule.min_level is None or (row.level or 0) >= rule.min_level)
+                    and (not rule.streams or row.stream in rule.streams)
+                    and rule.watches(row.container_name)
+                    and rule.matches(row.message)
+                ):
+                    if rule.fields_hold is not None:
+                        if fields is None:
+                            fields = where.fields_of(row.message) or {}
+                        if not rule.fields_hold(row.message, fields):
+                            continue
                     seen = _Seen("line", row.id, row.container_id, row.container_name,
                                  row.timestamp_ns, row.message)  # fmt: skip
-                    if (alert := self._matched(rule, seen)) is not None:
+                    if (alert := self._matched(rule, seen, now_ns)) is not None:
                         fired.append(alert)
         if rows:
             latest: dict[str, int] = {}  # per container, its newest line here: its own clock
@@ -97,7 +122,7 @@ class Engine:
             self._forget_quiet(latest, self._newest)
         return fired
 
-    def feed_events(self, events: list[LifeView]) -> list[Alert]:
+    def feed_events(self, events: list[LifeView], now_ns: int | None = None) -> list[Alert]:
         """Containers' lives (storage/life.py), in id order: a rule's `event` picks them."""
         fired: list[Alert] = []
         for e in events:
@@ -106,16 +131,60 @@ class Engine:
                 if rule.watches(e.container_name) and _is(rule.event, e):
                     seen = _Seen("event", e.id, e.container_id, e.container_name, e.time_ns,
                                  life_text(e))  # fmt: skip
-                    if (alert := self._matched(rule, seen)) is not None:
+                    if (alert := self._matched(rule, seen, now_ns)) is not None:
                         fired.append(alert)
         return fired
 
-    def _matched(self, rule: Rule, seen: _Seen) -> Alert | None:
+    def summaries(self) -> list[Alert]:
+        """One alert per rule and container that counted matches older than its max_age:
+        asked for once the rules have caught up with the store (a long outage is one
+        notification, not a storm). Its id is its first match's, as a replay finds it."""
+        out: list[Alert] = []
+        by_name = {r.name: r for r in self.rules}
+        for key, track in self._tracks.items():
+            rule = by_name.get(key.rsplit("\x00", 1)[0])
+            if not track.old or rule is None:
+                continue
+            cid = key.rsplit("\x00", 1)[1]
+            text = (
+                f"{track.old} matches from {format_timestamp(track.old_first)} to "
+                f"{format_timestamp(track.old_last)}, older than the rule's max_age when read "
+                "(the agent was away): summarised, not sent one by one"
+            )
+            alert_id = _alert_id(self.host, rule.name, "summary", track.old_ref)
+            out.append(
+                Alert(
+                    alert_id,
+                    rule.name,
+                    self.host,
+                    cid,
+                    track.name or cid[:12],
+                    track.old_last,
+                    text,
+                    track.old,
+                    0,
+                    "summary",
+                    track.old_ref,
+                    rule.destinations,
+                    first_ns=track.old_first,
+                )
+            )
+            track.old = track.old_first = track.old_ref = track.old_last = 0
+        return out
+
+    def _matched(self, rule: Rule, seen: _Seen, now_ns: int | None) -> Alert | None:
         key = f"{rule.name}\x00{seen.container_id}"
         track = self._tracks.get(key)
         if track is None:
             track = self._tracks[key] = _Track([])
         ts = seen.time_ns
+        if now_ns is not None and ts < now_ns - rule.max_age_ns:  # read long after: summed
+            if not track.old:
+                track.old_first, track.old_ref = ts, seen.ref
+            track.old += 1
+            track.old_last = max(track.old_last, ts)
+            track.name = seen.container_name
+            return None
         if ts < track.quiet_until:
             track.held += 1
             return None
@@ -138,6 +207,7 @@ class Engine:
             seen.kind,
             seen.ref,
             rule.destinations,
+            rule.context if seen.kind == "line" else 0,
         )
 
     def _forget_quiet(self, latest: dict[str, int], newest_ns: int) -> None:
@@ -150,6 +220,8 @@ class Engine:
             cid = key.rsplit("\x00", 1)[1]
             last = max(t.quiet_until, t.hits[-1] if t.hits else 0)
             now = latest.get(cid)
+            if t.old:  # counted for a summary not made yet: kept until it is
+                continue
             if last < newest_ns - FORGET_AFTER_NS or (now is not None and t.spent(now, longest)):
                 gone.append(key)
         for key in gone:
@@ -168,8 +240,12 @@ class Engine:
             return
         try:
             data = json.loads(text)
-            for key, (hits, quiet_until, held) in data["tracks"].items():
-                self._tracks[str(key)] = _Track([int(t) for t in hits], int(quiet_until), int(held))
+            for key, (hits, *rest) in data["tracks"].items():  # 3 items before max_age
+                n = [int(v) for v in rest[:6]] + [0] * (6 - len(rest[:6]))
+                name = str(rest[6]) if len(rest) > 6 else ""
+                self._tracks[str(key)] = _Track(
+                    [int(t) for t in hits], n[0], n[1], n[2], n[3], n[4], n[5], name
+                )
             self.events_after = int(data["events_after"])
         except (ValueError, TypeError, KeyError):
             self._tracks, self.events_after = {}, 0

@@ -1,6 +1,7 @@
 """Pure: alert rules and destinations as the config gives them, checked once at start-up.
 
-A rule says which containers (name globs), which lines (an RE2 pattern), how many within a
+A rule says which containers (name globs), which lines (an RE2 pattern, a level at or above,
+a stream, conditions on a JSON or logfmt line's fields) or which events, how many within a
 window make it fire, how long it then keeps quiet (its cooldown: one notification per rule
 and container, saying how many more matched), and where it goes. A destination is a URL
 (http or https), from the config or, as a secret, from the environment or a file: it is
@@ -18,13 +19,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from agent import where as where_
+from agent.batch import STREAMS
 from agent.durations import parse_duration
 from agent.grep import MAX_LABEL_PROGRAM, matcher
+from agent.level_names import NAMES, level_of_word
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _RULE_KEYS = (
-    "name", "match", "event", "names", "threshold", "window", "cooldown", "destinations",
+    "name", "match", "level", "stream", "where", "event", "names", "threshold", "window",
+    "cooldown", "max_age", "context", "destinations",
 )  # fmt: skip
+_LINE_KEYS = ("match", "level", "stream", "where")  # what a line rule tests; none on an event rule
+MAX_CONTEXT = 20  # lines before and after a matching line, read from the store
 # What an event rule may watch (docker/life_events.py): `die` is a death with a non-zero exit
 # code; `start` with a threshold is a restart loop (N starts within the window).
 EVENTS = ("die", "oom", "unhealthy", "kill", "start", "restart")
@@ -52,9 +59,32 @@ class Rule:
     cooldown_ns: int = 300 * 10**9
     destinations: tuple[str, ...] = ()
     event: str | None = None  # an event rule's (EVENTS); a line rule has a pattern instead
+    min_level: int | None = None  # a line's level at or above (level_names)
+    streams: tuple[str, ...] = ()  # stdout, stderr, tty; none: any
+    where: str = ""  # conditions on a JSON or logfmt line's fields (agent/where.py)
+    fields_hold: Callable[[str, where_.Fields | None], bool] | None = field(
+        default=None, compare=False, repr=False
+    )
+    # A match older than this, by the newest line's time when it is read (a long outage
+    # caught up), is counted into one summary per rule and container, not sent one by one.
+    max_age_ns: int = 3600 * 10**9
+    context: int = 0  # lines before and after a matching line, sent with it
 
     def watches(self, container_name: str) -> bool:
         return not self.names or any(fnmatchcase(container_name, g) for g in self.names)
+
+    def describe(self) -> str:
+        """What it watches, in one line (`alerts ls`, the API, the viewer)."""
+        if self.event:
+            return f"event {self.event}"
+        said = [f"match {self.pattern}"] if self.pattern else []
+        if self.min_level is not None:
+            said.append(f"level >= {NAMES[self.min_level]}")
+        if self.streams:
+            said.append(f"stream {'|'.join(self.streams)}")
+        if self.where:
+            said.append(f"where {self.where}")
+        return ", ".join(said)
 
 
 @dataclass(frozen=True)
@@ -147,21 +177,50 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
     for key in table:
         if key not in _RULE_KEYS:
             raise AlertConfigError(f"{where}.{key}: unknown key (known: {', '.join(_RULE_KEYS)})")
-    pattern, event = table.get("match"), table.get("event")
-    if (pattern is None) == (event is None):
-        raise AlertConfigError(f"{where}: give exactly one of match (lines) and event")
+    event = table.get("event")
+    tests = [k for k in _LINE_KEYS if k in table]
+    if (not tests) == (event is None):
+        raise AlertConfigError(
+            f"{where}: give exactly one of match (or level, stream, where: what a line must "
+            "be) and event"
+        )
     if event is not None and event not in EVENTS:
         raise AlertConfigError(f"{where}.event: one of {', '.join(EVENTS)}, got {event!r}")
-    matches: Callable[[str], bool] = _never
-    if event is not None:
-        pattern = ""
-    elif not isinstance(pattern, str) or not pattern:
-        raise AlertConfigError(f"{where}.match: expected a pattern (RE2)")
-    else:
+    pattern = table.get("match", "")
+    matches: Callable[[str], bool] = _never if event is not None else _always
+    if "match" in table:
+        if not isinstance(pattern, str) or not pattern:
+            raise AlertConfigError(f"{where}.match: expected a pattern (RE2)")
         try:
             matches = matcher(pattern, f"{where}.match", MAX_LABEL_PROGRAM * 10)
         except ValueError as exc:
             raise AlertConfigError(str(exc)) from None
+    min_level = None
+    if "level" in table:
+        word = table["level"]
+        min_level = level_of_word(word) if isinstance(word, str) else None
+        if min_level is None:
+            raise AlertConfigError(
+                f"{where}.level: one of {', '.join(NAMES.values())}, got {word!r}"
+            )
+    streams = table.get("stream", [])
+    streams = [streams] if isinstance(streams, str) else streams
+    if not isinstance(streams, list) or not all(s in STREAMS for s in streams):
+        raise AlertConfigError(f"{where}.stream: {' or '.join(STREAMS)} (or a list of them)")
+    conditions, holds = "", None
+    if "where" in table:
+        conditions = table["where"]
+        if not isinstance(conditions, str):
+            raise AlertConfigError(f"{where}.where: expected conditions like 'status>=500'")
+        try:
+            holds = where_.checker(where_.parse(conditions, f"{where}.where"))
+        except ValueError as exc:
+            raise AlertConfigError(str(exc)) from None
+    context = table.get("context", 0)
+    if isinstance(context, bool) or not isinstance(context, int) or not 0 <= context <= MAX_CONTEXT:
+        raise AlertConfigError(f"{where}.context: a count of lines from 0 to {MAX_CONTEXT}")
+    if event is not None and context:
+        raise AlertConfigError(f"{where}.context: only a line rule sends lines around a match")
     names = table.get("names", [])
     if not isinstance(names, list) or not all(isinstance(g, str) and g for g in names):
         raise AlertConfigError(f"{where}.names: expected a list of name globs")
@@ -171,6 +230,7 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
         raise AlertConfigError(f"{where}.threshold: a count from 1 to 1000, got {threshold!r}")
     window = _duration(table, "window", "1m", where)
     cooldown = _duration(table, "cooldown", "5m", where)
+    max_age = _duration(table, "max_age", "1h", where)
     dests = table.get("destinations", [])
     if not isinstance(dests, list) or not dests or not all(isinstance(d, str) for d in dests):
         raise AlertConfigError(f"{where}.destinations: a list of destination names")
@@ -178,12 +238,17 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
         if d not in destinations:
             raise AlertConfigError(f"{where}.destinations: no destination named {d!r}")
     return Rule(
-        name, pattern, matches, tuple(names), threshold, window, cooldown, tuple(dests), event
-    )
+        name, pattern, matches, tuple(names), threshold, window, cooldown, tuple(dests), event,
+        min_level, tuple(streams), conditions, holds, max_age, context,
+    )  # fmt: skip
 
 
 def _never(_line: str) -> bool:
     return False
+
+
+def _always(_line: str) -> bool:
+    return True
 
 
 def _duration(table: dict[str, Any], key: str, default: str, where: str) -> int:

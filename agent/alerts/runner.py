@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections import Counter
 from typing import Any
 
@@ -22,19 +23,20 @@ import anyio
 from anyio.abc import TaskStatus
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from agent.alerts.engine import Alert, Engine
+from agent.alerts.engine import MAX_LINE_CHARS, Alert, Engine
 from agent.alerts.rules import AlertSettings, Destination
 from agent.storage import consumers, outbox
 from agent.storage.db import in_child_task, transaction
 from agent.storage.follow import Position, committed, newer, rewound
 from agent.storage.life import last_life_id, list_life
-from agent.storage.reader import PAGE, LogFilter
+from agent.storage.reader import PAGE, LogFilter, StoredRow, later, older
 
 log = logging.getLogger("logagent.alerts")
 
 REPLY_LIMIT = 64 * 1024  # of a destination's answer, read at most
 SEND_TIMEOUT = aiohttp.ClientTimeout(total=10)
 MAX_PAUSE_S = 300.0
+CONTEXT_WAIT_S = 5.0  # an alert waits this long at most for the lines after its match
 
 
 def consumer_name(host: str) -> str:
@@ -88,7 +90,7 @@ class AlertRunner:
         rules = [
             {
                 "name": r.name,
-                "watches": f"event {r.event}" if r.event else f"match {r.pattern}",
+                "watches": r.describe(),
                 "names": list(r.names),
                 "threshold": r.threshold,
                 "window_s": r.window_ns / 1e9,
@@ -128,7 +130,10 @@ class AlertRunner:
                     self.db, host=self.host, after_id=self.engine.events_after, limit=PAGE
                 )
                 if after != position or events:
-                    alerts = self.engine.feed(rows) + self.engine.feed_events(events)
+                    now = time.time_ns()
+                    alerts = self.engine.feed(rows, now) + self.engine.feed_events(events, now)
+                    if after == upto and len(events) < PAGE:  # caught up: old ones summed up
+                        alerts += self.engine.summaries()
                     await self._commit(after, alerts)
                     position, state = after, self.engine.state()
                     self.fired.update(a.rule for a in alerts)
@@ -169,6 +174,25 @@ class AlertRunner:
                 with anyio.move_on_after(1.0):  # the next retry's time, or a new alert
                     await self._wake.wait()
 
+    async def _with_context(self, pending: outbox.Pending) -> str | None:
+        """The payload, with the rule's `context` lines before and after its match read
+        from the store; None while the lines after are not all there and the alert is
+        younger than CONTEXT_WAIT_S (a crash and a re-send may then see more of them)."""
+        alert = json.loads(pending.payload)
+        k = int(alert.get("context") or 0)
+        if not k or alert.get("kind") != "line":
+            return pending.payload
+        flt = LogFilter(container_ids=(str(alert["container_id"]),), host=self.host)
+        at = (int(alert["time_ns"]), int(alert["ref"]))
+        after = await later(self.db, flt, after=at, limit=k)
+        young = time.time_ns() - pending.created_ns < CONTEXT_WAIT_S * 1e9
+        if len(after) < k and young:
+            return None
+        before = await older(self.db, flt, before=at, limit=k)
+        alert["before"] = [_context_line(r) for r in reversed(before)]
+        alert["after"] = [_context_line(r) for r in after]
+        return json.dumps(alert)
+
     async def _deliver(self, session: aiohttp.ClientSession, pending: outbox.Pending) -> bool:
         """Post it; whether it was delivered (a failure is marked, with its next try)."""
         dest = self.destinations.get(pending.destination)
@@ -176,7 +200,10 @@ class AlertRunner:
             why = f"no destination named {pending.destination!r} in the config"
             await outbox.mark_failed(self.db, pending, MAX_PAUSE_S, why)
             return False
-        ok, why = await post(session, dest.url, pending.payload, pending.alert_id)
+        body = await self._with_context(pending)
+        if body is None:  # the lines after it are not all stored yet: next round
+            return True
+        ok, why = await post(session, dest.url, body, pending.alert_id)
         if ok:
             await outbox.mark_sent(self.db, pending)
             self.sent += 1
@@ -192,3 +219,7 @@ class AlertRunner:
         )
         await outbox.mark_failed(self.db, pending, pause, why)
         return False
+
+
+def _context_line(row: StoredRow) -> dict[str, Any]:
+    return {"time": row.rfc3339, "stream": row.stream, "line": row.message[:MAX_LINE_CHARS]}

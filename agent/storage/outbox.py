@@ -74,17 +74,18 @@ class Pending:
     destination: str
     payload: str
     attempts: int
+    created_ns: int = 0
 
 
 async def due(db: BaseDBAsyncClient, host: str, *, limit: int = 50) -> list[Pending]:
     """This host's pending alerts whose time to be tried has come, oldest first."""
     m = Marks(db.capabilities.dialect)
     _, rows = await db.execute_query(
-        f"SELECT id, alert_id, destination, payload, attempts FROM {OUTBOX} "
+        f"SELECT id, alert_id, destination, payload, attempts, created_ns FROM {OUTBOX} "
         f"WHERE host = {m()} AND status = {m()} AND next_ns <= {m()} ORDER BY id LIMIT {limit}",
         [host, PENDING, time.time_ns()],
     )
-    return [Pending(int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in rows]
+    return [Pending(int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5])) for r in rows]
 
 
 async def mark_sent(db: BaseDBAsyncClient, pending: Pending) -> None:

@@ -213,6 +213,19 @@ async def older(
     return await select_rows(db, flt, page_before, "l.timestamp_ns DESC, l.id DESC", limit)
 
 
+async def later(
+    db: BaseDBAsyncClient, flt: LogFilter, *, after: tuple[int, int], limit: int
+) -> list[StoredRow]:
+    """Up to `limit` rows just after `after` (timestamp, id), oldest first: the lines that
+    follow one (an alert's context). One container's index range, as `older` reads."""
+
+    def page_after(m: Marks) -> tuple[str, list[Any]]:
+        clause = f"l.timestamp_ns >= {m()} AND (l.timestamp_ns > {m()} OR l.id > {m()})"
+        return clause, [after[0], after[0], after[1]]
+
+    return await select_rows(db, flt, page_after, "l.timestamp_ns, l.id", limit)
+
+
 async def gaps_between(
     db: BaseDBAsyncClient, container_ids: tuple[str, ...], lo: int | None, hi: int | None
 ) -> list[dict[str, Any]]:

@@ -205,6 +205,73 @@ async def test_lines_written_while_the_agent_was_down_fire_once_on_catch_up(
         assert [b["line"] for _, b in hook.got] == ["ERROR while nobody looked"]
 
 
+async def test_a_field_rule_with_a_level_sends_the_lines_around_its_match(
+    tmp_path: Path, containers: Containers
+) -> None:
+    """`where` on a JSON line's nested field and on a logfmt line, at or above a level; the
+    rule's `context` lines before and after come from the store with the alert."""
+    async with receiving(Receiver()) as hook:
+        section = alerts_section(hook.url, containers.prefix)
+        del section["rules"][0]["match"]
+        section["rules"][0].update(
+            where='status>=500 user.id="42"', level="error", context=2, cooldown="1h"
+        )
+        settings = replace(agent_settings(tmp_path), alerts=parse_alerts(section))
+        wanted = '{"level":"error","status":503,"user":{"id":"42"}}'
+        other = wanted.replace("42", "41")
+        async with running_agent(settings):
+            containers.run(
+                "json",
+                f"echo starting; echo '{other}'; echo '{wanted}'; echo 'after one';"
+                " echo 'after two'; echo 'after three'",
+            )
+            containers.run(
+                "logfmt",
+                "echo 'level=warn status=500 user.id=42'; echo 'level=error status=404 user.id=42';"
+                " echo 'level=error status=502 user.id=42 msg=\"upstream gone\"'",
+            )
+            for name in ("json", "logfmt"):
+                containers.wait(name)
+            await eventually(lambda: len(hook.got) == 2, limit=60)
+        got = {b["container_name"].rsplit("-", 1)[1]: b for _, b in hook.got}
+        js, lf = got["json"], got["logfmt"]
+        assert js["line"] == wanted and js["count"] == 1
+        assert [c["line"] for c in js["before"]] == ["starting", other]
+        assert [c["line"] for c in js["after"]] == ["after one", "after two"]
+        assert all(c["stream"] == "stdout" and c["time"].endswith("Z") for c in js["after"])
+        assert lf["line"] == 'level=error status=502 user.id=42 msg="upstream gone"'
+        assert [c["line"] for c in lf["before"]] == [
+            "level=warn status=500 user.id=42",
+            "level=error status=404 user.id=42",
+        ]
+        assert lf["after"] == []  # its last line: the wait for more ends, it is sent
+
+
+async def test_a_long_outage_is_one_summary_per_rule_and_container(
+    tmp_path: Path, containers: Containers
+) -> None:
+    """Matches older than the rule's max_age when read are counted into one notification;
+    a match read in time afterwards is sent as itself."""
+    async with receiving(Receiver()) as hook:
+        section = alerts_section(hook.url, containers.prefix, max_age="2s", cooldown="1ms")
+        settings = replace(agent_settings(tmp_path), alerts=parse_alerts(section))
+        async with running_agent(settings):
+            pass  # the rules' position is made
+        containers.run("storm", "for i in 1 2 3 4 5 6 7; do echo ERROR $i; done")
+        containers.wait("storm")
+        await anyio.sleep(3)  # the lines become older than max_age: the outage, not a wait
+        async with running_agent(settings):
+            await eventually(lambda: len(hook.got) == 1, limit=60)
+            containers.run("fresh", "echo 'ERROR now'")
+            await eventually(lambda: len(hook.got) == 2, limit=60)
+        summary, fresh = (b for _, b in hook.got)
+        assert (summary["kind"], summary["count"]) == ("summary", 7)
+        assert summary["container_name"] == f"{containers.prefix}-storm"
+        assert summary["line"].startswith("7 matches from ")
+        assert summary["first_ns"] < summary["time_ns"]
+        assert (fresh["kind"], fresh["line"]) == ("line", "ERROR now")
+
+
 def agent_process(tmp_path: Path, hook_url: str, prefix: str) -> subprocess.Popen[bytes]:
     """`logagent run` with one alert rule, as a process that can be killed with -9."""
     return start_agent_process(

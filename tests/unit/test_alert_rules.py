@@ -173,3 +173,60 @@ def test_hosts_that_spell_alike_have_their_own_rules_position() -> None:
     assert consumer_name("Web_1") != consumer_name("web-1")
     assert consumer_name("h" * 200) != consumer_name("h" * 199 + "x")
     assert all(len(consumer_name(h)) <= 64 for h in ("a", "h" * 300))
+
+
+def test_a_line_rule_tests_level_stream_and_fields_together() -> None:
+    settings = parse_alerts(
+        {"destinations": [HOOK], "rules": [{"name": "r", "level": "error", "stream": "stderr",
+                                            "where": "status>=500", "destinations": ["hook"]}]}
+    )  # fmt: skip
+    e = Engine(settings.rules, "h")
+    rows = [
+        StoredRow(1, "h", "c" * 64, "web", "stderr", S, "", '{"status":503}', 0, 5),
+        StoredRow(2, "h", "d" * 64, "web", "stdout", S, "", '{"status":503}', 0, 5),
+        StoredRow(3, "h", "e" * 64, "web", "stderr", S, "", '{"status":503}', 0, 4),
+        StoredRow(4, "h", "f" * 64, "web", "stderr", S, "", '{"status":200}', 0, 6),
+    ]
+    assert [a.ref for a in e.feed(rows)] == [1]
+    assert settings.rules[0].describe() == "level >= error, stream stderr, where status>=500"
+
+
+@pytest.mark.parametrize(
+    ("rule", "said"),
+    [
+        ({"level": "loud"}, "rules[r].level: one of trace"),
+        ({"stream": "stdin"}, "rules[r].stream"),
+        ({"where": "status >= high"}, "rules[r].where"),
+        ({"match": "x", "context": 99}, "rules[r].context"),
+        ({"event": "die", "context": 2}, "only a line rule"),
+        ({"match": "x", "max_age": "0s"}, "rules[r].max_age"),
+    ],
+)
+def test_a_line_rules_conditions_say_what_is_wrong(rule: dict, said: str) -> None:  # type: ignore[type-arg]
+    section = {"destinations": [HOOK], "rules": [{"name": "r", "destinations": ["hook"], **rule}]}
+    with pytest.raises(AlertConfigError, match=said.replace("[", r"\[").replace("]", r"\]")):
+        parse_alerts(section)
+
+
+def test_matches_older_than_max_age_are_one_summary_when_caught_up() -> None:
+    e = engine(max_age="1h", cooldown="1s")
+    now = 10 * 3600 * S
+    old = [row(i, 3600 + i, f"ERROR {i}") for i in range(1, 6)]
+    assert e.feed(old[:3], now) == [] and e.feed(old[3:], now) == []  # two pages, no storm
+    saved = e.state()
+    again = engine(max_age="1h", cooldown="1s")
+    again.restore(saved)  # a restart in the middle of the catch-up keeps the count
+    (summary,) = again.summaries()
+    assert (summary.kind, summary.count, summary.ref) == ("summary", 5, 1)
+    assert (summary.first_ns, summary.time_ns) == (3601 * S, 3605 * S)
+    assert summary.line.startswith("5 matches from ")
+    assert again.summaries() == []  # made once
+    fresh = again.feed([row(9, 10 * 3600 - 1, "ERROR now")], now)
+    assert [a.kind for a in fresh] == ["line"]
+
+
+def test_a_state_written_before_max_age_is_read() -> None:
+    e = engine()
+    e.restore('{"tracks":{"r\\u0000' + "c" * 64 + '":[[5],7,2]},"events_after":3}')
+    assert e.events_after == 3
+    assert '"tracks":{"r\\u0000' in e.state() and "[[5],7,2,0,0,0,0," in e.state()

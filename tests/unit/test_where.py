@@ -1,0 +1,63 @@
+"""agent/where.py: conditions on a JSON or logfmt line's fields (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.where import checker, fields_of, parse
+
+
+def holds(where: str, line: str) -> bool:
+    return checker(parse(where))(line, None)
+
+
+@pytest.mark.parametrize(
+    ("where", "line", "expected"),
+    [
+        ("status>=500", '{"status": 503}', True),
+        ("status >= 500", '{"status": 404}', False),
+        ("status>=500", "status=502 method=GET", True),  # logfmt values are text: as numbers
+        ('user.id="42"', '{"user": {"id": "42"}}', True),
+        ('user.id == "42"', '{"user": {"id": 42}}', True),  # a JSON number's text
+        ("user.id=42", '{"user.id": 42}', True),  # a key holding a dot, found first
+        ("method=POST status<300", "method=POST status=201", True),
+        ("method=POST status<300", "method=GET status=201", False),
+        ("status!=200", '{"status": 500}', True),
+        ("status!=200", '{"other": 1}', False),  # a field the line lacks fails every test
+        ("ok=true", '{"ok": true}', True),
+        ('msg="upstream gone"', 'level=error msg="upstream gone"', True),
+        ('msg="say \\"hi\\""', '{"msg": "say \\"hi\\""}', True),
+        ("status>=500", "plain text status 503", False),
+        ("status>=500", '["status", 503]', False),  # not an object
+        ("level=error", '{"level": "error"', False),  # cut JSON: not read
+        ("n=1.5", '{"n": 1.50}', True),
+        ("n=1", '{"n": 1.0}', True),
+    ],
+)
+def test_conditions_on_fields(where: str, line: str, expected: bool) -> None:
+    assert holds(where, line) is expected
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("status", "cannot read 'status'"),
+        ("status >= high", ">= compares numbers"),
+        ("", "no condition"),
+        ("a=1 " * 17, "at most 16"),
+        ("x" * 2000, "at most 1024"),
+        ("a=1 &&& b=2", "cannot read '&&& b=2'"),
+    ],
+)
+def test_a_bad_where_says_what_it_cannot_read(where: str, said: str) -> None:
+    with pytest.raises(ValueError, match=said):
+        parse(where, "rule.where")
+
+
+def test_a_hostile_line_is_only_data() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    assert fields_of('{"a": ' + deep + "}") is None  # too long to be read: no fields
+    assert fields_of('{"a": ' + "[" * 5000 + "]" * 5000 + "}") is None  # too deep for json
+    assert not holds("a=1", '{"a": ' + "[" * 5000 + "1" + "]" * 5000 + "}")
+    assert fields_of("=== ===") is None
+    assert fields_of('a=1 b="x\x1b[31m"') == {"a": "1", "b": "x\x1b[31m"}
