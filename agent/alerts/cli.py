@@ -15,8 +15,8 @@ from typing import TextIO
 import aiohttp
 
 from agent import render
+from agent.alerts.delivery import SEND_TIMEOUT, deliver
 from agent.alerts.rules import AlertSettings
-from agent.alerts.runner import SEND_TIMEOUT, post
 from agent.commands import UsageError, reading
 from agent.storage import outbox
 from agent.timestamps import format_timestamp
@@ -37,7 +37,7 @@ async def alerts(
             counts = await outbox.per_rule(db)
             for r in settings.rules:
                 sent, pending, last = counts.get(r.name, (0, 0, None))
-                what = r.describe()
+                what = r.describe(quoted=True)
                 if as_json:
                     shown = {
                         "rule": r.name,
@@ -82,7 +82,7 @@ async def _test(settings: AlertSettings, rule: str | None, out: TextIO) -> int:
                        "line": f"a test of rule {found.name} from logagent"})  # fmt: skip
     async with aiohttp.ClientSession(timeout=SEND_TIMEOUT) as session:
         for name in found.destinations:
-            ok, said = await post(session, dests[name].url, body)
+            ok, said = await deliver(session, dests[name], body, None)
             failed += not ok
             out.write(f"{name}: {'delivered' if ok else 'failed'} ({said})\n")
     return 1 if failed else 0

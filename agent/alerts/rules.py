@@ -3,29 +3,25 @@
 A rule says which containers (name globs), which lines (an RE2 pattern, a level at or above,
 a stream, conditions on a JSON or logfmt line's fields) or which events, how many within a
 window make it fire, how long it then keeps quiet (its cooldown: one notification per rule
-and container, saying how many more matched), and where it goes. A destination is a URL
-(http or https), from the config or, as a secret, from the environment or a file: it is
-never logged, shown or sent anywhere but to itself.
+and container, saying how many more matched), and where it goes (destinations.py).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from agent import where as where_
+from agent.alerts.destinations import NAME, AlertConfigError, Destination, parse_destination
 from agent.batch import STREAMS
 from agent.durations import parse_duration
 from agent.grep import MAX_LABEL_PROGRAM, matcher
 from agent.level_names import NAMES, level_of_word
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+__all__ = ["AlertConfigError", "AlertSettings", "Destination", "Rule", "parse_alerts"]
 _RULE_KEYS = (
     "name", "match", "level", "stream", "where", "event", "names", "threshold", "window",
     "cooldown", "max_age", "context", "destinations",
@@ -35,17 +31,6 @@ MAX_CONTEXT = 20  # lines before and after a matching line, read from the store
 # What an event rule may watch (docker/life_events.py): `die` is a death with a non-zero exit
 # code; `start` with a threshold is a restart loop (N starts within the window).
 EVENTS = ("die", "oom", "unhealthy", "kill", "start", "restart")
-_DEST_KEYS = ("name", "url", "url_env", "url_file")
-
-
-class AlertConfigError(ValueError):
-    """A rule or destination that cannot be used: the message names it and the key."""
-
-
-@dataclass(frozen=True)
-class Destination:
-    name: str
-    url: str = field(repr=False)  # a secret: never in a repr, a log line or an answer
 
 
 @dataclass(frozen=True)
@@ -73,17 +58,31 @@ class Rule:
     def watches(self, container_name: str) -> bool:
         return not self.names or any(fnmatchcase(container_name, g) for g in self.names)
 
-    def describe(self) -> str:
-        """What it watches, in one line (`alerts ls`, the API, the viewer)."""
+    def shown(self) -> dict[str, Any]:
+        """The rule as the API and the viewer show it: destinations by name (never a URL)."""
+        return {
+            "name": self.name,
+            "watches": self.describe(),
+            "names": list(self.names),
+            "threshold": self.threshold,
+            "window_s": self.window_ns / 1e9,
+            "cooldown_s": self.cooldown_ns / 1e9,
+            "destinations": list(self.destinations),
+        }
+
+    def describe(self, *, quoted: bool = False) -> str:
+        """What it watches, in one line (the API, the viewer; `alerts ls` quotes the
+        pattern and the conditions as Python would)."""
         if self.event:
             return f"event {self.event}"
-        said = [f"match {self.pattern}"] if self.pattern else []
+        show = repr if quoted else str
+        said = [f"match {show(self.pattern)}"] if self.pattern else []
         if self.min_level is not None:
             said.append(f"level >= {NAMES[self.min_level]}")
         if self.streams:
             said.append(f"stream {'|'.join(self.streams)}")
         if self.where:
-            said.append(f"where {self.where}")
+            said.append(f"where {show(self.where)}")
         return ", ".join(said)
 
 
@@ -108,7 +107,7 @@ def parse_alerts(section: Any, environ: Mapping[str, str] | None = None) -> Aler
         raise AlertConfigError(f"alerts.{sorted(unknown)[0]}: unknown key (rules, destinations)")
     env = os.environ if environ is None else environ
     dests = tuple(
-        _destination(d, f"alerts.destinations[{n}]", env)
+        parse_destination(d, f"alerts.destinations[{n}]", env)
         for n, d in enumerate(_tables(section.get("destinations", []), "alerts.destinations"))
     )
     known = {d.name for d in dests}
@@ -131,44 +130,9 @@ def _tables(value: Any, where: str) -> list[dict[str, Any]]:
 
 def _name(table: dict[str, Any], where: str) -> str:
     name = table.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise AlertConfigError(f"{where}.name: 1-64 of A-Z, a-z, 0-9, '.', '_', '-', got {name!r}")
     return name
-
-
-def _destination(table: dict[str, Any], where: str, env: Mapping[str, str]) -> Destination:
-    name = _name(table, where)
-    where = f"alerts.destinations[{name}]"
-    for key in table:
-        if key not in _DEST_KEYS:
-            raise AlertConfigError(f"{where}.{key}: unknown key (known: {', '.join(_DEST_KEYS)})")
-    given = [k for k in ("url", "url_env", "url_file") if k in table]
-    if len(given) != 1:
-        raise AlertConfigError(f"{where}: give exactly one of url, url_env, url_file")
-    key = given[0]
-    value = table[key]
-    if not isinstance(value, str) or not value:
-        raise AlertConfigError(f"{where}.{key}: expected a string")
-    if key == "url_env":
-        if value not in env:
-            raise AlertConfigError(f"{where}.url_env: the environment has no {value}")
-        url = env[value].strip()
-    elif key == "url_file":
-        try:
-            url = Path(value).read_text().strip()
-        except OSError as exc:
-            raise AlertConfigError(f"{where}.url_file: cannot read it ({exc.strerror})") from None
-    else:
-        url = value.strip()
-    try:
-        urlsplit(url).port  # noqa: B018 (it raises for a port out of range)
-        port_ok = True
-    except ValueError:
-        port_ok = False
-    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url) or not port_ok:
-        # the URL is a secret: the message says what is wrong, never what it is
-        raise AlertConfigError(f"{where}.{key}: not an http:// or https:// URL")
-    return Destination(name, url)
 
 
 def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:

@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import TaskStatus
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from agent.alerts.delivery import SEND_TIMEOUT, deliver
 from agent.alerts.engine import MAX_LINE_CHARS, Alert, Engine
 from agent.alerts.rules import AlertSettings, Destination
 from agent.storage import consumers, outbox
@@ -33,8 +34,6 @@ from agent.storage.reader import PAGE, LogFilter, StoredRow, later, older
 
 log = logging.getLogger("logagent.alerts")
 
-REPLY_LIMIT = 64 * 1024  # of a destination's answer, read at most
-SEND_TIMEOUT = aiohttp.ClientTimeout(total=10)
 MAX_PAUSE_S = 300.0
 CONTEXT_WAIT_S = 5.0  # an alert waits this long at most for the lines after its match
 
@@ -55,22 +54,6 @@ def outgoing(alerts: list[Alert]) -> list[outbox.Outgoing]:
     ]
 
 
-async def post(
-    session: aiohttp.ClientSession, url: str, body: str, key: str | None = None
-) -> tuple[bool, str]:
-    """POST a JSON body (with its `Idempotency-Key`); whether a 2xx came, and what did
-    (never the URL: it is a secret). The answer is read up to REPLY_LIMIT."""
-    headers = {"Content-Type": "application/json"}
-    if key is not None:
-        headers["Idempotency-Key"] = key
-    try:
-        async with session.post(url, data=body, headers=headers, allow_redirects=False) as reply:
-            await reply.content.read(REPLY_LIMIT)
-            return 200 <= reply.status < 300, f"HTTP {reply.status}"
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return False, type(exc).__name__
-
-
 class AlertRunner:
     def __init__(
         self, db: BaseDBAsyncClient, settings: AlertSettings, host: str, *, poll_s: float = 0.25
@@ -87,19 +70,7 @@ class AlertRunner:
 
     def summary(self) -> dict[str, Any]:
         """For `GET /alerts`: each rule, what this run fired and sent (no URL: a secret)."""
-        rules = [
-            {
-                "name": r.name,
-                "watches": r.describe(),
-                "names": list(r.names),
-                "threshold": r.threshold,
-                "window_s": r.window_ns / 1e9,
-                "cooldown_s": r.cooldown_ns / 1e9,
-                "destinations": list(r.destinations),
-                "fired": self.fired.get(r.name, 0),
-            }
-            for r in self.engine.rules
-        ]
+        rules = [{**r.shown(), "fired": self.fired.get(r.name, 0)} for r in self.engine.rules]
         return {"rules": rules, "sent": self.sent, "pending": self.pending,
                 "failed": dict(self.failed)}  # fmt: skip
 
@@ -203,7 +174,7 @@ class AlertRunner:
         body = await self._with_context(pending)
         if body is None:  # the lines after it are not all stored yet: next round
             return True
-        ok, why = await post(session, dest.url, body, pending.alert_id)
+        ok, why = await deliver(session, dest, body, pending.alert_id)
         if ok:
             await outbox.mark_sent(self.db, pending)
             self.sent += 1

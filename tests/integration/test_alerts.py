@@ -103,7 +103,8 @@ async def test_a_rule_fires_once_per_cooldown_with_its_count(
             await eventually(
                 lambda: bool(
                     query(
-                        db_url(tmp_path), "SELECT state FROM alert_state WHERE state LIKE '%,2]%'"
+                        db_url(tmp_path),
+                        "SELECT state FROM alert_state WHERE state LIKE '%,2,0,0,0,0,%'",
                     )
                 ),
                 limit=60,
@@ -270,6 +271,62 @@ async def test_a_long_outage_is_one_summary_per_rule_and_container(
         assert summary["line"].startswith("7 matches from ")
         assert summary["first_ns"] < summary["time_ns"]
         assert (fresh["kind"], fresh["line"]) == ("line", "ERROR now")
+
+
+async def test_apprise_and_a_templated_webhook_get_the_alert_as_data(
+    tmp_path: Path, containers: Containers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An `ntfy://` destination goes through Apprise (its real ntfy client, to a receiver in
+    the test as a self-hosted ntfy is); a webhook with a template and a secret header gets
+    the template filled in. A hostile line stays data in both: JSON-escaped, its escapes shown."""
+    got: list[tuple[str, dict[str, str], Any]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        got.append((request.path, dict(request.headers), await request.json()))
+        return web.json_response({"id": "n1"})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    monkeypatch.setenv("HOOK_TOKEN", "Bearer s3cret-token")
+    section = {
+        "destinations": [
+            {"name": "phone", "url": f"ntfy://127.0.0.1:{port}/ops-alerts"},
+            {"name": "chat", "url": f"http://127.0.0.1:{port}/chat",
+             "headers": {"X-Team": "ops"}, "headers_env": {"Authorization": "HOOK_TOKEN"},
+             "template": {"text": "{rule} on {container_name}: {line}", "n": "{count}"}},
+        ],
+        "rules": [{"name": "errors", "match": "ERROR", "names": [f"{containers.prefix}-*"],
+                   "destinations": ["phone", "chat"]}],
+    }  # fmt: skip
+    hostile = 'ERROR "quoted" <img src=x onerror=alert(1)> \x1b[31mred'
+    try:
+        settings = replace(agent_settings(tmp_path), alerts=parse_alerts(section))
+        assert "s3cret" not in repr(settings)
+        async with running_agent(settings):
+            containers.run("hostile", f"printf '%b\\n' '{hostile}'")
+            await eventually(lambda: len(got) == 2, limit=60)
+    finally:
+        await runner.cleanup()
+    by_path = {path: (headers, body) for path, headers, body in got}
+    headers, ntfy = by_path["/"]
+    assert ntfy["topic"] == "ops-alerts"
+    assert ntfy["title"] == f"logagent: errors on {containers.prefix}-hostile"
+    first = ntfy["message"].splitlines()[0]
+    assert first == 'ERROR "quoted" <img src=x onerror=alert(1)> \\x1b[31mred'  # ESC shown
+    assert "alert id " in ntfy["message"]
+    headers, chat = by_path["/chat"]
+    assert headers["Authorization"] == "Bearer s3cret-token" and headers["X-Team"] == "ops"
+    assert chat == {
+        "text": f"errors on {containers.prefix}-hostile: "
+        'ERROR "quoted" <img src=x onerror=alert(1)> \x1b[31mred',
+        "n": "1",
+    }
+    assert len(headers["Idempotency-Key"]) == 32
 
 
 def agent_process(tmp_path: Path, hook_url: str, prefix: str) -> subprocess.Popen[bytes]:
