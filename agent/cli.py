@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"logagent: {exc}", file=sys.stderr)
                 return 2
             configure_logging(settings.log_level)
-            return anyio.run(serve, settings.db_url, host, port, access)
+            return anyio.run(serve, settings.db_url, host, port, access, settings.alerts)
         if args.command == "gaps":
             return anyio.run(commands.gaps, settings.db_url, args.container, args.json)
         if args.command == "events":

@@ -19,6 +19,8 @@ MAX_REFS = 100  # containers named in one view
 MAX_TEXT = 255  # characters of a container reference or a host: the columns' width
 MAX_SEARCH = 1000  # characters of a search
 MAX_WHEN = 64  # characters of a since or until
+MAX_RULE = 64  # characters of a rule's name (agent/alerts/rules.py)
+MAX_ALERTS = 1000  # outbox rows on the alerts page
 _INT64 = range(-(2**63), 2**63)
 
 
@@ -73,6 +75,20 @@ async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
         level,
     )
     return ViewQuery(flt, search, len(ids) != 1)
+
+
+@dataclass(frozen=True)
+class AlertsQuery:
+    """What the alerts page asks for: one rule's history or every rule's, and how much."""
+
+    rule: str | None
+    limit: int
+
+
+def parse_alerts_query(params: Any) -> AlertsQuery:
+    """`rule` (a name: one no rule has finds nothing) and `limit`, bounded."""
+    rule = text_param("rule", params.get("rule") or "", MAX_RULE) or None
+    return AlertsQuery(rule, int_param(params, "limit", 100, 1, MAX_ALERTS))
 
 
 def text_param(key: str, text: str, most: int) -> str:

@@ -21,6 +21,8 @@ from aiohttp import ClientConnectionResetError, web
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
+from agent.alerts.rules import AlertSettings
+from agent.storage import outbox
 from agent.storage.follow import Position, committed, history
 from agent.storage.life import list_life
 from agent.storage.reader import (
@@ -30,10 +32,18 @@ from agent.storage.reader import (
     older,
     open_store,
 )
+from agent.web.alerts import history_json, rules_json
 from agent.web.answers import HEADERS, row_json
 from agent.web.auth import ALLOWED, Access, Verdict, is_loopback
 from agent.web.live import LiveTails
-from agent.web.query import BadQuery, ViewQuery, before_position, int_param, parse_query
+from agent.web.query import (
+    BadQuery,
+    ViewQuery,
+    before_position,
+    int_param,
+    parse_alerts_query,
+    parse_query,
+)
 
 log = logging.getLogger("logagent.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -46,10 +56,19 @@ TOKEN_COOKIE = "logagent_token"
 
 
 class Viewer:
-    def __init__(self, db: BaseDBAsyncClient, db_url: str, access: Access, host: str, port: int):
+    def __init__(
+        self,
+        db: BaseDBAsyncClient,
+        db_url: str,
+        access: Access,
+        host: str,
+        port: int,
+        alerts: AlertSettings | None = None,
+    ):
         self.db = db
         self.db_url = db_url
         self.access = access
+        self.alerts = alerts or AlertSettings()  # the rules shown; their URLs never are
         self.hosts = _served_hosts(host, port)
         self.live = LiveTails(db, db_url)
 
@@ -59,6 +78,7 @@ class Viewer:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/", self.index)
+        app.router.add_get("/alerts", self.alerts_page)
         app.router.add_get("/login", self.login)
         app.router.add_get("/favicon.ico", self.no_icon)
         app.router.add_get("/static/{name}", self.static)
@@ -66,6 +86,7 @@ class Viewer:
         app.router.add_get("/api/lines", self.lines)
         app.router.add_get("/api/tail", self.tail)
         app.router.add_get("/api/download", self.download)
+        app.router.add_get("/api/alerts", self.alert_history)
         return app
 
     @web.middleware
@@ -113,6 +134,9 @@ class Viewer:
 
     async def index(self, _request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / "index.html", headers={"Content-Type": "text/html"})
+
+    async def alerts_page(self, _request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "alerts.html", headers={"Content-Type": "text/html"})
 
     async def no_icon(self, _request: web.Request) -> web.StreamResponse:
         return web.Response(status=204)
@@ -213,6 +237,20 @@ class Viewer:
             for e in found
         ]  # fmt: skip
 
+    async def alert_history(self, request: web.Request) -> web.StreamResponse:
+        """The configured rules (never a destination's URL) and the newest alerts in the
+        outbox, each with its deliveries and a link to its lines (web/alerts.py)."""
+        asked = parse_alerts_query(request.query)
+        counts = await outbox.per_rule(self.db)
+        rows = await outbox.history(self.db, rule=asked.rule, limit=asked.limit)
+        body = {
+            "rules": rules_json(self.alerts, counts),
+            "alerts": history_json(rows),
+            "rule": asked.rule,
+            "more": len(rows) == asked.limit,  # the limit reached: older ones may be stored
+        }
+        return web.json_response(body)
+
     async def tail(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events: rows committed after `after` (a position the newest page of
         /api/lines gave; a reconnecting EventSource sends the last event's id instead)."""
@@ -260,10 +298,10 @@ def _served_hosts(host: str, port: int) -> set[str] | None:
     return {f"{n}:{port}" for n in names} | (names if port == 80 else set())
 
 
-async def serve(db_url: str, host: str, port: int, access: Access) -> int:
+async def serve(db_url: str, host: str, port: int, access: Access, alerts: AlertSettings) -> int:
     """Serve the viewer until interrupted; the store is opened for reading only."""
     async with open_store(db_url) as db, AsyncExitStack() as stack:
-        viewer = Viewer(db, db_url, access, host, port)
+        viewer = Viewer(db, db_url, access, host, port, alerts)
         await viewer.listen(stack)
         # Live tails never end on their own: on shutdown they are given a second, not 60.
         runner = web.AppRunner(

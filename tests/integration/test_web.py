@@ -18,9 +18,13 @@ import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
 
+from agent.alerts.engine import Alert
+from agent.alerts.rules import AlertSettings, parse_alerts
 from agent.batch import LineBatch, Source
-from agent.storage import LogStorage
-from agent.storage.reader import open_store
+from agent.storage import LogStorage, outbox
+from agent.storage.db import transaction
+from agent.storage.follow import committed
+from agent.storage.reader import LogFilter, older, open_store
 from agent.timestamps import format_timestamp
 from agent.web.auth import Access, AccessError, FailureLimit, access_for, hash_password
 from agent.web.server import Viewer
@@ -52,10 +56,13 @@ async def fill(url: str, per_container: dict[str, list[str]], *, step: int = 100
 
 @asynccontextmanager
 async def viewer(
-    url: str, access: Access | None = None, host: str = "127.0.0.1"
+    url: str,
+    access: Access | None = None,
+    host: str = "127.0.0.1",
+    alerts: AlertSettings | None = None,
 ) -> AsyncIterator[TestClient]:
     async with open_store(url) as db:
-        app = Viewer(db, url, access or Access(), host, PORT).app()
+        app = Viewer(db, url, access or Access(), host, PORT, alerts).app()
         async with TestClient(TestServer(app)) as client:
             yield client
 
@@ -154,7 +161,8 @@ async def test_every_response_is_locked_down_and_crafted_paths_go_nowhere(
     url = f"sqlite:///{tmp_path / 'logs.db'}"
     await fill(url, {"a": ["x"]})
     async with viewer(url) as client:
-        for path in ("/", "/static/app.js", "/api/containers", "/api/lines", "/nope"):
+        for path in ("/", "/static/app.js", "/api/containers", "/api/lines", "/alerts",
+                     "/api/alerts", "/nope"):  # fmt: skip
             response = await client.get(path, headers=HOST)
             assert "script-src 'self'" in response.headers["Content-Security-Policy"], path
             assert response.headers["X-Content-Type-Options"] == "nosniff"
@@ -197,6 +205,7 @@ async def test_token_or_users_file_guard_a_viewer_beyond_loopback(tmp_path: Path
     access = access_for("0.0.0.0", "t" * 20, str(users))
     async with viewer(url, access, "0.0.0.0") as client:
         assert (await client.get("/api/containers")).status == 401
+        assert (await client.get("/api/alerts")).status == 401
         ok = await client.get("/api/containers", headers={"Authorization": "Bearer " + "t" * 20})
         assert ok.status == 200
         bad = await client.get("/api/containers", headers={"Authorization": "Bearer ünï"})
@@ -392,3 +401,115 @@ async def test_failed_logins_are_answered_429_and_a_right_password_still_logs_in
         assert (await client.get("/")).status == 401  # showing nothing is not a failure
         assert (await client.get("/login?token=wrong")).status == 401
         assert (await client.get("/login?token=wrong")).status == 429  # the third failure
+
+
+# Destinations' URLs are secrets: the alerts page names destinations, never shows one.
+SECRETS = ("hooks.example", "secret-token-123", "pager.example", "other-secret")
+
+
+def alert_settings() -> AlertSettings:
+    return parse_alerts(
+        {
+            "destinations": [
+                {"name": "ops", "url": "https://hooks.example/T000/secret-token-123"},
+                {"name": "pager", "url_env": "PAGER_URL"},
+            ],
+            "rules": [
+                {"name": "errors", "match": "ERROR|panic", "names": ["a*"], "threshold": 2,
+                 "window": "30s", "cooldown": "10m", "destinations": ["ops", "pager"]},
+                {"name": "crashed", "event": "die", "destinations": ["ops"]},
+            ],
+        },
+        environ={"PAGER_URL": "http://pager.example/hook?key=other-secret"},
+    )  # fmt: skip
+
+
+async def test_alerts_route_lists_rules_without_urls_and_each_alert_with_its_deliveries(
+    store_url: str,
+) -> None:
+    await fill(store_url, {"a": ["fine", "ERROR one", "ERROR <b>two</b>"]})
+    async with LogStorage(store_url, host="web-host") as storage:
+        row = (await older(storage.db, LogFilter(), before=None, limit=1))[0]
+        line = Alert(
+            id="a" * 32, rule="errors", host="web-host", container_id=row.container_id,
+            container_name=row.container_name, time_ns=row.timestamp_ns, line=row.message,
+            count=2, more=3, kind="line", ref=row.id, destinations=("ops", "pager"),
+        )  # fmt: skip
+        event = Alert(
+            id="b" * 32, rule="crashed", host="web-host", container_id=row.container_id,
+            container_name=row.container_name, time_ns=row.timestamp_ns + 5, count=1, more=0,
+            line="die (exit code 3)", kind="event", ref=7, destinations=("ops",),
+        )  # fmt: skip
+        made = [
+            outbox.Outgoing(a.id, d, a.host, a.rule, json.dumps(a.payload()))
+            for a in (line, event)
+            for d in a.destinations
+        ]
+        summary = {**line.payload(), "kind": "summary", "first_ns": T0, "count": 40}
+        made.append(outbox.Outgoing("d" * 32, "ops", "web-host", "errors", json.dumps(summary)))
+        made.append(outbox.Outgoing("c" * 32, "ops", "web-host", "gone", "[not, json"))
+        position = await committed(storage.db)
+        async with transaction() as conn:
+            await outbox.record_step(conn, "alerts:test", position, "{}", made)
+        for pending in await outbox.due(storage.db, "web-host"):
+            if (pending.alert_id, pending.destination) == (line.id, "ops"):
+                await outbox.mark_sent(storage.db, pending)
+            elif (pending.alert_id, pending.destination) == (line.id, "pager"):
+                await outbox.mark_failed(storage.db, pending, 60, "HTTP 503")
+    async with viewer(store_url, alerts=alert_settings()) as client:
+        response = await client.get("/api/alerts", headers=HOST)
+        assert response.status == 200
+        text = await response.text()
+        assert not [s for s in SECRETS if s in text], text
+        body = json.loads(text)
+        errors, crashed = body["rules"]
+        assert errors == {
+            "name": "errors", "watches": "match ERROR|panic", "names": ["a*"],
+            "threshold": 2, "window_s": 30, "cooldown_s": 600,
+            "destinations": ["ops", "pager"], "sent": 1, "pending": 2,
+            "last": errors["last"],
+        }  # fmt: skip
+        assert errors["last"].endswith("Z")
+        assert (crashed["watches"], crashed["sent"], crashed["pending"]) == ("event die", 0, 1)
+        assert [a["id"] for a in body["alerts"]] == ["c" * 32, "d" * 32, "b" * 32, "a" * 32]
+        garbled, summed, died, fired = body["alerts"]
+        assert (garbled["rule"], garbled["line"], garbled["lines"]) == ("gone", "", None)
+        # (a payload from the store is data: one it cannot read is shown as far as it goes)
+        assert summed["kind"] == "summary" and summed["count"] == 40
+        assert summed["first"] == format_timestamp(T0)
+        since = format_timestamp(T0 - 300 * 10**9).replace(":", "%3A")
+        assert f"&since={since}&" in summed["lines"] and "#" not in summed["lines"]
+        assert (died["kind"], died["line"], died["ref"]) == ("event", "die (exit code 3)", 7)
+        assert [d["status"] for d in died["deliveries"]] == ["pending"]
+        assert (fired["line"], fired["count"], fired["more"]) == ("ERROR <b>two</b>", 2, 3)
+        assert fired["ref"] == row.id
+        assert (fired["cid"], fired["name"], fired["ns"]) == ("a" * 8, "a", str(row.timestamp_ns))
+        assert sorted(fired["deliveries"], key=lambda d: d["destination"]) == [
+            {"destination": "ops", "status": "sent", "attempts": 1, "error": None},
+            {"destination": "pager", "status": "pending", "attempts": 1, "error": "HTTP 503"},
+        ]
+        # Its link opens the log view on its container, around the line: the line is there.
+        assert fired["lines"].startswith("/?c=aaaaaaaa&since=")
+        assert fired["lines"].endswith(f"#line-{row.id}") and died["lines"].count("#") == 0
+        chunks = await ndjson(client, "/api/lines" + fired["lines"][1:].split("#")[0])
+        shown = [r for c in chunks for r in c["rows"]]
+        assert row.id in [r["id"] for r in shown]
+        assert {r["name"] for r in shown} == {"a"}
+        one = await (await client.get("/api/alerts?rule=crashed", headers=HOST)).json()
+        assert [a["id"] for a in one["alerts"]] == ["b" * 32] and one["rule"] == "crashed"
+        assert not one["more"]
+        newest = await (await client.get("/api/alerts?limit=1", headers=HOST)).json()
+        assert len(newest["alerts"]) == 1 and newest["more"]
+        for query, said in (
+            ("limit=0", "limit: 0 is not between 1 and 1000"),
+            ("limit=1001", "limit: 1001 is not between 1 and 1000"),
+            ("limit=²", "is not a number"),
+            ("rule=" + "r" * 65, "rule: 65 characters, more than 64"),
+            ("rule=a%00b", "rule: a NUL character"),
+        ):
+            response = await client.get(f"/api/alerts?{query}", headers=HOST)
+            assert response.status == 400, query
+            assert said in (await response.json())["error"], query
+        page = await client.get("/alerts", headers=HOST)
+        assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+        assert 'id="alerts-page"' in await page.text()

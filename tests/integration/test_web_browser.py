@@ -12,9 +12,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +68,17 @@ def browser() -> Iterator[Any]:
 
 
 class Stack:
-    """An agent and a viewer on this test's store."""
+    """An agent and a viewer on this test's store; `extra_config` is in both's config."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, extra_config: str = "") -> None:
         self.url = db_url(tmp_path)
-        self.agent = start_agent_process(tmp_path)
+        self.agent = start_agent_process(tmp_path, extra_config=extra_config)
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.config = tmp_path / "web.toml"
-        self.config.write_text(f'[storage]\ndb_url = "{self.url}"\n[web]\nport = {self.port}\n')
+        self.config.write_text(
+            f'[storage]\ndb_url = "{self.url}"\n[web]\nport = {self.port}\n{extra_config}'
+        )
         self.log = tmp_path / "web.log"
         self.web: subprocess.Popen[bytes] | None = None
 
@@ -458,3 +463,125 @@ def test_a_containers_life_is_marked_in_its_timeline(
     until(lambda: len(timeline()) == 4, "the timeline drawn")
     assert timeline() == [f"{name}: start", "one", "two", f"{name}: die (exit code 3)"]
     shot(browser, "life")
+
+
+class _Hook(BaseHTTPRequestHandler):
+    """A webhook that takes every alert (200)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def webhook() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+ALERTING = "<img src=x onerror=alert(1)><script>alert(2)</script> \x1b[31mred\x1b[0m end"
+
+
+@pytest.mark.docker
+def test_alerts_page_shows_rules_and_a_hostile_alert_as_text_linked_to_its_lines(
+    browser: Any, containers: Containers, tmp_path: Path
+) -> None:
+    """A real agent fires a line rule (sent to one destination, pending at one that is down)
+    and an event rule; the page lists them, runs nothing, shows no URL, and links the line's
+    alert to its lines."""
+    with webhook() as hook:
+        secrets = [hook + "?token=SECRET-IN-URL", f"http://127.0.0.1:{_free_port()}/p?key=SECRET2"]
+        config = (
+            f'[[alerts.destinations]]\nname = "ops"\nurl = "{secrets[0]}"\n'
+            f'[[alerts.destinations]]\nname = "pager"\nurl = "{secrets[1]}"\n'
+            f'[[alerts.rules]]\nname = "hostile"\nmatch = "onerror"\n'
+            f'names = ["{containers.prefix}-*"]\ndestinations = ["ops", "pager"]\n'
+            f'[[alerts.rules]]\nname = "crashed"\nevent = "die"\n'
+            f'names = ["{containers.prefix}-*"]\ndestinations = ["ops"]\n'
+        )
+        stack = Stack(tmp_path, config)
+        try:
+            _check_alerts_page(browser, stack, containers, tmp_path, hook)
+        finally:
+            stack.stop()
+
+
+def _check_alerts_page(
+    browser: Any, stack: Stack, containers: Containers, tmp_path: Path, hook: str
+) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    (tmp_path / "hostile").write_bytes((ALERTING + "\nafter\n").encode())
+    cid = containers.run(
+        "alerting", "sleep 1; echo before; cat /hostile; exit 3",
+        "-v", f"{tmp_path / 'hostile'}:/hostile:ro",
+    )  # fmt: skip
+    containers.wait("alerting")
+
+    def delivered() -> bool:
+        found = query(stack.url, "SELECT rule, destination, status, attempts FROM alert_outbox")
+        states = {(r, d): (s, int(n)) for r, d, s, n in found}
+        tried = states.get(("hostile", "pager"), ("", 0))
+        return (
+            states.get(("hostile", "ops")) == ("sent", 1)
+            and states.get(("crashed", "ops")) == ("sent", 1)
+            and tried[0] == "pending"
+            and tried[1] >= 1
+        )
+
+    until(delivered, "both alerts sent, and tried at the destination that is down")
+    open_view(browser, stack, "/alerts")
+    until(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#alerts tr.alert")) == 2,
+          "the alerts drawn")  # fmt: skip
+    page = browser.find_element(By.ID, "alerts-page")
+    rules = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#rules tbody tr")]
+    assert [r.split()[0] for r in rules] == ["hostile", "crashed"]
+    assert "match onerror" in rules[0] and "ops, pager" in rules[0] and "event die" in rules[1]
+    rows = {r.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text: r
+            for r in browser.find_elements(By.CSS_SELECTOR, "#alerts tr.alert")}  # fmt: skip
+    line = rows["hostile"].find_element(By.CSS_SELECTOR, ".msg")
+    hostile_text = "<img src=x onerror=alert(1)><script>alert(2)</script> red end"
+    assert line.text == hostile_text  # as text; the escape became a colour
+    assert line.find_elements(By.CSS_SELECTOR, ".a31")
+    assert "\x1b" not in page.text
+    assert rows["crashed"].find_element(By.CSS_SELECTOR, ".msg").text == "die (exit code 3)"
+    deliveries = rows["hostile"].find_element(By.CSS_SELECTOR, "td:nth-child(6)").text
+    assert "sent ops · 1 attempt" in deliveries and "pending pager" in deliveries
+    for tag in ("img", "script", "iframe", "style"):
+        assert page.find_elements(By.TAG_NAME, tag) == [], tag
+    try:
+        said = browser.switch_to.alert.text
+    except NoAlertPresentException:
+        said = None
+    assert said is None, f"a script ran: an alert says {said!r}"
+    source = browser.page_source
+    assert "SECRET" not in source and hook not in source  # a destination's URL: never shown
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors  # no CSP violation, no failed load
+    picture = tmp_path / "alerts-page.png"
+    browser.save_screenshot(str(picture))
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(picture, ARTEFACTS / "alerts.png")
+    # The line's alert links to the log view of its container, around the line.
+    link = rows["hostile"].find_element(By.CSS_SELECTOR, "a.context")
+    assert link.get_attribute("href").startswith(f"{stack.base}/?c={cid}&since=")
+    link.click()
+    until(lambda: "after" in shown(browser), "the lines around it")
+    assert shown(browser) == ["before", hostile_text, "after"]
+    marked = browser.find_element(By.CSS_SELECTOR, "#lines .line.marked .msg")
+    assert marked.text == hostile_text  # the alert's own line, marked
+    assert "#line-" in browser.current_url
+    assert browser.find_elements(By.CSS_SELECTOR, "#lines .event")  # and the container's death
+    shot(browser, "alert-context")

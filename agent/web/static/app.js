@@ -5,6 +5,7 @@
   const $ = (id) => document.getElementById(id);
   const PAGE = 200;
   const SHOWN = 20000; // characters of one line shown; the download has all of it
+  const MOST_ALERTS = 1000; // the alerts page's largest `limit` (web/query.py)
   const LEVELS = ["", "trace", "debug", "info", "warn", "error", "fatal"];
   const view = {
     selected: [], // container ids; none: every container
@@ -44,7 +45,7 @@
 
   function writeUrl() {
     const q = query().toString();
-    history.replaceState(null, "", q ? "?" + q : location.pathname);
+    history.replaceState(null, "", (q ? "?" + q : location.pathname) + location.hash);
     $("dl-text").href = "/api/download?" + query({ format: "text" }).toString();
     $("dl-json").href = "/api/download?" + query({ format: "json" }).toString();
   }
@@ -334,16 +335,9 @@
     const box = $("lines");
     try {
       const response = await fetch("/api/lines?" + query(extra).toString());
-      if (!response.ok) { // a 400 says why in JSON; a 401, 429 or 503 in a line of text
-        const said = await response.text();
-        let reason = said.trim() || response.statusText;
-        try {
-          reason = JSON.parse(said).error || reason;
-        } catch (e) {
-          // text, as it is
-        }
+      if (!response.ok) {
         $("status").replaceChildren();
-        escaped(reason, $("status"), []);
+        escaped(await refusal(response), $("status"), []);
         view.done = true;
         return;
       }
@@ -391,6 +385,27 @@
       (view.done ? "; the beginning of the stored history" : "");
   }
 
+  // Why a request was refused: a 400 says why in JSON; a 401, 429 or 503 in a line of text.
+  async function refusal(response) {
+    const said = await response.text();
+    let reason = said.trim() || response.statusText;
+    try {
+      reason = JSON.parse(said).error || reason;
+    } catch (e) {
+      // text, as it is
+    }
+    return String(reason);
+  }
+
+  // An alert's link (the alerts page) names its line, `#line-ID`: marked, in view, if shown.
+  function markLine() {
+    const named = /^#line-(\d+)$/.exec(location.hash);
+    const node = named && $("lines").querySelector(`.line[data-id="${named[1]}"]`);
+    if (!node) return;
+    node.classList.add("marked");
+    node.scrollIntoView({ block: "center" });
+  }
+
   // -- live tail ----------------------------------------------------------------------------
   function atBottom(box) {
     return box.scrollHeight - box.scrollTop - box.clientHeight < 40;
@@ -436,15 +451,140 @@
     await loadOlder();
     const box = $("lines");
     box.scrollTop = box.scrollHeight;
+    markLine();
     follow();
   }
 
+  // -- the alerts page (/alerts): the rules and what they fired, text from the store escaped
+  // like a line (an alert's line is one); each alert links to its lines in the log view.
+  function duration(seconds) { // 90 → "1m30s": as the config writes it
+    let left = Math.round(seconds);
+    let out = "";
+    for (const [unit, size] of [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]]) {
+      if (left >= size) {
+        out += Math.floor(left / size) + unit;
+        left %= size;
+      }
+    }
+    return out || "0s";
+  }
+
+  function shortTime(ts) {
+    return ts ? ts.slice(0, 23).replace("T", " ") : "–";
+  }
+
+  function cells(row, ...nodes) {
+    for (const node of nodes) {
+      const td = el("td");
+      td.append(node);
+      row.append(td);
+    }
+  }
+
+  function emptyRow(body, columns, text) {
+    const td = el("td", "none", text);
+    td.colSpan = columns;
+    const row = el("tr");
+    row.append(td);
+    body.append(row);
+  }
+
+  function drawRules(rules, chosen) {
+    const body = $("rules").tBodies[0];
+    body.replaceChildren();
+    for (const r of rules) {
+      const row = el("tr", r.name === chosen ? "on" : "");
+      const name = stored("a", "rule", r.name);
+      name.href = "?rule=" + encodeURIComponent(r.name);
+      name.title = "this rule's alerts only";
+      cells(row, name, stored("code", "", r.watches),
+        stored("span", "", r.names.length ? r.names.join(", ") : "every container"),
+        document.createTextNode(String(r.threshold)),
+        document.createTextNode(duration(r.window_s)),
+        document.createTextNode(duration(r.cooldown_s)),
+        stored("span", "", r.destinations.join(", ")),
+        document.createTextNode(String(r.sent)),
+        document.createTextNode(String(r.pending)),
+        document.createTextNode(shortTime(r.last)));
+      body.append(row);
+    }
+    if (!rules.length) emptyRow(body, 10, "no rules in this viewer's config ([[alerts.rules]])");
+  }
+
+  function deliveryNode(d) {
+    const node = el("div", "delivery");
+    const known = d.status === "sent" || d.status === "pending";
+    node.append(known ? el("span", "badge " + d.status, d.status) : stored("span", "badge", d.status));
+    node.append(" ", stored("span", "dest", d.destination));
+    node.append(` · ${d.attempts} ${d.attempts === 1 ? "attempt" : "attempts"}`);
+    if (d.error) node.append(" · ", stored("span", "error", d.error));
+    return node;
+  }
+
+  function alertRow(a) {
+    const row = el("tr", "alert");
+    row.dataset.id = a.id;
+    const when = el("span", "ts", (a.first ? shortTime(a.first) + " to\n" : "") + shortTime(a.ts));
+    when.title = "fired " + shortTime(a.created);
+    if (a.kind === "summary") when.append(el("div", "meta", "summary: matches past max_age"));
+    const who = el("span");
+    who.append(stored("span", "name", a.name || a.cid || "?"), stored("div", "meta", a.host));
+    const what = el("span", "msg" + (a.kind === "event" ? " event-text" : ""));
+    let text = a.line;
+    if (text.length > SHOWN) text = text.slice(0, SHOWN) + " …";
+    ansi(text, what);
+    const count = el("span", "", a.count === null ? "" : String(a.count));
+    if (a.more) count.append(el("span", "meta", ` +${a.more} held back`));
+    const deliveries = el("div");
+    for (const d of a.deliveries) deliveries.append(deliveryNode(d));
+    const link = a.lines?.startsWith("/?") ? el("a", "context", "lines") : el("span");
+    if (link.tagName === "A") {
+      link.href = a.lines; // the viewer's own URL: the container, from before to after it
+      link.title = "its container's lines around it";
+    }
+    cells(row, when, stored("span", "", a.rule), who, what, count, deliveries, link);
+    return row;
+  }
+
+  async function alertsPage() {
+    const asked = new URLSearchParams();
+    const given = new URLSearchParams(location.search);
+    for (const key of ["rule", "limit"]) if (given.get(key)) asked.set(key, given.get(key));
+    const response = await fetch("/api/alerts?" + asked.toString());
+    const status = $("alerts-status");
+    if (!response.ok) {
+      escaped(await refusal(response), status, []);
+      return;
+    }
+    const body = await response.json();
+    drawRules(body.rules, body.rule);
+    if (body.rule) {
+      const all = el("a", "", "all rules");
+      all.href = "/alerts";
+      $("history-of").append("of ", stored("span", "", body.rule), " · ", all);
+    }
+    const list = $("alerts").tBodies[0];
+    for (const a of body.alerts) list.append(alertRow(a));
+    if (!body.alerts.length) emptyRow(list, 7, "no alerts in the store");
+    status.textContent = `${body.alerts.length.toLocaleString()} alerts, newest first`;
+    if (body.more && asked.get("limit") !== String(MOST_ALERTS)) {
+      const more = el("a", "", "more");
+      asked.set("limit", String(MOST_ALERTS));
+      more.href = "?" + asked.toString();
+      status.append(" (older ones are stored: ", more, ")");
+    }
+  }
+
   if (typeof module === "object" && module.exports) { // node: tests/unit/test_viewer_js.py
-    module.exports = { pieces, visibleText, logfmt, structured, sgr };
+    module.exports = { pieces, visibleText, logfmt, structured, sgr, duration };
     return;
   }
 
   document.addEventListener("DOMContentLoaded", async () => {
+    if ($("alerts-page")) {
+      await alertsPage();
+      return;
+    }
     readUrl();
     $("filter").addEventListener("input", drawContainers);
     $("query").addEventListener("submit", (event) => {
