@@ -9,21 +9,29 @@ MISS; nothing here is a test. Needs root, a running dockerd and the test image
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import random
+import re
 import shutil
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
+
+from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -103,10 +111,16 @@ class AgentProcess:
     """`logagent run` on its own database and socket, scoped to this run's containers.
 
     `url` (another store: bench/pg_store.py), `host` and one more scope `label` are for
-    agents of a fleet; `db` is then unused."""
+    agents of a fleet; `db` is then unused. `extra` is more of the config (TOML tables)."""
 
     def __init__(
-        self, tmp: Path, name: str, url: str | None = None, host: str = "", label: str = ""
+        self,
+        tmp: Path,
+        name: str,
+        url: str | None = None,
+        host: str = "",
+        label: str = "",
+        extra: str = "",
     ) -> None:
         self.db = tmp / f"{name}.db"
         self.sock = str(socket_dir() / f"{name}.sock")
@@ -116,7 +130,7 @@ class AgentProcess:
             f'[storage]\ndb_url = "{url or f"sqlite:///{self.db}"}"\n'
             + (f'host = "{host}"\n' if host else "")
             + f'[docker]\nscope_labels = [{labels}]\ninitial_tail = "all"\n'
-            f'[api]\nsocket = "{self.sock}"\n[agent]\nlog_level = "WARNING"\n'
+            f'[api]\nsocket = "{self.sock}"\n[agent]\nlog_level = "WARNING"\n' + extra
         )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", str(config)], cwd=ROOT
@@ -175,7 +189,9 @@ def spread(values: Sequence[float], digits: int = 0) -> str:
 rows: list[tuple[str, str, str, str, str, str]] = []
 
 
-def report(what: str, ours: str, base: str, ratio: float | None, target: str, ok: bool | None):
+def report(
+    what: str, ours: str, base: str, ratio: float | None, target: str, ok: bool | None
+) -> None:
     mark = "" if ok is None else ("PASS" if ok else "MISS")
     rows.append((what, ours, base, "" if ratio is None else f"{ratio:.2f}×", target, mark))
     print(f"  {what}: {ours} | baseline {base} | {target} {mark}", flush=True)
@@ -483,6 +499,289 @@ def read_side(db: Path, cid: str, n: int) -> None:
     report("logs --grep rows/s scanned", f"{n / grep:,.0f}", "-", None, "", None)
 
 
+# -- 6. alerts ------------------------------------------------------------------------------
+
+
+class Receiver:
+    """A webhook endpoint as a user's would be: an aiohttp server on 127.0.0.1, in a thread of
+    the bench (not the agent's process), noting when each post has arrived. (Each round's
+    store is new, so its alerts' ids repeat those of the round before: a receiver that kept
+    ids across rounds would count them once.)"""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[int, str, dict[str, Any]]] = []  # (received ns, key, body)
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/hook"
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        now = time.time_ns()
+        key = request.headers.get("Idempotency-Key") or str(body.get("id"))
+        with self._lock:
+            self.posts.append((now, key, body))
+        return web.json_response({"ok": True})
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.SockSite(self._runner, self._sock).start()
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.posts)
+
+    def since(self, first: int) -> list[tuple[int, dict[str, Any]]]:
+        """The posts from the `first`-th on, each alert once (its first receipt)."""
+        with self._lock:
+            posts = self.posts[first:]
+        seen: dict[str, tuple[int, dict[str, Any]]] = {}
+        for received, key, body in posts:
+            seen.setdefault(key, (received, body))
+        return list(seen.values())
+
+
+# Ten line rules as people write them: RE2 patterns (three are literals: the matcher answers
+# those with `in`, no engine), a few with a cooldown short enough to fire again in a burst.
+ALERT_RULES = [
+    ("errors", "ERROR|FATAL", "1s"),
+    ("timeouts", "timeout", "5m"),
+    ("panics", "(?i)panic", "5m"),
+    ("http-5xx", r"status=5\d\d", "1s"),
+    ("oom", "OutOfMemory|out of memory", "5m"),
+    ("refused", "connection refused", "5m"),
+    ("slow", r"dur=\d{4,}ms", "1s"),
+    ("auth", "(?i)unauthori[sz]ed|forbidden", "5m"),
+    ("traces", "^Traceback|Exception in thread", "5m"),
+    ("disk", "No space left on device", "5m"),
+]
+
+
+def alerts_config(url: str, rules: list[tuple[str, str, str]]) -> str:
+    """`[[alerts.destinations]]` and `[[alerts.rules]]` for AgentProcess's `extra` (TOML
+    literal strings: a pattern's backslashes stay as written)."""
+    text = f'[[alerts.destinations]]\nname = "bench"\nurl = "{url}"\n'
+    for name, pattern, cooldown in rules:
+        text += (
+            f"[[alerts.rules]]\nname = \"{name}\"\nmatch = '{pattern}'\nthreshold = 1\n"
+            f'cooldown = "{cooldown}"\ndestinations = ["bench"]\n'
+        )
+    return text
+
+
+def log_block(n: int, seed: int = 25) -> list[str]:
+    """`n` lines of 99 characters as a web service writes them: ~1 % match a rule above."""
+    rnd = random.Random(seed)
+    paths = ["/api/v1/items", "/api/v1/users", "/api/v1/orders", "/healthz", "/static/app.js"]
+    rare = [
+        'level=error msg="db: connection refused by 10.0.3.7:5432" ERROR',
+        'level=warn msg="upstream timeout after 30s" path=/api/v1/orders',
+        "level=info msg=request method=POST path=/api/v1/orders status=503 dur=31ms",
+        "level=info msg=request method=GET path=/api/v1/items status=200 dur=2345ms",
+        'level=error msg="panic: runtime error: index out of range [3] with length 3"',
+        'level=warn msg="Unauthorized: token expired" user=1042',
+    ]
+    out = []
+    for _ in range(n):
+        if rnd.random() < 0.01:
+            text = rnd.choice(rare)
+        else:
+            text = (
+                f"level={rnd.choice(['info'] * 18 + ['debug', 'warn'])} msg=request "
+                f"method={rnd.choice(['GET', 'GET', 'POST'])} path={rnd.choice(paths)} "
+                f"status={rnd.choice([200, 200, 200, 201, 204, 301, 404])} "
+                f"dur={rnd.randint(1, 400)}ms"
+            )
+        out.append(f"{text} trace={rnd.getrandbits(64):016x}".ljust(99, ".")[:99])
+    return out
+
+
+def rules_position(db: Path) -> tuple[int, int, int]:
+    """The alert rules' committed position (their consumer row: the highest row id they
+    reached, of any host), the last row committed, and the alerts still pending."""
+    from agent.storage.follow import Position  # the stored form of a consumer's position
+
+    with closing(sqlite3.connect(db, timeout=10)) as conn:
+        try:
+            row = conn.execute(
+                "SELECT position FROM consumer_positions WHERE name LIKE 'alerts:%'"
+            ).fetchone()
+            last = int(conn.execute("SELECT max(id) FROM log_lines").fetchone()[0] or 0)
+            pending = int(
+                conn.execute(
+                    "SELECT count(*) FROM alert_outbox WHERE status = 'pending'"
+                ).fetchone()[0]
+            )
+        except sqlite3.OperationalError:
+            return 0, 0, 0
+    reached = max(Position.parse(str(row[0])).as_dict().values(), default=0) if row else 0
+    return reached, last, pending
+
+
+def alerts(tmp: Path, rounds: int, n: int) -> None:
+    block = log_block(1000)
+    per_cat = 4000  # lines per `cat`: the block four times, so a fork every 4,000 lines
+    reps = max(1, n // per_cat)
+    n = reps * per_cat
+    matching = (
+        sum(any(re.search(p, line) for _, p, _ in ALERT_RULES) for line in block) * n // len(block)
+    )
+    print(
+        f"6. alerts: {n:,} lines of 100 bytes ({matching:,} match a rule), no rules beside "
+        f"{len(ALERT_RULES)} line rules; then a matching line every 200 ms",
+        flush=True,
+    )
+    script = (
+        "cat > /tmp/b <<'EOF'\n" + "\n".join(block) + "\nEOF\n"
+        "cat /tmp/b /tmp/b /tmp/b /tmp/b > /tmp/c; sleep 2; "
+        f"i=0; while [ $i -lt {reps} ]; do cat /tmp/c; i=$((i+1)); done"
+    )
+    cpu_us: dict[str, list[float]] = {"none": [], "rules": []}
+    catch_up: list[float] = []
+    fired: list[int] = []
+    with Receiver() as receiver:
+        extra = {"none": "", "rules": alerts_config(receiver.url, ALERT_RULES)}
+        for r in range(rounds):
+            for kind in ("none", "rules") if r % 2 == 0 else ("rules", "none"):
+                agent = AgentProcess(tmp, f"alerts-{kind}{r}", extra=extra[kind])
+                cid = create(f"alerts-{kind}{r}", script)
+                before = receiver.count()
+                a0 = cpu_seconds(agent.proc.pid)
+                start(cid)
+                wait_for(partial(lambda a, c: a.lines(c) >= n, agent, cid), 300, step=0.01)
+                committed = time.monotonic()
+                if kind == "rules":  # and the rules have read every row, and sent what fired
+
+                    def caught_up(db: Path) -> bool:
+                        reached, last, pending = rules_position(db)
+                        return reached >= last > 0 and pending == 0
+
+                    wait_for(partial(caught_up, agent.db), 120, step=0.01)
+                    catch_up.append(time.monotonic() - committed)
+                    fired.append(receiver.count() - before)
+                cpu_us[kind].append(1e6 * (cpu_seconds(agent.proc.pid) - a0) / n)
+                agent.stop()
+                remove(f"{PREFIX}-alerts-{kind}{r}")
+                print(f"   round {r + 1}, {kind}: {cpu_us[kind][-1]:.2f} µs a line"
+                      + (f", rules caught up {catch_up[-1]:.2f} s after the last commit, "
+                         f"{fired[-1]} alerts received" if kind == "rules" else ""),
+                      flush=True)  # fmt: skip
+        ratio = statistics.median(cpu_us["rules"]) / statistics.median(cpu_us["none"])
+        report(f"agent CPU µs per line, {len(ALERT_RULES)} line rules vs none (firehose)",
+               spread(cpu_us["rules"], 2), f"no rules {spread(cpu_us['none'], 2)}", ratio,
+               "≤ 1.15×", ratio <= 1.15)  # fmt: skip
+        report("rules caught up after the last commit, s; alerts received a round",
+               f"{spread(catch_up, 2)}; {spread(fired)}", "-", None, "", None)  # fmt: skip
+        alert_latency(tmp, receiver)
+
+
+ALERT_LATENCY = """
+import json, subprocess, sys, time, anyio
+from agent.alerts.rules import parse_alerts
+from agent.app import Agent
+from agent.config import Settings
+label, db, sock, cid, n, url = sys.argv[1:7]
+commit = {}  # a seq line -> when its commit returned
+async def main():
+    alerts = parse_alerts({
+        "destinations": [{"name": "bench", "url": url}],
+        "rules": [{"name": "latency", "match": "ERROR .* seq=[0-9]+", "threshold": 1,
+                   "cooldown": "1ms", "destinations": ["bench"]}],
+    })
+    agent = Agent(Settings(db_url=f"sqlite:///{db}", scope_labels=(label,), api_socket=sock,
+                           initial_tail="all", alerts=alerts), self_ids=[])
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        real = agent.storage.writer.sql.commit
+        async def timed(batches):
+            await real(batches)
+            now = time.time_ns()
+            for b in batches:
+                for m in b.messages:
+                    if "seq=" in m:
+                        commit[m] = now
+        agent.storage.writer.sql.commit = timed
+        subprocess.run(["docker", "start", cid], check=True, capture_output=True)
+        limit = time.monotonic() + 120
+        while (len(commit) < int(n) or agent.alerts.sent < int(n)) and time.monotonic() < limit:
+            await anyio.sleep(0.1)
+        agent.stop.set()
+    print(json.dumps(commit))
+anyio.run(main)
+"""
+
+
+def alert_latency(tmp: Path, receiver: Receiver, n: int = 100) -> None:
+    """A matching line every ~200 ms (each its own alert: threshold 1, cooldown 1 ms), the
+    agent in process (as in `latency`) stamping each batch after its commit returns."""
+    script = (
+        f"sleep 2; i=0; while [ $i -lt {n} ]; do "
+        'echo "ERROR payment declined seq=$i"; i=$((i+1)); sleep 0.2; done'
+    )
+    cid = create("alerts-latency", script)
+    db = tmp / "alerts-latency.db"
+    first = receiver.count()
+    out = subprocess.run(
+        [sys.executable, "-c", ALERT_LATENCY, LABEL, str(db), str(socket_dir() / "alat.sock"),
+         cid, str(n), receiver.url],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout.splitlines()  # fmt: skip
+    commit: dict[str, int] = json.loads(out[-1])
+    got = receiver.since(first)
+    with closing(sqlite3.connect(db)) as conn:
+        stepped = {  # the line -> when the rules' step that fired it was committed
+            json.loads(p)["line"]: int(c)
+            for p, c in conn.execute("SELECT payload, created_ns FROM alert_outbox")
+        }
+    to_recv, written_recv, written_commit, to_step, step_recv = [], [], [], [], []
+    for received, body in got:
+        line = body["line"]
+        if line not in commit:
+            continue
+        to_recv.append((received - commit[line]) / 1e6)
+        written_recv.append((received - body["time_ns"]) / 1e6)
+        written_commit.append((commit[line] - body["time_ns"]) / 1e6)
+        if line in stepped:
+            to_step.append((stepped[line] - commit[line]) / 1e6)
+            step_recv.append((received - stepped[line]) / 1e6)
+
+    def q(xs: list[float], p: float) -> float:
+        return sorted(xs)[min(len(xs) - 1, int(len(xs) * p))]
+
+    def pct(xs: list[float]) -> str:
+        return f"{q(xs, 0.5):.0f} / {q(xs, 0.99):.0f} / {max(xs):.0f}"
+
+    print(f"   {len(to_recv)} of {n} matching lines received as alerts", flush=True)
+    if not to_recv:
+        report("alert latency, committed → webhook received", "none received", "-", None,
+               "p99 ≤ 1 s", False)  # fmt: skip
+        return
+    report(f"alert latency p50 / p99 / max ms, committed → webhook received ({len(to_recv)})",
+           pct(to_recv), f"written → committed {pct(written_commit)}", None, "p99 ≤ 1 s",
+           q(to_recv, 0.99) <= 1000 and len(to_recv) == n)  # fmt: skip
+    report("  of which committed → rules' step committed (alert pending)", pct(to_step),
+           f"step → received {pct(step_recv)}", None, "", None)  # fmt: skip
+    report("  line written (Docker's timestamp) → webhook received", pct(written_recv), "-",
+           None, "", None)  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
@@ -491,7 +790,12 @@ def main() -> int:
     parser.add_argument("--busy", type=int, default=100)
     parser.add_argument("--window", type=float, default=10.0, help="CPU sampling seconds")
     parser.add_argument(
-        "--only", choices=["ingest", "latency", "many"], help="run one part (read side: ingest)"
+        "--only",
+        choices=["ingest", "latency", "many", "alerts"],
+        help="run one part (read side: ingest)",
+    )
+    parser.add_argument(
+        "--alert-lines", type=int, default=300_000, help="the alerts part's firehose"
     )
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C: every `finally` runs (containers removed, inotify limit put
@@ -506,6 +810,8 @@ def main() -> int:
             latency(tmp)
         if args.only in (None, "many"):
             many(tmp, args.idle, args.busy, args.window)
+        if args.only in (None, "alerts"):
+            alerts(tmp, args.rounds, args.alert_lines)
     finally:
         for proc in agents:
             if proc.poll() is None:
