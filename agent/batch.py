@@ -8,7 +8,7 @@ and `storage/` so that neither imports the other.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 STDOUT = "stdout"
@@ -20,6 +20,9 @@ STREAMS = (STDOUT, STDERR, TTY)
 FLAG_TRUNCATED = 1  # more pieces of this line follow in the next row of the same stream
 FLAG_CONTINUED = 2  # this row continues the previous row of the same stream
 FLAG_REPLACED = 4  # the bytes were not valid UTF-8: undecodable bytes became U+FFFD
+
+
+Labels = tuple[tuple[str, str], ...]  # a container's, as the store keeps them
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,24 @@ class Source:
     # Each new identity of a container counts one more (ContainerRecord.identify): a batch
     # read under an older one but committed after it cannot bring the old name back.
     version: int = 0
+    # What it was run as and with, for whoever selects containers among the stored ones
+    # (alert rules): its image, compose service and labels (bounded: docker/inspect.py).
+    image: str | None = None
+    service: str | None = None
+    labels: Labels = ()
+
+    def described(
+        self,
+        project: str | None,
+        service: str | None,
+        image: str,
+        labels: tuple[tuple[str, str], ...],
+    ) -> Source:
+        """This identity with what its inspect says (itself if nothing differs)."""
+        said = (project, service, image or None, labels)
+        if said == (self.project, self.service, self.image, self.labels):
+            return self
+        return replace(self, project=project, service=service, image=image or None, labels=labels)
 
 
 class Line(NamedTuple):

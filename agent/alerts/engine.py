@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from agent import where
 from agent.alerts.rules import Rule
+from agent.grep import which_match
 from agent.render import life_text
+from agent.storage.described import StoredContainer
 from agent.storage.life import LifeView
 from agent.storage.reader import StoredRow
 from agent.timestamps import format_timestamp
@@ -86,34 +89,51 @@ class Engine:
     def __init__(self, rules: tuple[Rule, ...], host: str) -> None:
         self.host = host
         self._lines = tuple(r for r in rules if r.event is None)
+        # The line rules' patterns in one RE2 set: one pass a line for all of them.
+        patterned = [r for r in self._lines if r.pattern]
+        self._patterned = tuple(patterned)
+        self._unpatterned = tuple(r for r in self._lines if not r.pattern)
+        self._which = which_match([r.pattern for r in patterned]) if patterned else None
         self._events = tuple(r for r in rules if r.event is not None)
         self.rules = rules
         self._tracks: dict[str, _Track] = {}
         self.events_after = 0  # the id of the last container event the rules have seen
         self._newest = 0  # the newest line's time seen: the engine's clock for old tracks
 
-    def feed(self, rows: list[StoredRow], now_ns: int | None = None) -> list[Alert]:
+    def feed(
+        self,
+        rows: list[StoredRow],
+        now_ns: int | None = None,
+        containers: Mapping[str, StoredContainer] | None = None,
+    ) -> list[Alert]:
         """The alerts these rows (in commit order) fire; `now_ns` is the clock, for max_age
-        (None: no match is judged old)."""
+        (None: no match is judged old); `containers` as the store describes them (one not
+        in it is known by its name alone)."""
         fired: list[Alert] = []
+        which, patterned, unpatterned = self._which, self._patterned, self._unpatterned
         for row in rows:
+            hits = which(row.message) if which is not None else None
+            if not hits and not unpatterned:  # most lines of a firehose: no rule's pattern
+                continue
+            candidates = [patterned[i] for i in sorted(hits)] if hits else []
             fields: where.Fields | None = None  # a line's fields, read once for all rules
-            for rule in self._lines:
-                if (
+            c = _described(containers, row.container_id, row.container_name)
+            for rule in (*candidates, *unpatterned) if unpatterned else candidates:
+                if not (
                     (rule.min_level is None or (row.level or 0) >= rule.min_level)
                     and (not rule.streams or row.stream in rule.streams)
-                    and rule.watches(row.container_name)
-                    and rule.matches(row.message)
+                    and rule.watches(c)
                 ):
-                    if rule.fields_hold is not None:
-                        if fields is None:
-                            fields = where.fields_of(row.message) or {}
-                        if not rule.fields_hold(row.message, fields):
-                            continue
-                    seen = _Seen("line", row.id, row.container_id, row.container_name,
-                                 row.timestamp_ns, row.message)  # fmt: skip
-                    if (alert := self._matched(rule, seen, now_ns)) is not None:
-                        fired.append(alert)
+                    continue
+                if rule.fields_hold is not None:
+                    if fields is None:
+                        fields = where.fields_of(row.message) or {}
+                    if not rule.fields_hold(row.message, fields):
+                        continue
+                seen = _Seen("line", row.id, row.container_id, row.container_name,
+                             row.timestamp_ns, row.message)  # fmt: skip
+                if (alert := self._matched(rule, seen, now_ns, c)) is not None:
+                    fired.append(alert)
         if rows:
             latest: dict[str, int] = {}  # per container, its newest line here: its own clock
             for row in rows:
@@ -122,16 +142,22 @@ class Engine:
             self._forget_quiet(latest, self._newest)
         return fired
 
-    def feed_events(self, events: list[LifeView], now_ns: int | None = None) -> list[Alert]:
+    def feed_events(
+        self,
+        events: list[LifeView],
+        now_ns: int | None = None,
+        containers: Mapping[str, StoredContainer] | None = None,
+    ) -> list[Alert]:
         """Containers' lives (storage/life.py), in id order: a rule's `event` picks them."""
         fired: list[Alert] = []
         for e in events:
             self.events_after = max(self.events_after, e.id)
+            c = _described(containers, e.container_id, e.container_name)
             for rule in self._events:
-                if rule.watches(e.container_name) and _is(rule.event, e):
+                if rule.watches(c) and _is(rule.event, e):
                     seen = _Seen("event", e.id, e.container_id, e.container_name, e.time_ns,
                                  life_text(e))  # fmt: skip
-                    if (alert := self._matched(rule, seen, now_ns)) is not None:
+                    if (alert := self._matched(rule, seen, now_ns, c)) is not None:
                         fired.append(alert)
         return fired
 
@@ -172,7 +198,9 @@ class Engine:
             track.old = track.old_first = track.old_ref = track.old_last = 0
         return out
 
-    def _matched(self, rule: Rule, seen: _Seen, now_ns: int | None) -> Alert | None:
+    def _matched(
+        self, rule: Rule, seen: _Seen, now_ns: int | None, container: StoredContainer
+    ) -> Alert | None:
         key = f"{rule.name}\x00{seen.container_id}"
         track = self._tracks.get(key)
         if track is None:
@@ -206,7 +234,7 @@ class Engine:
             more,
             seen.kind,
             seen.ref,
-            rule.destinations,
+            rule.destinations_for(container),
             rule.context if seen.kind == "line" else 0,
         )
 
@@ -249,6 +277,15 @@ class Engine:
             self.events_after = int(data["events_after"])
         except (ValueError, TypeError, KeyError):
             self._tracks, self.events_after = {}, 0
+
+
+def _described(
+    containers: Mapping[str, StoredContainer] | None, container_id: str, name: str
+) -> StoredContainer:
+    found = containers.get(container_id) if containers is not None else None
+    if found is None:
+        return StoredContainer(container_id, name)
+    return found if found.name == name else replace(found, name=name)  # renamed since
 
 
 def _is(event: str | None, e: LifeView) -> bool:

@@ -11,20 +11,22 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
 
 from agent import where as where_
 from agent.alerts.destinations import NAME, AlertConfigError, Destination, parse_destination
+from agent.alerts.selection import KEYS as SELECTION_KEYS
+from agent.alerts.selection import Selection, parse_selection, picked_destinations
 from agent.batch import STREAMS
 from agent.durations import parse_duration
-from agent.grep import MAX_LABEL_PROGRAM, matcher
+from agent.grep import MAX_LABEL_PROGRAM, matcher, which_match
 from agent.level_names import NAMES, level_of_word
+from agent.storage.described import StoredContainer
 
 __all__ = ["AlertConfigError", "AlertSettings", "Destination", "Rule", "parse_alerts"]
 _RULE_KEYS = (
-    "name", "match", "level", "stream", "where", "event", "names", "threshold", "window",
-    "cooldown", "max_age", "context", "destinations",
+    "name", "match", "level", "stream", "where", "event", *SELECTION_KEYS, "threshold",
+    "window", "cooldown", "max_age", "context", "destinations", "label_destinations",
 )  # fmt: skip
 _LINE_KEYS = ("match", "level", "stream", "where")  # what a line rule tests; none on an event rule
 MAX_CONTEXT = 20  # lines before and after a matching line, read from the store
@@ -38,7 +40,7 @@ class Rule:
     name: str
     pattern: str
     matches: Callable[[str], bool] = field(compare=False, repr=False)
-    names: tuple[str, ...] = ()  # container name globs; none: every container
+    selection: Selection = field(default_factory=Selection)  # which containers; none: all
     threshold: int = 1  # matches within `window_ns` that fire it
     window_ns: int = 60 * 10**9
     cooldown_ns: int = 300 * 10**9
@@ -54,9 +56,20 @@ class Rule:
     # caught up), is counted into one summary per rule and container, not sent one by one.
     max_age_ns: int = 3600 * 10**9
     context: int = 0  # lines before and after a matching line, sent with it
+    # A container's label may pick among these (selection.py); empty: it may not.
+    label_destinations: frozenset[str] = frozenset()
 
-    def watches(self, container_name: str) -> bool:
-        return not self.names or any(fnmatchcase(container_name, g) for g in self.names)
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.selection.names
+
+    def watches(self, container: StoredContainer) -> bool:
+        return self.selection.picks(container)
+
+    def destinations_for(self, container: StoredContainer) -> tuple[str, ...]:
+        if not self.label_destinations:
+            return self.destinations
+        return picked_destinations(container, self.label_destinations, self.destinations)
 
     def shown(self) -> dict[str, Any]:
         """The rule as the API and the viewer show it: destinations by name (never a URL)."""
@@ -64,6 +77,7 @@ class Rule:
             "name": self.name,
             "watches": self.describe(),
             "names": list(self.names),
+            **{k: v for k, v in self.selection.shown().items() if k != "names"},
             "threshold": self.threshold,
             "window_s": self.window_ns / 1e9,
             "cooldown_s": self.cooldown_ns / 1e9,
@@ -119,6 +133,10 @@ def parse_alerts(section: Any, environ: Mapping[str, str] | None = None) -> Aler
     )
     if len({r.name for r in rules}) != len(rules):
         raise AlertConfigError("alerts.rules: two rules have the same name")
+    try:  # the engine matches every line rule's pattern in one pass (agent/grep.py)
+        which_match([r.pattern for r in rules if r.event is None and r.pattern])
+    except ValueError as exc:
+        raise AlertConfigError(f"alerts.rules: {exc}") from None
     return AlertSettings(rules, dests)
 
 
@@ -185,9 +203,7 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
         raise AlertConfigError(f"{where}.context: a count of lines from 0 to {MAX_CONTEXT}")
     if event is not None and context:
         raise AlertConfigError(f"{where}.context: only a line rule sends lines around a match")
-    names = table.get("names", [])
-    if not isinstance(names, list) or not all(isinstance(g, str) and g for g in names):
-        raise AlertConfigError(f"{where}.names: expected a list of name globs")
+    selection = parse_selection(table, where)
     threshold = table.get("threshold", 1)
     if isinstance(threshold, bool) or not isinstance(threshold, int) or not 1 <= threshold <= 1000:
         # each match within the window is kept in the committed state: a bound on it
@@ -201,9 +217,13 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
     for d in dests:
         if d not in destinations:
             raise AlertConfigError(f"{where}.destinations: no destination named {d!r}")
+    by_label = table.get("label_destinations", False)
+    if not isinstance(by_label, bool):
+        raise AlertConfigError(f"{where}.label_destinations: true or false")
+    allowed = frozenset(destinations) if by_label else frozenset()
     return Rule(
-        name, pattern, matches, tuple(names), threshold, window, cooldown, tuple(dests), event,
-        min_level, tuple(streams), conditions, holds, max_age, context,
+        name, pattern, matches, selection, threshold, window, cooldown, tuple(dests), event,
+        min_level, tuple(streams), conditions, holds, max_age, context, allowed,
     )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -237,8 +237,11 @@ class DockerLogCollector:
                         self.state = "running"
                         started = self.opened = True
                         task_status.started()
-                        if info.project != self.source.project:
-                            self.identify(replace(self.source, project=info.project))
+                        described = self.source.described(
+                            info.project, info.service, info.image, info.kept_labels
+                        )
+                        if described is not self.source:
+                            self.identify(described)
                         await reader.mark("running")
                         with anyio.CancelScope() as follow_scope:
                             self._follow_scope = follow_scope

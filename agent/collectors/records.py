@@ -51,12 +51,14 @@ class Failure:
 
 
 def identity(source: Source, info: ContainerInfo | None, hints: Hints) -> Source:
-    """The container as its rows show it: its compose project, its own retention (a hint)."""
-    project = info.project if info is not None else source.project
+    """The container as its rows show it: its compose project and service, image and labels,
+    its own retention (a hint)."""
+    if info is not None:
+        source = source.described(info.project, info.service, info.image, info.kept_labels)
     max_age_s = int(hints.retention_s) if hints.retention_s is not None else source.max_age_s
-    if (project, max_age_s) == (source.project, source.max_age_s):
+    if max_age_s == source.max_age_s:
         return source
-    return replace(source, project=project, max_age_s=max_age_s)
+    return replace(source, max_age_s=max_age_s)
 
 
 @dataclass(eq=False)

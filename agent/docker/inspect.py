@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_SERVICE = "com.docker.compose.service"
+# Labels the store keeps of a container (whoever runs it sets them): this many, each key and
+# value cut to the store's name width.
+MAX_KEPT_LABELS = 64
+_LABEL_WIDTH = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,20 @@ class ContainerInfo:
     def project(self) -> str | None:
         """Its compose project (a label), for the viewer's grouping."""
         return self.labels.get(COMPOSE_PROJECT) or None
+
+    @property
+    def service(self) -> str | None:
+        """Its compose service (a label): with the project, a history across containers."""
+        return self.labels.get(COMPOSE_SERVICE) or None
+
+    @property
+    def kept_labels(self) -> tuple[tuple[str, str], ...]:
+        """Its labels as the store keeps them: sorted, at most MAX_KEPT_LABELS, each key and
+        value cut to 255 characters, NULs replaced (PostgreSQL's text cannot hold one)."""
+        return tuple(
+            (k[:_LABEL_WIDTH].replace("\x00", "\ufffd"), v[:_LABEL_WIDTH].replace("\x00", "\ufffd"))
+            for k, v in sorted(self.labels.items())[:MAX_KEPT_LABELS]
+        )
 
     @property
     def going(self) -> bool:

@@ -33,6 +33,9 @@ KEYS = (
     "retention",
 )
 MAX_EVENT_LINES = 10_000
+# Labels of ours that are not hints: read by the policy (enable) and the alert rules
+# (alerts/selection.py: where a container asks its alerts to go).
+NOT_HINTS = (PREFIX + "enable", PREFIX + "alert.destinations")
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,7 @@ def hints_for(
             fields[_PARSE[key][0]] = check_hint(key, value)  # checked at load: cannot fail
             given[key] = f"{key}={value} ({rule.where})"
     for label, value in labels.items():
-        if not label.startswith(PREFIX) or label == PREFIX + "enable":
+        if not label.startswith(PREFIX) or label in NOT_HINTS:
             continue
         key = label[len(PREFIX) :]
         try:

@@ -13,7 +13,14 @@ from itertools import repeat
 from typing import Any
 
 from agent.batch import STREAMS, LineBatch, Source
-from agent.storage.cursors import add_sources, commit_sql, position_sql, stored_positions
+from agent.storage.cursors import (
+    add_sources,
+    commit_sql,
+    described,
+    described_sql,
+    position_sql,
+    stored_positions,
+)
 from agent.storage.db import in_child_task, transaction
 from agent.storage.gaps import record_drops, record_lost
 from agent.storage.models import LOG_LINE_COLUMNS, LogLine, fit
@@ -48,6 +55,7 @@ class CommitSql:
         # batch made under an older one shows instead of its own.
         self.identities: dict[str, Source] = {}
         self._insert_sql = self._insert_many_sql = self._position_sql = self._commit_sql = ""
+        self._described_sql = ""
         self._copy = False
 
     def open(self, dialect: str) -> None:
@@ -60,6 +68,7 @@ class CommitSql:
         )
         self._position_sql = position_sql(dialect)
         self._commit_sql = commit_sql(dialect)
+        self._described_sql = described_sql(dialect)
         self._copy = dialect == "postgres"
 
     async def commit(self, batches: list[LineBatch]) -> None:
@@ -74,7 +83,7 @@ class CommitSql:
                 added = await add_sources(conn, self.host, list(new.values()))
             ids.update(added)  # committed: now the rows exist
         now = time.time_ns()
-        columns, positions = self._rows(batches, now)
+        columns, positions, told = self._rows(batches, now)
         dropped = {(ids[b.container_id], b.dropped.from_ns): b for b in batches if b.dropped}
         missing = self._missing_days(batches) if self._copy else set()
         if missing:  # in a short transaction of its own: it locks the whole table
@@ -98,6 +107,8 @@ class CommitSql:
             if rows:  # the follow seam: this host's rows are committed up to here
                 await conn.execute_query(self._commit_sql, [self.host, now])
             await conn.execute_many(self._position_sql, positions)
+            if told:  # a new identity: what it was run as, once, not with every commit
+                await conn.execute_many(self._described_sql, told)
             if dropped:
                 await record_drops(conn, self.host, list(dropped.values()))
             if lost := [b for b in batches if b.lost is not None]:
@@ -110,9 +121,12 @@ class CommitSql:
                 ids.pop(b.container_id, None)
                 self.identities.pop(b.container_id, None)
 
-    def _rows(self, batches: list[LineBatch], now: int) -> tuple[list[list[Any]], list[list[Any]]]:
+    def _rows(
+        self, batches: list[LineBatch], now: int
+    ) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]]]:
         """The rows column by column, in LOG_LINE_COLUMNS' order (lists joined in C, never a
-        tuple per row), and per container its position row (position_sql's parameters)."""
+        tuple per row), per container its position row (position_sql's parameters), and
+        for each identity new to this writer what its row is told of it (described_sql's)."""
         sids: list[int] = []
         streams: list[str] = []
         stamps: list[int] = []
@@ -145,11 +159,14 @@ class CommitSql:
             if sid not in latest or b.source.version >= latest[sid].version:
                 latest[sid] = b.source  # a rename queued after lines read under the old name
         positions: list[list[Any]] = []
+        told: list[list[Any]] = []
         known = self.identities
         for sid, b in last.items():
             src = latest[sid]
             if (kept := known.get(b.container_id)) is not None and kept.version > src.version:
                 src = kept  # a batch read under an older identity, committed after the new
+            if kept != src and (src.image or src.service or src.labels):
+                told.append([*described(src), sid])
             known[b.container_id] = src
             name = fit(src.container_name)
             row: list[Any] = [name, name]
@@ -159,7 +176,7 @@ class CommitSql:
                 [*row, *per_source[sid], now, src.max_age_s, fit(src.project), states.get(sid), sid]
             )
         hosts = [self.host] * len(sids)
-        return [hosts, sids, streams, stamps, texts, messages, flags, levels], positions
+        return [hosts, sids, streams, stamps, texts, messages, flags, levels], positions, told
 
     async def _insert(self, conn: Any, columns: list[list[Any]]) -> None:
         """SQLite: the rows in statements of ROWS_PER_INSERT rows each, the rest one by one.

@@ -6,9 +6,10 @@ writer in the same transaction as its lines (agent/storage/writer.py).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -47,17 +48,26 @@ async def load_cursors(
     empty cursor for one the store has none of): a listing of 1,000 containers asked once
     per container took a second of the start-up."""
     found: dict[str, Cursor] = {cid: Cursor() for cid in container_ids}
+    for row in await rows_of(db, host, container_ids, _POSITION):
+        found[str(row[0])] = _cursor(list(row)[1:])
+    return found
+
+
+async def rows_of(
+    db: BaseDBAsyncClient, host: str, container_ids: list[str], columns: str
+) -> list[Sequence[Any]]:
+    """`container_id, <columns>` of these containers' rows on this host, _CHUNK ids a query."""
+    out: list[Sequence[Any]] = []
     for at in range(0, len(container_ids), _CHUNK):
         chunk = container_ids[at : at + _CHUNK]
         marks = Marks(db.capabilities.dialect)
         _, rows = await db.execute_query(
-            f"SELECT container_id, {_POSITION} FROM {TABLE} "
+            f"SELECT container_id, {columns} FROM {TABLE} "
             f"WHERE host = {marks()} AND container_id IN ({marks.many(len(chunk))})",
             [host, *chunk],
         )
-        for row in rows:
-            found[str(row[0])] = _cursor(list(row)[1:])
-    return found
+        out += cast("list[Sequence[Any]]", rows)  # typed as dicts: rows that iterate values
+    return out
 
 
 def _cursor(position_columns: list[Any]) -> Cursor:
@@ -76,13 +86,14 @@ async def add_sources(conn: BaseDBAsyncClient, host: str, sources: list[Source])
     now = time.time_ns()
     insert = (
         f"INSERT INTO {TABLE} (host, container_id, container_name, stdout_n, stderr_n, "
-        f"tty_n, lines, bytes, updated_ns) VALUES ({Marks(dialect).many(9)}) "
-        "ON CONFLICT (host, container_id) DO NOTHING"
+        f"tty_n, lines, bytes, updated_ns, image, service, labels) "
+        f"VALUES ({Marks(dialect).many(12)}) ON CONFLICT (host, container_id) DO NOTHING"
     )
     await conn.execute_many(
         insert,
-        [[host, s.container_id, fit(s.container_name), 0, 0, 0, 0, 0, now] for s in sources],
-    )
+        [[host, s.container_id, fit(s.container_name), 0, 0, 0, 0, 0, now, *described(s)]
+         for s in sources],
+    )  # fmt: skip
     marks = Marks(dialect)
     _, found = await conn.execute_query(
         f"SELECT container_id, id FROM {TABLE} "
@@ -122,6 +133,22 @@ def position_sql(dialect: str) -> str:
     sets.append(f"project = COALESCE({m()}, project)")
     sets.append(f"state = COALESCE({m()}, state)")
     return f"UPDATE {TABLE} SET {', '.join(sets)} WHERE id = {m()}"
+
+
+def described(source: Source) -> list[Any]:
+    """What a container's row keeps of how it was run: image, service, labels (JSON)."""
+    labels = json.dumps(dict(source.labels), ensure_ascii=False) if source.labels else None
+    return [fit(source.image), fit(source.service), labels]
+
+
+def described_sql(dialect: str) -> str:
+    """A container's row told its image, service and labels (a new identity): a value it
+    does not know keeps the one stored."""
+    m = Marks(dialect)
+    return (
+        f"UPDATE {TABLE} SET image = COALESCE({m()}, image), service = COALESCE({m()}, "
+        f"service), labels = COALESCE({m()}, labels) WHERE id = {m()}"
+    )
 
 
 def commit_sql(dialect: str) -> str:

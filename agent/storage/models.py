@@ -90,6 +90,11 @@ class ContainerCursor(Model):
     # The names it had before `docker rename`s, each followed by a newline (no Docker name
     # holds one): `logs OLDNAME` still finds its history.
     former_names = fields.TextField(null=True)
+    # What it was run as and with (an alert rule selects by them, also once it is gone): its
+    # image, compose service, and labels as a JSON object (docker/inspect.py bounds them).
+    image = fields.CharField(max_length=255, null=True)
+    service = fields.CharField(max_length=255, null=True)
+    labels = fields.TextField(null=True)
 
     class Meta:
         table = "container_cursors"

@@ -33,8 +33,8 @@ log = logging.getLogger("logagent.storage")
 # followers read up to; 5: containers' former names (docker rename), agents' retention;
 # 6: gaps have a kind (a rate limit's spans were found by their reason's text), and
 # consumers their own positions (consumer_positions); 7: containers' lives (container_events);
-# 8: alerts (alert_outbox, alert_state).
-SCHEMA_VERSION = 8
+# 8: alerts (alert_outbox, alert_state); 9: containers' image, compose service and labels.
+SCHEMA_VERSION = 9
 # Columns added since layout 2, made by ALTER TABLE in a store that lacks them (nullable, no
 # default: instant on both backends, whatever the rows).
 _ADDED = (
@@ -45,6 +45,9 @@ _ADDED = (
     (ContainerCursor._meta.db_table, "former_names", "TEXT"),
     (AgentState._meta.db_table, "retention_s", "BIGINT"),
     (Gap._meta.db_table, "kind", "VARCHAR(16)"),
+    (ContainerCursor._meta.db_table, "image", "VARCHAR(255)"),
+    (ContainerCursor._meta.db_table, "service", "VARCHAR(255)"),
+    (ContainerCursor._meta.db_table, "labels", "TEXT"),
 )
 LEVEL_INDEX = "log_lines_level"
 

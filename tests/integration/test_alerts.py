@@ -329,6 +329,52 @@ async def test_apprise_and_a_templated_webhook_get_the_alert_as_data(
     assert len(headers["Idempotency-Key"]) == 32
 
 
+async def test_rules_select_containers_by_image_labels_and_compose_and_labels_pick_destinations(
+    tmp_path: Path, containers: Containers
+) -> None:
+    """Selectors are judged on what the store keeps of each container (image, compose
+    project and service, labels); a container's label picks among the config's destinations
+    for a rule that allows it, and nothing else (not a URL, not a name the config lacks)."""
+    async with receiving(Receiver()) as a, receiving(Receiver()) as b:
+        section = {
+            "destinations": [{"name": "a", "url": a.url}, {"name": "b", "url": b.url}],
+            "rules": [
+                {"name": "payments", "match": "ERROR", "images": ["logagent-test/busybox*"],
+                 "labels": ["team=pay*"], "names": [f"{containers.prefix}-*"],
+                 "label_destinations": True, "destinations": ["a"]},
+                {"name": "shop-web", "match": "ERROR", "projects": ["shop"],
+                 "services": ["web"], "names": [f"{containers.prefix}-*"],
+                 "destinations": ["a"]},
+                {"name": "other-image", "match": "ERROR", "images": ["nginx:*"],
+                 "destinations": ["a"]},
+            ],
+        }  # fmt: skip
+        settings = replace(agent_settings(tmp_path), alerts=parse_alerts(section))
+        compose = ["-l", "com.docker.compose.project=shop", "-l", "com.docker.compose.service=web"]
+        async with running_agent(settings) as agent:
+            containers.run("picks-b", "echo ERROR b", "-l", "team=payments",
+                           "-l", "logagent.alert.destinations=b, nope", *compose)  # fmt: skip
+            containers.run("url", "echo ERROR url", "-l", "team=payroll",
+                           "-l", "logagent.alert.destinations=http://127.0.0.1:9/x")  # fmt: skip
+            containers.run("search", "echo ERROR search", "-l", "team=search")
+            for name in ("picks-b", "url", "search"):
+                containers.wait(name)
+            await eventually(lambda: len(a.got) == 2 and len(b.got) == 1, limit=60)
+            hints = [r.hints for r in agent.registry if r.hints is not None]
+        got = sorted((body["rule"], body["line"]) for _, body in a.got)
+        assert got == [("payments", "ERROR url"), ("shop-web", "ERROR b")]
+        assert [(body["rule"], body["line"]) for _, body in b.got] == [("payments", "ERROR b")]
+        assert not any(p for h in hints for p in h.problems)  # the label is not a bad hint
+        stored = query(
+            db_url(tmp_path),
+            "SELECT container_name, image, service, labels FROM container_cursors "
+            "ORDER BY container_name",
+        )
+        picks = next(r for r in stored if r[0].endswith("-picks-b"))
+        assert picks[1] == "logagent-test/busybox:latest" and picks[2] == "web"
+        assert json.loads(picks[3])["team"] == "payments"
+
+
 def agent_process(tmp_path: Path, hook_url: str, prefix: str) -> subprocess.Popen[bytes]:
     """`logagent run` with one alert rule, as a process that can be killed with -9."""
     return start_agent_process(

@@ -230,3 +230,19 @@ def test_a_state_written_before_max_age_is_read() -> None:
     e.restore('{"tracks":{"r\\u0000' + "c" * 64 + '":[[5],7,2]},"events_after":3}')
     assert e.events_after == 3
     assert '"tracks":{"r\\u0000' in e.state() and "[[5],7,2,0,0,0,0," in e.state()
+
+
+def test_rules_with_patterns_and_without_each_fire_on_a_line_they_all_match() -> None:
+    """The patterns are matched as one RE2 set; a rule without one is tested apart."""
+    settings = parse_alerts(
+        {"destinations": [HOOK], "rules": [
+            {"name": "a", "match": "ERR", "destinations": ["hook"]},
+            {"name": "b", "match": "(?i)timeout", "destinations": ["hook"]},
+            {"name": "c", "match": "never", "destinations": ["hook"]},
+            {"name": "d", "level": "error", "destinations": ["hook"]},
+        ]}
+    )  # fmt: skip
+    e = Engine(settings.rules, "h")
+    both = StoredRow(1, "h", "c" * 64, "web", "stdout", S, "", "ERR: TimeOut", 0, 5)
+    assert sorted(a.rule for a in e.feed([both])) == ["a", "b", "d"]
+    assert e.feed([row(2, 2, "all is well")]) == []
