@@ -16,6 +16,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
 from agent.level_names import level_of_word
+from agent.storage import outbox
 from agent.storage.db import StorageError
 from agent.storage.errors import describe, unreachable
 from agent.storage.follow import committed, follow, history
@@ -271,6 +272,7 @@ async def status(
     async with reading(db_url) as db:
         rows = await container_summary(db, host)
         hosts = [h for h in await fleet_summary(db) if host is None or h["host"] == host]
+        alerts = await outbox.waiting(db, host)
     now = time.time_ns()
     for h in hosts:
         silent, stopped = (now - h.pop("last_seen_ns")) / 1e9, h.pop("stopped")
@@ -293,8 +295,11 @@ async def status(
             rows.append(
                 {"host": "", "container_id": cid, "container_name": "", "state": state, **blank}
             )
+    for a in alerts:
+        a["oldest_age_seconds"] = round((now - a.pop("oldest_ns")) / 1e9, 1)
     if as_json:
-        out.write(json.dumps({"agent": agent, "hosts": hosts, "containers": rows}) + "\n")
+        shown = {"agent": agent, "hosts": hosts, "containers": rows, "alerts_pending": alerts}
+        out.write(json.dumps(shown) + "\n")
         return 0
     out.write(f"agent: {agent}\n")
     if len(hosts) > 1 or host is not None:
@@ -320,4 +325,10 @@ async def status(
         notes += [f"{name}: hint not used: {p}" for p in r.get("hint_problems", [])]
     for note in notes:
         out.write(render.terminal_safe(note) + "\n")
+    for a in alerts:  # a destination's URL is a secret: only its name is shown
+        error = f", last error {a['last_error']}" if a["last_error"] else ""
+        out.write(
+            f"alerts pending for {a['destination']} ({a['host']}): {a['pending']}, the oldest "
+            f"{a['oldest_age_seconds']:.0f}s old, tried {a['attempts']} times{error}\n"
+        )
     return 0

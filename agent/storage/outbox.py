@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -156,3 +157,22 @@ async def per_rule(db: BaseDBAsyncClient) -> dict[str, tuple[int, int, int | Non
         f"FROM {OUTBOX} GROUP BY rule"
     )
     return {str(r[0]): (int(r[1] or 0), int(r[2] or 0), r[3]) for r in rows}
+
+
+async def waiting(db: BaseDBAsyncClient, host: str | None = None) -> list[dict[str, Any]]:
+    """Per host and destination, the alerts still pending: how many, since when, and the
+    last error said of them (`logagent status`: a destination that is down shows here)."""
+    m = Marks(db.capabilities.dialect)
+    where, params = (f"AND host = {m()}", [host]) if host else ("", [])
+    _, rows = await db.execute_query(
+        f"SELECT host, destination, COUNT(*), MIN(created_ns), MAX(attempts), "
+        f"MAX(last_error) FROM {OUTBOX} WHERE status = '{PENDING}' {where} "
+        "GROUP BY host, destination ORDER BY host, destination",
+        params,
+    )
+    return [
+        {"host": str(r[0]), "destination": str(r[1]), "pending": int(r[2]),
+         "oldest_ns": int(r[3]), "attempts": int(r[4] or 0),
+         "last_error": None if r[5] is None else str(r[5])}
+        for r in rows
+    ]  # fmt: skip

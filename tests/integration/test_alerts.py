@@ -24,6 +24,7 @@ import anyio
 import pytest
 from aiohttp import web
 
+from agent import commands
 from agent.alerts.cli import alerts as alerts_command
 from agent.alerts.rules import parse_alerts
 from tests.conftest import (
@@ -167,6 +168,13 @@ async def test_a_destination_that_fails_gets_the_alert_when_it_answers(
         settings = replace(agent_settings(tmp_path), alerts=parse_alerts(section))
         async with running_agent(settings) as agent:
             containers.run("flaky", "echo 'ERROR once'")
+            await eventually(lambda: [(s, a > 0) for s, a, _ in outbox(tmp_path)] == [
+                ("pending", True)], limit=90)  # fmt: skip
+            said = io.StringIO()  # `logagent status` while the destination fails
+            await commands.status(settings.db_url, settings.api_socket, False, said)
+            assert "alerts pending for hook (test-host): 1, the oldest " in said.getvalue()
+            assert "last error HTTP 50" in said.getvalue()
+            assert hook.url not in said.getvalue() and "127.0.0.1" not in said.getvalue()
             await eventually(lambda: [s for s, _, _ in outbox(tmp_path)] == ["sent"], limit=90)
             assert agent.alerts is not None and agent.alerts.failed == {"hook": 2}
             async with (
