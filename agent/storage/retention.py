@@ -21,7 +21,14 @@ import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.storage.db import in_child_task, transaction
-from agent.storage.models import AgentState, ContainerCursor, LogLine, Prune
+from agent.storage.models import (
+    AgentState,
+    AlertOutbox,
+    ContainerCursor,
+    ContainerEvent,
+    LogLine,
+    Prune,
+)
 from agent.storage.retention_days import count_off, drop_days
 from agent.storage.sql import Marks
 from agent.storage.sqlite_space import used_bytes, vacuum
@@ -83,6 +90,8 @@ class Retention:
                 db, report, before_ns=cutoff, besides=besides
             ):
                 report.by_age += deleted
+            if trimmed := await self._trim_beside(db, report, cutoff):
+                log.info("retention (max_age) deleted %d container events and sent alerts", trimmed)
         for sid, age in own.items():
             if age > 0:
                 cut = _before(now, age)
@@ -164,6 +173,35 @@ class Retention:
             await count_off(conn, per_source)
             self._held(report, started)
         return len(ids)
+
+    async def _trim_beside(self, db: BaseDBAsyncClient, report: PruneReport, cutoff: int) -> int:
+        """This host's containers' lives and the alerts it sent, past max_age, a batch a
+        transaction (an alert still pending is kept, however old: it is not delivered)."""
+        dialect, done = self.storage.dialect, 0
+        for table, older in (
+            (ContainerEvent._meta.db_table, "time_ns"),
+            (AlertOutbox._meta.db_table, "status = 'sent' AND created_ns"),
+        ):
+            while True:
+                async with transaction() as conn:
+                    started = time.perf_counter()
+                    m = Marks(dialect)
+                    _, rows = await conn.execute_query(
+                        f"SELECT id FROM {table} WHERE host = {m()} AND {older} < {m()} "
+                        f"ORDER BY id LIMIT {int(self.batch_rows)}",
+                        [self.storage.host, cutoff],
+                    )
+                    if rows:
+                        ids = [r[0] for r in rows]
+                        await conn.execute_query(
+                            f"DELETE FROM {table} WHERE id IN ({Marks(dialect).many(len(ids))})",
+                            ids,
+                        )
+                    self._held(report, started)
+                done += len(rows)
+                if len(rows) < self.batch_rows:
+                    break
+        return done
 
     async def _say_own_retention(self, db: BaseDBAsyncClient) -> None:
         m = Marks(self.storage.dialect)

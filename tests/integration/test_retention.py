@@ -95,3 +95,40 @@ async def test_max_bytes_keeps_the_file_under_its_limit(tmp_path: Path) -> None:
     )
     assert kept[0][0] == 60_000 - kept[0][1]  # the oldest went first
     assert query(tmp_path, "SELECT reason FROM prunes") == [("max_bytes",)]
+
+
+async def test_max_age_also_trims_this_hosts_lives_and_sent_alerts_never_a_pending_one(
+    store_url: str,
+) -> None:
+    """Both backends: container events and sent alerts past max_age go with the lines; an
+    alert still pending stays (it is not delivered yet), and another host's rows are its own."""
+    now = time.time_ns()
+    old, young = now - 8 * DAY, now - DAY
+    async with LogStorage(store_url, host="h") as storage:
+        db = storage.db
+        m = "?" if storage.dialect == "sqlite" else "$"
+
+        def marks(n: int) -> str:
+            return ", ".join("?" if m == "?" else f"${i}" for i in range(1, n + 1))
+
+        for n, (host, at) in enumerate([("h", old), ("h", young), ("other", old)] * 600):
+            await db.execute_query(
+                "INSERT INTO container_events (host, container_id, container_name, time_ns, "
+                f"action) VALUES ({marks(5)})",
+                [host, f"c{n}", "web", at + n, "die"],
+            )
+        outbox = [("h", old, "sent"), ("h", old, "pending"), ("h", young, "sent"),
+                  ("other", old, "sent")]  # fmt: skip
+        for n, (host, at, status) in enumerate(outbox):
+            await db.execute_query(
+                "INSERT INTO alert_outbox (alert_id, destination, host, rule, payload, "
+                f"created_ns, status, attempts, next_ns) VALUES ({marks(9)})",
+                [f"a{n}", "hook", host, "r", "{}", at, status, 1, at],
+            )
+        await Retention(storage, max_age_s=7 * 86400, max_bytes=0, batch_rows=500).run_once(now)
+        _, events = await db.execute_query(
+            "SELECT host, COUNT(*) FROM container_events GROUP BY host ORDER BY host"
+        )
+        _, alerts = await db.execute_query("SELECT alert_id FROM alert_outbox ORDER BY alert_id")
+    assert [tuple(r) for r in events] == [("h", 600), ("other", 600)]  # h's 600 old ones gone
+    assert [r[0] for r in alerts] == ["a1", "a2", "a3"]  # a0: h's, sent, old
