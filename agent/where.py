@@ -111,11 +111,11 @@ def checker(conditions: tuple[Condition, ...]) -> Callable[[str, Fields | None],
 
     A line that holds none of the keys' names as text is passed over without being parsed:
     most lines of a firehose are."""
-    leaves = tuple({c.path.rsplit(".", 1)[-1] for c in conditions})
+    names = leaves(conditions)
 
     def test(line: str, fields: Fields | None) -> bool:
         if fields is None:
-            if not all(leaf in line for leaf in leaves):
+            if not all(leaf in line for leaf in names):
                 return False
             fields = fields_of(line)
             if fields is None:
@@ -123,6 +123,11 @@ def checker(conditions: tuple[Condition, ...]) -> Callable[[str, Fields | None],
         return all(c.holds(fields) for c in conditions)
 
     return test
+
+
+def leaves(conditions: tuple[Condition, ...]) -> tuple[str, ...]:
+    """The last part of each field's name: text a line must hold for them all to."""
+    return tuple(sorted({c.path.rsplit(".", 1)[-1] for c in conditions}))
 
 
 class _Missing:

@@ -21,6 +21,7 @@ from agent.alerts.rules import Rule
 from agent.grep import which_match
 from agent.render import life_text
 from agent.storage.described import StoredContainer
+from agent.storage.follow import Scanned
 from agent.storage.life import LifeView
 from agent.storage.reader import StoredRow
 from agent.timestamps import format_timestamp
@@ -99,6 +100,21 @@ class Engine:
         self._tracks: dict[str, _Track] = {}
         self.events_after = 0  # the id of the last container event the rules have seen
         self._newest = 0  # the newest line's time seen: the engine's clock for old tracks
+
+    def candidates(self, scanned: list[Scanned]) -> list[int]:
+        """The ids of the rows some line rule may want (a first look: its pattern, or a
+        level at or above a rule's, or the names of a rule's fields in the line); only
+        those are read whole and fed. Most rows of a firehose are passed over here."""
+        which, unpatterned = self._which, self._unpatterned
+        if not unpatterned:
+            if which is None:
+                return []
+            return [s[0] for s in scanned if which(s[2])]
+        out: list[int] = []
+        for s in scanned:
+            if (which is not None and which(s[2])) or any(_may_want(r, s) for r in unpatterned):
+                out.append(s[0])
+        return out
 
     def feed(
         self,
@@ -277,6 +293,17 @@ class Engine:
             self.events_after = int(data["events_after"])
         except (ValueError, TypeError, KeyError):
             self._tracks, self.events_after = {}, 0
+
+
+def _may_want(rule: Rule, s: Scanned) -> bool:
+    """Whether a rule with no pattern may want this row, from its level and its text."""
+    _, level, message = s
+    if rule.min_level is not None and (level or 0) < rule.min_level:
+        return False
+    if not rule.leaves:
+        return True
+    text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+    return all(leaf in text for leaf in rule.leaves)
 
 
 def _described(

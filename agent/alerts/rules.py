@@ -56,6 +56,7 @@ class Rule:
     # caught up), is counted into one summary per rule and container, not sent one by one.
     max_age_ns: int = 3600 * 10**9
     context: int = 0  # lines before and after a matching line, sent with it
+    leaves: tuple[str, ...] = ()  # the names of `where`'s fields: text a line must hold
     # A container's label may pick among these (selection.py); empty: it may not.
     label_destinations: frozenset[str] = frozenset()
 
@@ -189,13 +190,14 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
     streams = [streams] if isinstance(streams, str) else streams
     if not isinstance(streams, list) or not all(s in STREAMS for s in streams):
         raise AlertConfigError(f"{where}.stream: {' or '.join(STREAMS)} (or a list of them)")
-    conditions, holds = "", None
+    conditions, holds, leaves = "", None, tuple[str, ...]()
     if "where" in table:
         conditions = table["where"]
         if not isinstance(conditions, str):
             raise AlertConfigError(f"{where}.where: expected conditions like 'status>=500'")
         try:
-            holds = where_.checker(where_.parse(conditions, f"{where}.where"))
+            parsed = where_.parse(conditions, f"{where}.where")
+            holds, leaves = where_.checker(parsed), where_.leaves(parsed)
         except ValueError as exc:
             raise AlertConfigError(str(exc)) from None
     context = table.get("context", 0)
@@ -223,7 +225,7 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
     allowed = frozenset(destinations) if by_label else frozenset()
     return Rule(
         name, pattern, matches, selection, threshold, window, cooldown, tuple(dests), event,
-        min_level, tuple(streams), conditions, holds, max_age, context, allowed,
+        min_level, tuple(streams), conditions, holds, max_age, context, leaves, allowed,
     )  # fmt: skip
 
 

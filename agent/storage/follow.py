@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from agent.storage.models import ContainerCursor, HostCommit
+from agent.storage.models import ContainerCursor, HostCommit, LogLine
 from agent.storage.postgres import commit_signal
 from agent.storage.reader import PAGE, LogFilter, StoredRow, select_rows
 from agent.storage.sql import Marks
@@ -137,10 +137,52 @@ async def newer(
     rows = await select_rows(db, flt, pending, "l.id", limit)
     # A full page stops at its last id: beyond it, a host may have more.
     cut = rows[-1].id if len(rows) >= limit else MAX_ID
+    return rows, _moved(after, upto, cut)
+
+
+# A committed row as a first look sees it, enough to tell whether it is wanted: its id,
+# level and message (SQLite's as bytes: not decoded, as most rows are passed over). A plain
+# tuple: a named one made by a row factory costs 0.5 us a row more.
+Scanned = tuple[int, int | None, str | bytes]
+
+
+async def scan(
+    db: BaseDBAsyncClient, host: str, after: Position, upto: Position, *, limit: int = PAGE
+) -> tuple[list[Scanned], Position]:
+    """This host's rows after `after` up to `upto` in id order, read narrowly (no join, no
+    row object of ten fields: a third of `newer`'s cost a row), and the position they reach.
+    Whoever wants a few of them whole reads those by id (reader.rows_by_id)."""
+    only = Position(tuple((h, at) for h, at in upto.ids if h == host))
+    sqlite = str(db.capabilities.dialect) == "sqlite"
+    m = Marks(str(db.capabilities.dialect))
+    between = _between(after, only, m)
+    if between is None:
+        return [], _moved(after, upto, MAX_ID)
+    clause, values = between
+    text = "CAST(l.message AS BLOB)" if sqlite else "l.message"
+    sql = (
+        f"SELECT l.id, l.level, {text} FROM {LogLine._meta.db_table} l WHERE {clause} "
+        f"ORDER BY l.id LIMIT {int(limit)}"
+    )
+    found: list[Scanned]
+    if sqlite:  # plain tuples from sqlite3 itself; tortoise would make a dict a row
+        async with db.acquire_connection() as conn:
+            cursor = await conn.execute(sql, values)
+            cursor.row_factory = None
+            found = await cursor.fetchall()
+            await cursor.close()
+    else:
+        _, rows = await db.execute_query(sql, values)
+        found = [(int(r[0]), r[1], r[2]) for r in rows]
+    cut = found[-1][0] if len(found) >= limit else MAX_ID
+    return found, _moved(after, upto, cut)
+
+
+def _moved(after: Position, upto: Position, cut: int) -> Position:
     moved = after.as_dict()
     for host, at in upto.ids:
         moved[host] = max(moved.get(host, 0), min(at, cut))
-    return rows, Position.of(moved)
+    return Position.of(moved)
 
 
 async def history(

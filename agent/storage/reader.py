@@ -226,6 +226,19 @@ async def later(
     return await select_rows(db, flt, page_after, "l.timestamp_ns, l.id", limit)
 
 
+async def rows_by_id(db: BaseDBAsyncClient, ids: list[int]) -> list[StoredRow]:
+    """These rows whole, in id order (a few a scan picked out: follow.scan)."""
+    found: list[StoredRow] = []
+    for at in range(0, len(ids), 500):
+        chunk = ids[at : at + 500]
+
+        def wanted(m: Marks, chunk: list[int] = chunk) -> tuple[str, list[Any]]:
+            return f"l.id IN ({m.many(len(chunk))})", list(chunk)
+
+        found += await select_rows(db, LogFilter(), wanted, "l.id", len(chunk))
+    return found
+
+
 async def gaps_between(
     db: BaseDBAsyncClient, container_ids: tuple[str, ...], lo: int | None, hi: int | None
 ) -> list[dict[str, Any]]:

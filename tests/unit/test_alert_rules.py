@@ -246,3 +246,28 @@ def test_rules_with_patterns_and_without_each_fire_on_a_line_they_all_match() ->
     both = StoredRow(1, "h", "c" * 64, "web", "stdout", S, "", "ERR: TimeOut", 0, 5)
     assert sorted(a.rule for a in e.feed([both])) == ["a", "b", "d"]
     assert e.feed([row(2, 2, "all is well")]) == []
+
+
+def test_a_first_look_picks_the_rows_a_rule_may_want_from_bytes_or_text() -> None:
+    """What the rules read whole: a pattern's hits, a level at or above a rule's, a line
+    that names a rule's fields; never one no rule can want."""
+    settings = parse_alerts(
+        {"destinations": [HOOK], "rules": [
+            {"name": "p", "match": "(?i)panic", "destinations": ["hook"]},
+            {"name": "l", "level": "error", "stream": "stderr", "destinations": ["hook"]},
+            {"name": "w", "where": "status>=500", "destinations": ["hook"]},
+        ]}
+    )  # fmt: skip
+    e = Engine(settings.rules, "h")
+    scanned = [
+        (1, None, b"kernel PANIC"),
+        (2, 5, b"boom"),
+        (3, 4, b"just a warning"),
+        (4, None, b'{"status": 503}'),
+        (5, None, "plain \u00e9t\u00e9".encode()),
+        (6, None, '{"status": 200}'),  # PostgreSQL's: text
+    ]
+    assert e.candidates(scanned) == [1, 2, 4, 6]
+    only_patterns = Engine(parse_alerts({"destinations": [HOOK], "rules": [
+        {"name": "p", "match": "ERROR", "destinations": ["hook"]}]}).rules, "h")  # fmt: skip
+    assert only_patterns.candidates(scanned) == []
