@@ -49,6 +49,16 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument(
         "--events", action="store_true", help="the containers' lives (die, oom, ...) among them"
     )
+    logs.add_argument(
+        "--where",
+        metavar="CONDITIONS",
+        help="only JSON or logfmt lines whose fields hold, e.g. 'status>=500 user.id=\"42\"'",
+    )
+    logs.add_argument(
+        "--service",
+        metavar="PROJECT/SERVICE",
+        help="every container that served a compose service (or had a name), as one history",
+    )
 
     status = command("status", "one line per known container: state, lines, last line, gaps")
     status.add_argument("--json", action="store_true", help="one JSON document")
@@ -128,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 json=args.json,
                 raw=args.raw,
                 events=args.events,
+                where=args.where,
+                service=args.service,
             )
             return anyio.run(commands.logs, settings.db_url, opts)
         if args.command == "web":

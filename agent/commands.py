@@ -29,10 +29,13 @@ from agent.storage.reader import (
     fleet_summary,
     open_store,
     resolve_containers,
+    service_containers,
     where_matched,
 )
 from agent.timeline import Timeline
 from agent.when import parse_when
+from agent.where import both, checker, leaves
+from agent.where import parse as parse_where
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +54,8 @@ class LogsOptions:
     raw: bool = False
     poll_seconds: float = 0.2
     events: bool = False  # the containers' lives among their lines (storage/life.py)
+    where: str | None = None  # conditions on a JSON or logfmt line's fields (agent/where.py)
+    service: str | None = None  # PROJECT/SERVICE (compose) or a name: all its containers
 
 
 class UsageError(ValueError):
@@ -86,10 +91,15 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
         try:
             pattern, matches = await where_matched(db, opts.grep)
             ids = await resolve_containers(db, list(opts.containers))
+            if opts.service is not None:
+                ids += [c for c in await service_containers(db, opts.service) if c not in ids]
+            conditions = parse_where(opts.where) if opts.where is not None else ()
         except (LookupError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         level = level_of_word(opts.level) if opts.level is not None else None
-        flt = LogFilter(tuple(ids), since, until, opts.streams, opts.host, pattern, level)
+        flt = LogFilter(tuple(ids), since, until, opts.streams, opts.host, pattern, level,
+                        leaves(conditions))  # fmt: skip
+        matches = both(matches, checker(conditions)) if conditions else matches
         prefix = len(ids) != 1
         seen = await committed(db)  # history is what is committed now; -f takes over there
 

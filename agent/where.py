@@ -125,6 +125,15 @@ def checker(conditions: tuple[Condition, ...]) -> Callable[[str, Fields | None],
     return test
 
 
+def both(
+    first: Callable[[str], bool] | None, fields_hold: Callable[[str, Fields | None], bool]
+) -> Callable[[str], bool]:
+    """A line test that is `first` (a --grep, if any) and the fields' conditions."""
+    if first is None:
+        return lambda line: fields_hold(line, None)
+    return lambda line: first(line) and fields_hold(line, None)
+
+
 def leaves(conditions: tuple[Condition, ...]) -> tuple[str, ...]:
     """The last part of each field's name: text a line must hold for them all to."""
     return tuple(sorted({c.path.rsplit(".", 1)[-1] for c in conditions}))

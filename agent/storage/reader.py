@@ -72,6 +72,9 @@ class LogFilter:
     host: str | None = None
     pattern: str | None = None  # PostgreSQL only: a regex (its own syntax) the line matches
     min_level: int | None = None  # this level and above (agent/shaping/levels.py)
+    # Text every line holds (the names of a `--where`'s fields: agent/where.py): a first cut
+    # in SQL, before the conditions themselves are judged on the rows read.
+    contains: tuple[str, ...] = ()
 
     def where(self, marks: Marks) -> tuple[list[str], list[Any]]:
         clauses: list[str] = []
@@ -99,6 +102,13 @@ class LogFilter:
         if self.host:
             clauses.append(f"l.host = {marks()}")
             values.append(self.host)
+        for text in self.contains:
+            clauses.append(
+                f"instr(l.message, {marks()}) > 0"
+                if marks.sqlite
+                else f"strpos(l.message, {marks()}) > 0"
+            )
+            values.append(text)
         if self.min_level is not None:
             level = int(self.min_level)  # a literal: the partial index on level >= 4 is
             clauses.append(f"l.level >= {level}")  # only chosen when the query says so
@@ -155,6 +165,31 @@ async def resolve_containers(db: BaseDBAsyncClient, refs: list[str]) -> list[str
             raise LookupError(f"container id prefix {ref!r} is ambiguous: {len(found)} match")
         ids += [f for f in found if f not in ids]
     return ids
+
+
+async def service_containers(db: BaseDBAsyncClient, service: str) -> list[str]:
+    """A service's containers, current and removed: `PROJECT/SERVICE` for compose's (as
+    their labels said; stored since layout 9), a plain name for containers that had it."""
+    project, sep, name = service.rpartition("/")
+    if sep:
+        m = Marks(_dialect(db))
+        _, rows = await db.execute_query(
+            f"SELECT DISTINCT container_id FROM {ContainerCursor._meta.db_table} "
+            f"WHERE project = {m()} AND service = {m()}",
+            [project, name],
+        )
+        found = sorted(str(r[0]) for r in rows)
+    else:  # every container that had the name, now or before a rename
+        _, rows = await db.execute_query(
+            f"SELECT DISTINCT container_id, container_name, former_names "
+            f"FROM {ContainerCursor._meta.db_table}"
+        )
+        found = sorted(
+            str(r[0]) for r in rows if name == r[1] or name in str(r[2] or "").split("\n")
+        )
+    if not found:
+        raise LookupError(f"no stored logs for service {service!r}")
+    return found
 
 
 async def select_rows(

@@ -102,3 +102,47 @@ async def test_follow_prints_every_line_once_while_the_agent_writes(
             follower.terminate()
             follower.wait(timeout=10)
     assert out_path.read_text().splitlines() == [str(i) for i in range(1, 50_001)]
+
+
+async def test_a_service_is_one_history_across_its_containers_and_where_filters_fields(
+    tmp_path: Path, containers: Containers, store_url: str
+) -> None:
+    """A compose service recreated three times is one history (`--service`), also once its
+    containers are removed; `--where` judges a JSON or logfmt line's fields, the same on both
+    backends."""
+    compose = ["-l", "com.docker.compose.project=shop", "-l", "com.docker.compose.service=web"]
+    async with running_agent(replace(agent_settings(tmp_path), db_url=store_url)):
+        cids = []
+        for n in (1, 2, 3):
+            script = (
+                f'echo \'{{"status": 200, "n": {n}}}\'; echo \'status=503 n={n} msg="down"\'; '
+                f'echo \'{{"status": 504, "user": {{"id": "4{n}"}}}}\'; echo plain {n}'
+            )
+            cids.append(containers.run(f"web-{n}", script, *compose))
+            containers.wait(f"web-{n}")
+            await eventually(lambda c=cids[-1]: len(rows_in(store_url, c)) >= 4)  # type: ignore[misc]
+        containers.run("other", "echo '{\"status\": 500}'")
+        containers.wait("other")
+        await anyio.sleep(0.3)
+    docker("rm", cids[0])  # a removed container's history stays in its service's
+    done = logagent(store_url, "logs", "--service", "shop/web")
+    assert done.returncode == 0, done.stderr
+    lines = [line.split(" | ", 1)[1] for line in done.stdout.splitlines()]
+    assert [line for line in lines if line.startswith("plain")] == ["plain 1", "plain 2", "plain 3"]
+    assert len(lines) == 12
+    where = logagent(store_url, "logs", "--service", "shop/web", "--where", "status>=500")
+    assert [line.split(" | ", 1)[1] for line in where.stdout.splitlines()] == [
+        text
+        for n in (1, 2, 3)
+        for text in (f'status=503 n={n} msg="down"', f'{{"status": 504, "user": {{"id": "4{n}"}}}}')
+    ]
+    nested = logagent(store_url, "logs", "--service", "shop/web", "--where", 'user.id="42"')
+    assert nested.stdout.splitlines() == [
+        f'{containers.prefix}-web-2 | {{"status": 504, "user": {{"id": "42"}}}}'
+    ]
+    by_name = logagent(store_url, "logs", "--service", f"{containers.prefix}-web-3", "--json")
+    assert len(by_name.stdout.splitlines()) == 4  # a plain name: the containers that had it
+    bad = logagent(store_url, "logs", "--where", "status >= high")
+    assert bad.returncode == 2 and ">= compares numbers" in bad.stderr
+    missing = logagent(store_url, "logs", "--service", "shop/nope")
+    assert missing.returncode == 2 and "no stored logs for service 'shop/nope'" in missing.stderr
