@@ -60,6 +60,21 @@ def _parser() -> argparse.ArgumentParser:
         help="every container that served a compose service (or had a name), as one history",
     )
 
+    stats = command("stats", "lines per time bucket, by stream or level (from stored counts)")
+    stats.add_argument("containers", nargs="*", metavar="CONTAINER", help="name, id or id prefix")
+    stats.add_argument("--service", metavar="PROJECT/SERVICE", help="every container of it")
+    stats.add_argument("--since", help="RFC 3339 time, duration (10m, 2h, 3d) or Unix seconds")
+    stats.add_argument("--until", help="RFC 3339 time, duration (10m, 2h, 3d) or Unix seconds")
+    stats.add_argument("--bucket", help="whole minutes: 1m, 5m, 1h, 1d (default: ~60 buckets)")
+    stats.add_argument("--by", choices=["stream", "level"], default="stream")
+    stats.add_argument("--stream", action="append", choices=["stdout", "stderr", "tty"])
+    stats.add_argument(
+        "--level", choices=["trace", "debug", "info", "warn", "error", "fatal"],
+        help="only lines of this level and above",
+    )  # fmt: skip
+    stats.add_argument("--host", help="only lines collected on this host")
+    stats.add_argument("--json", action="store_true", help="one JSON object per bucket")
+
     status = command("status", "one line per known container: state, lines, last line, gaps")
     status.add_argument("--json", action="store_true", help="one JSON document")
     status.add_argument("--host", help="only this host of a shared store")
@@ -142,6 +157,17 @@ def main(argv: list[str] | None = None) -> int:
                 service=args.service,
             )
             return anyio.run(commands.logs, settings.db_url, opts)
+        if args.command == "stats":
+            from agent.stats import StatsOptions
+            from agent.stats import stats as run_stats
+
+            chosen = StatsOptions(
+                containers=tuple(args.containers), service=args.service, since=args.since,
+                until=args.until, bucket=args.bucket, by=args.by,
+                streams=tuple(args.stream or ()), level=args.level, host=args.host,
+                json=args.json,
+            )  # fmt: skip
+            return anyio.run(run_stats, settings.db_url, chosen)
         if args.command == "web":
             from agent.web.auth import AccessError, access_for, hash_password
             from agent.web.server import serve

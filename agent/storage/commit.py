@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from functools import partial
 from itertools import repeat
 from typing import Any
 
 from agent.batch import STREAMS, LineBatch, Source
+from agent.storage.counts import Key, tally
+from agent.storage.counts import add as add_counts
 from agent.storage.cursors import (
     add_sources,
     commit_sql,
@@ -84,6 +87,9 @@ class CommitSql:
             ids.update(added)  # committed: now the rows exist
         now = time.time_ns()
         columns, positions, told = self._rows(batches, now)
+        counted = Counter[Key]()
+        for b in batches:  # lines per minute, committed with them (storage/counts.py)
+            counted.update(tally(ids[b.container_id], b.timestamps_ns, b.streams, b.levels))
         dropped = {(ids[b.container_id], b.dropped.from_ns): b for b in batches if b.dropped}
         missing = self._missing_days(batches) if self._copy else set()
         if missing:  # in a short transaction of its own: it locks the whole table
@@ -106,6 +112,7 @@ class CommitSql:
                 await self._insert(conn, columns)
             if rows:  # the follow seam: this host's rows are committed up to here
                 await conn.execute_query(self._commit_sql, [self.host, now])
+                await add_counts(conn, self.host, counted)
             await conn.execute_many(self._position_sql, positions)
             if told:  # a new identity: what it was run as, once, not with every commit
                 await conn.execute_many(self._described_sql, told)

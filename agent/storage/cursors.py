@@ -70,6 +70,19 @@ async def rows_of(
     return out
 
 
+async def source_ids(db: BaseDBAsyncClient, container_ids: list[str]) -> list[int]:
+    """The rows' ids (their lines' source_id) of these containers, on every host."""
+    found: list[int] = []
+    for at in range(0, len(container_ids), _CHUNK):
+        chunk = container_ids[at : at + _CHUNK]
+        marks = Marks(db.capabilities.dialect)
+        _, rows = await db.execute_query(
+            f"SELECT id FROM {TABLE} WHERE container_id IN ({marks.many(len(chunk))})", chunk
+        )
+        found += [int(r[0]) for r in rows]
+    return found
+
+
 def _cursor(position_columns: list[Any]) -> Cursor:
     cursor = Cursor()
     for stream, (ts, n) in _position(position_columns).items():

@@ -245,3 +245,21 @@ class SchemaVersion(Model):
 
     class Meta:
         table = "schema_version"
+
+
+class LineCount(Model):
+    """Lines per minute of a container, stream and level (0: none), committed with the lines
+    and taken off with them (agent/storage/counts.py): what a histogram reads."""
+
+    id = fields.BigIntField(primary_key=True)
+    host = fields.CharField(max_length=255)
+    source_id = fields.IntField()  # ContainerCursor.id
+    minute = fields.BigIntField()  # Docker's timestamp // 60 s
+    stream = fields.CharField(max_length=8)
+    level = fields.SmallIntField()
+    n = fields.BigIntField()
+
+    class Meta:
+        table = "line_counts"
+        unique_together = (("source_id", "minute", "stream", "level"),)
+        indexes = (("minute",),)

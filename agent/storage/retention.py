@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from agent.storage.counts import counted_rows, take_off
 from agent.storage.db import in_child_task, transaction
 from agent.storage.models import (
     AgentState,
@@ -155,8 +156,8 @@ class Retention:
         async with transaction() as conn:
             started = time.perf_counter()  # the writer is locked out from here on
             _, rows = await conn.execute_query(
-                f"SELECT id, source_id, LENGTH(message) FROM {table} {where}"
-                f"ORDER BY timestamp_ns, id LIMIT {int(self.batch_rows)}",
+                f"SELECT id, source_id, LENGTH(message), timestamp_ns, stream, level "
+                f"FROM {table} {where}ORDER BY timestamp_ns, id LIMIT {int(self.batch_rows)}",
                 values,
             )
             if not rows:
@@ -167,10 +168,11 @@ class Retention:
                 ids,
             )
             per_source: dict[int, tuple[int, int]] = {}
-            for _, sid, size in rows:
+            for _, sid, size, *_rest in rows:
                 n, b = per_source.get(int(sid), (0, 0))
                 per_source[int(sid)] = (n + 1, b + int(size or 0))
             await count_off(conn, per_source)
+            await take_off(conn, counted_rows([(r[1], r[3], r[4], r[5]) for r in rows]))
             self._held(report, started)
         return len(ids)
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.storage import partitions
+from agent.storage.counts import grouped_sql, take_off
 from agent.storage.db import transaction
 from agent.storage.models import AgentState, ContainerCursor
 from agent.storage.sql import Marks
@@ -51,6 +53,9 @@ async def drop_days(
                 "GROUP BY source_id"
             )
             await count_off(conn, {int(r[0]): (int(r[1]), int(r[2])) for r in counted})
+            _, per_minute = await conn.execute_query(grouped_sql(table))
+            await take_off(conn, Counter({(int(r[0]), int(r[1]), str(r[2]), int(r[3])): int(r[4])
+                                          for r in per_minute}))  # fmt: skip
             await conn.execute_query(f'DROP TABLE "{table}"')
         rows = sum(int(r[1]) for r in counted)
         dropped += rows

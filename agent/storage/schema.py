@@ -13,7 +13,7 @@ from tortoise.context import TortoiseContext
 from tortoise.transactions import in_transaction
 from tortoise.utils import get_schema_sql
 
-from agent.storage import partitions
+from agent.storage import counts, partitions
 from agent.storage.models import (
     RATE_GAP,
     AgentState,
@@ -33,8 +33,9 @@ log = logging.getLogger("logagent.storage")
 # followers read up to; 5: containers' former names (docker rename), agents' retention;
 # 6: gaps have a kind (a rate limit's spans were found by their reason's text), and
 # consumers their own positions (consumer_positions); 7: containers' lives (container_events);
-# 8: alerts (alert_outbox, alert_state); 9: containers' image, compose service and labels.
-SCHEMA_VERSION = 9
+# 8: alerts (alert_outbox, alert_state); 9: containers' image, compose service and labels;
+# 10: lines per minute (line_counts), counted from the lines a store already holds.
+SCHEMA_VERSION = 10
 # Columns added since layout 2, made by ALTER TABLE in a store that lacks them (nullable, no
 # default: instant on both backends, whatever the rows).
 _ADDED = (
@@ -87,6 +88,9 @@ async def create_schema(ctx: TortoiseContext, *, upgrade: bool = True) -> None:
         await _commits_from_lines(db)
     if upgrade and (await _version(db) or SCHEMA_VERSION) < 6:
         await _gap_kinds(db)
+    if upgrade and (await _version(db) or SCHEMA_VERSION) < 10:
+        log.warning("upgrading the store: counting its lines per minute (once)")
+        log.warning("counted %d lines", await counts.backfill(db))
     await _check_version(db, write=upgrade)
 
 

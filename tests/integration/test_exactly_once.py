@@ -22,6 +22,7 @@ from tests.conftest import (
     TEST_LABEL,
     Containers,
     agent_settings,
+    db_url,
     docker,
     eventually,
     numbered_bursts,
@@ -33,6 +34,7 @@ from tests.conftest import (
 )
 from tests.integration.test_agent_process import _stop_dockerd
 from tests.integration.test_collector import docker_reference
+from tests.integration.test_counts import assert_counts_exact
 
 pytestmark = [pytest.mark.docker, pytest.mark.anyio]
 
@@ -73,6 +75,7 @@ async def _restart_mid_burst(tmp_path: Path, containers: Containers, sig: signal
     assert len(rows) == 200_000
     assert [r[2] for r in rows] == [str(i) for i in range(1, 200_001)]
     assert rows == docker_reference(cid)
+    assert assert_counts_exact(db_url(tmp_path)) == 200_000  # the histogram's counts too
 
 
 async def test_kill_9_mid_burst_then_restart_stores_each_line_once(
