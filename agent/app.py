@@ -27,8 +27,9 @@ from agent.docker.client import DockerClient
 from agent.metrics import AgentMetrics, build_registry
 from agent.policy import Scope
 from agent.redact import redact
-from agent.storage import LogStorage
+from agent.storage import LogStorage, search_index
 from agent.storage.retention import Retention
+from agent.storage.search_index import SearchIndexer
 
 log = logging.getLogger("logagent")
 
@@ -120,6 +121,8 @@ class Agent:
                 retention = Retention(
                     storage, max_age_s=s.retention_max_age_s, max_bytes=s.retention_max_bytes
                 )
+                await search_index.prepare(storage.db, on=s.search_index)
+                indexer = SearchIndexer(storage.db) if s.search_index else None
                 if s.alerts.on:
                     self.alerts = AlertRunner(storage.db, s.alerts, storage.host)
                 metrics, on_commit = build_registry(
@@ -159,6 +162,8 @@ class Agent:
                     tg.start_soon(self._cancel_on_stop, tg.cancel_scope)
                     await tg.start(api.serve)
                     tg.start_soon(retention.run_forever, s.retention_interval_s)
+                    if indexer is not None:  # behind the writer, a chunk a transaction
+                        tg.start_soon(indexer.run_forever)
                     if self.alerts is not None:  # its rules resume where they were
                         await tg.start(self.alerts.run)
                     await tg.start(reconciler.run)

@@ -16,7 +16,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
 from agent.level_names import level_of_word
-from agent.storage import outbox
+from agent.storage import outbox, search_index
 from agent.storage.db import StorageError
 from agent.storage.errors import describe, unreachable
 from agent.storage.follow import committed, follow, history
@@ -100,6 +100,8 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
         flt = LogFilter(tuple(ids), since, until, opts.streams, opts.host, pattern, level,
                         leaves(conditions))  # fmt: skip
         matches = both(matches, checker(conditions)) if conditions else matches
+        if matches is not None and opts.grep is not None:  # SQLite: its index narrows
+            flt = await search_index.narrowed(db, flt, opts.grep)
         prefix = len(ids) != 1
         seen = await committed(db)  # history is what is committed now; -f takes over there
 

@@ -39,6 +39,7 @@ class ConfigError(ValueError):
 class Settings:
     db_url: str = DEFAULT_DB_URL
     max_queue_bytes: int = DEFAULT_QUEUE_BYTES  # read, not yet committed: then collectors wait
+    search_index: bool = False  # SQLite: an FTS5 trigram index for --grep (search_index.py)
     host: str = ""  # empty: this machine's hostname
     docker_url: str = ""  # empty: DOCKER_SOCKET, else DOCKER_HOST, else /var/run/docker.sock
     initial_tail: int | str = DEFAULT_TAIL
@@ -66,7 +67,7 @@ class Settings:
 
 # section -> key -> (type, Settings attribute or policy path)
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "storage": {"db_url": str, "host": str, "max_queue_bytes": int},
+    "storage": {"db_url": str, "host": str, "max_queue_bytes": int, "search_index": bool},
     "docker": {
         "socket": str,
         "initial_tail": (int, str),
@@ -270,6 +271,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str]) -> Settings:
         retention_interval_s=_interval(retention, defaults.retention_interval_s),
         db_url=db_url,
         host=storage.get("host", ""),
+        search_index=_search_index(storage, db_url),
         docker_url=docker_address,
         initial_tail=tail,
         max_line_bytes=max_line,
@@ -388,6 +390,16 @@ def _hint_rules(rules: list[Any]) -> tuple[HintRule, ...]:
             values[key] = text
         out.append(HintRule(match, values, where))
     return tuple(out)
+
+
+def _search_index(storage: dict[str, Any], db_url: str) -> bool:
+    on = bool(storage.get("search_index", False))
+    if on and not db_url.startswith("sqlite"):
+        raise ConfigError(
+            "storage.search_index: for SQLite only (PostgreSQL searches through its trigram "
+            "index, made with the store)"
+        )
+    return on
 
 
 def _non_negative(section: dict[str, Any], key: str, default: int) -> int:

@@ -75,6 +75,9 @@ class LogFilter:
     # Text every line holds (the names of a `--where`'s fields: agent/where.py): a first cut
     # in SQL, before the conditions themselves are judged on the rows read.
     contains: tuple[str, ...] = ()
+    # SQLite's search index (storage/search_index.py): an FTS5 query naming every row a
+    # --grep can match, and the last row id it has indexed (the rows after: all read).
+    indexed: tuple[str, int] | None = None
 
     def where(self, marks: Marks) -> tuple[list[str], list[Any]]:
         clauses: list[str] = []
@@ -102,6 +105,13 @@ class LogFilter:
         if self.host:
             clauses.append(f"l.host = {marks()}")
             values.append(self.host)
+        if self.indexed is not None:
+            query, upto = self.indexed
+            clauses.append(
+                f"(l.id > {int(upto)} OR l.id IN (SELECT rowid FROM log_search "
+                f"WHERE log_search MATCH {marks()}))"
+            )
+            values.append(query)
         for text in self.contains:
             clauses.append(
                 f"instr(l.message, {marks()}) > 0"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from agent.storage import search_index
 from agent.storage.counts import counted_rows, take_off
 from agent.storage.db import in_child_task, transaction
 from agent.storage.models import (
@@ -64,6 +65,7 @@ class Retention:
         self.batch_rows = batch_rows
         self.max_lock_seconds = 0.0
         self.pruned_rows = 0
+        self.indexed = False  # SQLite's search index is kept (search_index.py)
 
     async def run_forever(self, interval_s: float) -> None:
         while True:
@@ -76,6 +78,7 @@ class Retention:
     async def run_once(self, now_ns: int | None = None) -> PruneReport:
         report = PruneReport()
         db = self.storage.db
+        self.indexed = await search_index.exists(db)
         sqlite = self.storage.dialect == "sqlite"
         now = now_ns or time.time_ns()
         own = await self._own_ages(db)  # this host's source id -> seconds (0: for ever)
@@ -163,6 +166,9 @@ class Retention:
             if not rows:
                 return 0
             ids = [r[0] for r in rows]
+            if self.indexed:  # SQLite's search index lets them go first (its position read
+                upto = await search_index.indexed_upto(conn)  # in this transaction)
+                await search_index.forget(conn, ids, upto or 0)
             await conn.execute_query(
                 f"DELETE FROM {table} WHERE id IN ({Marks(self.storage.dialect).many(len(ids))})",
                 ids,
