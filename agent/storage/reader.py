@@ -76,8 +76,10 @@ class LogFilter:
     # in SQL, before the conditions themselves are judged on the rows read.
     contains: tuple[str, ...] = ()
     # SQLite's search index (storage/search_index.py): an FTS5 query naming every row a
-    # --grep can match, and the last row id it has indexed (the rows after: all read).
-    indexed: tuple[str, int] | None = None
+    # --grep can match, the last row id it has indexed (the rows after: all read), and
+    # whether its answer is few enough rows to read by id (else the rows are walked in
+    # order and each checked against it).
+    indexed: tuple[str, int, bool] | None = None
 
     def where(self, marks: Marks) -> tuple[list[str], list[Any]]:
         clauses: list[str] = []
@@ -106,11 +108,13 @@ class LogFilter:
             clauses.append(f"l.host = {marks()}")
             values.append(self.host)
         if self.indexed is not None:
-            query, upto = self.indexed
-            clauses.append(
-                f"(l.id > {int(upto)} OR l.id IN (SELECT rowid FROM log_search "
-                f"WHERE log_search MATCH {marks()}))"
-            )
+            query, upto, few = self.indexed
+            named = f"SELECT rowid FROM log_search WHERE log_search MATCH {marks()}"
+            if few:  # the planner reads these rows by id, then sorts them
+                tail = f"SELECT id FROM {LogLine._meta.db_table} WHERE id > {int(upto)}"
+                clauses.append(f"l.id IN ({named} UNION ALL {tail})")
+            else:
+                clauses.append(f"(l.id > {int(upto)} OR l.id IN ({named}))")
             values.append(query)
         for text in self.contains:
             clauses.append(

@@ -33,7 +33,10 @@ log = logging.getLogger("logagent.search")
 TABLE = "log_search"
 NAME = "search-index"  # its position among the consumers'
 CHUNK = 2_000  # rows a transaction: ~20 ms of the writer's time, then it may commit again
-_KEY = "*"  # the position's one key: a SQLite store has one writer
+_KEY = "*"
+# Rows the index may name for them to be read by id and sorted (a rare word); more, and the
+# rows are walked in order, each checked against the index's answer (a common one).
+FEW = 50_000  # the position's one key: a SQLite store has one writer
 
 
 def _sqlite(db: BaseDBAsyncClient) -> bool:
@@ -98,7 +101,11 @@ async def narrowed(db: BaseDBAsyncClient, flt: LogFilter, pattern: str) -> LogFi
     upto = await indexed_upto(db)
     if upto is None:
         return flt
-    return replace(flt, indexed=(expression, upto))
+    _, counted = await db.execute_query(
+        f"SELECT COUNT(*) FROM {TABLE} WHERE {TABLE} MATCH ?", [expression]
+    )
+    few = int(counted[0][0]) <= FEW
+    return replace(flt, indexed=(expression, upto, few))
 
 
 async def forget(conn: BaseDBAsyncClient, ids: list[int], upto: int) -> None:

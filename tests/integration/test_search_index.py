@@ -69,7 +69,13 @@ async def fill(storage: LogStorage, n: int, start_ns: int) -> None:
     await storage.flush()
 
 
-async def test_grep_through_the_index_prints_what_the_scan_prints(tmp_path: Path) -> None:
+@pytest.mark.parametrize("few", [50_000, 0], ids=["read-by-id", "walked-in-order"])
+async def test_grep_through_the_index_prints_what_the_scan_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, few: int
+) -> None:
+    """Both ways a search uses the index: few rows named (read by id, sorted), or many
+    (walked in order, each checked against the index's answer)."""
+    monkeypatch.setattr(search_index, "FEW", few)
     url = db_url(tmp_path)
     async with LogStorage(url, host="h") as storage:
         await fill(storage, 4_000, time.time_ns() - DAY)
