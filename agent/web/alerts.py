@@ -85,16 +85,19 @@ def _alert(row: Sent) -> dict[str, Any]:
 def context_link(
     container_id: str, first_ns: int | None, last_ns: int | None, row_id: int | None = None
 ) -> str | None:
-    """The viewer's own URL for the container's lines from `first_ns` to `last_ns` (its `c`,
-    `since` and `until` parameters): the alert's line or event (a summary's matches) among
-    the ones before and after; a line's row id as `#line-ID`, which the page marks."""
+    """The viewer's own URL for an alert's lines: a line's alert opens its container at the
+    line (`?c=ID&at=ROW`: marked, with the lines around it); an event or a summary opens the
+    container from a while before `first_ns` to a little after `last_ns` (`c`, `since`,
+    `until`)."""
     if not container_id or first_ns is None or last_ns is None:
         return None
+    if row_id is not None:
+        return "/?" + urlencode([("c", container_id), ("at", str(row_id))])
     since = max(min(first_ns, last_ns) - CONTEXT_BEFORE_NS, NS_RANGE.start)
     until = min(last_ns + CONTEXT_AFTER_NS, NS_RANGE.stop - 1)
     query = [("c", container_id), ("since", format_timestamp(since)),
              ("until", format_timestamp(until))]  # fmt: skip
-    return "/?" + urlencode(query) + ("" if row_id is None else f"#line-{row_id}")
+    return "/?" + urlencode(query)
 
 
 def _payload(text: str) -> dict[str, Any]:

@@ -10,12 +10,21 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from agent import where as fields
 from agent.level_names import level_of_word
-from agent.storage.reader import LogFilter, resolve_containers, where_matched
+from agent.storage.reader import (
+    LogFilter,
+    StoredRow,
+    resolve_containers,
+    rows_by_id,
+    service_containers,
+    where_matched,
+)
 from agent.when import parse_when
 
 # Bounds of what a URL may ask (aiohttp caps the request line at 8 KiB besides).
 MAX_REFS = 100  # containers named in one view
+MAX_SERVICE = 500  # containers of one service in a view: a page reads each one's index range
 MAX_TEXT = 255  # characters of a container reference or a host: the columns' width
 MAX_SEARCH = 1000  # characters of a search
 MAX_WHEN = 64  # characters of a since or until
@@ -33,8 +42,11 @@ class ViewQuery:
     """What the page asks for, from its URL: the filter, and a search on top of it."""
 
     flt: LogFilter
-    search: Callable[[str], bool] | None  # SQLite: matched here (RE2); PostgreSQL: in SQL
+    # A line test on the rows read: the search (SQLite: RE2 here; PostgreSQL: in SQL, so
+    # None) and the `where` conditions on a JSON or logfmt line's fields (agent/where.py).
+    search: Callable[[str], bool] | None
     prefix: bool  # several containers: the text download names each line's container
+    at: StoredRow | None = None  # `at`: the line the view opens at, marked
 
 
 async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
@@ -45,10 +57,18 @@ async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
         raise BadQuery(f"c: {len(refs)} containers, more than the {MAX_REFS} a view shows")
     for ref in refs:
         text_param("c", ref, MAX_TEXT)
+    service = text_param("service", params.get("service") or "", MAX_TEXT) or None
     try:
         ids = await resolve_containers(db, refs) if refs else []
+        if service is not None:  # as `logagent logs --service`: after the named ones
+            ids += [c for c in await service_containers(db, service) if c not in ids]
     except LookupError as exc:
         raise BadQuery(str(exc)) from None
+    if len(ids) > MAX_SERVICE:
+        raise BadQuery(f"service: {len(ids)} containers, more than the {MAX_SERVICE} a view shows")
+    at = await _at(db, params, ids)
+    if at is not None and not ids:  # a line's link alone: its container
+        ids = [at.container_id]
     since, until = _when(params, "since"), _when(params, "until")
     stream = params.get("stream") or ""
     if stream and stream not in ("stdout", "stderr", "tty"):
@@ -65,6 +85,7 @@ async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
         pattern, search = await where_matched(db, expression, "search")
     except ValueError as exc:
         raise BadQuery(str(exc)) from None
+    conditions = _conditions(params)
     flt = LogFilter(
         tuple(ids),
         since,
@@ -73,8 +94,36 @@ async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
         text_param("host", params.get("host") or "", MAX_TEXT) or None,
         pattern,
         level,
+        fields.leaves(conditions),  # the fields' names: a first cut in SQL, as the CLI's
     )
-    return ViewQuery(flt, search, len(ids) != 1)
+    if conditions:  # judged on the rows read, as `logagent logs --where`: both backends alike
+        search = fields.both(search, fields.checker(conditions))
+    return ViewQuery(flt, search, len(ids) != 1, at)
+
+
+def _conditions(params: Any) -> tuple[fields.Condition, ...]:
+    """`where`: conditions on a JSON or logfmt line's fields, as `logagent logs --where`."""
+    text = text_param("where", params.get("where") or "", fields.MAX_TEXT).strip()
+    if not text:
+        return ()
+    try:
+        return fields.parse(text, "where")
+    except ValueError as exc:
+        raise BadQuery(str(exc)) from None
+
+
+async def _at(db: BaseDBAsyncClient, params: Any, ids: list[str]) -> StoredRow | None:
+    """`at`: a stored line's row id, which must be one of the view's containers' lines."""
+    text = params.get("at")
+    if not text:
+        return None
+    row_id = _number("at", text)
+    found = await rows_by_id(db, [row_id]) if row_id > 0 else []
+    if not found:
+        raise BadQuery(f"at: no line {row_id} is stored (retention may have removed it)")
+    if ids and found[0].container_id not in ids:
+        raise BadQuery(f"at: line {row_id} is not one of this view's containers'")
+    return found[0]
 
 
 @dataclass(frozen=True)
@@ -152,3 +201,25 @@ def before_position(text: str | None) -> tuple[int, int] | None:
     if not sep or row.startswith("-"):
         raise BadQuery(f"before: {text[:60]!r} is not ns:id")
     return _number("before", ns), _number("before", row)
+
+
+@dataclass(frozen=True)
+class DownloadQuery:
+    """What a download asks for: `format` (text or json lines) and `gzip=1`."""
+
+    as_json: bool
+    gzip: bool
+
+    @property
+    def filename(self) -> str:
+        return ("logs.jsonl" if self.as_json else "logs.log") + (".gz" if self.gzip else "")
+
+
+def parse_download(params: Any) -> DownloadQuery:
+    shape = params.get("format") or "text"
+    if shape not in ("text", "json"):
+        raise BadQuery(f"format: {shape[:40]!r} is not text or json")
+    packed = params.get("gzip") or "0"
+    if packed not in ("0", "1"):
+        raise BadQuery(f"gzip: {packed[:40]!r} is not 0 or 1")
+    return DownloadQuery(shape == "json", packed == "1")

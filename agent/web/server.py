@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -23,27 +23,27 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from agent import render
 from agent.alerts.rules import AlertSettings
 from agent.storage import outbox
-from agent.storage.follow import Position, committed, history
-from agent.storage.life import list_life
+from agent.storage.follow import Position, committed
 from agent.storage.reader import (
-    LogFilter,
+    StoredRow,
     container_summary,
-    gaps_between,
     older,
     open_store,
 )
 from agent.web.alerts import history_json, rules_json
 from agent.web.answers import HEADERS, row_json
 from agent.web.auth import ALLOWED, Access, Verdict, is_loopback
+from agent.web.downloads import stream_download
 from agent.web.live import LiveTails
+from agent.web.pages import SEARCH_SCAN, Pages
 from agent.web.query import (
     BadQuery,
-    ViewQuery,
     before_position,
     int_param,
     parse_alerts_query,
     parse_query,
 )
+from agent.web.services import service_of, services
 
 log = logging.getLogger("logagent.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -51,7 +51,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATIC = Path(__file__).resolve().parent / "static"
 FILES = {"app.js": "text/javascript", "app.css": "text/css"}  # what /static/ serves, only
 MAX_PAGE = 1000
-SEARCH_SCAN = 2000  # rows read per step of a search, whose matches are sent as found
 TOKEN_COOKIE = "logagent_token"
 
 
@@ -71,6 +70,7 @@ class Viewer:
         self.alerts = alerts or AlertSettings()  # the rules shown; their URLs never are
         self.hosts = _served_hosts(host, port)
         self.live = LiveTails(db, db_url)
+        self.pages = Pages(db)
 
     async def listen(self, stack: AsyncExitStack) -> None:
         await self.live.listen(stack)
@@ -160,40 +160,58 @@ class Viewer:
 
     async def containers(self, _request: web.Request) -> web.StreamResponse:
         rows = await container_summary(self.db)
+        served = await service_of(self.db)
         out = [
             {
                 "id": r["container_id"],
                 "name": r["container_name"],
                 "host": r["host"],
                 "project": r.get("project") or "",
+                "service": served.get((r["host"], r["container_id"]), ""),
                 "state": r.get("state") or "",
                 "lines": r["lines"],
                 "last": render.format_ns(r["last_ns"]),
+                "last_ns": r["last_ns"],
                 "gaps": r["gaps"],
             }
             for r in rows
         ]
         out.sort(key=lambda c: (c["host"], c["project"], c["name"]))
-        return web.json_response({"containers": out})
+        grouped = services(out)
+        for c in out:
+            del c["last_ns"]  # an int past 2**53: the page reads `last`
+        return web.json_response({"containers": out, "services": grouped})
 
     async def lines(self, request: web.Request) -> web.StreamResponse:
         """NDJSON, newest first: a page before `before` (`ns:id`), or, with a search, pages
-        of matches sent as they are found, until `limit` of them or the history's start."""
+        of matches sent as they are found, until `limit` of them or the history's start.
+        With `at` (a row id) and no `before`: the first chunk holds the lines after that one
+        (half the limit), then it and the ones before, as a scroll back goes on."""
         view = await parse_query(self.db, request.query)
         limit = int_param(request.query, "limit", 200, 1, MAX_PAGE)
         before = before_position(request.query.get("before"))
         # The newest page says where its live tail takes over: what was committed before it.
         position = None if before is not None else (await committed(self.db)).token()
+        newer: list[StoredRow] = []
+        ceiling = before[0] if before else None  # of the first chunk's gaps and events
+        linked = view.at if before is None else None  # a line's link, first asked
+        if linked is not None:
+            newer, more = await self.pages.after(view, linked, limit // 2)
+            if more:  # the newest lines are not shown: no live tail below these
+                position, ceiling = None, newer[-1].timestamp_ns + 1
+            before = (linked.timestamp_ns, linked.id + 1)  # from the line itself, down
         response = web.StreamResponse(headers={**HEADERS, "Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         found = scanned = 0
+        want = limit - len(newer)
+        first = True
         while True:
-            top = before[0] if before else None
-            step = limit - found if view.search is None else SEARCH_SCAN
+            top = ceiling if first else before[0] if before else None
+            step = want - found if view.search is None else SEARCH_SCAN
             page = await older(self.db, view.flt, before=before, limit=step)
             scanned += len(page)
             matched = page if view.search is None else [r for r in page if view.search(r.message)]
-            rows = matched[: limit - found]
+            rows = matched[: want - found]
             found += len(rows)
             done = len(page) < step and len(rows) == len(matched)
             if len(rows) < len(matched):  # cut by the limit: go on after the last one sent
@@ -201,41 +219,24 @@ class Viewer:
             elif page:
                 before = (page[-1].timestamp_ns, page[-1].id)
             bottom = None if done or before is None else before[0]
-            chunk = {
-                "rows": [row_json(r) for r in rows],
-                "gaps": await self._gaps(view.flt, bottom, top),
-                "events": await self._events(view.flt, bottom, top),
+            chunk: dict[str, Any] = {
+                "rows": [row_json(r) for r in [*reversed(newer), *rows]],
+                "gaps": await self.pages.gaps(view.flt, bottom, top),
+                "events": await self.pages.events(view.flt, bottom, top),
                 "next": f"{before[0]}:{before[1]}" if before else None,
                 "done": done,
                 "scanned": scanned if view.search is not None else 0,
                 "position": position,
             }
+            if linked is not None and first:  # the first chunk of a line's link
+                chunk["at"] = {"id": linked.id, "cid": linked.container_id,
+                               "newer": position is None}  # fmt: skip
+            newer, first = [], False
             await response.write(json.dumps(chunk).encode() + b"\n")
-            if done or found >= limit:
+            if done or found >= want:
                 break
         await response.write_eof()
         return response
-
-    async def _gaps(self, flt: LogFilter, lo: int | None, hi: int | None) -> list[dict[str, Any]]:
-        """The gaps of the view's containers from `lo` (inclusive) to `hi` (exclusive)."""
-        found = await gaps_between(self.db, flt.container_ids, lo, hi)
-        return [
-            {"name": g["container_name"], "cid": g["container_id"], "reason": g["reason"],
-             "ns": str(g["ns"])}
-            for g in found
-        ]  # fmt: skip
-
-    async def _events(self, flt: LogFilter, lo: int | None, hi: int | None) -> list[dict[str, Any]]:
-        """The view's containers' lives (storage/life.py) from `lo` to before `hi`."""
-        found = await list_life(
-            self.db, container_ids=flt.container_ids, host=flt.host, since_ns=lo, until_ns=hi,
-            limit=1000, newest=True,
-        )  # fmt: skip
-        return [
-            {"name": e.container_name, "cid": e.container_id, "ns": str(e.time_ns),
-             "ts": e.time, "what": render.life_text(e)}
-            for e in found
-        ]  # fmt: skip
 
     async def alert_history(self, request: web.Request) -> web.StreamResponse:
         """The configured rules (never a destination's URL) and the newest alerts in the
@@ -251,6 +252,10 @@ class Viewer:
         }
         return web.json_response(body)
 
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        """Exactly what `logagent logs` prints for the same filter (web/downloads.py)."""
+        return await stream_download(request, self.db, await parse_query(self.db, request.query))
+
     async def tail(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events: rows committed after `after` (a position the newest page of
         /api/lines gave; a reconnecting EventSource sends the last event's id instead)."""
@@ -261,32 +266,6 @@ class Viewer:
         except ValueError as exc:
             raise BadQuery(str(exc)) from None
         return await self.live.serve(request, view, after)
-
-    async def download(self, request: web.Request) -> web.StreamResponse:
-        """Exactly what `logagent logs` prints for the same filter (`--json` with
-        format=json), oldest first, streamed."""
-        view = await parse_query(self.db, request.query)
-        as_json = request.query.get("format") == "json"
-        name = "logs.jsonl" if as_json else "logs.txt"
-        response = web.StreamResponse(
-            headers={
-                **HEADERS,
-                "Content-Type": "application/x-ndjson" if as_json else "text/plain; charset=utf-8",
-                "Content-Disposition": f'attachment; filename="{name}"',
-            }
-        )
-        await response.prepare(request)
-        async for text in view_text(self.db, view, as_json=as_json):
-            await response.write(text.encode())
-        await response.write_eof()
-        return response
-
-
-async def view_text(db: BaseDBAsyncClient, view: ViewQuery, *, as_json: bool) -> AsyncIterator[str]:
-    """The view as `logagent logs` writes it, a page at a time."""
-    upto = await committed(db)
-    async for page in history(db, view.flt, upto=upto):
-        yield render.rows_text(page, matches=view.search, as_json=as_json, prefix=view.prefix)
 
 
 def _served_hosts(host: str, port: int) -> set[str] | None:

@@ -3,6 +3,7 @@ downloads, headers, access. The browser tests are in test_web_browser.py."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import subprocess
@@ -24,7 +25,7 @@ from agent.batch import LineBatch, Source
 from agent.storage import LogStorage, outbox
 from agent.storage.db import transaction
 from agent.storage.follow import committed
-from agent.storage.reader import LogFilter, older, open_store
+from agent.storage.reader import LogFilter, older, open_store, service_containers
 from agent.timestamps import format_timestamp
 from agent.web.auth import Access, AccessError, FailureLimit, access_for, hash_password
 from agent.web.server import Viewer
@@ -37,15 +38,24 @@ T0 = 1_764_000_000_000_000_000
 PORT = 8080
 
 
-async def fill(url: str, per_container: dict[str, list[str]], *, step: int = 1000) -> None:
-    """Rows written as collectors would, containers interleaved in time."""
+async def fill(
+    url: str,
+    per_container: dict[str, list[str]],
+    *,
+    step: int = 1000,
+    services: dict[str, str] | None = None,
+    start: int = T0,
+) -> None:
+    """Rows written as collectors would, containers interleaved in time; `services` gives a
+    container its compose PROJECT/SERVICE."""
     async with LogStorage(url, host="web-host") as storage:
         for k, (name, lines) in enumerate(per_container.items()):
-            source = Source(name * 8, name)
+            project, _, service = (services or {}).get(name, "").partition("/")
+            source = Source(name * 8, name, project=project or None, service=service or None)
             for at in range(0, len(lines), 5000):
                 batch = LineBatch(source)
                 for i, line in enumerate(lines[at : at + 5000], start=at):
-                    ns = T0 + i * step + k
+                    ns = start + i * step + k
                     stream = "stderr" if i % 7 == 3 else "stdout"
                     level = 5 if "ERROR" in line else None
                     batch.append(stream, ns, format_timestamp(ns), line, 0, len(line))
@@ -478,7 +488,7 @@ async def test_alerts_route_lists_rules_without_urls_and_each_alert_with_its_del
         assert summed["kind"] == "summary" and summed["count"] == 40
         assert summed["first"] == format_timestamp(T0)
         since = format_timestamp(T0 - 300 * 10**9).replace(":", "%3A")
-        assert f"&since={since}&" in summed["lines"] and "#" not in summed["lines"]
+        assert f"&since={since}&" in summed["lines"] and "at=" not in summed["lines"]
         assert (died["kind"], died["line"], died["ref"]) == ("event", "die (exit code 3)", 7)
         assert [d["status"] for d in died["deliveries"]] == ["pending"]
         assert (fired["line"], fired["count"], fired["more"]) == ("ERROR <b>two</b>", 2, 3)
@@ -488,13 +498,14 @@ async def test_alerts_route_lists_rules_without_urls_and_each_alert_with_its_del
             {"destination": "ops", "status": "sent", "attempts": 1, "error": None},
             {"destination": "pager", "status": "pending", "attempts": 1, "error": "HTTP 503"},
         ]
-        # Its link opens the log view on its container, around the line: the line is there.
-        assert fired["lines"].startswith("/?c=aaaaaaaa&since=")
-        assert fired["lines"].endswith(f"#line-{row.id}") and died["lines"].count("#") == 0
-        chunks = await ndjson(client, "/api/lines" + fired["lines"][1:].split("#")[0])
+        # Its link opens the log view on its container at the line (`at`), the ones around it.
+        assert fired["lines"] == f"/?c=aaaaaaaa&at={row.id}"
+        assert died["lines"].startswith("/?c=aaaaaaaa&since=") and "at=" not in died["lines"]
+        chunks = await ndjson(client, "/api/lines" + fired["lines"][1:])
         shown = [r for c in chunks for r in c["rows"]]
         assert row.id in [r["id"] for r in shown]
         assert {r["name"] for r in shown} == {"a"}
+        assert chunks[0]["at"] == {"id": row.id, "cid": "a" * 8, "newer": False}
         one = await (await client.get("/api/alerts?rule=crashed", headers=HOST)).json()
         assert [a["id"] for a in one["alerts"]] == ["b" * 32] and one["rule"] == "crashed"
         assert not one["more"]
@@ -513,3 +524,147 @@ async def test_alerts_route_lists_rules_without_urls_and_each_alert_with_its_del
         page = await client.get("/alerts", headers=HOST)
         assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
         assert 'id="alerts-page"' in await page.text()
+
+
+async def test_a_service_recreated_three_times_is_listed_and_read_as_one_timeline(
+    store_url: str,
+) -> None:
+    """compose recreated shop/web twice: three containers, one after the other in time; the
+    sidebar lists the service with all three, and `service=` reads them as one history."""
+    web = {"shop/web"}
+    for n in (1, 2, 3):  # each container's lines after the last one's
+        await fill(store_url, {f"web{n}": [f"web{n} line {i}" for i in range(120)]},
+                   services=dict.fromkeys([f"web{n}"], *web), start=T0 + n * 10**12)  # fmt: skip
+    await fill(store_url, {"db": ["other"]}, services={"db": "shop/db"})
+    await fill(store_url, {"plain": ["not compose"]})
+    async with viewer(store_url) as client:
+        listed = await (await client.get("/api/containers", headers=HOST)).json()
+        by_key = {s["key"]: s for s in listed["services"]}
+        assert set(by_key) == {"shop/web", "shop/db"}  # a lone plain name is no service
+        assert by_key["shop/web"]["containers"] == ["web1" * 8, "web2" * 8, "web3" * 8]
+        assert by_key["shop/web"]["lines"] == 360
+        served = {c["name"]: c["service"] for c in listed["containers"]}
+        assert served == {"web1": "shop/web", "web2": "shop/web", "web3": "shop/web",
+                          "db": "shop/db", "plain": ""}  # fmt: skip
+        rows, before = [], ""
+        while True:
+            chunk = (await ndjson(client, f"/api/lines?service=shop/web&limit=100{before}"))[0]
+            rows += chunk["rows"]
+            if chunk["done"]:
+                break
+            before = "&before=" + chunk["next"]
+        expected = [f"web{n} line {i}" for n in (1, 2, 3) for i in range(120)]
+        assert [r["msg"] for r in reversed(rows)] == expected
+        async with open_store(store_url) as db:  # as `logagent logs --service` reads it
+            assert await service_containers(db, "shop/web") == by_key["shop/web"]["containers"]
+        response = await client.get("/api/lines?service=shop/nope", headers=HOST)
+        assert response.status == 400
+        assert "no stored logs for service 'shop/nope'" in (await response.json())["error"]
+        response = await client.get("/api/lines?service=" + "s" * 256, headers=HOST)
+        assert "service: 256 characters" in (await response.json())["error"]
+
+
+STRUCTURED = [
+    '{"status": 200, "method": "GET", "user": {"id": "42"}}',
+    '{"status": 503, "method": "POST", "user": {"id": "42"}}',
+    '{"status": "500", "method": "POST", "user": {"id": 7}}',
+    'status=502 method=POST user.id=42 msg="upstream down"',
+    "status=404 method=POST",
+    "a plain line that says status>=500 and method=POST",
+    '{"status": 500.0, "method": "POST"',  # not JSON: cut
+    '["status", 500, "method", "POST"]',
+    '{"method": "POST"}',
+]
+WHERE = {  # the same rows on both backends, as `logagent logs --where` selects them
+    "status>=500": [1, 2, 3],
+    "status>=500 method=POST": [1, 2, 3],
+    'user.id="42"': [0, 1, 3],  # a logfmt key with a dot is found first
+    "user.id=7": [2],
+    "status!=200": [1, 2, 3, 4],
+    "method==GET": [0],
+}
+
+
+async def test_where_selects_the_same_lines_on_both_backends_as_the_cli(store_url: str) -> None:
+    await fill(store_url, {"api": STRUCTURED * 40})  # past one page of 200
+    async with viewer(store_url) as client:
+        for where, picked in WHERE.items():
+            from urllib.parse import quote
+
+            chunks = await ndjson(client, f"/api/lines?c=api&limit=1000&where={quote(where)}")
+            found = [r["msg"] for c in chunks for r in c["rows"]]
+            assert found == [STRUCTURED[i] for i in picked][::-1] * 40, where
+            response = await client.get(f"/api/download?c=api&where={quote(where)}", headers=HOST)
+            cli = await anyio.to_thread.run_sync(
+                lambda w=where: logagent(store_url, "logs", "api", "--where", w)
+            )
+            assert await response.text() == cli.stdout and cli.stdout, where
+        both = await ndjson(client, "/api/lines?c=api&limit=1000&q=POST&where=status%3E%3D503")
+        assert [r["msg"] for c in both for r in c["rows"]] == [STRUCTURED[1]] * 40
+        for where, said in (
+            ("status 500", "where: cannot read 'status 500'"),
+            ("level>warn", "> compares numbers"),
+            ("x=" + "y" * 1030, "where: 1032 characters, more than 1024"),
+            ("a=\x00", "where: a NUL character"),
+            (" ".join(["a=1"] * 17), "at most 16 conditions"),
+        ):
+            for path in ("/api/lines", "/api/download", "/api/tail"):
+                response = await client.get(f"{path}?where={quote(where)}", headers=HOST)
+                assert response.status == 400, (path, where)
+                assert said in (await response.json())["error"], (path, where)
+
+
+async def test_at_opens_a_line_among_the_lines_around_it(store_url: str) -> None:
+    await fill(store_url, {"a": [f"a{i}" for i in range(1000)], "b": ["b0", "b1"]})
+    async with open_store(store_url) as db:
+        by_msg = {r.message: r.id for r in await older(db, LogFilter(), before=None, limit=2000)}
+    async with viewer(store_url) as client:
+        chunks = await ndjson(client, f"/api/lines?at={by_msg['a500']}&limit=200")
+        first = chunks[0]
+        assert first["at"] == {"id": by_msg["a500"], "cid": "a" * 8, "newer": True}
+        assert first["position"] is None  # newer lines are left out: no live tail from here
+        assert [r["msg"] for r in first["rows"]] == [f"a{i}" for i in range(600, 400, -1)]
+        more = await ndjson(client, f"/api/lines?at={by_msg['a500']}&before={first['next']}")
+        assert more[0]["rows"][0]["msg"] == "a400" and "at" not in more[0]  # scrolling back
+        near = (await ndjson(client, f"/api/lines?c=a&at={by_msg['a990']}&limit=50"))[0]
+        assert [r["msg"] for r in near["rows"]][:11] == [f"a{i}" for i in range(999, 988, -1)]
+        assert near["at"]["newer"] is False and near["position"]  # the newest: live from here
+        searched = (await ndjson(client, f"/api/lines?at={by_msg['a500']}&q=5&limit=10"))[0]
+        matching = [f"a{i}" for i in range(1000) if "5" in str(i)][::-1]  # newest first
+        at = matching.index("a500")
+        assert [r["msg"] for r in searched["rows"]] == matching[at - 5 : at + 5]
+        for query, said in (
+            (f"at={by_msg['b0']}&c=a", f"at: line {by_msg['b0']} is not one of this view's"),
+            ("at=999999999", "at: no line 999999999 is stored"),
+            ("at=0", "at: no line 0 is stored"),
+            ("at=x", "at: 'x' is not a number"),
+        ):
+            response = await client.get(f"/api/lines?{query}", headers=HOST)
+            assert response.status == 400, query
+            assert said in (await response.json())["error"], query
+
+
+async def test_gz_downloads_decompress_to_what_logagent_logs_prints(store_url: str) -> None:
+    lines = [f"a {i} ünï ✓ " if i % 3 else f'{{"status": 503, "n": {i}}}' for i in range(12_000)]
+    await fill(store_url, {"a": lines, "b": [f"b {i}" for i in range(50)]},
+               services={"a": "shop/web"})  # fmt: skip
+    async with viewer(store_url) as client:
+        for query, args in (
+            ("c=a&format=json", ["--json", "a"]),
+            ("c=a&c=b&format=text", ["a", "b"]),
+            ("service=shop/web&format=text", ["--service", "shop/web"]),
+            ("where=status%3E%3D500&format=json", ["--json", "--where", "status>=500"]),
+            ("c=a&q=%C3%BCn%C3%AF&level=&format=text", ["--grep", "ünï", "a"]),
+        ):
+            response = await client.get(f"/api/download?{query}&gzip=1", headers=HOST)
+            assert response.status == 200, await response.text()
+            name = "logs.jsonl.gz" if "json" in query else "logs.log.gz"
+            assert response.headers["Content-Disposition"] == f'attachment; filename="{name}"'
+            assert response.headers["Content-Type"] == "application/gzip"
+            body = gzip.decompress(await response.read()).decode()
+            cli = await anyio.to_thread.run_sync(lambda a=args: logagent(store_url, "logs", *a))
+            assert cli.returncode == 0, cli.stderr
+            assert body == cli.stdout and body, query
+        for query, said in (("format=xml", "format: 'xml'"), ("gzip=yes", "gzip: 'yes'")):
+            response = await client.get(f"/api/download?{query}", headers=HOST)
+            assert response.status == 400 and said in (await response.json())["error"]

@@ -145,6 +145,15 @@ def shown(driver: Any) -> list[str]:
     return list(lines)
 
 
+def folded(driver: Any) -> list[str]:
+    """The lines as they read folded: a JSON or logfmt line's own text, not its pretty form."""
+    lines = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#lines .line .msg'),"
+        " e => (e.querySelector('summary') || e).textContent)"
+    )
+    return list(lines)
+
+
 def shot(driver: Any, name: str) -> None:
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTEFACTS / f"{name}.png"))
@@ -576,12 +585,238 @@ def _check_alerts_page(
     shutil.copy(picture, ARTEFACTS / "alerts.png")
     # The line's alert links to the log view of its container, around the line.
     link = rows["hostile"].find_element(By.CSS_SELECTOR, "a.context")
-    assert link.get_attribute("href").startswith(f"{stack.base}/?c={cid}&since=")
+    assert link.get_attribute("href").startswith(f"{stack.base}/?c={cid}&at=")
     link.click()
     until(lambda: "after" in shown(browser), "the lines around it")
     assert shown(browser) == ["before", hostile_text, "after"]
     marked = browser.find_element(By.CSS_SELECTOR, "#lines .line.marked .msg")
     assert marked.text == hostile_text  # the alert's own line, marked
-    assert "#line-" in browser.current_url
+    assert "at=" in browser.current_url
     assert browser.find_elements(By.CSS_SELECTOR, "#lines .event")  # and the container's death
     shot(browser, "alert-context")
+
+
+def snapshot(driver: Any, tmp_path: Path, name: str) -> Path:
+    """A screenshot in the test's own folder, copied to test-artefacts/web/ to be looked at."""
+    picture = tmp_path / f"{name}.png"
+    driver.save_screenshot(str(picture))
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(picture, ARTEFACTS / picture.name)
+    return picture
+
+
+def viewport(driver: Any, width: int, height: int, *, dark: bool = False) -> None:
+    """The page's size and colour scheme, as a screen of that size in that mode shows it."""
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
+    driver.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": "dark" if dark else "light"}]},
+    )
+
+
+def no_errors(driver: Any) -> None:
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors  # no CSP violation, no failed load
+
+
+@pytest.mark.docker
+def test_a_service_recreated_three_times_shows_all_its_containers_lines_in_order(
+    browser: Any, stack: Stack, containers: Containers, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    project = containers.prefix.replace("-", "")[-40:]
+    compose = ["-l", f"com.docker.compose.project={project}", "-l",
+               "com.docker.compose.service=web"]  # fmt: skip
+    script = 'for i in 1 2 3 4 5; do echo \'{"n": \'$i\', "run": "%s", "status": %d}\'; done'
+    cids = []
+    for n in (1, 2, 3):  # as compose recreates it: the old one gone, a new one in its place
+        if cids:
+            docker("rm", cids[-1])
+        cids.append(
+            containers.run(f"web-{n}", script % (f"run{n}", 200 + 300 * (n == 2)), *compose)
+        )
+        containers.wait(f"web-{n}")
+        until(lambda cid=cids[-1]: stack.rows(cid) >= 5, f"container {n}'s lines stored")
+    containers.run("bystander", "echo not-of-the-service")
+    viewport(browser, 1920, 1080)
+    open_view(browser, stack, "/")
+    key = f"{project}/web"
+    service = until(
+        lambda: browser.find_element(By.CSS_SELECTOR, f'#services .svc[data-service="{key}"]'),
+        "the service listed",
+    )
+    assert "3 containers" in service.text
+    service.click()
+    expected = [
+        f'{{"n": {i}, "run": "run{n}", "status": {200 + 300 * (n == 2)}}}'
+        for n in (1, 2, 3) for i in range(1, 6)
+    ]  # fmt: skip
+    until(lambda: folded(browser) == expected, "the three containers' lines, in order")
+    assert f"service={project}%2Fweb" in browser.current_url
+    names = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#lines .line .src'), e => e.textContent)"
+    )
+    assert names == [f"{containers.prefix}-web-{n}" for n in (1, 2, 3) for _ in range(5)]
+    # A structured filter narrows the service's lines to the ones whose fields say so.
+    browser.find_element(By.ID, "where").send_keys("status>=500 n<=2")
+    browser.find_element(By.CSS_SELECTOR, "#query button[type=submit]").click()
+    until(lambda: folded(browser) == expected[5:7], "the lines of the failing run, n <= 2")
+    assert "where=status" in browser.current_url
+    snapshot(browser, tmp_path, "light-1920x1080-service-where")
+    where = browser.find_element(By.ID, "where")
+    where.clear()
+    where.send_keys("status 500")
+    browser.find_element(By.CSS_SELECTOR, "#query button[type=submit]").click()
+    status = browser.find_element(By.ID, "status")
+    until(lambda: "cannot read 'status 500'" in status.text, "the reason in the page")
+    assert "error" in status.get_attribute("class") and folded(browser) == []
+    browser.get_log("browser")  # the refused request's 400 is logged by the browser: expected
+
+
+@pytest.mark.docker
+def test_a_link_to_a_line_opens_it_highlighted_and_each_line_can_give_its_link(
+    browser: Any, stack: Stack, containers: Containers, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    cid = containers.run("linked", "seq 1 3000")
+    containers.wait("linked")
+    until(lambda: stack.rows(cid) >= 3000, "3000 lines stored")
+    row = query(stack.url, "SELECT id FROM log_lines WHERE message = '1500'")[0][0]
+    viewport(browser, 1366, 768)
+    open_view(browser, stack, f"/?at={row}")
+    marked = until(
+        lambda: browser.find_element(By.CSS_SELECTOR, "#lines .line.marked"), "the line marked"
+    )
+    assert marked.find_element(By.CSS_SELECTOR, ".msg").text == "1500"
+    texts = shown(browser)
+    assert "1450" in texts and "1600" in texts and "1601" not in texts  # its context only
+    inside = browser.execute_script(
+        "const l = arguments[0].getBoundingClientRect(),"
+        " b = document.getElementById('lines').getBoundingClientRect();"
+        "return l.top >= b.top && l.bottom <= b.bottom;",
+        marked,
+    )
+    assert inside, "the marked line is scrolled into view"
+    assert browser.find_element(By.ID, "newer").is_displayed()  # newer lines: one click away
+    assert f"c={cid}" in browser.current_url and f"at={row}" in browser.current_url
+    snapshot(browser, tmp_path, "light-1366x768-link-to-a-line")
+    # Every line gives a link to itself: the clipboard where allowed, else the URL selected.
+    browser.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {"origin": stack.base, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+    )
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    lines = browser.find_elements(By.CSS_SELECTOR, "#lines .line")
+    other, third = lines[len(lines) // 2 + 5], lines[len(lines) // 2 - 5]
+    ActionChains(browser).move_to_element(other).perform()
+    other.find_element(By.CSS_SELECTOR, ".copy").click()
+    status = browser.find_element(By.ID, "status")
+    until(lambda: "copied a link" in status.text, "the link copied")
+    link = browser.execute_script("return navigator.clipboard.readText()")
+    other_id = other.get_attribute("data-id")
+    other_text = other.find_element(By.CSS_SELECTOR, ".msg").text
+    assert link == f"{stack.base}/?c={cid}&at={other_id}"
+    # No clipboard (plain http beyond loopback): the link is shown, selected, to copy by hand.
+    browser.execute_script(
+        "navigator.clipboard.writeText = () => Promise.reject(new Error('not allowed'))"
+    )
+    ActionChains(browser).move_to_element(third).perform()
+    third.find_element(By.CSS_SELECTOR, ".copy").click()
+    box = until(lambda: browser.find_element(By.ID, "copied"), "the link shown")
+    assert (
+        box.get_attribute("value") == f"{stack.base}/?c={cid}&at={third.get_attribute('data-id')}"
+    )
+    assert browser.execute_script("return document.activeElement.id") == "copied"  # selected
+    assert "Ctrl-C" in status.text
+    browser.get(link)
+    marked = until(
+        lambda: browser.find_element(By.CSS_SELECTOR, "#lines .line.marked"), "marked again"
+    )
+    assert marked.get_attribute("data-id") == other_id
+    assert marked.find_element(By.CSS_SELECTOR, ".msg").text == other_text
+    no_errors(browser)
+
+
+@pytest.mark.docker
+def test_toolbar_is_one_row_from_1280_px_dark_mode_times_and_keys(
+    browser: Any, stack: Stack, containers: Containers, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    script = (
+        'echo \'{"level":"info","msg":"started","port":8080}\'; echo "plain line"; '
+        'echo "level=warn msg=\\"slow request\\" ms=1200"; echo "ERROR: it broke" >&2; '
+        "printf '\\033[32mgreen\\033[0m ok\\n'; sleep 3600"
+    )
+    cid = containers.run("looks", script)
+    containers.run("looks-other", "echo other")
+    until(lambda: stack.rows(cid) >= 5, "the lines stored")
+    viewport(browser, 1280, 800)
+    open_view(browser, stack, f"/?c={cid}")
+    until(lambda: "plain line" in shown(browser), "the lines")
+    for bar in ("query", "viewbar"):  # the toolbar, and the view's bar under it
+        tops = browser.execute_script(
+            f"return Array.from(document.getElementById('{bar}').children)"
+            ".filter(e => e.offsetParent !== null)"
+            ".map(e => [e.id || e.tagName, Math.round(e.getBoundingClientRect().top),"
+            " Math.round(e.getBoundingClientRect().right)])"
+        )
+        assert len(tops) >= 3, tops
+        assert max(t for _, t, _ in tops) - min(t for _, t, _ in tops) <= 2, tops  # one row
+        assert max(right for _, _, right in tops) <= 1280, tops  # and all of it on the screen
+    light = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+    snapshot(browser, tmp_path, "light-1280x800-toolbar")
+    # Times: UTC, or this browser's zone (remembered); how long ago on hover.
+    utc = browser.find_element(By.CSS_SELECTOR, "#lines .line .ts").text
+    browser.find_element(By.ID, "tz").click()
+    assert browser.find_element(By.ID, "tz").text == "local"
+    assert browser.execute_script("return localStorage.getItem('logagent.time')") == "local"
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    stamp = browser.find_element(By.CSS_SELECTOR, "#lines .line .ts")
+    ActionChains(browser).move_to_element(stamp).perform()
+    assert stamp.get_attribute("title").split(" · ")[0].endswith(("ago", "just now"))
+    browser.refresh()
+    until(lambda: "plain line" in shown(browser), "the lines again")
+    assert browser.find_element(By.ID, "tz").text == "local"  # remembered
+    offset = browser.execute_script("return new Date().getTimezoneOffset()")
+    if offset == 0:
+        assert browser.find_element(By.CSS_SELECTOR, "#lines .line .ts").text == utc
+    browser.find_element(By.ID, "tz").click()
+    assert browser.find_element(By.CSS_SELECTOR, "#lines .line .ts").text == utc
+    # Keys: / searches, Esc leaves the box, f holds and follows, ? shows them.
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys("/")
+    assert browser.switch_to.active_element.get_attribute("id") == "q"
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+    assert browser.switch_to.active_element.get_attribute("id") != "q"
+    body.send_keys("f")
+    follow = browser.find_element(By.ID, "follow")
+    assert follow.get_attribute("aria-pressed") == "false"
+    docker("exec", cid, "sh", "-c", "echo held-by-f > /proc/1/fd/1")
+    until(lambda: browser.find_element(By.ID, "live").is_displayed(), "the new line held")
+    assert "held-by-f" not in shown(browser)
+    body.send_keys("f")
+    until(lambda: shown(browser)[-1] == "held-by-f", "shown when following again")
+    body.send_keys("?")
+    assert browser.find_element(By.ID, "help").is_displayed()
+    # The system's dark mode: the page follows it.
+    viewport(browser, 1366, 768, dark=True)
+    dark = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+    assert dark != light
+    channels = [int(c) for c in dark[dark.index("(") + 1 : -1].split(",")[:3]]
+    assert max(channels) < 60, dark  # dark indeed
+    snapshot(browser, tmp_path, "dark-1366x768-help")
+    body.send_keys(Keys.ESCAPE)
+    assert not browser.find_element(By.ID, "help").is_displayed()
+    browser.find_element(By.CSS_SELECTOR, "#dl summary").click()
+    viewport(browser, 1920, 1080, dark=True)
+    snapshot(browser, tmp_path, "dark-1920x1080-download-menu")
+    no_errors(browser)

@@ -154,3 +154,23 @@ def test_a_colour_code_repeated_ten_thousand_times_keeps_one_class() -> None:
         [],
         [],
     ]
+
+
+def test_times_show_in_utc_or_the_browsers_zone_and_how_long_ago(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ns = "1764000000123456789"  # 2025-11-24T16:00:00.123456789Z
+    rfc = "2025-11-24T16:00:00.123456789Z"
+    body = (
+        "console.log(JSON.stringify([app.clock(input.ns, input.rfc, true),"
+        " app.clock(input.ns, '', true), app.clock(input.ns, input.rfc, false),"
+        " app.clock('-1500000', '', true),"
+        " [0, 4000, 42000, 180000, 5 * 3600000, 2 * 86400000, 86400000, -120000].map(app.ago)]))"
+    )
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # +05:30, no summer time
+    utc, derived, local, before_1970, ago = run_js(body, {"ns": ns, "rfc": rfc})
+    assert utc == derived == "2025-11-24 16:00:00.123"
+    assert local == "2025-11-24 21:30:00.123"
+    assert before_1970 == "1969-12-31 23:59:59.998"  # 1.5 ms before the epoch, floored
+    assert ago == ["just now", "just now", "42 s ago", "3 min ago", "5 h ago", "2 days ago",
+                   "1 day ago", "in 2 min"]  # fmt: skip

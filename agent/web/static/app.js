@@ -7,9 +7,15 @@
   const SHOWN = 20000; // characters of one line shown; the download has all of it
   const MOST_ALERTS = 1000; // the alerts page's largest `limit` (web/query.py)
   const LEVELS = ["", "trace", "debug", "info", "warn", "error", "fatal"];
+  const FIELDS = ["q", "where", "stream", "level", "host", "since", "until"]; // the toolbar's
   const view = {
     selected: [], // container ids; none: every container
+    service: "", // a service's key (PROJECT/SERVICE, or a name): all its containers
+    at: "", // a line's row id: the view opens at it, marked (a link to a line)
     containers: [],
+    services: [],
+    utc: true, // times in UTC, or in this browser's zone (remembered: localStorage)
+    following: true, // new lines scroll into view (f); held below while not
     oldest: null, // "ns:id" of the oldest row shown: scroll back from there (ns as text:
     // a JavaScript number would round Docker's nanoseconds)
     position: null, // where the live tail takes over: given with the newest page (per host)
@@ -25,7 +31,8 @@
   function query(extra) {
     const p = new URLSearchParams();
     for (const id of view.selected) p.append("c", id);
-    for (const name of ["q", "stream", "level", "host", "since", "until"]) {
+    if (view.service) p.set("service", view.service);
+    for (const name of FIELDS) {
       const value = $(name).value.trim();
       if (value) p.set(name, value);
     }
@@ -37,17 +44,21 @@
   function readUrl() {
     const p = new URLSearchParams(location.search);
     view.selected = p.getAll("c");
-    for (const name of ["q", "stream", "level", "host", "since", "until"]) {
-      $(name).value = p.get(name) || "";
-    }
+    view.service = p.get("service") || "";
+    view.at = /^\d{1,19}$/.test(p.get("at") || "") ? p.get("at") : "";
+    for (const name of FIELDS) $(name).value = p.get(name) || "";
     $("re").checked = p.get("re") === "1";
   }
 
   function writeUrl() {
-    const q = query().toString();
+    const q = query(view.at ? { at: view.at } : {}).toString();
     history.replaceState(null, "", (q ? "?" + q : location.pathname) + location.hash);
-    $("dl-text").href = "/api/download?" + query({ format: "text" }).toString();
-    $("dl-json").href = "/api/download?" + query({ format: "json" }).toString();
+    for (const [id, format, gzip] of [["dl-text", "text", "0"], ["dl-json", "json", "0"],
+      ["dl-text-gz", "text", "1"], ["dl-json-gz", "json", "1"]]) {
+      const extra = { format };
+      if (gzip === "1") extra.gzip = "1";
+      $(id).href = "/api/download?" + query(extra).toString(); // the whole view: never `at`
+    }
   }
 
   // -- containers ----------------------------------------------------------------------------
@@ -75,8 +86,14 @@
     return i === needle.length;
   }
 
+  function serviceOf(key) {
+    return view.services.find((s) => s.key === key);
+  }
+
   function colour(cid) {
-    const order = view.selected.length ? view.selected : view.containers.map((c) => c.id);
+    const service = view.service && serviceOf(view.service);
+    const order = service ? [...view.selected, ...service.containers]
+      : view.selected.length ? view.selected : view.containers.map((c) => c.id);
     const i = order.indexOf(cid);
     return "src s" + ((i < 0 ? 0 : i) % 8);
   }
@@ -85,6 +102,7 @@
     const response = await fetch("/api/containers");
     const body = await response.json();
     view.containers = body.containers;
+    view.services = body.services || [];
     const hosts = new Set(view.containers.map((c) => c.host));
     const select = $("host");
     const chosen = select.value;
@@ -96,12 +114,53 @@
       select.append(option);
     }
     select.value = chosen;
+    select.classList.toggle("one", hosts.size <= 1 && !chosen); // nothing to choose
     drawContainers();
+  }
+
+  // A service: every container that served it (current and removed), one timeline.
+  function drawServices(needle) {
+    const box = $("services");
+    box.replaceChildren();
+    const byId = new Map(view.containers.map((c) => [c.id, c]));
+    const shown = view.services.filter((s) => !needle || fuzzy(needle, s.key));
+    if (!shown.length) return;
+    box.append(el("div", "group-head", "services"));
+    for (const s of shown) {
+      const row = el("a", "svc" + (view.service === s.key ? " on" : ""));
+      row.dataset.service = s.key;
+      row.href = "?service=" + encodeURIComponent(s.key);
+      row.append(stored("span", "key", s.key));
+      const meta = el("span", "meta");
+      if (s.running) meta.append(el("span", "badge running", "running"));
+      meta.append(document.createTextNode(`${s.containers.length} containers · ` +
+        `${s.lines.toLocaleString()} lines` + (s.last ? ` · last ${shortClock(s.last)}` : "")));
+      row.append(meta);
+      const members = el("span", "members");
+      s.containers.forEach((id, i) => {
+        const c = byId.get(id);
+        if (i) members.append(", ");
+        members.append(stored("span", c && c.state === "removed" ? "gone" : "", c ? c.name : id.slice(0, 12)));
+      });
+      row.title = "every container of " + visibleText(s.key) + ", merged into one timeline";
+      row.append(members);
+      row.addEventListener("click", (event) => {
+        event.preventDefault();
+        view.service = view.service === s.key && !view.selected.length ? "" : s.key;
+        view.selected = [];
+        view.at = "";
+        drawContainers();
+        restart();
+      });
+      box.append(row);
+    }
+    box.append(el("div", "group-head", "containers"));
   }
 
   function drawContainers() {
     const box = $("containers");
     const needle = $("filter").value.trim();
+    drawServices(needle);
     box.replaceChildren();
     let host = null;
     let project = null;
@@ -126,7 +185,7 @@
       const state = STATES.has(c.state) ? c.state : "";
       meta.append(state ? el("span", "badge " + state, state) : stored("span", "badge", c.state || "unknown"));
       meta.append(document.createTextNode(` ${c.lines.toLocaleString()} lines` +
-        (c.last ? ` · last ${c.last.slice(0, 19).replace("T", " ")}` : "") +
+        (c.last ? ` · last ${shortClock(c.last)}` : "") +
         (c.gaps ? ` · ${c.gaps} gaps` : "")));
       row.append(meta);
       row.addEventListener("click", (event) => {
@@ -138,7 +197,9 @@
           else view.selected.push(c.id);
         } else {
           view.selected = [c.id];
+          view.service = "";
         }
+        view.at = "";
         drawContainers();
         restart();
       });
@@ -297,11 +358,116 @@
     return box;
   }
 
+  // -- time: UTC or this browser's zone, and how long ago -----------------------------------
+  const pad = (n, w) => String(n).padStart(w || 2, "0");
+
+  // A row's time as shown (pure): its RFC 3339 text cut to milliseconds in UTC, or the same
+  // instant in this browser's zone, from its nanoseconds (text: a number holds 53 bits).
+  function clock(ns, rfc, utc) {
+    if (utc && rfc) return rfc.slice(0, 23).replace("T", " ");
+    const n = BigInt(ns);
+    const ms = n / 1000000n - (n < 0n && n % 1000000n !== 0n ? 1n : 0n); // floored
+    const d = new Date(Number(ms));
+    if (Number.isNaN(d.getTime())) return rfc ? rfc.slice(0, 23).replace("T", " ") : String(ns);
+    const frac = pad(Number(((ms % 1000n) + 1000n) % 1000n), 3);
+    if (utc) {
+      return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ` +
+        `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}.${frac}`;
+    }
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${frac}`;
+  }
+
+  // An RFC 3339 text (the sidebar's last line) to the second, in the chosen zone.
+  function shortClock(rfc) {
+    const ms = Date.parse(rfc);
+    if (Number.isNaN(ms)) return rfc.slice(0, 19).replace("T", " ");
+    return clock(String(BigInt(ms) * 1000000n), rfc, view.utc).slice(0, 19);
+  }
+
+  // How long ago (pure): "just now", "42 s ago", "3 min ago", "5 h ago", "2 days ago".
+  function ago(ms) {
+    const s = Math.round(Math.abs(ms) / 1000);
+    const [n, unit] = s < 5 ? [0, ""] : s < 60 ? [s, "s"] : s < 3600 ? [Math.floor(s / 60), "min"]
+      : s < 86400 ? [Math.floor(s / 3600), "h"] : [Math.floor(s / 86400), "day"];
+    if (!unit) return "just now";
+    const said = `${n} ${unit}${unit === "day" && n !== 1 ? "s" : ""}`;
+    return ms < 0 ? `in ${said}` : `${said} ago`;
+  }
+
+  function browserZone() {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone || "this browser's zone";
+  }
+
+  function zoneName() {
+    return view.utc ? "UTC" : browserZone();
+  }
+
+  function redrawTimes() {
+    $("tz").textContent = view.utc ? "UTC" : "local";
+    $("tz").title = `times in ${zoneName()}: click for ${view.utc ? "this browser's zone" : "UTC"}`;
+    for (const node of document.querySelectorAll("#lines [data-ns] > .ts")) {
+      node.textContent = clock(node.parentNode.dataset.ns, node.dataset.rfc, view.utc);
+    }
+    drawContainers();
+  }
+
+  function timeNode(ns, rfc) {
+    const node = el("span", "ts", clock(ns, rfc, view.utc));
+    node.dataset.rfc = rfc;
+    return node;
+  }
+
+  // -- a link to a line ---------------------------------------------------------------------
+  function lineUrl(id) {
+    const p = new URLSearchParams();
+    if (view.service) p.set("service", view.service);
+    for (const c of view.selected) p.append("c", c);
+    p.set("at", String(id));
+    return location.origin + "/?" + p.toString();
+  }
+
+  async function copyLink(button) {
+    const url = lineUrl(button.parentNode.dataset.id);
+    try {
+      await navigator.clipboard.writeText(url); // only where allowed: a secure context
+      button.classList.add("done");
+      button.textContent = "✓";
+      setTimeout(() => { button.classList.remove("done"); button.textContent = "#"; }, 1200);
+      say(`copied a link to line ${button.parentNode.dataset.id}`);
+    } catch (e) { // no clipboard here (plain http beyond loopback): the URL, selected
+      let box = $("copied");
+      if (!box) {
+        box = el("input");
+        box.id = "copied";
+        box.readOnly = true;
+        box.addEventListener("blur", () => box.remove());
+        box.addEventListener("keydown", (k) => { if (k.key === "Escape") box.blur(); });
+        document.querySelector("main").append(box);
+      }
+      box.value = url;
+      box.focus();
+      box.select();
+      say("the link is selected: press Ctrl-C (⌘-C) to copy it");
+    }
+  }
+
+  function say(text) {
+    const status = $("status");
+    status.classList.remove("error");
+    status.replaceChildren(text);
+  }
+
   function lineNode(row) {
     const node = el("div", "line " + row.stream);
     node.dataset.id = row.id;
     node.dataset.ns = row.ns;
-    node.append(el("span", "ts", row.ts.slice(0, 23).replace("T", " ")));
+    const copy = el("button", "copy", "#");
+    copy.type = "button";
+    copy.title = "copy a link to this line";
+    copy.tabIndex = -1;
+    node.append(copy);
+    node.append(timeNode(row.ns, row.ts));
     node.append(stored("span", colour(row.cid), row.name));
     if (row.level) node.append(el("span", "lvl lvl-" + LEVELS[row.level], LEVELS[row.level]));
     node.append(message(row.msg));
@@ -318,7 +484,7 @@
   function eventNode(event) { // a container's life (die, oom, ...): text, never markup
     const node = el("div", "event");
     node.dataset.ns = event.ns;
-    node.append(el("span", "ts", event.ts.slice(0, 23).replace("T", " ")));
+    node.append(timeNode(event.ns, event.ts));
     const said = el("span", "what");
     escaped(`${event.name}: ${event.what}`, said, []);
     node.append(said);
@@ -332,13 +498,17 @@
     const generation = view.generation;
     const extra = { limit: String(PAGE) };
     if (view.oldest) extra.before = view.oldest;
+    if (view.at) extra.at = view.at; // a line's link: the first page is around it
     const box = $("lines");
     try {
       const response = await fetch("/api/lines?" + query(extra).toString());
-      if (!response.ok) {
-        $("status").replaceChildren();
-        escaped(await refusal(response), $("status"), []);
+      if (!response.ok) { // a bad parameter: the reason, as the server gave it
+        const status = $("status");
+        status.replaceChildren();
+        status.classList.add("error");
+        escaped(await refusal(response), status, []);
         view.done = true;
+        view.refused = true;
         return;
       }
       const reader = response.body.getReader();
@@ -379,10 +549,31 @@
     }
     if (chunk.next) view.oldest = chunk.next;
     if (chunk.done) view.done = true;
+    if (chunk.at) { // a line's link: its container, and whether newer lines are left out
+      if (!view.selected.length && !view.service) {
+        view.selected = [chunk.at.cid];
+        drawContainers();
+        writeUrl();
+      }
+      $("newer").hidden = !chunk.at.newer;
+    }
     const shown = box.querySelectorAll(".line").length;
-    $("status").textContent = `${shown.toLocaleString()} lines shown` +
+    const status = $("status");
+    status.classList.remove("error");
+    status.replaceChildren();
+    const one = !view.service && view.selected.length === 1 &&
+      view.containers.find((c) => c.id === view.selected[0]);
+    box.classList.toggle("one", Boolean(one));
+    if (one) status.append(stored("span", "title", one.name));
+    if (view.service) {
+      const service = serviceOf(view.service);
+      const title = stored("span", "title", view.service);
+      if (service) title.append(` · ${service.containers.length} containers`);
+      status.append(title);
+    }
+    status.append(`${shown.toLocaleString()} lines shown` +
       (chunk.scanned ? `; searched ${chunk.scanned.toLocaleString()} rows` : "") +
-      (view.done ? "; the beginning of the stored history" : "");
+      (view.done ? "; the beginning of the stored history" : ""));
   }
 
   // Why a request was refused: a 400 says why in JSON; a 401, 429 or 503 in a line of text.
@@ -397,10 +588,11 @@
     return String(reason);
   }
 
-  // An alert's link (the alerts page) names its line, `#line-ID`: marked, in view, if shown.
+  // A link to a line (`?at=ID`; an older alert's link said `#line-ID`): marked, in view.
   function markLine() {
     const named = /^#line-(\d+)$/.exec(location.hash);
-    const node = named && $("lines").querySelector(`.line[data-id="${named[1]}"]`);
+    const id = view.at || (named && named[1]);
+    const node = id && $("lines").querySelector(`.line[data-id="${id}"]`);
     if (!node) return;
     node.classList.add("marked");
     node.scrollIntoView({ block: "center" });
@@ -413,13 +605,15 @@
 
   function follow() {
     if (view.stream) view.stream.close();
+    view.stream = null;
     if ($("until").value.trim()) return; // a view that ends in the past has no live tail
+    if (!view.position) return; // refused, or a line's context short of the newest lines
     const stream = new EventSource("/api/tail?" + query(view.position ? { after: view.position } : {}).toString());
     view.stream = stream;
     stream.addEventListener("rows", (event) => {
       const rows = JSON.parse(event.data);
       const box = $("lines");
-      if (!atBottom(box)) { // the reader scrolled up: hold the new rows until they come back
+      if (!view.following || !atBottom(box)) { // held until the reader comes back (or f)
         view.pending.push(...rows);
         $("live").hidden = false;
         $("live").textContent = `${view.pending.length} new lines below: back to live`;
@@ -436,6 +630,21 @@
     box.scrollTop = box.scrollHeight;
   }
 
+  function release() { // the held rows, shown, and the view back at the newest
+    const box = $("lines");
+    const rows = view.pending;
+    view.pending = [];
+    $("live").hidden = true;
+    append(rows, box);
+  }
+
+  function setFollowing(on) {
+    view.following = on;
+    $("follow").setAttribute("aria-pressed", String(on));
+    $("follow").textContent = on ? "live" : "held";
+    if (on) release();
+  }
+
   // -- wiring -------------------------------------------------------------------------------
   async function restart() {
     view.generation++;
@@ -445,7 +654,9 @@
     view.done = false;
     view.loading = false;
     view.pending = [];
+    view.refused = false;
     $("live").hidden = true;
+    $("newer").hidden = true;
     $("lines").replaceChildren();
     writeUrl();
     await loadOlder();
@@ -576,7 +787,7 @@
   }
 
   if (typeof module === "object" && module.exports) { // node: tests/unit/test_viewer_js.py
-    module.exports = { pieces, visibleText, logfmt, structured, sgr, duration };
+    module.exports = { pieces, visibleText, logfmt, structured, sgr, duration, clock, ago };
     return;
   }
 
@@ -586,9 +797,55 @@
       return;
     }
     readUrl();
+    view.utc = localStorage.getItem("logagent.time") !== "local";
+    redrawTimes();
     $("filter").addEventListener("input", drawContainers);
+    $("tz").addEventListener("click", () => {
+      view.utc = !view.utc;
+      localStorage.setItem("logagent.time", view.utc ? "utc" : "local");
+      redrawTimes();
+    });
+    $("follow").addEventListener("click", () => setFollowing(!view.following));
+    $("help-button").addEventListener("click", () => { $("help").hidden = !$("help").hidden; });
+    $("newer").addEventListener("click", () => {
+      view.at = "";
+      restart();
+    });
+    $("lines").addEventListener("click", (event) => {
+      const button = event.target.closest(".copy");
+      if (button) copyLink(button);
+    });
+    // A time's title says how long ago it was, when it is pointed at (never stale).
+    $("lines").addEventListener("mouseover", (event) => {
+      const ts = event.target.closest(".ts");
+      if (!ts || !ts.parentNode.dataset.ns) return;
+      const ms = Number(BigInt(ts.parentNode.dataset.ns) / 1000000n);
+      const other = clock(ts.parentNode.dataset.ns, ts.dataset.rfc, !view.utc);
+      ts.title = `${ago(Date.now() - ms)} · ${other} ${view.utc ? browserZone() : "UTC"}`;
+    });
+    document.addEventListener("keydown", (event) => {
+      if (event.ctrlKey || event.metaKey || event.altKey) return;
+      const typing = event.target.closest && event.target.closest("input, select, textarea");
+      if (event.key === "Escape") {
+        $("help").hidden = true;
+        $("dl").open = false;
+        if (typing) event.target.blur();
+        return;
+      }
+      if (typing) return;
+      if (event.key === "/") {
+        event.preventDefault();
+        $("q").focus();
+        $("q").select();
+      } else if (event.key === "f") {
+        setFollowing(!view.following);
+      } else if (event.key === "?") {
+        $("help").hidden = !$("help").hidden;
+      }
+    });
     $("query").addEventListener("submit", (event) => {
       event.preventDefault();
+      view.at = ""; // a new filter: the newest lines, not a line's context
       restart();
     });
     for (const button of document.querySelectorAll("[data-last]")) {
@@ -601,20 +858,9 @@
     $("lines").addEventListener("scroll", () => {
       const box = $("lines");
       if (box.scrollTop < 200) loadOlder();
-      if (atBottom(box) && view.pending.length) {
-        const rows = view.pending;
-        view.pending = [];
-        $("live").hidden = true;
-        append(rows, box);
-      }
+      if (view.following && atBottom(box) && view.pending.length) release();
     });
-    $("live").addEventListener("click", () => {
-      const box = $("lines");
-      const rows = view.pending;
-      view.pending = [];
-      $("live").hidden = true;
-      append(rows, box);
-    });
+    $("live").addEventListener("click", () => setFollowing(true));
     await loadContainers();
     await restart();
     setInterval(loadContainers, 10000);
