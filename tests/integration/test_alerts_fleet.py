@@ -52,12 +52,19 @@ def rule_section(url: str, prefix: str, **rule: object) -> dict[str, Any]:
     }  # fmt: skip
 
 
+# A cooldown cannot be 0; this one is shorter than any two lines' Docker times apart, so every
+# matching line fires. Docker stamps a line when its log copier reads it, and lines it reads
+# in one go (a backlog at a container's start, a busy machine) are stamped microseconds apart
+# however the script paces them: with a 1 ms cooldown, some were held (seen: 26 us apart).
+EVERY_LINE = "0.001ms"
+
+
 def paced_errors(tag: str, count: int) -> str:
-    """A container's script: `ERROR <tag><n>` for n in 1..count, 5 ms apart (each line past
-    a 1 ms cooldown by its Docker time, so each fires), then a line that matches nothing."""
+    """A container's script: `ERROR <tag><n>` for n in 1..count, 5 ms apart, then a line
+    that matches nothing."""
     return (
-        f'i=0; while [ $i -lt {count} ]; do i=$((i+1)); echo "ERROR {tag}$i"; sleep 0.005; '
-        "done; echo fine"
+        f'sleep 0.2; i=0; while [ $i -lt {count} ]; do i=$((i+1)); echo "ERROR {tag}$i"; '
+        "sleep 0.005; done; echo fine"
     )
 
 
@@ -87,6 +94,30 @@ def outbox_rows(url: str) -> list[tuple[str, str, int, str]]:
     ]
 
 
+def stored_lines(url: str) -> int:
+    rows = query(url, "SELECT COUNT(*) FROM log_lines")
+    return int(rows[0][0]) if rows else 0
+
+
+async def until_settled(url: str, hosts: tuple[str, ...], lines: int) -> dict[str, int]:
+    """Until `lines` rows are stored, each host's rules have read past the last row of their
+    host, and the outbox holds nothing pending: from then on nothing more is sent, so what
+    the receiver has is final (an absence is judged after this, never after a sleep). Per
+    host, its last row's id."""
+    await until_reached(lambda: stored_lines(url), lines)
+    last = {str(h): int(i) for h, i in query(
+        url, "SELECT host, MAX(id) FROM log_lines GROUP BY host")}  # fmt: skip
+    assert set(last) == set(hosts), last
+
+    def caught_up() -> bool:
+        return all(rules_position(url, h).get(h, 0) >= last[h] for h in hosts)
+
+    await eventually(caught_up, limit=60)
+    made = len(outbox_rows(url))  # the rules have caught up: no more alerts will be made
+    await until_reached(lambda: sum(s == "sent" for _, s, _, _ in outbox_rows(url)), made)
+    return last
+
+
 async def test_two_agents_on_one_postgresql_send_one_notification_per_match(
     tmp_path: Path, containers: Containers, pg_url: str
 ) -> None:
@@ -98,7 +129,7 @@ async def test_two_agents_on_one_postgresql_send_one_notification_per_match(
     hosts = ("alpha", "beta")
     per_container = 5
     async with receiving(Receiver()) as hook:
-        alerts = parse_alerts(rule_section(hook.url, containers.prefix, cooldown="1ms"))
+        alerts = parse_alerts(rule_section(hook.url, containers.prefix, cooldown=EVERY_LINE))
         fleet = [
             replace(agent_settings(tmp_path), db_url=pg_url, host=host,
                     scope_labels=(f"{FLEET_LABEL}={RUN_ID}-{host}",), alerts=alerts)
@@ -114,27 +145,11 @@ async def test_two_agents_on_one_postgresql_send_one_notification_per_match(
                         "--label", f"{FLEET_LABEL}={RUN_ID}-{host}",
                     )  # fmt: skip
                     owner[cid], tag[cid] = host, f"{host}-{k}"
-            expected = len(owner) * per_container
-            await eventually(lambda: len(hook.got) >= expected, limit=120)
             for name in tag.values():
                 containers.wait(name)
-
-            def stored() -> int:
-                return int(query(pg_url, "SELECT COUNT(*) FROM log_lines")[0][0])
-
-            await eventually(lambda: stored() == len(owner) * (per_container + 1), limit=60)
-            last = {str(h): int(i) for h, i in query(
-                pg_url, "SELECT host, MAX(id) FROM log_lines GROUP BY host")}  # fmt: skip
-            assert set(last) == set(hosts)
-
-            def caught_up() -> bool:  # each host's rules have read every row of their host
-                return all(rules_position(pg_url, h).get(h, 0) >= last[h] for h in hosts)
-
-            await eventually(caught_up, limit=60)
-            await eventually(
-                lambda: {s for _, s, _, _ in outbox_rows(pg_url)} == {"sent"}, limit=60
-            )
+            last = await until_settled(pg_url, hosts, len(owner) * (per_container + 1))
         got = bodies(hook)
+    expected = len(owner) * per_container
     assert all(key == body["id"] for key, body in hook.got)
     assert len(got) == expected and len({b["id"] for b in got}) == expected
     notified = Counter((b["container_id"], b["line"]) for b in got)
@@ -175,13 +190,13 @@ class SlowReceiver(Receiver):
 
 
 def every_line_fires(tmp_path: Path, hook_url: str, prefix: str) -> subprocess.Popen[bytes]:
-    """`logagent run` with a rule whose 1 ms cooldown lets every paced line fire."""
+    """`logagent run` with a rule that every matching line fires."""
     return start_agent_process(
         tmp_path,
         extra_config=(
             f'[[alerts.destinations]]\nname = "hook"\nurl = "{hook_url}"\n'
             f'[[alerts.rules]]\nname = "errors"\nmatch = "ERROR"\nnames = ["{prefix}-*"]\n'
-            'cooldown = "1ms"\ndestinations = ["hook"]\n'
+            f'cooldown = "{EVERY_LINE}"\ndestinations = ["hook"]\n'
         ),
     )
 
@@ -208,15 +223,10 @@ async def test_a_kill_9_mid_burst_notifies_every_match_and_repeats_at_most_the_o
             at_kill = len(hook.got)
             assert at_kill < total  # mid-burst: some sent, not all
             agent = every_line_fires(tmp_path, hook.url, containers.prefix)
-            await until_reached(lambda: len({key for key, _ in hook.got}), total)
             containers.wait("burst")
-            await eventually(
-                lambda: [s for _, s, _, _ in outbox_rows(url)] == ["sent"] * total, limit=60
-            )
+            await until_settled(url, ("test-host",), total + 1)
         finally:
             stop_process(agent)
-    # Every row is sent and none is pending: nothing more can be posted, so the counts are
-    # final.
     keys = Counter(key for key, _ in hook.got)
     assert all(key == body["id"] for key, body in hook.got)
     assert len(keys) == total
