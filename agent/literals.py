@@ -9,16 +9,21 @@ missed, so every doubt is a None.
 
 from __future__ import annotations
 
+import re
+
 MIN_LITERAL = 3  # a trigram index finds nothing shorter
 _META = set(".^$*+?()[]{}|\\")
 # Under (?i), RE2 folds these ASCII letters with characters outside ASCII too (K and the
 # Kelvin sign, S and the long s): an index's own folding may not; such a pattern reads all.
 _WIDE_FOLDS = set("kKsS")
+_OCTAL = re.compile(r"\\[0-9]")
 
 
 def required(pattern: str) -> tuple[list[str], bool] | None:
     """The literals (one of which every match holds) and whether they are case-insensitive;
     None when no such list can be given for certain."""
+    if "[:" in pattern or "\\Q" in pattern or "\\E" in pattern or _OCTAL.search(pattern):
+        return None  # POSIX classes, quoted text, octal escapes: not read here
     ci = False
     if pattern.startswith("(?i)"):
         ci, pattern = True, pattern[4:]

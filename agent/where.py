@@ -11,6 +11,7 @@ The conditions of one `where` must all hold.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,11 +20,12 @@ from typing import Any
 MAX_CONDITIONS = 16
 MAX_TEXT = 1024  # of a whole `where`
 MAX_PARSED = 64 * 1024  # a longer line's fields are not read: it matches no condition
+MAX_LOGFMT = 8 * 1024  # logfmt is parsed by a regex in Python (~0.5 µs a byte): less of it
 
 _CONDITION = re.compile(
     r'\s*([A-Za-z_@][\w.@-]{0,127})\s*(==|!=|>=|<=|=|>|<)\s*("(?:[^"\\]|\\.)*"|[^\s"]+)\s*'
 )
-_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
 # logfmt: key=value, key="quoted value", a bare key (true)
 _LOGFMT = re.compile(r'([^\s="]+)(?:=("(?:[^"\\]|\\.)*"|[^\s"]*))?')
 
@@ -94,7 +96,7 @@ def fields_of(line: str) -> Fields | None:
         except (ValueError, RecursionError):
             return None
         return value if isinstance(value, dict) else None
-    if "=" not in s:
+    if "=" not in s or len(s) > MAX_LOGFMT:
         return None
     out: Fields = {}
     for m in _LOGFMT.finditer(s):
@@ -158,12 +160,22 @@ def _lookup(fields: Fields, path: str) -> Any:
 
 
 def _as_number(value: Any) -> float | None:
+    """A field's value as a number, if it is one; never an exception, whatever a line holds
+    (an integer of 400 digits is infinite; text with a control character is no number)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        return float(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        try:
+            return float(value)
+        except (ValueError, OverflowError):
+            return None
     return None
 
 

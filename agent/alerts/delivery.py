@@ -8,13 +8,12 @@ so it is kept quiet and we say which service failed).
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import aiohttp
 import anyio
 
-from agent.alerts.destinations import APPRISE, Destination, fill
+from agent.alerts.destinations import APPRISE, Destination, fill, quiet_apprise
 from agent.render import terminal_safe
 from agent.timestamps import format_timestamp
 
@@ -59,7 +58,7 @@ async def notify(dest: Destination, alert: dict[str, Any]) -> tuple[bool, str]:
     block); Apprise escapes the text for the service (Markdown, HTML) as plain text."""
     import apprise  # only where a destination is one of its
 
-    logging.getLogger("apprise").setLevel(logging.CRITICAL)  # its log quotes the URL
+    quiet_apprise()
     sender = apprise.Apprise()
     sender.add(dest.url)
     title, text = as_text(alert)

@@ -10,6 +10,7 @@ alert as text through Apprise, which knows each service's API better than we wou
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,7 +107,13 @@ def apprise_knows(url: str) -> bool:
     """Whether Apprise takes the URL (it checks the scheme and the service's parts)."""
     import apprise  # only where a destination is one of its: 20 MB that most hosts skip
 
+    quiet_apprise()
     return bool(apprise.Apprise().add(url))
+
+
+def quiet_apprise() -> None:
+    """Apprise's log quotes URLs (a token in its path): it never reaches ours."""
+    logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)
 
 
 def _headers(

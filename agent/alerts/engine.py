@@ -100,6 +100,9 @@ class Engine:
         self._tracks: dict[str, _Track] = {}
         self.events_after = 0  # the id of the last container event the rules have seen
         self._newest = 0  # the newest line's time seen: the engine's clock for old tracks
+        # Lines whose fields a rule's `where` could not judge (none known; a defence, so
+        # that one line can never stop the rules): counted, the runner says so.
+        self.unreadable = 0
 
     def candidates(self, scanned: list[Scanned]) -> list[int]:
         """The ids of the rows some line rule may want (a first look: its pattern, or a
@@ -142,9 +145,13 @@ class Engine:
                 ):
                     continue
                 if rule.fields_hold is not None:
-                    if fields is None:
-                        fields = where.fields_of(row.message) or {}
-                    if not rule.fields_hold(row.message, fields):
+                    try:
+                        if fields is None:
+                            fields = where.fields_of(row.message) or {}
+                        if not rule.fields_hold(row.message, fields):
+                            continue
+                    except (ValueError, TypeError, OverflowError, RecursionError):
+                        self.unreadable += 1  # a line no check foresaw: not a match, said
                         continue
                 seen = _Seen("line", row.id, row.container_id, row.container_name,
                              row.timestamp_ns, row.message)  # fmt: skip

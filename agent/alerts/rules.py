@@ -219,10 +219,13 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
     for d in dests:
         if d not in destinations:
             raise AlertConfigError(f"{where}.destinations: no destination named {d!r}")
-    by_label = table.get("label_destinations", False)
-    if not isinstance(by_label, bool):
-        raise AlertConfigError(f"{where}.label_destinations: true or false")
-    allowed = frozenset(destinations) if by_label else frozenset()
+    by_label = table.get("label_destinations", [])
+    if not isinstance(by_label, list) or not all(isinstance(d, str) for d in by_label):
+        raise AlertConfigError(f"{where}.label_destinations: a list of destination names")
+    for d in by_label:
+        if d not in destinations:
+            raise AlertConfigError(f"{where}.label_destinations: no destination named {d!r}")
+    allowed = frozenset(by_label)
     return Rule(
         name, pattern, matches, selection, threshold, window, cooldown, tuple(dests), event,
         min_level, tuple(streams), conditions, holds, max_age, context, leaves, allowed,

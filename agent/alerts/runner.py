@@ -107,7 +107,11 @@ class AlertRunner:
                     now = time.time_ns()
                     ids = {r.container_id for r in rows} | {e.container_id for e in events}
                     known = await self._containers(ids)
+                    unreadable = self.engine.unreadable
                     alerts = self.engine.feed(rows, now, known)
+                    if self.engine.unreadable > unreadable:
+                        log.warning("alert rules: %d lines whose fields could not be judged",
+                                    self.engine.unreadable - unreadable)  # fmt: skip
                     alerts += self.engine.feed_events(events, now, known)
                     if after == upto and len(events) < PAGE:  # caught up: old ones summed up
                         alerts += self.engine.summaries()

@@ -6,9 +6,9 @@ Each list is alternatives (globs); the lists given must all hold: `names = ["web
 store describes it (storage/described.py), so a rule also judges one that is gone.
 
 A container's label `logagent.alert.destinations` may name destinations (comma-separated)
-for a rule that allows it (`label_destinations = true`): only names the config has count —
-a label is set by whoever runs the container, so it picks among the operator's
-destinations and never gives a URL of its own.
+that its rule lists in `label_destinations`: they are added to the rule's own, which a label
+can never take away — a label is set by whoever runs the container, so it picks among what
+the operator allowed, never a URL of its own, and never silences the rule's pager.
 """
 
 from __future__ import annotations
@@ -62,13 +62,12 @@ def parse_selection(table: dict[str, Any], where: str) -> Selection:
 
 
 def picked_destinations(
-    c: StoredContainer, allowed: frozenset[str], default: tuple[str, ...]
+    c: StoredContainer, allowed: frozenset[str], own: tuple[str, ...]
 ) -> tuple[str, ...]:
-    """The destinations a container's label names among `allowed`; `default` if it names
-    none of them (or has no such label)."""
+    """The rule's own destinations, and those of `allowed` the container's label names."""
     said = c.labels.get(DESTINATIONS_LABEL, "")
-    picked = tuple(dict.fromkeys(d.strip() for d in said.split(",") if d.strip() in allowed))
-    return picked or default
+    picked = [d.strip() for d in said.split(",")[:64] if d.strip() in allowed]
+    return tuple(dict.fromkeys([*own, *picked]))
 
 
 def _any(globs: tuple[str, ...], value: str) -> bool:

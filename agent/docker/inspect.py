@@ -17,6 +17,7 @@ COMPOSE_SERVICE = "com.docker.compose.service"
 # value cut to the store's name width.
 MAX_KEPT_LABELS = 64
 _LABEL_WIDTH = 255
+_FIRST_LABELS = ("logagent.", "com.docker.compose.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +85,28 @@ class ContainerInfo:
 
     @property
     def kept_labels(self) -> tuple[tuple[str, str], ...]:
-        """Its labels as the store keeps them: sorted, at most MAX_KEPT_LABELS, each key and
-        value cut to 255 characters, NULs replaced (PostgreSQL's text cannot hold one)."""
+        """Its labels as the store keeps them: at most MAX_KEPT_LABELS — ours and compose's
+        first, then the others in order (an image's many `org.*` cannot push out ours) —
+        each key and value cut to 255 characters, NULs replaced (PostgreSQL's text cannot
+        hold one); then sorted."""
+        ranked = sorted(
+            self.labels.items(), key=lambda kv: (not kv[0].startswith(_FIRST_LABELS), kv[0])
+        )
         return tuple(
-            (k[:_LABEL_WIDTH].replace("\x00", "\ufffd"), v[:_LABEL_WIDTH].replace("\x00", "\ufffd"))
-            for k, v in sorted(self.labels.items())[:MAX_KEPT_LABELS]
+            sorted(
+                (
+                    k[:_LABEL_WIDTH].replace("\x00", "\ufffd"),
+                    v[:_LABEL_WIDTH].replace("\x00", "\ufffd"),
+                )
+                for k, v in ranked[:MAX_KEPT_LABELS]
+            )
         )
 
     @property
     def going(self) -> bool:
         """Removed, or on its way out."""
         return self.status in ("removing", "dead")
+
+
+def _fit(text: str) -> str:
+    return text[:_LABEL_WIDTH].replace("\x00", "\ufffd")

@@ -57,6 +57,9 @@ class CommitSql:
         # Per container id, the newest identity its row was given (Source.version): what a
         # batch made under an older one shows instead of its own.
         self.identities: dict[str, Source] = {}
+        # Per container id, the identity whose image, service and labels its row was told
+        # by a commit that succeeded (a failed one tells them again).
+        self.told: dict[str, Source] = {}
         self._insert_sql = self._insert_many_sql = self._position_sql = self._commit_sql = ""
         self._described_sql = ""
         self._copy = False
@@ -86,7 +89,7 @@ class CommitSql:
                 added = await add_sources(conn, self.host, list(new.values()))
             ids.update(added)  # committed: now the rows exist
         now = time.time_ns()
-        columns, positions, told = self._rows(batches, now)
+        columns, positions, told, newest = self._rows(batches, now)
         counted = Counter[Key]()
         for b in batches:  # lines per minute, committed with them (storage/counts.py)
             counted.update(tally(ids[b.container_id], b.timestamps_ns, b.streams, b.levels))
@@ -123,17 +126,20 @@ class CommitSql:
             if self._copy:  # wakes `logs -f` readers, once per batch, at the commit
                 await conn.execute_query(f"SELECT pg_notify('{COMMITS}', '')")
         self.days |= missing
+        self.told.update(newest)  # committed: a failed commit tells them again
         for b in batches:
             if b.state == REMOVED:
                 ids.pop(b.container_id, None)
                 self.identities.pop(b.container_id, None)
+                self.told.pop(b.container_id, None)
 
     def _rows(
         self, batches: list[LineBatch], now: int
-    ) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]]]:
+    ) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]], dict[str, Source]]:
         """The rows column by column, in LOG_LINE_COLUMNS' order (lists joined in C, never a
-        tuple per row), per container its position row (position_sql's parameters), and
-        for each identity new to this writer what its row is told of it (described_sql's)."""
+        tuple per row), per container its position row (position_sql's parameters), for
+        each identity new to this writer what its row is told of it (described_sql's), and
+        each container's identity as this commit leaves it (kept once it is committed)."""
         sids: list[int] = []
         streams: list[str] = []
         stamps: list[int] = []
@@ -168,13 +174,15 @@ class CommitSql:
         positions: list[list[Any]] = []
         told: list[list[Any]] = []
         known = self.identities
+        newest: dict[str, Source] = {}
         for sid, b in last.items():
             src = latest[sid]
             if (kept := known.get(b.container_id)) is not None and kept.version > src.version:
                 src = kept  # a batch read under an older identity, committed after the new
-            if kept != src and (src.image or src.service or src.labels):
+            if self.told.get(b.container_id) != src and (src.image or src.service or src.labels):
                 told.append([*described(src), sid])
             known[b.container_id] = src
+            newest[b.container_id] = src
             name = fit(src.container_name)
             row: list[Any] = [name, name]
             for stream in STREAMS:
@@ -183,7 +191,8 @@ class CommitSql:
                 [*row, *per_source[sid], now, src.max_age_s, fit(src.project), states.get(sid), sid]
             )
         hosts = [self.host] * len(sids)
-        return [hosts, sids, streams, stamps, texts, messages, flags, levels], positions, told
+        columns: list[list[Any]] = [hosts, sids, streams, stamps, texts, messages, flags, levels]
+        return columns, positions, told, newest
 
     async def _insert(self, conn: Any, columns: list[list[Any]]) -> None:
         """SQLite: the rows in statements of ROWS_PER_INSERT rows each, the rest one by one.

@@ -24,6 +24,12 @@ NO_LEVEL = 0  # a line with no level is counted under 0 (a key column cannot be 
 Key = tuple[int, int, str, int]  # source id, minute, stream, level
 
 
+def minute_of(ts_ns: int) -> int:
+    """A stamp's minute as SQL's integer division gives it (toward zero, also before 1970),
+    so the counts made here and those made in SQL (upgrade, dropped days) agree."""
+    return ts_ns // MINUTE_NS if ts_ns >= 0 else -(-ts_ns // MINUTE_NS)
+
+
 def tally(
     sid: int, stamps: Sequence[int], streams: Sequence[str], levels: Sequence[int | None]
 ) -> Counter[Key]:
@@ -35,14 +41,16 @@ def tally(
         return out
     first = streams[0]
     level = levels[0] if levels else None
+    low = min(stamps)
     if (
-        min(stamps) // MINUTE_NS == max(stamps) // MINUTE_NS
+        low >= 0
+        and low // MINUTE_NS == max(stamps) // MINUTE_NS
         and streams.count(first) == n
         and (not levels or levels.count(level) == n)
     ):
-        out[(sid, stamps[0] // MINUTE_NS, first, level or NO_LEVEL)] = n
+        out[(sid, low // MINUTE_NS, first, level or NO_LEVEL)] = n
         return out
-    minutes = [t // MINUTE_NS for t in stamps]
+    minutes = [t // MINUTE_NS if t >= 0 else minute_of(t) for t in stamps]
     marks = levels if levels else [None] * n
     for (minute, stream, lvl), k in Counter(zip(minutes, streams, marks, strict=True)).items():
         out[(sid, minute, stream, lvl or NO_LEVEL)] += k
@@ -83,7 +91,7 @@ def counted_rows(rows: list[Sequence[Any]]) -> Counter[Key]:
     """(source id, timestamp_ns, stream, level) of deleted rows, as counts to take off."""
     out: Counter[Key] = Counter()
     for sid, ts, stream, level in rows:
-        out[(int(sid), int(ts) // MINUTE_NS, str(stream), int(level or NO_LEVEL))] += 1
+        out[(int(sid), minute_of(int(ts)), str(stream), int(level or NO_LEVEL))] += 1
     return out
 
 

@@ -57,16 +57,19 @@ async def prepare(db: BaseDBAsyncClient, *, on: bool) -> None:
     no longer kept up would answer for rows it does not hold)."""
     if not _sqlite(db):
         return
-    if on:
-        await db.execute_script(
-            f"CREATE VIRTUAL TABLE IF NOT EXISTS {TABLE} USING fts5(message, "
-            f"content='{LogLine._meta.db_table}', content_rowid='id', tokenize='trigram', "
-            "detail='none')"
-        )
+    if on and not await exists(db):  # made with no position: from the first row
+        async with transaction() as conn:
+            await conn.execute_query(
+                f"CREATE VIRTUAL TABLE {TABLE} USING fts5(message, "
+                f"content='{LogLine._meta.db_table}', content_rowid='id', tokenize='trigram', "
+                "detail='none')"
+            )
+            await conn.execute_query("DELETE FROM consumer_positions WHERE name = ?", [NAME])
     elif await exists(db):
         log.warning("storage.search_index is off: dropping the search index")
-        await db.execute_script(f"DROP TABLE {TABLE}")
-        await db.execute_query("DELETE FROM consumer_positions WHERE name = ?", [NAME])
+        async with transaction() as conn:
+            await conn.execute_query(f"DROP TABLE {TABLE}")
+            await conn.execute_query("DELETE FROM consumer_positions WHERE name = ?", [NAME])
 
 
 async def indexed_upto(db: BaseDBAsyncClient) -> int | None:

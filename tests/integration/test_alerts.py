@@ -341,15 +341,15 @@ async def test_rules_select_containers_by_image_labels_and_compose_and_labels_pi
     tmp_path: Path, containers: Containers
 ) -> None:
     """Selectors are judged on what the store keeps of each container (image, compose
-    project and service, labels); a container's label picks among the config's destinations
-    for a rule that allows it, and nothing else (not a URL, not a name the config lacks)."""
+    project and service, labels); a container's label adds destinations its rule allows, and
+    nothing else (not a URL, not a name the rule does not list), and never removes one."""
     async with receiving(Receiver()) as a, receiving(Receiver()) as b:
         section = {
             "destinations": [{"name": "a", "url": a.url}, {"name": "b", "url": b.url}],
             "rules": [
                 {"name": "payments", "match": "ERROR", "images": ["logagent-test/busybox*"],
                  "labels": ["team=pay*"], "names": [f"{containers.prefix}-*"],
-                 "label_destinations": True, "destinations": ["a"]},
+                 "label_destinations": ["b"], "destinations": ["a"]},
                 {"name": "shop-web", "match": "ERROR", "projects": ["shop"],
                  "services": ["web"], "names": [f"{containers.prefix}-*"],
                  "destinations": ["a"]},
@@ -367,10 +367,11 @@ async def test_rules_select_containers_by_image_labels_and_compose_and_labels_pi
             containers.run("search", "echo ERROR search", "-l", "team=search")
             for name in ("picks-b", "url", "search"):
                 containers.wait(name)
-            await eventually(lambda: len(a.got) == 2 and len(b.got) == 1, limit=60)
+            await eventually(lambda: len(a.got) == 3 and len(b.got) == 1, limit=60)
             hints = [r.hints for r in agent.registry if r.hints is not None]
         got = sorted((body["rule"], body["line"]) for _, body in a.got)
-        assert got == [("payments", "ERROR url"), ("shop-web", "ERROR b")]
+        # b is added to a (the rule's own, which no label takes away); "nope" and a URL: not
+        assert got == [("payments", "ERROR b"), ("payments", "ERROR url"), ("shop-web", "ERROR b")]
         assert [(body["rule"], body["line"]) for _, body in b.got] == [("payments", "ERROR b")]
         assert not any(p for h in hints for p in h.problems)  # the label is not a bad hint
         stored = query(

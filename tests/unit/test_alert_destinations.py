@@ -59,3 +59,10 @@ def test_a_notification_shows_a_hostile_line_as_text() -> None:
     assert "\x1b" not in title + body and "\x07" not in title
     assert body.splitlines()[0] == "a\\x1b[2Jb"
     assert "-- after:" in body and "t \\x1b[31mnext" in body
+
+
+def test_an_apprise_url_it_refuses_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Apprise logs the URL it cannot load, token and all: its log is kept quiet."""
+    with pytest.raises(AlertConfigError) as raised:
+        dest(url="slack://SECRETTOKEN")
+    assert "SECRETTOKEN" not in caplog.text and "SECRETTOKEN" not in str(raised.value)

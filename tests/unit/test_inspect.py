@@ -61,3 +61,13 @@ def test_pacing_reads_the_parsed_log_size() -> None:
     assert may_rest(ContainerInfo("f", "f", log_max_size="20m"))
     assert not may_rest(ContainerInfo("f", "f", log_max_size="odd"))
     assert not may_rest(ContainerInfo("f", "f", auto_remove=True))
+
+
+def test_the_labels_kept_are_bounded_and_ours_are_never_pushed_out() -> None:
+    many = {f"org.opencontainers.{i:03}": "x" * 300 for i in range(100)}
+    info = ContainerInfo("c" * 64, "web", labels={**many, "logagent.alert.destinations": "ops",
+                         "com.docker.compose.service": "web", "nul": "a\x00b"})  # fmt: skip
+    kept = dict(info.kept_labels)
+    assert len(kept) == 64 and kept["logagent.alert.destinations"] == "ops"
+    assert kept["com.docker.compose.service"] == "web"
+    assert all(len(v) <= 255 and "\x00" not in v for v in kept.values())

@@ -30,13 +30,19 @@ from agent.literals import required
         ("err(or", None),
         ("[abc]+", None),
         (r"\d{4}-\d\d", None),
+        ("[[:digit:]abc]", None),  # the review's: a POSIX class ends at its own ]
+        ("[^[:space:]xyz]q", None),
+        (r"\123abc", None),  # octal: \123 is S
+        (r"\012abc", None),
+        (r"\Qabc\E?", None),  # a quantifier after \E takes the last quoted character
+        (r"abc\Q\E*", None),
     ],
 )
 def test_what_every_match_contains(pattern: str, expected: object) -> None:
     assert required(pattern) == expected
 
 
-ALPHABET = "abcAB.-|()[]?*+^$\\dé "
+ALPHABET = "abcAB.-|()[]?*+^$\\dé :QE01{},"
 TEXT = "abcABé.- \n"
 
 
