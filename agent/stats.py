@@ -16,7 +16,7 @@ from typing import TextIO
 from agent.commands import UsageError, reading
 from agent.durations import parse_duration
 from agent.level_names import NAMES, level_of_word
-from agent.storage.counts import MINUTE_NS, histogram
+from agent.storage.counts import HOUR_NS, MINUTE_NS, histogram
 from agent.storage.cursors import source_ids
 from agent.storage.reader import resolve_containers, service_containers
 from agent.timestamps import format_timestamp
@@ -60,6 +60,7 @@ async def stats(db_url: str, opts: StatsOptions, out: TextIO = sys.stdout) -> in
         raise UsageError("stats: --bucket is whole minutes (1m, 5m, 1h, 1d)")
     if (hi - lo) // bucket > MAX_BUCKETS:
         raise UsageError(f"stats: at most {MAX_BUCKETS} buckets: a longer --bucket")
+    align = HOUR_NS if bucket % HOUR_NS == 0 else MINUTE_NS
     async with reading(db_url) as db:
         try:
             ids = await resolve_containers(db, list(opts.containers))
@@ -74,7 +75,7 @@ async def stats(db_url: str, opts: StatsOptions, out: TextIO = sys.stdout) -> in
             host=opts.host,
             streams=opts.streams,
             min_level=level_of_word(opts.level) if opts.level else None,
-            lo_ns=lo // MINUTE_NS * MINUTE_NS,
+            lo_ns=lo // align * align,  # whole hours read the hourly counts
             hi_ns=hi,
             bucket_ns=bucket,
             by=opts.by,

@@ -14,11 +14,13 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from agent.storage.models import ContainerCursor, LineCount, LogLine
+from agent.storage.models import ContainerCursor, LineCount, LineCountHourly, LogLine
 from agent.storage.sql import Marks
 
 MINUTE_NS = 60_000_000_000
 TABLE = LineCount._meta.db_table
+HOURLY = LineCountHourly._meta.db_table  # the same, a row an hour (`minute`: its first)
+HOUR_NS = 60 * MINUTE_NS
 NO_LEVEL = 0  # a line with no level is counted under 0 (a key column cannot be NULL)
 
 Key = tuple[int, int, str, int]  # source id, minute, stream, level
@@ -57,19 +59,34 @@ def tally(
     return out
 
 
+def hour_start(minute: int) -> int:
+    """The first minute of a minute's hour, as SQL's division toward zero gives it."""
+    return (minute // 60 if minute >= 0 else -(-minute // 60)) * 60
+
+
+def by_hour(counts: Counter[Key]) -> Counter[Key]:
+    out: Counter[Key] = Counter()
+    for (sid, minute, stream, level), n in counts.items():
+        out[(sid, hour_start(minute), stream, level)] += n
+    return out
+
+
 async def add(conn: BaseDBAsyncClient, host: str, counts: Counter[Key]) -> None:
-    """In the caller's transaction: these lines counted in."""
+    """In the caller's transaction: these lines counted in, per minute and per hour."""
     m = Marks(conn.capabilities.dialect)
-    await conn.execute_many(
-        f"INSERT INTO {TABLE} (host, source_id, minute, stream, level, n) VALUES "
-        f"({m.many(6)}) ON CONFLICT (source_id, minute, stream, level) "
-        f"DO UPDATE SET n = {TABLE}.n + excluded.n",
-        [[host, *key, n] for key, n in counts.items()],
-    )
+    for table, per in ((TABLE, counts), (HOURLY, by_hour(counts))):
+        await conn.execute_many(
+            f"INSERT INTO {table} (host, source_id, minute, stream, level, n) VALUES "
+            f"({m.many(6)}) ON CONFLICT (source_id, minute, stream, level) "
+            f"DO UPDATE SET n = {table}.n + excluded.n",
+            [[host, *key, n] for key, n in per.items()],
+        )
+        m = Marks(conn.capabilities.dialect)
 
 
 async def take_off(conn: BaseDBAsyncClient, counts: Counter[Key]) -> None:
-    """In the caller's transaction: deleted lines counted out (a minute left empty goes)."""
+    """In the caller's transaction: deleted lines counted out (a minute or an hour left
+    empty goes)."""
     if not counts:
         return
     dialect = conn.capabilities.dialect
@@ -77,14 +94,16 @@ async def take_off(conn: BaseDBAsyncClient, counts: Counter[Key]) -> None:
     def where(m: Marks) -> str:
         return f"source_id = {m()} AND minute = {m()} AND stream = {m()} AND level = {m()}"
 
-    m = Marks(dialect)
-    await conn.execute_many(
-        f"UPDATE {TABLE} SET n = n - {m()} WHERE {where(m)}",
-        [[n, *key] for key, n in counts.items()],
-    )
-    await conn.execute_many(
-        f"DELETE FROM {TABLE} WHERE {where(Marks(dialect))} AND n <= 0", [list(k) for k in counts]
-    )
+    for table, per in ((TABLE, counts), (HOURLY, by_hour(counts))):
+        m = Marks(dialect)
+        await conn.execute_many(
+            f"UPDATE {table} SET n = n - {m()} WHERE {where(m)}",
+            [[n, *key] for key, n in per.items()],
+        )
+        await conn.execute_many(
+            f"DELETE FROM {table} WHERE {where(Marks(dialect))} AND n <= 0",
+            [list(k) for k in per],
+        )
 
 
 def counted_rows(rows: list[Sequence[Any]]) -> Counter[Key]:
@@ -104,9 +123,16 @@ def grouped_sql(table: str) -> str:
 
 
 async def backfill(db: BaseDBAsyncClient) -> int:
-    """A store from before the counts (layout 10): its lines counted once, in one statement.
-    Each row's host is its container's."""
+    """A store from before the counts (layout 10, hourly 11): its lines counted once, in a
+    statement each. Each row's host is its container's."""
     lines, cursors = LogLine._meta.db_table, ContainerCursor._meta.db_table
+    _, rows = await db.execute_query(f"SELECT COUNT(*) FROM {HOURLY}")
+    if not int(rows[0][0]):
+        await db.execute_query(
+            f"INSERT INTO {HOURLY} (host, source_id, minute, stream, level, n) "
+            f"SELECT host, source_id, minute / 60 * 60, stream, level, SUM(n) FROM {TABLE} "
+            "GROUP BY host, source_id, minute / 60 * 60, stream, level"
+        )
     _, rows = await db.execute_query(f"SELECT COUNT(*) FROM {TABLE}")
     if int(rows[0][0]):
         return 0
@@ -116,6 +142,11 @@ async def backfill(db: BaseDBAsyncClient) -> int:
         f"COALESCE(l.level, {NO_LEVEL}), COUNT(*) FROM {lines} l "
         f"JOIN {cursors} c ON c.id = l.source_id GROUP BY c.host, l.source_id, "
         f"l.timestamp_ns / {MINUTE_NS}, l.stream, COALESCE(l.level, {NO_LEVEL})"
+    )
+    await db.execute_query(
+        f"INSERT INTO {HOURLY} (host, source_id, minute, stream, level, n) "
+        f"SELECT host, source_id, minute / 60 * 60, stream, level, SUM(n) FROM {TABLE} "
+        "GROUP BY host, source_id, minute / 60 * 60, stream, level"
     )
     _, rows = await db.execute_query(f"SELECT COALESCE(SUM(n), 0) FROM {TABLE}")
     return int(rows[0][0])
@@ -134,10 +165,13 @@ async def histogram(
     by: str,
 ) -> list[tuple[int, str | int, int]]:
     """Lines per bucket from `lo_ns` to before `hi_ns` (whole minutes), stacked by stream or
-    level: (bucket start, stream or level number, lines). `source_ids` None: every container."""
+    level: (bucket start, stream or level number, lines). `source_ids` None: every container.
+    Buckets of whole hours from an hour's start read the hourly counts (24 rows a day)."""
     m = Marks(db.capabilities.dialect)
     per = max(1, bucket_ns // MINUTE_NS)
     lo, hi = lo_ns // MINUTE_NS, -(-hi_ns // MINUTE_NS)
+    hourly = per % 60 == 0 and lo % 60 == 0
+    table = HOURLY if hourly else TABLE
     clauses = [f"minute >= {m()}", f"minute < {m()}"]
     values: list[Any] = [lo, hi]
     if source_ids is not None:
@@ -156,7 +190,7 @@ async def histogram(
     column = "stream" if by == "stream" else "level"
     bucket = f"(minute - {lo}) / {per}"
     _, rows = await db.execute_query(
-        f"SELECT {bucket}, {column}, SUM(n) FROM {TABLE} WHERE {' AND '.join(clauses)} "
+        f"SELECT {bucket}, {column}, SUM(n) FROM {table} WHERE {' AND '.join(clauses)} "
         f"GROUP BY {bucket}, {column} ORDER BY 1, 2",
         values,
     )

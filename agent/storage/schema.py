@@ -34,8 +34,9 @@ log = logging.getLogger("logagent.storage")
 # 6: gaps have a kind (a rate limit's spans were found by their reason's text), and
 # consumers their own positions (consumer_positions); 7: containers' lives (container_events);
 # 8: alerts (alert_outbox, alert_state); 9: containers' image, compose service and labels;
-# 10: lines per minute (line_counts), counted from the lines a store already holds.
-SCHEMA_VERSION = 10
+# 10: lines per minute (line_counts), counted from the lines a store already holds; 11: and
+# per hour (line_counts_hourly).
+SCHEMA_VERSION = 11
 # Columns added since layout 2, made by ALTER TABLE in a store that lacks them (nullable, no
 # default: instant on both backends, whatever the rows).
 _ADDED = (
@@ -88,7 +89,7 @@ async def create_schema(ctx: TortoiseContext, *, upgrade: bool = True) -> None:
         await _commits_from_lines(db)
     if upgrade and (await _version(db) or SCHEMA_VERSION) < 6:
         await _gap_kinds(db)
-    if upgrade and (await _version(db) or SCHEMA_VERSION) < 10:
+    if upgrade and (await _version(db) or SCHEMA_VERSION) < 11:
         log.warning("upgrading the store: counting its lines per minute (once)")
         log.warning("counted %d lines", await counts.backfill(db))
     await _check_version(db, write=upgrade)

@@ -25,19 +25,25 @@ DAY = 86400 * 10**9
 
 
 def assert_counts_exact(url: str) -> int:
-    """The stored counts equal the rows grouped the same way; the number of lines."""
-    counted = query(
-        url, "SELECT source_id, minute, stream, level, n FROM line_counts ORDER BY 1, 2, 3, 4"
-    )
-    grouped = query(
-        url,
-        f"SELECT source_id, timestamp_ns / {MINUTE}, stream, COALESCE(level, 0), COUNT(*) "
-        "FROM log_lines GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
-    )
-    assert [tuple(int(v) if not isinstance(v, str) else v for v in r) for r in counted] == [
-        tuple(int(v) if not isinstance(v, str) else v for v in r) for r in grouped
-    ]
-    return sum(int(r[4]) for r in grouped)
+    """The stored counts, per minute and per hour, equal the rows grouped the same way (as
+    SQL divides); the number of lines."""
+    total = 0
+    for table, span in (("line_counts", MINUTE), ("line_counts_hourly", 60 * MINUTE)):
+        counted = query(
+            url, f"SELECT source_id, minute, stream, level, n FROM {table} ORDER BY 1, 2, 3, 4"
+        )
+        grouped = query(
+            url,
+            f"SELECT source_id, timestamp_ns / {span} * {span // MINUTE}, stream, "
+            "COALESCE(level, 0), COUNT(*) FROM log_lines GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+        )
+        assert [_ints(r) for r in counted] == [_ints(r) for r in grouped], table
+        total = sum(int(r[4]) for r in grouped)
+    return total
+
+
+def _ints(row: tuple[object, ...]) -> tuple[object, ...]:
+    return tuple(v if isinstance(v, str) else int(v) for v in row)  # type: ignore[call-overload]
 
 
 def logagent(url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -93,10 +99,17 @@ async def test_a_store_from_before_the_counts_is_counted_once_when_upgraded(
 
     with sqlite3.connect(tmp_path / "logs.db") as conn:  # as layout 9 left it
         conn.execute("DELETE FROM line_counts")
+        conn.execute("DELETE FROM line_counts_hourly")
         conn.execute("UPDATE schema_version SET version = 9")
     async with LogStorage(url, host="h"):
         pass
     assert assert_counts_exact(url) == 1_000
     async with LogStorage(url, host="h"):  # a second start counts nothing again
+        pass
+    assert assert_counts_exact(url) == 1_000
+    with sqlite3.connect(tmp_path / "logs.db") as conn:  # as layout 10 left it: no hours
+        conn.execute("DELETE FROM line_counts_hourly")
+        conn.execute("UPDATE schema_version SET version = 10")
+    async with LogStorage(url, host="h"):
         pass
     assert assert_counts_exact(url) == 1_000
