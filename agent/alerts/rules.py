@@ -211,7 +211,7 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
         # each match within the window is kept in the committed state: a bound on it
         raise AlertConfigError(f"{where}.threshold: a count from 1 to 1000, got {threshold!r}")
     window = _duration(table, "window", "1m", where)
-    cooldown = _duration(table, "cooldown", "5m", where)
+    cooldown = _duration(table, "cooldown", "5m", where, zero_ok=True)  # 0: every match
     max_age = _duration(table, "max_age", "1h", where)
     dests = table.get("destinations", [])
     if not isinstance(dests, list) or not dests or not all(isinstance(d, str) for d in dests):
@@ -240,7 +240,9 @@ def _always(_line: str) -> bool:
     return True
 
 
-def _duration(table: dict[str, Any], key: str, default: str, where: str) -> int:
+def _duration(
+    table: dict[str, Any], key: str, default: str, where: str, *, zero_ok: bool = False
+) -> int:
     text = table.get(key, default)
     if not isinstance(text, str):
         raise AlertConfigError(f"{where}.{key}: a duration like 30s, 10m, 2h")
@@ -248,6 +250,6 @@ def _duration(table: dict[str, Any], key: str, default: str, where: str) -> int:
         seconds = parse_duration(text)
     except ValueError as exc:
         raise AlertConfigError(f"{where}.{key}: {exc}") from None
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not zero_ok):
         raise AlertConfigError(f"{where}.{key}: must be more than 0")
     return int(seconds * 10**9)

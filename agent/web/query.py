@@ -12,6 +12,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import where as fields
 from agent.level_names import level_of_word
+from agent.storage import search_index
 from agent.storage.reader import (
     LogFilter,
     StoredRow,
@@ -30,6 +31,7 @@ MAX_SEARCH = 1000  # characters of a search
 MAX_WHEN = 64  # characters of a since or until
 MAX_RULE = 64  # characters of a rule's name (agent/alerts/rules.py)
 MAX_ALERTS = 1000  # outbox rows on the alerts page
+MAX_BUCKETS = 500  # a histogram's bars: a screen's width of them
 _INT64 = range(-(2**63), 2**63)
 
 
@@ -47,6 +49,7 @@ class ViewQuery:
     search: Callable[[str], bool] | None
     prefix: bool  # several containers: the text download names each line's container
     at: StoredRow | None = None  # `at`: the line the view opens at, marked
+    texts: bool = False  # a search or `where`: lines narrowed further than counts know
 
 
 async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
@@ -96,9 +99,11 @@ async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
         level,
         fields.leaves(conditions),  # the fields' names: a first cut in SQL, as the CLI's
     )
+    if search is not None and expression is not None:  # SQLite: its search index narrows
+        flt = await search_index.narrowed(db, flt, expression)  # as `logagent logs --grep`
     if conditions:  # judged on the rows read, as `logagent logs --where`: both backends alike
         search = fields.both(search, fields.checker(conditions))
-    return ViewQuery(flt, search, len(ids) != 1, at)
+    return ViewQuery(flt, search, len(ids) != 1, at, bool(expression or conditions))
 
 
 def _conditions(params: Any) -> tuple[fields.Condition, ...]:
@@ -124,6 +129,22 @@ async def _at(db: BaseDBAsyncClient, params: Any, ids: list[str]) -> StoredRow |
     if ids and found[0].container_id not in ids:
         raise BadQuery(f"at: line {row_id} is not one of this view's containers'")
     return found[0]
+
+
+@dataclass(frozen=True)
+class HistogramQuery:
+    """What a histogram asks for beside the view: how many bars at most, stacked by what."""
+
+    buckets: int
+    by: str  # "stream" or "level"
+
+
+def parse_histogram(params: Any) -> HistogramQuery:
+    """`buckets` (60 by default, at most MAX_BUCKETS) and `by` (stream or level)."""
+    by = params.get("by") or "stream"
+    if by not in ("stream", "level"):
+        raise BadQuery(f"by: {by[:40]!r} is not stream or level")
+    return HistogramQuery(int_param(params, "buckets", 60, 1, MAX_BUCKETS), by)
 
 
 @dataclass(frozen=True)

@@ -271,3 +271,9 @@ def test_a_first_look_picks_the_rows_a_rule_may_want_from_bytes_or_text() -> Non
     only_patterns = Engine(parse_alerts({"destinations": [HOOK], "rules": [
         {"name": "p", "match": "ERROR", "destinations": ["hook"]}]}).rules, "h")  # fmt: skip
     assert only_patterns.candidates(scanned) == []
+
+
+def test_no_cooldown_sends_every_match_even_at_the_same_nanosecond() -> None:
+    e = engine(cooldown="0s")
+    fired = e.feed([row(1, 0, "ERROR a"), row(2, 0, "ERROR b"), row(3, 1, "ERROR c")])
+    assert [(a.line, a.more) for a in fired] == [("ERROR a", 0), ("ERROR b", 0), ("ERROR c", 0)]
