@@ -3,8 +3,8 @@ stream or level, read from the stored counts (storage/counts.py), never from the
 months answer at once. Text filters (a search, `where`) narrow lines, not counts: the answer
 says so rather than pretend. The gaps and containers' lives of the span come with it.
 
-The span: the view's since/until; without `since`, from the selection's first counted hour
-(the last 24 h if it has none); without `until`, to now.
+The span: the view's since/until; without `since`, from the selection's first counted minute
+(the last 24 h if it has none; 15 minutes at least); without `until`, to now.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.level_names import NAMES
-from agent.storage.counts import HOUR_NS, HOURLY, MINUTE_NS, histogram
+from agent.storage.counts import HOUR_NS, HOURLY, MINUTE_NS, TABLE, histogram
 from agent.storage.cursors import source_ids
 from agent.storage.sql import Marks
 from agent.timestamps import format_timestamp
@@ -23,6 +23,7 @@ from agent.web.pages import Pages
 from agent.web.query import HistogramQuery, ViewQuery
 
 DAY_NS = 24 * HOUR_NS
+SHORTEST_NS = 15 * MINUTE_NS  # without `since`: a young container's minutes, not one wide bar
 # Round buckets, a minute at least; past a week, whole weeks.
 NICE_NS = [m * MINUTE_NS for m in (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880)]
 NICE_NS.append(7 * DAY_NS)
@@ -52,21 +53,30 @@ def _aligned(ns: int, bucket: int) -> int:
 async def first_counted(
     db: BaseDBAsyncClient, sources: list[int] | None, host: str | None
 ) -> int | None:
-    """The start of the selection's first counted hour (None: nothing counted)."""
+    """The selection's first counted minute (None: nothing counted): its first hour from the
+    hourly counts, then the minute within it."""
     m = Marks(db.capabilities.dialect)
-    clauses, values = ["1 = 1"], []
+    clauses: list[str] = ["1 = 1"]
+    values: list[Any] = []
     if sources is not None:
         if not sources:
             return None
         clauses.append(f"source_id IN ({m.many(len(sources))})")
-        values += [*sources]
+        values += sources
     if host is not None:
         clauses.append(f"host = {m()}")
         values.append(host)
+    where = " AND ".join(clauses)
+    _, rows = await db.execute_query(f"SELECT MIN(minute) FROM {HOURLY} WHERE {where}", values)
+    if not rows or rows[0][0] is None:
+        return None
+    hour = int(rows[0][0])  # then its first minute, within that hour (the minute index)
     _, rows = await db.execute_query(
-        f"SELECT MIN(minute) FROM {HOURLY} WHERE {' AND '.join(clauses)}", values
+        f"SELECT MIN(minute) FROM {TABLE} WHERE {where} AND minute >= {hour} "
+        f"AND minute < {hour + 60}",
+        values,
     )
-    return int(rows[0][0]) * MINUTE_NS if rows and rows[0][0] is not None else None
+    return int(rows[0][0] if rows and rows[0][0] is not None else hour) * MINUTE_NS
 
 
 async def histogram_json(
@@ -81,7 +91,7 @@ async def histogram_json(
     lo = flt.since_ns
     if lo is None:
         first = await first_counted(db, sources, flt.host)
-        lo = min(first if first is not None else hi - DAY_NS, hi - MINUTE_NS)
+        lo = min(first if first is not None else hi - DAY_NS, hi - SHORTEST_NS)
     if hi <= lo:
         hi = lo + MINUTE_NS  # an empty span: one empty minute, drawn as such
     start, bucket, end = span_of(lo, hi, asked.buckets)
@@ -103,6 +113,8 @@ async def histogram_json(
         "start_ms": start // 1_000_000,
         "end_ms": end // 1_000_000,
         "bucket_ms": bucket // 1_000_000,
+        "lo_ms": lo // 1_000_000,  # the span asked (the buckets' grid may start before it)
+        "hi_ms": hi // 1_000_000,
         "since": format_timestamp(start),
         "until": format_timestamp(end),
         "buckets": [

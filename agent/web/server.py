@@ -34,6 +34,7 @@ from agent.web.alerts import history_json, rules_json
 from agent.web.answers import HEADERS, row_json
 from agent.web.auth import ALLOWED, Access, Verdict, is_loopback
 from agent.web.downloads import stream_download
+from agent.web.histogram import histogram_json
 from agent.web.live import LiveTails
 from agent.web.pages import SEARCH_SCAN, Pages
 from agent.web.query import (
@@ -41,6 +42,7 @@ from agent.web.query import (
     before_position,
     int_param,
     parse_alerts_query,
+    parse_histogram,
     parse_query,
 )
 from agent.web.services import service_of, services
@@ -85,6 +87,7 @@ class Viewer:
         app.router.add_get("/api/containers", self.containers)
         app.router.add_get("/api/lines", self.lines)
         app.router.add_get("/api/tail", self.tail)
+        app.router.add_get("/api/histogram", self.histogram)
         app.router.add_get("/api/download", self.download)
         app.router.add_get("/api/alerts", self.alert_history)
         return app
@@ -193,7 +196,8 @@ class Viewer:
         # The newest page says where its live tail takes over: what was committed before it.
         position = None if before is not None else (await committed(self.db)).token()
         newer: list[StoredRow] = []
-        ceiling = before[0] if before else None  # of the first chunk's gaps and events
+        # the first chunk's gaps and events: up to `before`, or the view's end
+        ceiling = before[0] if before else view.flt.until_ns
         linked = view.at if before is None else None  # a line's link, first asked
         if linked is not None:
             newer, more = await self.pages.after(view, linked, limit // 2)
@@ -218,7 +222,7 @@ class Viewer:
                 before = (rows[-1].timestamp_ns, rows[-1].id)
             elif page:
                 before = (page[-1].timestamp_ns, page[-1].id)
-            bottom = None if done or before is None else before[0]
+            bottom = view.flt.since_ns if done or before is None else before[0]
             chunk: dict[str, Any] = {
                 "rows": [row_json(r) for r in [*reversed(newer), *rows]],
                 "gaps": await self.pages.gaps(view.flt, bottom, top),
@@ -237,6 +241,12 @@ class Viewer:
                 break
         await response.write_eof()
         return response
+
+    async def histogram(self, request: web.Request) -> web.StreamResponse:
+        """The view's lines per time bucket, from the stored counts (web/histogram.py)."""
+        view = await parse_query(self.db, request.query)
+        asked = parse_histogram(request.query)
+        return web.json_response(await histogram_json(self.db, self.pages, view, asked))
 
     async def alert_history(self, request: web.Request) -> web.StreamResponse:
         """The configured rules (never a destination's URL) and the newest alerts in the

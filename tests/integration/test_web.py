@@ -18,6 +18,7 @@ import anyio
 import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
+from multidict import MultiDict
 
 from agent.alerts.engine import Alert
 from agent.alerts.rules import AlertSettings, parse_alerts
@@ -28,8 +29,10 @@ from agent.storage.follow import committed
 from agent.storage.reader import LogFilter, older, open_store, service_containers
 from agent.timestamps import format_timestamp
 from agent.web.auth import Access, AccessError, FailureLimit, access_for, hash_password
+from agent.web.query import parse_query
 from agent.web.server import Viewer
 from tests.conftest import ROOT
+from tests.conftest import query as sql_rows
 from tests.integration.test_logs_cli import logagent
 
 pytestmark = [pytest.mark.anyio]
@@ -668,3 +671,158 @@ async def test_gz_downloads_decompress_to_what_logagent_logs_prints(store_url: s
         for query, said in (("format=xml", "format: 'xml'"), ("gzip=yes", "gzip: 'yes'")):
             response = await client.get(f"/api/download?{query}", headers=HOST)
             assert response.status == 400 and said in (await response.json())["error"]
+
+
+def _rows_in(url: str, lo: int, hi: int, where: str = "", *args: object) -> int:
+    """COUNT(*) of the stored rows from `lo` to before `hi`: what a bucket must say."""
+    found = sql_rows(
+        url,
+        "SELECT COUNT(*) FROM log_lines l JOIN container_cursors c ON c.id = l.source_id "
+        f"WHERE l.timestamp_ns >= ? AND l.timestamp_ns < ? {where}",
+        lo,
+        hi,
+        *args,
+    )
+    return int(found[0][0])
+
+
+async def test_histogram_buckets_equal_count_of_the_rows_in_each(store_url: str) -> None:
+    """Bars from the stored counts, checked against COUNT(*) of the rows, bucket by bucket:
+    for every container, one, a stream, a level; buckets of minutes and of hours."""
+    step = 7 * 10**9  # a line each 7 s: 2,000 lines over ~3.9 h
+    a = [f"a {i}" + (" ERROR" if i % 5 == 0 else "") for i in range(2000)]
+    b = [f"b {i}" for i in range(1500)]
+    await fill(store_url, {"a": a, "b": b}, step=step)
+    since, until = format_timestamp(T0 - 10 * 60 * 10**9), format_timestamp(T0 + 5 * 3600 * 10**9)
+    ms = 10**6
+    async with viewer(store_url) as client:
+        for params, where, args in (
+            ("", "", ()),
+            ("&c=a", "AND c.container_id = ?", ("a" * 8,)),
+            ("&c=b&stream=stderr", "AND c.container_id = ? AND l.stream = ?", ("b" * 8, "stderr")),
+            ("&level=error", "AND l.level >= 5", ()),
+            ("&stream=stdout&by=level&buckets=8", "AND l.stream = ?", ("stdout",)),
+        ):
+            response = await client.get(
+                f"/api/histogram?since={since}&until={until}{params}", headers=HOST
+            )
+            assert response.status == 200, await response.text()
+            got = await response.json()
+            bucket, end = got["bucket_ms"] * ms, got["end_ms"] * ms
+            starts = [b["ms"] * ms for b in got["buckets"]]
+            assert starts == [got["start_ms"] * ms + i * bucket for i in range(len(starts))]
+            assert len(starts) <= (8 if "buckets=8" in params else 60), params
+            assert starts[0] <= T0 - 10 * 60 * 10**9 and starts[-1] + bucket >= end
+            for start, cell in zip(starts, got["buckets"], strict=True):
+                upto = min(start + bucket, end)
+                assert cell["lines"] == _rows_in(store_url, start, upto, where, *args), params
+                assert cell["lines"] == sum(cell["by"].values())
+                if not params:  # stacked by stream: each stream's part exact too
+                    for stream, n in cell["by"].items():
+                        rows = _rows_in(store_url, start, upto, "AND l.stream = ?", stream)
+                        assert n == rows
+            assert got["total"] == sum(c["lines"] for c in got["buckets"]) > 0
+            assert got["all_lines"] is False
+        # Buckets of hours start on an hour (the hourly counts) and keys are named.
+        assert got["bucket_ms"] % 3_600_000 == 0 and got["start_ms"] % 3_600_000 == 0
+        assert set(got["keys"]) <= {"none", "error"} and "none" in got["keys"]
+        # No since: from the selection's first counted hour to now; a search does not
+        # narrow counts, and says so.
+        got = await (await client.get("/api/histogram?c=a&q=ERROR", headers=HOST)).json()
+        assert got["total"] == 2000 and got["all_lines"] is True
+        assert got["start_ms"] <= T0 // ms < got["start_ms"] + got["bucket_ms"]
+        assert abs(got["end_ms"] - time.time() * 1000) < 120_000
+        # A span with no lines: empty buckets, not an error.
+        got = await (await client.get("/api/histogram?since=1h", headers=HOST)).json()
+        assert got["total"] == 0 and got["buckets"] and got["gaps"] == []
+
+
+async def test_histogram_marks_the_spans_gaps_and_lives(store_url: str) -> None:
+    from agent.docker.life_events import LifeEvent
+    from agent.storage.life import record_life
+
+    await fill(store_url, {"a": [f"a {i}" for i in range(100)]}, step=60 * 10**9)
+    async with LogStorage(store_url, host="web-host") as storage:
+        source = Source("a" * 8, "a")
+        await storage.record_gap(source, "rotated", from_ns=T0 + 30 * 60 * 10**9)
+        await storage.flush()
+        await record_life(storage.db, "web-host", [
+            LifeEvent("a" * 8, "a", T0 + 50 * 60 * 10**9, "die", exit_code=137),
+            LifeEvent("a" * 8, "a", T0 + 500 * 60 * 10**9, "start"),  # after the span
+        ])  # fmt: skip
+    since, until = format_timestamp(T0), format_timestamp(T0 + 2 * 3600 * 10**9)
+    async with viewer(store_url) as client:
+        got = await (
+            await client.get(f"/api/histogram?c=a&since={since}&until={until}", headers=HOST)
+        ).json()
+    assert [g["reason"] for g in got["gaps"]] == ["rotated"]
+    assert [e["what"] for e in got["events"]] == ["die (exit code 137)"]
+    assert got["total"] == 100
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("buckets=0", "buckets: 0 is not between 1 and 500"),
+        ("buckets=501", "buckets: 501 is not between 1 and 500"),
+        ("buckets=²", "buckets: '²' is not a number"),
+        ("buckets=" + "9" * 40, "is not a number"),
+        ("by=host", "by: 'host' is not stream or level"),
+        ("since=yesterday-ish", "since"),
+        ("level=loud", "is not a level"),
+        ("c=no-such-container", "no stored logs"),
+        ("q=(a&re=1", "'(a'"),
+    ],
+)
+async def test_histogram_bad_parameters_answer_400(store_url: str, query: str, said: str) -> None:
+    await fill(store_url, {"a": ["x"]})
+    async with viewer(store_url) as client:
+        response = await client.get(f"/api/histogram?{query}", headers=HOST)
+        assert response.status == 400, await response.text()
+        assert said in (await response.json())["error"]
+
+
+async def test_a_search_reads_the_same_lines_with_the_search_index_as_without(
+    tmp_path: Path,
+) -> None:
+    """SQLite's search index (storage/search_index.py) narrows the viewer's search to the rows
+    it names; the answers are the same as the full scan's."""
+    from agent.storage import search_index
+
+    url = f"sqlite:///{tmp_path / 'logs.db'}"
+    words = ["alpha", "beta", "gamma", "delta", "Alpha", "ünïcode"]
+    lines = [f"{words[i % 6]} line {i} code={i % 97}" for i in range(20_000)]
+    lines[12_345] = "the rare needle-42 is here"
+    await fill(url, {"a": lines, "b": lines[:3000]})
+    patterns = [
+        ("q=needle-42", None),
+        ("q=alpha", None),
+        ("q=code%3D42", None),
+        ("q=%C3%BCn%C3%AFcode", None),
+        ("q=%28%3Fi%29alpha%20line%201%5Cd%7B3%7D%24&re=1", None),
+        ("q=%5Ebeta%20line%2099&re=1", None),
+        ("q=gam%7Cdel&re=1&c=b", None),
+        ("q=nothing-like-this", None),
+    ]
+
+    async def answers() -> list[list[int]]:
+        out = []
+        async with viewer(url) as client:
+            for asked, _ in patterns:
+                chunks = await ndjson(client, f"/api/lines?{asked}&limit=1000")
+                out.append([r["id"] for c in chunks for r in c["rows"]])
+        return out
+
+    scanned = await answers()
+    async with LogStorage(url, host="web-host") as storage:  # built as the agent builds it
+        await search_index.prepare(storage.db, on=True)
+        indexer = search_index.SearchIndexer(storage.db)
+        while await indexer.step():
+            pass
+        assert indexer.indexed == 23_000
+        view = await parse_query(storage.db, MultiDict(q="needle-42"))
+        assert view.flt.indexed is not None  # narrowed indeed: the filter names the index
+    indexed = await answers()
+    assert indexed == scanned
+    assert [len(a) for a in scanned][:4] == [1, 1000, 237, 1000]  # code=42: 206 + 31
+    assert scanned[-1] == []

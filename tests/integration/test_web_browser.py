@@ -70,9 +70,9 @@ def browser() -> Iterator[Any]:
 class Stack:
     """An agent and a viewer on this test's store; `extra_config` is in both's config."""
 
-    def __init__(self, tmp_path: Path, extra_config: str = "") -> None:
+    def __init__(self, tmp_path: Path, extra_config: str = "", *, agent: bool = True) -> None:
         self.url = db_url(tmp_path)
-        self.agent = start_agent_process(tmp_path, extra_config=extra_config)
+        self.agent = start_agent_process(tmp_path, extra_config=extra_config) if agent else None
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.config = tmp_path / "web.toml"
@@ -820,3 +820,170 @@ def test_toolbar_is_one_row_from_1280_px_dark_mode_times_and_keys(
     viewport(browser, 1920, 1080, dark=True)
     snapshot(browser, tmp_path, "dark-1920x1080-download-menu")
     no_errors(browser)
+
+
+MILLION_ID = "f" * 64
+
+
+async def _a_million_lines(url: str) -> tuple[int, int]:
+    """1,000,000 rows over 3 days, ending 5 minutes ago, written as the writer writes them
+    (batches of 10,000): a daily rise and fall, stderr and levels mixed in, a gap and a
+    container's death in the middle. The span's (start, end) in ns."""
+    import math
+
+    from agent.batch import LineBatch, Source
+    from agent.docker.life_events import LifeEvent
+    from agent.storage import LogStorage
+    from agent.storage.life import record_life
+    from agent.timestamps import format_timestamp
+
+    n, days = 1_000_000, 3
+    end = time.time_ns() - 5 * 60 * 10**9
+    span = days * 86400 * 10**9
+    start = end - span
+    wave = 2 * math.pi * days
+    source = Source(MILLION_ID, "million")
+    async with LogStorage(url, host="h") as storage:
+        for at in range(0, n, 10_000):
+            batch = LineBatch(source)
+            for i in range(at, at + 10_000):
+                x = i / n  # denser by day, sparser by night: 0.4x to 1.6x the mean
+                ns = start + int(span * (x - 0.6 * math.sin(wave * x) / wave))
+                text = f"request {i} took {i % 997} ms"
+                stream = "stderr" if i % 10 == 3 else "stdout"
+                batch.append(stream, ns, format_timestamp(ns), text, 0, len(text))
+            batch.levels = [
+                5 if i % 50 == 0 else 4 if i % 20 == 0 else 3 for i in range(at, at + 10_000)
+            ]
+            await storage.write(batch)
+        await storage.record_gap(source, "rotated: lines lost", from_ns=start + span * 2 // 3)
+        await storage.flush()
+        await record_life(storage.db, "h", [
+            LifeEvent(MILLION_ID, "million", start + span // 3, "die", exit_code=137),
+            LifeEvent(MILLION_ID, "million", start + span // 3 + 10**9, "start"),
+        ])  # fmt: skip
+    return start, end
+
+
+def _bars(driver: Any) -> Any:
+    return driver.execute_script(
+        "const c = document.getElementById('hist-chart');"
+        "return {hits: c.querySelectorAll('rect.hit').length,"
+        " bars: Array.from(c.querySelectorAll('rect.bar'), r => +r.getAttribute('height')),"
+        " gaps: c.querySelectorAll('.hmark.gap').length,"
+        " events: c.querySelectorAll('.hmark.ev').length,"
+        " width: c.getBoundingClientRect().width}"
+    )
+
+
+def _range(driver: Any) -> tuple[str | None, str | None]:
+    from urllib.parse import parse_qs, urlparse
+
+    asked = parse_qs(urlparse(driver.current_url).query)
+    return (asked.get("since") or [None])[0], (asked.get("until") or [None])[0]
+
+
+def _line_times(driver: Any) -> list[int]:
+    times = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#lines .line'), e => e.dataset.ns)"
+    )
+    return [int(t) for t in times]
+
+
+def _drag(driver: Any, start: float, stop: float) -> None:
+    """A drag on the histogram from `start` to `stop` (fractions of its width)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    chart = driver.find_element(By.ID, "hist-chart")
+    width = chart.rect["width"]
+    ActionChains(driver).move_to_element_with_offset(
+        chart, int(width * (start - 0.5)), 0
+    ).click_and_hold().move_by_offset(int(width * (stop - start)), 0).release().perform()
+
+
+def test_histogram_of_a_million_lines_draws_and_a_drag_narrows_the_lines(
+    browser: Any, tmp_path: Path
+) -> None:
+    import anyio
+    from selenium.webdriver.common.by import By
+
+    from agent.when import parse_when
+
+    stack = Stack(tmp_path, agent=False)  # the store written here; the viewer reads it
+    try:
+        began = time.monotonic()
+        start, end = anyio.run(_a_million_lines, stack.url)
+        print(f"1,000,000 rows written in {time.monotonic() - began:.1f} s")
+        stack.serve()
+        began = time.monotonic()
+        asked = f"{stack.base}/api/histogram?c={MILLION_ID}"
+        got = json.loads(urllib.request.urlopen(asked, timeout=30).read())
+        print(f"/api/histogram of 3 days, 1,000,000 rows: {time.monotonic() - began:.3f} s")
+        assert got["total"] == 1_000_000 and len(got["buckets"]) >= 30
+        viewport(browser, 1400, 900)
+        began = time.monotonic()
+        browser.get(f"{stack.base}/?c={MILLION_ID}")
+        drawn = until(lambda: (b := _bars(browser))["hits"] and b, "the histogram drawn")
+        until(lambda: len(_line_times(browser)) >= 200, "the newest lines")
+        print(f"page with its histogram drawn in {time.monotonic() - began:.2f} s")
+        assert drawn["hits"] == len(got["buckets"])  # a bar's place for every bucket
+        assert len(drawn["bars"]) >= len(got["buckets"]) and min(drawn["bars"]) > 0
+        assert drawn["gaps"] == 1 and drawn["events"] == 2  # marked on it
+        legend = browser.find_element(By.ID, "hist-legend").text
+        assert "1,000,000 lines" in legend and "stderr 100,000" in legend, legend
+        assert _range(browser) == (None, None)
+        snapshot(browser, tmp_path, "light-1400x900-histogram")
+        # A drag picks a range: the URL holds it, the lines are those of the range only.
+        _drag(browser, 0.30, 0.55)
+        until(lambda: all(_range(browser)), "since and until in the URL")
+        since, until_ = _range(browser)
+        assert since is not None and until_ is not None
+        lo, hi = parse_when(since), parse_when(until_)
+        assert start < lo < hi < end and (hi - lo) < (end - start) // 3
+        until(lambda: len(_line_times(browser)) >= 200, "the range's lines")
+        until(lambda: _bars(browser)["hits"] and browser.execute_script(
+            "return document.getElementById('hist-legend').textContent"
+        ) != legend, "the range's histogram")  # fmt: skip
+        times = _line_times(browser)
+        assert all(lo <= t < hi for t in times), (lo, hi, min(times), max(times))
+        assert max(times) > hi - (hi - lo) // 20  # the range's newest lines, not older ones
+        marks = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#lines .gap, #lines .event'),"
+            " e => e.dataset.ns)"
+        )
+        assert all(lo <= int(t) < hi for t in marks), marks  # the gap after it: not shown
+        narrowed = json.loads(urllib.request.urlopen(
+            f"{asked}&since={since}&until={until_}", timeout=30).read())  # fmt: skip
+        assert 0 < narrowed["total"] < 1_000_000
+        assert browser.find_element(By.ID, "follow").is_displayed()
+        snapshot(browser, tmp_path, "light-1400x900-histogram-range")
+        # A second drag, within the first; zoom out goes back to the first, then to all.
+        _drag(browser, 0.40, 0.60)
+        until(lambda: _range(browser)[0] not in (None, since), "a narrower range")
+        inner = [parse_when(t) for t in _range(browser) if t]
+        assert lo <= inner[0] < inner[1] <= hi
+        viewport(browser, 1400, 900, dark=True)
+        browser.find_element(By.ID, "by-level").click()
+        by_level = "return document.querySelectorAll('#hist-chart rect.k-error').length"
+        until(lambda: browser.execute_script(by_level), "stacked by level")
+        assert "error" in browser.find_element(By.ID, "hist-legend").text
+        snapshot(browser, tmp_path, "dark-1400x900-histogram-by-level")
+        browser.find_element(By.ID, "zoom-out").click()
+        until(lambda: _range(browser) == (since, until_), "zoomed out to the first range")
+        browser.find_element(By.ID, "zoom-out").click()
+        until(lambda: _range(browser) == (None, None), "zoomed out to all of it")
+        until(lambda: max(_line_times(browser) or [0]) > hi, "the newest lines again")
+        # Past the zooms, zoom out doubles a range that was typed.
+        browser.find_element(By.CSS_SELECTOR, '[data-last="1h"]').click()
+        until(lambda: _range(browser)[0] == "1h", "the last hour")
+        until(lambda: _bars(browser)["hits"], "its histogram")
+        browser.find_element(By.ID, "zoom-out").click()
+        until(lambda: _range(browser)[0] not in (None, "1h"), "two hours")
+        wide = parse_when(str(_range(browser)[0]))
+        assert abs((time.time_ns() - wide) - 2 * 3600 * 10**9) < 5 * 60 * 10**9
+        assert _range(browser)[1] is None  # open: the live end
+        snapshot(browser, tmp_path, "dark-1400x900-histogram-zoomed-out")
+        no_errors(browser)
+    finally:
+        stack.stop()

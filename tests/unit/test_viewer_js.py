@@ -174,3 +174,31 @@ def test_times_show_in_utc_or_the_browsers_zone_and_how_long_ago(
     assert before_1970 == "1969-12-31 23:59:59.998"  # 1.5 ms before the epoch, floored
     assert ago == ["just now", "just now", "42 s ago", "3 min ago", "5 h ago", "2 days ago",
                    "1 day ago", "in 2 min"]  # fmt: skip
+
+
+def test_a_histogram_drag_is_a_range_of_whole_minutes_and_zoom_out_doubles_it() -> None:
+    """The histogram's pure arithmetic: a drag's since/until on whole minutes (the counts'
+    grain, so the bars count the lines shown), either direction; zoom out twice as long
+    around the middle, left open when it reaches now."""
+    got = run_js(
+        "const day = Date.UTC(2025, 0, 1), h = 3600000;\n"
+        "console.log(JSON.stringify({\n"
+        "  quarter: app.dragRange(day, day + 24 * h, 0.25, 0.5),\n"
+        "  backwards: app.dragRange(day, day + 24 * h, 0.5, 0.25),\n"
+        "  odd: app.dragRange(day, day + 10 * 60000, 0.31, 0.32),\n"
+        "  point: app.dragRange(day, day + 24 * h, 0.5, 0.5),\n"
+        "  wider: app.widened(day + 6 * h, day + 12 * h, day + 48 * h, false),\n"
+        "  reaching: app.widened(day + 6 * h, day + 12 * h, day + 13 * h, false),\n"
+        "  open: app.widened(day + 22 * h, day + 24 * h, day + 24 * h, true),\n"
+        "  texts: [60000, 600000, 3600000, 3 * 3600000, 86400000, 7 * 86400000]"
+        ".map(app.bucketText),\n"
+        "}));"
+    )
+    assert got["quarter"] == ["2025-01-01T06:00:00Z", "2025-01-01T12:00:00Z"]
+    assert got["backwards"] == got["quarter"]
+    assert got["odd"] == ["2025-01-01T00:03:00Z", "2025-01-01T00:04:00Z"]  # out to minutes
+    assert got["point"] == ["2025-01-01T12:00:00Z", "2025-01-01T12:01:00Z"]  # a minute at least
+    assert got["wider"] == ["2025-01-01T03:00:00Z", "2025-01-01T15:00:00Z"]
+    assert got["reaching"] == ["2025-01-01T00:00:00Z", ""]  # to now: open, twice as long
+    assert got["open"] == ["2025-01-01T20:00:00Z", ""]
+    assert got["texts"] == ["1 min", "10 min", "1 h", "3 h", "1 day", "7 days"]

@@ -410,6 +410,7 @@
       node.textContent = clock(node.parentNode.dataset.ns, node.dataset.rfc, view.utc);
     }
     drawContainers();
+    drawHistogram();
   }
 
   function timeNode(ns, rfc) {
@@ -645,6 +646,250 @@
     if (on) release();
   }
 
+
+  // -- the volume histogram: lines per time bucket, from the stored counts (never the rows) --
+  // Drawn as SVG nodes (classes give the colours: dark mode follows); text only through
+  // textContent. A drag on it picks a range (since/until, in the URL); "zoom out" goes back.
+  const SVG = "http://www.w3.org/2000/svg";
+  const MINUTE_MS = 60000;
+  const hist = { data: null, generation: 0, by: "stream", drag: null, zooms: [] };
+
+  function svgEl(tag, cls, attrs) {
+    const node = document.createElementNS(SVG, tag);
+    if (cls) node.setAttribute("class", cls);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    return node;
+  }
+
+  function titled(node, text) { // a hover text: plain text, never markup
+    const title = svgEl("title");
+    title.textContent = visibleText(text);
+    node.append(title);
+    return node;
+  }
+
+  // A time as a since/until value (pure): RFC 3339 in UTC, to the second.
+  function isoMs(ms) {
+    return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+  }
+
+  // A drag from fraction `a` to `b` of the drawn span (pure): since and until on whole
+  // minutes (the counts' grain, so the bars count exactly the lines shown), a minute at least.
+  function dragRange(startMs, endMs, a, b) {
+    const span = endMs - startMs;
+    const lo = Math.floor((startMs + Math.min(a, b) * span) / MINUTE_MS) * MINUTE_MS;
+    const hi = Math.max(lo + MINUTE_MS,
+      Math.ceil((startMs + Math.max(a, b) * span) / MINUTE_MS) * MINUTE_MS);
+    return [isoMs(lo), isoMs(hi)];
+  }
+
+  // Zoom out (pure): twice the span, around its middle; a range reaching now (or open) is
+  // left open (until: "", the live end).
+  function widened(loMs, hiMs, nowMs, open) {
+    const span = Math.max(MINUTE_MS, hiMs - loMs);
+    if (open || hiMs + span / 2 >= nowMs) {
+      return [isoMs(Math.floor((Math.min(hiMs, nowMs) - 2 * span) / MINUTE_MS) * MINUTE_MS), ""];
+    }
+    return [isoMs(Math.floor((loMs - span / 2) / MINUTE_MS) * MINUTE_MS),
+      isoMs(Math.ceil((hiMs + span / 2) / MINUTE_MS) * MINUTE_MS)];
+  }
+
+  // A bucket's length as people say it (pure): "1 min", "10 min", "1 h", "1 day", "7 days".
+  function bucketText(ms) {
+    const m = Math.round(ms / MINUTE_MS);
+    if (m < 60) return `${m} min`;
+    if (m < 1440) return `${m / 60} h`;
+    return `${m / 1440} day${m === 1440 ? "" : "s"}`;
+  }
+
+  async function loadHistogram() {
+    const generation = ++hist.generation;
+    let data = null;
+    try {
+      const response = await fetch("/api/histogram?" + query({ by: hist.by }).toString());
+      if (response.ok) data = await response.json(); // refused: the lines say why
+    } catch (e) {
+      data = null;
+    }
+    if (generation !== hist.generation) return;
+    hist.data = data;
+    drawHistogram();
+  }
+
+  function stamp(ms, text) { // a bucket's time as the page shows times (UTC or local)
+    const full = clock(String(BigInt(Math.round(ms)) * 1000000n), null, view.utc);
+    return text === "day" ? full.slice(5, 10) : text === "minute" ? full.slice(11, 16)
+      : text === "both" ? full.slice(5, 16) : full.slice(0, 16);
+  }
+
+  function drawHistogram() {
+    const svg = $("hist-chart");
+    const data = hist.data;
+    svg.replaceChildren();
+    $("hist-legend").replaceChildren();
+    $("hist-note").textContent = "";
+    $("zoom-out").disabled = !hist.zooms.length && !$("since").value.trim();
+    for (const by of ["stream", "level"]) $("by-" + by).setAttribute("aria-pressed", String(hist.by === by));
+    if (!data) return;
+    const W = svg.clientWidth || 800;
+    const H = svg.clientHeight || 64;
+    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    const top = 9;
+    const bottom = H - 13; // the time labels under the bars
+    const span = Math.max(1, data.end_ms - data.start_ms);
+    const x = (ms) => ((ms - data.start_ms) / span) * W;
+    const most = Math.max(1, ...data.buckets.map((b) => b.lines));
+    const keys = data.keys.filter((k) => /^[a-z]+$/.test(k)); // class names: letters only
+    svg.append(svgEl("line", "axis", { x1: 0, x2: W, y1: bottom + 0.5, y2: bottom + 0.5 }));
+    for (const b of data.buckets) {
+      const x0 = x(b.ms);
+      const x1 = x(Math.min(b.ms + data.bucket_ms, data.end_ms));
+      const w = Math.max(1, x1 - x0 - (x1 - x0 > 4 ? 1 : 0));
+      let y = bottom;
+      const parts = [];
+      for (const key of keys) {
+        const n = b.by[key] || 0;
+        if (!n) continue;
+        const h = Math.max(1, (n / most) * (bottom - top));
+        svg.append(svgEl("rect", "bar k-" + key, { x: x0, y: y - h, width: w, height: h }));
+        y -= h;
+        parts.push(`${key} ${n.toLocaleString()}`);
+      }
+      const hit = svgEl("rect", "hit", { x: x0, y: 0, width: Math.max(1, x1 - x0), height: bottom });
+      hit.dataset.ms = String(b.ms);
+      svg.append(titled(hit, `${stamp(b.ms)} + ${bucketText(data.bucket_ms)}: ` +
+        `${b.lines.toLocaleString()} lines` + (parts.length > 1 ? ` (${parts.join(", ")})` : "")));
+    }
+    // Time labels: about one per 110 px, on bucket starts.
+    const every = Math.max(1, Math.ceil(data.buckets.length / Math.max(1, Math.floor(W / 110))));
+    const grain = data.bucket_ms >= 86400000 ? "day" : span > 86400000 ? "both" : "minute";
+    const wide = grain === "both" ? 66 : 36; // a label's width: none is cut at the edge
+    data.buckets.forEach((b, i) => {
+      const at = x(b.ms);
+      if (i % every || at + wide > W) return;
+      svg.append(svgEl("line", "tick-mark", { x1: at, x2: at, y1: bottom, y2: bottom + 3 }));
+      const label = svgEl("text", "tick", { x: at + 2, y: H - 2 });
+      label.textContent = stamp(b.ms, grain);
+      svg.append(label);
+    });
+    // The span's gaps (lines lost) and lives (die, oom, restart...), marked over the bars.
+    for (const g of data.gaps) {
+      const at = x(Number(BigInt(g.ns) / 1000000n));
+      const mark = svgEl("g", "hmark gap");
+      mark.append(svgEl("line", "", { x1: at, x2: at, y1: top, y2: bottom }));
+      mark.append(svgEl("path", "", { d: `M${at - 4} 0 L${at + 4} 0 L${at} 7 Z` }));
+      svg.append(titled(mark, `${g.name}: lines lost — ${g.reason}`));
+    }
+    const bad = (e) => /^(die|oom|kill|health_status \(unhealthy)/.test(e.what);
+    for (const e of [...data.events].sort((a, b) => bad(a) - bad(b))) { // a death on top
+      const at = x(Number(BigInt(e.ns) / 1000000n));
+      const mark = svgEl("g", "hmark ev" + (bad(e) ? " bad" : ""));
+      mark.append(svgEl("line", "", { x1: at, x2: at, y1: top, y2: bottom }));
+      mark.append(svgEl("circle", "", { cx: at, cy: 4, r: 3.5 }));
+      svg.append(titled(mark, `${stamp(Number(BigInt(e.ns) / 1000000n))} ${e.name}: ${e.what}`));
+    }
+    svg.append(svgEl("rect", "sel", { x: 0, y: 0, width: 0, height: bottom }));
+    // The legend: each key's lines, the bars' length, and what the counts cover.
+    const legend = $("hist-legend");
+    legend.append(el("span", "total", `${data.total.toLocaleString()} lines`));
+    for (const key of keys) {
+      const n = data.buckets.reduce((sum, b) => sum + (b.by[key] || 0), 0);
+      legend.append(el("span", "sw k-" + key), `${key} ${n.toLocaleString()}`);
+    }
+    legend.append(` · ${bucketText(data.bucket_ms)} bars · ${stamp(data.lo_ms)} – ${stamp(data.hi_ms)}` +
+      ` ${view.utc ? "UTC" : ""}`);
+    legend.title = "drag on the bars to see that range; click one to see its time";
+    if (data.all_lines) {
+      $("hist-note").textContent = "counts: all lines of the selection";
+      $("hist-note").title = "the search and where narrow the lines below, not these counts";
+    }
+  }
+
+  function fractionAt(event) {
+    const box = $("hist-chart").getBoundingClientRect();
+    return Math.min(1, Math.max(0, (event.clientX - box.left) / Math.max(1, box.width)));
+  }
+
+  function drawSelection() {
+    const sel = $("hist-chart").querySelector(".sel");
+    if (!sel || !hist.drag) return;
+    const W = $("hist-chart").clientWidth;
+    sel.setAttribute("x", String(Math.min(hist.drag.from, hist.drag.to) * W));
+    sel.setAttribute("width", String(Math.abs(hist.drag.to - hist.drag.from) * W));
+  }
+
+  function showRange(since, until) { // a new range: the one before is kept for zoom out
+    hist.zooms.push([$("since").value, $("until").value]);
+    $("since").value = since;
+    $("until").value = until;
+    view.at = "";
+    restart();
+  }
+
+  function endDrag(event) {
+    const drag = hist.drag;
+    hist.drag = null;
+    const data = hist.data;
+    if (!drag || !data) return;
+    drag.to = fractionAt(event);
+    const W = $("hist-chart").clientWidth || 1;
+    if (Math.abs(drag.to - drag.from) * W < 4) { // a click: the bucket under it
+      const ms = data.start_ms + drag.to * (data.end_ms - data.start_ms);
+      const start = data.start_ms + Math.floor((ms - data.start_ms) / data.bucket_ms) * data.bucket_ms;
+      showRange(isoMs(start), isoMs(Math.min(start + data.bucket_ms, data.end_ms)));
+      return;
+    }
+    showRange(...dragRange(data.start_ms, data.end_ms, drag.from, drag.to));
+  }
+
+  function zoomOut() {
+    if (hist.zooms.length) {
+      const [since, until] = hist.zooms.pop();
+      $("since").value = since;
+      $("until").value = until;
+    } else if (hist.data && $("since").value.trim()) {
+      const [since, until] = widened(hist.data.lo_ms, hist.data.hi_ms, Date.now(),
+        !$("until").value.trim());
+      $("since").value = since;
+      $("until").value = until;
+    } else {
+      return;
+    }
+    view.at = "";
+    restart();
+  }
+
+  function wireHistogram() {
+    hist.by = localStorage.getItem("logagent.by") === "level" ? "level" : "stream";
+    const svg = $("hist-chart");
+    svg.addEventListener("mousedown", (event) => {
+      if (!hist.data || event.button !== 0) return;
+      event.preventDefault();
+      const at = fractionAt(event);
+      hist.drag = { from: at, to: at };
+      drawSelection();
+    });
+    window.addEventListener("mousemove", (event) => {
+      if (!hist.drag) return;
+      hist.drag.to = fractionAt(event);
+      drawSelection();
+    });
+    window.addEventListener("mouseup", endDrag);
+    for (const by of ["stream", "level"]) {
+      $("by-" + by).addEventListener("click", () => {
+        hist.by = by;
+        localStorage.setItem("logagent.by", by);
+        loadHistogram();
+      });
+    }
+    $("zoom-out").addEventListener("click", zoomOut);
+    let pending = 0;
+    window.addEventListener("resize", () => {
+      clearTimeout(pending);
+      pending = setTimeout(drawHistogram, 100);
+    });
+  }
+
   // -- wiring -------------------------------------------------------------------------------
   async function restart() {
     view.generation++;
@@ -659,6 +904,7 @@
     $("newer").hidden = true;
     $("lines").replaceChildren();
     writeUrl();
+    loadHistogram(); // beside the lines, not before them
     await loadOlder();
     const box = $("lines");
     box.scrollTop = box.scrollHeight;
@@ -787,7 +1033,8 @@
   }
 
   if (typeof module === "object" && module.exports) { // node: tests/unit/test_viewer_js.py
-    module.exports = { pieces, visibleText, logfmt, structured, sgr, duration, clock, ago };
+    module.exports = { pieces, visibleText, logfmt, structured, sgr, duration, clock, ago,
+      dragRange, widened, bucketText };
     return;
   }
 
@@ -799,6 +1046,7 @@
     readUrl();
     view.utc = localStorage.getItem("logagent.time") !== "local";
     redrawTimes();
+    wireHistogram();
     $("filter").addEventListener("input", drawContainers);
     $("tz").addEventListener("click", () => {
       view.utc = !view.utc;
@@ -845,6 +1093,7 @@
     });
     $("query").addEventListener("submit", (event) => {
       event.preventDefault();
+      hist.zooms = []; // a range typed: zoom out widens it from here
       view.at = ""; // a new filter: the newest lines, not a line's context
       restart();
     });
@@ -852,6 +1101,7 @@
       button.addEventListener("click", () => {
         $("since").value = button.dataset.last;
         $("until").value = "";
+        hist.zooms = [];
         restart();
       });
     }
