@@ -41,12 +41,13 @@ def required(pattern: str) -> tuple[list[str], bool] | None:
     return out, ci
 
 
-def _split_top(pattern: str) -> list[str] | None:
-    """The pattern's top-level alternatives; None if its brackets do not close."""
-    parts: list[str] = []
-    depth, start, i, in_class = 0, 0, 0, False
-    while i < len(pattern):
-        c = pattern[i]
+def _structure(text: str, start: int = 0) -> tuple[list[tuple[int, str, int]], bool]:
+    """The ( ) | of `text` from `start` that are not escaped or in a class, each with the
+    depth after it; and whether every class closed."""
+    found: list[tuple[int, str, int]] = []
+    depth, i, in_class = 0, start, False
+    while i < len(text):
+        c = text[i]
         if c == "\\":
             i += 2
             continue
@@ -54,20 +55,26 @@ def _split_top(pattern: str) -> list[str] | None:
             in_class = c != "]"
         elif c == "[":
             in_class = True
-            if pattern[i + 1 : i + 2] == "]" or pattern[i + 1 : i + 3] == "^]":
-                i += 1 + (pattern[i + 1] == "^")  # a ] first is a literal ]
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth < 0:
-                return None
-        elif c == "|" and depth == 0:
+            if text[i + 1 : i + 2] == "]" or text[i + 1 : i + 3] == "^]":
+                i += 1 + (text[i + 1] == "^")  # a ] first is a literal ]
+        elif c in "()|":
+            depth += {"(": 1, ")": -1, "|": 0}[c]
+            found.append((i, c, depth))
+        i += 1
+    return found, not in_class
+
+
+def _split_top(pattern: str) -> list[str] | None:
+    """The pattern's top-level alternatives; None if its brackets do not close."""
+    marks, closed = _structure(pattern)
+    if not closed or any(d < 0 for _, _, d in marks) or (marks and marks[-1][2] != 0):
+        return None
+    parts: list[str] = []
+    start = 0
+    for i, c, depth in marks:
+        if c == "|" and depth == 0:
             parts.append(pattern[start:i])
             start = i + 1
-        i += 1
-    if depth or in_class:
-        return None
     parts.append(pattern[start:])
     return parts
 
@@ -122,26 +129,8 @@ def _longest_run(alt: str) -> str | None:
 
 def _group_end(alt: str, i: int) -> int | None:
     """The index of the ) that closes the group opened at `i`."""
-    depth, j, in_class = 0, i, False
-    while j < len(alt):
-        c = alt[j]
-        if c == "\\":
-            j += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-            if alt[j + 1 : j + 2] == "]" or alt[j + 1 : j + 3] == "^]":
-                j += 1 + (alt[j + 1] == "^")
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return j
-        j += 1
-    return None
+    marks, _ = _structure(alt, i)
+    return next((j for j, c, depth in marks if c == ")" and depth == 0), None)
 
 
 def _escape_length(alt: str, i: int) -> int:

@@ -247,17 +247,24 @@ class SchemaVersion(Model):
         table = "schema_version"
 
 
-class LineCount(Model):
-    """Lines per minute of a container, stream and level (0: none), committed with the lines
-    and taken off with them (agent/storage/counts.py): what a histogram reads."""
+class _Counts(Model):
+    """Lines of a container, stream and level (0: none) in a span of time (`minute`: its
+    first), committed with the lines and taken off with them (agent/storage/counts.py)."""
 
     id = fields.BigIntField(primary_key=True)
     host = fields.CharField(max_length=255)
     source_id = fields.IntField()  # ContainerCursor.id
-    minute = fields.BigIntField()  # Docker's timestamp // 60 s
+    minute = fields.BigIntField()  # Docker's timestamp // 60 s, toward zero
     stream = fields.CharField(max_length=8)
     level = fields.SmallIntField()
     n = fields.BigIntField()
+
+    class Meta:
+        abstract = True
+
+
+class LineCount(_Counts):
+    """Lines per minute: what a histogram of hours reads."""
 
     class Meta:
         table = "line_counts"
@@ -265,17 +272,8 @@ class LineCount(Model):
         indexes = (("minute",),)
 
 
-class LineCountHourly(Model):
-    """The same counts per hour (`minute`: the hour's first): a histogram of months reads
-    24 rows a day, not 1,440."""
-
-    id = fields.BigIntField(primary_key=True)
-    host = fields.CharField(max_length=255)
-    source_id = fields.IntField()
-    minute = fields.BigIntField()
-    stream = fields.CharField(max_length=8)
-    level = fields.SmallIntField()
-    n = fields.BigIntField()
+class LineCountHourly(_Counts):
+    """The same per hour: a histogram of months reads 24 rows a day, not 1,440."""
 
     class Meta:
         table = "line_counts_hourly"
