@@ -31,10 +31,20 @@ def _no_database_thread_left() -> Iterator[None]:
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A real, nearly full file system: a 400 KiB tmpfs (needs root, like the Docker tests)."""
-    mount = tmp_path / "tiny"
+    yield from _tmpfs(tmp_path / "tiny", "400k")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1.2 MiB tmpfs: room for a new store (layout 11: ~140 KiB, and its WAL while the
+    schema is made), then full within a second of a busy container."""
+    yield from _tmpfs(tmp_path / "small", "1200k")
+
+
+def _tmpfs(mount: Path, size: str) -> Iterator[Path]:
     mount.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
     )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")

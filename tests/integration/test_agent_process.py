@@ -98,14 +98,14 @@ async def test_agent_reconnects_after_daemon_restart(
 
 
 async def test_full_disk_is_reported_and_a_second_signal_exits_at_once(
-    tmp_path: Path, tiny_disk: Path, containers: Containers
+    tmp_path: Path, small_disk: Path, containers: Containers
 ) -> None:
     # Still running when the agent starts (a first run does not import exited containers).
     script = "yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | head -n 200000; sleep 1000"
     cid = containers.run("filler", script, "--stop-timeout", "1")
     config = tmp_path / "agent.toml"
     config.write_text(
-        f'[storage]\ndb_url = "sqlite:///{tiny_disk}/logs.db"\n'
+        f'[storage]\ndb_url = "sqlite:///{small_disk}/logs.db"\n'
         f'[docker]\nscope_labels = ["logagent-test.run={containers.prefix.split("-")[2]}"]\n'
         'initial_tail = "all"\n'
         f'[api]\nsocket = ""\n'
