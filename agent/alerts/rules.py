@@ -39,7 +39,6 @@ EVENTS = ("die", "oom", "unhealthy", "kill", "start", "restart")
 class Rule:
     name: str
     pattern: str
-    matches: Callable[[str], bool] = field(compare=False, repr=False)
     selection: Selection = field(default_factory=Selection)  # which containers; none: all
     threshold: int = 1  # matches within `window_ns` that fire it
     window_ns: int = 60 * 10**9
@@ -170,12 +169,11 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
     if event is not None and event not in EVENTS:
         raise AlertConfigError(f"{where}.event: one of {', '.join(EVENTS)}, got {event!r}")
     pattern = table.get("match", "")
-    matches: Callable[[str], bool] = _never if event is not None else _always
-    if "match" in table:
+    if "match" in table:  # checked alone here; the engine matches all patterns as one set
         if not isinstance(pattern, str) or not pattern:
             raise AlertConfigError(f"{where}.match: expected a pattern (RE2)")
         try:
-            matches = matcher(pattern, f"{where}.match", MAX_LABEL_PROGRAM * 10)
+            matcher(pattern, f"{where}.match", MAX_LABEL_PROGRAM * 10)
         except ValueError as exc:
             raise AlertConfigError(str(exc)) from None
     min_level = None
@@ -227,17 +225,9 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
             raise AlertConfigError(f"{where}.label_destinations: no destination named {d!r}")
     allowed = frozenset(by_label)
     return Rule(
-        name, pattern, matches, selection, threshold, window, cooldown, tuple(dests), event,
+        name, pattern, selection, threshold, window, cooldown, tuple(dests), event,
         min_level, tuple(streams), conditions, holds, max_age, context, leaves, allowed,
     )  # fmt: skip
-
-
-def _never(_line: str) -> bool:
-    return False
-
-
-def _always(_line: str) -> bool:
-    return True
 
 
 def _duration(
