@@ -159,9 +159,10 @@ class AlertRunner:
                 self._wake = anyio.Event()
                 try:
                     down: set[str] = set()  # a destination that failed waits for the next round
+                    bodies: dict[str, str | None] = {}  # per alert: its context read once
                     for pending in await outbox.due(self.db, self.host):
                         if pending.destination not in down and not await self._deliver(
-                            session, pending
+                            session, pending, bodies
                         ):
                             down.add(pending.destination)
                     self.pending = (await outbox.counts(self.db, self.host)).get(outbox.PENDING, 0)
@@ -189,14 +190,22 @@ class AlertRunner:
         alert["after"] = [_context_line(r) for r in after]
         return json.dumps(alert)
 
-    async def _deliver(self, session: aiohttp.ClientSession, pending: outbox.Pending) -> bool:
-        """Post it; whether it was delivered (a failure is marked, with its next try)."""
+    async def _deliver(
+        self,
+        session: aiohttp.ClientSession,
+        pending: outbox.Pending,
+        bodies: dict[str, str | None],
+    ) -> bool:
+        """Post it; whether it was delivered (a failure is marked, with its next try). An
+        alert's body (its context lines) is read once a round for all its destinations."""
         dest = self.destinations.get(pending.destination)
         if dest is None:  # removed from the config since: kept, pending, said
             why = f"no destination named {pending.destination!r} in the config"
             await outbox.mark_failed(self.db, pending, MAX_PAUSE_S, why)
             return False
-        body = await self._with_context(pending)
+        if pending.alert_id not in bodies:
+            bodies[pending.alert_id] = await self._with_context(pending)
+        body = bodies[pending.alert_id]
         if body is None:  # the lines after it are not all stored yet: next round
             return True
         ok, why = await deliver(session, dest, body, pending.alert_id)
