@@ -195,8 +195,15 @@ class ControlAPI:
             for r in records
             if r.decision is not None and not r.decision.collect
         ]
+        store = {"server": self.writer.server, "failing": self.writer.failing}
         return web.json_response(
-            {"collectors": active, "failed": failed, "stopped": stopped, "excluded": excluded}
+            {
+                "collectors": active,
+                "failed": failed,
+                "stopped": stopped,
+                "excluded": excluded,
+                "store": store,
+            }
         )
 
     async def start_collector(self, request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -28,6 +29,7 @@ from agent.metrics import AgentMetrics, build_registry
 from agent.policy import Scope
 from agent.redact import redact
 from agent.storage import LogStorage, search_index
+from agent.storage.generation import StoreRewound
 from agent.storage.retention import Retention
 from agent.storage.search_index import SearchIndexer
 
@@ -66,11 +68,36 @@ class Agent:
         self.reconciler: Reconciler | None = None
         self.follower: EventsFollower | None = None
         self.alerts: AlertRunner | None = None
+        self.rewinds = 0  # sessions ended by a store that lost acknowledged commits
 
     async def run(
         self, *, signals: bool = True, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> int:
-        """Run until `stop` is set (or a signal); `started` once the first listing is done."""
+        """Run until `stop` is set (or a signal); `started` once the first listing is done.
+
+        A store found rewound (failed over to a standby that missed the newest commits, or
+        restored from a backup) ends the session: everything read and not committed is let
+        go, and a new session starts from what the store holds, as a restart would."""
+        started = False
+
+        def once() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                task_status.started()
+
+        while True:
+            try:
+                return await self._session(signals=signals, started=once)
+            except Exception as exc:
+                if self.stop.is_set() or not _rewound(exc):
+                    raise
+            self.rewinds += 1
+            self.registry = Registry()  # its positions are ahead of the store's
+            log.warning("collection starts again from what the store holds (rewind %d)",
+                        self.rewinds)  # fmt: skip
+
+    async def _session(self, *, signals: bool, started: Callable[[], None]) -> int:
         s = self.settings
         # Opened first, outside any task group: a store or socket that cannot be used is one
         # plain error (cli.py makes it one line), not an exception group.
@@ -168,7 +195,7 @@ class Agent:
                         await tg.start(self.alerts.run)
                     await tg.start(reconciler.run)
                     await tg.start(follower.run)  # waits for the daemon, however long
-                    task_status.started()
+                    started()
                 # discovery is stopped: read every stream up to now, then stop it
                 with anyio.CancelScope(shield=True):
                     await manager.stop_all(drain=True)
@@ -180,6 +207,15 @@ class Agent:
     async def _cancel_on_stop(self, scope: anyio.CancelScope) -> None:
         await self.stop.wait()
         scope.cancel()
+
+
+def _rewound(exc: BaseException) -> bool:
+    """Whether `exc` (a task group's, or one it caused) says the store was rewound."""
+    if isinstance(exc, StoreRewound):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_rewound(e) for e in exc.exceptions)
+    return False
 
 
 async def run_agent(settings: Settings) -> int:

@@ -122,6 +122,7 @@ def _collect_garbage_seldom() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logging.getLogger("asyncpg.pool").addFilter(_one_line_record)  # `logs -f` too
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from agent import commands
 
     _collect_garbage_seldom()
+    reader = settings.read_url or settings.db_url  # a standby may serve what only reads
 
     try:
         if args.command == "run":
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 where=args.where,
                 service=args.service,
             )
-            return anyio.run(commands.logs, settings.db_url, opts)
+            return anyio.run(commands.logs, reader, opts)
         if args.command == "stats":
             from agent.stats import StatsOptions
             from agent.stats import stats as run_stats
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 streams=tuple(args.stream or ()), level=args.level, host=args.host,
                 json=args.json,
             )  # fmt: skip
-            return anyio.run(run_stats, settings.db_url, chosen)
+            return anyio.run(run_stats, reader, chosen)
         if args.command == "web":
             from agent.web.auth import AccessError, access_for, hash_password
             from agent.web.server import serve
@@ -183,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"logagent: {exc}", file=sys.stderr)
                 return 2
             configure_logging(settings.log_level)
-            return anyio.run(serve, settings.db_url, host, port, access, settings.alerts)
+            return anyio.run(serve, reader, host, port, access, settings.alerts)
         if args.command == "gaps":
-            return anyio.run(commands.gaps, settings.db_url, args.container, args.json)
+            return anyio.run(commands.gaps, reader, args.container, args.json)
         if args.command == "events":
             run_events = partial(
                 commands.events,
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 host=args.host,
                 as_json=args.json,
             )
-            return anyio.run(run_events, settings.db_url, args.container)
+            return anyio.run(run_events, reader, args.container)
         if args.command == "alerts":
             from agent.alerts.cli import alerts as run_alerts
 
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         said = _one_line(exc)
         if said is None:
             raise
-        print(f"logagent: {redact(said[0], settings.db_url)}", file=sys.stderr)
+        print(f"logagent: {redact(redact(said[0], settings.db_url), reader)}", file=sys.stderr)
         return said[1]
     except commands.AgentUnreachable as exc:
         print(f"logagent: {exc}", file=sys.stderr)
@@ -239,6 +241,15 @@ def configure_logging(level: str) -> None:
         level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def _one_line_record(record: logging.LogRecord) -> bool:
+    """asyncpg's pool logs a traceback at each failed reconnect (a server restarting or
+    failed over), where the writer already says the store is away: the error, on one line."""
+    if record.exc_info and record.exc_info[1] is not None:
+        record.msg, record.args = f"{record.getMessage()}: {record.exc_info[1]}", ()
+        record.exc_info = None
+    return True
 
 
 def _one_line(exc: BaseException) -> tuple[str, int] | None:

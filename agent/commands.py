@@ -279,8 +279,9 @@ async def status(
         for c in body["excluded"]:
             live[c["container_id"]] = c["reason"]
         agent = "running"
+        store = body.get("store") or {}  # which server it writes to; whether that fails
     except AgentUnreachable:
-        agent = "not running"
+        agent, store = "not running", {}
     async with reading(db_url) as db:
         rows = await container_summary(db, host)
         hosts = [h for h in await fleet_summary(db) if host is None or h["host"] == host]
@@ -310,10 +311,13 @@ async def status(
     for a in alerts:
         a["oldest_age_seconds"] = round((now - a.pop("oldest_ns")) / 1e9, 1)
     if as_json:
-        shown = {"agent": agent, "hosts": hosts, "containers": rows, "alerts_pending": alerts}
+        shown = {"agent": agent, "store": store, "hosts": hosts, "containers": rows,
+                 "alerts_pending": alerts}  # fmt: skip
         out.write(json.dumps(shown) + "\n")
         return 0
-    out.write(f"agent: {agent}\n")
+    said = agent + (f", writing to {store['server']}" if store.get("server") else "")
+    said += f", the store fails: {store['failing']}" if store.get("failing") else ""
+    out.write(f"agent: {render.terminal_safe(said)}\n")
     if len(hosts) > 1 or host is not None:
         out.write("HOST\tAGENT\tLAST HEARTBEAT\tCONTAINERS\n")
         for h in hosts:

@@ -38,6 +38,9 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     db_url: str = DEFAULT_DB_URL
+    # Where `logs`, `stats`, `gaps`, `events` and the viewer read (a standby may serve them);
+    # empty: db_url. The agent always writes to db_url's primary.
+    read_url: str = ""
     max_queue_bytes: int = DEFAULT_QUEUE_BYTES  # read, not yet committed: then collectors wait
     search_index: bool = False  # SQLite: an FTS5 trigram index for --grep (search_index.py)
     host: str = ""  # empty: this machine's hostname
@@ -67,7 +70,13 @@ class Settings:
 
 # section -> key -> (type, Settings attribute or policy path)
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "storage": {"db_url": str, "host": str, "max_queue_bytes": int, "search_index": bool},
+    "storage": {
+        "db_url": str,
+        "read_url": str,
+        "host": str,
+        "max_queue_bytes": int,
+        "search_index": bool,
+    },
     "docker": {
         "socket": str,
         "initial_tail": (int, str),
@@ -94,6 +103,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 _ENV = {
     "LOGAGENT_DB_URL": ("storage", "db_url"),
+    "LOGAGENT_READ_URL": ("storage", "read_url"),
     "LOGAGENT_HOST": ("storage", "host"),
     "LOGAGENT_INITIAL_TAIL": ("docker", "initial_tail"),
     "LOGAGENT_MAX_LINE_BYTES": ("docker", "max_line_bytes"),
@@ -193,6 +203,9 @@ def _build(data: dict[str, Any], env: Mapping[str, str]) -> Settings:
     defaults = Settings()
     db_url = storage.get("db_url", defaults.db_url)
     _check_db_url(db_url)
+    read_url = storage.get("read_url", "")
+    if read_url:
+        _check_db_url(read_url, key="storage.read_url")
     tail = dock.get("initial_tail", defaults.initial_tail)
     if isinstance(tail, str) and tail != "all":
         raise ConfigError(f"docker.initial_tail: expected a number of lines or 'all', got {tail!r}")
@@ -270,6 +283,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str]) -> Settings:
         retention_max_bytes=_non_negative(retention, "max_bytes", defaults.retention_max_bytes),
         retention_interval_s=_interval(retention, defaults.retention_interval_s),
         db_url=db_url,
+        read_url=read_url,
         host=storage.get("host", ""),
         search_index=_search_index(storage, db_url),
         docker_url=docker_address,
@@ -412,17 +426,19 @@ def _non_negative(section: dict[str, Any], key: str, default: int) -> int:
 _DB_URL = re.compile(r"^(sqlite|postgres|asyncpg|psycopg)://.+")
 
 
-def _check_db_url(url: str) -> None:
+def _check_db_url(url: str, key: str = "storage.db_url") -> None:
     from tortoise.backends.base.config_generator import expand_db_url
 
     if not _DB_URL.match(url):
         raise ConfigError(
-            f"storage.db_url: {redact(url)!r} is not a database URL tortoise can use "
+            f"{key}: {redact(url)!r} is not a database URL tortoise can use "
             "(e.g. sqlite:///var/lib/logagent/logs.db)"
         )
+    from agent.storage.pg_url import split_hosts
+
     try:
-        expand_db_url(url)
+        expand_db_url(split_hosts(url)[0])
     except Exception as exc:
         raise ConfigError(
-            f"storage.db_url: {redact(url)!r} is not usable: {redact(str(exc), url)}"
+            f"{key}: {redact(url)!r} is not usable: {redact(str(exc), url)}"
         ) from None

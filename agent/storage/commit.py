@@ -18,7 +18,6 @@ from agent.storage.counts import Key, tally
 from agent.storage.counts import add as add_counts
 from agent.storage.cursors import (
     add_sources,
-    commit_sql,
     described,
     described_sql,
     position_sql,
@@ -26,6 +25,7 @@ from agent.storage.cursors import (
 )
 from agent.storage.db import in_child_task, transaction
 from agent.storage.gaps import record_drops, record_lost
+from agent.storage.generation import Generation, count_sql
 from agent.storage.models import LOG_LINE_COLUMNS, LogLine, fit
 from agent.storage.partitions import day_of, ensure_days
 from agent.storage.postgres import COMMITS
@@ -60,7 +60,10 @@ class CommitSql:
         # Per container id, the identity whose image, service and labels its row was told
         # by a commit that succeeded (a failed one tells them again).
         self.told: dict[str, Source] = {}
+        # This host's commits the store acknowledged: each commit checks and counts them.
+        self.generation = Generation(host)
         self._insert_sql = self._insert_many_sql = self._position_sql = self._commit_sql = ""
+        self._count_sql = ""
         self._described_sql = ""
         self._copy = False
 
@@ -73,7 +76,8 @@ class CommitSql:
             f"({marks.many(len(LOG_LINE_COLUMNS))})" for _ in range(ROWS_PER_INSERT)
         )
         self._position_sql = position_sql(dialect)
-        self._commit_sql = commit_sql(dialect)
+        self._commit_sql = count_sql(dialect, rows=True)
+        self._count_sql = count_sql(dialect, rows=False)
         self._described_sql = described_sql(dialect)
         self._copy = dialect == "postgres"
 
@@ -113,8 +117,14 @@ class CommitSql:
                     )
             else:
                 await self._insert(conn, columns)
-            if rows:  # the follow seam: this host's rows are committed up to here
-                await conn.execute_query(self._commit_sql, [self.host, now])
+            # The store is still the one written to (its count of this host's commits), and
+            # the follow seam's bound: this host's rows are committed up to here.
+            gen = self.generation
+            changed, _ = await conn.execute_query(
+                self._commit_sql if rows else self._count_sql, gen.count_params(now, rows=rows > 0)
+            )
+            gen.counted(changed)
+            if rows:
                 await add_counts(conn, self.host, counted)
             await conn.execute_many(self._position_sql, positions)
             if told:  # a new identity: what it was run as, once, not with every commit
@@ -125,6 +135,7 @@ class CommitSql:
                 await record_lost(conn, self.host, lost)
             if self._copy:  # wakes `logs -f` readers, once per batch, at the commit
                 await conn.execute_query(f"SELECT pg_notify('{COMMITS}', '')")
+        self.generation.commits += 1
         self.days |= missing
         self.told.update(newest)  # committed: a failed commit tells them again
         for b in batches:

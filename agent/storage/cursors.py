@@ -15,7 +15,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.batch import STREAMS, Source
 from agent.cursor import Cursor
-from agent.storage.models import ContainerCursor, HostCommit, LogLine, fit
+from agent.storage.models import ContainerCursor, fit
 from agent.storage.sql import Marks
 
 TABLE = ContainerCursor._meta.db_table
@@ -161,21 +161,4 @@ def described_sql(dialect: str) -> str:
     return (
         f"UPDATE {TABLE} SET image = COALESCE({m()}, image), service = COALESCE({m()}, "
         f"service), labels = COALESCE({m()}, labels) WHERE id = {m()}"
-    )
-
-
-def commit_sql(dialect: str) -> str:
-    """A host's last row id, set by the commit that stored it (agent/storage/follow.py).
-
-    PostgreSQL: `currval` is this session's last id from the sequence, which the COPY of this
-    transaction has just taken; SQLite: one writer, so the table's largest id."""
-    table, lines = HostCommit._meta.db_table, LogLine._meta.db_table
-    if dialect == "postgres":
-        last = f"currval(pg_get_serial_sequence('{lines}', 'id'))"
-    else:
-        last = f"(SELECT MAX(id) FROM {lines})"
-    m = Marks(dialect)
-    return (
-        f"INSERT INTO {table} (host, last_id, at_ns) VALUES ({m()}, {last}, {m()}) "
-        "ON CONFLICT (host) DO UPDATE SET last_id = excluded.last_id, at_ns = excluded.at_ns"
     )

@@ -24,6 +24,7 @@ from tortoise.transactions import in_transaction
 
 from agent.redact import redact
 from agent.storage.errors import describe, wrapped
+from agent.storage.pg_url import split_hosts, with_hosts
 from agent.storage.postgres import schema_lock
 from agent.storage.schema import create_schema
 
@@ -159,10 +160,26 @@ async def in_child_task(work: Callable[[], Awaitable[T]]) -> T:
     return done[0]
 
 
+def expanded(db_url: str, *, writer: bool = False) -> dict[str, Any]:
+    """tortoise's connection of a URL; a PostgreSQL one of several hosts through our engine
+    (storage/pg_client.py). The writer's connects only to a server that takes writes: after
+    a failover, to the promoted standby (libpq's `target_session_attrs=read-write`)."""
+    single, hosts = split_hosts(db_url)
+    conn = expand_db_url(single)
+    if conn["engine"] == "tortoise.backends.asyncpg":
+        creds = with_hosts(conn["credentials"], hosts)
+        if writer:
+            creds["target_session_attrs"] = "read-write"
+        if "hosts" in creds:
+            conn["engine"] = "agent.storage.pg_client"
+        conn["credentials"] = creds
+    return conn
+
+
 def sqlite_path(db_url: str) -> Path | None:
     """The file of a SQLite store (None for another database, or an in-memory one)."""
     try:
-        conn = expand_db_url(db_url)
+        conn = expanded(db_url)
     except Exception as exc:
         url, said = redact(db_url), redact(str(exc), db_url)
         raise StorageError(f"database URL {url!r} is not usable: {said}") from exc
@@ -175,7 +192,7 @@ def sqlite_path(db_url: str) -> Path | None:
 def tortoise_config(db_url: str, *, create: bool = True) -> dict[str, Any]:
     """`create=False` (the read side) sets no pragma that writes: `auto_vacuum` writes the
     header even when unchanged, and fails on a full disk, where reading must still work."""
-    conn = expand_db_url(db_url)
+    conn = expanded(db_url, writer=create)
     if conn["engine"] == "tortoise.backends.sqlite":
         creds = {**(_SQLITE_FIRST if create else {}), **conn["credentials"]}
         for key, value in _SQLITE_PRAGMAS.items():

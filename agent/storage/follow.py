@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -24,11 +25,14 @@ from typing import Any, Protocol
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from agent.storage.db import fatal
+from agent.storage.generation import Session, sessions_of
 from agent.storage.models import ContainerCursor, HostCommit, LogLine
-from agent.storage.postgres import commit_signal
+from agent.storage.postgres import FEATURE_NOT_SUPPORTED, commit_signal, sqlstate
 from agent.storage.reader import PAGE, LogFilter, StoredRow, select_rows
 from agent.storage.sql import Marks
 
+log = logging.getLogger("logagent.storage")
 MAX_ID = 2**63 - 1
 MAX_HOSTS = 10_000  # in a position read from outside (a URL): far more than any fleet
 _MAX_HOST = 255  # the hosts column's width
@@ -37,20 +41,24 @@ _MAX_TOKEN = 1 << 20
 
 @dataclass(frozen=True)
 class Position:
-    """Per host, the id of the last row read (a host not named: none of its rows yet)."""
+    """Per host, the id of the last row read (a host not named: none of its rows yet), and
+    the host's writer session it was read under (`epochs`: storage/generation.py)."""
 
     ids: tuple[tuple[str, int], ...] = ()
+    epochs: tuple[tuple[str, int], ...] = ()
 
     @classmethod
-    def of(cls, ids: dict[str, int]) -> Position:
-        return cls(tuple(sorted(ids.items())))
+    def of(cls, ids: dict[str, int], epochs: dict[str, int] | None = None) -> Position:
+        return cls(tuple(sorted(ids.items())), tuple(sorted((epochs or {}).items())))
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.ids)
 
     def token(self) -> str:
         """The position as URL-safe text (the viewer's `after`, a consumer's stored row)."""
-        raw = json.dumps(self.ids, separators=(",", ":"), ensure_ascii=False).encode()
+        epochs = dict(self.epochs)
+        pairs = [[h, at, epochs[h]] if h in epochs else [h, at] for h, at in self.ids]
+        raw = json.dumps(pairs, separators=(",", ":"), ensure_ascii=False).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=") or "-"
 
     @classmethod
@@ -68,21 +76,49 @@ class Position:
         if not isinstance(pairs, list) or len(pairs) > MAX_HOSTS:
             raise ValueError("position: not a list of hosts")
         ids: dict[str, int] = {}
+        epochs: dict[str, int] = {}
         for pair in pairs:
             match pair:
-                case [str() as host, int() as at] if (
-                    len(host) <= _MAX_HOST and not isinstance(at, bool) and 0 <= at <= MAX_ID
+                case [str() as host, int() as at, *more] if (
+                    len(host) <= _MAX_HOST
+                    and _id(at)
+                    and (not more or (len(more) == 1 and _id(more[0])))
                 ):
                     ids[host] = at
+                    if more:
+                        epochs[host] = more[0]
                 case _:
                     raise ValueError("position: each host needs a name and a row id")
-        return cls.of(ids)
+        return cls.of(ids, epochs)
 
 
-async def committed(db: BaseDBAsyncClient) -> Position:
+def _id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
+
+
+@dataclass(frozen=True)
+class Committed(Position):
+    """Where every host's writer stands now: its last committed row id, its current session
+    (`epochs`), and its sessions, newest last (epoch, the last id when it began)."""
+
+    sessions: tuple[tuple[str, tuple[Session, ...]], ...] = ()
+
+
+async def committed(db: BaseDBAsyncClient) -> Committed:
     """Where every host's writer stands now: its last committed row id."""
-    _, rows = await db.execute_query(f"SELECT host, last_id FROM {HostCommit._meta.db_table}")
-    return Position.of({str(h): int(i) for h, i in rows})
+    _, rows = await db.execute_query(
+        f"SELECT host, last_id, sessions FROM {HostCommit._meta.db_table}"
+    )
+    ids: dict[str, int] = {}
+    epochs: dict[str, int] = {}
+    sessions: dict[str, tuple[Session, ...]] = {}
+    for h, i, text in rows:
+        ids[str(h)] = int(i)
+        if known := sessions_of(text):
+            epochs[str(h)] = known[-1][0]
+            sessions[str(h)] = tuple(known)
+    base = Position.of(ids, epochs)
+    return Committed(base.ids, base.epochs, tuple(sorted(sessions.items())))
 
 
 def upto_clause(upto: Position, marks: Marks) -> tuple[str, list[Any]]:
@@ -182,7 +218,7 @@ def _moved(after: Position, upto: Position, cut: int) -> Position:
     moved = after.as_dict()
     for host, at in upto.ids:
         moved[host] = max(moved.get(host, 0), min(at, cut))
-    return Position.of(moved)
+    return Position.of(moved, {**dict(after.epochs), **dict(upto.epochs)})
 
 
 async def history(
@@ -220,10 +256,25 @@ async def history(
 def rewound(after: Position, upto: Position) -> Position:
     """A host whose store holds less than the follower read (restored from a backup, or a
     standby promoted that had not received the newest commits) is followed from what the
-    store holds: its later rows are new rows, not ones already seen."""
-    now = upto.as_dict()
-    ids = {h: min(at, now[h]) if h in now else at for h, at in after.ids}
-    return Position.of(ids)
+    store holds: its later rows are new rows, not ones already seen.
+
+    And a host whose writer began a session since the follower read: the store may have
+    lost rows the follower saw, and their ids be taken again by rows it never saw. It read
+    for sure only what every later session found when it began (a session it does not know
+    of: what each found)."""
+    now, current, seen = upto.as_dict(), dict(upto.epochs), dict(after.epochs)
+    sessions = dict(upto.sessions) if isinstance(upto, Committed) else {}
+    ids: dict[str, int] = {}
+    for host, at in after.ids:
+        if host in now:
+            epoch, known = seen.get(host), sessions.get(host, ())
+            if epoch is not None and known and epoch != current.get(host):
+                epochs = [e for e, _ in known]
+                later = known[epochs.index(epoch) + 1 :] if epoch in epochs else known
+                at = min(at, *(began for _, began in later))
+            at = min(at, now[host])
+        ids[host] = at
+    return Position.of(ids, {**seen, **current})
 
 
 class Waker(Protocol):
@@ -247,12 +298,26 @@ async def follow(
     missed); on SQLite it polls. Use it under `contextlib.aclosing`."""
     async with AsyncExitStack() as stack:
         if waker is None and str(db.capabilities.dialect) == "postgres":
-            waker = await stack.enter_async_context(commit_signal(db_url))
+            waker = await signal_for(stack, db_url)
+        away = False
         while True:
             woken = waker.armed() if waker is not None else None
-            upto = await committed(db)
-            after = rewound(after, upto)
-            rows, after = await newer(db, flt, after, upto)
+            try:
+                upto = await committed(db)
+                after = rewound(after, upto)
+                rows, after = await newer(db, flt, after, upto)
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                if not away:  # once per outage
+                    log.warning("the store cannot be read (%s): reading again when it can", exc)
+                away = True
+                await anyio.sleep(max(poll_seconds, 1.0))
+                yield [], after
+                continue
+            if away:
+                log.warning("the store is read again")
+                away = False
             if rows:
                 yield rows, after
                 continue
@@ -262,3 +327,22 @@ async def follow(
             else:
                 await anyio.sleep(poll_seconds)
             yield [], after
+
+
+async def signal_for(stack: AsyncExitStack, db_url: str) -> Waker | None:
+    """A commit signal of our own; none (polling) where the server cannot give one: a
+    standby in recovery refuses LISTEN, and a server away is read again later."""
+    try:
+        return await stack.enter_async_context(commit_signal(db_url))
+    except Exception as exc:
+        if not _transient(exc) and sqlstate(exc) != FEATURE_NOT_SUPPORTED:
+            raise
+        log.info("following by polling: no commit signal from the server (%s)", exc)
+        return None
+
+
+def _transient(exc: BaseException) -> bool:
+    """A store away for a while (cut, restarting, failed over), not a fault of the query
+    or a store unusable for good, which are raised."""
+    code = sqlstate(exc)
+    return fatal(exc) is None and not (code is not None and code.startswith(("42", "22")))

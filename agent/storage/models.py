@@ -127,6 +127,13 @@ class HostCommit(Model):
     host = fields.CharField(max_length=255, primary_key=True)
     last_id = fields.BigIntField()
     at_ns = fields.BigIntField()
+    # How many commits the host's writer made here: each commit checks it and adds one, so a
+    # store that lost acknowledged commits (failed over, restored) is seen, never written
+    # over (storage/generation.py). NULL: none since layout 12.
+    commits = fields.BigIntField(null=True)
+    # The host's writer sessions, newest last (JSON [[epoch, last id when it began], ...],
+    # bounded): a follower that read under an older one rewinds to what the store held then.
+    sessions = fields.TextField(null=True)
 
     class Meta:
         table = "host_commits"

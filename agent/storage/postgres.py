@@ -17,8 +17,10 @@ import anyio
 from tortoise.backends.base.config_generator import expand_db_url
 
 from agent.storage.errors import wrapped
+from agent.storage.pg_url import split_hosts
 
 LOCK_NOT_AVAILABLE = "55P03"
+FEATURE_NOT_SUPPORTED = "0A000"  # LISTEN on a standby in recovery
 INVALID_REGULAR_EXPRESSION = "2201B"
 
 
@@ -35,15 +37,20 @@ log = logging.getLogger("logagent.storage")
 _SCHEMA_KEY = 0x6C6F_6761_6765_6E74  # "logagent": the schema lock's key
 
 
-def _connect_args(db_url: str) -> dict[str, Any]:
-    creds = expand_db_url(db_url)["credentials"]
-    return {
-        "host": creds.get("host"),
-        "port": creds.get("port"),
+def _connect_args(db_url: str, *, writer: bool = True) -> dict[str, Any]:
+    """asyncpg's arguments: every host of the URL; the writer's locks on the primary."""
+    single, hosts = split_hosts(db_url)
+    creds = expand_db_url(single)["credentials"]
+    args = {
+        "host": [h for h, _ in hosts] or creds.get("host"),
+        "port": [p for _, p in hosts] or creds.get("port"),
         "user": creds.get("user"),
         "password": creds.get("password"),
         "database": creds.get("database"),
     }
+    if writer:
+        args["target_session_attrs"] = "read-write"
+    return args
 
 
 @asynccontextmanager
@@ -57,6 +64,14 @@ async def schema_lock(db_url: str) -> AsyncIterator[None]:
         yield
     finally:
         await conn.close()  # the session ends: its locks go with it
+
+
+async def server_of(db: Any) -> str:
+    """The server a connection of `db` reached (after a failover: the promoted standby)."""
+    _, rows = await db.execute_query(
+        "SELECT COALESCE(host(inet_server_addr()), 'local socket'), inet_server_port()"
+    )
+    return f"{rows[0][0]}:{rows[0][1]}"
 
 
 class HostLock:
@@ -162,7 +177,7 @@ async def commit_signal(db_url: str) -> AsyncIterator[CommitSignal]:
     when there is something to read instead of polling."""
     import asyncpg
 
-    conn = await asyncpg.connect(**_connect_args(db_url))
+    conn = await asyncpg.connect(**_connect_args(db_url, writer=False))
     signal = CommitSignal()
     await conn.add_listener(COMMITS, signal.notified)
     try:

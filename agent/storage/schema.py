@@ -35,8 +35,9 @@ log = logging.getLogger("logagent.storage")
 # consumers their own positions (consumer_positions); 7: containers' lives (container_events);
 # 8: alerts (alert_outbox, alert_state); 9: containers' image, compose service and labels;
 # 10: lines per minute (line_counts), counted from the lines a store already holds; 11: and
-# per hour (line_counts_hourly).
-SCHEMA_VERSION = 11
+# per hour (line_counts_hourly); 12: each host's commits counted and its writer sessions
+# (host_commits.commits, .sessions): a store that lost acknowledged commits is seen.
+SCHEMA_VERSION = 12
 # Columns added since layout 2, made by ALTER TABLE in a store that lacks them (nullable, no
 # default: instant on both backends, whatever the rows).
 _ADDED = (
@@ -50,6 +51,8 @@ _ADDED = (
     (ContainerCursor._meta.db_table, "image", "VARCHAR(255)"),
     (ContainerCursor._meta.db_table, "service", "VARCHAR(255)"),
     (ContainerCursor._meta.db_table, "labels", "TEXT"),
+    (HostCommit._meta.db_table, "commits", "BIGINT"),
+    (HostCommit._meta.db_table, "sessions", "TEXT"),
 )
 LEVEL_INDEX = "log_lines_level"
 

@@ -15,6 +15,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.docker.life_events import LifeEvent
 from agent.storage.db import StorageError, fatal, in_child_task, transaction
+from agent.storage.generation import Generation, StoreRewound
 from agent.storage.life import record_life
 from agent.storage.models import AgentState
 from agent.storage.sql import Marks
@@ -42,6 +43,9 @@ class AgentStateStore:
         self._saving = anyio.Lock()
         self._wake = anyio.Event()
         self._sql = ""
+        # The writer's count of this host's commits: a save checks the store still holds
+        # them (an idle agent sees a failover within a heartbeat; nothing is saved over it).
+        self.generation: Generation | None = None
 
     def handled(self, time_ns: int, life: LifeEvent | None = None) -> None:
         """The events follower handled this event: the position moves past it, and a life
@@ -89,6 +93,8 @@ class AgentStateStore:
             if self._held_at is not None and position is not None:
                 position = min(position, self._held_at)
             async with transaction() as conn:
+                if self.generation is not None:
+                    await self.generation.check(conn)
                 if life:
                     await record_life(conn, self.host, life)
                 await conn.execute_query(
@@ -103,6 +109,8 @@ class AgentStateStore:
             self._wake = anyio.Event()  # an event handled from here on wakes the next wait
             try:
                 await in_child_task(self.save)  # see there: why
+            except StoreRewound:
+                raise
             except Exception as exc:  # the writer reports database failures; keep beating
                 if (code := fatal(exc)) is not None:  # unless the store is unusable for good
                     raise StorageError(f"the store cannot be written ({code}): {exc}") from exc

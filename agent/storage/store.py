@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from functools import partial
 from typing import Unpack
 
 import anyio
@@ -21,9 +22,10 @@ from agent.storage.db import (
     sqlite_path,
 )
 from agent.storage.errors import describe
+from agent.storage.generation import StoreRewound
 from agent.storage.models import LogLine
 from agent.storage.options import DEFAULT_DB_URL
-from agent.storage.postgres import HostLock, HostTaken
+from agent.storage.postgres import HostLock, HostTaken, server_of
 from agent.storage.sql import Marks
 from agent.storage.state import AgentStateStore
 from agent.storage.writer import LogWriter, WriterOptions
@@ -78,10 +80,15 @@ class LogStorage:
                 await self._hold_host(self._lock)
             await self.state.open(self._db)
             self.writer.open(self.dialect)
+            await self.writer.sql.generation.begin(self._db)
+            self.state.generation = self.writer.sql.generation
+            if self.dialect == "postgres":
+                self.writer.server_of = partial(server_of, self._db)
+                await self.writer.tell_server()
             self._tg = anyio.create_task_group()
             await self._tg.__aenter__()
             await self._tg.start(self.writer.run)
-            self._tg.start_soon(self.state.heartbeat)
+            self._tg.start_soon(self._beat)
             if self.host_lock is not None:
                 self._tg.start_soon(self._keep_host, self.host_lock)
         except BaseException as exc:
@@ -133,6 +140,17 @@ class LogStorage:
             )
         stack.push_async_callback(lock.close)
         self.host_lock = lock
+
+    async def _beat(self) -> None:
+        """The heartbeat; when it finds the store rewound, no more is written (the writer
+        closes: collectors waiting on it end, and what they read is read again)."""
+        try:
+            await self.state.heartbeat()
+        except StoreRewound as exc:
+            self.writer.stats.failing = str(exc)
+            log.error("%s", exc)
+            self.writer.close()
+            raise
 
     @staticmethod
     async def _keep_host(lock: HostLock) -> None:

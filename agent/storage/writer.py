@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypedDict
 
 import anyio
@@ -23,6 +23,7 @@ from anyio.abc import TaskStatus
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED, LineBatch
 from agent.storage.commit import CommitSql, stored_already
 from agent.storage.db import StorageError, fatal, in_child_task
+from agent.storage.generation import StoreRewound
 from agent.storage.options import DEFAULT_QUEUE_BYTES
 from agent.storage.outage import OutageReport
 from agent.storage.refusals import RefusedRows
@@ -93,6 +94,9 @@ class LogWriter:
         self._refusals = RefusedRows(self.sql, self.stats)
         self._outage = OutageReport(self.stats, report_every)
         self.on_commit: Callable[[int, float], None] | None = None  # (rows, seconds): metrics
+        # PostgreSQL: which server the store's connections reach (said again after an outage:
+        # after a failover, the new primary).
+        self.server_of: Callable[[], Awaitable[str]] | None = None
 
     @property
     def days(self) -> set[int]:
@@ -153,13 +157,15 @@ class LogWriter:
             started = time.perf_counter()
             try:
                 if self._unsure:  # the last commit failed: it may have been stored after all
-                    self._settle(
-                        await in_child_task(lambda: stored_already(list(held), self.sql.ids))
-                    )
-                    self._unsure = False
+                    await in_child_task(self._settle_unsure)
                     rows = sum(len(b) for b in held)
                 if held:
                     await self._refusals.commit_held(held, self._settle)
+            except StoreRewound as exc:  # what is held and queued is read again from Docker
+                stats.failing = str(exc)
+                log.error("%s", exc)
+                self.close()
+                raise
             except Exception as exc:  # a database failure: keep the rows, report, retry
                 self._unsure = True
                 self.sql.days.clear()  # another agent's retention may have dropped a day
@@ -174,7 +180,9 @@ class LogWriter:
                 self._wake()
                 await anyio.sleep(self.retry_delay)
                 continue
-            self._outage.worked()
+            if stats.failing is not None:
+                self._outage.worked()
+                await self.tell_server()
             if not held:
                 self._wake()
                 continue
@@ -184,6 +192,27 @@ class LogWriter:
             if self.on_commit is not None:
                 self.on_commit(rows, stats.last_commit_seconds)
             self._wake()
+
+    async def tell_server(self) -> None:
+        """Say which server is written to (PostgreSQL), in the log and in `stats.server`."""
+        if self.server_of is None:
+            return
+        try:
+            server = await in_child_task(self.server_of)
+        except Exception as exc:  # the next commit says what fails
+            log.debug("which server: %s", exc)
+            return
+        if server != self.stats.server:
+            log.warning("writing to the PostgreSQL server at %s", server)
+        self.stats.server = server
+
+    async def _settle_unsure(self) -> None:
+        """After a commit whose answer was lost: the store's count of this host's commits
+        says whether it was applied (StoreRewound if the store is not the one written to),
+        its positions which batches it held."""
+        await self.sql.generation.settle_unsure()
+        self._settle(await stored_already(list(self._held), self.sql.ids))
+        self._unsure = False
 
     async def _take(self) -> bool:
         """Held batches to commit: what a failed commit kept, or the next batch (after a

@@ -16,3 +16,4 @@ class WriterStats:
     last_commit_seconds: float = 0.0
     failing: str | None = None  # the last write error, while it persists
     failing_since_ns: int | None = None  # when writing began to fail (the store went away)
+    server: str | None = None  # PostgreSQL: the server written to (address:port), since

@@ -11,8 +11,7 @@ import anyio
 from aiohttp import web
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from agent.storage.follow import Position, Waker, follow
-from agent.storage.postgres import commit_signal
+from agent.storage.follow import Position, Waker, follow, signal_for
 from agent.web.answers import HEADERS, row_json
 from agent.web.query import ViewQuery
 
@@ -33,7 +32,7 @@ class LiveTails:
         """PostgreSQL: one LISTEN connection for every tail of this viewer, held by `stack`
         (a connection per tail let 110 tails use up the server's slots)."""
         if str(self.db.capabilities.dialect) == "postgres":
-            self.waker = await stack.enter_async_context(commit_signal(self.db_url))
+            self.waker = await signal_for(stack, self.db_url)
 
     async def serve(
         self, request: web.Request, view: ViewQuery, after: Position

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
-from agent.storage.follow import Position, rewound
+from agent.storage.follow import Committed, Position, rewound
 from agent.storage.reader import open_store
 from agent.web.auth import Access
 from agent.web.server import Viewer
@@ -103,3 +103,26 @@ def test_a_follower_ahead_of_a_rewound_store_follows_what_the_store_holds() -> N
     after = Position.of({"alpha": 500, "beta": 70})
     store = Position.of({"alpha": 300, "beta": 90, "gamma": 5})
     assert rewound(after, store) == Position.of({"alpha": 300, "beta": 70})
+
+
+def test_a_follower_that_read_under_an_older_writer_session_rewinds_to_what_it_found() -> None:
+    """A failover lost rows 301..500 of `alpha`, which the follower read; their ids may be
+    taken again by new rows. The sessions that began since it read say what is sure."""
+    after = Position.of({"alpha": 500, "beta": 70}, {"alpha": 11, "beta": 21})
+    now = Position.of({"alpha": 900, "beta": 95}, {"alpha": 13, "beta": 22})
+    store = Committed(
+        now.ids,
+        now.epochs,
+        sessions=(("alpha", ((11, 100), (12, 300), (13, 650))), ("beta", ((21, 0), (22, 90)))),
+    )
+    moved = rewound(after, store)
+    # alpha: min over the sessions after 11 (300, 650); beta: its session 22 found 90 >= 70.
+    assert moved == Position.of({"alpha": 300, "beta": 70}, {"alpha": 13, "beta": 22})
+    # A session the follower's is not among (lost with the old primary): every one counts.
+    lost = Position.of({"alpha": 500}, {"alpha": 99})
+    assert rewound(lost, store).as_dict() == {"alpha": 100}
+    # Read under the current session: only the committed id bounds it.
+    same = Position.of({"alpha": 800}, {"alpha": 13})
+    assert rewound(same, store).as_dict() == {"alpha": 800}
+    # The epochs travel in the token (a consumer's stored row, the viewer's `after`).
+    assert Position.parse(moved.token()) == moved

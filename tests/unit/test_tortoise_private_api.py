@@ -55,3 +55,13 @@ def test_the_sqlite_client_connects_as_the_snapshot_client_copies() -> None:
     assert "self._connection = await aiosqlite.connect(self.filename" in source
     assert "self._connection._conn.row_factory = sqlite3.Row" in source
     assert "await self._post_connect()" in source
+
+
+def test_the_pool_is_made_by_create_pool_from_the_client_s_host_and_port() -> None:
+    """agent/storage/pg_client.py gives asyncpg every host of a multi-host URL by replacing
+    `host` and `port` in what `create_connection` hands `create_pool`."""
+    source = inspect.getsource(AsyncpgDBClient.create_connection)
+    assert '"host": self.host' in source and '"port": self.port' in source
+    assert "self.create_pool(" in source and "**self._template" in source
+    params = inspect.signature(AsyncpgDBClient.create_pool).parameters
+    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
