@@ -81,9 +81,13 @@ async def create_schema(ctx: TortoiseContext, *, upgrade: bool = True) -> None:
             )
         if old:
             await _rows_by_source_id(db)
-    if upgrade and db.capabilities.dialect == "postgres":
+    # A store already in this layout is not touched: CREATE INDEX IF NOT EXISTS locks its
+    # table before it finds the index there, and on a fleet's PostgreSQL an agent starting
+    # then blocked every host's writes, or deadlocked with a commit (seen at a failover).
+    current = await _version(db) == SCHEMA_VERSION
+    if upgrade and not current and db.capabilities.dialect == "postgres":
         await _partitioned_lines(db)
-    if upgrade:
+    if upgrade and not current:
         await ctx.generate_schemas(safe=True)
         await _add_columns(db)
     if upgrade and db.capabilities.dialect == "postgres":
@@ -163,6 +167,9 @@ async def _trigram_index(db: BaseDBAsyncClient) -> None:
     """`logs --grep` runs in PostgreSQL, and a trigram index lets a substring or a regex
     with a literal part find its rows without reading every line. Without the extension
     (pg_trgm is in postgresql-contrib; a database owner may create it) grep reads them all."""
+    _, found = await db.execute_query("SELECT to_regclass($1)", [TRIGRAM_INDEX])
+    if found[0][0] is not None:
+        return  # made: CREATE INDEX IF NOT EXISTS would lock the table all the same
     try:
         await db.execute_script(
             "CREATE EXTENSION IF NOT EXISTS pg_trgm; "
