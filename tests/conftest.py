@@ -410,20 +410,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_agent_process(
-    tmp_path: Path, url: str | None = None, *, ready: bool = True, extra_config: str = ""
+    tmp_path: Path,
+    url: str | None = None,
+    *,
+    ready: bool = True,
+    extra_config: str = "",
+    host: str = "test-host",
+    scope: str = f"{TEST_LABEL}={RUN_ID}",
 ) -> subprocess.Popen[bytes]:
     """`logagent run` as a real process on this test's database (or `url`); output in
-    agent.log. With `ready`, returns once its /healthz says it follows Docker's events (a
-    container started from then on is read from its first line), however long a busy machine
-    takes; without, at once (an agent that is meant to refuse to start)."""
-    config = tmp_path / "agent.toml"
+    agent.log (`{host}.log` for another host than test-host, its config `{host}.toml`). With
+    `ready`, returns once its /healthz says it follows Docker's events (a container started
+    from then on is read from its first line), however long a busy machine takes; without,
+    at once (an agent that is meant to refuse to start)."""
+    name = "agent" if host == "test-host" else host
+    config = tmp_path / f"{name}.toml"
     sock = short_socket_path()
     config.write_text(
-        f'[storage]\ndb_url = "{url or db_url(tmp_path)}"\nhost = "test-host"\n'
-        f'[docker]\nscope_labels = ["{TEST_LABEL}={RUN_ID}"]\ninitial_tail = "all"\n'
+        f'[storage]\ndb_url = "{url or db_url(tmp_path)}"\nhost = "{host}"\n'
+        f'[docker]\nscope_labels = ["{scope}"]\ninitial_tail = "all"\n'
         f'[api]\nsocket = "{sock}"\n{extra_config}'
     )
-    with open(tmp_path / "agent.log", "ab") as log:  # a pipe nobody reads could block it
+    with open(tmp_path / f"{name}.log", "ab") as log:  # a pipe nobody reads could block it
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", str(config)],
             cwd=ROOT,
@@ -439,7 +447,7 @@ def start_agent_process(
             pass  # not listening yet
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            log_text = (tmp_path / "agent.log").read_text(errors="replace")[-2000:]
+            log_text = (tmp_path / f"{name}.log").read_text(errors="replace")[-2000:]
             raise AssertionError(f"the agent never became healthy:\n{log_text}")
         time.sleep(0.05)
     return proc
