@@ -93,9 +93,10 @@ class Agent:
                 if self.stop.is_set() or not _rewound(exc):
                     raise
             self.rewinds += 1
-            self.registry = Registry()  # its positions are ahead of the store's
+            self.registry = self.registry.after_rewind()  # its positions were ahead
             log.warning("collection starts again from what the store holds (rewind %d)",
                         self.rewinds)  # fmt: skip
+            await anyio.sleep(min(2.0 ** (self.rewinds - 1), 30.0))  # never a storm of them
 
     async def _session(self, *, signals: bool, started: Callable[[], None]) -> int:
         s = self.settings
@@ -103,7 +104,12 @@ class Agent:
         # plain error (cli.py makes it one line), not an exception group.
         async with (
             DockerClient(s.docker_url or None) as client,
-            LogStorage(s.db_url, host=s.host or None, max_queue_bytes=s.max_queue_bytes) as storage,
+            LogStorage(
+                s.db_url,
+                host=s.host or None,
+                max_queue_bytes=s.max_queue_bytes,
+                lock_wait=10.0 if self.rewinds else 0.0,  # the last session's lock ending
+            ) as storage,
             anyio.create_task_group() as outer,
         ):
             if signals:

@@ -113,7 +113,7 @@ class AlertRunner:
                         log.warning("alert rules: %d lines whose fields could not be judged",
                                     self.engine.unreadable - unreadable)  # fmt: skip
                     alerts += self.engine.feed_events(events, now, known)
-                    if after == upto and len(events) < PAGE:  # caught up: old ones summed up
+                    if after.ids == upto.ids and len(events) < PAGE:  # caught up: summed up
                         alerts += self.engine.summaries()
                     await self._commit(after, alerts)
                     position, state = after, self.engine.state()

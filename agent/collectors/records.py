@@ -73,6 +73,9 @@ class ContainerRecord:
     collector: DockerLogCollector | None = None  # the live one, if any
     failure: Failure | None = None  # why its last stream failed, until it starts again
     hints: Hints | None = None  # how its lines are read (shaping/hints.py), from its first start
+    # Read by an earlier session of this process, which a rewound store ended: whatever the
+    # store lacks of it is owed from its first line, not from the initial tail.
+    read_before: bool = False
     lock: anyio.Lock = field(default_factory=anyio.Lock)  # one start/stop at a time
 
     @property
@@ -117,6 +120,18 @@ class Registry:
 
     def get(self, container_id: str) -> ContainerRecord | None:
         return self._records.get(container_id)
+
+    def after_rewind(self) -> Registry:
+        """The next session's registry, after the store was found rewound: positions go (the
+        store's are the truth); a hand stop stays, and a container read before is owed
+        whatever the store lacks of it (its first lines may have been lost with the store)."""
+        fresh = Registry()
+        for rec in self:
+            read = rec.collector is not None or rec.cursor is not None
+            if read or rec.stopped_by_hand:
+                carried = fresh.record(rec.id, rec.name)
+                carried.stopped_by_hand, carried.read_before = rec.stopped_by_hand, read
+        return fresh
 
     def record(self, container_id: str, name: str | None = None) -> ContainerRecord:
         """The container's record, made on first sight."""

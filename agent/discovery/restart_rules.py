@@ -36,7 +36,7 @@ def after_listing(
     # New: created while the agent was down (or, on a first run, since this process started;
     # it may have started and exited before the first listing): read from its first line.
     since_ns = started_ns if last_seen_ns is None else last_seen_ns
-    new = created_s >= since_ns // 1_000_000_000
+    new = created_s >= since_ns // 1_000_000_000 or rec.read_before
     if running:
         return Start("all" if new else initial_tail, follow=True)
     if new or last_seen_ns is not None:

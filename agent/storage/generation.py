@@ -123,9 +123,11 @@ class Generation:
 
     async def check(self, conn: BaseDBAsyncClient) -> None:
         """Raise StoreRewound if the store holds fewer of this host's commits than were
-        acknowledged (safe beside a commit in flight: the count only grows)."""
+        acknowledged (safe beside a commit in flight: the count only grows, and the one
+        expected is taken before the store is asked)."""
+        expected = self.commits
         stored = await self._stored(conn)
-        if stored is None or stored < self.commits:
+        if stored is None or stored < expected:
             raise self._rewound(f"{stored} commits of" if stored is not None else "nothing of")
 
     async def _stored(self, db: BaseDBAsyncClient) -> int | None:

@@ -24,6 +24,8 @@ def split_hosts(db_url: str) -> tuple[str, list[tuple[str, int]]]:
         return db_url, [(parts.hostname or "", parts.port or DEFAULT_PORT)] if hostlist else []
     hosts: list[tuple[str, int]] = []
     for spec in hostlist.split(","):
+        if not spec:
+            raise ValueError(f"an empty host in {hostlist!r}")
         if spec.startswith("["):  # [IPv6]:port
             addr, _, rest = spec[1:].partition("]")
             port = rest[1:] if rest.startswith(":") else ""

@@ -10,10 +10,11 @@ import logging
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.context import TortoiseContext
+from tortoise.models import Model
 from tortoise.transactions import in_transaction
 from tortoise.utils import get_schema_sql
 
-from agent.storage import counts, partitions
+from agent.storage import counts, models, partitions
 from agent.storage.models import (
     RATE_GAP,
     AgentState,
@@ -84,7 +85,7 @@ async def create_schema(ctx: TortoiseContext, *, upgrade: bool = True) -> None:
     # A store already in this layout is not touched: CREATE INDEX IF NOT EXISTS locks its
     # table before it finds the index there, and on a fleet's PostgreSQL an agent starting
     # then blocked every host's writes, or deadlocked with a commit (seen at a failover).
-    current = await _version(db) == SCHEMA_VERSION
+    current = await _version(db) == SCHEMA_VERSION and await _tables_there(db)
     if upgrade and not current and db.capabilities.dialect == "postgres":
         await _partitioned_lines(db)
     if upgrade and not current:
@@ -100,6 +101,23 @@ async def create_schema(ctx: TortoiseContext, *, upgrade: bool = True) -> None:
         log.warning("upgrading the store: counting its lines per minute (once)")
         log.warning("counted %d lines", await counts.backfill(db))
     await _check_version(db, write=upgrade)
+
+
+async def _tables_there(db: BaseDBAsyncClient) -> bool:
+    """Every table of ours is there (looked up, no lock taken): a store missing one (a
+    partial restore, one dropped by hand) is made whole as an old one is."""
+    tables = [
+        m._meta.db_table
+        for m in vars(models).values()
+        if isinstance(m, type) and issubclass(m, Model) and m is not Model and m._meta.db_table
+    ]
+    if db.capabilities.dialect == "postgres":
+        _, rows = await db.execute_query(
+            "SELECT COUNT(to_regclass(t)) FROM unnest($1::text[]) AS t", [tables]
+        )
+        return int(rows[0][0]) == len(tables)
+    _, rows = await db.execute_query("SELECT name FROM sqlite_master WHERE type = 'table'")
+    return set(tables) <= {str(r[0]) for r in rows}
 
 
 async def _commits_from_lines(db: BaseDBAsyncClient) -> None:

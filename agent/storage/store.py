@@ -41,9 +41,13 @@ class LogStorage:
         db_url: str = DEFAULT_DB_URL,
         *,
         host: str | None = None,
+        lock_wait: float = 0.0,
         **writer: Unpack[WriterOptions],
     ) -> None:
         self.db_url = db_url
+        # PostgreSQL: how long a host lock held by another session is waited for (a new
+        # session of this agent, while its old one's connection ends), before refusing.
+        self.lock_wait = lock_wait
         self.host = host or socket.gethostname()
         self.writer = LogWriter(self.host, **writer)  # its options and their defaults: there
         self.state = AgentStateStore(self.host)
@@ -133,11 +137,15 @@ class LogStorage:
     async def _hold_host(self, stack: AsyncExitStack) -> None:
         """On a shared PostgreSQL, one agent per host name, for the agent's life."""
         lock = HostLock(self.db_url, self.host)
-        if not await lock.acquire():
-            raise StoreLocked(
-                f"another logagent holds host {self.host!r} on this database: two agents "
-                "under one host name would store every line twice (set storage.host)"
-            )
+        waited = 0.0
+        while not await lock.acquire():
+            if waited >= self.lock_wait:
+                raise StoreLocked(
+                    f"another logagent holds host {self.host!r} on this database: two agents "
+                    "under one host name would store every line twice (set storage.host)"
+                )
+            await anyio.sleep(0.5)
+            waited += 0.5
         stack.push_async_callback(lock.close)
         self.host_lock = lock
 

@@ -21,6 +21,9 @@ def test_several_hosts_are_split_with_their_ports() -> None:
     assert hosts == [("db1", 5432), ("db2", 5432), ("::1", 5433)]
     with pytest.raises(ValueError, match="'x' of host 'db2' is not a number"):
         split_hosts("postgres://u:p@db1,db2:x/logs")
+    for bad in ("postgres://u:p@db1,/logs", "postgres://u:p@db1,,db2/logs"):
+        with pytest.raises(ValueError, match="an empty host"):
+            split_hosts(bad)
 
 
 def test_the_writer_connects_only_where_writes_are_taken() -> None:

@@ -65,3 +65,13 @@ def test_the_pool_is_made_by_create_pool_from_the_client_s_host_and_port() -> No
     assert "self.create_pool(" in source and "**self._template" in source
     params = inspect.signature(AsyncpgDBClient.create_pool).parameters
     assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def test_a_client_opens_a_transaction_of_its_own() -> None:
+    """agent/storage/follow.py reads a follower's bound and rows on one connection through
+    `_in_transaction` (what tortoise's `in_transaction` calls), a context yielding a client."""
+    from tortoise.backends.base.client import TransactionContext
+
+    source = inspect.getsource(AsyncpgDBClient._in_transaction)
+    assert "TransactionContextPooled" in source
+    assert hasattr(TransactionContext, "__aenter__")
