@@ -27,6 +27,7 @@ from agent.discovery.events import EventsFollower
 from agent.discovery.hand import HandControl, Refused
 from agent.docker.client import DockerClient
 from agent.docker.errors import BadReference, ContainerNotFound, DockerError
+from agent.forward.runner import Forwarder
 from agent.storage.tallies import Tallies
 from agent.storage.writer_stats import WriterStats
 from agent.timestamps import format_timestamp
@@ -93,8 +94,10 @@ class ControlAPI:
         follower: EventsFollower,
         metrics: CollectorRegistry,
         alerts: AlertRunner | None = None,
+        forwarders: list[Forwarder] | None = None,
     ) -> None:
         self.alerts = alerts
+        self.forwarders = forwarders or []
         self.listeners = listeners
         self.registry = registry
         self.hand = hand
@@ -116,6 +119,7 @@ class ControlAPI:
                 web.post("/collectors/{container}", self.start_collector),
                 web.delete("/collectors/{container}", self.stop_collector),
                 web.get("/alerts", self.list_alerts),
+                web.get("/forward", self.list_forward),
             ]
         app.add_routes(routes)
         return app
@@ -258,6 +262,13 @@ class ControlAPI:
         if self.alerts is None:
             return web.json_response({"rules": [], "sent": 0, "pending": 0, "failed": {}})
         return web.json_response(self.alerts.summary())
+
+    async def list_forward(self, _request: web.Request) -> web.Response:
+        """Each destination: where to (a path or an address, never a secret), its lag in
+        rows and seconds, what it sent, its last error."""
+        return web.json_response(
+            {"forward": [{**f.d.shown(), **f.stats.shown()} for f in self.forwarders]}
+        )
 
     async def metrics(self, _request: web.Request) -> web.Response:
         return web.Response(

@@ -25,6 +25,7 @@ from agent.discovery.hand import HandControl
 from agent.discovery.own_container import own_container_ids
 from agent.discovery.reconciler import Reconciler
 from agent.docker.client import DockerClient
+from agent.forward.runner import Forwarder
 from agent.metrics import AgentMetrics, build_registry
 from agent.policy import Scope
 from agent.redact import redact
@@ -68,6 +69,7 @@ class Agent:
         self.reconciler: Reconciler | None = None
         self.follower: EventsFollower | None = None
         self.alerts: AlertRunner | None = None
+        self.forwarders: list[Forwarder] = []
         self.rewinds = 0  # sessions ended by a store that lost acknowledged commits
 
     async def run(
@@ -158,6 +160,7 @@ class Agent:
                 indexer = SearchIndexer(storage.db) if s.search_index else None
                 if s.alerts.on:
                     self.alerts = AlertRunner(storage.db, s.alerts, storage.host)
+                self.forwarders = [Forwarder(storage.db, storage.host, d) for d in s.forward]
                 metrics, on_commit = build_registry(
                     AgentMetrics(
                         storage=storage,
@@ -185,6 +188,7 @@ class Agent:
                     follower=follower,
                     metrics=metrics,
                     alerts=self.alerts,
+                    forwarders=self.forwarders,
                 )
                 log.info(
                     "logagent starting: docker %s, database %s",
@@ -199,6 +203,8 @@ class Agent:
                         tg.start_soon(indexer.run_forever)
                     if self.alerts is not None:  # its rules resume where they were
                         await tg.start(self.alerts.run)
+                    for forwarder in self.forwarders:  # each from its own position
+                        await tg.start(forwarder.run)
                     await tg.start(reconciler.run)
                     await tg.start(follower.run)  # waits for the daemon, however long
                     started()

@@ -280,8 +280,10 @@ async def status(
             live[c["container_id"]] = c["reason"]
         agent = "running"
         store = body.get("store") or {}  # which server it writes to; whether that fails
+        _, forwarding = await api_call(socket_path, "GET", "/forward")
+        forward: list[dict[str, Any]] = forwarding.get("forward", [])
     except AgentUnreachable:
-        agent, store = "not running", {}
+        agent, store, forward = "not running", {}, []
     async with reading(db_url) as db:
         rows = await container_summary(db, host)
         hosts = [h for h in await fleet_summary(db) if host is None or h["host"] == host]
@@ -312,7 +314,7 @@ async def status(
         a["oldest_age_seconds"] = round((now - a.pop("oldest_ns")) / 1e9, 1)
     if as_json:
         shown = {"agent": agent, "store": store, "hosts": hosts, "containers": rows,
-                 "alerts_pending": alerts}  # fmt: skip
+                 "alerts_pending": alerts, "forward": forward}  # fmt: skip
         out.write(json.dumps(shown) + "\n")
         return 0
     said = agent + (f", writing to {store['server']}" if store.get("server") else "")
@@ -341,6 +343,11 @@ async def status(
         notes += [f"{name}: hint not used: {p}" for p in r.get("hint_problems", [])]
     for note in notes:
         out.write(render.terminal_safe(note) + "\n")
+    for f in forward:  # where to, how far behind, what failed last
+        error = f", last error: {f['last_error']}" if f["last_error"] else ""
+        out.write(render.terminal_safe(
+            f"forward {f['name']} ({f['kind']} to {f['to']}): {f['lag_rows']} rows and "
+            f"{f['lag_seconds']:.1f}s behind, {f['sent']} lines sent{error}") + "\n")  # fmt: skip
     for a in alerts:  # a destination's URL is a secret: only its name is shown
         error = f", last error {a['last_error']}" if a["last_error"] else ""
         out.write(

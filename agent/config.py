@@ -9,7 +9,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from agent.docker.address import docker_url
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
 from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST
 from agent.durations import parse_duration
+from agent.forward.settings import Destination, ForwardConfigError, parse_forward
 from agent.policy import Matchers, PatternError, Policy, check_glob
 from agent.redact import redact
 from agent.shaping.hints import KEYS as HINT_KEYS
@@ -53,6 +54,7 @@ class Settings:
     scope_labels: tuple[str, ...] = ()  # Docker-side label filter: other containers are unseen
     log_level: str = "INFO"
     alerts: AlertSettings = field(default_factory=AlertSettings)  # [alerts]: agent/alerts/
+    forward: tuple[Destination, ...] = ()  # [[forward]]: agent/forward/
     api_socket: str = "/run/logagent/agent.sock"  # empty: no unix socket
     api_tcp_host: str = "127.0.0.1"
     api_tcp_port: int = 0  # 0: no TCP listener
@@ -176,6 +178,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             raise ConfigError(f"config file {file} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+    forward = data.pop("forward", None)  # [[forward]]: a list of tables (agent/forward/)
     for section, values in data.items():
         if section not in _SCHEMA:
             raise ConfigError(f"unknown section [{section}] (known: {', '.join(_SCHEMA)})")
@@ -194,7 +197,11 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     for var, (section, key) in _ENV.items():
         if var in env and env[var] != "":
             data.setdefault(section, {})[key] = _from_env(section, key, env[var])
-    return _build(data, env)
+    try:
+        destinations = parse_forward(forward)
+    except ForwardConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return replace(_build(data, env), forward=destinations)
 
 
 def _build(data: dict[str, Any], env: Mapping[str, str]) -> Settings:

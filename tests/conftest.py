@@ -185,6 +185,14 @@ async def serve_unix(app: Any, **runner_kw: Any) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+def free_port() -> int:
+    """A TCP port free on loopback now (someone may take it before the server that is given
+    it binds: its starter retries)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def short_socket_path() -> str:
     """A unix socket path is limited to 107 bytes: pytest's tmp_path can be longer. In a
     folder of its own, mode 0700: the agent refuses a socket folder others can write to."""

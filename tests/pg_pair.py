@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from tests.conftest import free_port
+
 BIN = Path("/usr/lib/postgresql/15/bin")
 STANDBY_NAME = "standby"  # the standby's application_name: what the primary waits for if sync
 
@@ -54,13 +56,6 @@ def pair_problem() -> str | None:
     if os.geteuid() != 0:
         return "a replicated pair needs root (its clusters run as the postgres user)"
     return None
-
-
-def free_port() -> int:
-    """A TCP port free on loopback now (taken by someone else later: start retries)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PsqlError(RuntimeError):

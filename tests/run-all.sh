@@ -11,6 +11,7 @@ bash tests/docker-up.sh
 bash tests/image-up.sh
 bash tests/pg-up.sh
 bash tests/browser-up.sh
+bash tests/receivers-up.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

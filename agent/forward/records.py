@@ -1,0 +1,90 @@
+"""Pure: a stored line as each destination's record, carrying a stable id.
+
+The id (`host:container id (12):row id`) is the same every time a row is sent, so a
+receiver can drop the repeats that at-least-once delivery makes after a crash (the last batch
+not yet acknowledged is sent again).
+
+syslog is RFC 5424 in RFC 6587's octet-counted framing, as Docker's own syslog driver
+sends it (facility daemon; stderr at severity err, stdout at info, unless the line has a
+level): HOSTNAME the host, APP-NAME the container's name, PROCID its short id, MSGID the
+stream, and one structured-data element `logagent@32473` (RFC 5612's example enterprise
+number) with the id, the container's full name and Docker's own timestamp — the header's
+has microseconds at most (RFC 5424), Docker's has nanoseconds. MSG is the line as stored.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED
+from agent.level_names import DEBUG, ERROR, FATAL, INFO, NAMES, TRACE, WARN
+from agent.storage.reader import StoredRow
+
+SD_ID = "logagent@32473"
+FACILITY_DAEMON = 3
+# syslog severities (RFC 5424 6.2.1) of our levels
+SEVERITY = {TRACE: 7, DEBUG: 7, INFO: 6, WARN: 4, ERROR: 3, FATAL: 2}
+_STREAM_SEVERITY = {"stderr": 3}  # a line without a level: Docker's syslog driver's choice
+
+
+def stable_id(row: StoredRow) -> str:
+    return f"{row.host}:{row.container_id[:12]}:{row.id}"
+
+
+def ndjson_line(row: StoredRow) -> bytes:
+    """One JSON object and a newline: the id, where the line came from, Docker's time (text
+    and nanoseconds), the level, the piece flags, the message."""
+    record: dict[str, object] = {
+        "id": stable_id(row),
+        "host": row.host,
+        "container_id": row.container_id,
+        "container_name": row.container_name,
+        "stream": row.stream,
+        "timestamp": row.rfc3339,
+        "time_ns": row.timestamp_ns,
+        "message": row.message,
+    }
+    if row.level is not None and row.level in NAMES:
+        record["level"] = NAMES[row.level]
+    if row.flags & FLAG_TRUNCATED:
+        record["truncated"] = True
+    if row.flags & FLAG_CONTINUED:
+        record["continued"] = True
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
+
+
+def syslog_frame(row: StoredRow) -> bytes:
+    """One RFC 5424 message, octet-counted (`LEN SP MSG`)."""
+    severity = SEVERITY.get(row.level or 0, _STREAM_SEVERITY.get(row.stream, 6))
+    pri = FACILITY_DAEMON * 8 + severity
+    params = [("id", stable_id(row)), ("container", row.container_name), ("time", row.rfc3339)]
+    if row.level is not None and row.level in NAMES:
+        params.append(("level", NAMES[row.level]))
+    sd = f"[{SD_ID} " + " ".join(f'{k}="{_sd_value(v)}"' for k, v in params) + "]"
+    head = (
+        f"<{pri}>1 {_micro(row.timestamp_ns)} {_ascii(row.host, 255)} "
+        f"{_ascii(row.container_name, 48)} {row.container_id[:12] or '-'} "
+        f"{_ascii(row.stream, 32)} {sd} "
+    )
+    message = (head + row.message).encode("utf-8", "surrogatepass")
+    return f"{len(message)} ".encode() + message
+
+
+def _micro(ns: int) -> str:
+    """RFC 5424's TIMESTAMP: RFC 3339 in UTC, six fractional digits at most."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{rest // 1000:06d}Z"
+
+
+def _ascii(text: str, limit: int) -> str:
+    """A header field: printable US-ASCII without spaces (others become '_'), bounded; an
+    empty one is the NILVALUE."""
+    kept = "".join(c if "!" <= c <= "~" else "_" for c in text[:limit])
+    return kept or "-"
+
+
+def _sd_value(text: str) -> str:
+    """An SD-PARAM's value: '"', '\\' and ']' escaped (RFC 5424 6.3.3)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")

@@ -1,0 +1,172 @@
+"""Forwarding at work: each destination follows this host's committed rows (the follow seam)
+from a position of its own, sends a batch, and commits the position once the destination has
+it. At least once: after a crash the batch that was not yet committed is sent again, each
+record with the same id (agent/forward/records.py). A destination that is down never slows
+ingest (the store is the buffer); it is tried again with a growing pause.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from agent.forward.records import ndjson_line, syslog_frame
+from agent.forward.settings import Destination
+from agent.forward.sinks import FileSink, Sink, SinkError, SyslogSink
+from agent.storage import consumers
+from agent.storage.db import transaction
+from agent.storage.described import StoredContainer, described_containers
+from agent.storage.follow import Position, committed, newer, rewound
+from agent.storage.reader import LogFilter, StoredRow
+
+log = logging.getLogger("logagent.forward")
+
+MAX_PAUSE_S = 60.0
+
+
+def consumer_name(host: str, destination: str) -> str:
+    """The destination's position in consumer_positions: one per host and destination."""
+    readable = re.sub(r"[^a-z0-9._:-]", "-", host.lower())[:12]
+    exact = hashlib.sha256(host.encode()).hexdigest()[:8]
+    return f"fwd:{destination}:{readable}:{exact}"
+
+
+def sink_for(d: Destination) -> Sink:
+    if d.kind == "ndjson":
+        return FileSink(d.path)
+    return SyslogSink(d.host, d.port, tls=d.tls, ca_file=d.ca_file)
+
+
+@dataclass
+class ForwardStats:
+    """What `status` and the metrics say of a destination."""
+
+    sent: int = 0  # lines the destination acknowledged (this run)
+    batches: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    lag_rows: int = 0  # this host's committed rows not yet sent (an upper bound: filtered too)
+    lag_seconds: float = 0.0  # the age of the oldest line not yet sent, 0 when caught up
+    last_sent_ns: int | None = None
+
+    def shown(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+class Forwarder:
+    def __init__(
+        self,
+        db: BaseDBAsyncClient,
+        host: str,
+        d: Destination,
+        *,
+        sink: Sink | None = None,
+    ) -> None:
+        self.db, self.host, self.d = db, host, d
+        self.sink = sink or sink_for(d)
+        self.name = consumer_name(host, d.name)
+        self.stats = ForwardStats()
+        self._filter = LogFilter(host=host, min_level=d.min_level)
+        self._format = ndjson_line if d.kind == "ndjson" else syslog_frame
+        self._described: dict[str, StoredContainer] = {}
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        position = await consumers.load(self.db, self.name)
+        if position is None:  # new here: every stored line, or from now on
+            position = Position() if self.d.from_start else await committed(self.db)
+            await self._save(position)
+        task_status.started()
+        pause = 1.0
+        try:
+            while True:
+                try:
+                    position, full = await self._step(position)
+                except Exception as exc:  # the destination or the store away: the same rows
+                    self._failed(exc)
+                    await anyio.sleep(pause)
+                    pause = min(pause * 2, MAX_PAUSE_S)
+                    continue
+                pause = 1.0
+                if not full:
+                    await anyio.sleep(self.d.linger_s)
+        finally:
+            await self.sink.aclose()
+
+    async def _step(self, position: Position) -> tuple[Position, bool]:
+        """One batch: read, send, commit the position. Whether it was a full batch."""
+        upto = await committed(self.db)
+        position = rewound(position, upto)
+        mine = Position(tuple((h, at) for h, at in upto.ids if h == self.host))
+        rows, after = await newer(self.db, self._filter, position, mine, limit=self.d.batch_lines)
+        self._lag(position, mine, rows)
+        if not rows:
+            if after != position:
+                await self._save(after)
+            return after, False
+        rows, after = self._bounded(rows, after)
+        wanted = await self._wanted(rows)
+        if wanted:
+            await self.sink.send([self._format(r) for r in wanted])
+        await self._save(after)
+        if self.stats.last_error is not None:
+            log.warning("forward %s: sending works again", self.d.name)
+            self.stats.last_error = None
+        self.stats.sent += len(wanted)
+        self.stats.batches += 1
+        self.stats.last_sent_ns = time.time_ns()
+        return after, len(rows) >= self.d.batch_lines
+
+    def _bounded(self, rows: list[StoredRow], after: Position) -> tuple[list[StoredRow], Position]:
+        """At most `batch_bytes` (the first line always): the position then stops at the
+        last row taken."""
+        total, kept = 0, 0
+        for row in rows:
+            total += len(row.message) + 200
+            if kept and total > self.d.batch_bytes:
+                break
+            kept += 1
+        if kept == len(rows):
+            return rows, after
+        ids = {**after.as_dict(), self.host: rows[kept - 1].id}
+        return rows[:kept], Position.of(ids, dict(after.epochs))
+
+    async def _wanted(self, rows: list[StoredRow]) -> list[StoredRow]:
+        if not self.d.selection.shown():
+            return rows
+        known = await self._containers({r.container_id for r in rows})
+        return [r for r in rows if (c := known.get(r.container_id)) and self.d.selection.picks(c)]
+
+    async def _containers(self, ids: set[str]) -> dict[str, StoredContainer]:
+        cache = self._described
+        wanted = [cid for cid in ids if cid not in cache]
+        if wanted:
+            if len(cache) > 10_000:
+                cache.clear()
+            cache.update(await described_containers(self.db, self.host, wanted))
+        return {cid: cache[cid] for cid in ids if cid in cache}
+
+    async def _save(self, position: Position) -> None:
+        async with transaction() as conn:
+            await consumers.save(conn, self.name, position)
+
+    def _lag(self, position: Position, upto: Position, rows: list[StoredRow]) -> None:
+        behind = upto.as_dict().get(self.host, 0) - position.as_dict().get(self.host, 0)
+        self.stats.lag_rows = max(behind, 0)
+        oldest = rows[0].timestamp_ns if rows else None
+        self.stats.lag_seconds = (time.time_ns() - oldest) / 1e9 if oldest else 0.0
+
+    def _failed(self, exc: Exception) -> None:
+        said = str(exc) if isinstance(exc, SinkError) else f"{type(exc).__name__}: {exc}"
+        self.stats.failures += 1
+        if self.stats.last_error is None:  # once per outage
+            log.error("forward %s: not sent, tried again (the store keeps the lines): %s",
+                      self.d.name, said)  # fmt: skip
+        self.stats.last_error = said

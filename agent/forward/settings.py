@@ -1,0 +1,132 @@
+"""Pure: the `[[forward]]` destinations of the config, checked before the agent starts.
+
+Each destination hands this host's committed lines on, from a position of its own kept in the
+store (agent/forward/runner.py): `ndjson` appends JSON lines to a file; `syslog` sends RFC 5424
+messages over TCP with octet counting (RFC 6587), optionally TLS. Which containers go there
+is chosen as an alert rule's are (names, images, compose projects and services, labels:
+globs), and a level at or above.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.alerts.destinations import AlertConfigError
+from agent.alerts.selection import Selection, parse_selection
+from agent.durations import parse_duration
+from agent.level_names import level_of_word
+
+KINDS = ("ndjson", "syslog")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+_ADDRESS = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]{1,253}):(?P<port>[0-9]{1,5})")
+_KEYS = {
+    "name", "kind", "path", "address", "tls", "ca_file", "min_level", "batch_lines",
+    "batch_bytes", "linger", "start", "names", "images", "projects", "services", "labels",
+}  # fmt: skip
+MAX_DESTINATIONS = 32
+
+
+class ForwardConfigError(ValueError):
+    """A `[[forward]]` value the agent cannot use; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    name: str
+    kind: str
+    path: str = ""  # ndjson: the file appended to
+    host: str = ""  # syslog: where the receiver listens
+    port: int = 0
+    tls: bool = False  # syslog over TLS, verified (against ca_file if given, else the system's)
+    ca_file: str = ""
+    min_level: int | None = None  # lines at this level or above; None: every line
+    selection: Selection = field(default_factory=Selection)
+    batch_lines: int = 500  # lines sent at once, at most
+    batch_bytes: int = 1 << 20  # bytes sent at once, at most (a line alone may pass it)
+    linger_s: float = 1.0  # a batch not full waits this long for more lines
+    from_start: bool = False  # a destination new to the store: every stored line, or from now
+
+    def shown(self) -> dict[str, Any]:
+        """For `status` and the API (a path or an address, never a secret)."""
+        where = self.path if self.kind == "ndjson" else f"{self.host}:{self.port}"
+        return {"name": self.name, "kind": self.kind, "to": where, **self.selection.shown()}
+
+
+def parse_forward(tables: object) -> tuple[Destination, ...]:
+    """The config's `[[forward]]` list (None: no forwarding)."""
+    if tables is None:
+        return ()
+    if not isinstance(tables, list) or len(tables) > MAX_DESTINATIONS:
+        raise ForwardConfigError(f"forward: expected at most {MAX_DESTINATIONS} [[forward]] tables")
+    found = [_destination(t, f"forward[{i}]") for i, t in enumerate(tables)]
+    names = [d.name for d in found]
+    if len(set(names)) != len(names):
+        raise ForwardConfigError("forward: two destinations have the same name")
+    return tuple(found)
+
+
+def _destination(table: object, where: str) -> Destination:
+    if not isinstance(table, dict):
+        raise ForwardConfigError(f"{where}: expected a table")
+    if unknown := sorted(set(table) - _KEYS):
+        raise ForwardConfigError(f"{where}: unknown key {unknown[0]} (known: {sorted(_KEYS)})")
+    name = table.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ForwardConfigError(f"{where}.name: 1-40 of a-z, 0-9, '_', '-'")
+    where = f"forward {name}"
+    kind = table.get("kind")
+    if kind not in KINDS:
+        raise ForwardConfigError(f"{where}.kind: one of {', '.join(KINDS)}, got {kind!r}")
+    values: dict[str, Any] = {"name": name, "kind": kind}
+    if kind == "ndjson":
+        path = table.get("path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ForwardConfigError(f"{where}.path: an absolute file path")
+        values["path"] = path
+    else:
+        address = table.get("address")
+        match = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
+        if match is None or not 0 < int(match["port"]) < 65536:
+            raise ForwardConfigError(f"{where}.address: host:port, got {address!r}")
+        values["host"], values["port"] = match["host"].strip("[]"), int(match["port"])
+        values["tls"] = _bool(table, "tls", where)
+        ca_file = table.get("ca_file", "")
+        if not isinstance(ca_file, str) or (ca_file and not values["tls"]):
+            raise ForwardConfigError(f"{where}.ca_file: a file path, with tls = true")
+        values["ca_file"] = ca_file
+    if (level := table.get("min_level")) is not None:
+        values["min_level"] = level_of_word(str(level).lower())
+        if values["min_level"] is None:
+            raise ForwardConfigError(f"{where}.min_level: a level (debug, info, warn, …)")
+    values["batch_lines"] = _int(table, "batch_lines", where, 1, 10_000, 500)
+    values["batch_bytes"] = _int(table, "batch_bytes", where, 1024, 64 << 20, 1 << 20)
+    linger = table.get("linger", "1s")
+    try:
+        values["linger_s"] = parse_duration(str(linger))
+    except ValueError as exc:
+        raise ForwardConfigError(f"{where}.linger: {exc}") from None
+    start = table.get("start", "now")
+    if start not in ("now", "stored"):
+        raise ForwardConfigError(f"{where}.start: 'now' or 'stored' (every stored line)")
+    values["from_start"] = start == "stored"
+    try:
+        values["selection"] = parse_selection(table, where)
+    except AlertConfigError as exc:
+        raise ForwardConfigError(str(exc)) from None
+    return Destination(**values)
+
+
+def _bool(table: dict[str, Any], key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise ForwardConfigError(f"{where}.{key}: true or false")
+    return value
+
+
+def _int(table: dict[str, Any], key: str, where: str, low: int, high: int, default: int) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ForwardConfigError(f"{where}.{key}: a whole number from {low} to {high}")
+    return value

@@ -1,0 +1,79 @@
+"""Pure: the `[[forward]]` config and a stored line as each destination's record."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.batch import FLAG_TRUNCATED
+from agent.forward.records import ndjson_line, stable_id, syslog_frame
+from agent.forward.settings import ForwardConfigError, parse_forward
+from agent.level_names import ERROR
+from agent.storage.reader import StoredRow
+
+ROW = StoredRow(
+    id=42,
+    host="web-1",
+    container_id="a" * 64,
+    container_name="shop api",
+    stream="stderr",
+    timestamp_ns=1_764_000_000_123_456_789,
+    timestamp="",
+    message=' said "hi" ] \\ é\tend',
+    flags=0,
+)
+
+
+def test_a_syslog_frame_is_rfc5424_octet_counted_with_the_line_s_id() -> None:
+    frame = syslog_frame(ROW)
+    length, _, message = frame.partition(b" ")
+    assert int(length) == len(message)
+    text = message.decode()
+    assert text.startswith(
+        "<27>1 2025-11-24T16:00:00.123456Z web-1 shop_api aaaaaaaaaaaa stderr "
+    )  # daemon.err: stderr without a level, as Docker's syslog driver
+    sd = (
+        '[logagent@32473 id="web-1:aaaaaaaaaaaa:42" container="shop api" '
+        'time="2025-11-24T16:00:00.123456789Z"]'
+    )
+    assert text.endswith(f"{sd} {ROW.message}")  # the message as stored, its spaces too
+    leveled = syslog_frame(ROW._replace(level=ERROR, container_name='x"]\\'))
+    assert b"<27>1 " in leveled and b'level="error"' in leveled
+    assert b'container="x\\"\\]\\\\"' in leveled  # RFC 5424's escapes in a param value
+
+
+def test_an_ndjson_record_has_the_id_docker_s_time_and_the_flags() -> None:
+    record = json.loads(ndjson_line(ROW._replace(flags=FLAG_TRUNCATED)))
+    assert record["id"] == stable_id(ROW) == "web-1:aaaaaaaaaaaa:42"
+    assert record["timestamp"] == "2025-11-24T16:00:00.123456789Z"
+    assert record["time_ns"] == ROW.timestamp_ns and record["message"] == ROW.message
+    assert record["truncated"] is True and "level" not in record
+
+
+def test_forward_destinations_are_checked_with_the_key_named() -> None:
+    (ndjson, syslog) = parse_forward(
+        [
+            {"name": "file", "kind": "ndjson", "path": "/var/log/all.ndjson", "start": "stored"},
+            {"name": "siem", "kind": "syslog", "address": "[::1]:6514", "tls": True,
+             "min_level": "warn", "names": ["web-*"], "linger": "250ms"},
+        ]
+    )  # fmt: skip
+    assert ndjson.from_start and ndjson.path == "/var/log/all.ndjson"
+    assert (syslog.host, syslog.port, syslog.tls, syslog.min_level) == ("::1", 6514, True, 4)
+    assert syslog.linger_s == 0.25 and syslog.selection.names == ("web-*",)
+    bad = [
+        ({"name": "Up", "kind": "ndjson", "path": "/x"}, "name"),
+        ({"name": "a", "kind": "kafka"}, "kind"),
+        ({"name": "a", "kind": "ndjson", "path": "rel/x"}, "path"),
+        ({"name": "a", "kind": "syslog", "address": "h:99999"}, "address"),
+        ({"name": "a", "kind": "syslog", "address": "h:514", "ca_file": "/ca"}, "ca_file"),
+        ({"name": "a", "kind": "ndjson", "path": "/x", "min_level": "loud"}, "min_level"),
+        ({"name": "a", "kind": "ndjson", "path": "/x", "batch_lines": 0}, "batch_lines"),
+        ({"name": "a", "kind": "ndjson", "path": "/x", "url": "http://x"}, "unknown key url"),
+    ]
+    for table, said in bad:
+        with pytest.raises(ForwardConfigError, match=said):
+            parse_forward([table])
+    with pytest.raises(ForwardConfigError, match="same name"):
+        parse_forward([{"name": "a", "kind": "ndjson", "path": "/x"}] * 2)
