@@ -1,0 +1,1 @@
+"""Forwarding: the committed store handed on, each destination from its own position."""
