@@ -168,6 +168,7 @@ class Agent:
                         follower=follower,
                         retention=retention,
                         alerts=self.alerts,
+                        forwarders=self.forwarders,
                     )
                 )
                 storage.writer.on_commit = on_commit

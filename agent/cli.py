@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     gaps = command("gaps", "lines known to be lost for good, and why")
     gaps.add_argument("container", nargs="?", help="a container name or id prefix")
     gaps.add_argument("--json", action="store_true", help="one JSON object per line")
+    gaps.add_argument("--forward", metavar="NAME", help="lines a forward destination never got")
 
     events = command("events", "containers' lives as stored: start, die (exit code), oom, ...")
     events.add_argument("container", nargs="?", help="a container name or id prefix")
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             configure_logging(settings.log_level)
             return anyio.run(serve, reader, host, port, access, settings.alerts)
         if args.command == "gaps":
-            return anyio.run(commands.gaps, reader, args.container, args.json)
+            shown = partial(commands.gaps, forward=args.forward)
+            return anyio.run(shown, reader, args.container, args.json)
         if args.command == "events":
             run_events = partial(
                 commands.events,

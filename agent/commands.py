@@ -154,9 +154,15 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-async def gaps(db_url: str, container: str | None, as_json: bool, out: TextIO = sys.stdout) -> int:
+async def gaps(
+    db_url: str,
+    container: str | None,
+    as_json: bool,
+    out: TextIO = sys.stdout,
+    forward: str | None = None,
+) -> int:
     async with reading(db_url):
-        found = await list_gaps(container)
+        found = await list_gaps(container, forward)
     for gap in found:
         if as_json:
             out.write(json.dumps(dataclasses.asdict(gap)) + "\n")

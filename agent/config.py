@@ -198,7 +198,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         if var in env and env[var] != "":
             data.setdefault(section, {})[key] = _from_env(section, key, env[var])
     try:
-        destinations = parse_forward(forward)
+        destinations = parse_forward(forward, env)
     except ForwardConfigError as exc:
         raise ConfigError(str(exc)) from None
     return replace(_build(data, env), forward=destinations)

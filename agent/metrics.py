@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 from agent.alerts.runner import AlertRunner
 from agent.collectors.manager import LogCollectorManager
 from agent.discovery.events import EventsFollower
+from agent.forward.runner import Forwarder
 from agent.storage import LogStorage
 from agent.storage.retention import Retention
 
@@ -28,8 +29,10 @@ class AgentMetrics(Collector):
         follower: EventsFollower,
         retention: Retention,
         alerts: AlertRunner | None = None,
+        forwarders: list[Forwarder] | None = None,
     ) -> None:
         self.alerts = alerts
+        self.forwarders = forwarders or []
         self.storage = storage
         self.manager = manager
         self.follower = follower
@@ -64,6 +67,28 @@ class AgentMetrics(Collector):
         )
         if self.alerts is not None:
             yield from self._alerts(self.alerts)
+        if self.forwarders:
+            yield from self._forward(self.forwarders)
+
+    def _forward(self, forwarders: list[Forwarder]) -> Iterator[Metric]:
+        """Per forward destination: what it got, what failed or was refused, its lag."""
+        figures = (
+            (CounterMetricFamily, "logagent_forward_lines", "Lines a destination acknowledged",
+             "sent"),
+            (CounterMetricFamily, "logagent_forward_failures",
+             "Sends that failed (the batch is sent again)", "failures"),
+            (CounterMetricFamily, "logagent_forward_refused_lines",
+             "Lines a destination refused for good (gaps of the destination)", "refused"),
+            (GaugeMetricFamily, "logagent_forward_lag_rows",
+             "This host's committed rows not yet sent", "lag_rows"),
+            (GaugeMetricFamily, "logagent_forward_lag_seconds",
+             "Age of the oldest line not yet sent", "lag_seconds"),
+        )  # fmt: skip
+        for kind, name, said, field in figures:
+            family = kind(name, said, labels=["destination"])
+            for f in forwarders:
+                family.add_metric([f.d.name], getattr(f.stats, field))
+            yield family
 
     def _alerts(self, alerts: AlertRunner) -> Iterator[Metric]:
         fired = CounterMetricFamily(

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-KEYS = ("name", "url", "url_env", "url_file", "headers", "headers_env", "template")
+KEYS = ("name", "url", "url_env", "url_file", "headers", "headers_env", "headers_file", "template")
 WEBHOOK, APPRISE = "webhook", "apprise"
 # What a template may name: the alert's fields (agent/alerts/engine.py, Alert.payload).
 FIELDS = (
@@ -59,7 +59,7 @@ def parse_destination(table: dict[str, Any], where: str, env: Mapping[str, str])
     key = given[0]
     url = _secret(table, key, where, env)
     kind = _kind(url, f"{where}.{key}")
-    headers = _headers(table, where, env)
+    headers = headers_of(table, where, env)
     template = table.get("template")
     if kind == APPRISE and (headers or template is not None):
         raise AlertConfigError(f"{where}: headers and template are for http(s) webhooks")
@@ -116,11 +116,13 @@ def quiet_apprise() -> None:
     logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)
 
 
-def _headers(
+def headers_of(
     table: dict[str, Any], where: str, env: Mapping[str, str]
 ) -> tuple[tuple[str, str], ...]:
+    """`headers` (plain), `headers_env` and `headers_file` (secrets: the name of a variable,
+    a file that holds the value) of a destination's table."""
     out: dict[str, str] = {}
-    for key in ("headers", "headers_env"):
+    for key in ("headers", "headers_env", "headers_file"):
         given = table.get(key, {})
         if not isinstance(given, dict):
             raise AlertConfigError(f"{where}.{key}: a table of header = value")
@@ -134,6 +136,12 @@ def _headers(
                     said = f"{where}.{key}.{header}: the environment has no {value}"
                     raise AlertConfigError(said)
                 value = env[value]
+            elif key == "headers_file":  # or from a file (a mounted secret)
+                try:
+                    value = Path(value).read_text().strip()
+                except OSError as exc:
+                    said = f"{where}.{key}.{header}: cannot read {value}: {exc.strerror or exc}"
+                    raise AlertConfigError(said) from None
             if "\r" in value or "\n" in value:
                 raise AlertConfigError(f"{where}.{key}.{header}: a value of one line")
             out[header] = value

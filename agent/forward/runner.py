@@ -18,13 +18,18 @@ import anyio
 from anyio.abc import TaskStatus
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from agent.forward.loki import CONTENT_TYPE as LOKI_TYPE
+from agent.forward.loki import loki_push
+from agent.forward.otlp import CONTENT_TYPE as OTLP_TYPE
+from agent.forward.otlp import otlp_request
 from agent.forward.records import ndjson_line, syslog_frame
 from agent.forward.settings import Destination
-from agent.forward.sinks import FileSink, Sink, SinkError, SyslogSink
+from agent.forward.sinks import FileSink, HttpSink, Refused, Sink, SinkError, SyslogSink
 from agent.storage import consumers
 from agent.storage.db import transaction
 from agent.storage.described import StoredContainer, described_containers
 from agent.storage.follow import Position, committed, newer, rewound
+from agent.storage.gaps import record_forward_gaps
 from agent.storage.reader import LogFilter, StoredRow
 
 log = logging.getLogger("logagent.forward")
@@ -42,7 +47,21 @@ def consumer_name(host: str, destination: str) -> str:
 def sink_for(d: Destination) -> Sink:
     if d.kind == "ndjson":
         return FileSink(d.path)
-    return SyslogSink(d.host, d.port, tls=d.tls, ca_file=d.ca_file)
+    if d.kind == "syslog":
+        return SyslogSink(d.host, d.port, tls=d.tls, ca_file=d.ca_file)
+    kind = OTLP_TYPE if d.kind == "otlp" else LOKI_TYPE
+    return HttpSink(d.url, kind, dict(d.headers), ca_file=d.ca_file)
+
+
+def encode(kind: str, rows: list[StoredRow], known: dict[str, StoredContainer]) -> bytes:
+    """The payload of a batch for a destination of this kind."""
+    if kind == "ndjson":
+        return b"".join(map(ndjson_line, rows))
+    if kind == "syslog":
+        return b"".join(map(syslog_frame, rows))
+    if kind == "otlp":
+        return otlp_request(rows, known, time.time_ns())
+    return loki_push(rows, known)
 
 
 @dataclass
@@ -52,6 +71,7 @@ class ForwardStats:
     sent: int = 0  # lines the destination acknowledged (this run)
     batches: int = 0
     failures: int = 0
+    refused: int = 0  # lines the destination refused for good: gaps of the destination
     last_error: str | None = None
     lag_rows: int = 0  # this host's committed rows not yet sent (an upper bound: filtered too)
     lag_seconds: float = 0.0  # the age of the oldest line not yet sent, 0 when caught up
@@ -75,7 +95,8 @@ class Forwarder:
         self.name = consumer_name(host, d.name)
         self.stats = ForwardStats()
         self._filter = LogFilter(host=host, min_level=d.min_level)
-        self._format = ndjson_line if d.kind == "ndjson" else syslog_frame
+        self._select = bool(d.selection.shown())
+        self._describe = self._select or d.kind in ("otlp", "loki")  # resource, labels
         self._described: dict[str, StoredContainer] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -91,7 +112,8 @@ class Forwarder:
                     position, full = await self._step(position)
                 except Exception as exc:  # the destination or the store away: the same rows
                     self._failed(exc)
-                    await anyio.sleep(pause)
+                    asked = exc.retry_after if isinstance(exc, SinkError) else None
+                    await anyio.sleep(max(pause, asked or 0.0))
                     pause = min(pause * 2, MAX_PAUSE_S)
                     continue
                 pause = 1.0
@@ -112,14 +134,21 @@ class Forwarder:
                 await self._save(after)
             return after, False
         rows, after = self._bounded(rows, after)
-        wanted = await self._wanted(rows)
+        known = await self._containers({r.container_id for r in rows}) if self._describe else {}
+        picks = self.d.selection.picks
+        wanted = [r for r in rows if not self._select or ((c := known.get(r.container_id))
+                                                          and picks(c))]  # fmt: skip
+        refused: list[list[Any]] = []
         if wanted:
-            await self.sink.send([self._format(r) for r in wanted])
-        await self._save(after)
+            try:
+                await self.sink.send(encode(self.d.kind, wanted, known))
+            except Refused as exc:  # sent again it would be refused again: a gap, then on
+                refused = self._gaps(wanted, str(exc))
+        await self._save(after, refused)
         if self.stats.last_error is not None:
             log.warning("forward %s: sending works again", self.d.name)
             self.stats.last_error = None
-        self.stats.sent += len(wanted)
+        self.stats.sent += len(wanted) if not refused else 0
         self.stats.batches += 1
         self.stats.last_sent_ns = time.time_ns()
         return after, len(rows) >= self.d.batch_lines
@@ -138,11 +167,21 @@ class Forwarder:
         ids = {**after.as_dict(), self.host: rows[kept - 1].id}
         return rows[:kept], Position.of(ids, dict(after.epochs))
 
-    async def _wanted(self, rows: list[StoredRow]) -> list[StoredRow]:
-        if not self.d.selection.shown():
-            return rows
-        known = await self._containers({r.container_id for r in rows})
-        return [r for r in rows if (c := known.get(r.container_id)) and self.d.selection.picks(c)]
+    def _gaps(self, rows: list[StoredRow], why: str) -> list[list[Any]]:
+        """A refused batch as gaps of this destination, one per container (recorded with
+        the position that passes it: `logagent gaps --forward NAME`)."""
+        spans: dict[str, list[StoredRow]] = {}
+        for row in rows:
+            spans.setdefault(row.container_id, []).append(row)
+        self.stats.refused += len(rows)
+        log.error("forward %s: %d lines refused for good, recorded as a gap: %s",
+                  self.d.name, len(rows), why)  # fmt: skip
+        reason = f"{len(rows)} lines refused: {why}"
+        return [
+            [cid, got[0].container_name, reason, min(r.timestamp_ns for r in got),
+             max(r.timestamp_ns for r in got)]
+            for cid, got in spans.items()
+        ]  # fmt: skip
 
     async def _containers(self, ids: set[str]) -> dict[str, StoredContainer]:
         cache = self._described
@@ -153,8 +192,10 @@ class Forwarder:
             cache.update(await described_containers(self.db, self.host, wanted))
         return {cid: cache[cid] for cid in ids if cid in cache}
 
-    async def _save(self, position: Position) -> None:
+    async def _save(self, position: Position, refused: list[list[Any]] | None = None) -> None:
         async with transaction() as conn:
+            if refused:
+                await record_forward_gaps(conn, self.host, self.d.name, refused)
             await consumers.save(conn, self.name, position)
 
     def _lag(self, position: Position, upto: Position, rows: list[StoredRow]) -> None:

@@ -2,7 +2,9 @@
 
 Each destination hands this host's committed lines on, from a position of its own kept in the
 store (agent/forward/runner.py): `ndjson` appends JSON lines to a file; `syslog` sends RFC 5424
-messages over TCP with octet counting (RFC 6587), optionally TLS. Which containers go there
+messages over TCP with octet counting (RFC 6587), optionally TLS; `otlp` POSTs OTLP/HTTP
+logs (protobuf), `loki` Loki's push API, each gzip'ed, with headers that may be secrets
+(from the environment or a file, as an alert destination's). Which containers go there
 is chosen as an alert rule's are (names, images, compose projects and services, labels:
 globs), and a level at or above.
 """
@@ -10,21 +12,26 @@ globs), and a level at or above.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.alerts.destinations import AlertConfigError
+from agent.alerts.destinations import AlertConfigError, headers_of
 from agent.alerts.selection import Selection, parse_selection
 from agent.durations import parse_duration
 from agent.level_names import level_of_word
 
-KINDS = ("ndjson", "syslog")
+KINDS = ("ndjson", "syslog", "otlp", "loki")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+_URL = re.compile(r"https?://[^\s/?#]+(/[^\s#]*)?")
 _ADDRESS = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]{1,253}):(?P<port>[0-9]{1,5})")
-_KEYS = {
-    "name", "kind", "path", "address", "tls", "ca_file", "min_level", "batch_lines",
-    "batch_bytes", "linger", "start", "names", "images", "projects", "services", "labels",
+_COMMON = {
+    "name", "kind", "min_level", "batch_lines", "batch_bytes", "linger", "start", "names",
+    "images", "projects", "services", "labels",
 }  # fmt: skip
+_HTTP = {"url", "headers", "headers_env", "headers_file", "ca_file"}
+_KIND_KEYS = {"ndjson": {"path"}, "syslog": {"address", "tls", "ca_file"}, "otlp": _HTTP,
+              "loki": _HTTP}  # fmt: skip
 MAX_DESTINATIONS = 32
 
 
@@ -41,6 +48,8 @@ class Destination:
     port: int = 0
     tls: bool = False  # syslog over TLS, verified (against ca_file if given, else the system's)
     ca_file: str = ""
+    url: str = ""  # otlp, loki: where to POST (https verified, against ca_file if given)
+    headers: tuple[tuple[str, str], ...] = ()  # otlp, loki: values may be secrets, never shown
     min_level: int | None = None  # lines at this level or above; None: every line
     selection: Selection = field(default_factory=Selection)
     batch_lines: int = 500  # lines sent at once, at most
@@ -50,28 +59,26 @@ class Destination:
 
     def shown(self) -> dict[str, Any]:
         """For `status` and the API (a path or an address, never a secret)."""
-        where = self.path if self.kind == "ndjson" else f"{self.host}:{self.port}"
+        where = self.path or self.url or f"{self.host}:{self.port}"
         return {"name": self.name, "kind": self.kind, "to": where, **self.selection.shown()}
 
 
-def parse_forward(tables: object) -> tuple[Destination, ...]:
-    """The config's `[[forward]]` list (None: no forwarding)."""
+def parse_forward(tables: object, env: Mapping[str, str]) -> tuple[Destination, ...]:
+    """The config's `[[forward]]` list (None: no forwarding); secrets from `env`."""
     if tables is None:
         return ()
     if not isinstance(tables, list) or len(tables) > MAX_DESTINATIONS:
         raise ForwardConfigError(f"forward: expected at most {MAX_DESTINATIONS} [[forward]] tables")
-    found = [_destination(t, f"forward[{i}]") for i, t in enumerate(tables)]
+    found = [_destination(t, f"forward[{i}]", env) for i, t in enumerate(tables)]
     names = [d.name for d in found]
     if len(set(names)) != len(names):
         raise ForwardConfigError("forward: two destinations have the same name")
     return tuple(found)
 
 
-def _destination(table: object, where: str) -> Destination:
+def _destination(table: object, where: str, env: Mapping[str, str]) -> Destination:
     if not isinstance(table, dict):
         raise ForwardConfigError(f"{where}: expected a table")
-    if unknown := sorted(set(table) - _KEYS):
-        raise ForwardConfigError(f"{where}: unknown key {unknown[0]} (known: {sorted(_KEYS)})")
     name = table.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ForwardConfigError(f"{where}.name: 1-40 of a-z, 0-9, '_', '-'")
@@ -79,12 +86,29 @@ def _destination(table: object, where: str) -> Destination:
     kind = table.get("kind")
     if kind not in KINDS:
         raise ForwardConfigError(f"{where}.kind: one of {', '.join(KINDS)}, got {kind!r}")
+    known = _COMMON | _KIND_KEYS[str(kind)]
+    if unknown := sorted(set(table) - known):
+        raise ForwardConfigError(
+            f"{where}: unknown key {unknown[0]} for a {kind} destination (known: {sorted(known)})"
+        )
     values: dict[str, Any] = {"name": name, "kind": kind}
     if kind == "ndjson":
         path = table.get("path")
         if not isinstance(path, str) or not path.startswith("/"):
             raise ForwardConfigError(f"{where}.path: an absolute file path")
         values["path"] = path
+    elif kind in ("otlp", "loki"):
+        url = table.get("url")
+        if not isinstance(url, str) or not _URL.fullmatch(url):
+            raise ForwardConfigError(f"{where}.url: an http:// or https:// URL")
+        if kind == "otlp" and not _has_otlp():
+            raise ForwardConfigError(f"{where}: OTLP needs the opentelemetry-proto package")
+        values["url"] = url
+        try:
+            values["headers"] = headers_of(table, where, env)
+        except AlertConfigError as exc:
+            raise ForwardConfigError(str(exc)) from None
+        values["ca_file"] = _ca_file(table, where, url.startswith("https://"))
     else:
         address = table.get("address")
         match = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
@@ -92,10 +116,7 @@ def _destination(table: object, where: str) -> Destination:
             raise ForwardConfigError(f"{where}.address: host:port, got {address!r}")
         values["host"], values["port"] = match["host"].strip("[]"), int(match["port"])
         values["tls"] = _bool(table, "tls", where)
-        ca_file = table.get("ca_file", "")
-        if not isinstance(ca_file, str) or (ca_file and not values["tls"]):
-            raise ForwardConfigError(f"{where}.ca_file: a file path, with tls = true")
-        values["ca_file"] = ca_file
+        values["ca_file"] = _ca_file(table, where, values["tls"])
     if (level := table.get("min_level")) is not None:
         values["min_level"] = level_of_word(str(level).lower())
         if values["min_level"] is None:
@@ -130,3 +151,16 @@ def _int(table: dict[str, Any], key: str, where: str, low: int, high: int, defau
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ForwardConfigError(f"{where}.{key}: a whole number from {low} to {high}")
     return value
+
+
+def _ca_file(table: dict[str, Any], where: str, tls: bool) -> str:
+    ca_file = table.get("ca_file", "")
+    if not isinstance(ca_file, str) or (ca_file and not tls):
+        raise ForwardConfigError(f"{where}.ca_file: a file path, for TLS (tls, https://)")
+    return ca_file
+
+
+def _has_otlp() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("opentelemetry.proto") is not None

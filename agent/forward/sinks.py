@@ -18,6 +18,7 @@ import struct
 import termios
 from typing import Protocol
 
+import aiohttp
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
 
@@ -26,11 +27,21 @@ CONNECT_TIMEOUT_S = 10.0
 
 
 class SinkError(Exception):
-    """A batch not received; the message says why (retried with a pause)."""
+    """A batch not received; the message says why (retried with a pause, at least
+    `retry_after` seconds when the receiver said so)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Refused(Exception):
+    """The receiver refused this batch for good (an HTTP 4xx other than 408 and 429): sent
+    again it would be refused again. Recorded as a gap of the destination, then passed."""
 
 
 class Sink(Protocol):
-    async def send(self, records: list[bytes]) -> None: ...
+    async def send(self, payload: bytes) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -41,9 +52,9 @@ class FileSink:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    async def send(self, records: list[bytes]) -> None:
+    async def send(self, payload: bytes) -> None:
         try:
-            await anyio.to_thread.run_sync(self._append, b"".join(records))
+            await anyio.to_thread.run_sync(self._append, payload)
         except OSError as exc:
             raise SinkError(f"{self.path}: {exc.strerror or exc}") from exc
 
@@ -71,11 +82,11 @@ class SyslogSink:
             self._ssl = ssl.create_default_context(cafile=ca_file or None)
         self._stream: ByteStream | None = None
 
-    async def send(self, records: list[bytes]) -> None:
+    async def send(self, payload: bytes) -> None:
         try:
             with anyio.fail_after(CONNECT_TIMEOUT_S + SEND_TIMEOUT_S):
                 stream = await self._connected()
-                await stream.send(b"".join(records))
+                await stream.send(payload)
                 await self._received(stream)
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream, TimeoutError,
                 ssl.SSLError, SinkError) as exc:  # fmt: skip
@@ -120,3 +131,50 @@ def _unacknowledged(sock: socket.socket) -> int:
     """Bytes sent that the peer's TCP has not acknowledged yet (Linux's SIOCOUTQ)."""
     answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4))
     return int(struct.unpack("i", answer)[0])
+
+
+class HttpSink:
+    """POSTs to an HTTP receiver (OTLP/HTTP, Loki), gzip'ed. 2xx: received; 429, 408 and
+    5xx: tried again (Retry-After honoured); any other 4xx: refused for good. The headers
+    may hold secrets (a token): they are never put in a message."""
+
+    def __init__(
+        self, url: str, content_type: str, headers: dict[str, str], *, ca_file: str = ""
+    ) -> None:
+        self.url = url
+        self.headers = {**headers, "Content-Type": content_type, "Content-Encoding": "gzip"}
+        self._ssl = ssl.create_default_context(cafile=ca_file or None)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def send(self, payload: bytes) -> None:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=SEND_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        try:
+            async with self._session.post(
+                self.url, data=payload, headers=self.headers, ssl=self._ssl, allow_redirects=False
+            ) as answer:
+                said = (await answer.content.read(500)).decode("utf-8", "replace")
+                status = answer.status
+                retry_after = _seconds(answer.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise SinkError(f"{self.url}: {exc or type(exc).__name__}") from exc
+        if 200 <= status < 300:
+            return
+        why = f"{self.url}: HTTP {status} {' '.join(said.split())[:200]}".rstrip()
+        if status in (408, 429) or status >= 500:
+            raise SinkError(why, retry_after=retry_after)
+        raise Refused(why)
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            with anyio.CancelScope(shield=True):
+                await session.close()
+
+
+def _seconds(value: str | None) -> float | None:
+    """Retry-After in seconds (its date form is not used by log receivers: ignored)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return min(float(value.strip()), 3600.0)

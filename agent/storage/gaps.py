@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
@@ -41,6 +42,28 @@ async def record_lost(conn: BaseDBAsyncClient, host: str, batches: list[LineBatc
     )
 
 
+FORWARD_GAP = "forward"  # lines a forward destination never got (kind); its name: reason
+
+
+def forward_reason(destination: str) -> str:
+    return f"forward {destination}: "
+
+
+async def record_forward_gaps(
+    conn: BaseDBAsyncClient, host: str, destination: str, spans: list[list[Any]]
+) -> None:
+    """Lines a forward destination will never get (refused for good), per container
+    (container id, name, reason, from, to), in the transaction that moves its position."""
+    now = time.time_ns()
+    head = forward_reason(destination)
+    await conn.execute_many(
+        f"INSERT INTO {Gap._meta.db_table} (host, container_id, container_name, reason, "
+        f"from_ns, to_ns, created_ns, kind) VALUES ({Marks(conn.capabilities.dialect).many(8)})",
+        [[host, cid, fit(name), head + reason, f, t, now, FORWARD_GAP]
+         for cid, name, reason, f, t in spans],
+    )  # fmt: skip
+
+
 async def record_drops(conn: BaseDBAsyncClient, host: str, batches: list[LineBatch]) -> None:
     """Rows a rate limit dropped: one gap per span (agent/shaping/rate.py), replaced by each
     batch that adds to it, in that batch's transaction, so its count is exact after a crash."""
@@ -68,8 +91,13 @@ def _span(b: LineBatch) -> tuple[str, int, int]:
     return b.dropped.reason, b.dropped.from_ns, b.dropped.to_ns
 
 
-async def list_gaps(container: str | None = None) -> list[GapView]:
+async def list_gaps(container: str | None = None, forward: str | None = None) -> list[GapView]:
+    """The store's gaps; with `forward`, that destination's instead (lines it never got)."""
     query = Gap.all().order_by("id")
+    if forward is None:
+        query = query.filter(Q(kind__isnull=True) | ~Q(kind=FORWARD_GAP))
+    else:
+        query = query.filter(kind=FORWARD_GAP, reason__startswith=forward_reason(forward))
     if container:
         query = query.filter(Q(container_name=container) | Q(container_id__startswith=container))
     return [

@@ -288,6 +288,10 @@ async def rows_by_id(db: BaseDBAsyncClient, ids: list[int]) -> list[StoredRow]:
     return found
 
 
+# A gap of a forward destination (storage/gaps.py) is not a loss of the store's.
+NOT_FORWARD = "(kind IS NULL OR kind <> 'forward')"
+
+
 async def gaps_between(
     db: BaseDBAsyncClient, container_ids: tuple[str, ...], lo: int | None, hi: int | None
 ) -> list[dict[str, Any]]:
@@ -295,7 +299,7 @@ async def gaps_between(
     loss began (or ended, or was recorded)."""
     marks = Marks(_dialect(db))
     at = "COALESCE(from_ns, to_ns, created_ns)"
-    clauses: list[str] = ["1 = 1"]
+    clauses: list[str] = [NOT_FORWARD]  # the store's own losses, not a destination's
     values: list[Any] = []
     if container_ids:
         clauses.append(f"container_id IN ({marks.many(len(container_ids))})")
@@ -327,7 +331,7 @@ async def container_summary(db: BaseDBAsyncClient, host: str | None = None) -> l
         f"SELECT c.host, c.container_id, c.container_name, c.lines, c.bytes, "
         f"COALESCE(c.stdout_ts, 0), COALESCE(c.stderr_ts, 0), COALESCE(c.tty_ts, 0), "
         f"(SELECT COUNT(*) FROM {gaps} g WHERE g.container_id = c.container_id "
-        f"AND g.host = c.host), c.project, c.state FROM {cursors} c {where} "
+        f"AND g.host = c.host AND {NOT_FORWARD}), c.project, c.state FROM {cursors} c {where} "
         "ORDER BY c.host, c.container_name",
         values,
     )

@@ -11,6 +11,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import anyio
 import pytest
 
 from tests.conftest import (
+    ROOT,
     RUN_ID,
     SOURCE,
     Containers,
@@ -29,6 +32,7 @@ from tests.conftest import (
     stop_process,
     until_reached,
 )
+from tests.http_receiver import HttpReceiver
 from tests.integration.test_collector import docker_reference
 from tests.rsyslog import RsyslogReceiver, receiver_problem
 
@@ -182,3 +186,116 @@ async def test_a_fleet_forwards_each_host_s_lines_once_by_its_own_agent(
         assert all(m["procid"] == cid[:12] for m in mine)
         records = [r for r in syslog_records(receiver) if r["id"].startswith(f"{h}:")]
         assert_each_line_once_in_order(records, cid)
+
+
+def rx_refused(rx: HttpReceiver) -> int:
+    """Log records in requests the receiver answered with a 400."""
+    return sum(
+        len(sl.log_records)
+        for got in rx.requests
+        if got.status == 400 and got.otlp is not None
+        for rl in got.otlp.resource_logs
+        for sl in rl.scope_logs
+    )
+
+
+def store_rows(url: str, cid: str) -> dict[int, tuple[Any, ...]]:
+    """A container's rows by id: stream, nanoseconds, message, level."""
+    found = query(
+        url,
+        f"SELECT id, stream, timestamp_ns, message, level FROM log_lines WHERE {SOURCE}",
+        cid,
+    )
+    return {int(r[0]): tuple(r[1:]) for r in found}
+
+
+def gaps_cli(tmp_path: Path, *args: str) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "gaps", "--json", "--config",
+         str(tmp_path / "agent.toml"), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+SEVERITY = {None: 0, 3: 9, 5: 17}  # info, error
+LEVELED = (
+    'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo "INFO request $i ok"; '
+    'echo "ERROR request $i failed é" >&2; done'
+)
+
+
+async def test_otlp_every_field_as_stored_a_400_is_a_gap_and_a_429_is_waited_out(
+    tmp_path: Path, containers: Containers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_OTLP_TOKEN", "Bearer s3cret-token")
+    async with HttpReceiver(required_headers={"Authorization": "Bearer s3cret-token"}) as rx:
+        rx.answer(400, body="bad batch")  # the first batch: refused for good
+        rx.answer(429, headers={"Retry-After": "1"})  # the next: later, please
+        config = forward_config(name="otel", kind="otlp", url=rx.otlp_url, start="stored",
+                                linger="50ms", batch_lines=BATCH)  # fmt: skip
+        config += '[forward.headers_env]\nAuthorization = "TEST_OTLP_TOKEN"\n'
+        proc = start_agent_process(tmp_path, extra_config=config)
+        try:
+            cid = containers.run("otel", LEVELED, "--label", "logagent.format=auto")
+            await anyio.to_thread.run_sync(containers.wait, "otel")
+            url = f"sqlite:///{tmp_path}/logs.db"
+            await until_reached(lambda: len(store_rows(url, cid)), 6000)
+            rows = store_rows(url, cid)
+            await rx.wait_for(lambda: len(rx.otlp_records()) + rx_refused(rx) >= len(rows))
+            await anyio.sleep(1)
+            stop_process(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    records = rx.otlp_records()
+    got = {int(r["attributes"]["log.record.uid"].rsplit(":", 1)[1]): r for r in records}
+    assert len(got) == len(records)  # nothing sent twice
+    refused = sorted(set(rows) - set(got))
+    assert 0 < len(refused) <= BATCH and refused == sorted(rows)[: len(refused)]  # the first
+    for row_id, r in got.items():
+        stream, ns, message, level = rows[row_id]
+        assert r["resource"]["host.name"] == "test-host"
+        assert r["resource"]["container.id"] == cid
+        assert r["resource"]["container.name"] == f"{containers.prefix}-otel"
+        assert r["resource"]["container.image.name"]
+        assert (r["time_unix_nano"], r["body"], r["attributes"]["log.iostream"]) == (
+            ns, message, stream,
+        )  # fmt: skip
+        assert r["severity_number"] == SEVERITY[level] and r["observed_time_unix_nano"] > ns
+    said = [g["reason"] for g in gaps_cli(tmp_path, "--forward", "otel")]
+    assert len(said) == 1 and f"{len(refused)} lines refused" in said[0]
+    assert "HTTP 400 bad batch" in said[0]
+    assert gaps_cli(tmp_path) == []  # not a loss of the store's
+    log = (tmp_path / "agent.log").read_text()
+    assert "s3cret" not in log and "HTTP 429" in log
+
+
+async def test_loki_push_labels_and_metadata_as_stored(
+    tmp_path: Path, containers: Containers
+) -> None:
+    async with HttpReceiver() as rx:
+        config = forward_config(name="loki", kind="loki", url=rx.loki_url, start="stored",
+                                linger="50ms", min_level="error")  # fmt: skip
+        proc = start_agent_process(tmp_path, extra_config=config)
+        try:
+            cid = containers.run("loki", LEVELED, "--label", "logagent.format=auto")
+            await anyio.to_thread.run_sync(containers.wait, "loki")
+            url = f"sqlite:///{tmp_path}/logs.db"
+            await until_reached(lambda: len(store_rows(url, cid)), 6000)
+            await rx.wait_for(lambda: len(rx.loki_entries()) >= 3000)
+            await anyio.sleep(1)
+            stop_process(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    rows = store_rows(url, cid)
+    errors = {i: r for i, r in rows.items() if r[3] == 5}
+    entries = rx.loki_entries()
+    assert len(entries) == len(errors) == 3000  # min_level: only the errors
+    for e in entries:
+        row_id = int(e["metadata"]["id"].rsplit(":", 1)[1])
+        stream, ns, message, _ = errors[row_id]
+        assert e["labels"] == {"host": "test-host", "container": f"{containers.prefix}-loki",
+                               "stream": stream}  # fmt: skip
+        assert (e["ts"], e["line"], e["metadata"]["level"]) == (ns, message, "error")

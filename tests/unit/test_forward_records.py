@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
 
 from agent.batch import FLAG_TRUNCATED
+from agent.forward.loki import loki_push
+from agent.forward.otlp import otlp_request
 from agent.forward.records import ndjson_line, stable_id, syslog_frame
 from agent.forward.settings import ForwardConfigError, parse_forward
 from agent.level_names import ERROR
+from agent.storage.described import StoredContainer
 from agent.storage.reader import StoredRow
 
 ROW = StoredRow(
@@ -57,7 +61,8 @@ def test_forward_destinations_are_checked_with_the_key_named() -> None:
             {"name": "file", "kind": "ndjson", "path": "/var/log/all.ndjson", "start": "stored"},
             {"name": "siem", "kind": "syslog", "address": "[::1]:6514", "tls": True,
              "min_level": "warn", "names": ["web-*"], "linger": "250ms"},
-        ]
+        ],
+        {},
     )  # fmt: skip
     assert ndjson.from_start and ndjson.path == "/var/log/all.ndjson"
     assert (syslog.host, syslog.port, syslog.tls, syslog.min_level) == ("::1", 6514, True, 4)
@@ -74,6 +79,42 @@ def test_forward_destinations_are_checked_with_the_key_named() -> None:
     ]
     for table, said in bad:
         with pytest.raises(ForwardConfigError, match=said):
-            parse_forward([table])
+            parse_forward([table], {})
     with pytest.raises(ForwardConfigError, match="same name"):
-        parse_forward([{"name": "a", "kind": "ndjson", "path": "/x"}] * 2)
+        parse_forward([{"name": "a", "kind": "ndjson", "path": "/x"}] * 2, {})
+
+
+def test_an_otlp_request_follows_the_log_data_model() -> None:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    web = StoredContainer("a" * 64, "shop api", "shop:1.2", "shop", "api", {})
+    rows = [ROW._replace(level=ERROR), ROW._replace(id=43, container_id="b" * 64, stream="stdout")]
+    request = ExportLogsServiceRequest.FromString(
+        gzip.decompress(otlp_request(rows, {web.container_id: web}, 7))
+    )
+    first, second = request.resource_logs
+    assert {a.key: a.value.string_value for a in first.resource.attributes} == {
+        "host.name": "web-1", "container.id": "a" * 64, "container.name": "shop api",
+        "service.name": "api", "container.image.name": "shop:1.2",
+        "docker.compose.project": "shop", "docker.compose.service": "api",
+    }  # fmt: skip
+    (record,) = first.scope_logs[0].log_records
+    assert (record.time_unix_nano, record.observed_time_unix_nano) == (ROW.timestamp_ns, 7)
+    assert (record.severity_number, record.severity_text) == (17, "ERROR")
+    assert record.body.string_value == ROW.message
+    assert {a.key: a.value.string_value for a in record.attributes} == {
+        "log.iostream": "stderr", "log.record.uid": "web-1:aaaaaaaaaaaa:42"
+    }  # fmt: skip
+    other = {a.key: a.value.string_value for a in second.resource.attributes}
+    assert other["service.name"] == "shop api" and "container.image.name" not in other
+    assert second.scope_logs[0].log_records[0].severity_number == 0  # no level: unspecified
+
+
+def test_a_loki_push_keeps_labels_few_and_the_id_in_metadata() -> None:
+    body = json.loads(gzip.decompress(loki_push([ROW, ROW._replace(id=43, level=ERROR)], {})))
+    (stream,) = body["streams"]
+    assert stream["stream"] == {"host": "web-1", "container": "shop api", "stream": "stderr"}
+    assert stream["values"] == [
+        [str(ROW.timestamp_ns), ROW.message, {"id": "web-1:aaaaaaaaaaaa:42"}],
+        [str(ROW.timestamp_ns), ROW.message, {"id": "web-1:aaaaaaaaaaaa:43", "level": "error"}],
+    ]
