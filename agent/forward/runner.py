@@ -29,6 +29,7 @@ from agent.storage import consumers
 from agent.storage.db import transaction
 from agent.storage.described import StoredContainer, described_containers
 from agent.storage.follow import Position, committed, newer, rewound
+from agent.storage.forward_gaps import consumer_name as forward_consumer
 from agent.storage.gaps import record_forward_gaps
 from agent.storage.reader import LogFilter, StoredRow
 
@@ -38,10 +39,11 @@ MAX_PAUSE_S = 60.0
 
 
 def consumer_name(host: str, destination: str) -> str:
-    """The destination's position in consumer_positions: one per host and destination."""
+    """The destination's position in consumer_positions: one per host and destination
+    (storage/forward_gaps.py finds them by their prefix)."""
     readable = re.sub(r"[^a-z0-9._:-]", "-", host.lower())[:12]
     exact = hashlib.sha256(host.encode()).hexdigest()[:8]
-    return f"fwd:{destination}:{readable}:{exact}"
+    return forward_consumer(destination, f"{readable}:{exact}")
 
 
 def sink_for(d: Destination) -> Sink:
@@ -102,7 +104,8 @@ class Forwarder:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         position = await consumers.load(self.db, self.name)
         if position is None:  # new here: every stored line, or from now on
-            position = Position() if self.d.from_start else await committed(self.db)
+            now = 0 if self.d.from_start else (await committed(self.db)).as_dict().get(self.host)
+            position = Position.of({self.host: now or 0})
             await self._save(position)
         task_status.started()
         pause = 1.0
@@ -193,6 +196,10 @@ class Forwarder:
         return {cid: cache[cid] for cid in ids if cid in cache}
 
     async def _save(self, position: Position, refused: list[list[Any]] | None = None) -> None:
+        """The position (its own host's alone: retention tells what it did not send by
+        it, storage/forward_gaps.py), with the gaps of a refused batch."""
+        mine = {self.host: position.as_dict().get(self.host, 0)}
+        position = Position.of(mine, {h: e for h, e in position.epochs if h == self.host})
         async with transaction() as conn:
             if refused:
                 await record_forward_gaps(conn, self.host, self.d.name, refused)

@@ -23,6 +23,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from agent.storage import search_index
 from agent.storage.counts import counted_rows, take_off
 from agent.storage.db import in_child_task, transaction
+from agent.storage.forward_gaps import unsent_deleted
 from agent.storage.models import (
     AgentState,
     AlertOutbox,
@@ -166,6 +167,7 @@ class Retention:
             if not rows:
                 return 0
             ids = [r[0] for r in rows]
+            await unsent_deleted(conn, table, lambda m: (f"l.id IN ({m.many(len(ids))})", ids))
             if self.indexed:  # SQLite's search index lets them go first (its position read
                 upto = await search_index.indexed_upto(conn)  # in this transaction)
                 await search_index.forget(conn, ids, upto or 0)

@@ -14,6 +14,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from agent.storage import partitions
 from agent.storage.counts import grouped_sql, take_off
 from agent.storage.db import transaction
+from agent.storage.forward_gaps import unsent_deleted
 from agent.storage.models import AgentState, ContainerCursor
 from agent.storage.sql import Marks
 from agent.storage.store import LogStorage
@@ -53,6 +54,7 @@ async def drop_days(
                 "GROUP BY source_id"
             )
             await count_off(conn, {int(r[0]): (int(r[1]), int(r[2])) for r in counted})
+            await unsent_deleted(conn, table, lambda _m: ("1 = 1", []))  # any host's
             _, per_minute = await conn.execute_query(grouped_sql(table))
             await take_off(conn, Counter({(int(r[0]), int(r[1]), str(r[2]), int(r[3])): int(r[4])
                                           for r in per_minute}))  # fmt: skip
