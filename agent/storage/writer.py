@@ -202,7 +202,9 @@ class LogWriter:
         except Exception as exc:  # the next commit says what fails
             log.debug("which server: %s", exc)
             return
-        if server != self.stats.server:
+        if self.stats.server is None:
+            log.info("writing to the PostgreSQL server at %s", server)
+        elif server != self.stats.server:  # a failover: another server took the writes
             log.warning("writing to the PostgreSQL server at %s", server)
         self.stats.server = server
 
