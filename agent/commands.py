@@ -353,7 +353,8 @@ async def status(
         error = f", last error: {f['last_error']}" if f["last_error"] else ""
         out.write(render.terminal_safe(
             f"forward {f['name']} ({f['kind']} to {f['to']}): {f['lag_rows']} rows and "
-            f"{f['lag_seconds']:.1f}s behind, {f['sent']} lines sent{error}") + "\n")  # fmt: skip
+            f"{f['lag_seconds']:.1f}s behind, {f['sent']} lines sent ({f['rate']}/s){error}")
+            + "\n")  # fmt: skip
     for a in alerts:  # a destination's URL is a secret: only its name is shown
         error = f", last error {a['last_error']}" if a["last_error"] else ""
         out.write(

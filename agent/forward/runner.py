@@ -78,9 +78,21 @@ class ForwardStats:
     lag_rows: int = 0  # this host's committed rows not yet sent (an upper bound: filtered too)
     lag_seconds: float = 0.0  # the age of the oldest line not yet sent, 0 when caught up
     last_sent_ns: int | None = None
+    rate: float = 0.0  # lines acknowledged per second, over the last 10 s or more
+    _since: tuple[float, int] = (0.0, 0)  # (monotonic time, sent) the rate is measured from
 
     def shown(self) -> dict[str, Any]:
-        return dict(vars(self))
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def count(self, lines: int) -> None:
+        self.sent += lines
+        self.batches += 1
+        self.last_sent_ns = time.time_ns()
+        now = time.monotonic()
+        then, sent_then = self._since
+        if now - then >= 10.0:
+            self.rate = round((self.sent - sent_then) / (now - then), 1) if then else 0.0
+            self._since = (now, self.sent)
 
 
 class Forwarder:
@@ -151,9 +163,7 @@ class Forwarder:
         if self.stats.last_error is not None:
             log.warning("forward %s: sending works again", self.d.name)
             self.stats.last_error = None
-        self.stats.sent += len(wanted) if not refused else 0
-        self.stats.batches += 1
-        self.stats.last_sent_ns = time.time_ns()
+        self.stats.count(len(wanted) if not refused else 0)
         return after, len(rows) >= self.d.batch_lines
 
     def _bounded(self, rows: list[StoredRow], after: Position) -> tuple[list[StoredRow], Position]:

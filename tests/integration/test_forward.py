@@ -89,6 +89,17 @@ def assert_each_line_once_in_order(records: list[dict[str, Any]], cid: str) -> C
     return Counter(r["id"] for r in records)
 
 
+def forward_status(tmp_path: Path) -> dict[str, Any]:
+    """The agent's one forward destination, as `logagent status --json` shows it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "status", "--json", "--config",
+         str(tmp_path / "agent.toml")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    (destination,) = json.loads(done.stdout)["forward"]
+    return dict(destination)
+
+
 def stored(url: str, cid: str) -> int:
     found = query(url, f"SELECT COUNT(*) FROM log_lines WHERE {SOURCE}", cid)
     return int(found[0][0]) if found else 0
@@ -110,7 +121,11 @@ async def test_ndjson_after_a_kill_9_repeats_only_the_batch_not_acknowledged(
         proc = start_agent_process(tmp_path, extra_config=config)
         await anyio.to_thread.run_sync(containers.wait, "forwarded")
         await until_reached(lambda: len({r["id"] for r in ndjson_records(out)}), n)
-        await anyio.sleep(1)
+        # status: the destination caught up, where it goes, what it sent (no secret to hide)
+        await eventually(lambda: forward_status(tmp_path)["lag_rows"] == 0, limit=60)
+        shown = forward_status(tmp_path)
+        assert (shown["name"], shown["kind"], shown["to"]) == ("file", "ndjson", str(out))
+        assert shown["sent"] > 0 and shown["last_error"] is None
         stop_process(proc)
     finally:
         if proc.poll() is None:
