@@ -349,3 +349,27 @@ async def test_lines_retention_deletes_before_they_are_sent_are_a_gap_of_the_des
     # Every line is sent or in a gap (a batch in flight when its rows were deleted: both).
     assert lost > 0 and len(sent) + lost >= 2500 and sent <= set(range(1, 2501)), (len(sent), lost)
     assert gaps_cli(tmp_path) == []  # the store lost nothing it was not told to drop
+
+
+async def test_syslog_over_tls_verified_against_its_ca(
+    tmp_path: Path, containers: Containers
+) -> None:
+    if (problem := receiver_problem(tls=True)) is not None:
+        if os.environ.get("CI"):
+            raise AssertionError(problem)
+        pytest.skip(problem)
+    with RsyslogReceiver(tls=True) as rsyslog:
+        host, port = rsyslog.address
+        config = forward_config(name="siem", kind="syslog", address=f"{host}:{port}", tls=True,
+                                ca_file=str(rsyslog.ca_file), start="stored")  # fmt: skip
+        proc = start_agent_process(tmp_path, extra_config=config)
+        try:
+            cid = containers.run("tls", "seq 1 2000")
+            await anyio.to_thread.run_sync(containers.wait, "tls")
+            await until_reached(lambda: len(rsyslog.messages()), 2000)
+            stop_process(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        counts = assert_each_line_once_in_order(syslog_records(rsyslog), cid)
+    assert set(counts.values()) == {1}
