@@ -207,6 +207,7 @@ class ControlAPI:
                 "stopped": stopped,
                 "excluded": excluded,
                 "store": store,
+                "forward": self._forward(),
             }
         )
 
@@ -266,9 +267,10 @@ class ControlAPI:
     async def list_forward(self, _request: web.Request) -> web.Response:
         """Each destination: where to (a path or an address, never a secret), its lag in
         rows and seconds, what it sent, its last error."""
-        return web.json_response(
-            {"forward": [{**f.d.shown(), **f.stats.shown()} for f in self.forwarders]}
-        )
+        return web.json_response({"forward": self._forward()})
+
+    def _forward(self) -> list[dict[str, Any]]:
+        return [{**f.d.shown(), **f.stats.shown()} for f in self.forwarders]
 
     async def metrics(self, _request: web.Request) -> web.Response:
         return web.Response(

@@ -168,7 +168,8 @@ async def gaps(
             out.write(json.dumps(dataclasses.asdict(gap)) + "\n")
         else:
             span = f"{gap.start or '?'} .. {gap.end or '?'}"
-            out.write(f"{gap.container_name}\t{gap.container_id[:12]}\t{span}\t{gap.reason}\n")
+            said = f"{gap.container_name}\t{gap.container_id[:12]}\t{span}\t{gap.reason}"
+            out.write(render.terminal_safe(said) + "\n")  # names and reasons are anyone's
     return 0
 
 
@@ -286,8 +287,7 @@ async def status(
             live[c["container_id"]] = c["reason"]
         agent = "running"
         store = body.get("store") or {}  # which server it writes to; whether that fails
-        _, forwarding = await api_call(socket_path, "GET", "/forward")
-        forward: list[dict[str, Any]] = forwarding.get("forward", [])
+        forward: list[dict[str, Any]] = body.get("forward") or []  # each destination
     except AgentUnreachable:
         agent, store, forward = "not running", {}, []
     async with reading(db_url) as db:

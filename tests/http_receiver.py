@@ -204,8 +204,17 @@ class HttpReceiver:
     port: 0 picks a free one at the first start(); it stays the same across stop()/start().
     """
 
-    def __init__(self, *, required_headers: Mapping[str, str] | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        required_headers: Mapping[str, str] | None = None,
+        port: int = 0,
+        refuse: Callable[[bytes], bool] | None = None,
+    ) -> None:
         self.required_headers = {k.lower(): v for k, v in (required_headers or {}).items()}
+        # A receiver that refuses a whole request for one record it cannot take (400): asked
+        # of each decoded body before any scripted answer.
+        self.refuse = refuse
         self.port = port
         self.requests: list[Received] = []
         self._answers: deque[Answer] = deque()
@@ -351,6 +360,9 @@ class HttpReceiver:
         except BadRequest as e:
             got.error = str(e)
             return Answer(e.status, body=str(e))
+        if self.refuse is not None and self.refuse(got.body):
+            got.error = "refused: a record it cannot take"
+            return Answer(400, body="a record it cannot take")
         if self._answers:
             return self._answers.popleft()
         if got.path == OTLP_PATH:

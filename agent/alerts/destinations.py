@@ -139,6 +139,8 @@ def headers_of(
             elif key == "headers_file":  # or from a file (a mounted secret)
                 try:
                     value = Path(value).read_text().strip()
+                except UnicodeDecodeError:
+                    raise AlertConfigError(f"{where}.{key}.{header}: not UTF-8 text") from None
                 except OSError as exc:
                     said = f"{where}.{key}.{header}: cannot read {value}: {exc.strerror or exc}"
                     raise AlertConfigError(said) from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 
-from agent.forward.records import stable_id
+from agent.forward.records import Ids, stable_id
 from agent.level_names import NAMES
 from agent.storage.described import StoredContainer
 from agent.storage.reader import StoredRow
@@ -20,7 +20,9 @@ from agent.storage.reader import StoredRow
 CONTENT_TYPE = "application/json"
 
 
-def loki_push(rows: list[StoredRow], described: dict[str, StoredContainer]) -> bytes:
+def loki_push(
+    rows: list[StoredRow], described: dict[str, StoredContainer], ids: Ids = stable_id
+) -> bytes:
     streams: dict[tuple[tuple[str, str], ...], list[list[object]]] = {}
     for row in rows:
         labels = {"host": row.host, "container": row.container_name, "stream": row.stream}
@@ -29,7 +31,7 @@ def loki_push(rows: list[StoredRow], described: dict[str, StoredContainer]) -> b
                 labels["project"] = c.project
             if c.service:
                 labels["service"] = c.service
-        metadata = {"id": stable_id(row)}
+        metadata = {"id": ids(row)}
         if row.level is not None and row.level in NAMES:
             metadata["level"] = NAMES[row.level]
         streams.setdefault(tuple(sorted(labels.items())), []).append(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import gzip
 from typing import Any
 
-from agent.forward.records import stable_id
+from agent.forward.records import Ids, stable_id
 from agent.level_names import DEBUG, ERROR, FATAL, INFO, NAMES, TRACE, WARN
 from agent.storage.described import StoredContainer
 from agent.storage.reader import StoredRow
@@ -27,7 +27,10 @@ SCOPE = "logagent"
 
 
 def otlp_request(
-    rows: list[StoredRow], described: dict[str, StoredContainer], observed_ns: int
+    rows: list[StoredRow],
+    described: dict[str, StoredContainer],
+    observed_ns: int,
+    ids: Ids = stable_id,
 ) -> bytes:
     """An ExportLogsServiceRequest of these rows, serialized and gzip'ed."""
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
@@ -52,9 +55,7 @@ def otlp_request(
             record.severity_number = SEVERITY[row.level]
             record.severity_text = NAMES[row.level].upper()
         record.body.string_value = row.message
-        _attributes(
-            record.attributes, {"log.iostream": row.stream, "log.record.uid": stable_id(row)}
-        )
+        _attributes(record.attributes, {"log.iostream": row.stream, "log.record.uid": ids(row)})
     return gzip.compress(request.SerializeToString(), compresslevel=5)
 
 

@@ -15,6 +15,7 @@ has microseconds at most (RFC 5424), Docker's has nanoseconds. MSG is the line a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED
@@ -28,15 +29,37 @@ SEVERITY = {TRACE: 7, DEBUG: 7, INFO: 6, WARN: 4, ERROR: 3, FATAL: 2}
 _STREAM_SEVERITY = {"stderr": 3}  # a line without a level: Docker's syslog driver's choice
 
 
-def stable_id(row: StoredRow) -> str:
+Ids = Callable[[StoredRow], str]  # a row's stable id (the forwarder's: `ids_for`)
+
+
+def stable_id(row: StoredRow, session: int = 0) -> str:
+    """`host:container (12):row`, and the writer session the row was written in when known
+    (`host:container:session:row`): after a failover a lost row's id may be taken again by
+    a new line, which must not look like a repeat to a receiver dropping them."""
+    if session:
+        return f"{row.host}:{row.container_id[:12]}:{session:x}:{row.id}"
     return f"{row.host}:{row.container_id[:12]}:{row.id}"
 
 
-def ndjson_line(row: StoredRow) -> bytes:
+def ids_for(sessions: Sequence[tuple[int, int]]) -> Ids:
+    """Stable ids by the host's writer sessions (epoch, last id when it began; newest last):
+    a row belongs to the newest session that began below it."""
+    known = list(reversed(sessions))
+
+    def uid(row: StoredRow) -> str:
+        for epoch, began in known:
+            if began < row.id:
+                return stable_id(row, epoch)
+        return stable_id(row)
+
+    return uid
+
+
+def ndjson_line(row: StoredRow, ids: Ids = stable_id) -> bytes:
     """One JSON object and a newline: the id, where the line came from, Docker's time (text
     and nanoseconds), the level, the piece flags, the message."""
     record: dict[str, object] = {
-        "id": stable_id(row),
+        "id": ids(row),
         "host": row.host,
         "container_id": row.container_id,
         "container_name": row.container_name,
@@ -54,11 +77,13 @@ def ndjson_line(row: StoredRow) -> bytes:
     return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
 
 
-def syslog_frame(row: StoredRow) -> bytes:
-    """One RFC 5424 message, octet-counted (`LEN SP MSG`)."""
+def syslog_frame(row: StoredRow, ids: Ids = stable_id, limit: int = 1 << 16) -> bytes:
+    """One RFC 5424 message, octet-counted (`LEN SP MSG`), of `limit` bytes at most: a
+    receiver closes the connection on a frame past its own (syslog-ng), or splits it
+    (rsyslog), so a longer line is cut and says so (`truncated="true"`)."""
     severity = SEVERITY.get(row.level or 0, _STREAM_SEVERITY.get(row.stream, 6))
     pri = FACILITY_DAEMON * 8 + severity
-    params = [("id", stable_id(row)), ("container", row.container_name), ("time", row.rfc3339)]
+    params = [("id", ids(row)), ("container", row.container_name), ("time", row.rfc3339)]
     if row.level is not None and row.level in NAMES:
         params.append(("level", NAMES[row.level]))
     sd = f"[{SD_ID} " + " ".join(f'{k}="{_sd_value(v)}"' for k, v in params) + "]"
@@ -68,6 +93,11 @@ def syslog_frame(row: StoredRow) -> bytes:
         f"{_ascii(row.stream, 32)} {sd} "
     )
     message = (head + row.message).encode("utf-8", "surrogatepass")
+    if len(message) > limit:
+        head = head.replace(f"{SD_ID} ", f'{SD_ID} truncated="true" ', 1)
+        body = row.message.encode("utf-8", "surrogatepass")
+        room = max(limit - len(head.encode()), 0)
+        message = head.encode() + body[:room].decode("utf-8", "ignore").encode()
     return f"{len(message)} ".encode() + message
 
 

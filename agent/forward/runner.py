@@ -22,7 +22,7 @@ from agent.forward.loki import CONTENT_TYPE as LOKI_TYPE
 from agent.forward.loki import loki_push
 from agent.forward.otlp import CONTENT_TYPE as OTLP_TYPE
 from agent.forward.otlp import otlp_request
-from agent.forward.records import ndjson_line, syslog_frame
+from agent.forward.records import Ids, ids_for, ndjson_line, syslog_frame
 from agent.forward.settings import Destination
 from agent.forward.sinks import FileSink, HttpSink, Refused, Sink, SinkError, SyslogSink
 from agent.storage import consumers
@@ -55,15 +55,15 @@ def sink_for(d: Destination) -> Sink:
     return HttpSink(d.url, kind, dict(d.headers), ca_file=d.ca_file)
 
 
-def encode(kind: str, rows: list[StoredRow], known: dict[str, StoredContainer]) -> bytes:
+def encode(kind: str, rows: list[StoredRow], known: dict[str, StoredContainer], ids: Ids) -> bytes:
     """The payload of a batch for a destination of this kind."""
     if kind == "ndjson":
-        return b"".join(map(ndjson_line, rows))
+        return b"".join(ndjson_line(r, ids) for r in rows)
     if kind == "syslog":
-        return b"".join(map(syslog_frame, rows))
+        return b"".join(syslog_frame(r, ids) for r in rows)
     if kind == "otlp":
-        return otlp_request(rows, known, time.time_ns())
-    return loki_push(rows, known)
+        return otlp_request(rows, known, time.time_ns(), ids)
+    return loki_push(rows, known, ids)
 
 
 @dataclass
@@ -153,18 +153,31 @@ class Forwarder:
         picks = self.d.selection.picks
         wanted = [r for r in rows if not self._select or ((c := known.get(r.container_id))
                                                           and picks(c))]  # fmt: skip
-        refused: list[list[Any]] = []
-        if wanted:
-            try:
-                await self.sink.send(encode(self.d.kind, wanted, known))
-            except Refused as exc:  # sent again it would be refused again: a gap, then on
-                refused = self._gaps(wanted, str(exc))
-        await self._save(after, refused)
+        ids = ids_for(dict(upto.sessions).get(self.host, ()))
+        refused = await self._send(wanted, known, ids) if wanted else []
+        await self._save(after, self._gaps(refused))
         if self.stats.last_error is not None:
             log.warning("forward %s: sending works again", self.d.name)
             self.stats.last_error = None
-        self.stats.count(len(wanted) if not refused else 0)
+        self.stats.count(len(wanted) - len(refused))
         return after, len(rows) >= self.d.batch_lines
+
+    async def _send(
+        self, rows: list[StoredRow], known: dict[str, StoredContainer], ids: Ids
+    ) -> list[tuple[StoredRow, str]]:
+        """Send these rows; those the receiver refuses for what they hold, with why. A
+        refused batch is split until each line refused is alone: one hostile line costs
+        only itself, never its neighbours."""
+        try:
+            await self.sink.send(encode(self.d.kind, rows, known, ids))
+        except Refused as exc:
+            if len(rows) == 1:
+                return [(rows[0], str(exc))]
+            half = len(rows) // 2
+            return await self._send(rows[:half], known, ids) + await self._send(
+                rows[half:], known, ids
+            )
+        return []
 
     def _bounded(self, rows: list[StoredRow], after: Position) -> tuple[list[StoredRow], Position]:
         """At most `batch_bytes` (the first line always): the position then stops at the
@@ -180,19 +193,21 @@ class Forwarder:
         ids = {**after.as_dict(), self.host: rows[kept - 1].id}
         return rows[:kept], Position.of(ids, dict(after.epochs))
 
-    def _gaps(self, rows: list[StoredRow], why: str) -> list[list[Any]]:
-        """A refused batch as gaps of this destination, one per container (recorded with
-        the position that passes it: `logagent gaps --forward NAME`)."""
+    def _gaps(self, refused: list[tuple[StoredRow, str]]) -> list[list[Any]]:
+        """Lines refused as gaps of this destination, one per container (recorded with the
+        position that passes them: `logagent gaps --forward NAME`)."""
+        if not refused:
+            return []
         spans: dict[str, list[StoredRow]] = {}
-        for row in rows:
+        for row, _ in refused:
             spans.setdefault(row.container_id, []).append(row)
-        self.stats.refused += len(rows)
+        why = refused[0][1]
+        self.stats.refused += len(refused)
         log.error("forward %s: %d lines refused for good, recorded as a gap: %s",
-                  self.d.name, len(rows), why)  # fmt: skip
-        reason = f"{len(rows)} lines refused: {why}"
+                  self.d.name, len(refused), why)  # fmt: skip
         return [
-            [cid, got[0].container_name, reason, min(r.timestamp_ns for r in got),
-             max(r.timestamp_ns for r in got)]
+            [cid, got[0].container_name, f"{len(got)} lines refused: {why}",
+             min(r.timestamp_ns for r in got), max(r.timestamp_ns for r in got)]
             for cid, got in spans.items()
         ]  # fmt: skip
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agent.alerts.destinations import AlertConfigError, headers_of
@@ -22,16 +23,18 @@ from agent.durations import parse_duration
 from agent.level_names import level_of_word
 
 KINDS = ("ndjson", "syslog", "otlp", "loki")
-_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
-_URL = re.compile(r"https?://[^\s/?#]+(/[^\s#]*)?")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,37}")  # its position's name stays within 64
+# No user:password@ and no ?query: a URL is shown (status, the API, gaps, the log), so a
+# secret goes in a header (headers_env, headers_file), never in it.
+_URL = re.compile(r"https?://[^\s/?#@]+(/[^\s#?]*)?")
 _ADDRESS = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]{1,253}):(?P<port>[0-9]{1,5})")
 _COMMON = {
     "name", "kind", "min_level", "batch_lines", "batch_bytes", "linger", "start", "names",
     "images", "projects", "services", "labels",
 }  # fmt: skip
 _HTTP = {"url", "headers", "headers_env", "headers_file", "ca_file"}
-_KIND_KEYS = {"ndjson": {"path"}, "syslog": {"address", "tls", "ca_file"}, "otlp": _HTTP,
-              "loki": _HTTP}  # fmt: skip
+_KIND_KEYS = {"ndjson": {"path"}, "syslog": {"address", "tls", "ca_file", "max_message_bytes"},
+              "otlp": _HTTP, "loki": _HTTP}  # fmt: skip
 MAX_DESTINATIONS = 32
 
 
@@ -56,6 +59,7 @@ class Destination:
     batch_bytes: int = 1 << 20  # bytes sent at once, at most (a line alone may pass it)
     linger_s: float = 1.0  # a batch not full waits this long for more lines
     from_start: bool = False  # a destination new to the store: every stored line, or from now
+    max_message_bytes: int = 1 << 16  # syslog: a message past it is cut, and says so
 
     def shown(self) -> dict[str, Any]:
         """For `status` and the API (a path or an address, never a secret)."""
@@ -81,7 +85,7 @@ def _destination(table: object, where: str, env: Mapping[str, str]) -> Destinati
         raise ForwardConfigError(f"{where}: expected a table")
     name = table.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ForwardConfigError(f"{where}.name: 1-40 of a-z, 0-9, '_', '-'")
+        raise ForwardConfigError(f"{where}.name: 1-38 of a-z, 0-9, '_', '-'")
     where = f"forward {name}"
     kind = table.get("kind")
     if kind not in KINDS:
@@ -100,7 +104,10 @@ def _destination(table: object, where: str, env: Mapping[str, str]) -> Destinati
     elif kind in ("otlp", "loki"):
         url = table.get("url")
         if not isinstance(url, str) or not _URL.fullmatch(url):
-            raise ForwardConfigError(f"{where}.url: an http:// or https:// URL")
+            raise ForwardConfigError(
+                f"{where}.url: an http:// or https:// URL, without user:password@ or ?query "
+                "(a secret goes in headers_env or headers_file)"
+            )
         if kind == "otlp" and not _has_otlp():
             raise ForwardConfigError(f"{where}: OTLP needs the opentelemetry-proto package")
         values["url"] = url
@@ -117,6 +124,7 @@ def _destination(table: object, where: str, env: Mapping[str, str]) -> Destinati
         values["host"], values["port"] = match["host"].strip("[]"), int(match["port"])
         values["tls"] = _bool(table, "tls", where)
         values["ca_file"] = _ca_file(table, where, values["tls"])
+        values["max_message_bytes"] = _int(table, "max_message_bytes", where, 480, 8 << 20, 1 << 16)
     if (level := table.get("min_level")) is not None:
         values["min_level"] = level_of_word(str(level).lower())
         if values["min_level"] is None:
@@ -128,6 +136,8 @@ def _destination(table: object, where: str, env: Mapping[str, str]) -> Destinati
         values["linger_s"] = parse_duration(str(linger))
     except ValueError as exc:
         raise ForwardConfigError(f"{where}.linger: {exc}") from None
+    if not 0.01 <= values["linger_s"] <= 60:  # 0 would read the store in a loop
+        raise ForwardConfigError(f"{where}.linger: from 10ms to 60s")
     start = table.get("start", "now")
     if start not in ("now", "stored"):
         raise ForwardConfigError(f"{where}.start: 'now' or 'stored' (every stored line)")
@@ -157,6 +167,8 @@ def _ca_file(table: dict[str, Any], where: str, tls: bool) -> str:
     ca_file = table.get("ca_file", "")
     if not isinstance(ca_file, str) or (ca_file and not tls):
         raise ForwardConfigError(f"{where}.ca_file: a file path, for TLS (tls, https://)")
+    if ca_file and not Path(ca_file).is_file():
+        raise ForwardConfigError(f"{where}.ca_file: no file {ca_file}")
     return ca_file
 
 

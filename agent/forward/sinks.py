@@ -14,6 +14,7 @@ import fcntl
 import os
 import socket
 import ssl
+import stat
 import struct
 import termios
 from typing import Protocol
@@ -36,8 +37,14 @@ class SinkError(Exception):
 
 
 class Refused(Exception):
-    """The receiver refused this batch for good (an HTTP 4xx other than 408 and 429): sent
-    again it would be refused again. Recorded as a gap of the destination, then passed."""
+    """The receiver refused this batch for what it holds (HTTP 400, 413, 422): sent again it
+    would be refused again. Split until the line it refuses is alone; that line is recorded
+    as a gap of the destination, then passed. Any other answer (a redirect, 401 after a
+    token's rotation, 404 behind a proxy being set up) is about the receiver, not the lines:
+    tried again, never a gap."""
+
+
+REFUSED = {400, 413, 422}
 
 
 class Sink(Protocol):
@@ -59,12 +66,28 @@ class FileSink:
             raise SinkError(f"{self.path}: {exc.strerror or exc}") from exc
 
     def _append(self, data: bytes) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Appended whole or not at all (a write cut short, a full disk: the file is cut
+        back, so a retry never follows half a line). Never through a symlink, and never to
+        a file others may read or that is not ours: the lines may hold secrets."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(self.path, flags, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            info = os.fstat(fd)
+            if (
+                info.st_uid != os.geteuid()
+                or info.st_mode & 0o077
+                or not stat.S_ISREG(info.st_mode)
+            ):
+                raise OSError(0, "not a file of the agent's own, mode 0600: not written to")
+            start = info.st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, start)
+                raise
         finally:
             os.close(fd)
 
@@ -162,9 +185,9 @@ class HttpSink:
         if 200 <= status < 300:
             return
         why = f"{self.url}: HTTP {status} {' '.join(said.split())[:200]}".rstrip()
-        if status in (408, 429) or status >= 500:
-            raise SinkError(why, retry_after=retry_after)
-        raise Refused(why)
+        if status in REFUSED:
+            raise Refused(why)
+        raise SinkError(why, retry_after=retry_after)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

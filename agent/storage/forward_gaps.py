@@ -34,9 +34,12 @@ def destination_of(name: str) -> str:
 Where = Callable[[Marks], tuple[str, list[Any]]]  # the rows to delete: SQL on `l`, values
 
 
-async def unsent_deleted(conn: BaseDBAsyncClient, table: str, where: Where) -> None:
-    """Record, for each forward destination, the rows of `table` that `where` names (about
-    to be deleted) which it has not sent: per container, how many and when."""
+async def unsent_deleted(
+    conn: BaseDBAsyncClient, table: str, where: Where, host: str | None = None
+) -> None:
+    """Record, for each forward destination (of `host` alone when the rows are that host's),
+    the rows of `table` that `where` names (about to be deleted) which it has not sent: per
+    container, how many and when."""
     _, found = await conn.execute_query(
         f"SELECT name, position FROM {ConsumerPosition._meta.db_table} WHERE name LIKE '{PREFIX}%'"
     )
@@ -47,7 +50,9 @@ async def unsent_deleted(conn: BaseDBAsyncClient, table: str, where: Where) -> N
             continue
         if len(ids) != 1:  # a forwarder's position names its own host alone
             continue
-        ((host, after),) = ids.items()
+        ((owner, after),) = ids.items()
+        if host is not None and owner != host:
+            continue
         m = Marks(conn.capabilities.dialect)
         clause, values = where(m)
         _, spans = await conn.execute_query(
@@ -55,12 +60,12 @@ async def unsent_deleted(conn: BaseDBAsyncClient, table: str, where: Where) -> N
             f'MAX(l.timestamp_ns) FROM "{table}" l JOIN {ContainerCursor._meta.db_table} c '
             f"ON c.id = l.source_id WHERE {clause} AND l.host = {m()} AND l.id > {m()} "
             "GROUP BY c.container_id, c.container_name",
-            [*values, host, after],
+            [*values, owner, after],
         )
         if spans:
             await record_forward_gaps(
                 conn,
-                host,
+                owner,
                 destination_of(str(name)),
                 [[cid, cname, f"{n} {REASON}", lo, hi] for cid, cname, n, lo, hi in spans],
             )

@@ -167,7 +167,9 @@ class Retention:
             if not rows:
                 return 0
             ids = [r[0] for r in rows]
-            await unsent_deleted(conn, table, lambda m: (f"l.id IN ({m.many(len(ids))})", ids))
+            await unsent_deleted(
+                conn, table, lambda m: (f"l.id IN ({m.many(len(ids))})", ids), self.storage.host
+            )
             if self.indexed:  # SQLite's search index lets them go first (its position read
                 upto = await search_index.indexed_upto(conn)  # in this transaction)
                 await search_index.forget(conn, ids, upto or 0)

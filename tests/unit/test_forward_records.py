@@ -10,7 +10,7 @@ import pytest
 from agent.batch import FLAG_TRUNCATED
 from agent.forward.loki import loki_push
 from agent.forward.otlp import otlp_request
-from agent.forward.records import ndjson_line, stable_id, syslog_frame
+from agent.forward.records import ids_for, ndjson_line, stable_id, syslog_frame
 from agent.forward.settings import ForwardConfigError, parse_forward
 from agent.level_names import ERROR
 from agent.storage.described import StoredContainer
@@ -118,3 +118,34 @@ def test_a_loki_push_keeps_labels_few_and_the_id_in_metadata() -> None:
         [str(ROW.timestamp_ns), ROW.message, {"id": "web-1:aaaaaaaaaaaa:42"}],
         [str(ROW.timestamp_ns), ROW.message, {"id": "web-1:aaaaaaaaaaaa:43", "level": "error"}],
     ]
+
+
+def test_a_long_line_is_cut_for_syslog_and_says_so() -> None:
+    long = ROW._replace(message="é" * 40_000)  # 80,000 bytes
+    frame = syslog_frame(long, limit=1000)
+    length, _, message = frame.partition(b" ")
+    assert int(length) == len(message) <= 1000
+    assert b'[logagent@32473 truncated="true" id=' in message
+    message.decode()  # cut on a character's boundary
+
+
+def test_ids_name_the_writer_session_a_row_was_written_in() -> None:
+    """After a failover a lost row's id may be taken by a new line: its session differs."""
+    ids = ids_for([(0xA, 0), (0xB, 40), (0xC, 30)])  # the last began after a rewind to 30
+    assert ids(ROW) == "web-1:aaaaaaaaaaaa:c:42"  # newest session that began below it
+    assert ids(ROW._replace(id=35)) == "web-1:aaaaaaaaaaaa:c:35"
+    assert ids(ROW._replace(id=20)) == "web-1:aaaaaaaaaaaa:a:20"
+    assert ids_for([])(ROW) == stable_id(ROW) == "web-1:aaaaaaaaaaaa:42"
+
+
+def test_a_destination_s_url_and_name_keep_secrets_out_and_fit_its_position() -> None:
+    for table, said in [
+        ({"name": "a", "kind": "otlp", "url": "https://u:p@otel/v1/logs"}, "user:password"),
+        ({"name": "a", "kind": "loki", "url": "https://loki/push?token=x"}, "query"),
+        ({"name": "a" * 39, "kind": "ndjson", "path": "/x"}, "1-38"),
+        ({"name": "a", "kind": "ndjson", "path": "/x", "linger": "0s"}, "linger"),
+        ({"name": "a", "kind": "otlp", "url": "https://o/v1/logs", "ca_file": "/no/such"},
+         "no file"),
+    ]:  # fmt: skip
+        with pytest.raises(ForwardConfigError, match=said):
+            parse_forward([table], {})
