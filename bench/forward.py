@@ -363,7 +363,7 @@ async def pieces(storage: LogStorage, n: int, receiver: Receiver, tmp: Path) -> 
     payloads: list[bytes] = []
 
     async def otlp(rows: list[StoredRow]) -> None:
-        payloads.append(encode("otlp", rows, known, ids))
+        payloads.append(encode(Destination("otlp", "otlp"), rows, known, ids))
 
     sent = iter(payloads)
 
@@ -394,7 +394,7 @@ async def pieces(storage: LogStorage, n: int, receiver: Receiver, tmp: Path) -> 
     await fwd.sink.aclose()
 
     async def nd(rows: list[StoredRow]) -> None:
-        encode("ndjson", rows, known, ids)
+        encode(Destination("nd", "ndjson"), rows, known, ids)
 
     async def stamps(rows: list[StoredRow]) -> None:
         [r.rfc3339 for r in rows]

@@ -82,3 +82,21 @@ def _attributes(into: Any, values: dict[str, str]) -> None:
         kv = into.add()
         kv.key = key
         kv.value.string_value = value
+
+
+def rejected(answer: bytes) -> tuple[int, str] | None:
+    """OTLP's partial success in a 2xx answer: how many records the receiver rejected, and
+    its message; None when it took them all (or the answer is not one it can read)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceResponse,
+    )
+
+    try:
+        response: Any = ExportLogsServiceResponse.FromString(answer)
+    except Exception:  # protobuf's DecodeError: not an answer it can read
+        return None
+    count = int(response.partial_success.rejected_log_records)
+    if count <= 0:
+        return None
+    message = " ".join(str(response.partial_success.error_message).split())[:200]
+    return count, f"{count} records rejected ({message or 'no reason given'})"

@@ -22,9 +22,18 @@ from agent.forward.loki import CONTENT_TYPE as LOKI_TYPE
 from agent.forward.loki import loki_push
 from agent.forward.otlp import CONTENT_TYPE as OTLP_TYPE
 from agent.forward.otlp import otlp_request
+from agent.forward.otlp import rejected as otlp_rejected
 from agent.forward.records import Ids, ids_for, ndjson_line, syslog_frame
 from agent.forward.settings import Destination
-from agent.forward.sinks import FileSink, HttpSink, Refused, Sink, SinkError, SyslogSink
+from agent.forward.sinks import (
+    FileSink,
+    HttpSink,
+    PartlyRejected,
+    Refused,
+    Sink,
+    SinkError,
+    SyslogSink,
+)
 from agent.storage import consumers
 from agent.storage.db import transaction
 from agent.storage.described import StoredContainer, described_containers
@@ -52,15 +61,21 @@ def sink_for(d: Destination) -> Sink:
     if d.kind == "syslog":
         return SyslogSink(d.host, d.port, tls=d.tls, ca_file=d.ca_file)
     kind = OTLP_TYPE if d.kind == "otlp" else LOKI_TYPE
-    return HttpSink(d.url, kind, dict(d.headers), ca_file=d.ca_file)
+    sink = HttpSink(d.url, kind, dict(d.headers), ca_file=d.ca_file)
+    if d.kind == "otlp":
+        sink.partial = (OTLP_TYPE, otlp_rejected)
+    return sink
 
 
-def encode(kind: str, rows: list[StoredRow], known: dict[str, StoredContainer], ids: Ids) -> bytes:
-    """The payload of a batch for a destination of this kind."""
+def encode(
+    d: Destination, rows: list[StoredRow], known: dict[str, StoredContainer], ids: Ids
+) -> bytes:
+    """The payload of a batch for this destination."""
+    kind = d.kind
     if kind == "ndjson":
         return b"".join(ndjson_line(r, ids) for r in rows)
     if kind == "syslog":
-        return b"".join(syslog_frame(r, ids) for r in rows)
+        return b"".join(syslog_frame(r, ids, d.max_message_bytes) for r in rows)
     if kind == "otlp":
         return otlp_request(rows, known, time.time_ns(), ids)
     return loki_push(rows, known, ids)
@@ -112,6 +127,7 @@ class Forwarder:
         self._select = bool(d.selection.shown())
         self._describe = self._select or d.kind in ("otlp", "loki")  # resource, labels
         self._described: dict[str, StoredContainer] = {}
+        self._partial: list[tuple[StoredRow, str]] = []  # a batch's lines a 2xx may not have
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         position = await consumers.load(self.db, self.name)
@@ -154,8 +170,9 @@ class Forwarder:
         wanted = [r for r in rows if not self._select or ((c := known.get(r.container_id))
                                                           and picks(c))]  # fmt: skip
         ids = ids_for(dict(upto.sessions).get(self.host, ()))
+        self._partial = []
         refused = await self._send(wanted, known, ids) if wanted else []
-        await self._save(after, self._gaps(refused))
+        await self._save(after, self._gaps(refused) + self._gaps(self._partial, quiet=True))
         if self.stats.last_error is not None:
             log.warning("forward %s: sending works again", self.d.name)
             self.stats.last_error = None
@@ -169,7 +186,11 @@ class Forwarder:
         refused batch is split until each line refused is alone: one hostile line costs
         only itself, never its neighbours."""
         try:
-            await self.sink.send(encode(self.d.kind, rows, known, ids))
+            await self.sink.send(encode(self.d, rows, known, ids))
+        except PartlyRejected as exc:  # passed; which ones it does not say: any may be
+            log.error("forward %s: %s", self.d.name, exc)
+            self.stats.refused += exc.rejected
+            self._partial += [(r, f"may be among {exc}") for r in rows]
         except Refused as exc:
             if len(rows) == 1:
                 return [(rows[0], str(exc))]
@@ -193,7 +214,9 @@ class Forwarder:
         ids = {**after.as_dict(), self.host: rows[kept - 1].id}
         return rows[:kept], Position.of(ids, dict(after.epochs))
 
-    def _gaps(self, refused: list[tuple[StoredRow, str]]) -> list[list[Any]]:
+    def _gaps(
+        self, refused: list[tuple[StoredRow, str]], *, quiet: bool = False
+    ) -> list[list[Any]]:
         """Lines refused as gaps of this destination, one per container (recorded with the
         position that passes them: `logagent gaps --forward NAME`)."""
         if not refused:
@@ -202,9 +225,10 @@ class Forwarder:
         for row, _ in refused:
             spans.setdefault(row.container_id, []).append(row)
         why = refused[0][1]
-        self.stats.refused += len(refused)
-        log.error("forward %s: %d lines refused for good, recorded as a gap: %s",
-                  self.d.name, len(refused), why)  # fmt: skip
+        if not quiet:  # a partial success is said and counted when it comes
+            self.stats.refused += len(refused)
+            log.error("forward %s: %d lines refused for good, recorded as a gap: %s",
+                      self.d.name, len(refused), why)  # fmt: skip
         return [
             [cid, got[0].container_name, f"{len(got)} lines refused: {why}",
              min(r.timestamp_ns for r in got), max(r.timestamp_ns for r in got)]

@@ -17,6 +17,7 @@ import ssl
 import stat
 import struct
 import termios
+from collections.abc import Callable
 from typing import Protocol
 
 import aiohttp
@@ -45,6 +46,16 @@ class Refused(Exception):
 
 
 REFUSED = {400, 413, 422}
+MAX_ANSWER = 1 << 16  # of an answer, read at most (a reason, OTLP's partial success)
+
+
+class PartlyRejected(Exception):
+    """A 2xx that says `rejected` of the batch's records were not taken (OTLP's partial
+    success; which ones it does not say): the batch is passed, the count a gap."""
+
+    def __init__(self, message: str, rejected: int) -> None:
+        super().__init__(message)
+        self.rejected = rejected
 
 
 class Sink(Protocol):
@@ -168,6 +179,9 @@ class HttpSink:
         self.headers = {**headers, "Content-Type": content_type, "Content-Encoding": "gzip"}
         self._ssl = ssl.create_default_context(cafile=ca_file or None)
         self._session: aiohttp.ClientSession | None = None
+        # OTLP: a 2xx may say some records were rejected (partial success): its media type,
+        # and what reads (how many, why) from the answer.
+        self.partial: tuple[str, Callable[[bytes], tuple[int, str] | None]] | None = None
 
     async def send(self, payload: bytes) -> None:
         if self._session is None:
@@ -177,12 +191,17 @@ class HttpSink:
             async with self._session.post(
                 self.url, data=payload, headers=self.headers, ssl=self._ssl, allow_redirects=False
             ) as answer:
-                said = (await answer.content.read(500)).decode("utf-8", "replace")
+                body = await answer.content.read(MAX_ANSWER)
                 status = answer.status
                 retry_after = _seconds(answer.headers.get("Retry-After"))
+                kind = answer.headers.get("Content-Type", "")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise SinkError(f"{self.url}: {exc or type(exc).__name__}") from exc
+        said = body[:500].decode("utf-8", "replace")
         if 200 <= status < 300:
+            partial = self.partial
+            if partial is not None and kind.startswith(partial[0]) and (got := partial[1](body)):
+                raise PartlyRejected(f"{self.url}: {got[1]}", got[0])
             return
         why = f"{self.url}: HTTP {status} {' '.join(said.split())[:200]}".rstrip()
         if status in REFUSED:

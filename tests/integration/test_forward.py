@@ -366,3 +366,36 @@ async def test_syslog_over_tls_verified_against_its_ca(
                 proc.kill()
         counts = assert_each_line_once_in_order(syslog_records(rsyslog), cid)
     assert set(counts.values()) == {1}
+
+
+async def test_an_otlp_partial_success_is_a_gap_of_the_destination_not_silence(
+    tmp_path: Path, containers: Containers
+) -> None:
+    """A 200 whose body says some records were rejected (which ones, it does not say): the
+    batch is passed, and its lines are recorded as what may be missing."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+
+    answer = ExportLogsServiceResponse()
+    answer.partial_success.rejected_log_records = 3
+    answer.partial_success.error_message = "3 bodies too long"
+    async with HttpReceiver() as rx:
+        rx.answer(200, headers={"Content-Type": "application/x-protobuf"},
+                  body=answer.SerializeToString())  # fmt: skip
+        config = forward_config(name="otel", kind="otlp", url=rx.otlp_url, start="stored",
+                                linger="50ms")  # fmt: skip
+        proc = start_agent_process(tmp_path, extra_config=config)
+        try:
+            cid = containers.run("partial", "seq 1 300")
+            await anyio.to_thread.run_sync(containers.wait, "partial")
+            await rx.wait_for(lambda: len(rx.otlp_records()) >= 300)
+            await eventually(lambda: len(gaps_cli(tmp_path, "--forward", "otel")) > 0)
+            stop_process(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    (gap,) = gaps_cli(tmp_path, "--forward", "otel")
+    assert gap["container_id"] == cid
+    assert (
+        "may be among" in gap["reason"]
+        and "3 records rejected (3 bodies too long)" in gap["reason"]
+    )

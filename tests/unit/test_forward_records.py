@@ -149,3 +149,12 @@ def test_a_destination_s_url_and_name_keep_secrets_out_and_fit_its_position() ->
     ]:  # fmt: skip
         with pytest.raises(ForwardConfigError, match=said):
             parse_forward([table], {})
+
+
+def test_a_syslog_destination_s_own_limit_is_the_one_used() -> None:
+    from agent.forward.runner import encode
+    from agent.forward.settings import Destination
+
+    d = Destination("siem", "syslog", host="h", port=514, max_message_bytes=480)
+    frame = encode(d, [ROW._replace(message="x" * 5000)], {}, stable_id)
+    assert int(frame.partition(b" ")[0]) <= 480 and b'truncated="true"' in frame
