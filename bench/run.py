@@ -108,6 +108,7 @@ def socket_dir() -> Path:
 
 
 SEARCH_INDEX = False  # --search-index: every agent keeps SQLite's search index (#26)
+FORWARD = False  # --forward: every agent forwards every line to an NDJSON file (#28)
 
 
 def index_caught_up(db: Path) -> bool:
@@ -130,6 +131,12 @@ def index_caught_up(db: Path) -> bool:
     return bool(ids.get("*", 0) >= (top or 0))
 
 
+def forwarded(agent: AgentProcess, n: int) -> bool:
+    """--forward: the agent's destination has acknowledged `n` lines."""
+    said = agent.api("/forward") or {}
+    return sum(int(f.get("sent", 0)) for f in said.get("forward", [])) >= n
+
+
 class AgentProcess:
     """`logagent run` on its own database and socket, scoped to this run's containers.
 
@@ -146,6 +153,11 @@ class AgentProcess:
         extra: str = "",
     ) -> None:
         index = "search_index = true\n" if SEARCH_INDEX else ""
+        if FORWARD:  # one destination, every line (its CPU counted with the agent's)
+            extra += (
+                f'[[forward]]\nname = "bench"\nkind = "ndjson"\npath = "{tmp}/{name}.ndjson"\n'
+                'start = "stored"\nbatch_lines = 1000\n'
+            )
         self.db = tmp / f"{name}.db"
         self.sock = str(socket_dir() / f"{name}.sock")
         config = tmp / f"{name}.toml"
@@ -270,6 +282,8 @@ def ingest(tmp: Path, rounds: int, n: int) -> tuple[Path, str]:
         finished = time.time()
         if SEARCH_INDEX:  # its CPU too: until the index has caught up with the rows
             wait_for(partial(index_caught_up, agent.db), 600, step=0.05)
+        if FORWARD:  # and until the destination has every line
+            wait_for(partial(forwarded, agent, n), 600, step=0.1)
         cpu_us["logagent"].append(1e6 * (cpu_seconds(agent.proc.pid) - a0) / n)
         cpu_us["dockerd"].append(1e6 * (cpu_seconds(dpid) - d0) / n)
         results["logagent"].append(n / (finished - first_line_time(cid)))
@@ -827,9 +841,12 @@ def main() -> int:
     parser.add_argument(
         "--search-index", action="store_true", help="agents keep SQLite's search index"
     )
+    parser.add_argument(
+        "--forward", action="store_true", help="agents forward every line (NDJSON to a file)"
+    )
     args = parser.parse_args()
-    global SEARCH_INDEX
-    SEARCH_INDEX = args.search_index
+    global SEARCH_INDEX, FORWARD
+    SEARCH_INDEX, FORWARD = args.search_index, args.forward
     # SIGTERM unwinds like Ctrl-C: every `finally` runs (containers removed, inotify limit put
     # back); killed without it, a run once left 248 containers and the limit raised.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
