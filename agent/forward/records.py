@@ -14,9 +14,9 @@ has microseconds at most (RFC 5424), Docker's has nanoseconds. MSG is the line a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _quote  # dumps' own escaping (C)
 
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED
 from agent.level_names import DEBUG, ERROR, FATAL, INFO, NAMES, TRACE, WARN
@@ -45,36 +45,62 @@ def ids_for(sessions: Sequence[tuple[int, int]]) -> Ids:
     """Stable ids by the host's writer sessions (epoch, last id when it began; newest last):
     a row belongs to the newest session that began below it."""
     known = list(reversed(sessions))
+    prefixes: dict[tuple[str, str, int], str] = {}  # a container's ids but the row's
 
     def uid(row: StoredRow) -> str:
-        for epoch, began in known:
+        epoch = 0
+        for session, began in known:
             if began < row.id:
-                return stable_id(row, epoch)
-        return stable_id(row)
+                epoch = session
+                break
+        prefix = prefixes.get((row.host, row.container_id, epoch))
+        if prefix is None:
+            whole = stable_id(row, epoch)
+            prefix = prefixes[(row.host, row.container_id, epoch)] = whole[: -len(str(row.id))]
+        return prefix + str(row.id)
 
     return uid
 
 
+def ndjson_lines(rows: Sequence[StoredRow], ids: Ids = stable_id) -> bytes:
+    """Each row as one JSON object and a newline: the id, where the line came from,
+    Docker's time (text and nanoseconds), the level, the piece flags, the message — what
+    `json.dumps(record, ensure_ascii=False)` writes, a string escaped at a time (the
+    strings of a container once a batch): a fifth of dumps' CPU a line."""
+    quoted: dict[str, str] = {}  # a container's `"host": …, …, "container_name": …`
+    out: list[str] = []
+    for row in rows:
+        where = quoted.get(row.container_id)
+        if where is None:
+            where = quoted[row.container_id] = (
+                f'"host": {_quote(row.host)}, "container_id": {_quote(row.container_id)}, '
+                f'"container_name": {_quote(row.container_name)}'
+            )
+        tail = "}\n"
+        if row.flags & (FLAG_TRUNCATED | FLAG_CONTINUED) or row.level is not None:
+            tail = _tail(row)
+        out.append(
+            f'{{"id": {_quote(ids(row))}, {where}, "stream": {_quote(row.stream)}, '
+            f'"timestamp": {_quote(row.rfc3339)}, "time_ns": {row.timestamp_ns}, '
+            f'"message": {_quote(row.message)}{tail}'
+        )
+    return "".join(out).encode("utf-8", "surrogatepass")
+
+
 def ndjson_line(row: StoredRow, ids: Ids = stable_id) -> bytes:
-    """One JSON object and a newline: the id, where the line came from, Docker's time (text
-    and nanoseconds), the level, the piece flags, the message."""
-    record: dict[str, object] = {
-        "id": ids(row),
-        "host": row.host,
-        "container_id": row.container_id,
-        "container_name": row.container_name,
-        "stream": row.stream,
-        "timestamp": row.rfc3339,
-        "time_ns": row.timestamp_ns,
-        "message": row.message,
-    }
+    """One row's NDJSON record (`ndjson_lines`)."""
+    return ndjson_lines((row,), ids)
+
+
+def _tail(row: StoredRow) -> str:
+    tail = ""
     if row.level is not None and row.level in NAMES:
-        record["level"] = NAMES[row.level]
+        tail += f', "level": {_quote(NAMES[row.level])}'
     if row.flags & FLAG_TRUNCATED:
-        record["truncated"] = True
+        tail += ', "truncated": true'
     if row.flags & FLAG_CONTINUED:
-        record["continued"] = True
-    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
+        tail += ', "continued": true'
+    return tail + "}\n"
 
 
 def syslog_frame(row: StoredRow, ids: Ids = stable_id, limit: int = 1 << 16) -> bytes:

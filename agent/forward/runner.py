@@ -23,7 +23,7 @@ from agent.forward.loki import loki_push
 from agent.forward.otlp import CONTENT_TYPE as OTLP_TYPE
 from agent.forward.otlp import otlp_request
 from agent.forward.otlp import rejected as otlp_rejected
-from agent.forward.records import Ids, ids_for, ndjson_line, syslog_frame
+from agent.forward.records import Ids, ids_for, ndjson_lines, syslog_frame
 from agent.forward.settings import Destination
 from agent.forward.sinks import (
     FileSink,
@@ -73,7 +73,7 @@ def encode(
     """The payload of a batch for this destination."""
     kind = d.kind
     if kind == "ndjson":
-        return b"".join(ndjson_line(r, ids) for r in rows)
+        return ndjson_lines(rows, ids)
     if kind == "syslog":
         return b"".join(syslog_frame(r, ids, d.max_message_bytes) for r in rows)
     if kind == "otlp":

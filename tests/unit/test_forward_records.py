@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from agent.batch import FLAG_TRUNCATED
+from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED
 from agent.forward.loki import loki_push
 from agent.forward.otlp import otlp_request
-from agent.forward.records import ids_for, ndjson_line, stable_id, syslog_frame
+from agent.forward.records import ids_for, ndjson_line, ndjson_lines, stable_id, syslog_frame
 from agent.forward.settings import ForwardConfigError, parse_forward
-from agent.level_names import ERROR
+from agent.level_names import ERROR, NAMES
 from agent.storage.described import StoredContainer
 from agent.storage.reader import StoredRow
 
@@ -158,3 +158,36 @@ def test_a_syslog_destination_s_own_limit_is_the_one_used() -> None:
     d = Destination("siem", "syslog", host="h", port=514, max_message_bytes=480)
     frame = encode(d, [ROW._replace(message="x" * 5000)], {}, stable_id)
     assert int(frame.partition(b" ")[0]) <= 480 and b'truncated="true"' in frame
+
+
+def test_ndjson_records_are_what_json_dumps_writes() -> None:
+    """ndjson_lines escapes a string at a time with json's own function: the same bytes."""
+    messages = ["plain", 'quote " back \\ nl \n tab \t', "é 日本 🎉", "\x00\x1b[31m\x7f", "\udcff"]
+    rows = [
+        ROW._replace(
+            id=i,
+            container_id=f"{i % 2:064x}",
+            container_name=f'n"{i % 2}',
+            message=messages[i % 5],
+            level=(None, 1, 3, 6, 99)[i % 5],
+            flags=(0, FLAG_TRUNCATED, FLAG_CONTINUED, 3)[i % 4],
+            timestamp=("", "2026-01-01T00:00:00.5+01:00")[i % 2],
+        )
+        for i in range(20)
+    ]
+
+    def dumped(row: StoredRow) -> bytes:
+        record: dict[str, object] = {
+            "id": stable_id(row), "host": row.host, "container_id": row.container_id,
+            "container_name": row.container_name, "stream": row.stream,
+            "timestamp": row.rfc3339, "time_ns": row.timestamp_ns, "message": row.message,
+        }  # fmt: skip
+        if row.level in NAMES:
+            record["level"] = NAMES[row.level]
+        if row.flags & FLAG_TRUNCATED:
+            record["truncated"] = True
+        if row.flags & FLAG_CONTINUED:
+            record["continued"] = True
+        return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
+
+    assert ndjson_lines(rows) == b"".join(dumped(r) for r in rows)
