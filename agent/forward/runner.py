@@ -18,6 +18,7 @@ import anyio
 from anyio.abc import TaskStatus
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from agent.forward.http_sink import HttpSink
 from agent.forward.loki import CONTENT_TYPE as LOKI_TYPE
 from agent.forward.loki import loki_push
 from agent.forward.otlp import CONTENT_TYPE as OTLP_TYPE
@@ -27,7 +28,6 @@ from agent.forward.records import Ids, ids_for, ndjson_lines, syslog_frame
 from agent.forward.settings import Destination
 from agent.forward.sinks import (
     FileSink,
-    HttpSink,
     PartlyRejected,
     Refused,
     Sink,
@@ -61,7 +61,7 @@ def sink_for(d: Destination) -> Sink:
     if d.kind == "syslog":
         return SyslogSink(d.host, d.port, tls=d.tls, ca_file=d.ca_file)
     kind = OTLP_TYPE if d.kind == "otlp" else LOKI_TYPE
-    sink = HttpSink(d.url, kind, dict(d.headers), ca_file=d.ca_file)
+    sink = HttpSink(d.url, kind, dict(d.headers), ca_file=d.ca_file, header_files=d.header_files)
     if d.kind == "otlp":
         sink.partial = (OTLP_TYPE, otlp_rejected)
     return sink

@@ -53,6 +53,7 @@ class Destination:
     ca_file: str = ""
     url: str = ""  # otlp, loki: where to POST (https verified, against ca_file if given)
     headers: tuple[tuple[str, str], ...] = ()  # otlp, loki: values may be secrets, never shown
+    header_files: tuple[tuple[str, str], ...] = ()  # headers_file: header, path (read again)
     min_level: int | None = None  # lines at this level or above; None: every line
     selection: Selection = field(default_factory=Selection)
     batch_lines: int = 500  # lines sent at once, at most
@@ -115,6 +116,7 @@ def _destination(table: object, where: str, env: Mapping[str, str]) -> Destinati
             values["headers"] = headers_of(table, where, env)
         except AlertConfigError as exc:
             raise ForwardConfigError(str(exc)) from None
+        values["header_files"] = tuple(table.get("headers_file", {}).items())  # checked above
         values["ca_file"] = _ca_file(table, where, url.startswith("https://"))
     else:
         address = table.get("address")

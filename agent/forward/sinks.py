@@ -17,10 +17,8 @@ import ssl
 import stat
 import struct
 import termios
-from collections.abc import Callable
 from typing import Protocol
 
-import aiohttp
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
 
@@ -43,10 +41,6 @@ class Refused(Exception):
     as a gap of the destination, then passed. Any other answer (a redirect, 401 after a
     token's rotation, 404 behind a proxy being set up) is about the receiver, not the lines:
     tried again, never a gap."""
-
-
-REFUSED = {400, 413, 422}
-MAX_ANSWER = 1 << 16  # of an answer, read at most (a reason, OTLP's partial success)
 
 
 class PartlyRejected(Exception):
@@ -165,58 +159,3 @@ def _unacknowledged(sock: socket.socket) -> int:
     """Bytes sent that the peer's TCP has not acknowledged yet (Linux's SIOCOUTQ)."""
     answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4))
     return int(struct.unpack("i", answer)[0])
-
-
-class HttpSink:
-    """POSTs to an HTTP receiver (OTLP/HTTP, Loki), gzip'ed. 2xx: received; 429, 408 and
-    5xx: tried again (Retry-After honoured); any other 4xx: refused for good. The headers
-    may hold secrets (a token): they are never put in a message."""
-
-    def __init__(
-        self, url: str, content_type: str, headers: dict[str, str], *, ca_file: str = ""
-    ) -> None:
-        self.url = url
-        self.headers = {**headers, "Content-Type": content_type, "Content-Encoding": "gzip"}
-        self._ssl = ssl.create_default_context(cafile=ca_file or None)
-        self._session: aiohttp.ClientSession | None = None
-        # OTLP: a 2xx may say some records were rejected (partial success): its media type,
-        # and what reads (how many, why) from the answer.
-        self.partial: tuple[str, Callable[[bytes], tuple[int, str] | None]] | None = None
-
-    async def send(self, payload: bytes) -> None:
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=SEND_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-            self._session = aiohttp.ClientSession(timeout=timeout)
-        try:
-            async with self._session.post(
-                self.url, data=payload, headers=self.headers, ssl=self._ssl, allow_redirects=False
-            ) as answer:
-                body = await answer.content.read(MAX_ANSWER)
-                status = answer.status
-                retry_after = _seconds(answer.headers.get("Retry-After"))
-                kind = answer.headers.get("Content-Type", "")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise SinkError(f"{self.url}: {exc or type(exc).__name__}") from exc
-        said = body[:500].decode("utf-8", "replace")
-        if 200 <= status < 300:
-            partial = self.partial
-            if partial is not None and kind.startswith(partial[0]) and (got := partial[1](body)):
-                raise PartlyRejected(f"{self.url}: {got[1]}", got[0])
-            return
-        why = f"{self.url}: HTTP {status} {' '.join(said.split())[:200]}".rstrip()
-        if status in REFUSED:
-            raise Refused(why)
-        raise SinkError(why, retry_after=retry_after)
-
-    async def aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            with anyio.CancelScope(shield=True):
-                await session.close()
-
-
-def _seconds(value: str | None) -> float | None:
-    """Retry-After in seconds (its date form is not used by log receivers: ignored)."""
-    if value is None or not value.strip().isdigit():
-        return None
-    return min(float(value.strip()), 3600.0)

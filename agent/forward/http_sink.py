@@ -1,0 +1,130 @@
+"""The HTTP receivers' sink (OTLP/HTTP, Loki): a batch POSTed gzip'ed counts as received on a
+2xx. The headers may hold secrets (a token), never put in a message; those read from a file
+(`headers_file`) are read again when the file changes — a token rotated where it is mounted
+(Kubernetes rewrites a secret's volume, Vault's agent its sink file) is used from the next
+batch on, without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import aiohttp
+import anyio
+
+from agent.forward.sinks import (
+    CONNECT_TIMEOUT_S,
+    SEND_TIMEOUT_S,
+    PartlyRejected,
+    Refused,
+    SinkError,
+)
+
+log = logging.getLogger("logagent.forward")
+
+REFUSED = {400, 413, 422}  # what `Refused` means
+MAX_ANSWER = 1 << 16  # of an answer, read at most (a reason, OTLP's partial success)
+
+
+class HeaderFiles:
+    """`headers_file`'s values, read again when a file is another (its inode, time or size
+    changed). A file that cannot be read, or holds no one-line value, keeps the value it had:
+    said once, and the receiver's 401 then keeps the batches waiting, never lost."""
+
+    def __init__(self, files: Sequence[tuple[str, str]]) -> None:
+        self._files = tuple(files)
+        self._seen: dict[str, tuple[int, int, int]] = {}
+        self._said: set[str] = set()
+
+    def changed(self) -> dict[str, str]:
+        """The headers whose file is not the one read last, with their new values."""
+        found: dict[str, str] = {}
+        for header, path in self._files:
+            try:
+                info = os.stat(path)
+                seen = (info.st_ino, info.st_mtime_ns, info.st_size)
+                if self._seen.get(path) == seen:
+                    continue
+                value = Path(path).read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                self._once(path, f"cannot read it ({getattr(exc, 'strerror', None) or exc})")
+                continue
+            if not value or "\r" in value or "\n" in value:
+                self._once(path, "it holds no value of one line")
+                continue
+            self._seen[path] = seen
+            self._said.discard(path)
+            found[header] = value
+        return found
+
+    def _once(self, path: str, why: str) -> None:
+        if path not in self._said:
+            self._said.add(path)
+            log.warning("forward: headers_file %s: %s; the value read before is kept", path, why)
+
+
+class HttpSink:
+    """POSTs to an HTTP receiver (OTLP/HTTP, Loki), gzip'ed. 2xx: received; 429, 408 and
+    5xx: tried again (Retry-After honoured); any other 4xx: refused for good. The headers
+    may hold secrets (a token): they are never put in a message."""
+
+    def __init__(
+        self,
+        url: str,
+        content_type: str,
+        headers: dict[str, str],
+        *,
+        ca_file: str = "",
+        header_files: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.url = url
+        self.headers = {**headers, "Content-Type": content_type, "Content-Encoding": "gzip"}
+        self._files = HeaderFiles(header_files)
+        self._ssl = ssl.create_default_context(cafile=ca_file or None)
+        self._session: aiohttp.ClientSession | None = None
+        # OTLP: a 2xx may say some records were rejected (partial success): its media type,
+        # and what reads (how many, why) from the answer.
+        self.partial: tuple[str, Callable[[bytes], tuple[int, str] | None]] | None = None
+
+    async def send(self, payload: bytes) -> None:
+        self.headers.update(self._files.changed())
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=SEND_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        try:
+            async with self._session.post(
+                self.url, data=payload, headers=self.headers, ssl=self._ssl, allow_redirects=False
+            ) as answer:
+                body = await answer.content.read(MAX_ANSWER)
+                status = answer.status
+                retry_after = _seconds(answer.headers.get("Retry-After"))
+                kind = answer.headers.get("Content-Type", "")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise SinkError(f"{self.url}: {exc or type(exc).__name__}") from exc
+        said = body[:500].decode("utf-8", "replace")
+        if 200 <= status < 300:
+            partial = self.partial
+            if partial is not None and kind.startswith(partial[0]) and (got := partial[1](body)):
+                raise PartlyRejected(f"{self.url}: {got[1]}", got[0])
+            return
+        why = f"{self.url}: HTTP {status} {' '.join(said.split())[:200]}".rstrip()
+        if status in REFUSED:
+            raise Refused(why)
+        raise SinkError(why, retry_after=retry_after)
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            with anyio.CancelScope(shield=True):
+                await session.close()
+
+
+def _seconds(value: str | None) -> float | None:
+    """Retry-After in seconds (its date form is not used by log receivers: ignored)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return min(float(value.strip()), 3600.0)

@@ -1,0 +1,41 @@
+"""The HTTP sink against a real HTTP server (tests/http_receiver.py): a token in a
+`headers_file` rotated where it is mounted is used from the next batch on, and a file that
+cannot be read keeps the value read before (the batches keep going, never lost)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.forward.http_sink import HttpSink
+from agent.forward.otlp import CONTENT_TYPE, otlp_request
+from agent.storage.reader import StoredRow
+from tests.http_receiver import HttpReceiver
+
+pytestmark = [pytest.mark.anyio]
+
+ROW = StoredRow(1, "h", "a" * 64, "n", "stdout", 1_765_000_000_000_000_000, "", "hello", 0)
+
+
+async def test_a_token_rotated_in_its_file_is_sent_from_the_next_batch(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("Bearer first\n")
+    async with HttpReceiver() as rx:
+        sink = HttpSink(rx.otlp_url, CONTENT_TYPE, {"Authorization": "Bearer first"},
+                        header_files=[("Authorization", str(token))])  # fmt: skip
+        try:
+            await sink.send(otlp_request([ROW], {}, 1))
+            rotated = tmp_path / "token.new"  # as Kubernetes swaps a secret's files
+            rotated.write_text("Bearer second\n")
+            os.replace(rotated, token)
+            await sink.send(otlp_request([ROW], {}, 2))
+            token.unlink()  # gone (an unmount): the value read before is kept
+            await sink.send(otlp_request([ROW], {}, 3))
+            token.write_text("\n")  # empty: kept too
+            await sink.send(otlp_request([ROW], {}, 4))
+        finally:
+            await sink.aclose()
+        seen = [r.headers.get("authorization") for r in rx.accepted()]
+    assert seen == ["Bearer first", "Bearer second", "Bearer second", "Bearer second"]
