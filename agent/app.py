@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -26,10 +26,12 @@ from agent.discovery.own_container import own_container_ids
 from agent.discovery.reconciler import Reconciler
 from agent.docker.client import DockerClient
 from agent.forward.runner import Forwarder
+from agent.forward.settings import Destination
 from agent.metrics import AgentMetrics, build_registry
 from agent.policy import Scope
 from agent.redact import redact
 from agent.storage import LogStorage, search_index
+from agent.storage.forward_gaps import Sends
 from agent.storage.generation import StoreRewound
 from agent.storage.retention import Retention
 from agent.storage.search_index import SearchIndexer
@@ -154,7 +156,10 @@ class Agent:
                     else None,
                 )
                 retention = Retention(
-                    storage, max_age_s=s.retention_max_age_s, max_bytes=s.retention_max_bytes
+                    storage,
+                    max_age_s=s.retention_max_age_s,
+                    max_bytes=s.retention_max_bytes,
+                    forwarded=forward_sends(s.forward),
                 )
                 await search_index.prepare(storage.db, on=s.search_index)
                 indexer = SearchIndexer(storage.db) if s.search_index else None
@@ -220,6 +225,15 @@ class Agent:
     async def _cancel_on_stop(self, scope: anyio.CancelScope) -> None:
         await self.stop.wait()
         scope.cancel()
+
+
+def forward_sends(destinations: Iterable[Destination]) -> dict[str, Sends]:
+    """What each configured destination sends, by name: retention counts only that as
+    what it missed (storage/forward_gaps.py), judged as its forwarder judges."""
+    return {
+        d.name: Sends(d.min_level, d.selection.picks if d.selection.shown() else None)
+        for d in destinations
+    }
 
 
 def _rewound(exc: BaseException) -> bool:

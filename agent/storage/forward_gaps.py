@@ -4,16 +4,24 @@ silence. (A batch in flight may still arrive: the gap says they may be missing.)
 
 A destination's position (consumer_positions, `fwd:<name>:…`) names its own host's last row
 sent; rows of that host after it, in what retention is about to delete (a batch of rows, or a
-PostgreSQL day dropped whole by any agent of the fleet), were never sent.
+PostgreSQL day dropped whole by any agent of the fleet), were never sent. Of those, only the
+rows the destination would have sent count (its min_level and selection, `Sends`): a line it
+leaves out is not missing from it.
+
+The positions are read in the deleting transaction, each time: a position read earlier could
+be older (over-counting: harmless) but also newer (a position can go back, follow.rewound: a
+restored store, a promoted standby), and a destination new since then would be missed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from agent.storage.described import StoredContainer, described_containers
 from agent.storage.follow import Position
 from agent.storage.gaps import record_forward_gaps
 from agent.storage.models import ConsumerPosition, ContainerCursor
@@ -31,15 +39,53 @@ def destination_of(name: str) -> str:
     return name.removeprefix(PREFIX).split(":", 1)[0]
 
 
+@dataclass(frozen=True)
+class Sends:
+    """What a destination of this host's config sends of its rows (agent/forward/settings.py's
+    min_level and selection), as the forwarder judges them (agent/forward/runner.py)."""
+
+    min_level: int | None = None  # rows at this level or above; a row without a level: never
+    picks: Callable[[StoredContainer], bool] | None = None  # None: every container
+
+
+EVERYTHING = Sends()  # another host's destination, or one no longer in the config
+
+
 Where = Callable[[Marks], tuple[str, list[Any]]]  # the rows to delete: SQL on `l`, values
+Span = Sequence[Any]  # container id, name, rows, first and last timestamp
+
+
+def level_clause(sends: Sends, m: Marks) -> tuple[str, list[Any]]:
+    """Pure: the SQL (on `l`) keeping the rows at or above the destination's min_level, as the
+    forwarder's read does (reader.LogFilter: `l.level >= N`, so a row without a level is not
+    sent)."""
+    if sends.min_level is None:
+        return "", []
+    return f" AND l.level >= {m()}", [int(sends.min_level)]
+
+
+def picked(spans: Sequence[Span], sends: Sends, known: Mapping[str, StoredContainer]) -> list[Span]:
+    """Pure: the spans of the containers the destination picks. A container the store does
+    not describe is kept: counting too much is safe, too little is not."""
+    if sends.picks is None:
+        return list(spans)
+    return [s for s in spans if (c := known.get(str(s[0]))) is None or sends.picks(c)]
 
 
 async def unsent_deleted(
-    conn: BaseDBAsyncClient, table: str, where: Where, host: str | None = None
+    conn: BaseDBAsyncClient,
+    table: str,
+    where: Where,
+    *,
+    host: str,
+    sends: Mapping[str, Sends],
+    fleet: bool = False,
 ) -> None:
-    """Record, for each forward destination (of `host` alone when the rows are that host's),
-    the rows of `table` that `where` names (about to be deleted) which it has not sent: per
-    container, how many and when."""
+    """Record, for each forward destination of this `host` (of every host with `fleet`: a
+    day's table holds the fleet's rows), the rows of `table` that `where` names (about to be
+    deleted) which it has not sent and would have: per container, how many and when. `sends`
+    says that of this host's configured destinations by name; another host's, or one no
+    longer configured, is counted whole."""
     _, found = await conn.execute_query(
         f"SELECT name, position FROM {ConsumerPosition._meta.db_table} WHERE name LIKE '{PREFIX}%'"
     )
@@ -51,21 +97,29 @@ async def unsent_deleted(
         if len(ids) != 1:  # a forwarder's position names its own host alone
             continue
         ((owner, after),) = ids.items()
-        if host is not None and owner != host:
+        if owner != host and not fleet:
             continue
+        destination = destination_of(str(name))
+        judged = sends.get(destination, EVERYTHING) if owner == host else EVERYTHING
         m = Marks(conn.capabilities.dialect)
         clause, values = where(m)
-        _, spans = await conn.execute_query(
+        rest = f"l.host = {m()} AND l.id > {m()}"
+        level, at_least = level_clause(judged, m)
+        _, found_spans = await conn.execute_query(
             f"SELECT c.container_id, c.container_name, COUNT(*), MIN(l.timestamp_ns), "
             f'MAX(l.timestamp_ns) FROM "{table}" l JOIN {ContainerCursor._meta.db_table} c '
-            f"ON c.id = l.source_id WHERE {clause} AND l.host = {m()} AND l.id > {m()} "
+            f"ON c.id = l.source_id WHERE {clause} AND {rest}{level} "
             "GROUP BY c.container_id, c.container_name",
-            [*values, owner, after],
+            [*values, owner, after, *at_least],
         )
+        spans = cast("list[Span]", found_spans)  # typed as dicts: rows that iterate values
+        if spans and judged.picks is not None:
+            known = await described_containers(conn, owner, [str(s[0]) for s in spans])
+            spans = picked(spans, judged, known)
         if spans:
             await record_forward_gaps(
                 conn,
                 owner,
-                destination_of(str(name)),
+                destination,
                 [[cid, cname, f"{n} {REASON}", lo, hi] for cid, cname, n, lo, hi in spans],
             )

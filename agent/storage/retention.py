@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -23,7 +24,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from agent.storage import search_index
 from agent.storage.counts import counted_rows, take_off
 from agent.storage.db import in_child_task, transaction
-from agent.storage.forward_gaps import unsent_deleted
+from agent.storage.forward_gaps import Sends, unsent_deleted
 from agent.storage.models import (
     AgentState,
     AlertOutbox,
@@ -59,8 +60,10 @@ class Retention:
         max_age_s: float,
         max_bytes: int,
         batch_rows: int = BATCH_ROWS,
+        forwarded: Mapping[str, Sends] | None = None,
     ) -> None:
         self.storage = storage
+        self.forwarded = dict(forwarded or {})  # this host's destinations: their gaps count
         self.max_age_s = max_age_s
         self.max_bytes = max_bytes
         self.batch_rows = batch_rows
@@ -88,7 +91,11 @@ class Retention:
             if not sqlite:  # whole days, where nothing in them is to be kept
                 await self._say_own_retention(db)
                 report.by_age += await drop_days(
-                    self.storage, cutoff, now, lambda started: self._held(report, started)
+                    self.storage,
+                    cutoff,
+                    now,
+                    lambda started: self._held(report, started),
+                    self.forwarded,
                 )
             besides = list(own)
             while deleted := await self._delete_batch(
@@ -168,7 +175,11 @@ class Retention:
                 return 0
             ids = [r[0] for r in rows]
             await unsent_deleted(
-                conn, table, lambda m: (f"l.id IN ({m.many(len(ids))})", ids), self.storage.host
+                conn,
+                table,
+                lambda m: (f"l.id IN ({m.many(len(ids))})", ids),
+                host=self.storage.host,
+                sends=self.forwarded,
             )
             if self.indexed:  # SQLite's search index lets them go first (its position read
                 upto = await search_index.indexed_upto(conn)  # in this transaction)

@@ -7,14 +7,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.storage import partitions
 from agent.storage.counts import grouped_sql, take_off
 from agent.storage.db import transaction
-from agent.storage.forward_gaps import unsent_deleted
+from agent.storage.forward_gaps import Sends, unsent_deleted
 from agent.storage.models import AgentState, ContainerCursor
 from agent.storage.sql import Marks
 from agent.storage.store import LogStorage
@@ -23,11 +23,16 @@ log = logging.getLogger("logagent.retention")
 
 
 async def drop_days(
-    storage: LogStorage, cutoff_ns: int, now_ns: int, held: Callable[[float], None]
+    storage: LogStorage,
+    cutoff_ns: int,
+    now_ns: int,
+    held: Callable[[float], None],
+    forwarded: Mapping[str, Sends],
 ) -> int:
     """Detach each day older than the cut-off that holds nothing to keep, then count it
     off its containers and drop it (also a day an earlier pass detached and did not get
-    to drop). A day that holds rows to keep is trimmed row by row instead."""
+    to drop). A day that holds rows to keep is trimmed row by row instead. What a forward
+    destination did not send of it is its gap (`forwarded`: this host's, forward_gaps.py)."""
     db = storage.db
     for day, name in partitions.whole_days_before(await partitions.existing_days(db), cutoff_ns):
         day_end = (day + 1) * partitions.DAY_NS
@@ -54,7 +59,14 @@ async def drop_days(
                 "GROUP BY source_id"
             )
             await count_off(conn, {int(r[0]): (int(r[1]), int(r[2])) for r in counted})
-            await unsent_deleted(conn, table, lambda _m: ("1 = 1", []))  # any host's
+            await unsent_deleted(  # any host's rows: every host's destinations
+                conn,
+                table,
+                lambda _m: ("1 = 1", []),
+                host=storage.host,
+                sends=forwarded,
+                fleet=True,
+            )
             _, per_minute = await conn.execute_query(grouped_sql(table))
             await take_off(conn, Counter({(int(r[0]), int(r[1]), str(r[2]), int(r[3])): int(r[4])
                                           for r in per_minute}))  # fmt: skip
