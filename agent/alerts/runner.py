@@ -28,7 +28,7 @@ from agent.alerts.engine import MAX_LINE_CHARS, Alert, Engine
 from agent.alerts.rules import AlertSettings, Destination
 from agent.storage import consumers, outbox
 from agent.storage.db import in_child_task, transaction
-from agent.storage.described import StoredContainer, described_containers
+from agent.storage.described import Described
 from agent.storage.follow import Position, committed, rewound, scan
 from agent.storage.life import last_life_id, list_life
 from agent.storage.reader import PAGE, LogFilter, StoredRow, later, older, rows_by_id
@@ -68,7 +68,7 @@ class AlertRunner:
         self.failed: Counter[str] = Counter()  # per destination, failed posts (tried again)
         self.pending = 0  # alerts waiting in this host's outbox, as last counted
         self._wake = anyio.Event()
-        self._described: dict[str, StoredContainer] = {}
+        self._described = Described(db, host)
 
     def summary(self) -> dict[str, Any]:
         """For `GET /alerts`: each rule, what this run fired and sent (no URL: a secret)."""
@@ -106,7 +106,7 @@ class AlertRunner:
                 if after != position or events:
                     now = time.time_ns()
                     ids = {r.container_id for r in rows} | {e.container_id for e in events}
-                    known = await self._containers(ids)
+                    known = await self._described.of(ids)
                     unreadable = self.engine.unreadable
                     alerts = self.engine.feed(rows, now, known)
                     if self.engine.unreadable > unreadable:
@@ -126,21 +126,6 @@ class AlertRunner:
                 log.warning("alert rules: could not read or commit a step: %s", exc)
                 self.engine.restore(state)
             await anyio.sleep(self.poll_s)
-
-    async def _containers(self, ids: set[str]) -> dict[str, StoredContainer]:
-        """The containers of a step as the store describes them (image, compose, labels,
-        which do not change for a container: kept, once the store has them)."""
-        cache = self._described
-        out = {cid: cache[cid] for cid in ids if cid in cache}
-        wanted = [cid for cid in ids if cid not in cache]
-        if wanted:
-            if len(cache) > 10_000:
-                cache.clear()
-            for cid, c in (await described_containers(self.db, self.host, wanted)).items():
-                out[cid] = c
-                if c.image:  # one the store knows nothing of yet is asked again
-                    cache[cid] = c
-        return out
 
     async def _commit(self, position: Position, alerts: list[Alert]) -> None:
         async def step() -> None:

@@ -36,7 +36,7 @@ from agent.forward.sinks import (
 )
 from agent.storage import consumers
 from agent.storage.db import transaction
-from agent.storage.described import StoredContainer, described_containers
+from agent.storage.described import Described, StoredContainer
 from agent.storage.follow import Position, committed, newer, rewound
 from agent.storage.forward_gaps import consumer_name as forward_consumer
 from agent.storage.gaps import record_forward_gaps
@@ -126,7 +126,7 @@ class Forwarder:
         self._filter = LogFilter(host=host, min_level=d.min_level)
         self._select = bool(d.selection.shown())
         self._describe = self._select or d.kind in ("otlp", "loki")  # resource, labels
-        self._described: dict[str, StoredContainer] = {}
+        self._described = Described(db, host)
         self._partial: list[tuple[StoredRow, str]] = []  # a batch's lines a 2xx may not have
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -165,7 +165,7 @@ class Forwarder:
                 await self._save(after)
             return after, False
         rows, after = self._bounded(rows, after)
-        known = await self._containers({r.container_id for r in rows}) if self._describe else {}
+        known = await self._described.of({r.container_id for r in rows}) if self._describe else {}
         picks = self.d.selection.picks
         wanted = [r for r in rows if not self._select or ((c := known.get(r.container_id))
                                                           and picks(c))]  # fmt: skip
@@ -234,15 +234,6 @@ class Forwarder:
              min(r.timestamp_ns for r in got), max(r.timestamp_ns for r in got)]
             for cid, got in spans.items()
         ]  # fmt: skip
-
-    async def _containers(self, ids: set[str]) -> dict[str, StoredContainer]:
-        cache = self._described
-        wanted = [cid for cid in ids if cid not in cache]
-        if wanted:
-            if len(cache) > 10_000:
-                cache.clear()
-            cache.update(await described_containers(self.db, self.host, wanted))
-        return {cid: cache[cid] for cid in ids if cid in cache}
 
     async def _save(self, position: Position, refused: list[list[Any]] | None = None) -> None:
         """The position (its own host's alone: retention tells what it did not send by

@@ -6,7 +6,7 @@ which also judge a container that is gone (its lines read on catch-up).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -38,6 +38,31 @@ async def described_containers(
             str(cid), str(name), image or "", project or "", service or "", _labels(labels)
         )
     return found
+
+
+class Described:
+    """The containers a follower of the store meets a step at a time, as the store describes
+    them: kept once it has them (a container's image, compose project and labels do not
+    change); one it knows nothing of yet (no image: its first identity not yet written) is
+    asked again at the next step."""
+
+    def __init__(self, db: BaseDBAsyncClient, host: str, *, keep: int = 10_000) -> None:
+        self.db, self.host, self.keep = db, host, keep
+        self._kept: dict[str, StoredContainer] = {}
+
+    async def of(self, ids: Iterable[str]) -> dict[str, StoredContainer]:
+        """These containers, those the store has a row of."""
+        kept = self._kept
+        out = {cid: kept[cid] for cid in ids if cid in kept}
+        wanted = [cid for cid in ids if cid not in kept]
+        if wanted:
+            if len(kept) > self.keep:
+                kept.clear()
+            for cid, c in (await described_containers(self.db, self.host, wanted)).items():
+                out[cid] = c
+                if c.image:
+                    kept[cid] = c
+        return out
 
 
 def _labels(text: object) -> dict[str, str]:
