@@ -8,7 +8,6 @@ down for 30 s gets everything once it is back; a fleet's hosts each forward thei
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -28,6 +27,7 @@ from tests.conftest import (
     eventually,
     numbered_bursts,
     query,
+    require_or_skip,
     start_agent_process,
     stop_process,
     until_reached,
@@ -44,10 +44,7 @@ _SD = re.compile(r'id="(?P<id>[^"]+)" container="(?:[^"\\]|\\.)*" time="(?P<time
 
 @pytest.fixture
 def receiver() -> Any:
-    if (problem := receiver_problem()) is not None:
-        if os.environ.get("CI"):
-            raise AssertionError(problem)
-        pytest.skip(problem)
+    require_or_skip(receiver_problem())
     with RsyslogReceiver() as rsyslog:
         yield rsyslog
 
@@ -347,10 +344,7 @@ async def test_lines_retention_deletes_before_they_are_sent_are_a_gap_of_the_des
 async def test_syslog_over_tls_verified_against_its_ca(
     tmp_path: Path, containers: Containers
 ) -> None:
-    if (problem := receiver_problem(tls=True)) is not None:
-        if os.environ.get("CI"):
-            raise AssertionError(problem)
-        pytest.skip(problem)
+    require_or_skip(receiver_problem(tls=True))
     with RsyslogReceiver(tls=True) as rsyslog:
         host, port = rsyslog.address
         config = forward_config(name="siem", kind="syslog", address=f"{host}:{port}", tls=True,

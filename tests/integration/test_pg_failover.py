@@ -12,7 +12,6 @@ With a synchronous standby nothing acknowledged is lost and nothing is read agai
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ from tests.conftest import (
     execute,
     numbered_bursts,
     query,
+    require_or_skip,
     rows_in,
     start_agent_process,
     stop_process,
@@ -59,10 +59,7 @@ FLEET_LABEL = "logagent-test.failover"  # which host's agent sees a container
 
 @pytest.fixture
 def pair_needed() -> None:
-    if (problem := pair_problem()) is not None:
-        if os.environ.get("CI"):
-            raise AssertionError(problem)
-        pytest.skip(problem)
+    require_or_skip(pair_problem())
 
 
 @pytest.fixture

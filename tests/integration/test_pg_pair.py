@@ -4,23 +4,20 @@ the commits made since), and a sync primary whose commits really wait for the st
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from functools import partial
 
 import anyio
 import pytest
 
+from tests.conftest import require_or_skip
 from tests.pg_pair import ReplicatedPair, pair_problem, psql, wait_for
 
 pytestmark = [pytest.mark.anyio]
 
 
 def _pair(sync: bool) -> Iterator[ReplicatedPair]:
-    if (problem := pair_problem()) is not None:
-        if os.environ.get("CI"):
-            raise AssertionError(problem)
-        pytest.skip(problem)
+    require_or_skip(pair_problem())
     with ReplicatedPair(sync=sync) as pair:
         yield pair
 

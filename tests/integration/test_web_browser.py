@@ -7,7 +7,6 @@ Each test saves a screenshot of its view in test-artefacts/web/ (looked at by a 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -29,6 +28,7 @@ from tests.conftest import (
     db_url,
     docker,
     query,
+    require_or_skip,
     start_agent_process,
     stop_process,
 )
@@ -47,9 +47,7 @@ def _free_port() -> int:
 @pytest.fixture
 def browser() -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
-        if os.environ.get("CI"):
-            raise AssertionError("no chromium/chromedriver: tests/browser-up.sh installs them")
-        pytest.skip("no chromium and chromium-driver (apt-get install chromium chromium-driver)")
+        require_or_skip("no chromium and chromium-driver: tests/browser-up.sh installs them")
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
