@@ -50,14 +50,12 @@ from pathlib import Path
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as base  # bench/run.py: log_block, cpu_seconds (its import puts the repo on sys.path)
+import run as base  # bench/run.py: log_block, read_batches, cpu_seconds (puts the repo on sys.path)
 
-from agent.batch import LineBatch, Source
-from agent.cursor import Cursor
+from agent.batch import LineBatch
 from agent.forward.records import ids_for
 from agent.forward.runner import Forwarder, encode
 from agent.forward.settings import Destination
-from agent.shaping.levels import levels
 from agent.storage import LogStorage
 from agent.storage.described import described_containers
 from agent.storage.follow import Position, committed, newer
@@ -174,25 +172,12 @@ class Receiver:
 
 
 def batches(lines: int, stamp: int) -> list[LineBatch]:
-    """`lines` lines from CONTAINERS containers, PER_READ at a time, in turn, with their
-    levels (as the shaper's `auto` finds them); each batch carries its container's read
-    position after it, as a collector's does."""
+    """`lines` lines of the web service's block, from CONTAINERS containers, PER_READ at a
+    time, with their levels (bench/run.py's `read_batches`)."""
     block = base.log_block(BLOCK)
-    sources = [Source(f"{c:064x}", f"bench-{c}") for c in range(CONTAINERS)]
-    cursors = [Cursor() for _ in sources]
-    out: list[LineBatch] = []
-    done = 0
-    while done < lines:
-        c = len(out) % CONTAINERS
-        batch = LineBatch(sources[c])
-        for i in range(done, min(done + PER_READ, lines)):
-            text = block[i % BLOCK]
-            batch.append("stdout", stamp + i, "", text, 0, len(text) + 1)
-        batch.levels = levels("auto", batch.messages)
-        cursors[c].advance(batch)
-        out.append(batch)
-        done += len(batch)
-    return out
+    return base.read_batches(
+        lines, stamp, block, leveled=True, containers=CONTAINERS, per_read=PER_READ
+    )
 
 
 def destination(case: Case, name: str, receiver: Receiver, tmp: Path) -> Destination:

@@ -35,6 +35,9 @@ from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from agent.batch import LineBatch, Source  # noqa: E402
+from agent.cursor import Cursor  # noqa: E402
+from agent.shaping.levels import levels  # noqa: E402
 from agent.timestamps import parse_timestamp  # noqa: E402
 
 IMAGE = os.environ.get("LOGAGENT_TEST_IMAGE", "logagent-test/busybox:latest")
@@ -651,6 +654,38 @@ def log_block(n: int, seed: int = 25) -> list[str]:
                 f"dur={rnd.randint(1, 400)}ms"
             )
         out.append(f"{text} trace={rnd.getrandbits(64):016x}".ljust(99, ".")[:99])
+    return out
+
+
+def read_batches(
+    lines: int,
+    stamp: int,
+    texts: Sequence[str] = (LINE,),
+    *,
+    leveled: bool = False,
+    containers: int = 10,
+    per_read: int = 200,
+) -> list[LineBatch]:
+    """`lines` lines from `containers` containers, `per_read` at a time, in turn, as busy
+    collectors hand them to the writer (bench/forward.py, bench/sync_standby.py): line i is
+    `texts[i % len(texts)]`, stamped `stamp + i`; with `leveled`, with their levels as the
+    shaper's `auto` finds them. Each batch carries its container's read position after it, as
+    a collector's does."""
+    sources = [Source(f"{c:064x}", f"bench-{c}") for c in range(containers)]
+    cursors = [Cursor() for _ in sources]
+    out: list[LineBatch] = []
+    done = 0
+    while done < lines:
+        c = len(out) % containers
+        batch = LineBatch(sources[c])
+        for i in range(done, min(done + per_read, lines)):
+            text = texts[i % len(texts)]
+            batch.append("stdout", stamp + i, "", text, 0, len(text) + 1)
+        if leveled:
+            batch.levels = levels("auto", batch.messages)
+        cursors[c].advance(batch)
+        out.append(batch)
+        done += len(batch)
     return out
 
 

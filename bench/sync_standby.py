@@ -40,13 +40,15 @@ from pathlib import Path
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # agent, tests.pg_pair
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as base  # bench/run.py: read_batches
 
 from agent.batch import LineBatch, Source
 from agent.cursor import Cursor
 from agent.storage import LogStorage
 from tests.pg_pair import ReplicatedPair, pair_problem, psql, wait_for
 
-LINE = "x" * 99  # 100 bytes with its newline, as bench/run.py and bench/pg_store.py write
+LINE = base.LINE  # 100 bytes with its newline, as bench/run.py and bench/pg_store.py write them
 CONTAINERS = 10
 PER_READ = 200  # lines per read of a busy stream (bench/README.md: ~180 at ingest speed)
 TRICKLE_READS = 50
@@ -91,21 +93,9 @@ def p99(values: list[float]) -> float:
 
 
 def batches(lines: int, stamp: int) -> list[LineBatch]:
-    """`lines` lines of 100 bytes from CONTAINERS containers, PER_READ at a time, in turn;
-    each batch carries its container's read position after it, as a collector's does."""
-    sources = [Source(f"{c:064x}", f"bench-{c}") for c in range(CONTAINERS)]
-    cursors = [Cursor() for _ in sources]
-    out: list[LineBatch] = []
-    done = 0
-    while done < lines:
-        c = len(out) % CONTAINERS
-        batch = LineBatch(sources[c])
-        for i in range(done, min(done + PER_READ, lines)):
-            batch.append("stdout", stamp + i, "", LINE, 0, len(LINE) + 1)
-        cursors[c].advance(batch)
-        out.append(batch)
-        done += len(batch)
-    return out
+    """`lines` lines of 100 bytes from CONTAINERS containers, PER_READ at a time, in turn
+    (bench/run.py's `read_batches`)."""
+    return base.read_batches(lines, stamp, [LINE], containers=CONTAINERS, per_read=PER_READ)
 
 
 async def ingest(url: str, lines: int, wal_at: Callable[[], int]) -> Ingest:
