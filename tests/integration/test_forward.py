@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
+from agent.timestamps import format_timestamp
 from tests.conftest import (
     ROOT,
     RUN_ID,
@@ -132,6 +133,40 @@ async def test_ndjson_after_a_kill_9_repeats_only_the_batch_not_acknowledged(
     repeated = [i for i, c in counts.items() if c > 1]
     assert all(counts[i] == 2 for i in repeated) and len(repeated) <= BATCH
     assert oct(out.stat().st_mode & 0o777) == "0o600"  # lines may hold secrets
+
+
+def otlp_sent(rx: HttpReceiver) -> list[dict[str, Any]]:
+    """id, stream, Docker's time (as text) and the message of each OTLP record received."""
+    return [{"id": r["attributes"]["log.record.uid"], "stream": r["attributes"]["log.iostream"],
+             "timestamp": format_timestamp(r["time_unix_nano"]), "message": r["body"]}
+            for r in rx.otlp_records()]  # fmt: skip
+
+
+async def test_otlp_after_a_kill_9_repeats_only_the_batch_not_acknowledged(
+    tmp_path: Path, containers: Containers
+) -> None:
+    n = 30_000
+    async with HttpReceiver() as rx:
+        config = forward_config(name="otel", kind="otlp", url=rx.otlp_url, start="stored",
+                                linger="50ms", batch_lines=BATCH)  # fmt: skip
+        proc = start_agent_process(tmp_path, extra_config=config)
+        try:
+            cid = containers.run("otel-killed", numbered_bursts(30, 0.2))
+            # 20 requests: 10,000 records at most (one a batch), well before the 30,000th
+            await rx.wait_for(lambda: len(rx.accepted()) >= 20)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            proc = start_agent_process(tmp_path, extra_config=config)
+            await anyio.to_thread.run_sync(containers.wait, "otel-killed")
+            await until_reached(lambda: len({r["id"] for r in otlp_sent(rx)}), n)
+            stop_process(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        records = otlp_sent(rx)
+    counts = assert_each_line_once_in_order(records, cid)
+    repeated = [i for i, c in counts.items() if c > 1]
+    assert all(counts[i] == 2 for i in repeated) and len(repeated) <= BATCH
 
 
 async def test_syslog_to_rsyslog_line_for_line_and_a_receiver_down_30s_loses_nothing(
