@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as base  # bench/run.py: log_block, read_batches, cpu_seconds (puts the repo on sys.path)
 
 from agent.batch import LineBatch
+from agent.forward.otlp import GZIP_LEVEL
 from agent.forward.records import ids_for
 from agent.forward.runner import Forwarder, encode
 from agent.forward.settings import Destination
@@ -366,7 +367,7 @@ async def pieces(storage: LogStorage, n: int, receiver: Receiver, tmp: Path) -> 
     squeeze = iter(raw)
 
     async def gz(_rows: list[StoredRow]) -> None:
-        gzip.compress(next(squeeze), compresslevel=5)
+        gzip.compress(next(squeeze), compresslevel=GZIP_LEVEL)
 
     await timed(f"  of which gzip ({sum(map(len, raw)) / n:.0f} → "
                 f"{sum(map(len, payloads)) / n:.0f} bytes a line)", gz)  # fmt: skip
@@ -384,7 +385,7 @@ async def pieces(storage: LogStorage, n: int, receiver: Receiver, tmp: Path) -> 
     async def stamps(rows: list[StoredRow]) -> None:
         [r.rfc3339 for r in rows]
 
-    await timed("NDJSON encode (`encode`: `ndjson_line`)", nd)
+    await timed("NDJSON encode (`encode`: `ndjson_lines`)", nd)
     await timed("  of which the timestamp text (`StoredRow.rfc3339`)", stamps)
     print(f"\npieces of a forward, timed apart over the {n:,} rows in batches of "
           f"{MAIN.batch_lines}, CPU µs per line (all threads / the main thread's):")  # fmt: skip
