@@ -14,9 +14,10 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from agent.secret_files import SecretFileError, header_value_problem, read_secret
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 KEYS = ("name", "url", "url_env", "url_file", "headers", "headers_env", "headers_file", "template")
@@ -78,9 +79,9 @@ def _secret(table: dict[str, Any], key: str, where: str, env: Mapping[str, str])
         return env[value].strip()
     if key.endswith("_file"):
         try:
-            return Path(value).read_text().strip()
-        except OSError as exc:
-            raise AlertConfigError(f"{where}.{key}: cannot read it ({exc.strerror})") from None
+            return read_secret(value)[0]
+        except SecretFileError as exc:
+            raise AlertConfigError(f"{where}.{key}: {exc}") from None
     return value.strip()
 
 
@@ -138,14 +139,11 @@ def headers_of(
                 value = env[value]
             elif key == "headers_file":  # or from a file (a mounted secret)
                 try:
-                    value = Path(value).read_text().strip()
-                except UnicodeDecodeError:
-                    raise AlertConfigError(f"{where}.{key}.{header}: not UTF-8 text") from None
-                except OSError as exc:
-                    said = f"{where}.{key}.{header}: cannot read {value}: {exc.strerror or exc}"
-                    raise AlertConfigError(said) from None
-            if "\r" in value or "\n" in value:
-                raise AlertConfigError(f"{where}.{key}.{header}: a value of one line")
+                    value = read_secret(value)[0]
+                except SecretFileError as exc:
+                    raise AlertConfigError(f"{where}.{key}.{header}: {value}: {exc}") from None
+            if (problem := header_value_problem(value)) is not None:
+                raise AlertConfigError(f"{where}.{key}.{header}: {problem}")
             out[header] = value
     return tuple(out.items())
 

@@ -8,10 +8,8 @@ batch on, without a restart.
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import aiohttp
 import anyio
@@ -23,6 +21,13 @@ from agent.forward.sinks import (
     Refused,
     SinkError,
 )
+from agent.secret_files import (
+    Identity,
+    SecretFileError,
+    header_value_problem,
+    identity,
+    read_secret,
+)
 
 log = logging.getLogger("logagent.forward")
 
@@ -32,33 +37,40 @@ MAX_ANSWER = 1 << 16  # of an answer, read at most (a reason, OTLP's partial suc
 
 class HeaderFiles:
     """`headers_file`'s values, read again when a file is another (its inode, time or size
-    changed). A file that cannot be read, or holds no one-line value, keeps the value it had:
-    said once, and the receiver's 401 then keeps the batches waiting, never lost."""
+    changed: replace the file, as Kubernetes and `mv` do; a rewrite in place of the same size
+    within one clock tick is not seen). A file that gives no value (gone, not a regular file,
+    too large, not one line of UTF-8 a header may hold) keeps the value read before: said
+    once, and the receiver's 401 then keeps the batches waiting, never lost."""
 
     def __init__(self, files: Sequence[tuple[str, str]]) -> None:
-        self._files = tuple(files)
-        self._seen: dict[str, tuple[int, int, int]] = {}
+        self._headers: dict[str, list[str]] = {}  # per path, the headers it gives
+        for header, path in files:
+            self._headers.setdefault(path, []).append(header)
+        self._seen: dict[str, Identity] = {}  # per path, the file last read (or refused)
         self._said: set[str] = set()
 
     def changed(self) -> dict[str, str]:
         """The headers whose file is not the one read last, with their new values."""
         found: dict[str, str] = {}
-        for header, path in self._files:
+        for path, headers in self._headers.items():
             try:
-                info = os.stat(path)
-                seen = (info.st_ino, info.st_mtime_ns, info.st_size)
-                if self._seen.get(path) == seen:
-                    continue
-                value = Path(path).read_text().strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                self._once(path, f"cannot read it ({getattr(exc, 'strerror', None) or exc})")
+                now = identity(path)
+            except OSError as exc:
+                self._once(path, f"cannot read it ({exc.strerror or exc})")
                 continue
-            if not value or "\r" in value or "\n" in value:
-                self._once(path, "it holds no value of one line")
+            if self._seen.get(path) == now:
                 continue
-            self._seen[path] = seen
+            self._seen[path] = now  # read once, whatever it gives, until it changes
+            try:
+                value, _ = read_secret(path)
+            except SecretFileError as exc:
+                self._once(path, str(exc))
+                continue
+            if (problem := header_value_problem(value)) is not None:
+                self._once(path, f"not {problem}")
+                continue
             self._said.discard(path)
-            found[header] = value
+            found.update(dict.fromkeys(headers, value))
         return found
 
     def _once(self, path: str, why: str) -> None:

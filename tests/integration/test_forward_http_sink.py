@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.forward.http_sink import HttpSink
+from agent.forward.http_sink import HeaderFiles, HttpSink
 from agent.forward.otlp import CONTENT_TYPE, otlp_request
 from agent.storage.reader import StoredRow
 from tests.http_receiver import HttpReceiver
@@ -39,3 +39,29 @@ async def test_a_token_rotated_in_its_file_is_sent_from_the_next_batch(tmp_path:
             await sink.aclose()
         seen = [r.headers.get("authorization") for r in rx.accepted()]
     assert seen == ["Bearer first", "Bearer second", "Bearer second", "Bearer second"]
+
+
+def test_a_file_two_headers_read_gives_both_and_a_bad_one_keeps_the_value(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("one\n")
+    files = HeaderFiles([("Authorization", str(token)), ("X-Api-Key", str(token))])
+    assert files.changed() == {"Authorization": "one", "X-Api-Key": "one"}
+    assert files.changed() == {}  # the same file: not read again
+
+    def rotate(data: bytes) -> None:
+        new = tmp_path / "token.new"
+        new.write_bytes(data)
+        os.replace(new, token)
+
+    rotate(b"two\n")
+    assert files.changed() == {"Authorization": "two", "X-Api-Key": "two"}
+    for bad in (b"s3cret\x01x\n", b"s3cret\nx\n", b"\xffs3cret\n", b"s3cret" * 20_000, b""):
+        rotate(bad)
+        assert files.changed() == {}, bad  # the value read before is kept
+    token.unlink()
+    os.mkfifo(token)  # would block a read: not a regular file, not opened for reading
+    assert files.changed() == {}
+    said = caplog.text
+    assert "s3cret" not in said and "headers_file" in said
