@@ -31,10 +31,10 @@ from agent.metrics import AgentMetrics, build_registry
 from agent.policy import Scope
 from agent.redact import redact
 from agent.storage import LogStorage, search_index
-from agent.storage.forward_gaps import Sends
 from agent.storage.generation import StoreRewound
 from agent.storage.retention import Retention
 from agent.storage.search_index import SearchIndexer
+from agent.storage.sends import Sends
 
 log = logging.getLogger("logagent")
 
@@ -230,10 +230,7 @@ class Agent:
 def forward_sends(destinations: Iterable[Destination]) -> dict[str, Sends]:
     """What each configured destination sends, by name: retention counts only that as
     what it missed (storage/forward_gaps.py), judged as its forwarder judges."""
-    return {
-        d.name: Sends(d.min_level, d.selection.picks if d.selection.shown() else None)
-        for d in destinations
-    }
+    return {d.name: d.sends() for d in destinations}
 
 
 def _rewound(exc: BaseException) -> bool:

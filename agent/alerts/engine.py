@@ -13,14 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from agent import where
 from agent.alerts.rules import Rule
 from agent.grep import which_match
 from agent.render import life_text
-from agent.storage.described import StoredContainer
+from agent.storage.described import StoredContainer, described_as
 from agent.storage.follow import Scanned
 from agent.storage.life import LifeView
 from agent.storage.reader import StoredRow
@@ -136,7 +136,7 @@ class Engine:
                 continue
             candidates = [patterned[i] for i in sorted(hits)] if hits else []
             fields: where.Fields | None = None  # a line's fields, read once for all rules
-            c = _described(containers, row.container_id, row.container_name)
+            c = described_as(containers, row.container_id, row.container_name)
             for rule in (*candidates, *unpatterned) if unpatterned else candidates:
                 if not (
                     (rule.min_level is None or (row.level or 0) >= rule.min_level)
@@ -175,7 +175,7 @@ class Engine:
         fired: list[Alert] = []
         for e in events:
             self.events_after = max(self.events_after, e.id)
-            c = _described(containers, e.container_id, e.container_name)
+            c = described_as(containers, e.container_id, e.container_name)
             for rule in self._events:
                 if rule.watches(c) and _is(rule.event, e):
                     seen = _Seen("event", e.id, e.container_id, e.container_name, e.time_ns,
@@ -311,15 +311,6 @@ def _may_want(rule: Rule, s: Scanned) -> bool:
         return True
     text = message if isinstance(message, str) else message.decode("utf-8", "replace")
     return all(leaf in text for leaf in rule.leaves)
-
-
-def _described(
-    containers: Mapping[str, StoredContainer] | None, container_id: str, name: str
-) -> StoredContainer:
-    found = containers.get(container_id) if containers is not None else None
-    if found is None:
-        return StoredContainer(container_id, name)
-    return found if found.name == name else replace(found, name=name)  # renamed since
 
 
 def _is(event: str | None, e: LifeView) -> bool:

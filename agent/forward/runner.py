@@ -36,7 +36,7 @@ from agent.forward.sinks import (
 )
 from agent.storage import consumers
 from agent.storage.db import transaction
-from agent.storage.described import Described, StoredContainer
+from agent.storage.described import Described, StoredContainer, described_as
 from agent.storage.follow import Position, committed, newer, rewound
 from agent.storage.forward_gaps import consumer_name as forward_consumer
 from agent.storage.gaps import record_forward_gaps
@@ -124,7 +124,7 @@ class Forwarder:
         self.name = consumer_name(host, d.name)
         self.stats = ForwardStats()
         self._filter = LogFilter(host=host, min_level=d.min_level)
-        self._select = bool(d.selection.shown())
+        self._select = d.sends().picks is not None
         self._describe = self._select or d.kind in ("otlp", "loki")  # resource, labels
         self._described = Described(db, host)
         self._partial: list[tuple[StoredRow, str]] = []  # a batch's lines a 2xx may not have
@@ -167,8 +167,8 @@ class Forwarder:
         rows, after = self._bounded(rows, after)
         known = await self._described.of({r.container_id for r in rows}) if self._describe else {}
         picks = self.d.selection.picks
-        wanted = [r for r in rows if not self._select or ((c := known.get(r.container_id))
-                                                          and picks(c))]  # fmt: skip
+        wanted = [r for r in rows if not self._select
+                  or picks(described_as(known, r.container_id, r.container_name))]  # fmt: skip
         ids = ids_for(dict(upto.sessions).get(self.host, ()))
         self._partial = []
         refused = await self._send(wanted, known, ids) if wanted else []

@@ -21,6 +21,7 @@ from agent.alerts.destinations import AlertConfigError, headers_of
 from agent.alerts.selection import Selection, parse_selection
 from agent.durations import parse_duration
 from agent.level_names import level_of_word
+from agent.storage.sends import Sends
 
 KINDS = ("ndjson", "syslog", "otlp", "loki")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,37}")  # its position's name stays within 64
@@ -61,6 +62,11 @@ class Destination:
     linger_s: float = 1.0  # a batch not full waits this long for more lines
     from_start: bool = False  # a destination new to the store: every stored line, or from now
     max_message_bytes: int = 1 << 16  # syslog: a message past it is cut, and says so
+
+    def sends(self) -> Sends:
+        """What of this host's rows it sends: its min_level, and its selection's judge
+        (None: every container) — the forwarder's filter, and retention's for its gaps."""
+        return Sends(self.min_level, self.selection.picks if self.selection.shown() else None)
 
     def shown(self) -> dict[str, Any]:
         """For `status` and the API (a path or an address, never a secret)."""

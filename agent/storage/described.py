@@ -1,13 +1,14 @@
 """What the store keeps of how each container was run (image, compose project and service,
-labels), read back for whoever selects containers among the stored ones: the alert rules,
-which also judge a container that is gone (its lines read on catch-up).
+labels), read back for whoever selects containers among the stored ones: the alert rules
+and the forward destinations, which also judge a container that is gone (its lines read on
+catch-up), and the OTLP and Loki records (a resource's image and compose names).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the config's rules name StoredContainer: it must load no ORM
@@ -40,17 +41,29 @@ async def described_containers(
     return found
 
 
+def described_as(
+    containers: Mapping[str, StoredContainer] | None, container_id: str, name: str
+) -> StoredContainer:
+    """A row's container as the store describes it, under the name the row was read with:
+    a description kept from before has the name it had then (renamed since)."""
+    found = containers.get(container_id) if containers is not None else None
+    if found is None:
+        return StoredContainer(container_id, name)
+    return found if found.name == name else replace(found, name=name)
+
+
 class Described:
     """The containers a follower of the store meets a step at a time, as the store describes
     them: kept once it has them (a container's image, compose project and labels do not
-    change); one it knows nothing of yet (no image: its first identity not yet written) is
+    change; its name may: judge a row's container with `described_as`, under the row's
+    name); one it knows nothing of yet (no image: its first identity not yet written) is
     asked again at the next step."""
 
     def __init__(self, db: BaseDBAsyncClient, host: str, *, keep: int = 10_000) -> None:
         self.db, self.host, self.keep = db, host, keep
         self._kept: dict[str, StoredContainer] = {}
 
-    async def of(self, ids: Iterable[str]) -> dict[str, StoredContainer]:
+    async def of(self, ids: Collection[str]) -> dict[str, StoredContainer]:
         """These containers, those the store has a row of."""
         kept = self._kept
         out = {cid: kept[cid] for cid in ids if cid in kept}

@@ -16,7 +16,6 @@ restored store, a promoted standby), and a destination new since then would be m
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -25,6 +24,8 @@ from agent.storage.described import StoredContainer, described_containers
 from agent.storage.follow import Position
 from agent.storage.gaps import record_forward_gaps
 from agent.storage.models import ConsumerPosition, ContainerCursor
+from agent.storage.reader import LogFilter
+from agent.storage.sends import Sends
 from agent.storage.sql import Marks
 
 PREFIX = "fwd:"  # forward/runner.py's consumer names
@@ -39,15 +40,6 @@ def destination_of(name: str) -> str:
     return name.removeprefix(PREFIX).split(":", 1)[0]
 
 
-@dataclass(frozen=True)
-class Sends:
-    """What a destination of this host's config sends of its rows (agent/forward/settings.py's
-    min_level and selection), as the forwarder judges them (agent/forward/runner.py)."""
-
-    min_level: int | None = None  # rows at this level or above; a row without a level: never
-    picks: Callable[[StoredContainer], bool] | None = None  # None: every container
-
-
 EVERYTHING = Sends()  # another host's destination, or one no longer in the config
 
 
@@ -59,9 +51,8 @@ def level_clause(sends: Sends, m: Marks) -> tuple[str, list[Any]]:
     """Pure: the SQL (on `l`) keeping the rows at or above the destination's min_level, as the
     forwarder's read does (reader.LogFilter: `l.level >= N`, so a row without a level is not
     sent)."""
-    if sends.min_level is None:
-        return "", []
-    return f" AND l.level >= {m()}", [int(sends.min_level)]
+    clauses, values = LogFilter(min_level=sends.min_level).where(m)  # the forwarder's own
+    return "".join(f" AND {c}" for c in clauses), values
 
 
 def picked(spans: Sequence[Span], sends: Sends, known: Mapping[str, StoredContainer]) -> list[Span]:

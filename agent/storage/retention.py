@@ -24,7 +24,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from agent.storage import search_index
 from agent.storage.counts import counted_rows, take_off
 from agent.storage.db import in_child_task, transaction
-from agent.storage.forward_gaps import Sends, unsent_deleted
+from agent.storage.forward_gaps import unsent_deleted
 from agent.storage.models import (
     AgentState,
     AlertOutbox,
@@ -34,6 +34,7 @@ from agent.storage.models import (
     Prune,
 )
 from agent.storage.retention_days import count_off, drop_days
+from agent.storage.sends import Sends
 from agent.storage.sql import Marks
 from agent.storage.sqlite_space import used_bytes, vacuum
 from agent.storage.store import LogStorage

@@ -14,8 +14,9 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from agent.storage import partitions
 from agent.storage.counts import grouped_sql, take_off
 from agent.storage.db import transaction
-from agent.storage.forward_gaps import Sends, unsent_deleted
+from agent.storage.forward_gaps import unsent_deleted
 from agent.storage.models import AgentState, ContainerCursor
+from agent.storage.sends import Sends
 from agent.storage.sql import Marks
 from agent.storage.store import LogStorage
 
