@@ -2,11 +2,12 @@
 
 The bytes are written here from the schema (opentelemetry-proto's `logs.proto`,
 `common.proto`, `resource.proto`: field numbers fixed by protobuf's compatibility rules),
-not through the official classes: setting ~20 fields a record from Python through upb cost
-~5 µs a line, writing them ~1.9 (bench/README.md), and forwarding must cost less than
-ingest. The official classes (`opentelemetry-proto`) still read the receiver's answer
-(`rejected`), and the tests parse every request written here with them and compare it,
-field by field, with one the classes build (tests/unit/test_forward_otlp.py).
+not through the official classes: setting ~20 fields a record from Python through upb, and
+gzip at level 5, cost ~5 µs a line; writing them and gzip at level 1, ~2.5 (bench/README.md),
+and forwarding must cost less than ingest. The official classes (`opentelemetry-proto`)
+still read the receiver's answer (`rejected`), and tests/unit/test_forward_otlp.py parses
+requests written here with them — every length at a varint's boundary, every level, several
+containers — and compares them with what the classes build from the same rows.
 
 The log data model: Timestamp is Docker's nanoseconds, ObservedTimestamp when the agent sent
 it, SeverityNumber/Text from the line's level, Body the line. Per container one resource, by
@@ -116,7 +117,7 @@ def otlp_request(
         any_value = _length(n_body)
         n_any = 1 + len(any_value) + n_body
         n_any_length = _length(n_any)
-        uid = ids(row).encode()
+        uid = ids(row).encode("utf-8", "replace")
         n_uid = _length(len(uid))
         n_uid_value = 1 + len(n_uid) + len(uid)
         n_uid_value_length = _length(n_uid_value)

@@ -10,7 +10,7 @@ import pytest
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED
 from agent.forward.loki import loki_push
 from agent.forward.otlp import otlp_request
-from agent.forward.records import ids_for, ndjson_line, ndjson_lines, stable_id, syslog_frame
+from agent.forward.records import ids_for, ndjson_lines, stable_id, syslog_frame
 from agent.forward.settings import ForwardConfigError, parse_forward
 from agent.level_names import ERROR, NAMES
 from agent.storage.described import StoredContainer
@@ -48,7 +48,7 @@ def test_a_syslog_frame_is_rfc5424_octet_counted_with_the_line_s_id() -> None:
 
 
 def test_an_ndjson_record_has_the_id_docker_s_time_and_the_flags() -> None:
-    record = json.loads(ndjson_line(ROW._replace(flags=FLAG_TRUNCATED)))
+    record = json.loads(ndjson_lines([ROW._replace(flags=FLAG_TRUNCATED)]))
     assert record["id"] == stable_id(ROW) == "web-1:aaaaaaaaaaaa:42"
     assert record["timestamp"] == "2025-11-24T16:00:00.123456789Z"
     assert record["time_ns"] == ROW.timestamp_ns and record["message"] == ROW.message
