@@ -31,6 +31,7 @@ from agent.metrics import AgentMetrics, build_registry
 from agent.policy import Scope
 from agent.redact import redact
 from agent.storage import LogStorage, search_index
+from agent.storage.described import Described
 from agent.storage.generation import StoreRewound
 from agent.storage.retention import Retention
 from agent.storage.search_index import SearchIndexer
@@ -163,9 +164,14 @@ class Agent:
                 )
                 await search_index.prepare(storage.db, on=s.search_index)
                 indexer = SearchIndexer(storage.db) if s.search_index else None
+                described = Described(storage.db, storage.host)  # followers' containers
                 if s.alerts.on:
-                    self.alerts = AlertRunner(storage.db, s.alerts, storage.host)
-                self.forwarders = [Forwarder(storage.db, storage.host, d) for d in s.forward]
+                    self.alerts = AlertRunner(
+                        storage.db, s.alerts, storage.host, described=described
+                    )
+                self.forwarders = [
+                    Forwarder(storage.db, storage.host, d, described=described) for d in s.forward
+                ]
                 metrics, on_commit = build_registry(
                     AgentMetrics(
                         storage=storage,

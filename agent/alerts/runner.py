@@ -29,7 +29,7 @@ from agent.alerts.rules import AlertSettings, Destination
 from agent.storage import consumers, outbox
 from agent.storage.db import in_child_task, transaction
 from agent.storage.described import Described
-from agent.storage.follow import Position, committed, rewound, scan
+from agent.storage.follow import Position, committed, one_server, rewound, scan
 from agent.storage.life import last_life_id, list_life
 from agent.storage.reader import PAGE, LogFilter, StoredRow, later, older, rows_by_id
 
@@ -57,7 +57,13 @@ def outgoing(alerts: list[Alert]) -> list[outbox.Outgoing]:
 
 class AlertRunner:
     def __init__(
-        self, db: BaseDBAsyncClient, settings: AlertSettings, host: str, *, poll_s: float = 0.25
+        self,
+        db: BaseDBAsyncClient,
+        settings: AlertSettings,
+        host: str,
+        *,
+        poll_s: float = 0.25,
+        described: Described | None = None,
     ) -> None:
         self.db, self.host, self.poll_s = db, host, poll_s
         self.engine = Engine(settings.rules, host)
@@ -68,7 +74,7 @@ class AlertRunner:
         self.failed: Counter[str] = Counter()  # per destination, failed posts (tried again)
         self.pending = 0  # alerts waiting in this host's outbox, as last counted
         self._wake = anyio.Event()
-        self._described = Described(db, host)
+        self._described = described or Described(db, host)  # the agent's: one for all
 
     def summary(self) -> dict[str, Any]:
         """For `GET /alerts`: each rule, what this run fired and sent (no URL: a secret)."""
@@ -95,14 +101,15 @@ class AlertRunner:
         task_status.started()
         while True:
             try:
-                upto = await committed(self.db)
-                position = rewound(position, upto)  # a store restored or failed over
-                scanned, after = await scan(self.db, self.host, position, upto, limit=PAGE)
-                wanted = self.engine.candidates(scanned)
-                rows = await rows_by_id(self.db, wanted) if wanted else []
-                events = await list_life(
-                    self.db, host=self.host, after_id=self.engine.events_after, limit=PAGE
-                )
+                async with one_server(self.db) as conn:  # the bound, rows, events: one server's
+                    upto = await committed(conn)
+                    position = rewound(position, upto)  # a store restored or failed over
+                    scanned, after = await scan(conn, self.host, position, upto, limit=PAGE)
+                    wanted = self.engine.candidates(scanned)
+                    rows = await rows_by_id(conn, wanted) if wanted else []
+                    events = await list_life(
+                        conn, host=self.host, after_id=self.engine.events_after, limit=PAGE
+                    )
                 if after != position or events:
                     now = time.time_ns()
                     ids = {r.container_id for r in rows} | {e.container_id for e in events}

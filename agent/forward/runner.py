@@ -37,7 +37,7 @@ from agent.forward.sinks import (
 from agent.storage import consumers
 from agent.storage.db import transaction
 from agent.storage.described import Described, StoredContainer, described_as
-from agent.storage.follow import Position, committed, newer, rewound
+from agent.storage.follow import Position, committed, newer, one_server, rewound
 from agent.storage.forward_gaps import consumer_name as forward_consumer
 from agent.storage.gaps import record_forward_gaps
 from agent.storage.reader import LogFilter, StoredRow
@@ -118,6 +118,7 @@ class Forwarder:
         d: Destination,
         *,
         sink: Sink | None = None,
+        described: Described | None = None,
     ) -> None:
         self.db, self.host, self.d = db, host, d
         self.sink = sink or sink_for(d)
@@ -126,7 +127,7 @@ class Forwarder:
         self._filter = LogFilter(host=host, min_level=d.min_level)
         self._select = d.sends().picks is not None
         self._describe = self._select or d.kind in ("otlp", "loki")  # resource, labels
-        self._described = Described(db, host)
+        self._described = described or Described(db, host)  # the agent's: one for all
         self._partial: list[tuple[StoredRow, str]] = []  # a batch's lines a 2xx may not have
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -155,10 +156,11 @@ class Forwarder:
 
     async def _step(self, position: Position) -> tuple[Position, bool]:
         """One batch: read, send, commit the position. Whether it was a full batch."""
-        upto = await committed(self.db)
-        position = rewound(position, upto)
-        mine = Position(tuple((h, at) for h, at in upto.ids if h == self.host))
-        rows, after = await newer(self.db, self._filter, position, mine, limit=self.d.batch_lines)
+        async with one_server(self.db) as conn:  # the bound and the rows: one server's
+            upto = await committed(conn)
+            position = rewound(position, upto)
+            mine = Position(tuple((h, at) for h, at in upto.ids if h == self.host))
+            rows, after = await newer(conn, self._filter, position, mine, limit=self.d.batch_lines)
         self._lag(position, mine, rows)
         if not rows:
             if after != position:

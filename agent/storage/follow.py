@@ -307,7 +307,7 @@ async def follow(
         while True:
             woken = waker.armed() if waker is not None else None
             try:
-                async with _one_server(db) as conn:
+                async with one_server(db) as conn:
                     upto = await committed(conn)
                     after = rewound(after, upto)
                     rows, after = await newer(conn, flt, after, upto)
@@ -334,10 +334,12 @@ async def follow(
             yield [], after
 
 
-def _one_server(db: BaseDBAsyncClient) -> AbstractAsyncContextManager[BaseDBAsyncClient]:
+def one_server(db: BaseDBAsyncClient) -> AbstractAsyncContextManager[BaseDBAsyncClient]:
     """PostgreSQL: the bound and the rows read in one transaction, so on one connection: a
-    pool whose connections reach different servers (a read URL of several, after a restart)
-    must not give the bound of one and the rows of another that lags (skipped for good).
+    pool whose connections reach different servers (a read URL of several, after a restart
+    or a failover) must not give the bound of one and the rows of another that lags (skipped
+    for good). Every follower reads a step through it (`follow`, the alert rules, the
+    forwarders).
     tortoise's `_in_transaction` (pinned: tests/unit/test_tortoise_private_api.py)."""
     if str(db.capabilities.dialect) == "postgres":
         return db._in_transaction()
