@@ -12,13 +12,19 @@ import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    asynccontextmanager,
+    contextmanager,
+    suppress,
+)
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
+from tortoise.connection import get_connections
 from tortoise.context import TortoiseContext
 from tortoise.transactions import in_transaction
 
@@ -93,28 +99,58 @@ def fatal(exc: BaseException) -> str | None:
     return None
 
 
-@asynccontextmanager
-async def transaction() -> AsyncIterator[BaseDBAsyncClient]:
-    """tortoise's `in_transaction` on our connection, without its leak.
+def transaction() -> AbstractAsyncContextManager[BaseDBAsyncClient]:
+    """tortoise's `in_transaction` on our connection, without its leaks (`entered`)."""
+    return entered(in_transaction(CONNECTION))
 
-    On PostgreSQL, tortoise's pooled transaction takes a connection from the pool, then
-    sends BEGIN; when BEGIN fails (the server cut that connection a moment before) it never
-    gives the connection back, and after a few such cuts every query waits forever for a
-    free one (seen: the writer stuck for good). So a failed start gives it back here.
-    """
-    context = in_transaction(CONNECTION)
+
+@asynccontextmanager
+async def entered(context: Any) -> AsyncIterator[BaseDBAsyncClient]:
+    """A tortoise transaction context, entered and left without its leaks.
+
+    On PostgreSQL, tortoise's pooled transaction takes a connection from the pool, makes
+    itself the task's connection, then sends BEGIN; when BEGIN fails (the server cut that
+    connection a moment before) it neither gives the connection back nor stops being the
+    task's connection. After a few such cuts every query waits forever for a free one (seen:
+    the writer stuck for good), and every later transaction of the task runs nested on the
+    dead one (seen: a forwarder's position never saved, its batch sent again and again). So
+    a failed start gives the connection back and the task its own again; so does a failed
+    end (the release can raise before tortoise resets the task's connection)."""
     try:
         conn = await context.__aenter__()
     except BaseException:
         with anyio.CancelScope(shield=True):
             await _give_back(context)
+        _forget(context)
         raise
     try:
         yield conn
     except BaseException as exc:
-        await context.__aexit__(type(exc), exc, exc.__traceback__)
+        try:
+            await context.__aexit__(type(exc), exc, exc.__traceback__)
+        finally:
+            _forget(context)
         raise
-    await context.__aexit__(None, None, None)
+    try:
+        await context.__aexit__(None, None, None)
+    finally:
+        _forget(context)
+
+
+def _forget(context: object) -> None:
+    """The task's connection as it was before the transaction, when tortoise did not set it
+    back (a failed BEGIN, a failed release); and SQLite's transaction lock, taken before the
+    connection was set, released (a failed BEGIN would hold it for ever). tortoise's private
+    API, pinned by tests/unit/test_tortoise_private_api.py: the token `set` returned, kept
+    as `context.token`, `_used` once reset; SQLite's lock as `context._trxlock`."""
+    token = getattr(context, "token", None)
+    if token is None or getattr(token, "_used", False):
+        return  # never set, or set back by tortoise
+    with suppress(ValueError, RuntimeError):  # set in another context: nothing to undo here
+        get_connections().reset(token)
+    lock = getattr(context, "_trxlock", None)
+    if lock is not None and lock.locked():
+        lock.release()
 
 
 async def _give_back(context: object) -> None:

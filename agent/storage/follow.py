@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from agent.storage.db import fatal
+from agent.storage.db import entered, fatal
 from agent.storage.generation import Session, sessions_of
 from agent.storage.models import ContainerCursor, HostCommit, LogLine
 from agent.storage.postgres import FEATURE_NOT_SUPPORTED, commit_signal, sqlstate
@@ -339,10 +339,10 @@ def one_server(db: BaseDBAsyncClient) -> AbstractAsyncContextManager[BaseDBAsync
     pool whose connections reach different servers (a read URL of several, after a restart
     or a failover) must not give the bound of one and the rows of another that lags (skipped
     for good). Every follower reads a step through it (`follow`, the alert rules, the
-    forwarders).
-    tortoise's `_in_transaction` (pinned: tests/unit/test_tortoise_private_api.py)."""
+    forwarders). tortoise's `_in_transaction` (pinned: tests/unit/test_tortoise_private_api.py),
+    entered as our own transactions are (db.entered: a failed BEGIN leaks nothing)."""
     if str(db.capabilities.dialect) == "postgres":
-        return db._in_transaction()
+        return entered(db._in_transaction())
     return nullcontext(db)
 
 

@@ -16,7 +16,8 @@ import anyio
 import pytest
 
 from agent.storage import LogStorage
-from agent.storage.db import StoreLocked
+from agent.storage.db import StoreLocked, in_child_task, open_db, transaction
+from agent.storage.follow import committed, one_server
 from tests.conftest import (
     PG_DATA,
     SOURCE,
@@ -216,3 +217,38 @@ async def test_the_writer_survives_its_connections_cut_at_any_moment(pg_url: str
     assert errors > 0  # cuts did land
     stored = query(pg_url, "SELECT COUNT(*), COUNT(DISTINCT message) FROM log_lines")
     assert stored == [(written, written)]
+
+
+async def test_a_begin_the_server_cut_leaves_a_follower_s_task_its_own_connection(
+    pg_url: str,
+) -> None:
+    """A long-lived follower (a forwarder, the alert rules) whose step meets a connection the
+    server cut while the agent was busy: BEGIN fails, and the task's later transactions
+    still work. (tortoise had made the dead transaction the task's connection for good: a
+    forwarder's position was never saved again, its batch sent again and again.)"""
+    cut = (
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    met = 0
+    async with open_db(pg_url) as db:
+        for _ in range(5):
+            async with one_server(db) as conn:  # the pool's connections, made and idle
+                await committed(conn)
+            query(pg_url, cut)  # in this thread: the loop is busy while the server cuts them
+            try:
+                async with one_server(db) as conn:
+                    await committed(conn)
+            except Exception:
+                met += 1
+            async with transaction() as conn:  # this task's own, and a child task's
+                await conn.execute_query("SELECT 1")
+
+            async def save() -> None:
+                async with transaction() as conn:
+                    await conn.execute_query("SELECT 1")
+
+            await in_child_task(save)
+            if met:
+                break
+    assert met, "the cut was never met: the test proved nothing"

@@ -75,3 +75,19 @@ def test_a_client_opens_a_transaction_of_its_own() -> None:
     source = inspect.getsource(AsyncpgDBClient._in_transaction)
     assert "TransactionContextPooled" in source
     assert hasattr(TransactionContext, "__aenter__")
+
+
+def test_a_transaction_sets_the_task_s_connection_before_begin_with_a_token() -> None:
+    """agent/storage/db.py (`_forget`) sets the task's connection back after a failed BEGIN:
+    the token `set` returned is `context.token`, `_used` once reset; SQLite's context takes
+    its lock (`_trxlock`) before setting it."""
+    from tortoise.backends.sqlite.client import SqliteTransactionContext
+    from tortoise.connection import ConnectionToken
+
+    for context in (TransactionContextPooled, SqliteTransactionContext):
+        assert "token" in context.__slots__
+        source = inspect.getsource(context.__aenter__)
+        assert source.index("self.token = get_connections().set(") < source.index("begin()")
+    source = inspect.getsource(SqliteTransactionContext.__aenter__)
+    assert source.index("self._trxlock.acquire()") < source.index("self.token =")
+    assert "_used" in inspect.getsource(ConnectionToken)
