@@ -110,10 +110,10 @@ class AlertRunner:
                     events = await list_life(
                         conn, host=self.host, after_id=self.engine.events_after, limit=PAGE
                     )
+                    ids = {r.container_id for r in rows} | {e.container_id for e in events}
+                    known = await self._described.of(ids, conn) if ids else {}
                 if after != position or events:
                     now = time.time_ns()
-                    ids = {r.container_id for r in rows} | {e.container_id for e in events}
-                    known = await self._described.of(ids)
                     unreadable = self.engine.unreadable
                     alerts = self.engine.feed(rows, now, known)
                     if self.engine.unreadable > unreadable:

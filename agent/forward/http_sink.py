@@ -36,7 +36,7 @@ MAX_ANSWER = 1 << 16  # of an answer, read at most (a reason, OTLP's partial suc
 
 
 class HeaderFiles:
-    """`headers_file`'s values, read again when a file is another (its inode, time or size
+    """`headers_file`'s values, read again when a file is another (its inode, times or size
     changed: replace the file, as Kubernetes and `mv` do; a rewrite in place of the same size
     within one clock tick is not seen). A file that gives no value (gone, not a regular file,
     too large, not one line of UTF-8 a header may hold) keeps the value read before: said

@@ -6,8 +6,9 @@ not through the official classes: setting ~20 fields a record from Python throug
 gzip at level 5, cost ~5 µs a line; writing them and gzip at level 1, ~2.5 (bench/README.md),
 and forwarding must cost less than ingest. The official classes (`opentelemetry-proto`)
 still read the receiver's answer (`rejected`), and tests/unit/test_forward_otlp.py parses
-requests written here with them — every length at a varint's boundary, every level, several
-containers — and compares them with what the classes build from the same rows.
+requests written here with them — bodies at the one- and two-byte varint boundaries and far
+past them, every level, several containers — and compares them with what the classes build
+from the same rows.
 
 The log data model: Timestamp is Docker's nanoseconds, ObservedTimestamp when the agent sent
 it, SeverityNumber/Text from the line's level, Body the line. Per container one resource, by

@@ -161,13 +161,15 @@ class Forwarder:
             position = rewound(position, upto)
             mine = Position(tuple((h, at) for h, at in upto.ids if h == self.host))
             rows, after = await newer(conn, self._filter, position, mine, limit=self.d.batch_lines)
+            known: dict[str, StoredContainer] = {}
+            if self._describe and rows:
+                known = await self._described.of({r.container_id for r in rows}, conn)
         self._lag(position, mine, rows)
         if not rows:
             if after != position:
                 await self._save(after)
             return after, False
         rows, after = self._bounded(rows, after)
-        known = await self._described.of({r.container_id for r in rows}) if self._describe else {}
         picks = self.d.selection.picks
         wanted = [r for r in rows if not self._select
                   or picks(described_as(known, r.container_id, r.container_name))]  # fmt: skip

@@ -63,15 +63,18 @@ class Described:
         self.db, self.host, self.keep = db, host, keep
         self._kept: dict[str, StoredContainer] = {}
 
-    async def of(self, ids: Collection[str]) -> dict[str, StoredContainer]:
-        """These containers, those the store has a row of."""
+    async def of(
+        self, ids: Collection[str], conn: BaseDBAsyncClient | None = None
+    ) -> dict[str, StoredContainer]:
+        """These containers, those the store has a row of (read on `conn` if given: the
+        server a step's rows came from)."""
         kept = self._kept
         out = {cid: kept[cid] for cid in ids if cid in kept}
         wanted = [cid for cid in ids if cid not in kept]
         if wanted:
             if len(kept) > self.keep:
                 kept.clear()
-            for cid, c in (await described_containers(self.db, self.host, wanted)).items():
+            for cid, c in (await described_containers(conn or self.db, self.host, wanted)).items():
                 out[cid] = c
                 if c.image:
                     kept[cid] = c
