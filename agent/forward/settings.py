@@ -53,7 +53,8 @@ class Destination:
     tls: bool = False  # syslog over TLS, verified (against ca_file if given, else the system's)
     ca_file: str = ""
     url: str = ""  # otlp, loki: where to POST (https verified, against ca_file if given)
-    headers: tuple[tuple[str, str], ...] = ()  # otlp, loki: values may be secrets, never shown
+    # otlp, loki: values may be secrets: never shown, nor in a repr (a log line, a traceback)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     header_files: tuple[tuple[str, str], ...] = ()  # headers_file: header, path (read again)
     min_level: int | None = None  # lines at this level or above; None: every line
     selection: Selection = field(default_factory=Selection)

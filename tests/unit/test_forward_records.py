@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -191,3 +192,14 @@ def test_ndjson_records_are_what_json_dumps_writes() -> None:
         return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
 
     assert ndjson_lines(rows) == b"".join(dumped(r) for r in rows)
+
+
+def test_a_destination_s_repr_holds_no_header_value(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("Bearer s3cret\n")
+    table = {"name": "o", "kind": "otlp", "url": "https://o/v1/logs",
+             "headers_file": {"Authorization": str(token)},
+             "headers_env": {"X-Key": "KEY"}}  # fmt: skip
+    (d,) = parse_forward([table], {"KEY": "k3y-s3cret"})
+    assert dict(d.headers) == {"Authorization": "Bearer s3cret", "X-Key": "k3y-s3cret"}
+    assert "s3cret" not in repr(d) and "s3cret" not in str(d.shown())
