@@ -87,6 +87,23 @@ def assert_each_line_once_in_order(records: list[dict[str, Any]], cid: str) -> C
     return Counter(r["id"] for r in records)
 
 
+def assert_repeats_only_one_batch(records: list[dict[str, Any]], cid: str) -> None:
+    """Every line once in Docker's order; a repeat (after a kill -9) is sent twice at most,
+    and only the lines of the one batch that was not acknowledged."""
+    counts = assert_each_line_once_in_order(records, cid)
+    repeated = [i for i, c in counts.items() if c > 1]
+    assert all(counts[i] == 2 for i in repeated) and len(repeated) <= BATCH
+
+
+def killed_and_started_again(
+    proc: subprocess.Popen[bytes], tmp_path: Path, config: str
+) -> subprocess.Popen[bytes]:
+    """`kill -9` of the agent mid-forward, and a new one on the same store and config."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    return start_agent_process(tmp_path, extra_config=config)
+
+
 def forward_status(tmp_path: Path) -> dict[str, Any]:
     """The agent's one forward destination, as `logagent status --json` shows it."""
     done = subprocess.run(
@@ -114,9 +131,7 @@ async def test_ndjson_after_a_kill_9_repeats_only_the_batch_not_acknowledged(
     try:
         cid = containers.run("forwarded", numbered_bursts(30, 0.2))
         await eventually(lambda: len(ndjson_records(out)) > 8_000, limit=120)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        proc = start_agent_process(tmp_path, extra_config=config)
+        proc = killed_and_started_again(proc, tmp_path, config)
         await anyio.to_thread.run_sync(containers.wait, "forwarded")
         await until_reached(lambda: len({r["id"] for r in ndjson_records(out)}), n)
         # status: the destination caught up, where it goes, what it sent (no secret to hide)
@@ -129,9 +144,7 @@ async def test_ndjson_after_a_kill_9_repeats_only_the_batch_not_acknowledged(
         if proc.poll() is None:
             proc.kill()
     records = ndjson_records(out)
-    counts = assert_each_line_once_in_order(records, cid)
-    repeated = [i for i, c in counts.items() if c > 1]
-    assert all(counts[i] == 2 for i in repeated) and len(repeated) <= BATCH
+    assert_repeats_only_one_batch(records, cid)
     assert oct(out.stat().st_mode & 0o777) == "0o600"  # lines may hold secrets
 
 
@@ -154,9 +167,7 @@ async def test_otlp_after_a_kill_9_repeats_only_the_batch_not_acknowledged(
             cid = containers.run("otel-killed", numbered_bursts(30, 0.2))
             # 20 requests: 10,000 records at most (one a batch), well before the 30,000th
             await rx.wait_for(lambda: len(rx.accepted()) >= 20)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            proc = start_agent_process(tmp_path, extra_config=config)
+            proc = killed_and_started_again(proc, tmp_path, config)
             await anyio.to_thread.run_sync(containers.wait, "otel-killed")
             await until_reached(lambda: len({r["id"] for r in otlp_sent(rx)}), n)
             stop_process(proc)
@@ -164,9 +175,7 @@ async def test_otlp_after_a_kill_9_repeats_only_the_batch_not_acknowledged(
             if proc.poll() is None:
                 proc.kill()
         records = otlp_sent(rx)
-    counts = assert_each_line_once_in_order(records, cid)
-    repeated = [i for i, c in counts.items() if c > 1]
-    assert all(counts[i] == 2 for i in repeated) and len(repeated) <= BATCH
+    assert_repeats_only_one_batch(records, cid)
 
 
 async def test_syslog_to_rsyslog_line_for_line_and_a_receiver_down_30s_loses_nothing(
