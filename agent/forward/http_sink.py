@@ -62,7 +62,7 @@ class HeaderFiles:
                 continue
             self._seen[path] = now  # read once, whatever it gives, until it changes
             try:
-                value, _ = read_secret(path)
+                value, self._seen[path] = read_secret(path)  # the file it was read from
             except SecretFileError as exc:
                 self._once(path, str(exc))
                 continue

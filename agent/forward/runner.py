@@ -124,9 +124,9 @@ class Forwarder:
         self.sink = sink or sink_for(d)
         self.name = consumer_name(host, d.name)
         self.stats = ForwardStats()
-        self._filter = LogFilter(host=host, min_level=d.min_level)
-        self._select = d.sends().picks is not None
-        self._describe = self._select or d.kind in ("otlp", "loki")  # resource, labels
+        self._sends = d.sends()  # what it sends: its rows' filter, its containers' judge
+        self._filter = LogFilter(host=host, min_level=self._sends.min_level)
+        self._describe = self._sends.picks is not None or d.kind in ("otlp", "loki")
         self._described = described or Described(db, host)  # the agent's: one for all
         self._partial: list[tuple[StoredRow, str]] = []  # a batch's lines a 2xx may not have
 
@@ -170,8 +170,8 @@ class Forwarder:
                 await self._save(after)
             return after, False
         rows, after = self._bounded(rows, after)
-        picks = self.d.selection.picks
-        wanted = [r for r in rows if not self._select
+        picks = self._sends.picks
+        wanted = [r for r in rows if picks is None
                   or picks(described_as(known, r.container_id, r.container_name))]  # fmt: skip
         ids = ids_for(dict(upto.sessions).get(self.host, ()))
         self._partial = []
