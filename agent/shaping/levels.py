@@ -8,6 +8,7 @@ is searched for its level key, not parsed (the message is stored as written anyw
 from __future__ import annotations
 
 import re
+from operator import itemgetter
 
 from agent.level_names import (
     ERROR,
@@ -42,6 +43,11 @@ _TEXT = re.compile(
     r"|([IWEF])\d{4} \d\d:\d\d:\d\d"  # klog/glog: I0501 12:00:00.123456
 )
 _GLOG_LEVEL = {"I": INFO, "W": WARN, "E": ERROR, "F": FATAL}
+# What a line _TEXT can match starts with (a digit of the stamp, a bracket, a level word's or
+# glog's capital; `\d` also takes other scripts' digits, so any non-ASCII first character
+# counts too): a batch whose lines all start otherwise (plain text, JSON) skips the pattern.
+_TEXT_STARTS = frozenset("0123456789[(<" + "".join(w[0] for w in _LEVEL_WORDS.split("|")) + "IWEF")
+_FIRST = itemgetter(slice(0, 1))
 
 
 def _json(line: str) -> int | None:
@@ -67,15 +73,21 @@ def _text_level(m: re.Match[str]) -> int | None:
     return WORDS.get((m.group(1) or m.group(2)).lower())
 
 
+def _may_have_text_level(messages: list[str]) -> bool:
+    firsts = set(map(_FIRST, messages))
+    return not _TEXT_STARTS.isdisjoint(firsts) or not "".join(firsts).isascii()
+
+
 def levels(fmt: str, messages: list[str]) -> list[int | None]:
     """The level of each message, read as `fmt` says; [] when none has one.
 
-    Per batch, not per line: the text pattern runs in C over every line (`map`), and the
-    JSON and logfmt searches only when the batch holds a `{` or a `=` at all, so a batch of
-    plain lines costs ~0.1 µs a line instead of a Python call per line (~0.3 µs).
+    Per batch, not per line: the text pattern runs in C over every line (`map`), and only
+    when some line starts as a level can (_TEXT_STARTS); the JSON and logfmt searches only
+    when the batch holds a `{` or a `=` at all. A batch of plain lines costs ~0.05 µs a line
+    (0.17 with the pattern on every line; a Python call per line ~0.3 µs).
     """
     out: list[int | None] = []
-    if fmt in ("auto", "text"):
+    if fmt in ("auto", "text") and _may_have_text_level(messages):
         found = list(map(_TEXT.match, messages))
         if any(found):
             out = [_text_level(m) if m else None for m in found]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from agent.level_names import ERROR, FATAL, INFO, WARN
 from agent.policy import Matchers
+from agent.shaping import levels as levels_module
 from agent.shaping.hints import HintRule, hints_for
 from agent.shaping.levels import levels
 from agent.shaping.rate import Rate, RateLimit, parse_rate
@@ -176,3 +181,21 @@ def test_a_label_pattern_too_costly_to_match_is_refused_with_why() -> None:
     )
     ok = hints_for({"logagent.multiline.start": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}"})
     assert ok.multiline_start is not None and not ok.problems
+
+
+def test_levels_skip_the_text_pattern_only_where_it_cannot_match(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first-character check changes no result: batches drawn from starts that can and
+    cannot begin a level (digits of other scripts, brackets, capitals, JSON, plain text)
+    give what running the pattern on every line gives."""
+    starts = ["x", "{", "E", "ERROR", "[warn]", "٣ ERROR", "2024-05-01 12:00:00 INFO", "W0501 "]
+    rng = random.Random(7)
+    batches = [
+        [rng.choice(starts) + rng.choice([" a", " b=1", "", ' "level":"warn"']) for _ in range(5)]
+        for _ in range(300)
+    ]
+    fast = [levels(fmt, b) for b in batches for fmt in ("auto", "text")]
+    monkeypatch.setattr(levels_module, "_may_have_text_level", lambda messages: True)
+    assert fast == [levels(fmt, b) for b in batches for fmt in ("auto", "text")]
+    assert levels("auto", ["٣ ERROR x"]) == [ERROR]  # \d takes other scripts' digits
