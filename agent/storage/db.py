@@ -115,7 +115,14 @@ async def entered(context: Any) -> AsyncIterator[BaseDBAsyncClient]:
     the writer stuck for good), and every later transaction of the task runs nested on the
     dead one (seen: a forwarder's position never saved, its batch sent again and again). So
     a failed start gives the connection back and the task its own again; so does a failed
-    end (the release can raise before tortoise resets the task's connection)."""
+    end (the release can raise before tortoise resets the task's connection).
+
+    SQLite's context takes its lock and then opens the connection if it is closed: a failure
+    to open would hold the lock for good (every later transaction waiting), and from outside
+    that lock cannot be told from another transaction's. So the connection is opened here
+    first, before the lock is taken (tortoise's own step, which then finds it open)."""
+    if getattr(context, "_trxlock", None) is not None:
+        await context.ensure_connection()
     try:
         conn = await context.__aenter__()
     except BaseException:

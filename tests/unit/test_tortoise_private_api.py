@@ -90,4 +90,7 @@ def test_a_transaction_sets_the_task_s_connection_before_begin_with_a_token() ->
         assert source.index("self.token = get_connections().set(") < source.index("begin()")
     source = inspect.getsource(SqliteTransactionContext.__aenter__)
     assert source.index("self._trxlock.acquire()") < source.index("self.token =")
+    # ... and opens a closed connection after the lock: db.entered opens it before
+    assert source.index("self._trxlock.acquire()") < source.index("self.ensure_connection()")
+    assert "_parent.create_connection" in inspect.getsource(SqliteTransactionContext)
     assert "_used" in inspect.getsource(ConnectionToken)
