@@ -145,6 +145,8 @@ def _from_env(section: str, key: str, raw: str) -> Any:
 
 
 def _globs(values: list[Any], where: str) -> tuple[str, ...]:
+    if not isinstance(values, list):  # a string would be read as globs of one character each
+        raise ConfigError(f'{where}: expected a list of globs like ["web-*"], got {values!r}')
     out = []
     for value in values:
         if not isinstance(value, str):

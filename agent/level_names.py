@@ -26,6 +26,7 @@ _NUMBERS = {10: TRACE, 20: DEBUG, 30: INFO, 40: WARN, 50: ERROR, 60: FATAL}
 
 def level_of_word(word: str) -> int | None:
     """A level's number from what a line or a person writes (`WARN`, `warning`, `40`)."""
-    if word.isdigit():
-        return _NUMBERS.get(int(word))
+    if word.isdigit():  # pino's 10..60; a longer run of digits is none (int() of 5,000
+        # digits raises, and that killed the line's collector), nor are other scripts' digits
+        return _NUMBERS.get(int(word)) if len(word) <= 8 and word.isascii() else None
     return WORDS.get(word.lower())

@@ -188,6 +188,8 @@ def _rule(table: dict[str, Any], where: str, destinations: set[str]) -> Rule:
     streams = [streams] if isinstance(streams, str) else streams
     if not isinstance(streams, list) or not all(s in STREAMS for s in streams):
         raise AlertConfigError(f"{where}.stream: {' or '.join(STREAMS)} (or a list of them)")
+    if "stream" in table and not streams:  # [] would be "any": every line of every container
+        raise AlertConfigError(f"{where}.stream: an empty list; leave it out for both streams")
     conditions, holds, leaves = "", None, tuple[str, ...]()
     if "where" in table:
         conditions = table["where"]
@@ -237,7 +239,7 @@ def _duration(
     if not isinstance(text, str):
         raise AlertConfigError(f"{where}.{key}: a duration like 30s, 10m, 2h")
     try:
-        seconds = parse_duration(text)
+        seconds = 0.0 if zero_ok and text.strip() == "0" else parse_duration(text)
     except ValueError as exc:
         raise AlertConfigError(f"{where}.{key}: {exc}") from None
     if seconds < 0 or (seconds == 0 and not zero_ok):

@@ -196,6 +196,7 @@ def test_a_line_rule_tests_level_stream_and_fields_together() -> None:
     [
         ({"level": "loud"}, "rules[r].level: one of trace"),
         ({"stream": "stdin"}, "rules[r].stream"),
+        ({"stream": []}, "rules[r].stream: an empty list"),  # read as "any" before: a storm
         ({"where": "status >= high"}, "rules[r].where"),
         ({"match": "x", "context": 99}, "rules[r].context"),
         ({"event": "die", "context": 2}, "only a line rule"),
@@ -277,3 +278,8 @@ def test_no_cooldown_sends_every_match_even_at_the_same_nanosecond() -> None:
     e = engine(cooldown="0s")
     fired = e.feed([row(1, 0, "ERROR a"), row(2, 0, "ERROR b"), row(3, 1, "ERROR c")])
     assert [(a.line, a.more) for a in fired] == [("ERROR a", 0), ("ERROR b", 0), ("ERROR c", 0)]
+
+
+def test_a_cooldown_of_0_is_every_match_as_its_comment_says() -> None:
+    rule = {"name": "r", "match": "x", "cooldown": "0", "destinations": ["hook"]}
+    assert parse_alerts({"destinations": [HOOK], "rules": [rule]}).rules[0].cooldown_ns == 0

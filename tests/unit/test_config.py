@@ -159,6 +159,9 @@ def test_hint_rules_and_default_rate_are_read(tmp_path: Path) -> None:
         ('[[hints.rules]]\nnames = ["a"]\nmultiline = "cobol"\n', "hints.rules[0].multiline:"),
         ('[[hints.rules]]\nnames = ["a"]\ncolour = "x"\n', "hints.rules[0].colour: unknown key"),
         ('[[hints.rules]]\nnames = ["a"]\ninclude_lines = "(a"\n', "include_lines: pattern"),
+        # a string was read as globs of one character each ("*" among them: every container)
+        ('[[hints.rules]]\nnames = "batch-*"\nrate = "1/s"\n', "hints.rules[0].names: expected a"),
+        ('[[hints.rules]]\nimages = 5\nrate = "1/s"\n', "hints.rules[0].images: expected a"),
     ],
 )
 def test_bad_hint_rules_name_their_key(tmp_path: Path, text: str, message: str) -> None:

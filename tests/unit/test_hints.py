@@ -199,3 +199,10 @@ def test_levels_skip_the_text_pattern_only_where_it_cannot_match(
     monkeypatch.setattr(levels_module, "_may_have_text_level", lambda messages: True)
     assert fast == [levels(fmt, b) for b in batches for fmt in ("auto", "text")]
     assert levels("auto", ["٣ ERROR x"]) == [ERROR]  # \d takes other scripts' digits
+
+
+def test_a_level_of_thousands_of_digits_is_none_not_a_dead_collector() -> None:
+    """`{"level": <5,000 digits>}` made int() raise in the shaper: the container's collector
+    failed for good, at every restart again (a line any application can be made to log)."""
+    assert levels("auto", ['{"level":' + "9" * 5000 + "}", '{"level":40}']) == [None, WARN]
+    assert levels("logfmt", ["level=" + "4" * 5000]) == []
