@@ -16,6 +16,9 @@ _SPECIAL = frozenset(".^$*+?{}[]\\|()")
 # (8469 instructions) cost ~24 ms a 1 KB line; at 1000 the worst we found costs ~0.2 ms, and
 # a pattern people write (a date, a word list) is under 100.
 MAX_LABEL_PROGRAM = 1000
+# A viewer's search is typed by whoever reaches the viewer: the same bound, as a search that
+# is worth running (a word list, a date, an address) is far under it.
+MAX_SEARCH_PROGRAM = MAX_LABEL_PROGRAM
 
 
 def matcher(
@@ -85,3 +88,20 @@ def _options() -> Any:
     options = _re2().Options()
     options.log_errors = False  # the error is ours to say, in one line
     return options
+
+
+def program_size(pattern: str) -> int | None:
+    """RE2's instructions for a pattern (None: RE2 refuses its syntax). What a pattern costs to
+    compile and match grows with it in PostgreSQL's engine too: nested counted repeats
+    like `((a|b){0,9}){0,9}` took it seconds to compile (unbounded by a statement_timeout)."""
+    re2 = _re2()
+    try:
+        return int(re2.compile(pattern, options=_options()).programsize)
+    except re2.error as exc:
+        said = exc.args[0] if exc.args and isinstance(exc.args[0], bytes) else b""
+        if said.startswith((b"invalid repetition size", b"pattern too large")):
+            return _TOO_LARGE  # repeats RE2 will not expand: more than any bound
+        return None
+
+
+_TOO_LARGE = 1 << 62

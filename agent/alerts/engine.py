@@ -310,7 +310,7 @@ def _may_want(rule: Rule, s: Scanned) -> bool:
     if not rule.leaves:
         return True
     text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-    return all(leaf in text for leaf in rule.leaves)
+    return where.may_hold(text, rule.leaves)
 
 
 def _is(event: str | None, e: LifeView) -> bool:

@@ -232,10 +232,17 @@ def sqlite_path(db_url: str) -> Path | None:
     return None if path == ":memory:" else Path(path).resolve()
 
 
-def tortoise_config(db_url: str, *, create: bool = True) -> dict[str, Any]:
+def tortoise_config(
+    db_url: str, *, create: bool = True, statement_timeout_s: float | None = None
+) -> dict[str, Any]:
     """`create=False` (the read side) sets no pragma that writes: `auto_vacuum` writes the
-    header even when unchanged, and fails on a full disk, where reading must still work."""
+    header even when unchanged, and fails on a full disk, where reading must still work.
+    `statement_timeout_s`: PostgreSQL's statement_timeout for every connection of the pool."""
     conn = expanded(db_url, writer=create)
+    if statement_timeout_s is not None and conn["engine"] != "tortoise.backends.sqlite":
+        settings = dict(conn["credentials"].get("server_settings") or {})
+        settings["statement_timeout"] = str(max(1, int(statement_timeout_s * 1000)))  # ms
+        conn["credentials"]["server_settings"] = settings
     if conn["engine"] == "tortoise.backends.sqlite":
         creds = {**(_SQLITE_FIRST if create else {}), **conn["credentials"]}
         for key, value in _SQLITE_PRAGMAS.items():
@@ -349,7 +356,11 @@ def _snapshot_config(path: Path) -> dict[str, Any]:
 
 @asynccontextmanager
 async def open_db(
-    db_url: str, *, create: bool = True, snapshot_ok: bool = False
+    db_url: str,
+    *,
+    create: bool = True,
+    snapshot_ok: bool = False,
+    statement_timeout_s: float | None = None,
 ) -> AsyncIterator[BaseDBAsyncClient]:
     """The store, its schema created or upgraded; closed on every exit path.
 
@@ -369,7 +380,10 @@ async def open_db(
     try:
         try:
             with _private_files():
-                await ctx.init(config=tortoise_config(db_url, create=create))
+                config = tortoise_config(
+                    db_url, create=create, statement_timeout_s=statement_timeout_s
+                )
+                await ctx.init(config=config)
                 if create and ctx.db().capabilities.dialect == "postgres":
                     async with schema_lock(db_url):  # one agent at a time creates it
                         await create_schema(ctx)

@@ -22,6 +22,7 @@ from agent.storage.pg_url import split_hosts
 LOCK_NOT_AVAILABLE = "55P03"
 FEATURE_NOT_SUPPORTED = "0A000"  # LISTEN on a standby in recovery
 INVALID_REGULAR_EXPRESSION = "2201B"
+QUERY_CANCELED = "57014"  # statement_timeout ran out (or a cancel)
 
 
 def sqlstate(exc: BaseException) -> str | None:

@@ -11,22 +11,27 @@ from typing import Any, NamedTuple
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from agent.grep import matcher
+from agent.grep import matcher, program_size
 from agent.storage.db import open_db
 from agent.storage.models import AgentState, ContainerCursor, Gap, LogLine
 from agent.storage.postgres import INVALID_REGULAR_EXPRESSION, sqlstate
 from agent.storage.sql import Marks
 from agent.timestamps import format_timestamp
+from agent.where import ESCAPE
 
 
 def open_store(
-    db_url: str, *, snapshot_ok: bool = False
+    db_url: str, *, snapshot_ok: bool = False, statement_timeout_s: float | None = None
 ) -> AbstractAsyncContextManager[BaseDBAsyncClient]:
     """A read connection of its own (SQLite WAL: readers never block the agent's writer);
     the read side never creates or upgrades a store. `snapshot_ok`: a one-shot reader may
     read a SQLite file as it is when nothing else can (a full disk, no agent: see open_db);
-    a long-lived one (the viewer, `logs -f`) may not, as it would never see new lines."""
-    return open_db(db_url, create=False, snapshot_ok=snapshot_ok)
+    a long-lived one (the viewer, `logs -f`) may not, as it would never see new lines.
+    `statement_timeout_s`: PostgreSQL cancels a statement that runs longer (the viewer's:
+    whoever reaches it types its searches)."""
+    return open_db(
+        db_url, create=False, snapshot_ok=snapshot_ok, statement_timeout_s=statement_timeout_s
+    )
 
 
 class StoredRow(NamedTuple):
@@ -116,13 +121,11 @@ class LogFilter:
             else:
                 clauses.append(f"(l.id > {int(upto)} OR l.id IN ({named}))")
             values.append(query)
-        for text in self.contains:
-            clauses.append(
-                f"instr(l.message, {marks()}) > 0"
-                if marks.sqlite
-                else f"strpos(l.message, {marks()}) > 0"
-            )
-            values.append(text)
+        if self.contains:  # as where.may_hold: every name's text, or an escape
+            found = "instr(l.message, {}) > 0" if marks.sqlite else "strpos(l.message, {}) > 0"
+            every = " AND ".join(found.format(marks()) for _ in self.contains)
+            clauses.append(f"(({every}) OR {found.format(marks())})")
+            values += [*self.contains, ESCAPE]
         if self.min_level is not None:
             level = int(self.min_level)  # a literal: the partial index on level >= 4 is
             clauses.append(f"l.level >= {level}")  # only chosen when the query says so
@@ -142,17 +145,24 @@ async def check_pattern(db: BaseDBAsyncClient, pattern: str, what: str = "--grep
 
 
 async def where_matched(
-    db: BaseDBAsyncClient, pattern: str | None, what: str = "--grep"
+    db: BaseDBAsyncClient, pattern: str | None, what: str = "--grep", max_program: int | None = None
 ) -> tuple[str | None, Callable[[str], bool] | None]:
     """Where a pattern is matched: PostgreSQL in SQL (`LogFilter.pattern`: its regex syntax,
     the trigram index), SQLite here with RE2 (the matcher, for every row read). ValueError
-    for a pattern the engine refuses."""
+    for a pattern the engine refuses, or (`max_program`: a viewer's search) one that RE2
+    measures as costlier than that."""
     if pattern is None:
         return None, None
     if _dialect(db) == "postgres":
+        size = program_size(pattern) if max_program is not None else None
+        if size is not None and max_program is not None and size > max_program:
+            raise ValueError(
+                f"{what} {pattern[:80]!r}: too costly to match (at most {max_program} "
+                "instructions as RE2 counts them; a counted repeat costs one each)"
+            )
         await check_pattern(db, pattern, what)
         return pattern, None
-    return None, matcher(pattern, what)
+    return None, matcher(pattern, what, max_program)
 
 
 def _dialect(db: BaseDBAsyncClient) -> str:

@@ -12,7 +12,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from agent import render
 from agent.storage.follow import committed, history
 from agent.web.answers import HEADERS
-from agent.web.query import ViewQuery, parse_download
+from agent.web.query import ViewQuery, matching, parse_download
 
 
 async def stream_download(
@@ -46,4 +46,5 @@ async def view_text(db: BaseDBAsyncClient, view: ViewQuery, *, as_json: bool) ->
     """The view as `logagent logs` writes it, a page at a time."""
     upto = await committed(db)
     async for page in history(db, view.flt, upto=upto):
-        yield render.rows_text(page, matches=view.search, as_json=as_json, prefix=view.prefix)
+        page = await matching(view.search, page)
+        yield render.rows_text(page, matches=None, as_json=as_json, prefix=view.prefix)

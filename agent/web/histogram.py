@@ -29,6 +29,9 @@ NICE_NS = [m * MINUTE_NS for m in (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 
 NICE_NS.append(7 * DAY_NS)
 LEVEL_KEYS = ["none", *NAMES.values()]  # the order a stack is drawn in, bottom up
 STREAM_KEYS = ["stdout", "stderr", "tty"]
+# A span is drawn within 1824..2116: rounded out to whole buckets (weeks, at its widest) it
+# still fits the store's BIGINT (`until` near 2262, the edge a query may ask, overflowed it).
+EDGE_NS = 2**62
 
 
 def span_of(lo: int, hi: int, buckets: int) -> tuple[int, int, int]:
@@ -92,6 +95,7 @@ async def histogram_json(
     if lo is None:
         first = await first_counted(db, sources, flt.host)
         lo = min(first if first is not None else hi - DAY_NS, hi - SHORTEST_NS)
+    lo, hi = (max(-EDGE_NS, min(EDGE_NS, ns)) for ns in (lo, hi))
     if hi <= lo:
         hi = lo + MINUTE_NS  # an empty span: one empty minute, drawn as such
     start, bucket, end = span_of(lo, hi, asked.buckets)

@@ -13,7 +13,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.storage.follow import Position, Waker, follow, signal_for
 from agent.web.answers import HEADERS, row_json
-from agent.web.query import ViewQuery
+from agent.web.query import ViewQuery, matching
 
 # Live tails at once, per viewer: each polls SQLite or shares the one PostgreSQL listener,
 # and a local user must not be able to starve the store with thousands.
@@ -68,7 +68,7 @@ class LiveTails:
         said = anyio.current_time()
         async with aclosing(new) as stored:
             async for rows, reached in stored:
-                shown = [r for r in rows if view.search is None or view.search(r.message)]
+                shown = await matching(view.search, rows)
                 if shown:
                     data = json.dumps([row_json(r) for r in shown])
                     await response.write(

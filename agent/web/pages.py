@@ -12,7 +12,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from agent import render
 from agent.storage.life import list_life
 from agent.storage.reader import LogFilter, StoredRow, gaps_between, later
-from agent.web.query import ViewQuery
+from agent.web.query import ViewQuery, matching
 
 SEARCH_SCAN = 2000  # rows read per step of a search, whose matches are sent as found
 AT_SCAN = 50 * SEARCH_SCAN  # rows read at most for the lines after a linked one (`at`)
@@ -34,7 +34,7 @@ class Pages:
             step = want + 1 if view.search is None else SEARCH_SCAN
             page = await self._later(view.flt, after, step)
             scanned += len(page)
-            found += page if view.search is None else [r for r in page if view.search(r.message)]
+            found += await matching(view.search, page)
             if len(found) > want:
                 return found[:want], True
             if len(page) < step:

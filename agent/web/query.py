@@ -8,9 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import where as fields
+from agent.grep import MAX_SEARCH_PROGRAM
 from agent.level_names import level_of_word
 from agent.storage import search_index
 from agent.storage.reader import (
@@ -85,7 +87,7 @@ async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
     text = text_param("q", params.get("q") or "", MAX_SEARCH) or None
     expression = text if text is None or params.get("re") == "1" else _literal(text)
     try:
-        pattern, search = await where_matched(db, expression, "search")
+        pattern, search = await where_matched(db, expression, "search", MAX_SEARCH_PROGRAM)
     except ValueError as exc:
         raise BadQuery(str(exc)) from None
     conditions = _conditions(params)
@@ -244,3 +246,16 @@ def parse_download(params: Any) -> DownloadQuery:
     if packed not in ("0", "1"):
         raise BadQuery(f"gzip: {packed[:40]!r} is not 0 or 1")
     return DownloadQuery(shape == "json", packed == "1")
+
+
+async def matching(search: Callable[[str], bool] | None, rows: list[StoredRow]) -> list[StoredRow]:
+    """The rows a view's search takes, matched in a worker thread: RE2 lets go of the GIL,
+    so a search that costs milliseconds a line (a long line, a large pattern) keeps one
+    thread busy, not the event loop every other viewer and live tail waits on."""
+    if search is None or not rows:
+        return rows
+    return await anyio.to_thread.run_sync(_matched, search, rows)
+
+
+def _matched(search: Callable[[str], bool], rows: list[StoredRow]) -> list[StoredRow]:
+    return [r for r in rows if search(r.message)]

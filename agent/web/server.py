@@ -24,6 +24,7 @@ from agent import render
 from agent.alerts.rules import AlertSettings
 from agent.storage import outbox
 from agent.storage.follow import Position, committed
+from agent.storage.postgres import QUERY_CANCELED, sqlstate
 from agent.storage.reader import (
     StoredRow,
     container_summary,
@@ -41,6 +42,7 @@ from agent.web.query import (
     BadQuery,
     before_position,
     int_param,
+    matching,
     parse_alerts_query,
     parse_histogram,
     parse_query,
@@ -53,6 +55,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATIC = Path(__file__).resolve().parent / "static"
 FILES = {"app.js": "text/javascript", "app.css": "text/css"}  # what /static/ serves, only
 MAX_PAGE = 1000
+# PostgreSQL cancels a viewer's statement that runs longer (a search's regex is typed by
+# whoever reaches the viewer; the store's other readers and its writer are not bounded).
+STATEMENT_TIMEOUT_S = 30.0
 TOKEN_COOKIE = "logagent_token"
 
 
@@ -122,6 +127,14 @@ class Viewer:
             # aiohttp's writer raises this type for a closing transport, and only then.
             log.debug("%s %s: the client went away", request.method, request.path_qs[:200])
             return web.Response(status=204)  # never sent: aiohttp finds the transport closed
+        except Exception as exc:
+            if sqlstate(exc) != QUERY_CANCELED:
+                raise
+            said = f"the store took over {STATEMENT_TIMEOUT_S:.0f} s: narrow the view or the search"
+            log.warning("%s %s: %s", request.method, request.path_qs[:200], said)
+            if request.writer.output_size:  # a stream begun: it ends here, cut
+                raise
+            return web.json_response({"error": said}, status=503)
 
     def _refused(self, verdict: Verdict) -> web.StreamResponse:
         if verdict.retry_after:
@@ -201,8 +214,9 @@ class Viewer:
         linked = view.at if before is None else None  # a line's link, first asked
         if linked is not None:
             newer, more = await self.pages.after(view, linked, limit // 2)
-            if more:  # the newest lines are not shown: no live tail below these
-                position, ceiling = None, newer[-1].timestamp_ns + 1
+            if more:  # the newest lines are not shown: no live tail below these (limit=1:
+                # none of them is, only the line itself)
+                position, ceiling = None, (newer[-1] if newer else linked).timestamp_ns + 1
             before = (linked.timestamp_ns, linked.id + 1)  # from the line itself, down
         response = web.StreamResponse(headers={**HEADERS, "Content-Type": "application/x-ndjson"})
         await response.prepare(request)
@@ -214,7 +228,7 @@ class Viewer:
             step = want - found if view.search is None else SEARCH_SCAN
             page = await older(self.db, view.flt, before=before, limit=step)
             scanned += len(page)
-            matched = page if view.search is None else [r for r in page if view.search(r.message)]
+            matched = await matching(view.search, page)
             rows = matched[: want - found]
             found += len(rows)
             done = len(page) < step and len(rows) == len(matched)
@@ -289,7 +303,8 @@ def _served_hosts(host: str, port: int) -> set[str] | None:
 
 async def serve(db_url: str, host: str, port: int, access: Access, alerts: AlertSettings) -> int:
     """Serve the viewer until interrupted; the store is opened for reading only."""
-    async with open_store(db_url) as db, AsyncExitStack() as stack:
+    opened = open_store(db_url, statement_timeout_s=STATEMENT_TIMEOUT_S)
+    async with opened as db, AsyncExitStack() as stack:
         viewer = Viewer(db, db_url, access, host, port, alerts)
         await viewer.listen(stack)
         # Live tails never end on their own: on shutdown they are given a second, not 60.

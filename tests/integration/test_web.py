@@ -826,3 +826,82 @@ async def test_a_search_reads_the_same_lines_with_the_search_index_as_without(
     assert indexed == scanned
     assert [len(a) for a in scanned][:4] == [1, 1000, 237, 1000]  # code=42: 206 + 31
     assert scanned[-1] == []
+
+
+async def test_what_a_viewer_user_types_costs_bounded_work_and_a_4xx_not_a_500(
+    store_url: str,
+) -> None:
+    """A review as whoever reaches the viewer: a 10-character search (`\\PN.{999}x`, ~30 ms a
+    1 KB line in RE2, 2,000 rows a step in the event loop) froze every viewer for a minute;
+    nested counted repeats took PostgreSQL seconds to compile; `until` near 2262 overflowed
+    the histogram's BIGINT; a link with limit=1 raised IndexError; a key spelled in JSON
+    escapes was never found."""
+    from urllib.parse import quote
+
+    await fill(store_url, {"a": ["x" * 1000] * 5 + ['{"temp\\u00e9rature": 25}'] * 3})
+    first = sql_rows(store_url, "SELECT MIN(id) FROM log_lines")[0][0]
+    nested = "(((" + "|".join("abcdefghijklmnopqrst") + "){0,9}){0,9}){0,9}"
+    async with viewer(store_url) as client:
+        for pattern in (r"\PN.{999}x", nested, "a{2000}"):
+            for path in ("/api/lines", "/api/histogram", "/api/download"):
+                response = await client.get(f"{path}?c=a&re=1&q={quote(pattern)}", headers=HOST)
+                assert response.status == 400, (path, pattern)
+                said = (await response.json())["error"]  # RE2's own word for a{2000} on SQLite
+                assert "too costly" in said or "repetition size" in said, (path, pattern)
+        found = await ndjson(client, "/api/lines?c=a&re=1&q=" + quote(r"x{200}"))
+        assert sum(len(c["rows"]) for c in found) == 5  # a search worth running still runs
+        for query in ("until=9223372036", "since=-9223372036", "since=9223372036",
+                      "until=-9223372036", "until=2262-04-11T23:47:00Z"):  # fmt: skip
+            response = await client.get(f"/api/histogram?c=a&{query}", headers=HOST)
+            assert response.status == 200, (query, await response.text())
+        linked = (await ndjson(client, f"/api/lines?at={first}&limit=1"))[0]
+        assert [r["id"] for r in linked["rows"]] == [first] and linked["position"] is None
+        escaped = await ndjson(client, "/api/lines?c=a&where=" + quote("température>20"))
+        assert sum(len(c["rows"]) for c in escaped) == 3
+
+
+async def test_a_viewer_statement_past_its_timeout_is_a_503_not_a_500(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The viewer's PostgreSQL connections carry a statement_timeout (a search's regex is
+    whoever reaches the viewer's); a statement it cancels is answered 503 with the reason."""
+    import asyncpg
+
+    from agent.web import server
+
+    async with open_store(pg_url, statement_timeout_s=0.5) as db:
+        _, shown = await db.execute_query("SHOW statement_timeout")
+        assert shown[0]["statement_timeout"] == "500ms"
+        with pytest.raises(Exception) as cancelled:
+            await db.execute_query("SELECT pg_sleep(5)")
+        assert server.sqlstate(cancelled.value) == server.QUERY_CANCELED
+
+    async def cancelled_summary(db: object) -> None:
+        raise asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout")
+
+    monkeypatch.setattr(server, "container_summary", cancelled_summary)
+    async with viewer(pg_url) as client:
+        response = await client.get("/api/containers", headers=HOST)
+        assert response.status == 503
+        assert "took over 30 s" in (await response.json())["error"]
+
+
+async def test_a_views_search_is_matched_off_the_event_loop() -> None:
+    """RE2 lets go of the GIL: a search matched in a worker thread costs that thread its
+    time, not every viewer and live tail waiting on the loop (web/query.py `matching`)."""
+    import threading
+
+    from agent.storage.reader import StoredRow
+    from agent.web.query import matching
+
+    threads: set[int] = set()
+
+    def search(line: str) -> bool:
+        threads.add(threading.get_ident())
+        return "b" in line
+
+    rows = [StoredRow(i, "h", "c" * 64, "n", "stdout", i, "", m, 0, None) for i, m in
+            enumerate(["a", "b", "ab"])]  # fmt: skip
+    assert [r.message for r in await matching(search, rows)] == ["b", "ab"]
+    assert threads and threading.get_ident() not in threads
+    assert await matching(None, rows) == rows

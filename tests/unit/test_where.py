@@ -71,3 +71,18 @@ def test_a_long_run_of_digits_is_read_once_not_every_way() -> None:
     assert not holds("status>=500", '{"status": "' + value + '"}')
     assert not holds("status>=500", "status=" + value[-8000:])
     assert holds("status>=500", '{"status": "503.0"}') and holds("n<1", '{"n": "-.5e-3"}')
+
+
+def test_keys_spelled_in_escapes_and_integers_past_2_53_are_read_as_written() -> None:
+    """json.dumps writes "température" as "temp\\u00e9rature": the first cut by the names'
+    text passed such lines over (and a line could spell "st\\u0061tus" to slip past a
+    rule); ids past 2**53 were compared as floats, 9007199254740993 equal to ...992."""
+    assert holds("température>20", '{"temp\\u00e9rature": 25}')
+    assert holds("status>=500", '{"st\\u0061tus": 503}')
+    big = "user_id==9007199254740993"
+    assert holds(big, '{"user_id": 9007199254740993}')
+    assert holds(big, '{"user_id": "9007199254740993"}')
+    assert not holds(big, '{"user_id": 9007199254740992}')
+    assert holds("user_id!=9007199254740993", '{"user_id": 9007199254740992}')
+    assert holds("n==3", '{"n": 3.0}') and not holds("n==3", '{"n": true}')
+    assert holds("n>" + "9" * 30, '{"n": 1' + "0" * 30 + "}")  # exact, also past floats
