@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 import struct
+import time
+from collections.abc import Callable
 
 from agent.batch import FLAG_REPLACED, STDERR, STDOUT, TTY, LineBatch, Source
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES, DOCKER_PARTIAL_BYTES, LineAssembler
@@ -28,6 +30,9 @@ from agent.timestamps import TimestampError, parse_timestamp, seconds_cache
 # bound means the stream is not what we think it is.
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 _HEADER = 8
+# How far past the reading's clock a stamp may be and still be Docker's own (the host's clock
+# stepped back since it was written): beyond, it is text a container printed.
+FUTURE_MARGIN_NS = 60 * 1_000_000_000
 _MAX_TIMESTAMP = 40  # "2006-01-02T15:04:05.000000000+07:00" is 35 bytes
 _STREAMS = {0: STDOUT, 1: STDOUT, 2: STDERR}
 _SYSTEM_ERR = 3
@@ -54,20 +59,23 @@ class FrameError(Exception):
 _DOCKER_STAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
 
 
-def _glued(buf: bytes, start: int, end: int, ts_ns: int) -> int:
+def _glued(buf: bytes, start: int, end: int, ts_ns: int, latest_ns: int) -> int:
     """In a TTY stream, a record that ends without a newline (a run that ended mid-line) is
     followed at once by the next record (the container's next run), with nothing between:
     where that next record starts inside buf[start:end], or -1.
 
     A later timestamp in Docker's exact format, right after text without a newline, is taken
     as the next record; a line that prints such a stamp itself is split there (nothing lost).
+    Not one after `latest_ns` (the reading's clock and a margin): Docker stamps a record when
+    it writes it, so a stamp from the future is text (`echo "next run at 2031-...Z ok"`
+    moved the container's position to 2031, and every later line was held back as re-sent).
     """
     z = buf.find(b"Z ", start + 30, end)
     while z >= 0:
         at = z - 29
         if _DOCKER_STAMP.fullmatch(buf, at, z + 2):
             try:
-                if parse_timestamp(buf[at : z + 1]) >= ts_ns:
+                if ts_ns <= parse_timestamp(buf[at : z + 1]) <= latest_ns:
                     return at
             except TimestampError:
                 pass
@@ -85,11 +93,13 @@ class FrameDecoder:
         tty: bool,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         partial_bytes: int = DOCKER_PARTIAL_BYTES,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         if max_line_bytes < 16:
             raise ValueError(f"max_line_bytes must be at least 16, got {max_line_bytes}")
         self.source = source
         self.tty = tty
+        self.clock = clock  # the wall clock (TTY records are told apart by their stamps)
         self.max_line_bytes = max_line_bytes
         self.partial_bytes = partial_bytes
         # The bytes of an unfinished frame or record, and how many the frame needs in all: a
@@ -245,6 +255,7 @@ class FrameDecoder:
     def _feed_raw(self, buf: bytes, out: LineBatch, at_end: bool = False) -> None:
         n = len(buf)
         pos = 0
+        latest_ns = self.clock() + FUTURE_MARGIN_NS  # no record of this read is stamped later
         part = self.partial_bytes
         try:
             while pos < n:
@@ -270,7 +281,7 @@ class FrameDecoder:
                     end = n
                 else:
                     break
-                glued = _glued(buf, start, end, ts_ns)
+                glued = _glued(buf, start, end, ts_ns, latest_ns)
                 if glued >= 0:
                     end = glued  # this record had no newline: the next one starts here
                 self._lines.message(TTY, ts_ns, buf[pos:sp], buf[start:end], out)

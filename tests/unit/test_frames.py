@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from agent.batch import FLAG_CONTINUED, FLAG_REPLACED, FLAG_TRUNCATED, Line, Source
-from agent.docker.frames import FrameDecoder, FrameError
+from agent.docker.frames import FUTURE_MARGIN_NS, FrameDecoder, FrameError
 from agent.docker.lines import DOCKER_PARTIAL_BYTES
 from agent.timestamps import TimestampError, format_timestamp, parse_timestamp, since_param
 
@@ -327,3 +327,22 @@ def test_tty_line_printing_a_stamp_past_2262_stays_one_line() -> None:
     assert view(decode_every_split(data, tty=True)) == [
         ("tty", T2.decode(), f"x{far.decode()} y", 0)
     ]
+
+
+def test_tty_line_printing_a_future_docker_stamp_stays_one_line() -> None:
+    """`echo "next run at 2031-...Z ok"` under -t was split at the stamp: a row dated 2031,
+    the container's position moved there, and every later line was held back as re-sent
+    and dropped (a review's finding: a user could hide what they logged next)."""
+    future = b"2031-01-01T00:00:00.000000000Z"
+    data = rec(T2, b"next run at " + future + b" ok\r\n") + rec(T3, b"after\r\n")
+    assert view(decode_every_split(data, tty=True)) == [
+        ("tty", T2.decode(), f"next run at {future.decode()} ok", 0),
+        ("tty", T3.decode(), "after", 0),
+    ]
+    # The bound is the reading's clock and a minute: a next run's record before it splits.
+    glued = rec(T2, b"partial") + rec(T3, b"first\r\n")
+    t3 = parse_timestamp(T3)
+    for now, pieces in ((t3, 2), (t3 - FUTURE_MARGIN_NS + 1, 2), (t3 - FUTURE_MARGIN_NS - 1, 1)):
+        decoder = FrameDecoder(Source("abc", "web"), tty=True, clock=lambda now=now: now)
+        got = decoder.feed(glued).messages + decoder.finish().messages
+        assert len(got) == pieces, (now, got)
