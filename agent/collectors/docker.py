@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from agent.batch import LineBatch, Source
-from agent.collectors.ending import after_follow, cut_by_removal, gone
+from agent.collectors.ending import ContainerVanished, after_follow, cut_by_removal, gone
 from agent.collectors.options import StreamOptions
 from agent.collectors.progress import Progress
 from agent.collectors.reading import StreamReader
@@ -25,7 +25,7 @@ from agent.collectors.resend import StoredLines
 from agent.collectors.stream_end import StreamEnd
 from agent.cursor import Cursor, ResendGuard
 from agent.docker.client import DockerClient
-from agent.docker.errors import DockerUnavailable
+from agent.docker.errors import ContainerNotFound, DockerUnavailable
 from agent.docker.inspect import ContainerInfo
 from agent.docker.pacing import ReadPacer, may_rest
 from agent.shaping.hints import Hints
@@ -269,6 +269,15 @@ class DockerLogCollector:
                         self._failed(exc)
                         if not started:
                             raise
+                except (ContainerNotFound, ContainerVanished) as exc:
+                    if not self.opened:
+                        self._failed(exc)
+                        raise
+                    # Removed while its lines were still being read (the agent behind, a
+                    # catch-up under way): what Docker had not sent is gone, and a gap says
+                    # so (a review found a backlog of a million lines lost in silence).
+                    await cut_by_removal(reader)
+                    self.state = "ended"
                 except Exception as exc:
                     self._failed(exc)
                     if not started:

@@ -331,3 +331,46 @@ async def test_a_resend_cut_short_is_dropped_and_a_stepped_clock_is_kept(
         *(f"n{i}" for i in range(104, 107)),
     ]
     assert (guard.resent, guard.stepped_back) == (11, 5)
+
+
+@pytest.mark.parametrize("inspect_after", ["gone", "still there"])
+async def test_a_container_removed_before_its_rest_is_read_leaves_a_gap(
+    tmp_path: Path, inspect_after: str
+) -> None:
+    """A fake Docker daemon, for a fault dockerd shows only by timing (a review met it with
+    `docker rm -f` during an agent's catch-up of a backlog): the follow stream ends, and the
+    container is removed before the read of its rest. The stored part was kept, and the rest
+    lost in silence (the collector failed on the 404). A gap now says so."""
+    body = frame(1, TS + b" first\n") + frame(1, TS + b" second\n")
+    ended = anyio.Event()
+
+    async def inspect(r: web.Request) -> web.Response:
+        if ended.is_set() and inspect_after == "gone":
+            return web.json_response({"message": "No such container"}, status=404)
+        cid = r.match_info["cid"]
+        return web.json_response(
+            {"Id": cid, "Name": "/behind", "Config": {"Tty": False}, "State": {"Running": True}}
+        )
+
+    async def logs(r: web.Request) -> web.StreamResponse:
+        if ended.is_set():  # the read of the rest: the container is gone
+            return web.json_response({"message": "No such container"}, status=404)
+        response = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.raw-stream"})
+        await response.prepare(r)
+        await response.write(body)
+        ended.set()
+        return response
+
+    async with (
+        serve_daemon(inspect, logs) as sock,
+        collecting_from(sock, db_url(tmp_path)) as (_storage, manager),
+    ):
+        collector = await run_to_end(manager, "f" * 64)
+        assert (collector.state, collector.error) == ("ended", None)
+        await manager.stop_all()
+        stored = await LogLine.all().order_by("id").values_list("message", flat=True)
+        gaps = await Gap.all().values_list("reason", "from_ns", "to_ns")
+    assert stored == ["first", "second"]
+    assert [(r.startswith("stream cut by the container's removal"), t) for r, _, t in gaps] == [
+        (True, None)
+    ]
