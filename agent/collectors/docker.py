@@ -17,7 +17,13 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from agent.batch import LineBatch, Source
-from agent.collectors.ending import ContainerVanished, after_follow, cut_by_removal, gone
+from agent.collectors.ending import (
+    ContainerVanished,
+    Refollow,
+    after_follow,
+    cut_by_removal,
+    gone,
+)
 from agent.collectors.options import StreamOptions
 from agent.collectors.progress import Progress
 from agent.collectors.reading import StreamReader
@@ -115,6 +121,7 @@ class DockerLogCollector:
         self._follow_scope: anyio.CancelScope | None = None
         self._exited = False  # stopped because the container ended (see `stop`)
         self._settled = False  # stopped idle at a shutdown: no re-read (see `stop`)
+        self._refollow = Refollow()  # when Docker ends the stream of a running container
         self.progress = Progress()
         self._rest_elsewhere = anyio.Event()  # a new run of the container reads it
         self.state = "new"  # new, running, ended, failed, stopped
@@ -246,6 +253,14 @@ class DockerLogCollector:
                         with anyio.CancelScope() as follow_scope:
                             self._follow_scope = follow_scope
                             await reader.read(stream, decoder, paced=True)
+                    while self.follow and not follow_scope.cancelled_caught:
+                        if not await self._refollow.cut_short(client, info, reader):
+                            break
+                        decoder = reader.again(info.tty)
+                        async with reader.open(client, follow=True) as stream:
+                            with anyio.CancelScope() as follow_scope:
+                                self._follow_scope = follow_scope
+                                await reader.read(stream, decoder, paced=True)
                     if not self.follow:
                         await reader.end_of(decoder)
                     else:
@@ -274,10 +289,10 @@ class DockerLogCollector:
                         self._failed(exc)
                         raise
                     # Removed while its lines were still being read (the agent behind, a
-                    # catch-up under way): what Docker had not sent is gone, and a gap says
-                    # so (a review found a backlog of a million lines lost in silence).
+                    # catch-up under way): reported as before, and what Docker had not sent
+                    # is gone, which a gap now says (a review found a backlog lost in silence).
                     await cut_by_removal(reader)
-                    self.state = "ended"
+                    self._failed(exc)
                 except Exception as exc:
                     self._failed(exc)
                     if not started:

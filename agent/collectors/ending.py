@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import anyio
 
@@ -98,3 +99,38 @@ async def _removed_after_exit(client: DockerClient, info: ContainerInfo, source:
         f"container {source.container_name} ({source.container_id[:12]}) was removed "
         "while its logs were being followed"
     )
+
+
+@dataclass
+class Refollow:
+    """Whether a follow stream that ended was cut short by Docker: its container runs on,
+    the same run (a review saw dockerd end one on a fast rotation, "Error grabbing logs:
+    ... no such file", and the container was marked exited and read no more). Then, after
+    a pause, it is followed again from the position; the pause doubles (to 30 s) while a
+    stream so opened brings nothing, so a daemon that ends every one at once is not asked
+    in a loop."""
+
+    pause: float = 0.5
+    lines_at: int = 0
+
+    async def cut_short(
+        self, client: DockerClient, info: ContainerInfo, reader: StreamReader
+    ) -> bool:
+        if not info.started_at:
+            return False
+        try:
+            now = await client.inspect(reader.source.container_id)
+        except (ContainerNotFound, DockerUnavailable):
+            return False  # the stream's end is the container's, or the daemon's: as before
+        if not now.running or now.started_at != info.started_at:
+            return False
+        self.pause = 1.0 if reader.lines > self.lines_at else min(self.pause * 2, 30.0)
+        self.lines_at = reader.lines
+        log.warning(
+            "%s: Docker ended the log stream of a running container; following it again "
+            "from the stored position in %.0f s",
+            reader.where(),
+            self.pause,
+        )
+        await anyio.sleep(self.pause)
+        return True

@@ -93,6 +93,13 @@ class StreamReader:
         if self.shaper.joiner is not None:
             self.shaper.joiner.source = source
 
+    def again(self, tty: bool) -> FrameDecoder:
+        """For a follow stream opened again (Docker ended one of a running container): lines
+        it re-sends are skipped from the position, and a fresh decoder reads it (what the
+        old one held, a frame or a line's pieces, is after the position: it is sent again)."""
+        self._skipper = self.seen.skipper()
+        return self.decoder(tty)
+
     def open(self, client: DockerClient, *, follow: bool) -> AbstractAsyncContextManager[LogStream]:
         """The container's log stream from where this reader stands: given a position, after
         it (Docker's `since` re-sends lines at its timestamp; the skipper drops them)."""

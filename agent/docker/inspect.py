@@ -34,6 +34,7 @@ class ContainerInfo:
     running: bool = False
     status: str = ""  # State.Status: created, running, exited, removing, dead, ...
     created_s: int = 0  # when it was created (Unix seconds; listings only)
+    started_at: str = ""  # State.StartedAt: which run of it this is (inspect only)
 
     @classmethod
     def of(cls, raw: Mapping[str, Any]) -> ContainerInfo:
@@ -53,6 +54,7 @@ class ContainerInfo:
             log_max_size=str(log_config.get("max-size") or ""),
             running=bool(state.get("Running")),
             status=str(state.get("Status") or ""),
+            started_at=str(state.get("StartedAt") or ""),
         )
 
     @classmethod
