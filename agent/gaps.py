@@ -30,5 +30,12 @@ def rotated(stream: str) -> str:
     return f"{stream} lines no longer in Docker's log (rotated past the cursor)"
 
 
+def daemon_failed_then_removed(notice: str) -> str:
+    return (
+        f"Docker could not send the log ({notice[:200]}) and removed the container (--rm): "
+        "what it had not sent is lost (count unknown)"
+    )
+
+
 def unreadable(error: BaseException) -> str:
     return f"logs cannot be read through the API: {error}"

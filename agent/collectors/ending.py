@@ -58,6 +58,12 @@ async def after_follow(
         await reader.mark("exited")
     else:
         await reader.end_of(decoder)
+        if reader.daemon_said is not None:  # "Error grabbing logs: ... no such file": the
+            # stream did not have every line (a review's burst of --rm containers)
+            last = reader.last_timestamp_ns
+            await reader.gap(
+                gaps.daemon_failed_then_removed(reader.daemon_said), last or None, None
+            )
         await reader.mark("removed")
 
 

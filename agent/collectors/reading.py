@@ -72,6 +72,7 @@ class StreamReader:
         self._tail = tail  # where a container never read before begins
         self.chunked = True  # the log stream in HTTP/1.1 chunks: see DockerClient.logs
         self._decoder: FrameDecoder | None = None  # the one in use, which makes the batches
+        self.daemon_said: str | None = None  # the last error dockerd wrote into the stream
 
     def where(self) -> str:
         return f"{self.source.container_name} ({self.source.container_id[:12]})"
@@ -152,14 +153,14 @@ class StreamReader:
             if lines:
                 await self._deliver(self._skipper.new(lines))
             if decoder.notices:
-                _report_notices(decoder)
+                self.daemon_said = _report_notices(decoder)
             if paced and (rest := pacer.after_read(len(chunk), now(), len(lines))):
                 stream.rest(rest)
 
     async def end_of(self, decoder: FrameDecoder, *, ended: bool = True) -> None:
         """The stream is over: its last partial line, and (`ended`) its open events."""
         await self._deliver(self._skipper.new(decoder.finish()))
-        _report_notices(decoder)
+        self.daemon_said = _report_notices(decoder) or self.daemon_said
         if ended and self.shaper.joiner is not None:  # the stream is over: events are whole
             await self._store(self.shaper.flush())
         if held := self.guard.finish():
@@ -258,8 +259,10 @@ def _report_guard(where: str, guard: ResendGuard, before: tuple[int, int]) -> No
         )
 
 
-def _report_notices(decoder: FrameDecoder) -> None:
-    """What the daemon itself put in the stream: logged, not stored."""
+def _report_notices(decoder: FrameDecoder) -> str | None:
+    """What the daemon itself put in the stream: logged, not stored; the last of it."""
     for notice in decoder.notices:
         log.warning("%s", notice)
+    last = decoder.notices[-1] if decoder.notices else None
     decoder.notices.clear()
+    return last

@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from agent import gaps
 from agent.collectors.docker import DockerLogCollector
+from agent.collectors.ending import gone
 from agent.collectors.manager import LogCollectorManager
 from agent.collectors.records import ContainerRecord, Failure, Registry
 from agent.discovery.restart_rules import Start, after_listing, owed_nothing
@@ -207,6 +208,11 @@ class Reconciler:
             except DockerError as exc:
                 rec.failure = Failure.of(exc)
                 log.error("cannot collect %s (%s): %s", rec.name, rec.id[:12], exc)
+                # dockerd answers 500 "open ...-json.log: no such file" for a --rm container
+                # it is removing: its lines went with it, which a gap says (a review's burst
+                # of 50 short-lived containers lost one or two so, in silence)
+                if await gone(self.client, rec.id):
+                    await self._gap(rec, gaps.REMOVED_BEFORE_READ, event_ns)
 
     async def _has_cursor(self, rec: ContainerRecord) -> bool:
         if (position := rec.position) is not None:  # moved in from the store, or a stream's

@@ -421,3 +421,44 @@ async def test_a_stream_docker_ends_while_its_container_runs_is_followed_again(
         stored = await LogLine.all().order_by("id").values_list("message", flat=True)
     assert stored == [f"n{i}" for i in range(6)]
     assert len(follows) == 2 and follows[1] is not None  # followed again, from the position
+
+
+async def test_a_removed_rm_containers_stream_that_carried_dockers_error_leaves_a_gap(
+    tmp_path: Path,
+) -> None:
+    """A fake Docker daemon, for a fault dockerd shows only by timing (a review's burst of 50
+    short-lived --rm containers): the stream carries "Error grabbing logs: ... no such file"
+    and ends, and the container is gone. That end was taken as a --rm container's normal
+    one, with every line; Docker's error says not, and a gap now records it."""
+    body = frame(1, TS + b" first\n") + frame(
+        3, b"Error grabbing logs: open x-json.log: no such file\n"
+    )
+    ended = anyio.Event()
+
+    async def inspect(r: web.Request) -> web.Response:
+        if ended.is_set():
+            return web.json_response({"message": "No such container"}, status=404)
+        cid = r.match_info["cid"]
+        return web.json_response(
+            {"Id": cid, "Name": "/short", "Config": {"Tty": False},
+             "HostConfig": {"AutoRemove": True}}
+        )  # fmt: skip
+
+    async def logs(r: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.raw-stream"})
+        await response.prepare(r)
+        await response.write(body)
+        ended.set()
+        return response
+
+    async with (
+        serve_daemon(inspect, logs) as sock,
+        collecting_from(sock, db_url(tmp_path)) as (_storage, manager),
+    ):
+        collector = await run_to_end(manager, "a" * 64)
+        await manager.stop_all()
+        stored = await LogLine.all().order_by("id").values_list("message", flat=True)
+        gaps = await Gap.all().values_list("reason", flat=True)
+    assert collector.state == "ended" and stored == ["first"]
+    assert len(gaps) == 1 and gaps[0].startswith("Docker could not send the log (")
+    assert "no such file" in gaps[0]
