@@ -333,24 +333,19 @@ async def test_a_resend_cut_short_is_dropped_and_a_stepped_clock_is_kept(
     assert (guard.resent, guard.stepped_back) == (11, 5)
 
 
-@pytest.mark.parametrize("inspect_after", ["gone", "still there"])
-async def test_a_container_removed_before_its_rest_is_read_leaves_a_gap(
-    tmp_path: Path, inspect_after: str
-) -> None:
-    """A fake Docker daemon, for a fault dockerd shows only by timing (a review met it with
-    `docker rm -f` during an agent's catch-up of a backlog): the follow stream ends, and the
-    container is removed before the read of its rest. The stored part was kept, and the rest
-    lost in silence (the collector failed on the 404, as it still does). A gap now says so."""
-    body = frame(1, TS + b" first\n") + frame(1, TS + b" second\n")
+@asynccontextmanager
+async def daemon_that_removes_after_the_stream(
+    body: bytes, container: dict[str, object], *, still_listed: bool = False
+) -> AsyncIterator[str]:
+    """A fake Docker daemon, for faults dockerd shows only by timing: one log stream of
+    `body`, after which the container is gone (its inspect 404, unless `still_listed`: the
+    removal under way), and so is its log (any later read 404)."""
     ended = anyio.Event()
 
     async def inspect(r: web.Request) -> web.Response:
-        if ended.is_set() and inspect_after == "gone":
+        if ended.is_set() and not still_listed:
             return web.json_response({"message": "No such container"}, status=404)
-        cid = r.match_info["cid"]
-        return web.json_response(
-            {"Id": cid, "Name": "/behind", "Config": {"Tty": False}, "State": {"Running": True}}
-        )
+        return web.json_response({"Id": r.match_info["cid"], **container})
 
     async def logs(r: web.Request) -> web.StreamResponse:
         if ended.is_set():  # the read of the rest: the container is gone
@@ -361,8 +356,23 @@ async def test_a_container_removed_before_its_rest_is_read_leaves_a_gap(
         ended.set()
         return response
 
+    async with serve_daemon(inspect, logs) as sock:
+        yield sock
+
+
+@pytest.mark.parametrize("inspect_after", ["gone", "still there"])
+async def test_a_container_removed_before_its_rest_is_read_leaves_a_gap(
+    tmp_path: Path, inspect_after: str
+) -> None:
+    """A fake Docker daemon, for a fault dockerd shows only by timing (a review met it with
+    `docker rm -f` during an agent's catch-up of a backlog): the follow stream ends, and the
+    container is removed before the read of its rest. The stored part was kept, and the rest
+    lost in silence (the collector failed on the 404, as it still does). A gap now says so."""
+    body = frame(1, TS + b" first\n") + frame(1, TS + b" second\n")
+    running = {"Name": "/behind", "Config": {"Tty": False}, "State": {"Running": True}}
+    listed = inspect_after == "still there"
     async with (
-        serve_daemon(inspect, logs) as sock,
+        daemon_that_removes_after_the_stream(body, running, still_listed=listed) as sock,
         collecting_from(sock, db_url(tmp_path)) as (_storage, manager),
     ):
         collector = await run_to_end(manager, "f" * 64)
@@ -430,29 +440,10 @@ async def test_a_removed_rm_containers_stream_that_carried_dockers_error_leaves_
     short-lived --rm containers): the stream carries "Error grabbing logs: ... no such file"
     and ends, and the container is gone. That end was taken as a --rm container's normal
     one, with every line; Docker's error says not, and a gap now records it."""
-    body = frame(1, TS + b" first\n") + frame(
-        3, b"Error grabbing logs: open x-json.log: no such file\n"
-    )
-    ended = anyio.Event()
-
-    async def inspect(r: web.Request) -> web.Response:
-        if ended.is_set():
-            return web.json_response({"message": "No such container"}, status=404)
-        cid = r.match_info["cid"]
-        return web.json_response(
-            {"Id": cid, "Name": "/short", "Config": {"Tty": False},
-             "HostConfig": {"AutoRemove": True}}
-        )  # fmt: skip
-
-    async def logs(r: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.raw-stream"})
-        await response.prepare(r)
-        await response.write(body)
-        ended.set()
-        return response
-
+    error = frame(3, b"Error grabbing logs: open x-json.log: no such file\n")
+    short = {"Name": "/short", "Config": {"Tty": False}, "HostConfig": {"AutoRemove": True}}
     async with (
-        serve_daemon(inspect, logs) as sock,
+        daemon_that_removes_after_the_stream(frame(1, TS + b" first\n") + error, short) as sock,
         collecting_from(sock, db_url(tmp_path)) as (_storage, manager),
     ):
         collector = await run_to_end(manager, "a" * 64)
