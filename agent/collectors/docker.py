@@ -23,6 +23,7 @@ from agent.collectors.ending import (
     after_follow,
     cut_by_removal,
     gone,
+    removed_with_rm,
 )
 from agent.collectors.options import StreamOptions
 from agent.collectors.progress import Progress
@@ -288,11 +289,17 @@ class DockerLogCollector:
                     if not self.opened:
                         self._failed(exc)
                         raise
-                    # Removed while its lines were still being read (the agent behind, a
-                    # catch-up under way): reported as before, and what Docker had not sent
-                    # is gone, which a gap now says (a review found a backlog lost in silence).
-                    await cut_by_removal(reader)
-                    self._failed(exc)
+                    if info.auto_remove and isinstance(exc, ContainerNotFound):
+                        # The read after a --rm container's stream met its removal (409 "dead
+                        # or marked for removal"): its normal end, not an error to report.
+                        await removed_with_rm(reader, reader.decoder(info.tty))
+                        self.state = "ended"
+                    else:
+                        # Removed while its lines were still being read (the agent behind, a
+                        # catch-up under way): reported as before, and what Docker had not
+                        # sent is gone, which a gap now says (a review: a backlog lost so).
+                        await cut_by_removal(reader)
+                        self._failed(exc)
                 except Exception as exc:
                     self._failed(exc)
                     if not started:

@@ -57,14 +57,18 @@ async def after_follow(
         await reader.catch_up(client, info.tty)
         await reader.mark("exited")
     else:
-        await reader.end_of(decoder)
-        if reader.daemon_said is not None:  # "Error grabbing logs: ... no such file": the
-            # stream did not have every line (a review's burst of --rm containers)
-            last = reader.last_timestamp_ns
-            await reader.gap(
-                gaps.daemon_failed_then_removed(reader.daemon_said), last or None, None
-            )
-        await reader.mark("removed")
+        await removed_with_rm(reader, decoder)
+
+
+async def removed_with_rm(reader: StreamReader, decoder: FrameDecoder) -> None:
+    """A --rm container removed after it exited: its stream had every line (dockerd sends
+    its log to the end), unless Docker wrote an error into it ("Error grabbing logs: ... no
+    such file", a review's burst of --rm containers): then a gap quotes it."""
+    await reader.end_of(decoder)
+    if reader.daemon_said is not None:
+        last = reader.last_timestamp_ns
+        await reader.gap(gaps.daemon_failed_then_removed(reader.daemon_said), last or None, None)
+    await reader.mark("removed")
 
 
 async def cut_by_removal(reader: StreamReader) -> None:

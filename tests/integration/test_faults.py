@@ -453,3 +453,28 @@ async def test_a_removed_rm_containers_stream_that_carried_dockers_error_leaves_
     assert collector.state == "ended" and stored == ["first"]
     assert len(gaps) == 1 and gaps[0].startswith("Docker could not send the log (")
     assert "no such file" in gaps[0]
+
+
+async def test_a_rm_containers_read_after_its_stream_meeting_its_removal_is_its_end(
+    tmp_path: Path,
+) -> None:
+    """A fake Docker daemon, for a fault dockerd shows only by timing (a review saw it in a
+    burst): a --rm container's stream ends whole, it is still listed, and the read after
+    the stream meets its removal (409 "dead or marked for removal", or a 404). That was
+    logged as a failed collector; it is the container's normal end, with no gap."""
+    body = frame(1, TS + b" first\n") + frame(1, TS + b" second\n")
+    short = {"Name": "/short", "Config": {"Tty": False}, "HostConfig": {"AutoRemove": True}}
+    async with (
+        daemon_that_removes_after_the_stream(body, short, still_listed=True) as sock,
+        collecting_from(sock, db_url(tmp_path)) as (_storage, manager),
+    ):
+        collector = await run_to_end(manager, "b" * 64)
+        await manager.stop_all()
+        stored = await LogLine.all().order_by("id").values_list("message", flat=True)
+        gaps = await Gap.all().count()
+    assert (collector.state, collector.error, stored, gaps) == (
+        "ended",
+        None,
+        ["first", "second"],
+        0,
+    )
