@@ -10,6 +10,7 @@ This module is the stream's life (open, follow, drain, catch up, end); the read 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -241,6 +242,7 @@ class DockerLogCollector:
                     # A --rm container's stream is chunked, so that a cut shows (client.py)
                     reader.chunked = info.auto_remove
                     decoder = reader.decoder(info.tty)
+                    self._refollow.opened_ns = time.time_ns()
                     async with reader.open(client, follow=self.follow) as stream:
                         self.state = "running"
                         started = self.opened = True
@@ -254,14 +256,17 @@ class DockerLogCollector:
                         with anyio.CancelScope() as follow_scope:
                             self._follow_scope = follow_scope
                             await reader.read(stream, decoder, paced=True)
-                    while self.follow and not follow_scope.cancelled_caught:
-                        if not await self._refollow.cut_short(client, info, reader):
-                            break
-                        decoder = reader.again(info.tty)
-                        async with reader.open(client, follow=True) as stream:
-                            with anyio.CancelScope() as follow_scope:
-                                self._follow_scope = follow_scope
-                                await reader.read(stream, decoder, paced=True)
+                    cut_short = True
+                    while self.follow and cut_short and not follow_scope.cancelled_caught:
+                        # under a follow scope from the first await: a stop during the pause
+                        # or the reopen cancels it, and is a stop (drained) as any other
+                        with anyio.CancelScope() as follow_scope:
+                            self._follow_scope = follow_scope
+                            cut_short = await self._refollow.cut_short(client, reader)
+                            if cut_short:
+                                decoder = reader.again(info.tty)
+                                async with reader.open(client, follow=True) as stream:
+                                    await reader.read(stream, decoder, paced=True)
                     if not self.follow:
                         await reader.end_of(decoder)
                     else:
@@ -295,10 +300,12 @@ class DockerLogCollector:
                         await removed_with_rm(reader, reader.decoder(info.tty))
                         self.state = "ended"
                     else:
-                        # Removed while its lines were still being read (the agent behind, a
-                        # catch-up under way): reported as before, and what Docker had not
-                        # sent is gone, which a gap now says (a review: a backlog lost so).
-                        await cut_by_removal(reader)
+                        # Reported as before. A read that met the removal (the agent behind,
+                        # a catch-up under way) leaves what Docker had not sent lost, which a
+                        # gap now says (a review: a backlog lost so); a stream that ended on its
+                        # own and then found its container gone had it all (compose down).
+                        if isinstance(exc, ContainerNotFound):
+                            await cut_by_removal(reader)
                         self._failed(exc)
                 except Exception as exc:
                     self._failed(exc)

@@ -18,9 +18,10 @@ from agent import gaps
 from agent.batch import Source
 from agent.collectors.reading import StreamReader
 from agent.docker.client import DockerClient
-from agent.docker.errors import ContainerNotFound, DockerUnavailable
+from agent.docker.errors import ContainerNotFound, DockerError
 from agent.docker.frames import FrameDecoder
 from agent.docker.inspect import ContainerInfo
+from agent.timestamps import TimestampError, parse_timestamp
 
 log = logging.getLogger("logagent.collector")
 
@@ -85,7 +86,7 @@ async def gone(client: DockerClient, container_id: str) -> bool:
         return (await client.inspect(container_id)).going
     except ContainerNotFound:
         return True
-    except DockerUnavailable:
+    except DockerError:  # away, or another answer (a 500): not known to be gone
         return False
 
 
@@ -114,26 +115,30 @@ async def _removed_after_exit(client: DockerClient, info: ContainerInfo, source:
 @dataclass
 class Refollow:
     """Whether a follow stream that ended was cut short by Docker: its container runs on,
-    the same run (a review saw dockerd end one on a fast rotation, "Error grabbing logs:
-    ... no such file", and the container was marked exited and read no more). Then, after
-    a pause, it is followed again from the position; the pause doubles (to 30 s) while a
-    stream so opened brings nothing, so a daemon that ends every one at once is not asked
-    in a loop."""
+    the run the stream was opened on (a review saw dockerd end one on a fast rotation,
+    "Error grabbing logs: ... no such file", and the container was marked exited and read
+    no more). Then, after a pause, it is followed again from the position; the pause doubles
+    (to 30 s) while a stream so opened brings nothing, so a daemon that ends every one at
+    once is not asked in a loop. The same run: `running` (not restarting: a restart policy's
+    next run is the reconciler's), started no later than the first stream was opened."""
 
+    opened_ns: int = 0  # when the first follow stream was asked for (the wall clock)
     pause: float = 0.5
     lines_at: int = 0
 
-    async def cut_short(
-        self, client: DockerClient, info: ContainerInfo, reader: StreamReader
-    ) -> bool:
-        if not info.started_at:
-            return False
+    async def cut_short(self, client: DockerClient, reader: StreamReader) -> bool:
         try:
             now = await client.inspect(reader.source.container_id)
-        except (ContainerNotFound, DockerUnavailable):
+        except DockerError:
             return False  # the stream's end is the container's, or the daemon's: as before
-        if not now.running or now.started_at != info.started_at:
+        if now.status != "running" or not self.opened_ns:
             return False
+        try:
+            started_ns = parse_timestamp(now.started_at.encode())
+        except TimestampError:
+            return False
+        if started_ns > self.opened_ns:
+            return False  # a later run: its start event brings its own stream
         self.pause = 1.0 if reader.lines > self.lines_at else min(self.pause * 2, 30.0)
         self.lines_at = reader.lines
         log.warning(

@@ -99,6 +99,7 @@ class StreamReader:
         it re-sends are skipped from the position, and a fresh decoder reads it (what the
         old one held, a frame or a line's pieces, is after the position: it is sent again)."""
         self._skipper = self.seen.skipper()
+        self.daemon_said = None  # what dockerd said ended the stream before, not this one
         return self.decoder(tty)
 
     def open(self, client: DockerClient, *, follow: bool) -> AbstractAsyncContextManager[LogStream]:

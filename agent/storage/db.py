@@ -18,6 +18,7 @@ from contextlib import (
     contextmanager,
     suppress,
 )
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -232,6 +233,10 @@ def sqlite_path(db_url: str) -> Path | None:
     return None if path == ":memory:" else Path(path).resolve()
 
 
+async def _set_timeout(ms: int, connection: Any) -> None:
+    await connection.execute(f"SET statement_timeout = {int(ms)}")
+
+
 def tortoise_config(
     db_url: str, *, create: bool = True, statement_timeout_s: float | None = None
 ) -> dict[str, Any]:
@@ -240,9 +245,12 @@ def tortoise_config(
     `statement_timeout_s`: PostgreSQL's statement_timeout for every connection of the pool."""
     conn = expanded(db_url, writer=create)
     if statement_timeout_s is not None and conn["engine"] != "tortoise.backends.sqlite":
-        settings = dict(conn["credentials"].get("server_settings") or {})
-        settings["statement_timeout"] = str(max(1, int(statement_timeout_s * 1000)))  # ms
-        conn["credentials"]["server_settings"] = settings
+        # SET at each acquire (asyncpg's pool `setup`: its release runs RESET ALL), not as a
+        # startup parameter, which PgBouncer refuses unless told to ignore it
+        # (docs/scaling.md puts it in front)
+        conn["credentials"]["setup"] = partial(
+            _set_timeout, max(1, int(statement_timeout_s * 1000))
+        )
     if conn["engine"] == "tortoise.backends.sqlite":
         creds = {**(_SQLITE_FIRST if create else {}), **conn["credentials"]}
         for key, value in _SQLITE_PRAGMAS.items():

@@ -367,7 +367,8 @@ async def test_a_container_removed_before_its_rest_is_read_leaves_a_gap(
     """A fake Docker daemon, for a fault dockerd shows only by timing (a review met it with
     `docker rm -f` during an agent's catch-up of a backlog): the follow stream ends, and the
     container is removed before the read of its rest. The stored part was kept, and the rest
-    lost in silence (the collector failed on the 404, as it still does). A gap now says so."""
+    lost in silence (the collector failed on the 404, as it still does). A gap now says so;
+    not where the stream ended on its own and the container was then gone."""
     body = frame(1, TS + b" first\n") + frame(1, TS + b" second\n")
     running = {"Name": "/behind", "Config": {"Tty": False}, "State": {"Running": True}}
     listed = inspect_after == "still there"
@@ -381,46 +382,72 @@ async def test_a_container_removed_before_its_rest_is_read_leaves_a_gap(
         stored = await LogLine.all().order_by("id").values_list("message", flat=True)
         gaps = await Gap.all().values_list("reason", "from_ns", "to_ns")
     assert stored == ["first", "second"]
-    assert [(r.startswith("stream cut by the container's removal"), t) for r, _, t in gaps] == [
-        (True, None)
-    ]
+    if inspect_after == "gone":  # the stream ended on its own, then no container: it had all
+        assert gaps == []  # (compose down: stop, then rm; a review saw a false gap per one)
+    else:  # the read after the stream met the removal: what it had not read is lost
+        assert [(r.startswith("stream cut by the container's removal"), t) for r, _, t in gaps] == [
+            (True, None)
+        ]
 
 
-async def test_a_stream_docker_ends_while_its_container_runs_is_followed_again(
-    tmp_path: Path,
-) -> None:
+@asynccontextmanager
+async def daemon_that_ends_a_running_stream(
+    status: str, started_at: str, follows: list[str | None], plain: list[str | None]
+) -> AsyncIterator[str]:
     """A fake Docker daemon, for a fault dockerd shows only by timing (a review met it with
-    `--log-opt max-size=10k` and bursts: "Error grabbing logs: ... no such file"): the follow
-    stream ends while the container runs on, the same run. The container was marked exited
-    and read no more; now it is followed again from the position, each line stored once."""
+    `--log-opt max-size=10k` and bursts: "Error grabbing logs: ... no such file"): the first
+    follow stream carries n0-n2 and Docker's error and ends while the container is listed
+    with `status` and `started_at`; a second carries n2 again, the rest, and the container
+    exits. `follows` and `plain` get each follow and plain read's `since`."""
     base = 1_795_694_342_000_000_000
     lines = [frame(1, format_timestamp(base + i * 1000).encode() + b" n%d\n" % i) for i in range(6)]
-    follows: list[str | None] = []
-    running = True
+    ran = {"status": status}
 
     async def inspect(r: web.Request) -> web.Response:
-        state = {"Running": running, "Status": "running" if running else "exited",
-                 "StartedAt": "2026-12-07T10:00:00.000000000Z"}  # fmt: skip
+        state = {"Running": ran["status"] != "exited", "Status": ran["status"],
+                 "StartedAt": started_at}  # fmt: skip
         return web.json_response(
             {"Id": r.match_info["cid"], "Name": "/cut", "Config": {"Tty": False}, "State": state}
         )
 
     async def logs(r: web.Request) -> web.StreamResponse:
-        nonlocal running
         response = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.raw-stream"})
         await response.prepare(r)
-        if r.query["follow"] == "1":
+        if r.query["follow"] != "1":
+            plain.append(r.query.get("since"))
+        elif not follows:
             follows.append(r.query.get("since"))
-            if len(follows) == 1:  # the first: three lines, then Docker's own end of it
-                await response.write(b"".join(lines[:3]))
-                await response.write(frame(3, b"Error grabbing logs: no such file\n"))
-            else:  # again from the position (n2 re-sent), the rest, and the container ends
-                await response.write(b"".join(lines[2:]))
-                running = False
+            await response.write(b"".join(lines[:3]))
+            await response.write(frame(3, b"Error grabbing logs: no such file\n"))
+        else:
+            follows.append(r.query.get("since"))
+            await response.write(b"".join(lines[2:]))
+            ran["status"] = "exited"
         return response
 
+    async with serve_daemon(inspect, logs) as sock:
+        yield sock
+
+
+@pytest.mark.parametrize(
+    ("status", "started_at", "again"),
+    [
+        ("running", "2026-12-07T10:00:00.000000000Z", True),
+        ("restarting", "2026-12-07T10:00:00.000000000Z", False),  # a restart policy's run
+        ("running", "2099-01-01T00:00:00.000000000Z", False),  # a run after the stream's
+        ("running", "0001-01-01T00:00:00Z", False),  # Docker's zero time: not known
+    ],
+)
+async def test_a_stream_docker_ends_while_its_container_runs_is_followed_again(
+    tmp_path: Path, status: str, started_at: str, again: bool
+) -> None:
+    """The container was marked exited and read no more; now, if it runs on in the run the
+    stream was opened on, it is followed again from the position, each line stored once.
+    Not another run (a restart policy's, or one started after): that is the reconciler's."""
+    follows: list[str | None] = []
+    plain: list[str | None] = []
     async with (
-        serve_daemon(inspect, logs) as sock,
+        daemon_that_ends_a_running_stream(status, started_at, follows, plain) as sock,
         collecting_from(sock, db_url(tmp_path)) as (_storage, manager),
     ):
         collector = await manager.start_docker_collector("c" * 64)
@@ -429,8 +456,39 @@ async def test_a_stream_docker_ends_while_its_container_runs_is_followed_again(
         assert (collector.state, collector.error) == ("ended", None)
         await manager.stop_all()
         stored = await LogLine.all().order_by("id").values_list("message", flat=True)
-    assert stored == [f"n{i}" for i in range(6)]
-    assert len(follows) == 2 and follows[1] is not None  # followed again, from the position
+    if again:
+        assert stored == [f"n{i}" for i in range(6)]
+        assert len(follows) == 2 and follows[1] is not None  # again, from the position
+    else:
+        assert stored == ["n0", "n1", "n2"] and len(follows) == 1 and len(plain) == 1
+
+
+async def test_a_stop_while_a_stream_waits_to_be_followed_again_is_a_stop(
+    tmp_path: Path,
+) -> None:
+    """A stop (a shutdown's drain) during the pause before following again cancelled the
+    scope of the stream already ended: the collector woke, opened a new follow stream, and
+    was cut only after its drain timeout (a review's finding). It is a stop: no new follow,
+    the plain read of a drain."""
+    follows: list[str | None] = []
+    plain: list[str | None] = []
+    started_at = "2026-12-07T10:00:00.000000000Z"
+    async with (
+        daemon_that_ends_a_running_stream("running", started_at, follows, plain) as sock,
+        collecting_from(sock, db_url(tmp_path)) as (_storage, manager),
+    ):
+        collector = await manager.start_docker_collector("c" * 64)
+        await eventually_true(lambda: collector.reader.daemon_said is not None)
+        await anyio.sleep(0.2)  # in its pause (1 s) now
+        await manager.stop_all(drain=True)
+        assert collector.state in ("ended", "stopped")
+    assert len(follows) == 1 and len(plain) == 1  # no second follow; the drain's read
+
+
+async def eventually_true(check: Callable[[], bool]) -> None:
+    with anyio.fail_after(30):
+        while not check():  # noqa: ASYNC110
+            await anyio.sleep(0.01)
 
 
 async def test_a_removed_rm_containers_stream_that_carried_dockers_error_leaves_a_gap(

@@ -37,14 +37,35 @@ class _Refusing:
         self.gaps.append((source.container_id, reason, from_ns))
 
 
-@pytest.mark.anyio
-async def test_a_start_refused_for_a_container_already_gone_records_a_gap() -> None:
-    fake = _Refusing()
+async def started(fake: _Refusing, letter: str) -> ContainerRecord:
+    """A container's start, as the reconciler makes it, with `fake` for Docker and store."""
     reconciler = Reconciler(
         fake, fake, Registry(), fake, Policy(collect_all=True),  # type: ignore[arg-type]
         initial_tail="all", self_ids=[], scope=None, started_ns=0, last_seen_ns=None,  # type: ignore[arg-type]
     )  # fmt: skip
-    rec = ContainerRecord(Source("r" * 64, "short"))
+    rec = ContainerRecord(Source(letter * 64, "short"))
     await reconciler._start(rec, Start(tail="all", follow=True), 123)
+    return rec
+
+
+@pytest.mark.anyio
+async def test_a_start_refused_for_a_container_already_gone_records_a_gap() -> None:
+    fake = _Refusing()
+    rec = await started(fake, "r")
     assert fake.gaps == [("r" * 64, REMOVED_BEFORE_READ, 123)]
     assert rec.failure is not None  # reported, as before
+
+
+@pytest.mark.anyio
+async def test_a_refused_start_whose_check_fails_too_is_reported_not_raised() -> None:
+    """The check for a container gone is an inspect: another refusal (a 500) there left the
+    reconciler's task, and with it the agent (a review's finding). Not known to be gone: no
+    gap, the failure reported."""
+    fake = _Refusing()
+
+    async def refused_too(container_id: str) -> None:
+        raise DockerError("GET inspect: Docker answered 500: oops")
+
+    fake.inspect = refused_too  # type: ignore[method-assign]
+    rec = await started(fake, "s")
+    assert fake.gaps == [] and rec.failure is not None
