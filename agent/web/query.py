@@ -87,7 +87,10 @@ async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
     text = text_param("q", params.get("q") or "", MAX_SEARCH) or None
     expression = text if text is None or params.get("re") == "1" else _literal(text)
     try:
-        pattern, search = await where_matched(db, expression, "search", MAX_SEARCH_PROGRAM)
+        # a bound for a regex (a literal's program is a plain chain, linear whatever it is:
+        # a pasted line of 1,000 characters is a search, not an attack)
+        bound = MAX_SEARCH_PROGRAM if params.get("re") == "1" else None
+        pattern, search = await where_matched(db, expression, "search", bound)
     except ValueError as exc:
         raise BadQuery(str(exc)) from None
     conditions = _conditions(params)

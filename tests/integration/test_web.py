@@ -905,3 +905,15 @@ async def test_a_views_search_is_matched_off_the_event_loop() -> None:
     assert [r.message for r in await matching(search, rows)] == ["b", "ab"]
     assert threads and threading.get_ident() not in threads
     assert await matching(None, rows) == rows
+
+
+async def test_a_long_literal_search_is_a_search_not_a_costly_pattern(store_url: str) -> None:
+    """The bound on a search's program is for regexes: a literal's is a plain chain (a
+    pasted line of CJK text is ~3 instructions a character, and it was refused)."""
+    from urllib.parse import quote
+
+    text = "日志" * 200
+    await fill(store_url, {"a": ["before " + text + " after", "other"]})
+    async with viewer(store_url) as client:
+        found = await ndjson(client, "/api/lines?c=a&q=" + quote(text))
+        assert [r["msg"] for c in found for r in c["rows"]] == ["before " + text + " after"]
