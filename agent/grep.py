@@ -48,11 +48,8 @@ def matcher(
         raise ValueError(
             f"{what} {pattern!r}: {reason} (RE2 syntax: no backreferences or lookaround)"
         ) from None
-    if max_program is not None and compiled.programsize > max_program:
-        raise ValueError(
-            f"{what} {pattern[:80]!r}: too costly to match ({compiled.programsize} RE2 "
-            f"instructions, at most {max_program}; a counted repeat like .{{999}} costs one each)"
-        )
+    if max_program is not None:
+        bounded(pattern, what, compiled.programsize, max_program)
     search = compiled.search
     return lambda line: search(line) is not None
 
@@ -88,6 +85,21 @@ def _options() -> Any:
     options = _re2().Options()
     options.log_errors = False  # the error is ours to say, in one line
     return options
+
+
+def bounded(pattern: str, what: str, size: int | None, max_program: int) -> None:
+    """ValueError, in a line, for a pattern of more than `max_program` RE2 instructions."""
+    if size is None or size <= max_program:
+        return
+    counted = (
+        "more RE2 instructions than it expands"
+        if size >= _TOO_LARGE
+        else f"{size} RE2 instructions"
+    )
+    raise ValueError(
+        f"{what} {pattern[:80]!r}: too costly to match ({counted}, at most {max_program}; "
+        "a counted repeat like .{999} costs one each)"
+    )
 
 
 def program_size(pattern: str) -> int | None:

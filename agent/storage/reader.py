@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from agent.grep import matcher, program_size
+from agent.grep import bounded, matcher, program_size
 from agent.storage.db import open_db
 from agent.storage.models import AgentState, ContainerCursor, Gap, LogLine
 from agent.storage.postgres import INVALID_REGULAR_EXPRESSION, sqlstate
@@ -154,12 +154,8 @@ async def where_matched(
     if pattern is None:
         return None, None
     if _dialect(db) == "postgres":
-        size = program_size(pattern) if max_program is not None else None
-        if size is not None and max_program is not None and size > max_program:
-            raise ValueError(
-                f"{what} {pattern[:80]!r}: too costly to match (at most {max_program} "
-                "instructions as RE2 counts them; a counted repeat costs one each)"
-            )
+        if max_program is not None:  # as RE2 counts it: PostgreSQL's cost grows with it too
+            bounded(pattern, what, program_size(pattern), max_program)
         await check_pattern(db, pattern, what)
         return pattern, None
     return None, matcher(pattern, what, max_program)

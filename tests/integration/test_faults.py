@@ -19,7 +19,7 @@ from agent.docker.client import DockerClient
 from agent.storage import LogStorage
 from agent.storage.models import Gap, LogLine
 from agent.timestamps import format_timestamp
-from tests.conftest import db_url, in_fresh_python, serve_unix, write_line
+from tests.conftest import db_url, eventually, in_fresh_python, serve_unix, write_line
 
 pytestmark = [pytest.mark.anyio]
 
@@ -478,17 +478,11 @@ async def test_a_stop_while_a_stream_waits_to_be_followed_again_is_a_stop(
         collecting_from(sock, db_url(tmp_path)) as (_storage, manager),
     ):
         collector = await manager.start_docker_collector("c" * 64)
-        await eventually_true(lambda: collector.reader.daemon_said is not None)
+        await eventually(lambda: collector.reader.daemon_said is not None)
         await anyio.sleep(0.2)  # in its pause (1 s) now
         await manager.stop_all(drain=True)
         assert collector.state in ("ended", "stopped")
     assert len(follows) == 1 and len(plain) == 1  # no second follow; the drain's read
-
-
-async def eventually_true(check: Callable[[], bool]) -> None:
-    with anyio.fail_after(30):
-        while not check():  # noqa: ASYNC110
-            await anyio.sleep(0.01)
 
 
 async def test_a_removed_rm_containers_stream_that_carried_dockers_error_leaves_a_gap(
