@@ -13,6 +13,7 @@ with the position after them.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
@@ -23,7 +24,7 @@ from agent.batch import LineBatch, Source
 from agent.collectors.progress import Progress, now
 from agent.collectors.resend import ResendLookup, StoredLines
 from agent.collectors.stream_end import StreamFigures
-from agent.cursor import Cursor, ResendGuard
+from agent.cursor import RESUME_MARGIN_NS, Cursor, ResendGuard
 from agent.docker.client import DockerClient, LogStream
 from agent.docker.frames import FrameDecoder, FrameError
 from agent.docker.pacing import ReadPacer
@@ -31,6 +32,7 @@ from agent.docker.translate import mapped
 from agent.shaping.hints import Hints
 from agent.shaping.multiline import Shaped
 from agent.shaping.shaper import Shaper
+from agent.timestamps import since_param
 
 log = logging.getLogger("logagent.collector")
 
@@ -70,6 +72,12 @@ class StreamReader:
         self.reads = 0
         self.last_timestamp_ns = 0
         self._tail = tail  # where a container never read before begins
+        # When a stream was first opened at `tail` (a number): a stream opened again before
+        # any line came (Docker ended the first, or it is read once more as it exits) reads
+        # from then, not the last `tail` lines again, which would skip any written between.
+        # The agent's clock stands for Docker's (the local daemon's; RESUME_MARGIN_NS for
+        # the difference between them).
+        self._first_open_ns: int | None = None
         self.chunked = True  # the log stream in HTTP/1.1 chunks: see DockerClient.logs
         self._decoder: FrameDecoder | None = None  # the one in use, which makes the batches
         self.daemon_said: str | None = None  # the last error dockerd wrote into the stream
@@ -106,12 +114,14 @@ class StreamReader:
         """The container's log stream from where this reader stands: given a position, after
         it (Docker's `since` re-sends lines at its timestamp; the skipper drops them)."""
         since = self.seen.since()
+        tail = self._tail if since is None else "all"
+        if since is None and tail != "all":
+            if self._first_open_ns is None:
+                self._first_open_ns = time.time_ns()
+            else:  # opened before, and no line came: every line since that open is owed
+                since, tail = since_param(max(0, self._first_open_ns - RESUME_MARGIN_NS)), "all"
         return client.logs(
-            self.source.container_id,
-            follow=follow,
-            tail=self._tail if since is None else "all",
-            since=since,
-            chunked=self.chunked,
+            self.source.container_id, follow=follow, tail=tail, since=since, chunked=self.chunked
         )
 
     async def catch_up(self, client: DockerClient, tty: bool, *, ended: bool = True) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -530,3 +531,56 @@ async def test_a_rm_containers_read_after_its_stream_meeting_its_removal_is_its_
         ["first", "second"],
         0,
     )
+
+
+@pytest.mark.parametrize("ends_running", [True, False])
+async def test_a_stream_opened_again_before_any_line_reads_from_its_first_open(
+    tmp_path: Path, ends_running: bool
+) -> None:
+    """A fake Docker daemon, for a fault dockerd shows only by timing: a container never read
+    before (followed from its last `tail` lines) whose first follow stream ends before any
+    line came, with Docker's error, the container running (then followed again) or exited
+    (then read once more). The next read asked for the last `tail` lines again: a burst
+    written in between, longer than the tail, lost all but its end. It now reads every line
+    since the first stream was opened."""
+    asked: list[tuple[str, str | None, str | None]] = []  # (follow, tail, since) of each read
+    opened_ns = time.time_ns()
+    stamps = [opened_ns + (i + 1) * 1_000_000 for i in range(5)]
+    lines = [frame(1, format_timestamp(t).encode() + b" n%d\n" % i) for i, t in enumerate(stamps)]
+    state = {"Running": True, "Status": "running", "StartedAt": "2026-12-07T10:00:00.000000000Z"}
+
+    async def inspect(r: web.Request) -> web.Response:
+        return web.json_response(
+            {"Id": r.match_info["cid"], "Name": "/quiet", "Config": {"Tty": False}, "State": state}
+        )
+
+    async def logs(r: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/vnd.docker.raw-stream"})
+        await response.prepare(r)
+        asked.append((r.query["follow"], r.query.get("tail"), r.query.get("since")))
+        if len(asked) == 1:  # the first: Docker's error, no line
+            if not ends_running:
+                state.update(Running=False, Status="exited")
+            await response.write(frame(3, b"Error grabbing logs: no such file\n"))
+        else:
+            await response.write(b"".join(lines))
+            state.update(Running=False, Status="exited")
+        return response
+
+    async with (
+        serve_daemon(inspect, logs) as sock,
+        collecting_from(sock, db_url(tmp_path)) as (_storage, manager),
+    ):
+        collector = await manager.start_docker_collector("d" * 64, tail=2)
+        with anyio.fail_after(30):
+            await collector.wait()
+        await manager.stop_all()
+        stored = await LogLine.all().order_by("id").values_list("message", flat=True)
+    assert stored == [f"n{i}" for i in range(5)]
+    assert asked[0] == ("1", "2", None)
+    follow, tail, since = asked[1]
+    assert (follow, tail) == ("1" if ends_running else "0", "all")
+    assert since is not None
+    secs, nanos = since.split(".")
+    since_ns = int(secs) * 1_000_000_000 + int(nanos)
+    assert opened_ns - 2_000_000_000 < since_ns <= opened_ns
