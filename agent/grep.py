@@ -6,8 +6,11 @@ RE2 has no backreferences or lookaround; a pattern that needs them is refused, c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from functools import cache
+from itertools import accumulate
 from typing import Any
 
 _SPECIAL = frozenset(".^$*+?{}[]\\|()")
@@ -69,6 +72,77 @@ def which_match(patterns: list[str]) -> Callable[[str | bytes], list[int] | None
         raise ValueError(f"the patterns cannot be matched as one RE2 set ({exc})") from None
     match: Callable[[str | bytes], list[int] | None] = found.Match
     return match
+
+
+# A pattern that means something else in lines joined by newlines: the text's own start or
+# end (\A, \z), or `^`/`$` made to mean them again by clearing the m flag.
+_WHOLE_TEXT = re.compile(r"\\[Az]|\(\?[a-zA-Z]*-[a-zA-Z]*m")
+
+
+def lines_matching(patterns: list[str]) -> Callable[[Sequence[str | bytes]], list[int]]:
+    """For patterns already checked by `matcher`: the indices of the lines (texts, or their
+    UTF-8 bytes) that contain a match of any of them, in order — what `which_match` says a
+    line at a time, found with one RE2 search a matching line instead of a set's pass a
+    line (~1.4 us a line for ten patterns here).
+
+    The lines are joined by newlines and searched with the patterns' alternation in
+    multi-line mode; each match's lines are then asked of the set alone. Nothing is passed
+    over: a line holding a match is a place where the alternation matches in the joined
+    text too (`^` and `$` match at each line's ends, `\b` sees a newline as a line's end),
+    so the leftmost match from the start of a line at or before it starts no later than in
+    it, and its lines are asked. A pattern for which that does not hold (_WHOLE_TEXT) is
+    matched a line at a time."""
+    which = which_match(patterns)
+    if any(_WHOLE_TEXT.search(p) for p in patterns):
+        return lambda lines: [i for i, line in enumerate(lines) if which(line)]
+    re2 = _re2()
+    try:
+        joined = re2.compile("(?m)" + "|".join(f"(?:{p})" for p in patterns), options=_options())
+    except re2.error:  # too large as one: a line at a time
+        return lambda lines: [i for i, line in enumerate(lines) if which(line)]
+    search = joined.search
+
+    def find(lines: Sequence[str | bytes]) -> list[int]:
+        if not lines:
+            return []
+        block, parts = _joined(lines)
+        ends = list(accumulate(map(_one_more, map(len, parts))))  # each next line's start
+        out: list[int] = []
+        pos, size, last = 0, len(block), len(lines) - 1
+        while pos <= size:
+            m = search(block, pos)
+            if m is None:
+                break
+            start, end = m.span()
+            first = bisect_right(ends, start)
+            upto = min(bisect_right(ends, max(start, end - 1)), last)
+            out += (i for i in range(first, upto + 1) if which(lines[i]))
+            pos = ends[upto]
+        return out
+
+    return find
+
+
+def _one_more(n: int) -> int:
+    return n + 1
+
+
+def _joined(lines: Sequence[str | bytes]) -> tuple[bytes, Sequence[str | bytes]]:
+    """The lines as one UTF-8 text joined by newlines, and the lines whose lengths are
+    their lengths in it (the texts themselves when all of them are ASCII)."""
+    if isinstance(lines[0], str):
+        try:
+            text = "\n".join(lines)  # type: ignore[arg-type]
+        except TypeError:  # texts and bytes mixed: each encoded
+            pass
+        else:
+            if text.isascii():
+                return text.encode("ascii"), lines
+    try:
+        return b"\n".join(lines), lines  # type: ignore[arg-type]
+    except TypeError:
+        parts = [line.encode() if isinstance(line, str) else line for line in lines]
+        return b"\n".join(parts), parts
 
 
 @cache

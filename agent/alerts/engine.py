@@ -18,7 +18,7 @@ from typing import Any
 
 from agent import where
 from agent.alerts.rules import Rule
-from agent.grep import which_match
+from agent.grep import lines_matching, which_match
 from agent.render import life_text
 from agent.storage.described import StoredContainer, described_as
 from agent.storage.follow import Scanned
@@ -95,6 +95,8 @@ class Engine:
         self._patterned = tuple(patterned)
         self._unpatterned = tuple(r for r in self._lines if not r.pattern)
         self._which = which_match([r.pattern for r in patterned]) if patterned else None
+        # The same, for a step's rows at once: one search a matching row (the first look).
+        self._matching = lines_matching([r.pattern for r in patterned]) if patterned else None
         self._events = tuple(r for r in rules if r.event is not None)
         self.rules = rules
         self._tracks: dict[str, _Track] = {}
@@ -110,9 +112,9 @@ class Engine:
         those are read whole and fed. Most rows of a firehose are passed over here."""
         which, unpatterned = self._which, self._unpatterned
         if not unpatterned:
-            if which is None:
+            if self._matching is None:
                 return []
-            return [s[0] for s in scanned if which(s[2])]
+            return [scanned[i][0] for i in self._matching([s[2] for s in scanned])]
         out: list[int] = []
         for s in scanned:
             if (which is not None and which(s[2])) or any(_may_want(r, s) for r in unpatterned):
