@@ -167,11 +167,14 @@ class Agent:
                 described = Described(storage.db, storage.host)  # followers' containers
                 if s.alerts.on:
                     self.alerts = AlertRunner(
-                        storage.db, s.alerts, storage.host, described=described
-                    )
+                        storage.db, s.alerts, storage.host, described=described,
+                        recent=storage.recent,
+                    )  # fmt: skip
                 self.forwarders = [
-                    Forwarder(storage.db, storage.host, d, described=described) for d in s.forward
-                ]
+                    Forwarder(storage.db, storage.host, d, described=described,
+                              recent=storage.recent)
+                    for d in s.forward
+                ]  # fmt: skip
                 metrics, on_commit = build_registry(
                     AgentMetrics(
                         storage=storage,

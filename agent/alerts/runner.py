@@ -32,10 +32,13 @@ from agent.storage.described import Described
 from agent.storage.follow import Position, committed, one_server, rewound, scan
 from agent.storage.life import last_life_id, list_life
 from agent.storage.reader import PAGE, LogFilter, StoredRow, later, older, rows_by_id
+from agent.storage.recent import MAX_ROWS as HELD
+from agent.storage.recent import RecentRows, scan_held
 
 log = logging.getLogger("logagent.alerts")
 
 MAX_PAUSE_S = 300.0
+STEP_GAP_S = 0.05  # at least this between steps of the rules that follow commits
 CONTEXT_WAIT_S = 5.0  # an alert waits this long at most for the lines after its match
 
 
@@ -64,8 +67,12 @@ class AlertRunner:
         *,
         poll_s: float = 0.25,
         described: Described | None = None,
+        recent: RecentRows | None = None,
     ) -> None:
         self.db, self.host, self.poll_s = db, host, poll_s
+        self._recent = recent  # the rows just committed, when the rules are caught up
+        if recent is not None:
+            recent.followed = True
         self.engine = Engine(settings.rules, host)
         self.destinations: dict[str, Destination] = {d.name: d for d in settings.destinations}
         self.name = consumer_name(host)
@@ -100,11 +107,15 @@ class AlertRunner:
         self.engine.restore(state)
         task_status.started()
         while True:
+            seen = self._recent.commits if self._recent is not None else 0
             try:
                 async with one_server(self.db) as conn:  # the bound, rows, events: one server's
                     upto = await committed(conn)
                     position = rewound(position, upto)  # a store restored or failed over
-                    scanned, after = await scan(conn, self.host, position, upto, limit=PAGE)
+                    # Caught up: all the writer has just committed, from memory, in one step.
+                    scanned, after = scan_held(
+                        self._recent, self.host, position, upto, limit=HELD
+                    ) or await scan(conn, self.host, position, upto, limit=PAGE)
                     wanted = self.engine.candidates(scanned)
                     rows = await rows_by_id(conn, wanted) if wanted else []
                     events = await list_life(
@@ -127,12 +138,23 @@ class AlertRunner:
                     self.fired.update(a.rule for a in alerts)
                     if alerts:
                         self._wake.set()
-                    if scanned or events:
-                        continue
+                    if len(scanned) >= PAGE or len(events) >= PAGE:
+                        continue  # behind: the next page at once
             except Exception as exc:  # the store away: the step is done again, from the state
                 log.warning("alert rules: could not read or commit a step: %s", exc)
                 self.engine.restore(state)
+            await self._rest(seen)
+
+    async def _rest(self, seen: int) -> None:
+        """Until the next step: the writer's next commit (after STEP_GAP_S, so that a
+        firehose's commits make one step, and within what it holds: recent.py), or
+        `poll_s` (nothing new, or no commit told: PostgreSQL)."""
+        if self._recent is None:
             await anyio.sleep(self.poll_s)
+            return
+        await anyio.sleep(STEP_GAP_S)
+        with anyio.move_on_after(self.poll_s):
+            await self._recent.wait_past(seen)
 
     async def _commit(self, position: Position, alerts: list[Alert]) -> None:
         async def step() -> None:

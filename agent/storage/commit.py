@@ -29,6 +29,7 @@ from agent.storage.generation import Generation, count_sql
 from agent.storage.models import LOG_LINE_COLUMNS, LogLine, fit
 from agent.storage.partitions import day_of, ensure_days
 from agent.storage.postgres import COMMITS
+from agent.storage.recent import Held, RecentRows
 from agent.storage.sql import Marks
 from agent.storage.tallies import REMOVED
 
@@ -66,6 +67,8 @@ class CommitSql:
         self._count_sql = ""
         self._described_sql = ""
         self._copy = False
+        # SQLite: each commit's rows, held a moment for this host's followers (recent.py).
+        self.recent = RecentRows()
 
     def open(self, dialect: str) -> None:
         verb = _INSERT_SQLITE if dialect == "sqlite" else "INSERT"
@@ -93,7 +96,7 @@ class CommitSql:
                 added = await add_sources(conn, self.host, list(new.values()))
             ids.update(added)  # committed: now the rows exist
         now = time.time_ns()
-        columns, positions, told, newest = self._rows(batches, now)
+        columns, positions, told, newest, named = self._rows(batches, now)
         counted = Counter[Key]()
         for b in batches:  # lines per minute, committed with them (storage/counts.py)
             counted.update(tally(ids[b.container_id], b.timestamps_ns, b.streams, b.levels))
@@ -103,6 +106,8 @@ class CommitSql:
             async with transaction() as conn:
                 await ensure_days(conn, missing)
         rows = len(columns[0])
+        hold = rows > 0 and self.recent.followed and not self._copy
+        last_id = 0
         async with transaction() as conn:
             if not rows:
                 pass  # positions only: every line filtered out, or in an open event
@@ -117,6 +122,9 @@ class CommitSql:
                     )
             else:
                 await self._insert(conn, columns)
+                if hold:  # one writer: this transaction's rows took consecutive ids
+                    _, got = await conn.execute_query("SELECT last_insert_rowid()")
+                    last_id = int(got[0][0])
             # The store is still the one written to (its count of this host's commits), and
             # the follow seam's bound: this host's rows are committed up to here.
             gen = self.generation
@@ -136,6 +144,10 @@ class CommitSql:
             if self._copy:  # wakes `logs -f` readers, once per batch, at the commit
                 await conn.execute_query(f"SELECT pg_notify('{COMMITS}', '')")
         self.generation.commits += 1
+        if hold:
+            _, sids, streams, stamps, texts, messages, flags, levels = columns
+            self.recent.add(Held(self.generation.epoch, last_id - rows + 1, sids, streams,
+                                 stamps, texts, messages, flags, levels, named))  # fmt: skip
         self.days |= missing
         self.told.update(newest)  # committed: a failed commit tells them again
         for b in batches:
@@ -146,11 +158,18 @@ class CommitSql:
 
     def _rows(
         self, batches: list[LineBatch], now: int
-    ) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]], dict[str, Source]]:
+    ) -> tuple[
+        list[list[Any]],
+        list[list[Any]],
+        list[list[Any]],
+        dict[str, Source],
+        dict[int, tuple[str, str]],
+    ]:
         """The rows column by column, in LOG_LINE_COLUMNS' order (lists joined in C, never a
         tuple per row), per container its position row (position_sql's parameters), for
-        each identity new to this writer what its row is told of it (described_sql's), and
-        each container's identity as this commit leaves it (kept once it is committed)."""
+        each identity new to this writer what its row is told of it (described_sql's),
+        each container's identity as this commit leaves it (kept once it is committed), and
+        per source id its container's id and the name its row is given."""
         sids: list[int] = []
         streams: list[str] = []
         stamps: list[int] = []
@@ -186,6 +205,7 @@ class CommitSql:
         told: list[list[Any]] = []
         known = self.identities
         newest: dict[str, Source] = {}
+        named: dict[int, tuple[str, str]] = {}
         for sid, b in last.items():
             src = latest[sid]
             if (kept := known.get(b.container_id)) is not None and kept.version > src.version:
@@ -195,6 +215,7 @@ class CommitSql:
             known[b.container_id] = src
             newest[b.container_id] = src
             name = fit(src.container_name)
+            named[sid] = (b.container_id, name or "")  # a Source always has a name
             row: list[Any] = [name, name]
             for stream in STREAMS:
                 row += b.position.get(stream, (None, None))
@@ -203,7 +224,7 @@ class CommitSql:
             )
         hosts = [self.host] * len(sids)
         columns: list[list[Any]] = [hosts, sids, streams, stamps, texts, messages, flags, levels]
-        return columns, positions, told, newest
+        return columns, positions, told, newest, named
 
     async def _insert(self, conn: Any, columns: list[list[Any]]) -> None:
         """SQLite: the rows in statements of ROWS_PER_INSERT rows each, the rest one by one.

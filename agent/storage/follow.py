@@ -173,7 +173,7 @@ async def newer(
     rows = await select_rows(db, flt, pending, "l.id", limit)
     # A full page stops at its last id: beyond it, a host may have more.
     cut = rows[-1].id if len(rows) >= limit else MAX_ID
-    return rows, _moved(after, upto, cut)
+    return rows, moved(after, upto, cut)
 
 
 # A committed row as a first look sees it, enough to tell whether it is wanted: its id,
@@ -193,7 +193,7 @@ async def scan(
     m = Marks(str(db.capabilities.dialect))
     between = _between(after, only, m)
     if between is None:
-        return [], _moved(after, upto, MAX_ID)
+        return [], moved(after, upto, MAX_ID)
     clause, values = between
     text = "CAST(l.message AS BLOB)" if sqlite else "l.message"
     sql = (
@@ -211,14 +211,15 @@ async def scan(
         _, rows = await db.execute_query(sql, values)
         found = [(int(r[0]), r[1], r[2]) for r in rows]
     cut = found[-1][0] if len(found) >= limit else MAX_ID
-    return found, _moved(after, upto, cut)
+    return found, moved(after, upto, cut)
 
 
-def _moved(after: Position, upto: Position, cut: int) -> Position:
-    moved = after.as_dict()
+def moved(after: Position, upto: Position, cut: int) -> Position:
+    """Where a read from `after` up to `upto` leaves a follower: past `cut` no further."""
+    ids = after.as_dict()
     for host, at in upto.ids:
-        moved[host] = max(moved.get(host, 0), min(at, cut))
-    return Position.of(moved, {**dict(after.epochs), **dict(upto.epochs)})
+        ids[host] = max(ids.get(host, 0), min(at, cut))
+    return Position.of(ids, {**dict(after.epochs), **dict(upto.epochs)})
 
 
 async def history(

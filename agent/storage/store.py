@@ -26,6 +26,7 @@ from agent.storage.generation import StoreRewound
 from agent.storage.models import LogLine
 from agent.storage.options import DEFAULT_DB_URL
 from agent.storage.postgres import HostLock, HostTaken, server_of
+from agent.storage.recent import RecentRows
 from agent.storage.sql import Marks
 from agent.storage.state import AgentStateStore
 from agent.storage.writer import LogWriter, WriterOptions
@@ -58,6 +59,11 @@ class LogStorage:
         self._tg: anyio.abc.TaskGroup | None = None
         self._lock = AsyncExitStack()  # the store's lock file or host lock, held while open
         self.host_lock: HostLock | None = None  # PostgreSQL
+
+    @property
+    def recent(self) -> RecentRows:
+        """The rows the writer just committed, for this host's followers (recent.py)."""
+        return self.writer.sql.recent
 
     @property
     def db(self) -> BaseDBAsyncClient:

@@ -95,7 +95,7 @@ async def test_a_rule_fires_once_per_cooldown_with_its_count(
     async with receiving(Receiver()) as hook:
         section = alerts_section(hook.url, containers.prefix, cooldown="1h")
         settings = replace(agent_settings(tmp_path), alerts=parse_alerts(section))
-        async with running_agent(settings):
+        async with running_agent(settings) as agent:
             cid = containers.run(
                 "noisy", "echo 'ERROR one'; echo fine; echo 'ERROR two'; echo 'ERROR <b>3</b>'"
             )
@@ -110,6 +110,8 @@ async def test_a_rule_fires_once_per_cooldown_with_its_count(
                 ),
                 limit=60,
             )
+            # Caught up, the rules took the lines from what the writer had just committed.
+            assert agent.storage is not None and agent.storage.recent.taken > 0
         key, body = hook.got[0]
         assert key == body["id"] and len(key) == 32
         assert (body["rule"], body["line"], body["count"], body["more"]) == (
