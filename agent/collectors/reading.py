@@ -72,12 +72,15 @@ class StreamReader:
         self.reads = 0
         self.last_timestamp_ns = 0
         self._tail = tail  # where a container never read before begins
-        # When a stream was first opened at `tail` (a number): a stream opened again before
-        # any line came (Docker ended the first, or it is read once more as it exits) reads
-        # from then, not the last `tail` lines again, which would skip any written between.
-        # The agent's clock stands for Docker's (the local daemon's; RESUME_MARGIN_NS for
-        # the difference between them).
+        # When a stream was first opened at `tail` (a number): a stream opened again after
+        # streams that brought nothing of the container's (Docker ended the first with its
+        # own error, or it is read once more as it exits) reads from then, not the last
+        # `tail` lines again, which would skip any written between. Once a line or part of
+        # one came (`_brought`), the last `tail` lines again: those are history not yet
+        # stored. The agent's clock stands for Docker's (the local daemon's;
+        # RESUME_MARGIN_NS for the difference between them).
         self._first_open_ns: int | None = None
+        self._brought = False
         self.chunked = True  # the log stream in HTTP/1.1 chunks: see DockerClient.logs
         self._decoder: FrameDecoder | None = None  # the one in use, which makes the batches
         self.daemon_said: str | None = None  # the last error dockerd wrote into the stream
@@ -118,7 +121,7 @@ class StreamReader:
         if since is None and tail != "all":
             if self._first_open_ns is None:
                 self._first_open_ns = time.time_ns()
-            else:  # opened before, and no line came: every line since that open is owed
+            elif not self._brought:  # opened before, and nothing came: every line since
                 since, tail = since_param(max(0, self._first_open_ns - RESUME_MARGIN_NS)), "all"
         return client.logs(
             self.source.container_id, follow=follow, tail=tail, since=since, chunked=self.chunked
@@ -161,6 +164,8 @@ class StreamReader:
                 if exc.lines is not None:
                     await self._deliver(self._skipper.new(exc.lines))
                 raise
+            if lines or decoder.holding:
+                self._brought = True
             if lines:
                 await self._deliver(self._skipper.new(lines))
             if decoder.notices:

@@ -141,6 +141,11 @@ class FrameDecoder:
             raise
         return out
 
+    @property
+    def holding(self) -> bool:
+        """Whether part of a line or a frame is held for the next chunk."""
+        return bool(self._rest) or bool(self._lines.pending)
+
     def _keep(self, data: bytes, pos: int, need: int = 0) -> None:
         """Hold data[pos:] (an unfinished frame or record) for the next chunk."""
         if pos < len(data):
