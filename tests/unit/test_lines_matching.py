@@ -4,9 +4,11 @@ a line at a time, for patterns and lines drawn to meet at the lines' edges."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
+from agent import grep
 from agent.grep import lines_matching, matcher, which_match
 
 PIECES = [
@@ -58,3 +60,39 @@ def test_ascii_lines_and_a_firehose_of_them() -> None:
     assert found == [i for i, line in enumerate(lines) if which(line)]
     assert 17 in found and 4999 in found and len(found) > 1000
     assert lines_matching(patterns)([]) == []
+
+
+@pytest.mark.parametrize(
+    ("patterns", "joined"),
+    [
+        (["Exception"], True),
+        (["(?s)Exception.*Caused by", "Exception"], False),  # a review's: 20k lines, 2.5 s
+        (["x|[^!]*!"], False),
+        ([r"Exception\s+in"], False),
+        ([r"(?i)exception", r"status=5\d\d"], True),
+    ],
+)
+def test_a_pattern_that_may_match_a_newline_is_matched_a_line_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, patterns: list[str], joined: bool
+) -> None:
+    """Its leftmost match in the joined text can run on through every later line, so every
+    search would scan to the end: the lines are then asked of the set one by one (the
+    set is asked of every line; joined, only of those a match touches)."""
+    asked: list[str | bytes] = []
+
+    def counted(ps: list[str]) -> Callable[[str | bytes], list[int] | None]:
+        which = which_match(ps)
+
+        def ask(line: str | bytes) -> list[int] | None:
+            asked.append(line)
+            return which(line)
+
+        return ask
+
+    monkeypatch.setattr(grep, "which_match", counted)
+    lines = ["Exception here" if i % 10 == 0 else "ordinary line of text" for i in range(1000)]
+    which = which_match(patterns)
+    expected = [i for i, line in enumerate(lines) if which(line)]
+    asked.clear()
+    assert grep.lines_matching(patterns)(lines) == expected
+    assert len(asked) == (len(expected) if joined else 1000)
