@@ -171,10 +171,8 @@ class Agent:
                         recent=storage.recent,
                     )  # fmt: skip
                 self.forwarders = [
-                    Forwarder(storage.db, storage.host, d, described=described,
-                              recent=storage.recent)
-                    for d in s.forward
-                ]  # fmt: skip
+                    Forwarder(storage.db, storage.host, d, described=described) for d in s.forward
+                ]
                 metrics, on_commit = build_registry(
                     AgentMetrics(
                         storage=storage,

@@ -168,6 +168,12 @@ class AgentMetrics(Collector):
             "Rows the store refuses for good (a value out of its range), set aside as gaps",
             value=stats.refused_rows,
         )
+        yield CounterMetricFamily(
+            "logagent_followed_rows_from_memory",
+            "Rows the alert rules and forwarders took as the writer committed them, not read "
+            "back from the store (SQLite)",
+            value=self.storage.recent.taken if self.storage.recent is not None else 0,
+        )
 
     def _streams(self) -> Iterator[Metric]:
         manager = self.manager

@@ -178,6 +178,18 @@ class AgentProcess:
         agents.append(self.proc)
         wait_for(lambda: self.api("/healthz") is not None, 30)
 
+    def metric(self, name: str) -> float:
+        """One sample of the agent's /metrics (0 if it has none)."""
+        done = subprocess.run(
+            ["curl", "-s", "--unix-socket", self.sock, "http://agent/metrics"],
+            capture_output=True,
+            text=True,
+        )
+        for line in done.stdout.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
     def api(self, path: str) -> dict | None:  # type: ignore[type-arg]
         done = subprocess.run(
             ["curl", "-s", "--unix-socket", self.sock, f"http://agent{path}"],
@@ -732,6 +744,7 @@ def alerts(tmp: Path, rounds: int, n: int) -> None:
     cpu_us: dict[str, list[float]] = {"none": [], "rules": []}
     catch_up: list[float] = []
     fired: list[int] = []
+    held: list[float] = []
     with Receiver() as receiver:
         extra = {"none": "", "rules": alerts_config(receiver.url, ALERT_RULES)}
         for r in range(rounds):
@@ -752,12 +765,14 @@ def alerts(tmp: Path, rounds: int, n: int) -> None:
                     wait_for(partial(caught_up, agent.db), 120, step=0.01)
                     catch_up.append(time.monotonic() - committed)
                     fired.append(receiver.count() - before)
+                    held.append(agent.metric("logagent_followed_rows_from_memory_total"))
                 cpu_us[kind].append(1e6 * (cpu_seconds(agent.proc.pid) - a0) / n)
                 agent.stop()
                 remove(f"{PREFIX}-alerts-{kind}{r}")
                 print(f"   round {r + 1}, {kind}: {cpu_us[kind][-1]:.2f} µs a line"
                       + (f", rules caught up {catch_up[-1]:.2f} s after the last commit, "
-                         f"{fired[-1]} alerts received" if kind == "rules" else ""),
+                         f"{fired[-1]} alerts received, {held[-1]:,.0f} rows taken as "
+                         "committed (not read back)" if kind == "rules" else ""),
                       flush=True)  # fmt: skip
         ratio = statistics.median(cpu_us["rules"]) / statistics.median(cpu_us["none"])
         report(f"agent CPU µs per line, {len(ALERT_RULES)} line rules vs none (firehose)",

@@ -106,20 +106,21 @@ class Engine:
         # that one line can never stop the rules): counted, the runner says so.
         self.unreadable = 0
 
-    def candidates(self, scanned: list[Scanned]) -> list[int]:
+    def candidates(self, scanned: Scanned) -> list[int]:
         """The ids of the rows some line rule may want (a first look: its pattern, or a
         level at or above a rule's, or the names of a rule's fields in the line); only
         those are read whole and fed. Most rows of a firehose are passed over here."""
-        which, unpatterned = self._which, self._unpatterned
-        if not unpatterned:
-            if self._matching is None:
-                return []
-            return [scanned[i][0] for i in self._matching([s[2] for s in scanned])]
-        out: list[int] = []
-        for s in scanned:
-            if (which is not None and which(s[2])) or any(_may_want(r, s) for r in unpatterned):
-                out.append(s[0])
-        return out
+        ids, levels, messages = scanned.ids, scanned.levels, scanned.messages
+        unpatterned = self._unpatterned
+        found = self._matching(messages) if self._matching is not None else []
+        if unpatterned:  # and the rows a rule without a pattern may want, in order
+            hit = set(found)
+            found = [
+                i
+                for i, (level, message) in enumerate(zip(levels, messages, strict=True))
+                if i in hit or any(_may_want(r, level, message) for r in unpatterned)
+            ]
+        return [ids[i] for i in found]
 
     def feed(
         self,
@@ -304,9 +305,8 @@ class Engine:
             self._tracks, self.events_after = {}, 0
 
 
-def _may_want(rule: Rule, s: Scanned) -> bool:
+def _may_want(rule: Rule, level: int | None, message: str | bytes) -> bool:
     """Whether a rule with no pattern may want this row, from its level and its text."""
-    _, level, message = s
     if rule.min_level is not None and (level or 0) < rule.min_level:
         return False
     if not rule.leaves:

@@ -38,7 +38,7 @@ from agent.storage.recent import RecentRows, scan_held
 log = logging.getLogger("logagent.alerts")
 
 MAX_PAUSE_S = 300.0
-STEP_GAP_S = 0.05  # at least this between steps of the rules that follow commits
+STEP_GAP_S = 0.1  # at least this between steps of the rules that follow commits
 CONTEXT_WAIT_S = 5.0  # an alert waits this long at most for the lines after its match
 
 
@@ -143,6 +143,8 @@ class AlertRunner:
             except Exception as exc:  # the store away: the step is done again, from the state
                 log.warning("alert rules: could not read or commit a step: %s", exc)
                 self.engine.restore(state)
+                await anyio.sleep(self.poll_s)
+                continue
             await self._rest(seen)
 
     async def _rest(self, seen: int) -> None:

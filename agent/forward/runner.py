@@ -41,7 +41,6 @@ from agent.storage.follow import Position, committed, newer, one_server, rewound
 from agent.storage.forward_gaps import consumer_name as forward_consumer
 from agent.storage.gaps import record_forward_gaps
 from agent.storage.reader import LogFilter, StoredRow
-from agent.storage.recent import RecentRows, newer_held
 
 log = logging.getLogger("logagent.forward")
 
@@ -120,12 +119,8 @@ class Forwarder:
         *,
         sink: Sink | None = None,
         described: Described | None = None,
-        recent: RecentRows | None = None,
     ) -> None:
         self.db, self.host, self.d = db, host, d
-        self._recent = recent  # the rows just committed, when it is caught up
-        if recent is not None:
-            recent.followed = True
         self.sink = sink or sink_for(d)
         self.name = consumer_name(host, d.name)
         self.stats = ForwardStats()
@@ -165,10 +160,7 @@ class Forwarder:
             upto = await committed(conn)
             position = rewound(position, upto)
             mine = Position(tuple((h, at) for h, at in upto.ids if h == self.host))
-            limit, level = self.d.batch_lines, self._filter.min_level
-            rows, after = newer_held(
-                self._recent, self.host, level, position, mine, limit=limit
-            ) or await newer(conn, self._filter, position, mine, limit=limit)
+            rows, after = await newer(conn, self._filter, position, mine, limit=self.d.batch_lines)
             known: dict[str, StoredContainer] = {}
             if self._describe and rows:
                 known = await self._described.of({r.container_id for r in rows}, conn)

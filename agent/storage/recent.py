@@ -1,32 +1,35 @@
-"""The rows this host's writer has just committed, held a moment in memory for the followers
-of this host's rows (the alert rules, the forwarders), so that one caught up takes them from
-here instead of reading them back: a row read back cost about what its whole commit did
-(bench/README.md: 1.65 µs a row narrowly, ~3.3 with its container, beside ~3.5 for the
-writer).
+"""The rows this host's writer has just committed, held a moment in memory for the alert
+rules, which follow this host's rows: caught up, they take them from here instead of
+reading them back (a row read back, narrowly, cost ~1.65 µs, about half of what its whole
+commit did: bench/README.md).
 
-A follower gets only what its read would give: the rows after its position up to the
-committed bound it read (`follow.committed`), and only if every one of them is held here
-under the writer session that bound names. On SQLite one writer's rows of a transaction
-take consecutive ids, so a commit's rows are known by its first id and their order.
-Anything else is read from the store, as before: a follower behind (what it wants was let
-go), a host new to it, a session not this one, a commit whose answer was lost (its rows are
-stored, never held), and PostgreSQL, whose COPY does not say which ids it took.
+A follower gets only what its read (`follow.scan`) would give: the rows after its position
+up to the committed bound it read (`follow.committed`), and only if every one of them is
+held here under the writer session that bound names. On SQLite one writer's rows of a
+transaction take consecutive ids, so a commit's rows are known by its first id and their
+order. Anything else is read from the store, as before: a follower behind (what it wants
+was let go), a host new to it, a session not this one, a commit whose answer was lost (its
+rows are stored, never held). PostgreSQL holds nothing: its COPY does not say which ids it
+took.
 
-Nothing is held until a follower says it follows (`followed`), then at most `max_rows`.
+Nothing is held until a follower says it follows (`followed`), then the newest commits up to
+`max_rows` rows and `max_chars` characters of messages.
+
+The forwarders read the store: a row's container name there is the one its container has
+now (selections judge it), where a commit held its name then.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from itertools import islice
 
 import anyio
 
 from agent.storage.follow import MAX_ID, Position, Scanned, moved
-from agent.storage.reader import StoredRow
 
-MAX_ROWS = 20_000  # ~5 MB of 100-byte lines: a commit or two of a firehose
+MAX_ROWS = 50_000  # a few commits of a firehose (the writer's are 20,000 rows at most)
+MAX_CHARS = 8 << 20  # and their messages' characters: 8 Mi (long lines hold fewer rows)
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,11 @@ class Held:
 
 
 class RecentRows:
-    def __init__(self, max_rows: int = MAX_ROWS) -> None:
-        self.max_rows = max_rows
+    def __init__(self, max_rows: int = MAX_ROWS, max_chars: int = MAX_CHARS) -> None:
+        self.max_rows, self.max_chars = max_rows, max_chars
         self.followed = False  # set by a follower: nothing is held before
-        self._held: deque[Held] = deque()
-        self._rows = 0
+        self._held: deque[tuple[Held, int]] = deque()  # with its messages' characters
+        self._rows = self._chars = 0
         self.taken = 0  # rows followers took from here (figures, tests)
         self.commits = 0  # commits of rows added: what a follower waits to see grow
         self._added: anyio.Event | None = None
@@ -68,12 +71,17 @@ class RecentRows:
         if self._added is not None:
             self._added.set()
             self._added = None
-        if self._held and (self._held[-1].epoch != held.epoch or self._held[-1].last >= held.first):
+        last = self._held[-1][0] if self._held else None
+        if last is not None and (last.epoch != held.epoch or last.last >= held.first):
             self.clear()  # another session, or ids that went back: start again
-        self._held.append(held)
+        chars = sum(map(len, held.messages))
+        self._held.append((held, chars))
         self._rows += len(held.messages)
-        while self._rows > self.max_rows and len(self._held) > 1:
-            self._rows -= len(self._held.popleft().messages)
+        self._chars += chars
+        while self._held and (self._rows > self.max_rows or self._chars > self.max_chars):
+            gone, gone_chars = self._held.popleft()  # the oldest go (a follower reads them)
+            self._rows -= len(gone.messages)
+            self._chars -= gone_chars
 
     async def wait_past(self, commits: int) -> None:
         """Return once a commit after the `commits`-th was added (use under a timeout)."""
@@ -84,14 +92,14 @@ class RecentRows:
 
     def clear(self) -> None:
         self._held.clear()
-        self._rows = 0
+        self._rows = self._chars = 0
 
     def spans(self, epoch: int, after: int, upto: int) -> tuple[list[tuple[Held, int, int]], bool]:
         """Ids from `after`+1 on, up to `upto`, as slices (commit, start, stop) of what is held
         under `epoch` with no id between commits missing, and whether they reach `upto`."""
         out: list[tuple[Held, int, int]] = []
         want = after + 1
-        for held in self._held:
+        for held, _ in self._held:
             if want > upto:
                 break
             if held.last < want:
@@ -124,56 +132,22 @@ def _held(
 
 def scan_held(
     recent: RecentRows | None, host: str, after: Position, upto: Position, *, limit: int
-) -> tuple[list[Scanned], Position] | None:
+) -> tuple[Scanned, Position] | None:
     """What `follow.scan` would read, from memory; None if it is not all held."""
     held = _held(recent, host, after, upto, limit)
     if held is None or not held[1] or recent is None:
         return None
-    found: list[Scanned] = []
-    for commit, start, stop in held[0]:
-        ids = range(commit.first + start, commit.first + stop)
-        found += zip(
-            ids, islice(commit.levels, start, stop), commit.messages[start:stop], strict=True
-        )
-    recent.taken += len(found)
-    cut = found[-1][0] if len(found) >= limit else MAX_ID
-    return found, moved(after, upto, cut)
-
-
-def newer_held(
-    recent: RecentRows | None,
-    host: str,
-    min_level: int | None,
-    after: Position,
-    upto: Position,
-    *,
-    limit: int,
-) -> tuple[list[StoredRow], Position] | None:
-    """What `follow.newer` would read of `host`'s rows (at `min_level` or above) up to a
-    bound of that host alone, from memory; None if it is not all held. A row's container
-    name is the one its commit wrote (a store read gives the name its container has now)."""
-    if len(upto.ids) != 1 or upto.ids[0][0] != host:
-        return None
-    held = _held(recent, host, after, upto, MAX_ID)
-    if held is None or recent is None:
-        return None
-    spans, whole = held
-    rows: list[StoredRow] = []
-    for c, start, stop in spans:
-        who = c.containers
-        for i in range(start, stop):
-            level = c.levels[i]
-            if min_level is not None and (level is None or level < min_level):
-                continue
-            cid, name = who[c.sids[i]]
-            rows.append(StoredRow(c.first + i, host, cid, name, c.streams[i], c.stamps[i],
-                                  c.texts[i], c.messages[i], c.flags[i], level))  # fmt: skip
-            if len(rows) >= limit:
-                break
-        if len(rows) >= limit:
-            break
-    if len(rows) < limit and not whole:
-        return None  # the rest to the bound is not all held: a read finds more
-    recent.taken += len(rows)
-    cut = rows[-1].id if len(rows) >= limit else MAX_ID
-    return rows, moved(after, upto, cut)
+    spans = held[0]
+    if len(spans) == 1:
+        commit, start, stop = spans[0]
+        levels, messages = commit.levels[start:stop], commit.messages[start:stop]
+    else:
+        levels, messages = [], []
+        for commit, start, stop in spans:
+            levels += commit.levels[start:stop]
+            messages += commit.messages[start:stop]
+    first = spans[0][0].first + spans[0][1]
+    ids = range(first, first + len(messages))
+    recent.taken += len(ids)
+    cut = ids[-1] if len(ids) >= limit else MAX_ID
+    return Scanned(ids, levels, messages), moved(after, upto, cut)

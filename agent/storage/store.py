@@ -61,9 +61,10 @@ class LogStorage:
         self.host_lock: HostLock | None = None  # PostgreSQL
 
     @property
-    def recent(self) -> RecentRows:
-        """The rows the writer just committed, for this host's followers (recent.py)."""
-        return self.writer.sql.recent
+    def recent(self) -> RecentRows | None:
+        """The rows the writer just committed, for this host's followers (recent.py); none
+        on PostgreSQL."""
+        return self.writer.sql.recent if self.dialect == "sqlite" else None
 
     @property
     def db(self) -> BaseDBAsyncClient:

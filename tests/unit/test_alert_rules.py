@@ -6,6 +6,7 @@ import pytest
 
 from agent.alerts.engine import Engine
 from agent.alerts.rules import AlertConfigError, parse_alerts
+from agent.storage.follow import Scanned
 from agent.storage.life import LifeView
 from agent.storage.reader import StoredRow
 
@@ -260,7 +261,7 @@ def test_a_first_look_picks_the_rows_a_rule_may_want_from_bytes_or_text() -> Non
         ]}
     )  # fmt: skip
     e = Engine(settings.rules, "h")
-    scanned = [
+    rows = [
         (1, None, b"kernel PANIC"),
         (2, 5, b"boom"),
         (3, 4, b"just a warning"),
@@ -268,6 +269,8 @@ def test_a_first_look_picks_the_rows_a_rule_may_want_from_bytes_or_text() -> Non
         (5, None, "plain \u00e9t\u00e9".encode()),
         (6, None, '{"status": 200}'),  # PostgreSQL's: text
     ]
+    ids, levels, messages = zip(*rows, strict=True)
+    scanned = Scanned(ids, levels, messages)
     assert e.candidates(scanned) == [1, 2, 4, 6]
     only_patterns = Engine(parse_alerts({"destinations": [HOOK], "rules": [
         {"name": "p", "match": "ERROR", "destinations": ["hook"]}]}).rules, "h")  # fmt: skip
