@@ -89,7 +89,10 @@ class StreamReader:
         return f"{self.source.container_name} ({self.source.container_id[:12]})"
 
     def decoder(self, tty: bool) -> FrameDecoder:
+        """A decoder for a stream opened from where `seen` stands (its Skipper's): what it
+        re-sends before each stream's position is dropped undecoded."""
         self._decoder = FrameDecoder(self.source, tty=tty, max_line_bytes=self.max_line_bytes)
+        self._decoder.skip_before = {s: p[0] for s, p in self.seen.positions.items()}
         return self._decoder
 
     def figures(self) -> StreamFigures:

@@ -112,6 +112,12 @@ class FrameDecoder:
         # Messages the daemon itself put in the stream ("Error grabbing logs: ..."): not the
         # container's lines, so they are not stored; the collector logs and counts them.
         self.notices: list[str] = []
+        # Per stream, a read position's stamp: a re-read from `since` (a second before the
+        # position) sends again what was read; its lines before the stamp are dropped here,
+        # undecoded, until the stream's first line at or after it (or one not on the fast
+        # path), as the cursor's Skipper would drop them (a firehose's end re-read ~100,000
+        # lines: 11 % of the agent's time on the GIL in bench/run.py's alerts part).
+        self.skip_before: dict[str, int] = {}
 
     def _where(self) -> str:
         return f"container {self.source.container_name} ({self.source.container_id[:12]})"
@@ -173,7 +179,7 @@ class FrameDecoder:
         n = len(buf)
         pos = 0
         need = 0
-        cap, pending = self.max_line_bytes, self._lines.pending
+        cap, pending, skip = self.max_line_bytes, self._lines.pending, self.skip_before
         words, kinds, cache = _HEADER_WORDS, _KINDS, seconds_cache
         add_stream, add_ns, add_ts = (
             out.streams.append,
@@ -216,6 +222,12 @@ class FrameDecoder:
                     secs = cache.get(buf[start : start + 19])
                     frac = buf[start + 20 : start + 29]
                     if secs is not None and frac.isdigit():
+                        ns = secs * 1_000_000_000 + int(frac)
+                        if skip and stream in skip:
+                            if ns < skip[stream]:
+                                pos = end
+                                continue
+                            del skip[stream]  # past it: the Skipper decides from here
                         raw = buf[start + 31 : end - 1]
                         try:
                             add_msg(raw.decode("utf-8"))
@@ -224,7 +236,7 @@ class FrameDecoder:
                             add_msg(raw.decode("utf-8", "replace"))
                             add_flags(FLAG_REPLACED)
                         add_stream(stream)
-                        add_ns(secs * 1_000_000_000 + int(frac))
+                        add_ns(ns)
                         add_ts("")  # Docker's own spelling: derived on read (stored_text)
                         add_size(size - 32)
                         pos = end
@@ -236,6 +248,8 @@ class FrameDecoder:
                         f"{self._where()}: daemon: {payload.decode(errors='replace')}"
                     )
                     continue
+                if skip:
+                    skip.pop(stream, None)  # off the fast path: the Skipper's alone
                 self._record(stream, payload, out)
         finally:
             self._keep(buf, pos, need)

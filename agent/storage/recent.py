@@ -13,7 +13,7 @@ rows are stored, never held). PostgreSQL holds nothing: its COPY does not say wh
 took.
 
 Nothing is held until a follower says it follows (`followed`), then the newest commits up to
-`max_rows` rows and `max_chars` characters of messages.
+`max_rows` rows, `max_chars` characters of messages and MAX_COMMITS commits.
 
 The forwarders read the store: a row's container name there is the one its container has
 now (selections judge it), where a commit held its name then.
@@ -30,6 +30,7 @@ from agent.storage.follow import MAX_ID, Position, Scanned, moved
 
 MAX_ROWS = 50_000  # a few commits of a firehose (the writer's are 20,000 rows at most)
 MAX_CHARS = 8 << 20  # and their messages' characters: 8 Mi (long lines hold fewer rows)
+MAX_COMMITS = 500  # and commits (a trickle commits a row at a time: each is a few lists)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,11 @@ class RecentRows:
         self._held.append((held, chars))
         self._rows += len(held.messages)
         self._chars += chars
-        while self._held and (self._rows > self.max_rows or self._chars > self.max_chars):
+        while self._held and (
+            self._rows > self.max_rows
+            or self._chars > self.max_chars
+            or len(self._held) > MAX_COMMITS
+        ):
             gone, gone_chars = self._held.popleft()  # the oldest go (a follower reads them)
             self._rows -= len(gone.messages)
             self._chars -= gone_chars

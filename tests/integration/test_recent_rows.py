@@ -11,7 +11,7 @@ from agent.batch import Line, LineBatch, Source
 from agent.storage import LogStorage
 from agent.storage.follow import Position, Scanned, committed, scan
 from agent.storage.reader import PAGE
-from agent.storage.recent import scan_held
+from agent.storage.recent import MAX_COMMITS, scan_held
 
 pytestmark = [pytest.mark.anyio]
 T0 = 1_700_000_000_000_000_000
@@ -119,3 +119,21 @@ async def test_long_lines_are_held_by_their_size_not_their_count(tmp_path: objec
         await storage.write(LineBatch.of(src, [Line("stdout", T0 + 99, "", "y" * 200_000)]))
         await storage.flush()
         assert recent._rows == 0 and recent._chars == 0  # too large alone: nothing held
+
+
+async def test_a_trickle_of_one_row_commits_holds_at_most_max_commits(tmp_path: object) -> None:
+    """Each commit held is a few lists: a trickle (a row a commit) is held by its commits."""
+    url = f"sqlite:///{tmp_path}/logs.db"
+    async with LogStorage(url, host="h") as storage:
+        recent = storage.recent
+        assert recent is not None
+        recent.followed = True
+        src = Source("a" * 64, "app")
+        for i in range(MAX_COMMITS + 20):
+            await storage.write(LineBatch.of(src, [Line("stdout", T0 + i, "", f"r{i}")]))
+            await storage.flush()
+        assert len(recent._held) == MAX_COMMITS and recent._rows == MAX_COMMITS
+        upto = await committed(storage.db)
+        after = Position.of({"h": upto.as_dict()["h"] - 10}, dict(upto.epochs))
+        got = scan_held(recent, "h", after, upto, limit=PAGE)
+        assert got is not None and list(got[0].messages) == [f"r{i}" for i in range(510, 520)]

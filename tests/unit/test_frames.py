@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from agent.batch import FLAG_CONTINUED, FLAG_REPLACED, FLAG_TRUNCATED, Line, Source
+from agent.cursor import Cursor
 from agent.docker.frames import FUTURE_MARGIN_NS, FrameDecoder, FrameError
 from agent.docker.lines import DOCKER_PARTIAL_BYTES
 from agent.timestamps import TimestampError, format_timestamp, parse_timestamp, since_param
@@ -346,3 +347,43 @@ def test_tty_line_printing_a_future_docker_stamp_stays_one_line() -> None:
         decoder = FrameDecoder(Source("abc", "web"), tty=True, clock=lambda now=now: now)
         got = decoder.feed(glued).messages + decoder.finish().messages
         assert len(got) == pieces, (now, got)
+
+
+def test_lines_before_a_read_position_are_dropped_as_the_skipper_would() -> None:
+    """A re-read from `since` sends again a second of lines before the position; the decoder
+    drops them undecoded (skip_before), each stream until its first line at or after its
+    position or off the fast path. What then passes the cursor's Skipper is the same as
+    without it: the lines, and the spans it says are lost, on drawn re-reads (lines at the
+    position, lines older again after it, long lines, daemon notices, any chunking)."""
+    rnd = random.Random(5)
+    base = 1_795_000_000_000_000_000
+    for _ in range(400):
+        positions = {
+            s: [base + rnd.randint(0, 20), rnd.randint(0, 2)]
+            for s in rnd.sample(["stdout", "stderr"], rnd.randint(0, 2))
+        }
+        data = b""
+        for _ in range(rnd.randint(0, 40)):
+            kind = rnd.random()
+            if kind < 0.05:
+                data += frame(3, b"Error grabbing logs: x\n")
+                continue
+            stream = rnd.choice([1, 2])
+            ts = format_timestamp(base + rnd.randint(0, 30)).encode()
+            text = b"y" * 20_000 if kind < 0.1 else b"line %d" % rnd.randint(0, 9)
+            data += frame(stream, ts + b" " + text + (b"" if kind < 0.12 else b"\n"))
+        cuts = sorted(rnd.sample(range(1, len(data)), min(3, len(data) - 1))) if data else []
+        results = []
+        for skip in (False, True):
+            decoder = FrameDecoder(Source("c" * 64, "n"), tty=False)
+            if skip:
+                decoder.skip_before = {s: p[0] for s, p in positions.items()}
+            skipper = Cursor({s: list(p) for s, p in positions.items()}).skipper()
+            kept: list[Line] = []
+            prev = 0
+            for cut in [*cuts, len(data)]:
+                kept += skipper.new(decoder.feed(data[prev:cut])).lines()
+                prev = cut
+            kept += skipper.new(decoder.finish()).lines()
+            results.append((kept, skipper.lost, decoder.notices))
+        assert results[0] == results[1], positions
