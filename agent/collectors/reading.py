@@ -72,15 +72,16 @@ class StreamReader:
         self.reads = 0
         self.last_timestamp_ns = 0
         self._tail = tail  # where a container never read before begins
-        # When a stream was first opened at `tail` (a number): a stream opened again after
-        # streams that brought nothing of the container's (Docker ended the first with its
-        # own error, or it is read once more as it exits) reads from then, not the last
-        # `tail` lines again, which would skip any written between. Once a line or part of
-        # one came (`_brought`), the last `tail` lines again: those are history not yet
-        # stored. The agent's clock stands for Docker's (the local daemon's;
-        # RESUME_MARGIN_NS for the difference between them).
+        # When a stream was first opened at `tail` (a number), and one is opened again with
+        # no position (Docker ended the first, or it is read once more at a stop or an
+        # exit, its lines not stored): not the last `tail` lines again, which would skip any
+        # written between, but every line from the oldest that came (`_first_ns`, less
+        # RESUME_MARGIN_NS for the other stream's), or, if nothing of the container's came
+        # (`_brought`), from the first open (the agent's clock standing for the local
+        # daemon's). Only part of a line whose stamp did not come: the last `tail` again.
         self._first_open_ns: int | None = None
         self._brought = False
+        self._first_ns: int | None = None
         self.chunked = True  # the log stream in HTTP/1.1 chunks: see DockerClient.logs
         self._decoder: FrameDecoder | None = None  # the one in use, which makes the batches
         self.daemon_said: str | None = None  # the last error dockerd wrote into the stream
@@ -124,8 +125,8 @@ class StreamReader:
         if since is None and tail != "all":
             if self._first_open_ns is None:
                 self._first_open_ns = time.time_ns()
-            elif not self._brought:  # opened before, and nothing came: every line since
-                since, tail = since_param(max(0, self._first_open_ns - RESUME_MARGIN_NS)), "all"
+            elif (start := self._first_ns if self._brought else self._first_open_ns) is not None:
+                since, tail = since_param(max(0, start - RESUME_MARGIN_NS)), "all"
         return client.logs(
             self.source.container_id, follow=follow, tail=tail, since=since, chunked=self.chunked
         )
@@ -167,8 +168,9 @@ class StreamReader:
                 if exc.lines is not None:
                     await self._deliver(self._skipper.new(exc.lines))
                 raise
-            if lines or decoder.holding:
+            if (lines or decoder.holding) and self._first_ns is None:
                 self._brought = True
+                self._first_ns = min(lines.timestamps_ns) if lines else decoder.held_from()
             if lines:
                 await self._deliver(self._skipper.new(lines))
             if decoder.notices:

@@ -17,6 +17,7 @@ is a whole line (a last piece from the `local` driver, or a last line written at
 
 from __future__ import annotations
 
+import contextlib
 import re
 import struct
 import time
@@ -149,8 +150,20 @@ class FrameDecoder:
 
     @property
     def holding(self) -> bool:
-        """Whether part of a line or a frame is held for the next chunk."""
-        return bool(self._rest) or bool(self._lines.pending)
+        """Whether part of a container's line or frame is held for the next chunk (not of a
+        frame of the daemon's own, stream 3)."""
+        rest = self._rest
+        return bool(self._lines.pending) or (bool(rest) and (self.tty or rest[0] != 3))
+
+    def held_from(self) -> int | None:
+        """The stamp of the oldest line held in part, if its stamp has come."""
+        stamps = [p.timestamp_ns for p in self._lines.pending.values()]
+        rest = self._rest
+        head = 0 if self.tty else _HEADER
+        if rest and (self.tty or rest[0] != 3) and len(rest) >= head + 30:
+            with contextlib.suppress(TimestampError):  # not one: not known
+                stamps.append(parse_timestamp(bytes(rest[head : head + 30])))
+        return min(stamps) if stamps else None
 
     def _keep(self, data: bytes, pos: int, need: int = 0) -> None:
         """Hold data[pos:] (an unfinished frame or record) for the next chunk."""

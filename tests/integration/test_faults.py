@@ -533,17 +533,21 @@ async def test_a_rm_containers_read_after_its_stream_meeting_its_removal_is_its_
     )
 
 
-@pytest.mark.parametrize(("ends_running", "brought"), [(True, False), (False, False), (True, True)])
+@pytest.mark.parametrize(
+    ("ends_running", "brought"),
+    [(True, ""), (False, ""), (True, "a stub"), (True, "a stamp")],
+)
 async def test_a_stream_opened_again_before_any_line_reads_from_its_first_open(
-    tmp_path: Path, ends_running: bool, brought: bool
+    tmp_path: Path, ends_running: bool, brought: str
 ) -> None:
     """A fake Docker daemon, for a fault dockerd shows only by timing: a container never read
     before (followed from its last `tail` lines) whose first follow stream ends before any
     line came, with Docker's error, the container running (then followed again) or exited
     (then read once more). The next read asked for the last `tail` lines again: a burst
     written in between, longer than the tail, lost all but its end. It now reads every line
-    since the first stream was opened. Not if the first brought part of a line (`brought`):
-    that is history not yet stored, in the last `tail` lines again (a review's finding)."""
+    since the first stream was opened. If the first brought part of a line (`brought`),
+    history not yet stored: from that line's stamp, or, if it did not come (a stub of a
+    frame), the last `tail` lines again (two reviews' findings)."""
     asked: list[tuple[str, str | None, str | None]] = []  # (follow, tail, since) of each read
     opened_ns = time.time_ns()
     stamps = [opened_ns + (i + 1) * 1_000_000 for i in range(5)]
@@ -563,7 +567,7 @@ async def test_a_stream_opened_again_before_any_line_reads_from_its_first_open(
             if not ends_running:
                 state.update(Running=False, Status="exited")
             if brought:  # and cut there
-                await response.write(lines[0][:12])
+                await response.write(lines[0][: 12 if brought == "a stub" else 45])
             else:
                 await response.write(frame(3, b"Error grabbing logs: no such file\n"))
         else:
@@ -582,7 +586,7 @@ async def test_a_stream_opened_again_before_any_line_reads_from_its_first_open(
         stored = await LogLine.all().order_by("id").values_list("message", flat=True)
     assert stored == [f"n{i}" for i in range(5)]
     assert asked[0] == ("1", "2", None)
-    if brought:
+    if brought == "a stub":
         assert asked[1] == ("1", "2", None)
         return
     follow, tail, since = asked[1]
@@ -590,4 +594,7 @@ async def test_a_stream_opened_again_before_any_line_reads_from_its_first_open(
     assert since is not None
     secs, nanos = since.split(".")
     since_ns = int(secs) * 1_000_000_000 + int(nanos)
+    if brought == "a stamp":  # from the stamp of the line it began (less the margin)
+        assert since_ns == stamps[0] - 1_000_000_000
+        return
     assert opened_ns - 1_000_000_000 <= since_ns <= time.time_ns() - 1_000_000_000

@@ -387,3 +387,20 @@ def test_lines_before_a_read_position_are_dropped_as_the_skipper_would() -> None
             kept += skipper.new(decoder.finish()).lines()
             results.append((kept, skipper.lost, decoder.notices))
         assert results[0] == results[1], positions
+
+
+def test_what_a_decoder_holds_of_the_containers_and_the_stamp_it_began() -> None:
+    """A reader opening a stream again with no position asks from the oldest line that
+    came, stored or not: a line held in part counts if its stamp came; the daemon's own
+    frame (stream 3) cut in two is nothing of the container's."""
+    for tty, data, holding, stamp in [
+        (False, frame(1, rec(T1, b"partial\n"))[:20], True, None),  # the stamp not whole
+        (False, frame(1, rec(T1, b"partial\n"))[:40], True, parse_timestamp(T1)),
+        (False, frame(3, b"Error grabbing logs: no such file\n")[:20], False, None),
+        (False, frame(1, rec(T1, b"x" * 20_000)), True, parse_timestamp(T1)),  # pieces
+        (True, rec(T2, b"no newline yet"), True, parse_timestamp(T2)),
+        (False, frame(1, rec(T1, b"whole\n")), False, None),
+    ]:
+        decoder = FrameDecoder(Source("c" * 64, "n"), tty=tty)
+        decoder.feed(data)
+        assert (decoder.holding, decoder.held_from()) == (holding, stamp), data[:12]
