@@ -170,8 +170,8 @@ class AgentMetrics(Collector):
         )
         yield CounterMetricFamily(
             "logagent_followed_rows_from_memory",
-            "Rows the alert rules and forwarders took as the writer committed them, not read "
-            "back from the store (SQLite)",
+            "Rows the alert rules took as the writer committed them, not read back from the "
+            "store (SQLite)",
             value=self.storage.recent.taken if self.storage.recent is not None else 0,
         )
 

@@ -138,8 +138,8 @@ class AlertRunner:
                     self.fired.update(a.rule for a in alerts)
                     if alerts:
                         self._wake.set()
-                    if len(scanned) >= PAGE or len(events) >= PAGE:
-                        continue  # behind: the next page at once
+                    if after.ids != upto.ids or len(events) >= PAGE:
+                        continue  # a page short of the bound: the next at once
             except Exception as exc:  # the store away: the step is done again, from the state
                 log.warning("alert rules: could not read or commit a step: %s", exc)
                 self.engine.restore(state)

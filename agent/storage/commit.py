@@ -96,7 +96,7 @@ class CommitSql:
                 added = await add_sources(conn, self.host, list(new.values()))
             ids.update(added)  # committed: now the rows exist
         now = time.time_ns()
-        columns, positions, told, newest, named = self._rows(batches, now)
+        columns, positions, told, newest = self._rows(batches, now)
         counted = Counter[Key]()
         for b in batches:  # lines per minute, committed with them (storage/counts.py)
             counted.update(tally(ids[b.container_id], b.timestamps_ns, b.streams, b.levels))
@@ -145,9 +145,8 @@ class CommitSql:
                 await conn.execute_query(f"SELECT pg_notify('{COMMITS}', '')")
         self.generation.commits += 1
         if hold:
-            _, sids, streams, stamps, texts, messages, flags, levels = columns
-            self.recent.add(Held(self.generation.epoch, last_id - rows + 1, sids, streams,
-                                 stamps, texts, messages, flags, levels, named))  # fmt: skip
+            messages, levels = columns[5], columns[7]  # LOG_LINE_COLUMNS' message, level
+            self.recent.add(Held(self.generation.epoch, last_id - rows + 1, levels, messages))
         self.days |= missing
         self.told.update(newest)  # committed: a failed commit tells them again
         for b in batches:
@@ -158,18 +157,11 @@ class CommitSql:
 
     def _rows(
         self, batches: list[LineBatch], now: int
-    ) -> tuple[
-        list[list[Any]],
-        list[list[Any]],
-        list[list[Any]],
-        dict[str, Source],
-        dict[int, tuple[str, str]],
-    ]:
+    ) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]], dict[str, Source]]:
         """The rows column by column, in LOG_LINE_COLUMNS' order (lists joined in C, never a
         tuple per row), per container its position row (position_sql's parameters), for
-        each identity new to this writer what its row is told of it (described_sql's),
-        each container's identity as this commit leaves it (kept once it is committed), and
-        per source id its container's id and the name its row is given."""
+        each identity new to this writer what its row is told of it (described_sql's), and
+        each container's identity as this commit leaves it (kept once it is committed)."""
         sids: list[int] = []
         streams: list[str] = []
         stamps: list[int] = []
@@ -205,7 +197,6 @@ class CommitSql:
         told: list[list[Any]] = []
         known = self.identities
         newest: dict[str, Source] = {}
-        named: dict[int, tuple[str, str]] = {}
         for sid, b in last.items():
             src = latest[sid]
             if (kept := known.get(b.container_id)) is not None and kept.version > src.version:
@@ -215,7 +206,6 @@ class CommitSql:
             known[b.container_id] = src
             newest[b.container_id] = src
             name = fit(src.container_name)
-            named[sid] = (b.container_id, name or "")  # a Source always has a name
             row: list[Any] = [name, name]
             for stream in STREAMS:
                 row += b.position.get(stream, (None, None))
@@ -224,7 +214,7 @@ class CommitSql:
             )
         hosts = [self.host] * len(sids)
         columns: list[list[Any]] = [hosts, sids, streams, stamps, texts, messages, flags, levels]
-        return columns, positions, told, newest, named
+        return columns, positions, told, newest
 
     async def _insert(self, conn: Any, columns: list[list[Any]]) -> None:
         """SQLite: the rows in statements of ROWS_PER_INSERT rows each, the rest one by one.

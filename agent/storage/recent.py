@@ -29,25 +29,21 @@ import anyio
 from agent.storage.follow import MAX_ID, Position, Scanned, moved
 
 MAX_ROWS = 50_000  # a few commits of a firehose (the writer's are 20,000 rows at most)
-MAX_CHARS = 8 << 20  # and their messages' characters: 8 Mi (long lines hold fewer rows)
+# ... and their messages' characters (long lines hold fewer rows): a commit of the writer's
+# most, 20,000 rows, of lines up to 800 characters.
+MAX_CHARS = 16 << 20
 MAX_COMMITS = 500  # and commits (a trickle commits a row at a time: each is a few lists)
 
 
 @dataclass(frozen=True)
 class Held:
-    """One commit's rows, column by column as they were stored (LOG_LINE_COLUMNS), with each
-    source's container id and name as that commit wrote them in its row."""
+    """One commit's rows as a first look reads them (`follow.Scanned`): levels and messages,
+    as they were stored."""
 
     epoch: int  # the writer session that committed them
     first: int  # the first row's id; the others follow, in this order
-    sids: list[int]
-    streams: list[str]
-    stamps: list[int]
-    texts: list[str]
-    messages: list[str]
-    flags: list[int]
     levels: list[int | None]
-    containers: dict[int, tuple[str, str]]
+    messages: list[str]
 
     @property
     def last(self) -> int:

@@ -4,6 +4,7 @@ a line at a time, for patterns and lines drawn to meet at the lines' edges."""
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 
 import pytest
@@ -38,9 +39,16 @@ def drawn_lines(rnd: random.Random) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("as_bytes", [False, True])
-def test_the_joined_search_finds_the_lines_the_set_finds(as_bytes: bool) -> None:
-    rnd = random.Random(11 + as_bytes)
+@pytest.mark.parametrize(("as_bytes", "windows"), [(False, False), (True, False), (True, True)])
+def test_the_joined_search_finds_the_lines_the_set_finds(
+    monkeypatch: pytest.MonkeyPatch, as_bytes: bool, windows: bool
+) -> None:
+    """`windows`: every pattern searched joined (none matched a line at a time for what it
+    may match), in windows of a few bytes: a window's whole lines hold their own matches."""
+    if windows:
+        monkeypatch.setattr(grep, "_MAY_SPAN", re.compile(r"(?!x)x"))
+        monkeypatch.setattr(grep, "SEARCH_WINDOW", 5)
+    rnd = random.Random(11 + as_bytes + windows)
     for _ in range(3000):
         patterns = drawn_patterns(rnd)
         texts = drawn_lines(rnd)
