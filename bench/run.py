@@ -767,9 +767,11 @@ def alerts(tmp: Path, rounds: int, n: int) -> None:
                     fired.append(receiver.count() - before)
                     held.append(agent.metric("logagent_followed_rows_from_memory_total"))
                 cpu_us[kind].append(1e6 * (cpu_seconds(agent.proc.pid) - a0) / n)
+                peak = rss_mb(agent.proc.pid, "VmHWM")
                 agent.stop()
                 remove(f"{PREFIX}-alerts-{kind}{r}")
-                print(f"   round {r + 1}, {kind}: {cpu_us[kind][-1]:.2f} µs a line"
+                print(f"   round {r + 1}, {kind}: {cpu_us[kind][-1]:.2f} µs a line, "
+                      f"peak RSS {peak:.0f} MB"
                       + (f", rules caught up {catch_up[-1]:.2f} s after the last commit, "
                          f"{fired[-1]} alerts received, {held[-1]:,.0f} rows taken as "
                          "committed (not read back)" if kind == "rules" else ""),
