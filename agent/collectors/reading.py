@@ -256,8 +256,15 @@ class StreamReader:
         except BaseException:
             # Not queued (a stop cancelled the wait): the position goes back before these
             # lines, so the drain's re-read has them. Found by a SIGTERM mid-burst that lost
-            # the 71 lines of a batch waiting on a full queue.
+            # the 71 lines of a batch waiting on a full queue. With hints, what was read goes
+            # back there too, and the open events go (their lines are read again): else the
+            # re-read skipped these lines (a review's finding).
             self.cursor.positions = before.positions
+            if self.seen is not self.cursor:
+                self.seen.positions = before.copy().positions
+                self._skipper = self.seen.skipper()
+                if self.shaper.joiner is not None:
+                    self.shaper.joiner.forget()
             raise
         self.rows += len(rows)
         self.bytes += rows.nbytes

@@ -201,6 +201,12 @@ class Joiner:
                 self._close(event, out)
         return out
 
+    def forget(self) -> None:
+        """Drop the open events, not stored: their lines are read again (a write cancelled
+        before its lines were queued moves the read position back before them)."""
+        self._open.clear()
+        self._state.clear()
+
     def expire(self, now: float) -> Shaped:
         """Close the events no line has followed for `timeout` seconds."""
         out = Shaped(LineBatch(self.source))
