@@ -84,6 +84,11 @@ class StreamReader:
         self._first_ns: int | None = None
         self.chunked = True  # the log stream in HTTP/1.1 chunks: see DockerClient.logs
         self._decoder: FrameDecoder | None = None  # the one in use, which makes the batches
+        # The stamp of a line the last decoder let go of in part (a stream that ended inside
+        # a long line, or a frame): the next read asks from it too, whatever the other
+        # stream's position (a review: stderr's position, then a stdout line begun more
+        # than a second before it and cut, was lost).
+        self._held_ns: int | None = None
         self.daemon_said: str | None = None  # the last error dockerd wrote into the stream
 
     def where(self) -> str:
@@ -92,6 +97,8 @@ class StreamReader:
     def decoder(self, tty: bool) -> FrameDecoder:
         """A decoder for a stream opened from where `seen` stands (its Skipper's): what it
         re-sends before each stream's position is dropped undecoded."""
+        if self._decoder is not None:
+            self._held_ns = self._decoder.held_from()
         self._decoder = FrameDecoder(self.source, tty=tty, max_line_bytes=self.max_line_bytes)
         self._decoder.skip_before = {s: p[0] for s, p in self.seen.positions.items()}
         return self._decoder
@@ -120,13 +127,17 @@ class StreamReader:
     def open(self, client: DockerClient, *, follow: bool) -> AbstractAsyncContextManager[LogStream]:
         """The container's log stream from where this reader stands: given a position, after
         it (Docker's `since` re-sends lines at its timestamp; the skipper drops them)."""
-        since = self.seen.since()
-        tail = self._tail if since is None else "all"
-        if since is None and tail != "all":
+        positions = self.seen.positions
+        start = min(p[0] for p in positions.values()) if positions else None
+        if start is None and self._tail != "all":
             if self._first_open_ns is None:
                 self._first_open_ns = time.time_ns()
-            elif (start := self._first_ns if self._brought else self._first_open_ns) is not None:
-                since, tail = since_param(max(0, start - RESUME_MARGIN_NS)), "all"
+            else:
+                start = self._first_ns if self._brought else self._first_open_ns
+        if start is not None and self._held_ns is not None:
+            start = min(start, self._held_ns)
+        since = None if start is None else since_param(max(0, start - RESUME_MARGIN_NS))
+        tail = self._tail if since is None else "all"
         return client.logs(
             self.source.container_id, follow=follow, tail=tail, since=since, chunked=self.chunked
         )
@@ -169,8 +180,10 @@ class StreamReader:
                     await self._deliver(self._skipper.new(exc.lines))
                 raise
             if (lines or decoder.holding) and self._first_ns is None:
-                self._brought = True
-                self._first_ns = min(lines.timestamps_ns) if lines else decoder.held_from()
+                self._brought = True  # the oldest of what came: a line, or a line's first part
+                held = decoder.held_from()
+                stamps = [*lines.timestamps_ns, *([] if held is None else [held])]
+                self._first_ns = min(stamps) if stamps else None
             if lines:
                 await self._deliver(self._skipper.new(lines))
             if decoder.notices:
