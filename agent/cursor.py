@@ -20,6 +20,11 @@ from agent.timestamps import since_param
 RESUME_MARGIN_NS = 1_000_000_000
 
 
+def resume_since(ns: int) -> str:
+    """The `since` value that re-reads every line stamped from `ns` on, less the margin."""
+    return since_param(max(0, ns - RESUME_MARGIN_NS))
+
+
 class Cursor:
     """Per stream: [last timestamp ns, lines seen at exactly that timestamp]."""
 
@@ -72,12 +77,15 @@ class Cursor:
         """Docker's timestamp of the newest line seen, on any stream."""
         return max((pos[0] for pos in self.positions.values()), default=None)
 
+    @property
+    def first_ns(self) -> int | None:
+        """Docker's timestamp of the oldest stream position: a re-read starts before it."""
+        return min((pos[0] for pos in self.positions.values()), default=None)
+
     def since(self) -> str | None:
         """The `since` value that re-reads everything not yet seen (and a little more)."""
-        if not self.positions:
-            return None
-        earliest = min(pos[0] for pos in self.positions.values())
-        return since_param(max(0, earliest - RESUME_MARGIN_NS))
+        first = self.first_ns
+        return None if first is None else resume_since(first)
 
     def skipper(self) -> Skipper:
         return Skipper({s: (pos[0], pos[1]) for s, pos in self.positions.items()})

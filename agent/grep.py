@@ -88,7 +88,9 @@ _MAY_SPAN = re.compile(r"\(\?[a-zA-Z]*s|\\[sWDCPpnx0-7aftvr]|\[\^|\[:|[\x00-\x1f
 SEARCH_WINDOW = 16 * 1024
 
 
-def lines_matching(patterns: list[str]) -> Callable[[Sequence[str | bytes]], list[int]]:
+def lines_matching(
+    patterns: list[str], which: Callable[[str | bytes], list[int] | None] | None = None
+) -> Callable[[Sequence[str | bytes]], list[int]]:
     """For patterns already checked by `matcher`: the indices of the lines (texts, or their
     UTF-8 bytes) that contain a match of any of them, in order — what `which_match` says a
     line at a time, found with one RE2 search a matching line instead of a set's pass a
@@ -100,15 +102,20 @@ def lines_matching(patterns: list[str]) -> Callable[[Sequence[str | bytes]], lis
     text too (`^` and `$` match at each line's ends, `\b` sees a newline as a line's end),
     so the leftmost match from the start of a line at or before it starts no later than in
     it, and its lines are asked. A pattern for which that does not hold (_WHOLE_TEXT), or that
-    may match a newline (_MAY_SPAN), makes them all matched a line at a time."""
-    which = which_match(patterns)
+    may match a newline (_MAY_SPAN), makes them all matched a line at a time. `which`:
+    `which_match(patterns)` if the caller has it already."""
+    asked = which or which_match(patterns)
+
+    def one_by_one(lines: Sequence[str | bytes]) -> list[int]:
+        return [i for i, line in enumerate(lines) if asked(line)]
+
     if any(_WHOLE_TEXT.search(p) or _MAY_SPAN.search(p) for p in patterns):
-        return lambda lines: [i for i, line in enumerate(lines) if which(line)]
+        return one_by_one
     re2 = _re2()
     try:
         joined = re2.compile("(?m)" + "|".join(f"(?:{p})" for p in patterns), options=_options())
     except re2.error:  # too large as one: a line at a time
-        return lambda lines: [i for i, line in enumerate(lines) if which(line)]
+        return one_by_one
     search = joined.search
 
     def find(lines: Sequence[str | bytes]) -> list[int]:
@@ -129,7 +136,7 @@ def lines_matching(patterns: list[str]) -> Callable[[Sequence[str | bytes]], lis
             start, end = m.span()
             first = bisect_right(ends, start)
             upto = min(bisect_right(ends, max(start, end - 1)), last)
-            out += (i for i in range(first, upto + 1) if which(lines[i]))
+            out += (i for i in range(first, upto + 1) if asked(lines[i]))
             pos = ends[upto]
         return out
 

@@ -94,9 +94,10 @@ class Engine:
         patterned = [r for r in self._lines if r.pattern]
         self._patterned = tuple(patterned)
         self._unpatterned = tuple(r for r in self._lines if not r.pattern)
-        self._which = which_match([r.pattern for r in patterned]) if patterned else None
+        patterns = [r.pattern for r in patterned]
+        self._which = which_match(patterns) if patterned else None
         # The same, for a step's rows at once: one search a matching row (the first look).
-        self._matching = lines_matching([r.pattern for r in patterned]) if patterned else None
+        self._matching = lines_matching(patterns, self._which) if patterned else None
         self._events = tuple(r for r in rules if r.event is not None)
         self.rules = rules
         self._tracks: dict[str, _Track] = {}

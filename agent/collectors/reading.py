@@ -24,7 +24,7 @@ from agent.batch import LineBatch, Source
 from agent.collectors.progress import Progress, now
 from agent.collectors.resend import ResendLookup, StoredLines
 from agent.collectors.stream_end import StreamFigures
-from agent.cursor import RESUME_MARGIN_NS, Cursor, ResendGuard
+from agent.cursor import Cursor, ResendGuard, resume_since
 from agent.docker.client import DockerClient, LogStream
 from agent.docker.frames import FrameDecoder, FrameError
 from agent.docker.pacing import ReadPacer
@@ -32,7 +32,6 @@ from agent.docker.translate import mapped
 from agent.shaping.hints import Hints
 from agent.shaping.multiline import Shaped
 from agent.shaping.shaper import Shaper
-from agent.timestamps import since_param
 
 log = logging.getLogger("logagent.collector")
 
@@ -75,8 +74,8 @@ class StreamReader:
         # When a stream was first opened at `tail` (a number), and one is opened again with
         # no position (Docker ended the first, or it is read once more at a stop or an
         # exit, its lines not stored): not the last `tail` lines again, which would skip any
-        # written between, but every line from the oldest that came (`_first_ns`, less
-        # RESUME_MARGIN_NS for the other stream's), or, if nothing of the container's came
+        # written between, but every line from the oldest that came (`_first_ns`, less the
+        # cursor's margin for the other stream's), or, if nothing of the container's came
         # (`_brought`), from the first open (the agent's clock standing for the local
         # daemon's). Only part of a line whose stamp did not come: the last `tail` again.
         self._first_open_ns: int | None = None
@@ -127,8 +126,7 @@ class StreamReader:
     def open(self, client: DockerClient, *, follow: bool) -> AbstractAsyncContextManager[LogStream]:
         """The container's log stream from where this reader stands: given a position, after
         it (Docker's `since` re-sends lines at its timestamp; the skipper drops them)."""
-        positions = self.seen.positions
-        start = min(p[0] for p in positions.values()) if positions else None
+        start = self.seen.first_ns
         if start is None and self._tail != "all":
             if self._first_open_ns is None:
                 self._first_open_ns = time.time_ns()
@@ -136,7 +134,7 @@ class StreamReader:
                 start = self._first_ns if self._brought else self._first_open_ns
         if start is not None and self._held_ns is not None:
             start = min(start, self._held_ns)
-        since = None if start is None else since_param(max(0, start - RESUME_MARGIN_NS))
+        since = None if start is None else resume_since(start)
         tail = self._tail if since is None else "all"
         return client.logs(
             self.source.container_id, follow=follow, tail=tail, since=since, chunked=self.chunked
@@ -179,7 +177,7 @@ class StreamReader:
                 if exc.lines is not None:
                     await self._deliver(self._skipper.new(exc.lines))
                 raise
-            if (lines or decoder.holding) and self._first_ns is None:
+            if self._first_ns is None and (lines or decoder.holding):
                 self._brought = True  # the oldest of what came: a line, or a line's first part
                 held = decoder.held_from()
                 stamps = [*lines.timestamps_ns, *([] if held is None else [held])]
