@@ -66,7 +66,13 @@ class CommitSql:
         self._insert_sql = self._insert_many_sql = self._position_sql = self._commit_sql = ""
         self._count_sql = ""
         self._described_sql = ""
+        self._notify_sql = (
+            f"SELECT COALESCE(host(inet_server_addr()), 'local socket'), inet_server_port(), "
+            f"pg_notify('{COMMITS}', '')"
+        )
         self._copy = False
+        # PostgreSQL: the server that acknowledged the newest commit (None: none yet).
+        self.server: str | None = None
         # SQLite: each commit's rows, held a moment for this host's followers (recent.py).
         self.recent = RecentRows()
 
@@ -107,7 +113,7 @@ class CommitSql:
                 await ensure_days(conn, missing)
         rows = len(columns[0])
         hold = rows > 0 and self.recent.followed and not self._copy
-        last_id = 0
+        last_id, server = 0, ""
         async with transaction() as conn:
             if not rows:
                 pass  # positions only: every line filtered out, or in an open event
@@ -141,9 +147,13 @@ class CommitSql:
                 await record_drops(conn, self.host, list(dropped.values()))
             if lost := [b for b in batches if b.lost is not None]:
                 await record_lost(conn, self.host, lost)
-            if self._copy:  # wakes `logs -f` readers, once per batch, at the commit
-                await conn.execute_query(f"SELECT pg_notify('{COMMITS}', '')")
+            if self._copy:  # wakes `logs -f` readers, once per batch, at the commit; and
+                # says which server takes it (a failover may reconnect without an error)
+                _, said = await conn.execute_query(self._notify_sql)
+                server = f"{said[0][0]}:{said[0][1]}"
         self.generation.commits += 1
+        if self._copy:
+            self.server = server
         if hold:
             messages, levels = columns[5], columns[7]  # LOG_LINE_COLUMNS' message, level
             self.recent.add(Held(self.generation.epoch, last_id - rows + 1, levels, messages))

@@ -155,6 +155,7 @@ class LogWriter:
                 return
             rows = sum(len(b) for b in held)
             started = time.perf_counter()
+            self.sql.server = None  # the next commit says which server took it
             try:
                 if self._unsure:  # the last commit failed: it may have been stored after all
                     await in_child_task(self._settle_unsure)
@@ -182,7 +183,10 @@ class LogWriter:
                 continue
             if stats.failing is not None:
                 self._outage.worked()
-                await self.tell_server()
+                if self.sql.server is None:
+                    await self.tell_server()
+            if self.sql.server is not None:
+                self._say_server(self.sql.server)
             if not held:
                 self._wake()
                 continue
@@ -202,6 +206,9 @@ class LogWriter:
         except Exception as exc:  # the next commit says what fails
             log.debug("which server: %s", exc)
             return
+        self._say_server(server)
+
+    def _say_server(self, server: str) -> None:
         if self.stats.server is None:
             log.info("writing to the PostgreSQL server at %s", server)
         elif server != self.stats.server:  # a failover: another server took the writes

@@ -174,6 +174,32 @@ async def test_primary_killed_mid_burst_and_standby_promoted_loses_and_doubles_n
         assert "collecting again from what it holds" in log, log[-3000:]
 
 
+async def test_an_idle_agent_says_the_new_server_at_its_first_commit_after_a_failover(
+    tmp_path: Path, containers: Containers, pair_needed: None
+) -> None:
+    """Failed over while the writer is idle, the pool may reconnect to the promoted standby
+    without one commit failing: `status` must still say the server the commits now go to."""
+    with ReplicatedPair(sync=True) as pair:
+        await anyio.to_thread.run_sync(pair.create_database, "logs")
+        primary, standby = pair.primary_url("logs"), pair.standby_url("logs")
+        proc = start_agent_process(tmp_path, pair.multi_url("logs"))
+        try:
+            before = containers.run("before", "echo one")
+            await eventually(lambda: count(primary, [before]) == 1, limit=60)
+            assert writes_to(tmp_path) == f"127.0.0.1:{pair.primary_port}"
+            await anyio.to_thread.run_sync(pair.kill_primary)
+            await anyio.to_thread.run_sync(pair.promote)
+            after = containers.run("after", "echo two")
+            await eventually(lambda: count(standby, [after]) == 1, limit=60)
+            await eventually(lambda: writes_to(tmp_path) == f"127.0.0.1:{pair.standby_port}")
+            stop_process(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    log = (tmp_path / "agent.log").read_text()
+    assert f"writing to the PostgreSQL server at 127.0.0.1:{pair.standby_port}" in log
+
+
 async def test_a_fleet_of_two_agents_fails_over_each_host_exact_and_its_name_still_held(
     tmp_path: Path, containers: Containers, async_pair: ReplicatedPair
 ) -> None:
