@@ -28,7 +28,7 @@ from agent.storage.gaps import record_drops, record_lost
 from agent.storage.generation import Generation, count_sql
 from agent.storage.models import LOG_LINE_COLUMNS, LogLine, fit
 from agent.storage.partitions import day_of, ensure_days
-from agent.storage.postgres import COMMITS
+from agent.storage.postgres import COMMITS, SERVER_SQL
 from agent.storage.recent import Held, RecentRows
 from agent.storage.sql import Marks
 from agent.storage.tallies import REMOVED
@@ -66,10 +66,7 @@ class CommitSql:
         self._insert_sql = self._insert_many_sql = self._position_sql = self._commit_sql = ""
         self._count_sql = ""
         self._described_sql = ""
-        self._notify_sql = (
-            f"SELECT COALESCE(host(inet_server_addr()), 'local socket'), inet_server_port(), "
-            f"pg_notify('{COMMITS}', '')"
-        )
+        self._notify_sql = f"SELECT {SERVER_SQL}, pg_notify('{COMMITS}', '')"
         self._copy = False
         # PostgreSQL: the server that acknowledged the newest commit (None: none yet).
         self.server: str | None = None
@@ -150,7 +147,7 @@ class CommitSql:
             if self._copy:  # wakes `logs -f` readers, once per batch, at the commit; and
                 # says which server takes it (a failover may reconnect without an error)
                 _, said = await conn.execute_query(self._notify_sql)
-                server = f"{said[0][0]}:{said[0][1]}"
+                server = str(said[0][0])
         self.generation.commits += 1
         if self._copy:
             self.server = server

@@ -67,12 +67,14 @@ async def schema_lock(db_url: str) -> AsyncIterator[None]:
         await conn.close()  # the session ends: its locks go with it
 
 
+# The server a connection reached, as `status` says it (a Unix socket has no address).
+SERVER_SQL = "COALESCE(host(inet_server_addr()) || ':' || inet_server_port(), 'local socket')"
+
+
 async def server_of(db: Any) -> str:
     """The server a connection of `db` reached (after a failover: the promoted standby)."""
-    _, rows = await db.execute_query(
-        "SELECT COALESCE(host(inet_server_addr()), 'local socket'), inet_server_port()"
-    )
-    return f"{rows[0][0]}:{rows[0][1]}"
+    _, rows = await db.execute_query(f"SELECT {SERVER_SQL}")
+    return str(rows[0][0])
 
 
 class HostLock:

@@ -177,6 +177,8 @@ class LogWriter:
                         f"the store cannot be written ({code}): {exc}; {rows} lines not "
                         "written are read again from Docker at the next start"
                     ) from exc
+                if self.sql.server is not None:  # a commit before the failing one took it
+                    self._say_server(self.sql.server)
                 self._outage.failed(exc, rows, self.queued)
                 self._wake()
                 await anyio.sleep(self.retry_delay)
