@@ -168,7 +168,7 @@ class Agent:
                 if s.alerts.on:
                     self.alerts = AlertRunner(
                         storage.db, s.alerts, storage.host, described=described,
-                        recent=storage.recent,
+                        recent=storage.recent, reader=await storage.followers_db(),
                     )  # fmt: skip
                 self.forwarders = [
                     Forwarder(storage.db, storage.host, d, described=described) for d in s.forward

@@ -68,8 +68,12 @@ class AlertRunner:
         poll_s: float = 0.25,
         described: Described | None = None,
         recent: RecentRows | None = None,
+        reader: BaseDBAsyncClient | None = None,
     ) -> None:
         self.db, self.host, self.poll_s = db, host, poll_s
+        # A step's reads: on SQLite a connection of their own, not waiting for the writer's
+        # commits (LogStorage.followers_db); its commit goes through `db`.
+        self.reader = reader or db
         self._recent = recent  # the rows just committed, when the rules are caught up
         if recent is not None:
             recent.followed = True
@@ -109,7 +113,7 @@ class AlertRunner:
         while True:
             seen = self._recent.commits if self._recent is not None else 0
             try:
-                async with one_server(self.db) as conn:  # the bound, rows, events: one server's
+                async with one_server(self.reader) as conn:  # bound, rows, events: one server's
                     upto = await committed(conn)
                     position = rewound(position, upto)  # a store restored or failed over
                     # Caught up: all the writer has just committed, from memory, in one step.

@@ -220,6 +220,29 @@ def expanded(db_url: str, *, writer: bool = False) -> dict[str, Any]:
     return conn
 
 
+@asynccontextmanager
+async def followers_connection(path: Path) -> AsyncIterator[BaseDBAsyncClient]:
+    """SQLite: a connection of the followers' own, for their reads. On the writer's, each
+    read waits for the writer's whole transaction (tortoise holds the connection's lock for
+    it): a step of the alert rules made four or five such waits on a firehose and fell
+    behind what the writer holds for it (storage/recent.py), then read back from the store.
+    In WAL mode a reader neither waits for the writer nor stops it, and each read sees what
+    was committed when it began. Writes stay on the writer's connection."""
+    from tortoise.backends.sqlite.client import SqliteClient
+
+    client = SqliteClient(
+        file_path=str(path),
+        connection_name="followers",
+        busy_timeout=_SQLITE_PRAGMAS["busy_timeout"],
+    )
+    try:
+        await client.create_connection(with_db=True)
+        yield client
+    finally:
+        with anyio.CancelScope(shield=True):  # its thread is not a daemon: always closed
+            await client.close()
+
+
 def sqlite_path(db_url: str) -> Path | None:
     """The file of a SQLite store (None for another database, or an in-memory one)."""
     try:

@@ -18,6 +18,7 @@ from agent.storage.db import (
     StorageError,
     StoreLocked,
     agent_lock,
+    followers_connection,
     open_db,
     sqlite_path,
 )
@@ -59,12 +60,23 @@ class LogStorage:
         self._tg: anyio.abc.TaskGroup | None = None
         self._lock = AsyncExitStack()  # the store's lock file or host lock, held while open
         self.host_lock: HostLock | None = None  # PostgreSQL
+        self._followers: BaseDBAsyncClient | None = None  # SQLite: the followers' reads
 
     @property
     def recent(self) -> RecentRows | None:
         """The rows the writer just committed, for this host's followers (recent.py); none
         on PostgreSQL."""
         return self.writer.sql.recent if self.dialect == "sqlite" else None
+
+    async def followers_db(self) -> BaseDBAsyncClient:
+        """Where this host's followers read: on SQLite a connection of their own, opened
+        at the first ask and closed with the store (db.followers_connection); else `db`."""
+        path = sqlite_path(self.db_url) if self.dialect == "sqlite" else None
+        if path is None:
+            return self.db
+        if self._followers is None:
+            self._followers = await self._lock.enter_async_context(followers_connection(path))
+        return self._followers
 
     @property
     def db(self) -> BaseDBAsyncClient:
@@ -126,7 +138,7 @@ class LogStorage:
                 await tg.__aexit__(None, None, None)
         finally:
             self.writer.close()
-            self._db = None
+            self._db = self._followers = None
             if opened is not None:
                 await opened.__aexit__(None, None, None)  # closes even when cancelled
             with anyio.CancelScope(shield=True):

@@ -4,11 +4,14 @@ follower takes from memory is what it would read from the store, row for row, or
 from __future__ import annotations
 
 import random
+import threading
 
+import anyio
 import pytest
 
 from agent.batch import Line, LineBatch, Source
 from agent.storage import LogStorage
+from agent.storage.db import transaction
 from agent.storage.follow import Position, Scanned, committed, scan
 from agent.storage.reader import PAGE
 from agent.storage.recent import MAX_COMMITS, scan_held
@@ -137,3 +140,27 @@ async def test_a_trickle_of_one_row_commits_holds_at_most_max_commits(tmp_path: 
         after = Position.of({"h": upto.as_dict()["h"] - 10}, dict(upto.epochs))
         got = scan_held(recent, "h", after, upto, limit=PAGE)
         assert got is not None and list(got[0].messages) == [f"r{i}" for i in range(510, 520)]
+
+
+async def test_followers_read_on_their_own_connection_while_the_writer_holds_a_transaction(
+    store_url: str,
+) -> None:
+    """On SQLite the followers' reads do not wait for a transaction of the writer's (tortoise
+    holds the writer's connection for the whole of it): they see what was committed before
+    it. The connection's thread ends with the store."""
+    threads = set(threading.enumerate())
+    async with LogStorage(store_url, host="h") as storage:
+        reader = await storage.followers_db()
+        if storage.dialect != "sqlite":
+            assert reader is storage.db
+            return
+        assert reader is not storage.db and await storage.followers_db() is reader
+        await write_commits(storage, random.Random(3), 2)
+        before = await committed(storage.db)
+        async with transaction() as conn:  # a writer's transaction, open
+            await conn.execute_query("UPDATE host_commits SET at_ns = at_ns + 1")
+            with anyio.fail_after(10):  # not behind the transaction: it would never end
+                assert await committed(reader) == before
+    with anyio.fail_after(10):
+        while set(threading.enumerate()) - threads:  # noqa: ASYNC110 (a thread cannot notify)
+            await anyio.sleep(0.01)
