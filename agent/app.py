@@ -130,6 +130,7 @@ class Agent:
                     chatty_rest=s.chatty_rest_s,
                     hint_rules=s.hint_rules,
                     default_rate=s.default_rate,
+                    label_retention_max_s=s.retention_label_max_age_s,
                 ) as manager,
             ):
                 self.client, self.storage, self.manager = client, storage, manager

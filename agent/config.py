@@ -60,6 +60,10 @@ class Settings:
     api_tcp_port: int = 0  # 0: no TCP listener
     api_token: str = ""
     retention_max_age_s: float = 7 * 86400  # 0: no age limit
+    # What a container's `logagent.retention` label may ask at most (0: any, for ever): a
+    # label is set by whoever runs the container, and could otherwise keep its rows past
+    # what the host's disk was sized for. Unset: `retention.max_age` (a label may shorten).
+    retention_label_max_age_s: float = 7 * 86400
     retention_max_bytes: int = 1024**3  # 0: no size limit (SQLite only)
     retention_interval_s: float = 60.0
     hint_rules: tuple[HintRule, ...] = ()  # [[hints.rules]]: hints for containers by glob
@@ -98,7 +102,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
     "agent": {"log_level": str},
     "api": {"socket": str, "tcp_host": str, "tcp_port": int, "token": str},
-    "retention": {"max_age": str, "max_bytes": int, "interval": str},
+    "retention": {"max_age": str, "label_max_age": str, "max_bytes": int, "interval": str},
     "hints": {"rate": str, "rules": list},
     "web": {"host": str, "port": int, "token": str, "users_file": str},
     "alerts": {"rules": list, "destinations": list},
@@ -288,7 +292,8 @@ def _build(data: dict[str, Any], env: Mapping[str, str]) -> Settings:
         api_tcp_host=tcp_host,
         api_tcp_port=tcp_port,
         api_token=token,
-        retention_max_age_s=_max_age(retention, defaults.retention_max_age_s),
+        retention_max_age_s=(max_age := _max_age(retention, defaults.retention_max_age_s)),
+        retention_label_max_age_s=_max_age(retention, max_age, "label_max_age"),
         retention_max_bytes=_non_negative(retention, "max_bytes", defaults.retention_max_bytes),
         retention_interval_s=_interval(retention, defaults.retention_interval_s),
         db_url=db_url,
@@ -325,10 +330,10 @@ def _seconds(section: dict[str, Any], key: str, default: float, where: str = "re
         raise ConfigError(f"{where}.{key}: {exc}") from None
 
 
-def _max_age(section: dict[str, Any], default: float) -> float:
-    max_age = _seconds(section, "max_age", default)
+def _max_age(section: dict[str, Any], default: float, key: str = "max_age") -> float:
+    max_age = _seconds(section, key, default)
     if 0 < max_age < 1:  # a cut-off in whole seconds: 0.5s would keep everything
-        raise ConfigError(f"retention.max_age: at least 1s (0 keeps forever), got {max_age}s")
+        raise ConfigError(f"retention.{key}: at least 1s (0 keeps forever), got {max_age}s")
     return max_age
 
 

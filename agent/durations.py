@@ -23,3 +23,12 @@ def parse_duration(text: str) -> float:
     if not math.isfinite(seconds) or seconds > MAX_SECONDS:
         raise ValueError(f"{text[:40]!r} is longer than 100 years (36500d)")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """As parse_duration reads it: the largest unit that holds it whole (7d, 36h, 90s)."""
+    for unit in ("d", "h", "m", "s"):
+        size = _UNIT[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{round(seconds * 1000)}ms"

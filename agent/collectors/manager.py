@@ -47,6 +47,7 @@ class LogCollectorManager:
         chatty_rest: float = DEFAULT_CHATTY_REST,
         hint_rules: tuple[HintRule, ...] = (),
         default_rate: Rate | None = None,
+        label_retention_max_s: float = 0.0,
     ) -> None:
         self._storage = storage
         self._client = client
@@ -55,6 +56,7 @@ class LogCollectorManager:
         self.options = StreamOptions(tail, max_line_bytes, read_rest, chatty_rest)
         self.hint_rules = hint_rules
         self.default_rate = default_rate
+        self.label_retention_max_s = label_retention_max_s  # 0: a label may keep for ever
         self.errors = 0
         self._ended = StreamFigures()  # of the collectors that ended
         self._tg: TaskGroup | None = None
@@ -171,6 +173,7 @@ class LogCollectorManager:
             image=info.image,
             rules=self.hint_rules,
             default_rate=self.default_rate,
+            label_retention_max_s=self.label_retention_max_s,
         )
         for problem in hints.problems:
             log.warning("%s (%s): %s", name, info.id[:12], problem)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.durations import parse_duration
+from agent.durations import format_duration, parse_duration
 from agent.grep import MAX_LABEL_PROGRAM, matcher
 from agent.policy import Matchers
 from agent.shaping.levels import FORMATS
@@ -90,6 +90,13 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def capped(asked_s: float, cap_s: float) -> float:
+    """A retention asked (0: for ever) within `cap_s` (0: no cap)."""
+    if cap_s <= 0:
+        return asked_s
+    return cap_s if asked_s == 0 or asked_s > cap_s else asked_s
+
+
 def _retention(text: str) -> float:
     if text.strip() == "0":
         return 0.0
@@ -137,7 +144,11 @@ def hints_for(
     image: str = "",
     rules: tuple[HintRule, ...] = (),
     default_rate: Rate | None = None,
+    label_retention_max_s: float = 0.0,
 ) -> Hints:
+    """The hints of a container: `[[hints.rules]]` that match it, then its own labels.
+    `label_retention_max_s` (0: none): the longest retention a label may ask (a label is
+    set by whoever runs the container; the config's rules are the operator's)."""
     labels = labels or {}
     fields: dict[str, Any] = {"rate": default_rate}
     given: dict[str, str] = {}
@@ -154,6 +165,12 @@ def hints_for(
         key = label[len(PREFIX) :]
         try:
             parsed = check_hint(key, value)  # an unknown key raises here
+            if key == "retention" and (kept := capped(parsed, label_retention_max_s)) != parsed:
+                problems.append(
+                    f"label {label}={value}: longer than retention.label_max_age allows; "
+                    f"{format_duration(kept)} is kept"
+                )
+                parsed = kept
             fields[_PARSE[key][0]] = parsed
         except ValueError as exc:
             problems.append(f"label {label}: {exc}; its default is used")

@@ -230,29 +230,34 @@ async def test_invalid_hints_collect_with_defaults_and_say_so_once(
 
 
 async def test_a_containers_own_retention(
-    tmp_path: Path, containers: Containers, store_url: str
+    tmp_path: Path, containers: Containers, store_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with running_agent(settings(tmp_path, store_url)):  # type: ignore[arg-type]
+    """A label shortens its container's retention, or lengthens it up to what the operator
+    lets a label ask (`retention.label_max_age`, here 30d): `for ever` is cut to that."""
+    s = replace(settings(tmp_path, store_url), retention_label_max_age_s=30 * 86400)  # type: ignore[type-var]
+    async with running_agent(s):  # type: ignore[arg-type]
         await anyio.sleep(1)
         short = containers.run("short", "seq 1 100", *label(retention="3d"))
+        longer = containers.run("longer", "seq 1 100", *label(retention="10d"))
         forever = containers.run("forever", "seq 1 100", *label(retention="0"))
         plain = containers.run("plain", "seq 1 100")
-        for cid in (short, forever, plain):
+        cids = (short, longer, forever, plain)
+        for cid in cids:
             await eventually(lambda cid=cid: count(store_url, cid) == 100, limit=30)
     async with LogStorage(store_url, host="test-host") as storage:
         day = 86400 * 1_000_000_000
         retention = Retention(storage, max_age_s=7 * 86400, max_bytes=0)
         report = await retention.run_once(now_ns=time.time_ns() + 4 * day)
         assert (report.by_own_age, report.by_age) == (100, 0)
-        assert [count(store_url, c) for c in (short, forever, plain)] == [0, 100, 100]
-        report = await retention.run_once(now_ns=time.time_ns() + 400 * day)
-        assert [count(store_url, c) for c in (short, forever, plain)] == [0, 100, 0]
+        assert [count(store_url, c) for c in cids] == [0, 100, 100, 100]
+        await retention.run_once(now_ns=time.time_ns() + 12 * day)
+        assert [count(store_url, c) for c in cids] == [0, 0, 100, 0]
+        await retention.run_once(now_ns=time.time_ns() + 31 * day)
+        assert [count(store_url, c) for c in cids] == [0, 0, 0, 0]
     lines = query(store_url, "SELECT container_id, lines FROM container_cursors")
-    assert {str(c): int(n) for c, n in lines if str(c) in (short, forever, plain)} == {
-        short: 0,
-        forever: 100,
-        plain: 0,
-    }
+    assert {str(c): int(n) for c, n in lines if str(c) in cids} == dict.fromkeys(cids, 0)
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("label logagent.retention=0: longer than" in m for m in said) == 1, said
 
 
 async def test_a_stop_with_an_event_open_stores_it_whole_after_the_restart(

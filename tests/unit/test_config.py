@@ -112,6 +112,8 @@ def test_cli_bad_config_is_one_line_exit_2_no_traceback(tmp_path: Path) -> None:
         ('[retention]\ninterval = "500ms"\n', "retention.interval"),
         ('[retention]\nmax_age = "300000d"\n', "retention.max_age"),
         ('[retention]\nmax_age = "0.5s"\n', "retention.max_age"),
+        ('[retention]\nlabel_max_age = "0.5s"\n', "retention.label_max_age"),
+        ('[retention]\nlabel_max_age = "soon"\n', "retention.label_max_age"),
         ('[docker]\nread_rest = "' + "9" * 400 + 'd"\n', "docker.read_rest"),
         ("[docker]\nmax_line_bytes = 33554432\n", "docker.max_line_bytes"),
         ("[storage]\nmax_queue_bytes = 1048576\n", "storage.max_queue_bytes"),
@@ -121,6 +123,18 @@ def test_cli_bad_config_is_one_line_exit_2_no_traceback(tmp_path: Path) -> None:
 def test_values_that_would_hurt_are_config_errors(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_settings(write(tmp_path, text), environ={})
+
+
+def test_what_a_retention_label_may_ask_is_the_host_s_retention_unless_said(
+    tmp_path: Path,
+) -> None:
+    assert load_settings(DEFAULT_CONFIG, environ={}).retention_label_max_age_s == 7 * 86400
+    said = load_settings(write(tmp_path, '[retention]\nmax_age = "2d"\n'), environ={})
+    assert said.retention_label_max_age_s == 2 * 86400
+    text = '[retention]\nmax_age = "2d"\nlabel_max_age = "30d"\n'
+    assert load_settings(write(tmp_path, text), environ={}).retention_label_max_age_s == 30 * 86400
+    text = '[retention]\nmax_age = "0"\n'  # the host keeps for ever: so may a label
+    assert load_settings(write(tmp_path, text), environ={}).retention_label_max_age_s == 0
 
 
 def test_tcp_with_tls_variables_is_refused_not_sent_in_clear() -> None:

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from agent.durations import format_duration, parse_duration
 from agent.level_names import ERROR, FATAL, INFO, WARN
 from agent.policy import Matchers
 from agent.shaping import levels as levels_module
@@ -170,6 +171,26 @@ def test_a_retention_label_out_of_range_is_refused_not_a_crash() -> None:
         assert "label logagent.retention" in h.problems[0]
     assert hints_for({"logagent.retention": "36500d"}).retention_s == 36500 * 86400
     assert hints_for({"logagent.retention": "0"}).retention_s == 0.0
+
+
+def test_a_retention_label_keeps_no_longer_than_the_config_lets_it() -> None:
+    """A label is set by whoever runs the container: `for ever` or 36500d would keep its rows
+    past what the host's disk was sized for. It may shorten; it lengthens only up to
+    retention.label_max_age. The operator's own [[hints.rules]] are not capped."""
+    week = 7 * 86400.0
+    for text, kept in (("0", week), ("36500d", week), ("8d", week), ("7d", week), ("1h", 3600)):
+        h = hints_for({"logagent.retention": text}, label_retention_max_s=week)
+        assert h.retention_s == kept, text
+        assert bool(h.problems) == (kept != parse_duration(text) if text != "0" else True), text
+    h = hints_for({"logagent.retention": "0"}, label_retention_max_s=week)
+    assert h.problems == (
+        "label logagent.retention=0: longer than retention.label_max_age allows; 7d is kept",
+    )
+    assert hints_for({"logagent.retention": "0"}).retention_s == 0.0  # no cap: for ever
+    rule = HintRule(Matchers(names=("db",)), {"retention": "0"})
+    assert hints_for({}, name="db", rules=(rule,), label_retention_max_s=week).retention_s == 0.0
+    assert format_duration(week) == "7d" and format_duration(90) == "90s"
+    assert format_duration(36 * 3600) == "36h" and format_duration(0.25) == "250ms"
 
 
 def test_a_label_pattern_too_costly_to_match_is_refused_with_why() -> None:
