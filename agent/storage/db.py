@@ -221,20 +221,18 @@ def expanded(db_url: str, *, writer: bool = False) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def followers_connection(path: Path) -> AsyncIterator[BaseDBAsyncClient]:
+async def followers_connection(db_url: str) -> AsyncIterator[BaseDBAsyncClient]:
     """SQLite: a connection of the followers' own, for their reads. On the writer's, each
     read waits for the writer's whole transaction (tortoise holds the connection's lock for
     it): a step of the alert rules made four or five such waits on a firehose and fell
     behind what the writer holds for it (storage/recent.py), then read back from the store.
     In WAL mode a reader neither waits for the writer nor stops it, and each read sees what
-    was committed when it began. Writes stay on the writer's connection."""
+    was committed when it began. Writes stay on the writer's connection; its options are
+    the store's (a read side's: none that writes)."""
     from tortoise.backends.sqlite.client import SqliteClient
 
-    client = SqliteClient(
-        file_path=str(path),
-        connection_name="followers",
-        busy_timeout=_SQLITE_PRAGMAS["busy_timeout"],
-    )
+    options = tortoise_config(db_url, create=False)["connections"][CONNECTION]["credentials"]
+    client = SqliteClient(**{**options, "connection_name": "followers"})
     try:
         await client.create_connection(with_db=True)
         yield client

@@ -69,13 +69,23 @@ class LogStorage:
         return self.writer.sql.recent if self.dialect == "sqlite" else None
 
     async def followers_db(self) -> BaseDBAsyncClient:
-        """Where this host's followers read: on SQLite a connection of their own, opened
-        at the first ask and closed with the store (db.followers_connection); else `db`."""
-        path = sqlite_path(self.db_url) if self.dialect == "sqlite" else None
-        if path is None:
-            return self.db
-        if self._followers is None:
-            self._followers = await self._lock.enter_async_context(followers_connection(path))
+        """Where this host's followers read: on SQLite in WAL mode a connection of their own,
+        opened at the first ask and closed with the store (db.followers_connection); else,
+        or if it cannot be opened (said), `db`: its reads wait for the writer's commits."""
+        db = self.db  # the store is open
+        if self._followers is not None:
+            return self._followers
+        self._followers = db
+        if self.dialect != "sqlite" or sqlite_path(self.db_url) is None:
+            return db
+        try:
+            _, mode = await db.execute_query("PRAGMA journal_mode")
+            if str(mode[0][0]).lower() != "wal":  # a reader would hold back the writer
+                return db
+            opened = followers_connection(self.db_url)
+            self._followers = await self._lock.enter_async_context(opened)
+        except Exception as exc:
+            log.warning("followers read on the writer's connection: %s", describe(self.db_url, exc))
         return self._followers
 
     @property

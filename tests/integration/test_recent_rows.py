@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import random
 import threading
+from pathlib import Path
 
 import anyio
 import pytest
 
 from agent.batch import Line, LineBatch, Source
 from agent.storage import LogStorage
+from agent.storage import store as store_module
 from agent.storage.db import transaction
 from agent.storage.follow import Position, Scanned, committed, scan
 from agent.storage.reader import PAGE
@@ -164,3 +166,26 @@ async def test_followers_read_on_their_own_connection_while_the_writer_holds_a_t
     with anyio.fail_after(10):
         while set(threading.enumerate()) - threads:  # noqa: ASYNC110 (a thread cannot notify)
             await anyio.sleep(0.01)
+
+
+async def test_followers_share_the_writer_s_connection_where_their_own_would_not_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not in WAL mode (a reader would hold the writer back), or when theirs cannot be
+    opened (said), the followers read on the writer's connection; the store's own options
+    are kept (its journal mode is not turned to WAL behind the operator's back)."""
+    url = f"sqlite:///{tmp_path / 'delete.db'}?journal_mode=DELETE"
+    async with LogStorage(url, host="h") as storage:
+        assert await storage.followers_db() is storage.db
+        _, mode = await storage.db.execute_query("PRAGMA journal_mode")
+        assert str(mode[0][0]).lower() == "delete"
+
+    def refused(db_url: str) -> object:
+        raise OSError("no more file handles")
+
+    monkeypatch.setattr(store_module, "followers_connection", refused)
+    async with LogStorage(f"sqlite:///{tmp_path / 'wal.db'}", host="h") as storage:
+        assert await storage.followers_db() is storage.db
+        assert await storage.followers_db() is storage.db  # said once
+    said = [r.getMessage() for r in caplog.records if "followers read" in r.getMessage()]
+    assert len(said) == 1 and "no more file handles" in said[0], said
