@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import anyio
 from anyio.abc import TaskStatus
@@ -30,7 +30,8 @@ from agent.forward.settings import Destination
 from agent.metrics import AgentMetrics, build_registry
 from agent.policy import Scope
 from agent.redact import redact
-from agent.storage import LogStorage, search_index
+from agent.shaping.hints import hints_for
+from agent.storage import LogStorage, label_retention, search_index
 from agent.storage.described import Described
 from agent.storage.generation import StoreRewound
 from agent.storage.retention import Retention
@@ -103,6 +104,14 @@ class Agent:
                         self.rewinds)  # fmt: skip
             await anyio.sleep(min(2.0 ** (self.rewinds - 1), 30.0))  # never a storm of them
 
+    def _retention_of(self, labels: Mapping[str, str], name: str, image: str) -> float | None:
+        """A container's own retention, as its hints give it now (storage/label_retention)."""
+        s = self.settings
+        return hints_for(
+            labels, name=name, image=image, rules=s.hint_rules,
+            label_retention_max_s=s.retention_label_max_age_s,
+        ).retention_s  # fmt: skip
+
     async def _session(self, *, signals: bool, started: Callable[[], None]) -> int:
         s = self.settings
         # Opened first, outside any task group: a store or socket that cannot be used is one
@@ -164,6 +173,11 @@ class Agent:
                     forwarded=forward_sends(s.forward),
                 )
                 await search_index.prepare(storage.db, on=s.search_index)
+                if cut := await label_retention.recap(
+                    storage.db, storage.host, s.retention_label_max_age_s, self._retention_of
+                ):
+                    log.warning("%d containers' own retention cut to retention.label_max_age "
+                                "(their labels asked for longer)", cut)  # fmt: skip
                 indexer = SearchIndexer(storage.db) if s.search_index else None
                 described = Described(storage.db, storage.host)  # followers' containers
                 if s.alerts.on:

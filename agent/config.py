@@ -18,7 +18,7 @@ from agent.collectors.options import DEFAULT_TAIL
 from agent.docker.address import docker_url
 from agent.docker.lines import DEFAULT_MAX_LINE_BYTES
 from agent.docker.pacing import DEFAULT_CHATTY_REST, DEFAULT_REST
-from agent.durations import parse_duration
+from agent.durations import format_duration, parse_duration
 from agent.forward.settings import Destination, ForwardConfigError, parse_forward
 from agent.policy import Matchers, PatternError, Policy, check_glob
 from agent.redact import redact
@@ -293,7 +293,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str]) -> Settings:
         api_tcp_port=tcp_port,
         api_token=token,
         retention_max_age_s=(max_age := _max_age(retention, defaults.retention_max_age_s)),
-        retention_label_max_age_s=_max_age(retention, max_age, "label_max_age"),
+        retention_label_max_age_s=_label_max_age(retention, max_age),
         retention_max_bytes=_non_negative(retention, "max_bytes", defaults.retention_max_bytes),
         retention_interval_s=_interval(retention, defaults.retention_interval_s),
         db_url=db_url,
@@ -328,6 +328,20 @@ def _seconds(section: dict[str, Any], key: str, default: float, where: str = "re
         return parse_duration(text)
     except ValueError as exc:
         raise ConfigError(f"{where}.{key}: {exc}") from None
+
+
+def _label_max_age(section: dict[str, Any], max_age: float) -> float:
+    """What a retention label may ask: never less than the host keeps (0: for ever), or a
+    container that asks to be kept longer would be kept for less than one that asks
+    nothing."""
+    cap = _max_age(section, max_age, "label_max_age")
+    if (max_age == 0 and cap != 0) or 0 < cap < max_age:
+        shown = "for ever (0)" if max_age == 0 else format_duration(max_age)
+        raise ConfigError(
+            f"retention.label_max_age: shorter than retention.max_age, {shown}: a label "
+            "asking for longer would get less than a container that asks nothing"
+        )
+    return cap
 
 
 def _max_age(section: dict[str, Any], default: float, key: str = "max_age") -> float:

@@ -97,6 +97,16 @@ def capped(asked_s: float, cap_s: float) -> float:
     return cap_s if asked_s == 0 or asked_s > cap_s else asked_s
 
 
+def longest(cap_s: float, other_s: float | None) -> float:
+    """The longer of a cap (0: none) and a retention another gave (0: for ever; None: none):
+    a label may always ask what the operator's own rule already gives its container."""
+    if other_s is None:
+        return cap_s
+    if cap_s <= 0 or other_s == 0:
+        return 0.0
+    return max(cap_s, other_s)
+
+
 def _retention(text: str) -> float:
     if text.strip() == "0":
         return 0.0
@@ -165,7 +175,8 @@ def hints_for(
         key = label[len(PREFIX) :]
         try:
             parsed = check_hint(key, value)  # an unknown key raises here
-            if key == "retention" and (kept := capped(parsed, label_retention_max_s)) != parsed:
+            cap = longest(label_retention_max_s, fields.get("retention_s"))  # a rule's may
+            if key == "retention" and (kept := capped(parsed, cap)) != parsed:
                 problems.append(
                     f"label {label}={value}: longer than retention.label_max_age allows; "
                     f"{format_duration(kept)} is kept"

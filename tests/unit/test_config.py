@@ -114,6 +114,8 @@ def test_cli_bad_config_is_one_line_exit_2_no_traceback(tmp_path: Path) -> None:
         ('[retention]\nmax_age = "0.5s"\n', "retention.max_age"),
         ('[retention]\nlabel_max_age = "0.5s"\n', "retention.label_max_age"),
         ('[retention]\nlabel_max_age = "soon"\n', "retention.label_max_age"),
+        ('[retention]\nmax_age = "30d"\nlabel_max_age = "7d"\n', "retention.label_max_age"),
+        ('[retention]\nmax_age = "0"\nlabel_max_age = "30d"\n', "retention.label_max_age"),
         ('[docker]\nread_rest = "' + "9" * 400 + 'd"\n', "docker.read_rest"),
         ("[docker]\nmax_line_bytes = 33554432\n", "docker.max_line_bytes"),
         ("[storage]\nmax_queue_bytes = 1048576\n", "storage.max_queue_bytes"),

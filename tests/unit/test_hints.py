@@ -189,6 +189,17 @@ def test_a_retention_label_keeps_no_longer_than_the_config_lets_it() -> None:
     assert hints_for({"logagent.retention": "0"}).retention_s == 0.0  # no cap: for ever
     rule = HintRule(Matchers(names=("db",)), {"retention": "0"})
     assert hints_for({}, name="db", rules=(rule,), label_retention_max_s=week).retention_s == 0.0
+    # A label may always ask what the operator's rule already gives its container.
+    for given, text, kept in (
+        ("0", "0", 0.0),
+        ("90d", "30d", 30 * 86400),
+        ("90d", "0", 90 * 86400),
+    ):
+        rule = HintRule(Matchers(names=("db",)), {"retention": given})
+        h = hints_for(
+            {"logagent.retention": text}, name="db", rules=(rule,), label_retention_max_s=week
+        )
+        assert h.retention_s == kept, (given, text)
     assert format_duration(week) == "7d" and format_duration(90) == "90s"
     assert format_duration(36 * 3600) == "36h" and format_duration(0.25) == "250ms"
 
