@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -30,7 +30,7 @@ from agent.forward.settings import Destination
 from agent.metrics import AgentMetrics, build_registry
 from agent.policy import Scope
 from agent.redact import redact
-from agent.shaping.hints import hints_for
+from agent.shaping.hints import parse_retention
 from agent.storage import LogStorage, label_retention, search_index
 from agent.storage.described import Described
 from agent.storage.generation import StoreRewound
@@ -104,13 +104,25 @@ class Agent:
                         self.rewinds)  # fmt: skip
             await anyio.sleep(min(2.0 ** (self.rewinds - 1), 30.0))  # never a storm of them
 
-    def _retention_of(self, labels: Mapping[str, str], name: str, image: str) -> float | None:
-        """A container's own retention, as its hints give it now (storage/label_retention)."""
+    async def _recap_label_retention(self, storage: LogStorage) -> None:
+        """Rows that labels kept for longer than a label may now ask, cut to it
+        (storage/label_retention.py); not where a rule sets a retention (said), and never
+        what stops the start."""
         s = self.settings
-        return hints_for(
-            labels, name=name, image=image, rules=s.hint_rules,
-            label_retention_max_s=s.retention_label_max_age_s,
-        ).retention_s  # fmt: skip
+        if any("retention" in rule.values for rule in s.hint_rules):
+            log.info("rows kept for longer by labels are cut when their containers next "
+                     "run ([[hints.rules]] set a retention)")  # fmt: skip
+            return
+        try:
+            cut = await label_retention.recap(
+                storage.db, storage.host, s.retention_label_max_age_s, parse_retention
+            )
+        except Exception as exc:
+            log.warning("could not cut rows kept for longer by labels: %s", exc)
+            return
+        if cut:
+            log.warning("%d containers' rows were kept for longer by their labels than "
+                        "retention.label_max_age lets a label ask: cut to it", cut)  # fmt: skip
 
     async def _session(self, *, signals: bool, started: Callable[[], None]) -> int:
         s = self.settings
@@ -173,11 +185,7 @@ class Agent:
                     forwarded=forward_sends(s.forward),
                 )
                 await search_index.prepare(storage.db, on=s.search_index)
-                if cut := await label_retention.recap(
-                    storage.db, storage.host, s.retention_label_max_age_s, self._retention_of
-                ):
-                    log.warning("%d containers' own retention cut to retention.label_max_age "
-                                "(their labels asked for longer)", cut)  # fmt: skip
+                await self._recap_label_retention(storage)
                 indexer = SearchIndexer(storage.db) if s.search_index else None
                 described = Described(storage.db, storage.host)  # followers' containers
                 if s.alerts.on:

@@ -335,11 +335,16 @@ def _label_max_age(section: dict[str, Any], max_age: float) -> float:
     container that asks to be kept longer would be kept for less than one that asks
     nothing."""
     cap = _max_age(section, max_age, "label_max_age")
-    if (max_age == 0 and cap != 0) or 0 < cap < max_age:
-        shown = "for ever (0)" if max_age == 0 else format_duration(max_age)
+    if max_age == 0 and cap != 0:
         raise ConfigError(
-            f"retention.label_max_age: shorter than retention.max_age, {shown}: a label "
-            "asking for longer would get less than a container that asks nothing"
+            "retention.label_max_age: must be 0 when retention.max_age is 0 (for ever): a "
+            "labelled container would keep its rows for less than an unlabelled one"
+        )
+    if 0 < cap < max_age:
+        raise ConfigError(
+            "retention.label_max_age: shorter than retention.max_age "
+            f"({format_duration(max_age)}): a label asking for longer would get less than a "
+            "container that asks nothing"
         )
     return cap
 

@@ -107,7 +107,8 @@ def longest(cap_s: float, other_s: float | None) -> float:
     return max(cap_s, other_s)
 
 
-def _retention(text: str) -> float:
+def parse_retention(text: str) -> float:
+    """A retention hint's text: seconds, 0 for ever (ValueError if it cannot be one)."""
     if text.strip() == "0":
         return 0.0
     seconds = parse_duration(text.strip())
@@ -125,7 +126,7 @@ _PARSE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "include_lines": ("include_lines", _pattern),
     "exclude_lines": ("exclude_lines", _pattern),
     "rate": ("rate", parse_rate),
-    "retention": ("retention_s", _retention),
+    "retention": ("retention_s", parse_retention),
 }
 
 
@@ -175,11 +176,13 @@ def hints_for(
         key = label[len(PREFIX) :]
         try:
             parsed = check_hint(key, value)  # an unknown key raises here
-            cap = longest(label_retention_max_s, fields.get("retention_s"))  # a rule's may
+            ruled = fields.get("retention_s")  # a matching rule's: a label may ask as much
+            cap = longest(label_retention_max_s, ruled)
             if key == "retention" and (kept := capped(parsed, cap)) != parsed:
+                by = " (or its [[hints.rules]])" if ruled is not None and cap == ruled else ""
                 problems.append(
-                    f"label {label}={value}: longer than retention.label_max_age allows; "
-                    f"{format_duration(kept)} is kept"
+                    f"label {label}={value}: longer than retention.label_max_age{by} lets a "
+                    f"label keep rows; {format_duration(kept)} is kept"
                 )
                 parsed = kept
             fields[_PARSE[key][0]] = parsed

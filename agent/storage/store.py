@@ -80,8 +80,9 @@ class LogStorage:
             return db
         try:
             _, mode = await db.execute_query("PRAGMA journal_mode")
-            if str(mode[0][0]).lower() != "wal":  # a reader would hold back the writer
-                return db
+            _, locking = await db.execute_query("PRAGMA locking_mode")
+            if str(mode[0][0]).lower() != "wal" or str(locking[0][0]).lower() != "normal":
+                return db  # a reader would hold the writer back, or wait for it for good
             opened = followers_connection(self.db_url)
             self._followers = await self._lock.enter_async_context(opened)
         except Exception as exc:

@@ -184,7 +184,8 @@ def test_a_retention_label_keeps_no_longer_than_the_config_lets_it() -> None:
         assert bool(h.problems) == (kept != parse_duration(text) if text != "0" else True), text
     h = hints_for({"logagent.retention": "0"}, label_retention_max_s=week)
     assert h.problems == (
-        "label logagent.retention=0: longer than retention.label_max_age allows; 7d is kept",
+        "label logagent.retention=0: longer than retention.label_max_age lets a label keep "
+        "rows; 7d is kept",
     )
     assert hints_for({"logagent.retention": "0"}).retention_s == 0.0  # no cap: for ever
     rule = HintRule(Matchers(names=("db",)), {"retention": "0"})
@@ -200,6 +201,9 @@ def test_a_retention_label_keeps_no_longer_than_the_config_lets_it() -> None:
             {"logagent.retention": text}, name="db", rules=(rule,), label_retention_max_s=week
         )
         assert h.retention_s == kept, (given, text)
+        if given == "90d" and text == "0":
+            assert "label_max_age (or its [[hints.rules]])" in h.problems[0]
+            assert "90d is kept" in h.problems[0]
     assert format_duration(week) == "7d" and format_duration(90) == "90s"
     assert format_duration(36 * 3600) == "36h" and format_duration(0.25) == "250ms"
 
