@@ -30,7 +30,7 @@ from agent.forward.settings import Destination
 from agent.metrics import AgentMetrics, build_registry
 from agent.policy import Scope
 from agent.redact import redact
-from agent.shaping.hints import parse_retention
+from agent.shaping.hints import longest, parse_retention
 from agent.storage import LogStorage, label_retention, search_index
 from agent.storage.described import Described
 from agent.storage.generation import StoreRewound
@@ -105,24 +105,21 @@ class Agent:
             await anyio.sleep(min(2.0 ** (self.rewinds - 1), 30.0))  # never a storm of them
 
     async def _recap_label_retention(self, storage: LogStorage) -> None:
-        """Rows that labels kept for longer than a label may now ask, cut to it
-        (storage/label_retention.py); not where a rule sets a retention (said), and never
-        what stops the start."""
+        """Rows kept for longer than any container may now keep them, cut to that
+        (storage/label_retention.py); never what stops the start."""
         s = self.settings
-        if any("retention" in rule.values for rule in s.hint_rules):
-            log.info("rows kept for longer by labels are cut when their containers next "
-                     "run ([[hints.rules]] set a retention)")  # fmt: skip
-            return
+        bound = s.retention_label_max_age_s
+        for rule in s.hint_rules:
+            if "retention" in rule.values:
+                bound = longest(bound, parse_retention(rule.values["retention"]))
         try:
-            cut = await label_retention.recap(
-                storage.db, storage.host, s.retention_label_max_age_s, parse_retention
-            )
+            cut = await label_retention.recap(storage.db, storage.host, bound)
         except Exception as exc:
-            log.warning("could not cut rows kept for longer by labels: %s", exc)
+            log.warning("could not cut rows kept for longer than a label may ask: %s", exc)
             return
         if cut:
-            log.warning("%d containers' rows were kept for longer by their labels than "
-                        "retention.label_max_age lets a label ask: cut to it", cut)  # fmt: skip
+            log.warning("%d containers' rows were kept for longer than retention.label_max_age "
+                        "(and [[hints.rules]]) now let any keep them: cut to it", cut)  # fmt: skip
 
     async def _session(self, *, signals: bool, started: Callable[[], None]) -> int:
         s = self.settings

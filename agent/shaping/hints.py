@@ -179,7 +179,7 @@ def hints_for(
             ruled = fields.get("retention_s")  # a matching rule's: a label may ask as much
             cap = longest(label_retention_max_s, ruled)
             if key == "retention" and (kept := capped(parsed, cap)) != parsed:
-                by = " (or its [[hints.rules]])" if ruled is not None and cap == ruled else ""
+                by = f" or {given['retention']}" if ruled is not None and cap == ruled else ""
                 problems.append(
                     f"label {label}={value}: longer than retention.label_max_age{by} lets a "
                     f"label keep rows; {format_duration(kept)} is kept"

@@ -202,7 +202,7 @@ def test_a_retention_label_keeps_no_longer_than_the_config_lets_it() -> None:
         )
         assert h.retention_s == kept, (given, text)
         if given == "90d" and text == "0":
-            assert "label_max_age (or its [[hints.rules]])" in h.problems[0]
+            assert "label_max_age or retention=90d (hints.rules) lets" in h.problems[0]
             assert "90d is kept" in h.problems[0]
     assert format_duration(week) == "7d" and format_duration(90) == "90s"
     assert format_duration(36 * 3600) == "36h" and format_duration(0.25) == "250ms"
