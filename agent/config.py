@@ -60,10 +60,11 @@ class Settings:
     api_tcp_port: int = 0  # 0: no TCP listener
     api_token: str = ""
     retention_max_age_s: float = 7 * 86400  # 0: no age limit
-    # What a container's `logagent.retention` label may ask at most (0: any, for ever): a
-    # label is set by whoever runs the container, and could otherwise keep its rows past
-    # what the host's disk was sized for. Unset: `retention.max_age` (a label may shorten).
-    retention_label_max_age_s: float = 7 * 86400
+    # What a container's `logagent.retention` label may ask at most (0, the default: any,
+    # for ever). A label is set by whoever runs the container; where they are not the ones
+    # who size the disk, this keeps a label from keeping rows past it. Off by default: an
+    # upgrade must not cut what labels were set to keep.
+    retention_label_max_age_s: float = 0.0
     retention_max_bytes: int = 1024**3  # 0: no size limit (SQLite only)
     retention_interval_s: float = 60.0
     hint_rules: tuple[HintRule, ...] = ()  # [[hints.rules]]: hints for containers by glob
@@ -331,10 +332,10 @@ def _seconds(section: dict[str, Any], key: str, default: float, where: str = "re
 
 
 def _label_max_age(section: dict[str, Any], max_age: float) -> float:
-    """What a retention label may ask: never less than the host keeps (0: for ever), or a
-    container that asks to be kept longer would be kept for less than one that asks
+    """What a retention label may ask (0, unset: any): never less than the host keeps, or
+    a container that asks to be kept longer would be kept for less than one that asks
     nothing."""
-    cap = _max_age(section, max_age, "label_max_age")
+    cap = _max_age(section, 0.0, "label_max_age")
     if max_age == 0 and cap != 0:
         raise ConfigError(
             "retention.label_max_age: must be 0 when retention.max_age is 0 (for ever): a "

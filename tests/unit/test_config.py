@@ -127,15 +127,16 @@ def test_values_that_would_hurt_are_config_errors(tmp_path: Path, text: str, key
         load_settings(write(tmp_path, text), environ={})
 
 
-def test_what_a_retention_label_may_ask_is_the_host_s_retention_unless_said(
-    tmp_path: Path,
-) -> None:
-    assert load_settings(DEFAULT_CONFIG, environ={}).retention_label_max_age_s == 7 * 86400
+def test_what_a_retention_label_may_ask_is_unbounded_unless_said(tmp_path: Path) -> None:
+    """Off by default: an upgrade must not cut what labels were set to keep."""
+    assert load_settings(DEFAULT_CONFIG, environ={}).retention_label_max_age_s == 0
     said = load_settings(write(tmp_path, '[retention]\nmax_age = "2d"\n'), environ={})
-    assert said.retention_label_max_age_s == 2 * 86400
+    assert said.retention_label_max_age_s == 0
     text = '[retention]\nmax_age = "2d"\nlabel_max_age = "30d"\n'
     assert load_settings(write(tmp_path, text), environ={}).retention_label_max_age_s == 30 * 86400
-    text = '[retention]\nmax_age = "0"\n'  # the host keeps for ever: so may a label
+    text = '[retention]\nmax_age = "2d"\nlabel_max_age = "2d"\n'
+    assert load_settings(write(tmp_path, text), environ={}).retention_label_max_age_s == 2 * 86400
+    text = '[retention]\nmax_age = "0"\nlabel_max_age = "0"\n'
     assert load_settings(write(tmp_path, text), environ={}).retention_label_max_age_s == 0
 
 
