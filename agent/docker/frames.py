@@ -152,15 +152,19 @@ class FrameDecoder:
     def holding(self) -> bool:
         """Whether part of a container's line or frame is held for the next chunk (not of a
         frame of the daemon's own, stream 3)."""
+        return bool(self._lines.pending) or self._rest_is_a_containers()
+
+    def _rest_is_a_containers(self) -> bool:
+        """Unfinished bytes are held, and not of a frame of the daemon's own (stream 3)."""
         rest = self._rest
-        return bool(self._lines.pending) or (bool(rest) and (self.tty or rest[0] != 3))
+        return bool(rest) and (self.tty or rest[0] != _SYSTEM_ERR)
 
     def held_from(self) -> int | None:
         """The stamp of the oldest line held in part, if its stamp has come."""
         stamps = [p.timestamp_ns for p in self._lines.pending.values()]
         rest = self._rest
         head = 0 if self.tty else _HEADER
-        if rest and (self.tty or rest[0] != 3) and len(rest) >= head + 30:
+        if self._rest_is_a_containers() and len(rest) >= head + 30:
             with contextlib.suppress(TimestampError):  # not one: not known
                 stamps.append(parse_timestamp(bytes(rest[head : head + 30])))
         return min(stamps) if stamps else None

@@ -176,15 +176,16 @@ def hints_for(
         key = label[len(PREFIX) :]
         try:
             parsed = check_hint(key, value)  # an unknown key raises here
-            ruled = fields.get("retention_s")  # a matching rule's: a label may ask as much
-            cap = longest(label_retention_max_s, ruled)
-            if key == "retention" and (kept := capped(parsed, cap)) != parsed:
-                by = f" or {given['retention']}" if ruled is not None and cap == ruled else ""
-                problems.append(
-                    f"label {label}={value}: longer than retention.label_max_age{by} lets a "
-                    f"label keep rows; {format_duration(kept)} is kept"
-                )
-                parsed = kept
+            if key == "retention":  # within the cap, or a matching rule's longer retention
+                ruled = fields.get("retention_s")
+                cap = longest(label_retention_max_s, ruled)
+                if (kept := capped(parsed, cap)) != parsed:
+                    by = f" or {given['retention']}" if ruled is not None and cap == ruled else ""
+                    problems.append(
+                        f"label {label}={value}: longer than retention.label_max_age{by} lets "
+                        f"a label keep rows; {format_duration(kept)} is kept"
+                    )
+                    parsed = kept
             fields[_PARSE[key][0]] = parsed
         except ValueError as exc:
             problems.append(f"label {label}: {exc}; its default is used")

@@ -113,12 +113,12 @@ class RecentRows:
         return out, want > upto
 
 
-def _held(
-    recent: RecentRows | None, host: str, after: Position, upto: Position, limit: int
-) -> tuple[list[tuple[Held, int, int]], bool] | None:
-    """What `recent` holds of the ids a follower of `host` reads next (after its position, at
-    most `limit`, up to the bound) and whether that is all of them; None if it is not caught
-    up enough to take any from there."""
+def scan_held(
+    recent: RecentRows | None, host: str, after: Position, upto: Position, *, limit: int
+) -> tuple[Scanned, Position] | None:
+    """What `follow.scan` would read, from memory: this host's ids after the follower's
+    position, at most `limit`, up to the bound; None if they are not all held (or it is not
+    caught up enough to take any from here)."""
     if recent is None or not recent.followed:
         return None
     seen, bound = after.as_dict().get(host), upto.as_dict().get(host)
@@ -128,17 +128,8 @@ def _held(
     if dict(after.epochs).get(host) != epoch:
         return None  # read under another session: rewound() has had its say, read it
     spans, whole = recent.spans(epoch, seen, min(bound, seen + limit))
-    return (spans, whole) if spans else None
-
-
-def scan_held(
-    recent: RecentRows | None, host: str, after: Position, upto: Position, *, limit: int
-) -> tuple[Scanned, Position] | None:
-    """What `follow.scan` would read, from memory; None if it is not all held."""
-    held = _held(recent, host, after, upto, limit)
-    if held is None or not held[1] or recent is None:
+    if not spans or not whole:
         return None
-    spans = held[0]
     if len(spans) == 1:
         commit, start, stop = spans[0]
         levels, messages = commit.levels[start:stop], commit.messages[start:stop]
