@@ -183,15 +183,19 @@ class Agent:
                 )
                 await search_index.prepare(storage.db, on=s.search_index)
                 await self._recap_label_retention(storage)
-                indexer = SearchIndexer(storage.db) if s.search_index else None
+                indexer = SearchIndexer(storage.db, storage.commits) if s.search_index else None
                 described = Described(storage.db, storage.host)  # followers' containers
                 if s.alerts.on:
                     self.alerts = AlertRunner(
                         storage.db, s.alerts, storage.host, described=described,
                         recent=storage.recent, reader=await storage.followers_db(),
+                        commits=storage.commits,
                     )  # fmt: skip
                 self.forwarders = [
-                    Forwarder(storage.db, storage.host, d, described=described) for d in s.forward
+                    Forwarder(
+                        storage.db, storage.host, d, described=described, commits=storage.commits
+                    )
+                    for d in s.forward
                 ]
                 metrics, on_commit = build_registry(
                     AgentMetrics(

@@ -34,11 +34,14 @@ from agent.storage.life import last_life_id, list_life
 from agent.storage.reader import PAGE, LogFilter, StoredRow, later, older, rows_by_id
 from agent.storage.recent import MAX_ROWS as HELD
 from agent.storage.recent import RecentRows, scan_held
+from agent.storage.signal import IDLE_S, CommitSignal
 
 log = logging.getLogger("logagent.alerts")
 
 MAX_PAUSE_S = 300.0
 STEP_GAP_S = 0.1  # at least this between steps of the rules that follow commits
+SEND_ROUND_S = 1.0  # the sender's rounds while alerts are pending (retries, context waits)
+SEND_IDLE_S = 30.0  # ... and with none: each new one wakes it (`_wake`)
 CONTEXT_WAIT_S = 5.0  # an alert waits this long at most for the lines after its match
 
 
@@ -69,8 +72,10 @@ class AlertRunner:
         described: Described | None = None,
         recent: RecentRows | None = None,
         reader: BaseDBAsyncClient | None = None,
+        commits: CommitSignal | None = None,
     ) -> None:
         self.db, self.host, self.poll_s = db, host, poll_s
+        self._commits = commits  # this agent's commits (LogStorage.commits): the next step
         # A step's reads: on SQLite a connection of their own, not waiting for the writer's
         # commits (LogStorage.followers_db); its commit goes through `db`.
         self.reader = reader or db
@@ -111,7 +116,7 @@ class AlertRunner:
         self.engine.restore(state)
         task_status.started()
         while True:
-            seen = self._recent.commits if self._recent is not None else 0
+            woken = self._commits.armed() if self._commits is not None else None
             try:
                 async with one_server(self.reader) as conn:  # bound, rows, events: one server's
                     upto = await committed(conn)
@@ -149,18 +154,18 @@ class AlertRunner:
                 self.engine.restore(state)
                 await anyio.sleep(self.poll_s)
                 continue
-            await self._rest(seen)
+            await self._rest(woken)
 
-    async def _rest(self, seen: int) -> None:
-        """Until the next step: the writer's next commit (after STEP_GAP_S, so that a
-        firehose's commits make one step, and within what it holds: recent.py), or
-        `poll_s` (nothing new, or no commit told: PostgreSQL)."""
-        if self._recent is None:
+    async def _rest(self, woken: anyio.Event | None) -> None:
+        """Until the next step: the next commit since this step began (after STEP_GAP_S, so
+        that a firehose's commits make one step, and within what the writer holds for the
+        rules: recent.py), or IDLE_S with none; `poll_s` when no commit is told."""
+        if woken is None:
             await anyio.sleep(self.poll_s)
             return
         await anyio.sleep(STEP_GAP_S)
-        with anyio.move_on_after(self.poll_s):
-            await self._recent.wait_past(seen)
+        with anyio.move_on_after(IDLE_S):
+            await woken.wait()
 
     async def _commit(self, position: Position, alerts: list[Alert]) -> None:
         async def step() -> None:
@@ -185,10 +190,13 @@ class AlertRunner:
                             session, pending, bodies
                         ):
                             down.add(pending.destination)
-                    self.pending = (await outbox.counts(self.db, self.host)).get(outbox.PENDING, 0)
+                    self.pending = await outbox.pending(self.db, self.host)
                 except Exception as exc:
                     log.warning("alerts: could not read or mark the outbox: %s", exc)
-                with anyio.move_on_after(1.0):  # the next retry's time, or a new alert
+                    self.pending = max(self.pending, 1)  # so the next round comes soon
+                # The next retry's time, or a new alert (only the rules add to this host's
+                # outbox, and they wake it).
+                with anyio.move_on_after(SEND_ROUND_S if self.pending else SEND_IDLE_S):
                     await self._wake.wait()
 
     async def _with_context(self, pending: outbox.Pending) -> str | None:

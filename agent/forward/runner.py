@@ -41,6 +41,7 @@ from agent.storage.follow import Position, committed, newer, one_server, rewound
 from agent.storage.forward_gaps import consumer_name as forward_consumer
 from agent.storage.gaps import record_forward_gaps
 from agent.storage.reader import LogFilter, StoredRow
+from agent.storage.signal import IDLE_S, CommitSignal
 
 log = logging.getLogger("logagent.forward")
 
@@ -119,8 +120,12 @@ class Forwarder:
         *,
         sink: Sink | None = None,
         described: Described | None = None,
+        commits: CommitSignal | None = None,
     ) -> None:
         self.db, self.host, self.d = db, host, d
+        # This agent's commits (LogStorage.commits): with nothing to send, the next step
+        # waits for one (or IDLE_S) instead of reading the store every `linger`.
+        self._commits = commits
         self.sink = sink or sink_for(d)
         self.name = consumer_name(host, d.name)
         self.stats = ForwardStats()
@@ -140,8 +145,9 @@ class Forwarder:
         pause = 1.0
         try:
             while True:
+                woken = self._commits.armed() if self._commits is not None else None
                 try:
-                    position, full = await self._step(position)
+                    position, read = await self._step(position)
                 except Exception as exc:  # the destination or the store away: the same rows
                     self._failed(exc)
                     asked = exc.retry_after if isinstance(exc, SinkError) else None
@@ -149,13 +155,16 @@ class Forwarder:
                     pause = min(pause * 2, MAX_PAUSE_S)
                     continue
                 pause = 1.0
-                if not full:
+                if not read and woken is not None:  # nothing new: until a commit
+                    with anyio.move_on_after(IDLE_S):
+                        await woken.wait()
+                if read < self.d.batch_lines:  # a batch not full waits for more lines
                     await anyio.sleep(self.d.linger_s)
         finally:
             await self.sink.aclose()
 
-    async def _step(self, position: Position) -> tuple[Position, bool]:
-        """One batch: read, send, commit the position. Whether it was a full batch."""
+    async def _step(self, position: Position) -> tuple[Position, int]:
+        """One batch: read, send, commit the position. How many rows it read."""
         async with one_server(self.db) as conn:  # the bound and the rows: one server's
             upto = await committed(conn)
             position = rewound(position, upto)
@@ -168,7 +177,7 @@ class Forwarder:
         if not rows:
             if after != position:
                 await self._save(after)
-            return after, False
+            return after, 0
         rows, after = self._bounded(rows, after)
         picks = self._sends.picks
         wanted = [r for r in rows if picks is None
@@ -181,7 +190,7 @@ class Forwarder:
             log.warning("forward %s: sending works again", self.d.name)
             self.stats.last_error = None
         self.stats.count(len(wanted) - len(refused))
-        return after, len(rows) >= self.d.batch_lines
+        return after, len(rows)
 
     async def _send(
         self, rows: list[StoredRow], known: dict[str, StoredContainer], ids: Ids

@@ -30,6 +30,7 @@ from agent.storage.models import LOG_LINE_COLUMNS, LogLine, fit
 from agent.storage.partitions import day_of, ensure_days
 from agent.storage.postgres import COMMITS, SERVER_SQL
 from agent.storage.recent import Held, RecentRows
+from agent.storage.signal import CommitSignal
 from agent.storage.sql import Marks
 from agent.storage.tallies import REMOVED
 
@@ -72,6 +73,8 @@ class CommitSql:
         self.server: str | None = None
         # SQLite: each commit's rows, held a moment for this host's followers (recent.py).
         self.recent = RecentRows()
+        # Told after each commit of rows: what wakes this host's followers in this process.
+        self.commits = CommitSignal()
 
     def open(self, dialect: str) -> None:
         verb = _INSERT_SQLITE if dialect == "sqlite" else "INSERT"
@@ -154,6 +157,8 @@ class CommitSql:
         if hold:
             messages, levels = columns[5], columns[7]  # LOG_LINE_COLUMNS' message, level
             self.recent.add(Held(self.generation.epoch, last_id - rows + 1, levels, messages))
+        if rows:
+            self.commits.notified()
         self.days |= missing
         self.told.update(newest)  # committed: a failed commit tells them again
         for b in batches:

@@ -106,14 +106,14 @@ async def mark_failed(db: BaseDBAsyncClient, pending: Pending, retry_in_s: float
     )
 
 
-async def counts(db: BaseDBAsyncClient, host: str) -> dict[str, int]:
-    """Per status (pending, sent), this host's alerts (for status and metrics)."""
+async def pending(db: BaseDBAsyncClient, host: str) -> int:
+    """How many of this host's alerts wait to be sent (for status and metrics): read from
+    the index on (host, status), not past the sent ones, which grow for months."""
+    m = Marks(db.capabilities.dialect)
     _, rows = await db.execute_query(
-        f"SELECT status, COUNT(*) FROM {OUTBOX} WHERE host = {Marks(db.capabilities.dialect)()} "
-        "GROUP BY status",
-        [host],
+        f"SELECT COUNT(*) FROM {OUTBOX} WHERE host = {m()} AND status = {m()}", [host, PENDING]
     )
-    return {str(s): int(n) for s, n in rows}
+    return int(rows[0][0]) if rows else 0
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from tortoise.backends.base.config_generator import expand_db_url
 
 from agent.storage.errors import wrapped
 from agent.storage.pg_url import split_hosts
+from agent.storage.signal import CommitSignal
 
 LOCK_NOT_AVAILABLE = "55P03"
 FEATURE_NOT_SUPPORTED = "0A000"  # LISTEN on a standby in recovery
@@ -156,22 +157,6 @@ class HostTaken(Exception):
 
 
 COMMITS = "logagent_commits"  # the channel: one notification per committed batch
-
-
-class CommitSignal:
-    """Set at each commit notified; shared by any number of followers (the viewer's tails
-    share one connection), each arming before it reads so that no commit slips between."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def notified(self, *_args: object) -> None:
-        self._event.set()
-        self._event = anyio.Event()
-
-    def armed(self) -> anyio.Event:
-        """Set at the next commit notified after this call."""
-        return self._event
 
 
 @asynccontextmanager

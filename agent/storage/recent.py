@@ -24,8 +24,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-import anyio
-
 from agent.storage.follow import MAX_ID, Position, Scanned, moved
 
 MAX_ROWS = 50_000  # a few commits of a firehose (the writer's are 20,000 rows at most)
@@ -57,17 +55,11 @@ class RecentRows:
         self._held: deque[tuple[Held, int]] = deque()  # with its messages' characters
         self._rows = self._chars = 0
         self.taken = 0  # rows followers took from here (figures, tests)
-        self.commits = 0  # commits of rows added: what a follower waits to see grow
-        self._added: anyio.Event | None = None
 
     def add(self, held: Held) -> None:
         """A commit's rows, after it committed (in commit order)."""
         if not self.followed or not held.messages:
             return
-        self.commits += 1
-        if self._added is not None:
-            self._added.set()
-            self._added = None
         last = self._held[-1][0] if self._held else None
         if last is not None and (last.epoch != held.epoch or last.last >= held.first):
             self.clear()  # another session, or ids that went back: start again
@@ -83,13 +75,6 @@ class RecentRows:
             gone, gone_chars = self._held.popleft()  # the oldest go (a follower reads them)
             self._rows -= len(gone.messages)
             self._chars -= gone_chars
-
-    async def wait_past(self, commits: int) -> None:
-        """Return once a commit after the `commits`-th was added (use under a timeout)."""
-        while self.commits <= commits:
-            if self._added is None:
-                self._added = anyio.Event()
-            await self._added.wait()
 
     def clear(self) -> None:
         self._held.clear()

@@ -27,6 +27,7 @@ from agent.storage.db import in_child_task, transaction
 from agent.storage.follow import Position
 from agent.storage.models import LogLine
 from agent.storage.reader import LogFilter
+from agent.storage.signal import IDLE_S, CommitSignal
 
 log = logging.getLogger("logagent.search")
 
@@ -127,19 +128,27 @@ async def forget(conn: BaseDBAsyncClient, ids: list[int], upto: int) -> None:
 class SearchIndexer:
     """Indexes what the writer committed, a chunk a transaction, and keeps its position."""
 
-    def __init__(self, db: BaseDBAsyncClient) -> None:
+    def __init__(self, db: BaseDBAsyncClient, commits: CommitSignal | None = None) -> None:
         self.db = db
         self.indexed = 0  # rows indexed by this run (metrics, tests)
+        self._commits = commits  # the writer's (LogStorage.commits): caught up, it waits
 
     async def run_forever(self, poll_s: float = 1.0) -> None:
+        """A chunk after another while behind; caught up, a step every `poll_s` at most (a
+        second's commits indexed together), and none until the writer commits again."""
         while True:
+            woken = self._commits.armed() if self._commits is not None else None
             try:
                 if await in_child_task(self.step):
                     await anyio.lowlevel.checkpoint()  # the writer's turn, then the next chunk
                     continue
             except Exception as exc:  # the store away: tried again at the next poll
                 log.warning("search index: could not index a chunk: %s", exc)
+                woken = None
             await anyio.sleep(poll_s)
+            if woken is not None:
+                with anyio.move_on_after(IDLE_S):
+                    await woken.wait()
 
     async def step(self) -> int:
         """Index the next chunk of committed rows; how many there were."""

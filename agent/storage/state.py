@@ -18,6 +18,7 @@ from agent.storage.db import StorageError, fatal, in_child_task, transaction
 from agent.storage.generation import Generation, StoreRewound
 from agent.storage.life import record_life
 from agent.storage.models import AgentState
+from agent.storage.signal import CommitSignal
 from agent.storage.sql import Marks
 
 log = logging.getLogger("logagent.storage")
@@ -33,8 +34,11 @@ class PreviousRun:
 
 
 class AgentStateStore:
-    def __init__(self, host: str, *, heartbeat_seconds: float = 2.0) -> None:
+    def __init__(
+        self, host: str, *, heartbeat_seconds: float = 2.0, commits: CommitSignal | None = None
+    ) -> None:
         self.host = host
+        self.commits = commits  # told when life events are stored: the alert rules wake
         self.heartbeat_seconds = heartbeat_seconds
         self.previous: PreviousRun | None = None  # the last run's, read before the first beat
         self.last_event_ns: int | None = None  # set by the events follower, saved with a beat
@@ -101,6 +105,8 @@ class AgentStateStore:
                     self._sql, [self.host, now, position, now if shutdown else None]
                 )
             del self._life[: len(life)]
+            if life and self.commits is not None:
+                self.commits.notified()
 
     async def heartbeat(self) -> None:
         """Record that the agent is alive, every few seconds, for as long as it runs; and

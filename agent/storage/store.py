@@ -28,6 +28,7 @@ from agent.storage.models import LogLine
 from agent.storage.options import DEFAULT_DB_URL
 from agent.storage.postgres import HostLock, HostTaken, server_of
 from agent.storage.recent import RecentRows
+from agent.storage.signal import CommitSignal
 from agent.storage.sql import Marks
 from agent.storage.state import AgentStateStore
 from agent.storage.writer import LogWriter, WriterOptions
@@ -52,7 +53,7 @@ class LogStorage:
         self.lock_wait = lock_wait
         self.host = host or socket.gethostname()
         self.writer = LogWriter(self.host, **writer)  # its options and their defaults: there
-        self.state = AgentStateStore(self.host)
+        self.state = AgentStateStore(self.host, commits=self.writer.sql.commits)
         self.dialect = "sqlite"
         self.gaps_recorded = 0
         self._db: BaseDBAsyncClient | None = None
@@ -67,6 +68,13 @@ class LogStorage:
         """The rows the writer just committed, for this host's followers (recent.py); none
         on PostgreSQL."""
         return self.writer.sql.recent if self.dialect == "sqlite" else None
+
+    @property
+    def commits(self) -> CommitSignal:
+        """Told when this agent commits rows or containers' lives: its followers (the alert
+        rules, the forwarders, the search index, the viewer's tails) wait on it instead of
+        reading the store again and again."""
+        return self.writer.sql.commits
 
     async def followers_db(self) -> BaseDBAsyncClient:
         """Where this host's followers read: on SQLite in WAL mode a connection of their own,
