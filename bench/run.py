@@ -154,8 +154,13 @@ class AgentProcess:
         host: str = "",
         label: str = "",
         extra: str = "",
+        search_index: bool | None = None,
     ) -> None:
-        index = "search_index = true\n" if SEARCH_INDEX else ""
+        index = (
+            "search_index = true\n"
+            if (SEARCH_INDEX if search_index is None else search_index)
+            else ""
+        )
         if FORWARD:  # one destination, every line (its CPU counted with the agent's)
             extra += (
                 f'[[forward]]\nname = "bench"\nkind = "ndjson"\npath = "{tmp}/{name}.ndjson"\n'
@@ -785,6 +790,36 @@ def alerts(tmp: Path, rounds: int, n: int) -> None:
         alert_latency(tmp, receiver)
 
 
+# -- 7. idle followers ----------------------------------------------------------------------
+
+
+def idle_followers(tmp: Path, window: float) -> None:
+    """Two agents with no container to follow, side by side for twice `window` seconds: one bare,
+    one with every follower of the store (10 alert rules and a webhook, a forwarder with a
+    10 ms linger, the search index). Their CPU from /proc, per second."""
+    print("7. idle agents: none beside every follower of the store", flush=True)
+    with Receiver() as receiver:
+        extra = {
+            "none": "",
+            "followers": alerts_config(receiver.url, ALERT_RULES)
+            + f'[[forward]]\nname = "idle"\nkind = "ndjson"\npath = "{tmp}/idle.ndjson"\n'
+            'linger = "10ms"\n',
+        }
+        idle = {k: AgentProcess(tmp, f"idle-{k}", extra=v, search_index=k != "none")
+                for k, v in extra.items()}  # fmt: skip
+        time.sleep(2)  # their start-up done
+        before = {k: cpu_seconds(a.proc.pid) for k, a in idle.items()}
+        time.sleep(2 * window)
+        ms = {
+            k: 1000 * (cpu_seconds(a.proc.pid) - before[k]) / (2 * window) for k, a in idle.items()
+        }
+        for a in idle.values():
+            a.stop()
+    report("idle agent CPU ms a second, with every follower vs none",
+           f"{ms['followers']:.1f}", f"{ms['none']:.1f}", ms["followers"] / max(ms["none"], 0.1),
+           "< 10 (1 % of a core)", ms["followers"] < 10)  # fmt: skip
+
+
 ALERT_LATENCY = """
 import json, subprocess, sys, time, anyio
 from agent.alerts.rules import parse_alerts
@@ -884,7 +919,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=10.0, help="CPU sampling seconds")
     parser.add_argument(
         "--only",
-        choices=["ingest", "latency", "many", "alerts"],
+        choices=["ingest", "latency", "many", "alerts", "idle"],
         help="run one part (read side: ingest)",
     )
     parser.add_argument(
@@ -913,6 +948,8 @@ def main() -> int:
             many(tmp, args.idle, args.busy, args.window)
         if args.only in (None, "alerts"):
             alerts(tmp, args.rounds, args.alert_lines)
+        if args.only in (None, "idle"):
+            idle_followers(tmp, args.window)
     finally:
         for proc in agents:
             if proc.poll() is None:
