@@ -13,8 +13,9 @@ class CommitSignal:
     """Set at each commit notified; shared by any number of followers, each arming before it
     reads so that no commit slips between its read and its wait.
 
-    Notified by this agent's own commits of rows (storage/commit.py) and of containers'
-    lives (storage/state.py), and on PostgreSQL by every agent's commits (LISTEN/NOTIFY:
+    `LogStorage.commits` is told by this agent's own commits of rows (storage/commit.py,
+    storage/writer.py) and of containers' lives (storage/state.py); the one `logs -f` and
+    the viewer share on PostgreSQL by every agent's commits (LISTEN/NOTIFY:
     storage/postgres.py)."""
 
     def __init__(self) -> None:

@@ -72,8 +72,8 @@ class LogStorage:
     @property
     def commits(self) -> CommitSignal:
         """Told when this agent commits rows or containers' lives: its followers (the alert
-        rules, the forwarders, the search index, the viewer's tails) wait on it instead of
-        reading the store again and again."""
+        rules, the forwarders, the search index) wait on it instead of reading the store
+        again and again."""
         return self.writer.sql.commits
 
     async def followers_db(self) -> BaseDBAsyncClient:

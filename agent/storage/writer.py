@@ -224,6 +224,8 @@ class LogWriter:
         await self.sql.generation.settle_unsure()
         self._settle(await stored_already(list(self._held), self.sql.ids))
         self._unsure = False
+        # Rows it stored were never told to the followers: a wake costs them one read.
+        self.sql.commits.notified()
 
     async def _take(self) -> bool:
         """Held batches to commit: what a failed commit kept, or the next batch (after a

@@ -6,7 +6,8 @@ in case) is set to an hour here, so only the signal can have woken them."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from agent.forward import runner as forward_runner
 from agent.forward.runner import Forwarder
 from agent.forward.settings import Destination
 from agent.storage import LogStorage
+from agent.storage import commit as commit_module
 from agent.storage.follow import Position
 from tests.conftest import eventually
 
@@ -42,8 +44,12 @@ def counting(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[int]:
 
 
 async def write(storage: LogStorage, text: str) -> None:
-    await storage.write(LineBatch.of(Source(CID, "web-1"), [Line("stdout", time.time_ns(), "",
-                                                                  text)]))  # fmt: skip
+    """A line and its position, as a collector's batch has (a commit whose answer was lost
+    is found stored by its position)."""
+    now = time.time_ns()
+    batch = LineBatch.of(Source(CID, "web-1"), [Line("stdout", now, "", text)])
+    batch.position = {"stdout": (now, 1)}
+    await storage.write(batch)
     await storage.flush()
 
 
@@ -108,3 +114,35 @@ async def test_an_idle_forwarder_reads_nothing_and_a_commit_wakes_it(
             await eventually(lambda: forwarder.stats.sent == 2)
             tg.cancel_scope.cancel()
     assert out.read_text().count("\n") == 2
+
+
+async def test_rows_of_a_commit_whose_answer_was_lost_wake_the_followers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit is applied, its answer lost: the writer finds it stored when it tries
+    again, and its rows were never told until then."""
+    monkeypatch.setattr(forward_runner, "IDLE_S", 3600.0)
+    real = commit_module.transaction
+    lose = [False]
+
+    @asynccontextmanager
+    async def answer_lost() -> AsyncIterator[Any]:
+        async with real() as conn:
+            yield conn
+        if lose[0]:
+            lose[0] = False
+            raise ConnectionResetError("the commit was applied, its answer lost")
+
+    monkeypatch.setattr(commit_module, "transaction", answer_lost)
+    d = Destination(name="f", kind="ndjson", path=str(tmp_path / "out.ndjson"), linger_s=0.01,
+                    from_start=True)  # fmt: skip
+    async with LogStorage(f"sqlite:///{tmp_path}/s.db", host="h") as storage:
+        forwarder = Forwarder(storage.db, "h", d, commits=storage.commits)
+        async with anyio.create_task_group() as tg:
+            await tg.start(forwarder.run)
+            await write(storage, "one")
+            await eventually(lambda: forwarder.stats.sent == 1)
+            lose[0] = True
+            await write(storage, "two")
+            await eventually(lambda: forwarder.stats.sent == 2)
+            tg.cancel_scope.cancel()
