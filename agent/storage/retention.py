@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -30,6 +31,7 @@ from agent.storage.models import (
     AlertOutbox,
     ContainerCursor,
     ContainerEvent,
+    Gap,
     LogLine,
     Prune,
 )
@@ -38,11 +40,16 @@ from agent.storage.sends import Sends
 from agent.storage.sql import Marks
 from agent.storage.sqlite_space import used_bytes, vacuum
 from agent.storage.store import LogStorage
+from agent.storage.tallies import REMOVED
 from agent.timestamps import NS_RANGE
 
 log = logging.getLogger("logagent.retention")
 
 BATCH_ROWS = 1000  # a delete of 500 rows took ~25 ms here: a batch stays well under 100 ms
+# A removed container none of whose lines is left is forgotten (its row in container_cursors)
+# this long after its last change, or after max_age when that is longer: a host that runs
+# thousands of short-lived containers a day would otherwise keep a row for each for ever.
+FORGET_REMOVED_S = 86_400.0
 
 
 @dataclass
@@ -86,7 +93,6 @@ class Retention:
         self.indexed = await search_index.exists(db)
         sqlite = self.storage.dialect == "sqlite"
         now = now_ns or time.time_ns()
-        own = await self._own_ages(db)  # this host's source id -> seconds (0: for ever)
         if self.max_age_s > 0:
             cutoff = _before(now, self.max_age_s)
             if not sqlite:  # whole days, where nothing in them is to be kept
@@ -98,18 +104,17 @@ class Retention:
                     lambda started: self._held(report, started),
                     self.forwarded,
                 )
-            besides = list(own)
-            while deleted := await self._delete_batch(
-                db, report, before_ns=cutoff, besides=besides
-            ):
+            while deleted := await self._delete_batch(db, report, before_ns=cutoff, own=False):
                 report.by_age += deleted
             if trimmed := await self._trim_beside(db, report, cutoff):
-                log.info("retention (max_age) deleted %d container events and sent alerts", trimmed)
-        for sid, age in own.items():
-            if age > 0:
-                cut = _before(now, age)
-                while deleted := await self._delete_batch(db, report, before_ns=cut, only=sid):
-                    report.by_own_age += deleted
+                log.info(
+                    "retention (max_age) deleted %d container events, sent alerts, gaps and "
+                    "passes recorded",
+                    trimmed,
+                )
+        for sid, cut in await self._own_cuts(db, now):
+            while deleted := await self._delete_batch(db, report, before_ns=cut, only=sid):
+                report.by_own_age += deleted
         if sqlite and self.max_bytes > 0:
             while await used_bytes(db) > self.max_bytes:
                 deleted = await self._delete_batch(db, report, before_ns=None)
@@ -124,21 +129,39 @@ class Retention:
             if rows:
                 await self._record(db, reason, rows)
                 log.info("retention (%s) deleted %d rows", reason, rows)
+        if forgotten := await self._forget_removed(
+            db, report, _before(now, max(self.max_age_s, FORGET_REMOVED_S))
+        ):
+            log.info("retention forgot %d removed containers with no line left", forgotten)
         if sqlite and (report.by_age or report.by_own_age or report.by_size):
             held = await vacuum(db)
             self.max_lock_seconds = max(self.max_lock_seconds, held)
         self.pruned_rows += report.by_age + report.by_own_age + report.by_size
         return report
 
-    async def _own_ages(self, db: BaseDBAsyncClient) -> dict[int, int]:
-        """This host's containers with a retention of their own (hint). Another host's are
-        that host's to keep: its retention runs with its own config."""
-        _, rows = await db.execute_query(
-            f"SELECT id, max_age_s FROM {ContainerCursor._meta.db_table} "
-            f"WHERE max_age_s IS NOT NULL AND host = {Marks(self.storage.dialect)()}",
+    async def _own_cuts(self, db: BaseDBAsyncClient, now: int) -> list[tuple[int, int]]:
+        """This host's containers with a retention of their own (a label, a hint rule) that
+        hold a line older than it now: (source id, cut-off). One query per distinct retention
+        (a few), each container checked by its index in SQL: a host that has seen thousands of
+        such containers does not pay a transaction a container every pass. Another host's
+        are that host's to keep: its retention runs with its own config."""
+        cursors, m = ContainerCursor._meta.db_table, Marks(self.storage.dialect)
+        _, ages = await db.execute_query(
+            f"SELECT DISTINCT max_age_s FROM {cursors} "
+            f"WHERE host = {m()} AND max_age_s > 0 AND lines > 0",
             [self.storage.host],
         )
-        return {int(r[0]): int(r[1]) for r in rows}
+        out: list[tuple[int, int]] = []
+        for (age,) in ages:
+            cut, m = _before(now, int(age)), Marks(self.storage.dialect)
+            _, rows = await db.execute_query(
+                f"SELECT c.id FROM {cursors} c WHERE c.host = {m()} AND c.max_age_s = {m()} "
+                f"AND c.lines > 0 AND EXISTS (SELECT 1 FROM {LogLine._meta.db_table} l "
+                f"WHERE l.source_id = c.id AND l.timestamp_ns < {m()})",
+                [self.storage.host, int(age), cut],
+            )
+            out += [(int(r[0]), cut) for r in rows]
+        return out
 
     async def _delete_batch(
         self,
@@ -147,10 +170,11 @@ class Retention:
         *,
         before_ns: int | None,
         only: int | None = None,
-        besides: list[int] | None = None,
+        own: bool = True,
     ) -> int:
         """Delete up to `batch_rows` oldest rows (older than `before_ns`, if given), of one
-        container (`only`) or of all but some (`besides`); this host's rows alone."""
+        container (`only`), or of all but (`own` False) those with a retention of their
+        own; this host's rows alone."""
         table = LogLine._meta.db_table
         marks = Marks(self.storage.dialect)
         clauses: list[str] = [f"host = {marks()}"]
@@ -161,9 +185,12 @@ class Retention:
         if only is not None:
             clauses.append(f"source_id = {marks()}")
             values.append(only)
-        if besides:
-            clauses.append(f"source_id NOT IN ({marks.many(len(besides))})")
-            values += besides
+        if not own:  # a subquery: as many containers as it holds, never too many marks
+            clauses.append(
+                f"source_id NOT IN (SELECT id FROM {ContainerCursor._meta.db_table} "
+                f"WHERE host = {marks()} AND max_age_s IS NOT NULL)"
+            )
+            values.append(self.storage.host)
         where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
         async with transaction() as conn:
             started = time.perf_counter()  # the writer is locked out from here on
@@ -199,21 +226,29 @@ class Retention:
         return len(ids)
 
     async def _trim_beside(self, db: BaseDBAsyncClient, report: PruneReport, cutoff: int) -> int:
-        """This host's containers' lives and the alerts it sent, past max_age, a batch a
-        transaction (an alert still pending is kept, however old: it is not delivered)."""
+        """This host's containers' lives, the alerts it sent, its gaps (recorded and about
+        a time past max_age) and its retention passes, past max_age, a batch a transaction
+        (an alert still pending is kept, however old: it is not delivered)."""
         dialect, done = self.storage.dialect, 0
         for table, older in (
             (ContainerEvent._meta.db_table, "time_ns"),
             (AlertOutbox._meta.db_table, "status = 'sent' AND created_ns"),
+            (Gap._meta.db_table, "COALESCE(to_ns, from_ns, created_ns) < {cut} AND created_ns"),
+            (Prune._meta.db_table, "at_ns"),
         ):
             while True:
                 async with transaction() as conn:
                     started = time.perf_counter()
                     m = Marks(dialect)
+                    on_host, values = m(), list[Any]([self.storage.host])
+                    clause = older
+                    if "{cut}" in older:  # a gap's own time, before its recording's
+                        clause = older.format(cut=m())
+                        values.append(cutoff)
                     _, rows = await conn.execute_query(
-                        f"SELECT id FROM {table} WHERE host = {m()} AND {older} < {m()} "
+                        f"SELECT id FROM {table} WHERE host = {on_host} AND {clause} < {m()} "
                         f"ORDER BY id LIMIT {int(self.batch_rows)}",
-                        [self.storage.host, cutoff],
+                        [*values, cutoff],
                     )
                     if rows:
                         ids = [r[0] for r in rows]
@@ -226,6 +261,34 @@ class Retention:
                 if len(rows) < self.batch_rows:
                     break
         return done
+
+    async def _forget_removed(
+        self, db: BaseDBAsyncClient, report: PruneReport, before_ns: int
+    ) -> int:
+        """This host's removed containers with no line left, unchanged since `before_ns`:
+        their rows in container_cursors go, a batch a transaction. (A container is marked
+        removed at Docker's `destroy`; its ids are never used again.)"""
+        table, done = ContainerCursor._meta.db_table, 0
+        while True:
+            async with transaction() as conn:
+                started = time.perf_counter()
+                m = Marks(self.storage.dialect)
+                _, rows = await conn.execute_query(
+                    f"SELECT id FROM {table} WHERE host = {m()} AND state = {m()} "
+                    f"AND lines <= 0 AND updated_ns < {m()} LIMIT {int(self.batch_rows)}",
+                    [self.storage.host, REMOVED, before_ns],
+                )
+                if rows:
+                    ids = [r[0] for r in rows]
+                    await conn.execute_query(
+                        f"DELETE FROM {table} WHERE id IN "
+                        f"({Marks(self.storage.dialect).many(len(ids))})",
+                        ids,
+                    )
+                self._held(report, started)
+            done += len(rows)
+            if len(rows) < self.batch_rows:
+                return done
 
     async def _say_own_retention(self, db: BaseDBAsyncClient) -> None:
         m = Marks(self.storage.dialect)

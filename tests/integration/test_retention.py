@@ -132,3 +132,96 @@ async def test_max_age_also_trims_this_hosts_lives_and_sent_alerts_never_a_pendi
         _, alerts = await db.execute_query("SELECT alert_id FROM alert_outbox ORDER BY alert_id")
     assert [tuple(r) for r in events] == [("h", 600), ("other", 600)]  # h's 600 old ones gone
     assert [r[0] for r in alerts] == ["a1", "a2", "a3"]  # a0: h's, sent, old
+
+
+def sql_marks(storage: LogStorage, n: int) -> str:
+    return ", ".join("?" if storage.dialect == "sqlite" else f"${i}" for i in range(1, n + 1))
+
+
+async def test_a_host_of_short_lived_containers_keeps_no_record_past_its_lines(
+    store_url: str,
+) -> None:
+    """Both backends: a removed container none of whose lines is left is forgotten once it is
+    older than max_age, and so are gaps and retention passes; what still has lines, or is
+    young, or runs, or is another host's, stays."""
+    now = time.time_ns()
+    old, young = now - 8 * DAY, now - DAY
+    async with LogStorage(store_url, host="h") as storage:
+        db = storage.db
+        cursors = [  # name, host, state, lines, updated
+            ("gone", "h", "removed", 0, old), ("gone-lately", "h", "removed", 0, young),
+            ("gone-with-lines", "h", "removed", 5, old), ("quiet", "h", "running", 0, old),
+            ("theirs", "other", "removed", 0, old),
+        ]  # fmt: skip
+        for n, (name, host, state, lines, at) in enumerate(cursors):
+            await db.execute_query(
+                "INSERT INTO container_cursors (host, container_id, container_name, stdout_n, "
+                "stderr_n, tty_n, lines, bytes, updated_ns, state) "
+                f"VALUES ({sql_marks(storage, 10)})",
+                [host, f"{n:064d}", name, 0, 0, 0, lines, 0, at, state],
+            )
+        gaps = [  # reason, host, from, to, recorded
+            ("old", "h", None, None, old), ("about-old-lately", "h", old, old, young),
+            ("running-on", "h", old, young, old), ("theirs", "other", None, None, old),
+        ]  # fmt: skip
+        for reason, host, start, end, at in gaps:
+            await db.execute_query(
+                "INSERT INTO gaps (host, container_id, container_name, reason, from_ns, to_ns, "
+                f"created_ns) VALUES ({sql_marks(storage, 7)})",
+                [host, "c" * 64, "web", reason, start, end, at],
+            )
+        for reason, host, at in [
+            ("old", "h", old),
+            ("young", "h", young),
+            ("theirs", "other", old),
+        ]:
+            await db.execute_query(
+                f"INSERT INTO prunes (host, reason, rows, at_ns) VALUES ({sql_marks(storage, 4)})",
+                [host, reason, 1, at],
+            )
+        await Retention(storage, max_age_s=7 * 86400, max_bytes=0, batch_rows=2).run_once(now)
+        _, kept = await db.execute_query("SELECT container_name FROM container_cursors")
+        _, kept_gaps = await db.execute_query("SELECT reason FROM gaps")
+        _, kept_prunes = await db.execute_query("SELECT reason FROM prunes WHERE rows = 1")
+    assert sorted(r[0] for r in kept) == ["gone-lately", "gone-with-lines", "quiet", "theirs"]
+    assert sorted(r[0] for r in kept_gaps) == ["about-old-lately", "running-on", "theirs"]
+    assert sorted(r[0] for r in kept_prunes) == ["theirs", "young"]
+
+
+async def test_containers_with_a_retention_of_their_own_are_cut_by_it_however_many(
+    store_url: str,
+) -> None:
+    """Both backends: thousands of containers once labelled with a retention of their own
+    (gone since, no line left) cost the pass nothing; those with lines are cut by their own
+    age, one kept for ever (0) is not cut, and the others by max_age."""
+    now = time.time_ns()
+    async with LogStorage(store_url, host="h") as storage:
+        for cid, name, ages in [("a" * 64, "own-1d", (2, 0.5)), ("b" * 64, "forever", (10, 0)),
+                                ("c" * 64, "plain", (8, 1))]:  # fmt: skip
+            for n, days in enumerate(ages):
+                at = now - int(days * DAY)
+                await write_line(storage, cid, name, Line("stdout", at, str(at), f"{name} {n}"))
+        await storage.flush()
+        db = storage.db
+        for cid, age in [("a" * 64, 86400), ("b" * 64, 0)]:
+            await db.execute_query(
+                f"UPDATE container_cursors SET max_age_s = {int(age)} WHERE container_id = "
+                f"{sql_marks(storage, 1)}",
+                [cid],
+            )
+        await db.execute_query(  # 40,000 of them: more than a statement may bind on SQLite
+            "INSERT INTO container_cursors (host, container_id, container_name, stdout_n, "
+            "stderr_n, tty_n, lines, bytes, updated_ns, state, max_age_s) "
+            + (
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000) "
+                "SELECT 'h', printf('%064d', i), 'ci-' || i, 0, 0, 0, 0, 0, 0, 'exited', 3600 "
+                "FROM n"
+                if storage.dialect == "sqlite"
+                else "SELECT 'h', lpad(i::text, 64, '0'), 'ci-' || i, 0, 0, 0, 0, 0, 0, "
+                "'exited', 3600 FROM generate_series(1, 40000) i"
+            )
+        )
+        report = await Retention(storage, max_age_s=7 * 86400, max_bytes=0).run_once(now)
+        _, left = await db.execute_query("SELECT message FROM log_lines ORDER BY message")
+    assert [r[0] for r in left] == ["forever 0", "forever 1", "own-1d 1", "plain 1"]
+    assert (report.by_own_age, report.by_age) == (1, 1)
