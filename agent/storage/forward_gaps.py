@@ -15,7 +15,7 @@ restored store, a promoted standby), and a destination new since then would be m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, cast
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -61,6 +61,33 @@ def picked(spans: Sequence[Span], sends: Sends, known: Mapping[str, StoredContai
     if sends.picks is None:
         return list(spans)
     return [s for s in spans if (c := known.get(str(s[0]))) is None or sends.picks(c)]
+
+
+async def forget_unconfigured(
+    db: BaseDBAsyncClient, host: str, configured: Collection[str]
+) -> list[str]:
+    """This host's destinations with a position and no longer in the config: their positions
+    deleted, their names returned (the caller says so). Kept, such a position never moves,
+    and retention would record a gap of it with every batch it deletes, for as long as the
+    agent runs; configured again, the destination starts anew, as its `start` says."""
+    table = ConsumerPosition._meta.db_table
+    _, found = await db.execute_query(
+        f"SELECT name, position FROM {table} WHERE name LIKE '{PREFIX}%'"
+    )
+    gone: list[str] = []
+    for name, token in found:
+        try:
+            owners = list(Position.parse(str(token)).as_dict())
+        except ValueError:
+            continue
+        if owners == [host] and destination_of(str(name)) not in configured:
+            gone.append(str(name))
+    if gone:
+        await db.execute_query(
+            f"DELETE FROM {table} WHERE name IN ({Marks(db.capabilities.dialect).many(len(gone))})",
+            gone,
+        )
+    return sorted({destination_of(n) for n in gone})
 
 
 async def unsent_deleted(

@@ -17,6 +17,7 @@ from agent.level_names import DEBUG, ERROR, WARN
 from agent.storage import LogStorage, consumers
 from agent.storage.db import transaction
 from agent.storage.follow import Position
+from agent.storage.forward_gaps import forget_unconfigured
 from agent.storage.partitions import DAY_NS
 from agent.storage.retention import Retention
 from tests.conftest import execute, query
@@ -110,3 +111,23 @@ async def test_another_hosts_destination_is_counted_whole_when_a_day_goes(pg_url
         ("siem", "web-1"): 40,  # this host's: its warnings and errors
         ("siem", "web-2"): 40,  # the other host's day, every line of it
     }
+
+
+async def test_a_destination_taken_out_of_the_config_loses_its_position(store_url: str) -> None:
+    """Its position would never move again, and retention would record a gap of it with
+    every batch it deletes, for as long as the agent runs: the start drops it. Another
+    host's destination of that name, and the configured ones, keep theirs."""
+    async with LogStorage(store_url, host="h") as storage:
+        async with transaction() as conn:
+            for host, destination in (("h", "siem"), ("h", "gone"), ("other", "gone")):
+                await consumers.save(conn, consumer_name(host, destination), Position.of({host: 3}))
+        gone = await forget_unconfigured(storage.db, "h", {"siem"})
+        await write_leveled(storage, "w" * 64, "web-1")
+        await storage.flush()
+        await Retention(storage, max_age_s=7 * 86400, max_bytes=0).run_once(NOW)
+        kept = query(store_url, "SELECT name FROM consumer_positions WHERE name LIKE 'fwd:%'")
+    assert gone == ["gone"]
+    assert sorted(n for (n,) in kept) == sorted(
+        [consumer_name("h", "siem"), consumer_name("other", "gone")]
+    )
+    assert {to for to, _ in missed(store_url)} == {"siem"}  # no gap of the one dropped
