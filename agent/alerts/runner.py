@@ -111,7 +111,7 @@ class AlertRunner:
         if position is None:  # the first run here: from what is stored now
             position = await committed(self.db)
             self.engine.events_after = await last_life_id(self.db, self.host)
-            await self._commit(position, [])
+            await self._commit(position, [], self.engine.state())
         state = await outbox.load_state(self.db, self.name)
         self.engine.restore(state)
         task_status.started()
@@ -142,8 +142,9 @@ class AlertRunner:
                     alerts += self.engine.feed_events(events, now, known)
                     if after.ids == upto.ids and len(events) < PAGE:  # caught up: summed up
                         alerts += self.engine.summaries()
-                    await self._commit(after, alerts)
-                    position, state = after, self.engine.state()
+                    now_state = self.engine.state()  # once a step: it may be large
+                    await self._commit(after, alerts, now_state if now_state != state else None)
+                    position, state = after, now_state
                     self.fired.update(a.rule for a in alerts)
                     if alerts:
                         self._wake.set()
@@ -167,12 +168,12 @@ class AlertRunner:
         with anyio.move_on_after(IDLE_S):
             await woken.wait()
 
-    async def _commit(self, position: Position, alerts: list[Alert]) -> None:
+    async def _commit(self, position: Position, alerts: list[Alert], state: str | None) -> None:
+        """The step's alerts, the rules' state (None: as last committed) and position."""
+
         async def step() -> None:
             async with transaction() as conn:
-                await outbox.record_step(
-                    conn, self.name, position, self.engine.state(), outgoing(alerts)
-                )
+                await outbox.record_step(conn, self.name, position, state, outgoing(alerts))
 
         await in_child_task(step)
 

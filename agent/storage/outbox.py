@@ -44,9 +44,14 @@ class Outgoing:
 
 
 async def record_step(
-    conn: BaseDBAsyncClient, name: str, position: Position, state: str, alerts: list[Outgoing]
+    conn: BaseDBAsyncClient,
+    name: str,
+    position: Position,
+    state: str | None,
+    alerts: list[Outgoing],
 ) -> None:
-    """In the caller's transaction: the alerts, the state, the position."""
+    """In the caller's transaction: the alerts, the state (None: unchanged since the last
+    step, not written again), the position."""
     dialect = conn.capabilities.dialect
     now = time.time_ns()
     if alerts:
@@ -59,12 +64,13 @@ async def record_step(
                 for a in alerts
             ],
         )
-    m = Marks(dialect)
-    await conn.execute_query(
-        f"INSERT INTO {STATE} (name, state, updated_ns) VALUES ({m.many(3)}) "
-        "ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated_ns = excluded.updated_ns",
-        [name, state, now],
-    )
+    if state is not None:
+        m = Marks(dialect)
+        await conn.execute_query(
+            f"INSERT INTO {STATE} (name, state, updated_ns) VALUES ({m.many(3)}) ON CONFLICT "
+            "(name) DO UPDATE SET state = excluded.state, updated_ns = excluded.updated_ns",
+            [name, state, now],
+        )
     await consumers.save(conn, name, position)
 
 
@@ -76,6 +82,7 @@ class Pending:
     payload: str
     attempts: int
     created_ns: int = 0
+    host: str = ""
 
 
 async def due(db: BaseDBAsyncClient, host: str, *, limit: int = 50) -> list[Pending]:
@@ -86,7 +93,10 @@ async def due(db: BaseDBAsyncClient, host: str, *, limit: int = 50) -> list[Pend
         f"WHERE host = {m()} AND status = {m()} AND next_ns <= {m()} ORDER BY id LIMIT {limit}",
         [host, PENDING, time.time_ns()],
     )
-    return [Pending(int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5])) for r in rows]
+    return [
+        Pending(int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5]), host)
+        for r in rows
+    ]
 
 
 async def mark_sent(db: BaseDBAsyncClient, pending: Pending) -> None:
@@ -98,11 +108,22 @@ async def mark_sent(db: BaseDBAsyncClient, pending: Pending) -> None:
 
 
 async def mark_failed(db: BaseDBAsyncClient, pending: Pending, retry_in_s: float, why: str) -> None:
+    """Tried and not delivered: tried again in `retry_in_s`, and so are the destination's
+    other alerts due before then. A destination that is down is down for all of them: left
+    due, they would fill `due`'s page at every round, and the alerts of destinations that
+    work behind them would wait for good (a review: past ~350 pending for one that is down)."""
     m = Marks(db.capabilities.dialect)
+    until = time.time_ns() + int(retry_in_s * 1e9)
     await db.execute_query(
         f"UPDATE {OUTBOX} SET attempts = {m()}, next_ns = {m()}, last_error = {m()} "
         f"WHERE id = {m()}",
-        [pending.attempts + 1, time.time_ns() + int(retry_in_s * 1e9), why[:255], pending.id],
+        [pending.attempts + 1, until, why[:255], pending.id],
+    )
+    m = Marks(db.capabilities.dialect)
+    await db.execute_query(
+        f"UPDATE {OUTBOX} SET next_ns = {m()} WHERE host = {m()} AND status = {m()} "
+        f"AND next_ns < {m()} AND destination = {m()}",
+        [until, pending.host, PENDING, until, pending.destination],
     )
 
 

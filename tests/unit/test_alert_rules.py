@@ -286,3 +286,28 @@ def test_no_cooldown_sends_every_match_even_at_the_same_nanosecond() -> None:
 def test_a_cooldown_of_0_is_every_match_as_its_comment_says() -> None:
     rule = {"name": "r", "match": "x", "cooldown": "0", "destinations": ["hook"]}
     assert parse_alerts({"destinations": [HOOK], "rules": [rule]}).rules[0].cooldown_ns == 0
+
+
+def test_a_host_of_short_lived_containers_keeps_the_state_small() -> None:
+    """A thousand containers, each matching once and then gone (CI jobs): their tracks go
+    once spent by a clock an hour behind the newest line or event, not a week later (the
+    state is committed with every step). A line from a container read behind keeps its
+    own cooldown meanwhile."""
+    import json
+
+    def tracks(e: Engine) -> int:
+        return len(json.loads(e.state())["tracks"])
+
+    lines = engine(cooldown="5m")
+    for i in range(1000):
+        lines.feed([row(i, i, "ERROR job failed", name=f"job-{i}", cid=f"{i:064d}")])
+    assert tracks(lines) > 900  # within the hour: each container's cooldown may still count
+    lines.feed([row(2000, 1000 + 2 * 3600, "ERROR late", name="job-x", cid="x" * 64)])
+    assert tracks(lines) == 1
+    events = event_engine("die", cooldown="5m")
+    died = [LifeView(i, "h", f"{i:064d}", f"job-{i}", "", i * S, "die", 1, None)
+            for i in range(1, 1001)]  # fmt: skip
+    events.feed_events(died)
+    assert tracks(events) > 900
+    events.feed_events([LifeView(2000, "h", "x" * 64, "job-x", "", 3 * 3600 * S, "die", 1, None)])
+    assert tracks(events) == 1
