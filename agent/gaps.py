@@ -11,6 +11,10 @@ from __future__ import annotations
 from agent.timestamps import format_timestamp
 
 REMOVED_BEFORE_READ = "container removed before its logs could be read"
+REMOVED_WHILE_AWAY = (
+    "container removed while the agent was away (it was running when last read): what it "
+    "wrote after the last stored line, if anything, is lost (count unknown)"
+)
 # Gaps whose count is unknown: Docker no longer says how many lines there were.
 STOPPED_THEN_REMOVED = (
     "collection stopped by hand, then the container was removed: what it wrote after the "

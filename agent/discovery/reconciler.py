@@ -9,6 +9,7 @@ the store took (8 of 10 lost); its `start` comes ~150 ms after `create`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
@@ -17,6 +18,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from agent import gaps
+from agent.batch import Source
 from agent.collectors.docker import DockerLogCollector
 from agent.collectors.ending import gone
 from agent.collectors.manager import LogCollectorManager
@@ -114,7 +116,9 @@ class Reconciler:
         """Every admitted container without a collector: follow the running ones, catch up
         on the exited ones that ran while the agent was down (or since their cursor)."""
         starts: list[tuple[ContainerRecord, Start]] = []
-        for c in await self.client.list_containers(all=True, filters=self.scope.filters() or None):
+        listed_ns = time.time_ns()  # what the store shows from here on, the listing may not
+        listing = await self.client.list_containers(all=True, filters=self.scope.filters() or None)
+        for c in listing:
             rec, decision = self.decision(c.id, c.name, c.image, c.labels)
             if not decision.collect:
                 continue
@@ -131,6 +135,29 @@ class Reconciler:
         await _load_positions(self.storage, [rec for rec, _ in starts])
         for rec, start in starts:
             self._spawn(self._start, rec, start, None)
+        await self._removed_while_away({c.id for c in listing}, listed_ns)
+
+    async def _removed_while_away(self, listed: set[str], listed_ns: int) -> None:
+        """Containers the store shows as present that Docker no longer has: removed while
+        the agent was away, their `destroy` not replayed (Docker keeps its last 256 events,
+        none across its own restart; and a replayed one is of a container the agent does not
+        know yet). Marked removed, so that the viewer and status do not show them running
+        for ever; one last read running may have written lines no one read: a gap says so."""
+        try:
+            stored = await self.storage.present(listed_ns)
+        except Exception as exc:
+            log.warning("could not read which stored containers Docker still has: %s", exc)
+            return
+        for cid, name, state, last_ns in stored:
+            if cid in listed or self.registry.get(cid) is not None:
+                continue
+            if not await gone(self.client, cid):  # out of scope now, or the daemon away
+                continue
+            source = Source(cid, name)
+            if state != "exited":
+                await self._gap_of(source, gaps.REMOVED_WHILE_AWAY, last_ns)
+            await self.storage.mark(source, "removed")
+            log.info("%s (%s) was removed while the agent was away", name, cid[:12])
 
     # -- events --------------------------------------------------------------------------
 
@@ -220,12 +247,14 @@ class Reconciler:
         return not (await self.storage.load_cursor(rec.id)).empty
 
     async def _gap(self, rec: ContainerRecord, reason: str, from_ns: int | None) -> None:
+        await self._gap_of(rec.source, reason, from_ns)
+
+    async def _gap_of(self, source: Source, reason: str, from_ns: int | None) -> None:
         try:
-            await self.storage.record_gap(rec.source, reason, from_ns=from_ns)
+            await self.storage.record_gap(source, reason, from_ns=from_ns)
         except Exception as exc:
-            log.error(
-                "could not record a gap for %s (%s): %s: %s", rec.name, rec.id[:12], reason, exc
-            )
+            log.error("could not record a gap for %s (%s): %s: %s", source.container_name,
+                      source.container_id[:12], reason, exc)  # fmt: skip
 
     async def _until_ended(self, collector: DockerLogCollector) -> None:
         """Let a dead container's stream reach its end; cut it only once it stalls.

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from functools import partial
-from typing import Unpack
+from typing import Any, Unpack
 
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.batch import LineBatch, Lost, Source
 from agent.cursor import Cursor
-from agent.storage.cursors import load_cursor, load_cursors
+from agent.storage.cursors import load_cursor, load_cursors, present
 from agent.storage.db import (
     StorageError,
     StoreLocked,
@@ -227,6 +228,10 @@ class LogStorage:
     async def load_cursors(self, container_ids: list[str]) -> dict[str, Cursor]:
         """`load_cursor` of many containers at once (a start-up's listing)."""
         return await load_cursors(self.db, self.host, container_ids)
+
+    async def present(self, before_ns: int) -> list[Sequence[Any]]:
+        """This host's containers not shown as removed (cursors.present)."""
+        return await present(self.db, self.host, before_ns)
 
     async def already_stored(self, source: Source, lines: list[tuple[str, int, str]]) -> set[int]:
         """Of these lines (stream, timestamp, text) of a container, the indexes already in

@@ -13,12 +13,14 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agent import gaps
 from tests.conftest import (
     ROOT,
     Containers,
     agent_settings,
     docker,
     eventually,
+    query,
     running_agent,
     start_agent_process,
     stop_process,
@@ -164,3 +166,38 @@ async def test_the_start_up_log_shows_the_database_url_without_its_password(
     text = (tmp_path / "agent.log").read_text()
     assert f"database {url.replace('s3cret-Pw', '***')}" in text
     assert "s3cret-Pw" not in text
+
+
+def state_and_gaps(tmp_path: Path, cid: str) -> tuple[str, list[str]]:
+    """The container's state as the store shows it, and its gaps' reasons."""
+    url = f"sqlite:///{tmp_path / 'logs.db'}"
+    (state,) = query(url, "SELECT state FROM container_cursors WHERE container_id = ?", cid)
+    return str(state[0]), [str(r[0]) for r in query(
+        url, "SELECT reason FROM gaps WHERE container_id = ?", cid)]  # fmt: skip
+
+
+async def test_containers_removed_while_the_agent_was_away_are_shown_removed(
+    tmp_path: Path, containers: Containers
+) -> None:
+    """The next start marks a container removed while the agent was away as removed (also
+    when Docker no longer replays its `destroy`: it keeps 256 events, none across its own
+    restart); one that was running when last read gets a gap (what it wrote since is lost,
+    count unknown), one that had exited and was read to its end does not."""
+    proc = start_agent_process(tmp_path)
+    try:
+        running = containers.run("away-running", "echo first; sleep 600")
+        done = containers.run("away-done", "echo only")
+        await eventually(lambda: all(stored_rows(tmp_path, c) for c in (running, done)))
+        containers.wait("away-done")
+        await eventually(lambda: state_and_gaps(tmp_path, done)[0] == "exited")
+        stop_process(proc)
+        docker("rm", "-f", running, done)
+        proc = start_agent_process(tmp_path)
+        await eventually(lambda: state_and_gaps(tmp_path, running)[0] == "removed")
+        await eventually(lambda: state_and_gaps(tmp_path, done)[0] == "removed")
+        stop_process(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert state_and_gaps(tmp_path, running)[1] == [gaps.REMOVED_WHILE_AWAY]
+    assert state_and_gaps(tmp_path, done)[1] == []
