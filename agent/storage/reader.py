@@ -189,20 +189,23 @@ async def resolve_containers(db: BaseDBAsyncClient, refs: list[str]) -> list[str
 
 async def service_containers(db: BaseDBAsyncClient, service: str) -> list[str]:
     """A service's containers, current and removed: `PROJECT/SERVICE` for compose's (as
-    their labels said; stored since layout 9), a plain name for containers that had it."""
+    their labels said; stored since layout 9), a plain name for containers that had it. A
+    removed one none of whose lines is left is not one of them: it adds nothing to the
+    timeline, and a CI service runs thousands (past the viewer's bound of a view)."""
     project, sep, name = service.rpartition("/")
+    kept = "(lines > 0 OR state IS NULL OR state <> 'removed')"
     if sep:
         m = Marks(_dialect(db))
         _, rows = await db.execute_query(
             f"SELECT DISTINCT container_id FROM {ContainerCursor._meta.db_table} "
-            f"WHERE project = {m()} AND service = {m()}",
+            f"WHERE project = {m()} AND service = {m()} AND {kept}",
             [project, name],
         )
         found = sorted(str(r[0]) for r in rows)
     else:  # every container that had the name, now or before a rename
         _, rows = await db.execute_query(
             f"SELECT DISTINCT container_id, container_name, former_names "
-            f"FROM {ContainerCursor._meta.db_table}"
+            f"FROM {ContainerCursor._meta.db_table} WHERE {kept}"
         )
         found = sorted(
             str(r[0]) for r in rows if name == r[1] or name in str(r[2] or "").split("\n")

@@ -36,7 +36,9 @@ class Tallies:
         """A committed batch: its lines and bytes per stream, and the rows it kept out."""
         cid = batch.source.container_id
         if batch.state == REMOVED:
-            self._going.append((time.monotonic() + self.grace, cid))
+            now = time.monotonic()
+            self._expire(now)  # here too: with nothing scraping, they would pile up for good
+            self._going.append((now + self.grace, cid))
         if not batch.streams and not batch.kept_out:
             return  # a state, a position or a gap: nothing to count
         tally = self._of.get(cid)
@@ -60,8 +62,10 @@ class Tallies:
 
     def series(self) -> list[tuple[str, Tally]]:
         """(container id, tally) of every container with series: those in their grace too."""
-        now = time.monotonic()
+        self._expire(time.monotonic())
+        return list(self._of.items())
+
+    def _expire(self, now: float) -> None:
         while self._going and self._going[0][0] <= now:
             _, cid = self._going.popleft()
             self._of.pop(cid, None)
-        return list(self._of.items())

@@ -437,6 +437,30 @@ def alert_settings() -> AlertSettings:
     )  # fmt: skip
 
 
+async def test_a_ci_service_of_thousands_of_containers_gone_opens_as_one_history(
+    store_url: str,
+) -> None:
+    """shop/ci ran 600 jobs that are removed and whose lines retention has taken (their rows
+    wait to be forgotten), and two whose lines are kept: its view reads those two, not a
+    400 for more containers than a view shows."""
+    await fill(store_url, {"job1": ["one"], "job2": ["two"]},
+               services={"job1": "shop/ci", "job2": "shop/ci"})  # fmt: skip
+    async with open_store(store_url) as db:
+        m = "?" if store_url.startswith("sqlite") else "$"
+        marks = ", ".join(m if m == "?" else f"${i}" for i in range(1, 11))
+        for n in range(600):
+            await db.execute_query(
+                "INSERT INTO container_cursors (host, container_id, container_name, stdout_n, "
+                f"stderr_n, tty_n, lines, updated_ns, state, project, service, bytes) VALUES "
+                f"({marks}, 'ci', 0)",
+                ["web-host", f"{n:064d}", f"job-gone-{n}", 0, 0, 0, 0, T0, "removed", "shop"],
+            )
+        assert await service_containers(db, "shop/ci") == ["job1" * 8, "job2" * 8]
+    async with viewer(store_url) as client:
+        chunk = (await ndjson(client, "/api/lines?service=shop/ci&limit=10"))[0]
+    assert sorted(r["msg"] for r in chunk["rows"]) == ["one", "two"]
+
+
 async def test_alerts_route_lists_rules_without_urls_and_each_alert_with_its_deliveries(
     store_url: str,
 ) -> None:

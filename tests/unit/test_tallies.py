@@ -44,3 +44,14 @@ def test_batches_with_nothing_to_count_make_no_series() -> None:
     tallies = Tallies()
     tallies.count(LineBatch(SRC, state="running"))
     assert tallies.series() == []
+
+
+def test_removed_containers_go_with_nothing_scraping() -> None:
+    """A host of short-lived containers and no Prometheus: their tallies still go, when the
+    next container is removed after their grace (not only when metrics are read)."""
+    tallies = Tallies(grace=0.0)
+    for n in range(100):
+        source = Source(f"{n:064d}", f"job-{n}")
+        tallies.count(LineBatch.of(source, [Line("stdout", 1, "", "x", 0, 1)]))
+        tallies.count(LineBatch(source, state="removed"))
+    assert len(tallies._of) <= 1 and len(tallies._going) <= 1  # the last one's, at most
