@@ -94,26 +94,36 @@ async def test_idle_rules_read_nothing_and_a_line_or_a_death_wakes_them(
             tg.cancel_scope.cancel()
 
 
-async def test_an_idle_forwarder_reads_nothing_and_a_commit_wakes_it(
+@asynccontextmanager
+async def forwarding(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> AsyncIterator[tuple[LogStorage, Forwarder]]:
+    """A store and a forwarder woken by its commits (to an NDJSON file, a 10 ms linger), its
+    first line `one` sent; stopped when the block ends."""
     monkeypatch.setattr(forward_runner, "IDLE_S", 3600.0)
-    reads = counting(monkeypatch, forward_runner)
-    out = tmp_path / "out.ndjson"
-    d = Destination(name="f", kind="ndjson", path=str(out), linger_s=0.01, from_start=True)
+    d = Destination(name="f", kind="ndjson", path=str(tmp_path / "out.ndjson"), linger_s=0.01,
+                    from_start=True)  # fmt: skip
     async with LogStorage(f"sqlite:///{tmp_path}/s.db", host="h") as storage:
         forwarder = Forwarder(storage.db, "h", d, commits=storage.commits)
         async with anyio.create_task_group() as tg:
             await tg.start(forwarder.run)
             await write(storage, "one")
             await eventually(lambda: forwarder.stats.sent == 1)
-            before = reads[0]
-            await anyio.sleep(1.0)  # a linger of 10 ms polled 100 times a second before
-            assert reads[0] - before <= 1  # the step after the send: nothing, then a wait
-            await write(storage, "two")
-            await eventually(lambda: forwarder.stats.sent == 2)
+            yield storage, forwarder
             tg.cancel_scope.cancel()
-    assert out.read_text().count("\n") == 2
+
+
+async def test_an_idle_forwarder_reads_nothing_and_a_commit_wakes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = counting(monkeypatch, forward_runner)
+    async with forwarding(tmp_path, monkeypatch) as (storage, forwarder):
+        before = reads[0]
+        await anyio.sleep(1.0)  # a linger of 10 ms polled 100 times a second before
+        assert reads[0] - before <= 1  # the step after the send: nothing, then a wait
+        await write(storage, "two")
+        await eventually(lambda: forwarder.stats.sent == 2)
+    assert (tmp_path / "out.ndjson").read_text().count("\n") == 2
 
 
 async def test_rows_of_a_commit_whose_answer_was_lost_wake_the_followers(
@@ -121,7 +131,6 @@ async def test_rows_of_a_commit_whose_answer_was_lost_wake_the_followers(
 ) -> None:
     """The commit is applied, its answer lost: the writer finds it stored when it tries
     again, and its rows were never told until then."""
-    monkeypatch.setattr(forward_runner, "IDLE_S", 3600.0)
     real = commit_module.transaction
     lose = [False]
 
@@ -134,15 +143,7 @@ async def test_rows_of_a_commit_whose_answer_was_lost_wake_the_followers(
             raise ConnectionResetError("the commit was applied, its answer lost")
 
     monkeypatch.setattr(commit_module, "transaction", answer_lost)
-    d = Destination(name="f", kind="ndjson", path=str(tmp_path / "out.ndjson"), linger_s=0.01,
-                    from_start=True)  # fmt: skip
-    async with LogStorage(f"sqlite:///{tmp_path}/s.db", host="h") as storage:
-        forwarder = Forwarder(storage.db, "h", d, commits=storage.commits)
-        async with anyio.create_task_group() as tg:
-            await tg.start(forwarder.run)
-            await write(storage, "one")
-            await eventually(lambda: forwarder.stats.sent == 1)
-            lose[0] = True
-            await write(storage, "two")
-            await eventually(lambda: forwarder.stats.sent == 2)
-            tg.cancel_scope.cancel()
+    async with forwarding(tmp_path, monkeypatch) as (storage, forwarder):
+        lose[0] = True
+        await write(storage, "two")
+        await eventually(lambda: forwarder.stats.sent == 2)
