@@ -311,3 +311,21 @@ def test_a_host_of_short_lived_containers_keeps_the_state_small() -> None:
     assert tracks(events) > 900
     events.feed_events([LifeView(2000, "h", "x" * 64, "job-x", "", 3 * 3600 * S, "die", 1, None)])
     assert tracks(events) == 1
+
+
+def test_a_container_caught_up_hours_behind_keeps_its_count_within_max_age() -> None:
+    """A rule that reads matches up to a day old (max_age 1d): container a's backlog, three
+    hours behind b's live lines, reaches the threshold across steps; its track is not
+    dropped in between for being behind the newest line (a review's case)."""
+    (rule,) = parse_alerts({
+        "destinations": [HOOK],
+        "rules": [{"name": "r", "match": "boom", "threshold": 3, "window": "10m",
+                   "max_age": "1d", "destinations": ["hook"]}],
+    }).rules  # fmt: skip
+    e = Engine((rule,), "h")
+    a, b, t0 = "a" * 64, "b" * 64, 1_700_000_000
+    now = (t0 + 3 * 3600) * S
+    fired = e.feed([row(1, t0, "boom", cid=a), row(2, t0 + 60, "boom", cid=a)], now)
+    fired += e.feed([row(3, t0 + 3 * 3600, "boom", cid=b)], now)
+    fired += e.feed([row(4, t0 + 120, "boom", cid=a)], now)
+    assert [(x.container_id, x.count) for x in fired] == [(a, 3)]
