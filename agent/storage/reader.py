@@ -13,6 +13,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent.grep import bounded, matcher, program_size
 from agent.storage.db import open_db
+from agent.storage.gaps import FORWARD_GAP
 from agent.storage.models import AgentState, ContainerCursor, Gap, LogLine
 from agent.storage.postgres import INVALID_REGULAR_EXPRESSION, sqlstate
 from agent.storage.sql import Marks
@@ -190,10 +191,16 @@ async def resolve_containers(db: BaseDBAsyncClient, refs: list[str]) -> list[str
 async def service_containers(db: BaseDBAsyncClient, service: str) -> list[str]:
     """A service's containers, current and removed: `PROJECT/SERVICE` for compose's (as
     their labels said; stored since layout 9), a plain name for containers that had it. A
-    removed one none of whose lines is left is not one of them: it adds nothing to the
-    timeline, and a CI service runs thousands (past the viewer's bound of a view)."""
+    removed one none of whose lines or gaps is left is not one of them: it adds nothing to
+    the timeline, and a CI service runs thousands (past the viewer's bound of a view)."""
     project, sep, name = service.rpartition("/")
-    kept = "(lines > 0 OR state IS NULL OR state <> 'removed')"
+    cursors = ContainerCursor._meta.db_table
+    kept = (
+        f"(lines > 0 OR state IS NULL OR state <> 'removed' OR EXISTS (SELECT 1 FROM "
+        f"{Gap._meta.db_table} g WHERE g.host = {cursors}.host "
+        f"AND g.container_id = {cursors}.container_id AND (g.kind IS NULL OR g.kind <> "
+        f"'{FORWARD_GAP}')))"
+    )
     if sep:
         m = Marks(_dialect(db))
         _, rows = await db.execute_query(

@@ -442,7 +442,8 @@ async def test_a_ci_service_of_thousands_of_containers_gone_opens_as_one_history
 ) -> None:
     """shop/ci ran 600 jobs that are removed and whose lines retention has taken (their rows
     wait to be forgotten), and two whose lines are kept: its view reads those two, not a
-    400 for more containers than a view shows."""
+    400 for more containers than a view shows; one whose lines were lost (a gap) stays one
+    of its containers, where the gap is shown (a forward destination's gap is not one)."""
     await fill(store_url, {"job1": ["one"], "job2": ["two"]},
                services={"job1": "shop/ci", "job2": "shop/ci"})  # fmt: skip
     async with open_store(store_url) as db:
@@ -455,7 +456,13 @@ async def test_a_ci_service_of_thousands_of_containers_gone_opens_as_one_history
                 f"({marks}, 'ci', 0)",
                 ["web-host", f"{n:064d}", f"job-gone-{n}", 0, 0, 0, 0, T0, "removed", "shop"],
             )
-        assert await service_containers(db, "shop/ci") == ["job1" * 8, "job2" * 8]
+        for n, kind in ((1, None), (2, "forward")):  # job-gone-1's lines lost: it stays
+            await db.execute_query(
+                "INSERT INTO gaps (host, container_id, container_name, reason, created_ns, kind) "
+                f"VALUES ({', '.join(marks.split(', ')[:6])})",
+                ["web-host", f"{n:064d}", f"job-gone-{n}", "removed before read", T0, kind],
+            )
+        assert await service_containers(db, "shop/ci") == [f"{1:064d}", "job1" * 8, "job2" * 8]
     async with viewer(store_url) as client:
         chunk = (await ndjson(client, "/api/lines?service=shop/ci&limit=10"))[0]
     assert sorted(r["msg"] for r in chunk["rows"]) == ["one", "two"]
