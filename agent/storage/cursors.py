@@ -54,16 +54,18 @@ async def load_cursors(
 
 
 async def present(db: BaseDBAsyncClient, host: str, before_ns: int) -> list[Sequence[Any]]:
-    """(container id, name, state, newest stored line's ns or None) of this host's
-    containers the store does not show as removed, unchanged since `before_ns`."""
+    """(container id, name, state, newest stored line's ns or None, its own retention) of
+    this host's containers the store does not show as removed, unchanged since `before_ns`.
+    (Each commit sets a row's own retention: a batch marking one must carry it.)"""
     m = Marks(db.capabilities.dialect)
     _, rows = await db.execute_query(
-        f"SELECT container_id, container_name, state, stdout_ts, stderr_ts, tty_ts FROM {TABLE} "
-        f"WHERE host = {m()} AND (state IS NULL OR state <> 'removed') AND updated_ns < {m()}",
+        f"SELECT container_id, container_name, state, stdout_ts, stderr_ts, tty_ts, max_age_s "
+        f"FROM {TABLE} WHERE host = {m()} AND (state IS NULL OR state <> 'removed') "
+        f"AND updated_ns < {m()}",
         [host, before_ns],
     )
     return [
-        (r[0], r[1], r[2], max((int(t) for t in r[3:6] if t is not None), default=None))
+        (r[0], r[1], r[2], max((int(t) for t in r[3:6] if t is not None), default=None), r[6])
         for r in rows
     ]
 
