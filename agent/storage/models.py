@@ -192,7 +192,10 @@ class ContainerEvent(Model):
     class Meta:
         table = "container_events"
         unique_together = (("host", "container_id", "time_ns", "action"),)
-        indexes = (("time_ns",),)
+        # (host, id): the alert rules' page of this host's events after their position, at
+        # each step; through the unique key it sorted every event of the host (7 ms at
+        # 84,000, a busy CI host's week).
+        indexes = (("time_ns",), ("host", "id"))
 
 
 class AlertOutbox(Model):

@@ -37,8 +37,9 @@ log = logging.getLogger("logagent.storage")
 # 8: alerts (alert_outbox, alert_state); 9: containers' image, compose service and labels;
 # 10: lines per minute (line_counts), counted from the lines a store already holds; 11: and
 # per hour (line_counts_hourly); 12: each host's commits counted and its writer sessions
-# (host_commits.commits, .sessions): a store that lost acknowledged commits is seen.
-SCHEMA_VERSION = 12
+# (host_commits.commits, .sessions): a store that lost acknowledged commits is seen; 13:
+# container_events indexed by (host, id).
+SCHEMA_VERSION = 13
 # Columns added since layout 2, made by ALTER TABLE in a store that lacks them (nullable, no
 # default: instant on both backends, whatever the rows).
 _ADDED = (
