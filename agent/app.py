@@ -33,7 +33,6 @@ from agent.redact import redact
 from agent.shaping.hints import longest, parse_retention
 from agent.storage import LogStorage, label_retention, search_index
 from agent.storage.described import Described
-from agent.storage.forward_gaps import forget_unconfigured
 from agent.storage.generation import StoreRewound
 from agent.storage.retention import Retention
 from agent.storage.search_index import SearchIndexer
@@ -122,20 +121,6 @@ class Agent:
             log.warning("%d containers' rows were kept for longer than retention.label_max_age "
                         "(and [[hints.rules]]) now let any keep them: cut to it", cut)  # fmt: skip
 
-    async def _forget_removed_destinations(self, storage: LogStorage) -> None:
-        """Forward destinations removed from the config lose their positions (see
-        forward_gaps.forget_unconfigured); never what stops the start."""
-        configured = {d.name for d in self.settings.forward}
-        try:
-            gone = await forget_unconfigured(storage.db, storage.host, configured)
-        except Exception as exc:
-            log.warning("could not drop the positions of removed forward destinations: %s", exc)
-            return
-        if gone:
-            names = ", ".join(gone)
-            log.warning("forward destinations no longer in the config: %s; their positions "
-                        "are dropped (configured again, each starts anew)", names)  # fmt: skip
-
     async def _session(self, *, signals: bool, started: Callable[[], None]) -> int:
         s = self.settings
         # Opened first, outside any task group: a store or socket that cannot be used is one
@@ -198,7 +183,6 @@ class Agent:
                 )
                 await search_index.prepare(storage.db, on=s.search_index)
                 await self._recap_label_retention(storage)
-                await self._forget_removed_destinations(storage)
                 indexer = SearchIndexer(storage.db, storage.commits) if s.search_index else None
                 described = Described(storage.db, storage.host)  # followers' containers
                 if s.alerts.on:

@@ -15,6 +15,7 @@ restored store, a promoted standby), and a destination new since then would be m
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, cast
 
@@ -41,6 +42,7 @@ def destination_of(name: str) -> str:
 
 
 EVERYTHING = Sends()  # another host's destination, or one no longer in the config
+UNUSED_S = 86_400.0  # a destination out of the config loses its position unused this long
 
 
 Where = Callable[[Marks], tuple[str, list[Any]]]  # the rows to delete: SQL on `l`, values
@@ -64,15 +66,19 @@ def picked(spans: Sequence[Span], sends: Sends, known: Mapping[str, StoredContai
 
 
 async def forget_unconfigured(
-    db: BaseDBAsyncClient, host: str, configured: Collection[str]
+    db: BaseDBAsyncClient, host: str, configured: Collection[str], *, unused_s: float = UNUSED_S
 ) -> list[str]:
-    """This host's destinations with a position and no longer in the config: their positions
-    deleted, their names returned (the caller says so). Kept, such a position never moves,
-    and retention would record a gap of it with every batch it deletes, for as long as the
-    agent runs; configured again, the destination starts anew, as its `start` says."""
+    """This host's destinations no longer in the config whose positions have not moved for
+    `unused_s`: their positions deleted, their names returned (retention's pass asks, and
+    says so). Kept, such a position never moves, and retention would record a gap of it
+    with every batch it deletes, for as long as the agent runs; configured again, the
+    destination starts anew, as its `start` says. (A run without it for a while, a config
+    file missed, keeps its position: a day's gaps are what that costs.)"""
     table = ConsumerPosition._meta.db_table
+    m = Marks(db.capabilities.dialect)
     _, found = await db.execute_query(
-        f"SELECT name, position FROM {table} WHERE name LIKE '{PREFIX}%'"
+        f"SELECT name, position FROM {table} WHERE name LIKE '{PREFIX}%' AND updated_ns < {m()}",
+        [time.time_ns() - int(unused_s * 1e9)],
     )
     gone: list[str] = []
     for name, token in found:

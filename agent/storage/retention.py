@@ -17,7 +17,6 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -25,7 +24,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from agent.storage import search_index
 from agent.storage.counts import counted_rows, take_off
 from agent.storage.db import in_child_task, transaction
-from agent.storage.forward_gaps import unsent_deleted
+from agent.storage.forward_gaps import forget_unconfigured, unsent_deleted
 from agent.storage.models import (
     AgentState,
     AlertOutbox,
@@ -49,7 +48,9 @@ BATCH_ROWS = 1000  # a delete of 500 rows took ~25 ms here: a batch stays well u
 # A removed container none of whose lines is left is forgotten (its row in container_cursors)
 # this long after its last change, or after max_age when that is longer: a host that runs
 # thousands of short-lived containers a day would otherwise keep a row for each for ever.
-FORGET_REMOVED_S = 86_400.0
+# Gaps and retention passes are kept as long: what was lost is told for a day at least,
+# however short max_age.
+RECORDS_KEPT_S = 86_400.0
 
 
 @dataclass
@@ -106,7 +107,8 @@ class Retention:
                 )
             while deleted := await self._delete_batch(db, report, before_ns=cutoff, own=False):
                 report.by_age += deleted
-            if trimmed := await self._trim_beside(db, report, cutoff):
+            records = _before(now, max(self.max_age_s, RECORDS_KEPT_S))
+            if trimmed := await self._trim_beside(db, report, cutoff, records):
                 log.info(
                     "retention (max_age) deleted %d container events, sent alerts, gaps and "
                     "passes recorded",
@@ -129,8 +131,12 @@ class Retention:
             if rows:
                 await self._record(db, reason, rows)
                 log.info("retention (%s) deleted %d rows", reason, rows)
+        if gone := await forget_unconfigured(db, self.storage.host, self.forwarded):
+            names = ", ".join(gone)
+            log.warning("forward destinations no longer in the config: %s; their positions "
+                        "are dropped (configured again, each starts anew)", names)  # fmt: skip
         if forgotten := await self._forget_removed(
-            db, report, _before(now, max(self.max_age_s, FORGET_REMOVED_S))
+            db, report, _before(now, max(self.max_age_s, RECORDS_KEPT_S))
         ):
             log.info("retention forgot %d removed containers with no line left", forgotten)
         if sqlite and (report.by_age or report.by_own_age or report.by_size):
@@ -225,30 +231,36 @@ class Retention:
             self._held(report, started)
         return len(ids)
 
-    async def _trim_beside(self, db: BaseDBAsyncClient, report: PruneReport, cutoff: int) -> int:
-        """This host's containers' lives, the alerts it sent, its gaps (recorded and about
-        a time past max_age) and its retention passes, past max_age, a batch a transaction
-        (an alert still pending is kept, however old: it is not delivered)."""
-        dialect, done = self.storage.dialect, 0
-        for table, older in (
-            (ContainerEvent._meta.db_table, "time_ns"),
-            (AlertOutbox._meta.db_table, "status = 'sent' AND created_ns"),
-            (Gap._meta.db_table, "COALESCE(to_ns, from_ns, created_ns) < {cut} AND created_ns"),
-            (Prune._meta.db_table, "at_ns"),
-        ):
+    async def _trim_beside(
+        self, db: BaseDBAsyncClient, report: PruneReport, cutoff: int, records: int
+    ) -> int:
+        """This host's containers' lives and the alerts it sent, past max_age (`cutoff`), its
+        gaps and its retention passes past `records` (RECORDS_KEPT_S at least), a batch a
+        transaction. An alert still pending is kept, however old: it is not delivered; a gap,
+        while the time it is about is not past `records` either, or while its container
+        keeps lines by a retention of its own."""
+        dialect, host, done = self.storage.dialect, self.storage.host, 0
+        own = (  # a container with a retention of its own keeps its gaps with its lines
+            f"container_id NOT IN (SELECT container_id FROM {ContainerCursor._meta.db_table} "
+            "WHERE host = {} AND max_age_s IS NOT NULL)"
+        )
+        for table, clause, values in (  # a `{}` a mark, its value in order
+            (ContainerEvent._meta.db_table, "time_ns < {}", [cutoff]),
+            (AlertOutbox._meta.db_table, "status = 'sent' AND created_ns < {}", [cutoff]),
+            (Gap._meta.db_table, "created_ns < {} AND COALESCE(to_ns, from_ns, created_ns) < {} "
+                                 "AND " + own, [records, records, host]),
+            (Prune._meta.db_table, "at_ns < {}", [records]),
+        ):  # fmt: skip
             while True:
                 async with transaction() as conn:
                     started = time.perf_counter()
                     m = Marks(dialect)
-                    on_host, values = m(), list[Any]([self.storage.host])
-                    clause = older
-                    if "{cut}" in older:  # a gap's own time, before its recording's
-                        clause = older.format(cut=m())
-                        values.append(cutoff)
+                    on_host = m()
+                    older = clause.format(*(m() for _ in values))  # numbered in order
                     _, rows = await conn.execute_query(
-                        f"SELECT id FROM {table} WHERE host = {on_host} AND {clause} < {m()} "
+                        f"SELECT id FROM {table} WHERE host = {on_host} AND {older} "
                         f"ORDER BY id LIMIT {int(self.batch_rows)}",
-                        [*values, cutoff],
+                        [host, *values],
                     )
                     if rows:
                         ids = [r[0] for r in rows]
@@ -265,17 +277,19 @@ class Retention:
     async def _forget_removed(
         self, db: BaseDBAsyncClient, report: PruneReport, before_ns: int
     ) -> int:
-        """This host's removed containers with no line left, unchanged since `before_ns`:
-        their rows in container_cursors go, a batch a transaction. (A container is marked
-        removed at Docker's `destroy`; its ids are never used again.)"""
+        """This host's removed containers with no line and no gap left, unchanged since
+        `before_ns`: their rows in container_cursors go, a batch a transaction. (A container
+        is marked removed at Docker's `destroy`; its ids are never used again.)"""
         table, done = ContainerCursor._meta.db_table, 0
         while True:
             async with transaction() as conn:
                 started = time.perf_counter()
                 m = Marks(self.storage.dialect)
-                _, rows = await conn.execute_query(
-                    f"SELECT id FROM {table} WHERE host = {m()} AND state = {m()} "
-                    f"AND lines <= 0 AND updated_ns < {m()} LIMIT {int(self.batch_rows)}",
+                _, rows = await conn.execute_query(  # (its gaps go first: see _trim_beside)
+                    f"SELECT id FROM {table} c WHERE host = {m()} AND state = {m()} "
+                    f"AND lines <= 0 AND updated_ns < {m()} AND NOT EXISTS (SELECT 1 FROM "
+                    f"{Gap._meta.db_table} g WHERE g.host = c.host AND g.container_id = "
+                    f"c.container_id) LIMIT {int(self.batch_rows)}",
                     [self.storage.host, REMOVED, before_ns],
                 )
                 if rows:

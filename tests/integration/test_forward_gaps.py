@@ -5,6 +5,7 @@ min_level, its selection), on either backend: a day dropped whole and rows trimm
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 
 import pytest
@@ -17,7 +18,6 @@ from agent.level_names import DEBUG, ERROR, WARN
 from agent.storage import LogStorage, consumers
 from agent.storage.db import transaction
 from agent.storage.follow import Position
-from agent.storage.forward_gaps import forget_unconfigured
 from agent.storage.partitions import DAY_NS
 from agent.storage.retention import Retention
 from tests.conftest import execute, query
@@ -115,19 +115,23 @@ async def test_another_hosts_destination_is_counted_whole_when_a_day_goes(pg_url
 
 async def test_a_destination_taken_out_of_the_config_loses_its_position(store_url: str) -> None:
     """Its position would never move again, and retention would record a gap of it with
-    every batch it deletes, for as long as the agent runs: the start drops it. Another
-    host's destination of that name, and the configured ones, keep theirs."""
+    every batch it deletes, for as long as the agent runs: retention's pass drops it once it
+    has not moved for a day (`stale`); one out of the config for less (a start with a config
+    file missed: `lately`) keeps it, as do the configured one and another host's."""
+    (siem,) = parse_forward([SIEM], {})
     async with LogStorage(store_url, host="h") as storage:
         async with transaction() as conn:
-            for host, destination in (("h", "siem"), ("h", "gone"), ("other", "gone")):
+            for host, destination in (("h", "siem"), ("h", "lately"), ("h", "stale"),
+                                      ("other", "stale")):  # fmt: skip
                 await consumers.save(conn, consumer_name(host, destination), Position.of({host: 3}))
-        gone = await forget_unconfigured(storage.db, "h", {"siem"})
-        await write_leveled(storage, "w" * 64, "web-1")
-        await storage.flush()
-        await Retention(storage, max_age_s=7 * 86400, max_bytes=0).run_once(NOW)
+        execute(store_url, "UPDATE consumer_positions SET updated_ns = 0")
+        lately = consumer_name("h", "lately")  # [a-z0-9._:-] alone
+        execute(store_url, f"UPDATE consumer_positions SET updated_ns = {time.time_ns()} "
+                f"WHERE name = '{lately}'")  # fmt: skip
+        retention = Retention(storage, max_age_s=7 * 86400, max_bytes=0,
+                              forwarded=forward_sends([siem]))  # fmt: skip
+        await retention.run_once(NOW)
         kept = query(store_url, "SELECT name FROM consumer_positions WHERE name LIKE 'fwd:%'")
-    assert gone == ["gone"]
     assert sorted(n for (n,) in kept) == sorted(
-        [consumer_name("h", "siem"), consumer_name("other", "gone")]
+        consumer_name(h, d) for h, d in (("h", "siem"), ("h", "lately"), ("other", "stale"))
     )
-    assert {to for to, _ in missed(store_url)} == {"siem"}  # no gap of the one dropped

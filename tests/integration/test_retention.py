@@ -141,34 +141,42 @@ def sql_marks(storage: LogStorage, n: int) -> str:
 async def test_a_host_of_short_lived_containers_keeps_no_record_past_its_lines(
     store_url: str,
 ) -> None:
-    """Both backends: a removed container none of whose lines is left is forgotten once it is
-    older than max_age, and so are gaps and retention passes; what still has lines, or is
-    young, or runs, or is another host's, stays."""
+    """Both backends: a removed container none of whose lines or gaps is left is forgotten
+    once it is older than max_age, and so are gaps and retention passes; what still has
+    lines or gaps, or is young, or runs, or is another host's, stays, and so do the gaps of
+    a container that keeps its lines by a retention of its own."""
     now = time.time_ns()
     old, young = now - 8 * DAY, now - DAY
     async with LogStorage(store_url, host="h") as storage:
         db = storage.db
-        cursors = [  # name, host, state, lines, updated
-            ("gone", "h", "removed", 0, old), ("gone-lately", "h", "removed", 0, young),
-            ("gone-with-lines", "h", "removed", 5, old), ("quiet", "h", "running", 0, old),
-            ("theirs", "other", "removed", 0, old),
+        cursors = [  # name, host, state, lines, updated, own retention
+            ("gone", "h", "removed", 0, old, None), ("gone-lately", "h", "removed", 0, young, None),
+            ("gone-with-lines", "h", "removed", 5, old, None),
+            ("quiet", "h", "running", 0, old, None), ("theirs", "other", "removed", 0, old, None),
+            ("gone-with-a-gap", "h", "removed", 0, old, None), ("kept", "h", "running", 9, old, 0),
         ]  # fmt: skip
-        for n, (name, host, state, lines, at) in enumerate(cursors):
+        ids = {}
+        for n, (name, host, state, lines, at, own) in enumerate(cursors):
+            ids[name] = f"{n:064d}"
             await db.execute_query(
                 "INSERT INTO container_cursors (host, container_id, container_name, stdout_n, "
-                "stderr_n, tty_n, lines, bytes, updated_ns, state) "
-                f"VALUES ({sql_marks(storage, 10)})",
-                [host, f"{n:064d}", name, 0, 0, 0, lines, 0, at, state],
+                "stderr_n, tty_n, lines, bytes, updated_ns, state, max_age_s) "
+                f"VALUES ({sql_marks(storage, 11)})",
+                [host, ids[name], name, 0, 0, 0, lines, 0, at, state, own],
             )
-        gaps = [  # reason, host, from, to, recorded
-            ("old", "h", None, None, old), ("about-old-lately", "h", old, old, young),
-            ("running-on", "h", old, young, old), ("theirs", "other", None, None, old),
+        gaps = [  # reason, host, container, from, to, recorded
+            ("old", "h", "web", None, None, old),
+            ("about-old-lately", "h", "web", old, old, young),
+            ("running-on", "h", "web", old, young, old),
+            ("theirs", "other", "web", None, None, old),
+            ("lost-lately", "h", "gone-with-a-gap", young, young, young),
+            ("kept-for-ever", "h", "kept", None, None, old),
         ]  # fmt: skip
-        for reason, host, start, end, at in gaps:
+        for reason, host, name, start, end, at in gaps:
             await db.execute_query(
                 "INSERT INTO gaps (host, container_id, container_name, reason, from_ns, to_ns, "
                 f"created_ns) VALUES ({sql_marks(storage, 7)})",
-                [host, "c" * 64, "web", reason, start, end, at],
+                [host, ids.get(name, "c" * 64), name, reason, start, end, at],
             )
         for reason, host, at in [
             ("old", "h", old),
@@ -183,8 +191,10 @@ async def test_a_host_of_short_lived_containers_keeps_no_record_past_its_lines(
         _, kept = await db.execute_query("SELECT container_name FROM container_cursors")
         _, kept_gaps = await db.execute_query("SELECT reason FROM gaps")
         _, kept_prunes = await db.execute_query("SELECT reason FROM prunes WHERE rows = 1")
-    assert sorted(r[0] for r in kept) == ["gone-lately", "gone-with-lines", "quiet", "theirs"]
-    assert sorted(r[0] for r in kept_gaps) == ["about-old-lately", "running-on", "theirs"]
+    assert sorted(r[0] for r in kept) == ["gone-lately", "gone-with-a-gap", "gone-with-lines",
+                                          "kept", "quiet", "theirs"]  # fmt: skip
+    assert sorted(r[0] for r in kept_gaps) == ["about-old-lately", "kept-for-ever", "lost-lately",
+                                               "running-on", "theirs"]  # fmt: skip
     assert sorted(r[0] for r in kept_prunes) == ["theirs", "young"]
 
 
