@@ -138,7 +138,7 @@ class Retention:
         if forgotten := await self._forget_removed(
             db, report, _before(now, max(self.max_age_s, RECORDS_KEPT_S))
         ):
-            log.info("retention forgot %d removed containers with no line left", forgotten)
+            log.info("retention forgot %d removed containers with no line or gap left", forgotten)
         if sqlite and (report.by_age or report.by_own_age or report.by_size):
             held = await vacuum(db)
             self.max_lock_seconds = max(self.max_lock_seconds, held)
