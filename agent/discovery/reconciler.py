@@ -135,9 +135,9 @@ class Reconciler:
         await _load_positions(self.storage, [rec for rec, _ in starts])
         for rec, start in starts:
             self._spawn(self._start, rec, start, None)
-        # Beside the starts, not before them: after a reboot these may be thousands of
-        # inspects, and the start-up does not wait for them.
-        self._spawn(self._removed_while_away, {c.id for c in listing}, listed_ns)
+        # Before the events replayed since the agent's last run are handled (a replayed
+        # `die` makes a record, and the container would be taken as known, with no gap).
+        await self._removed_while_away({c.id for c in listing}, listed_ns)
 
     async def _removed_while_away(self, listed: set[str], listed_ns: int) -> None:
         """Containers the store shows as present that Docker no longer has: removed while
