@@ -28,11 +28,12 @@ from agent.timestamps import format_timestamp
 
 MAX_LINE_CHARS = 4096  # of the matching line, in a notification
 FORGET_AFTER_NS = 7 * 86400 * 10**9  # a track this much older than the newest line: dropped
-# A track of a container not in this step, spent by a clock this far (or a rule's max_age,
+# A track of a container not in this step, spent by a clock this far (or its rule's max_age,
 # if longer) behind the newest line or event, is dropped: a host of short-lived containers
 # (CI) would otherwise keep one per container and rule for a week, committed with every step
 # (a review: 21,000 of them, 2.8 MB of state and 47 ms to write it, each step). A container
-# read further behind the others than that has its matches summed up as old, not counted.
+# read further behind the others than that has its matches summed up as old, not counted
+# (and any track is dropped a week past the newest, FORGET_AFTER_NS).
 BEHIND_NS = 3600 * 10**9
 
 
@@ -109,7 +110,9 @@ class Engine:
         self._tracks: dict[str, _Track] = {}
         self.events_after = 0  # the id of the last container event the rules have seen
         self._newest = 0  # the newest line's or event's time seen: the clock for old tracks
-        self._behind = max(BEHIND_NS, *(r.max_age_ns for r in rules)) if rules else BEHIND_NS
+        # Per rule: how far behind the newest a clock judges its tracks (BEHIND_NS, or its
+        # max_age if longer: what it still counts rather than sums up as old).
+        self._behind = {r.name: max(BEHIND_NS, r.max_age_ns) for r in rules}
         # Lines whose fields a rule's `where` could not judge (none known; a defence, so
         # that one line can never stop the rules): counted, the runner says so.
         self.unreadable = 0
@@ -278,7 +281,7 @@ class Engine:
     def _forget_quiet(self, latest: dict[str, int], newest_ns: int) -> None:
         """Tracks with nothing left to count, by their container's own time (`latest`: a
         container read behind the others keeps its cooldown), or if it is not in this step
-        by a clock `_behind` the newest; and any a week older than the newest (a
+        by a clock its rule's `_behind` the newest; and any a week older than the newest (a
         container gone, with matches held): dropped, so the state does not grow forever."""
         longest = max((r.window_ns for r in self.rules), default=0)
         gone: list[str] = []
@@ -289,7 +292,7 @@ class Engine:
             if t.old:  # counted for a summary not made yet: kept until it is
                 continue
             if now is None:
-                now = newest_ns - self._behind
+                now = newest_ns - self._behind.get(key.rsplit("\x00", 1)[0], BEHIND_NS)
             if last < newest_ns - FORGET_AFTER_NS or t.spent(now, longest):
                 gone.append(key)
         for key in gone:

@@ -298,7 +298,11 @@ def test_a_host_of_short_lived_containers_keeps_the_state_small() -> None:
     def tracks(e: Engine) -> int:
         return len(json.loads(e.state())["tracks"])
 
-    lines = engine(cooldown="5m")
+    lines = Engine(parse_alerts({  # and a rule reading a day back, which never matches
+        "destinations": [HOOK],
+        "rules": [{"name": "r", "match": "ERROR", "cooldown": "5m", "destinations": ["hook"]},
+                  {"name": "slow", "match": "never", "max_age": "1d", "destinations": ["hook"]}],
+    }).rules, "h")  # fmt: skip
     for i in range(1000):
         lines.feed([row(i, i, "ERROR job failed", name=f"job-{i}", cid=f"{i:064d}")])
     assert tracks(lines) > 900  # within the hour: each container's cooldown may still count
