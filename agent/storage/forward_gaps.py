@@ -66,7 +66,12 @@ def picked(spans: Sequence[Span], sends: Sends, known: Mapping[str, StoredContai
 
 
 async def forget_unconfigured(
-    db: BaseDBAsyncClient, host: str, configured: Collection[str], *, unused_s: float = UNUSED_S
+    db: BaseDBAsyncClient,
+    host: str,
+    configured: Collection[str],
+    *,
+    unused_s: float = UNUSED_S,
+    now_ns: int | None = None,
 ) -> list[str]:
     """This host's destinations no longer in the config whose positions have not moved for
     `unused_s`: their positions deleted, their names returned (retention's pass asks, and
@@ -78,7 +83,7 @@ async def forget_unconfigured(
     m = Marks(db.capabilities.dialect)
     _, found = await db.execute_query(
         f"SELECT name, position FROM {table} WHERE name LIKE '{PREFIX}%' AND updated_ns < {m()}",
-        [time.time_ns() - int(unused_s * 1e9)],
+        [(now_ns or time.time_ns()) - int(unused_s * 1e9)],
     )
     gone: list[str] = []
     for name, token in found:

@@ -131,7 +131,12 @@ class Retention:
             if rows:
                 await self._record(db, reason, rows)
                 log.info("retention (%s) deleted %d rows", reason, rows)
-        if gone := await forget_unconfigured(db, self.storage.host, self.forwarded):
+        try:
+            gone = await forget_unconfigured(db, self.storage.host, self.forwarded, now_ns=now)
+        except Exception as exc:  # the rest of the pass is done all the same
+            log.warning("could not drop the positions of removed forward destinations: %s", exc)
+            gone = []
+        if gone:
             names = ", ".join(gone)
             log.warning("forward destinations no longer in the config: %s; their positions "
                         "are dropped (configured again, each starts anew)", names)  # fmt: skip
@@ -238,11 +243,11 @@ class Retention:
         gaps and its retention passes past `records` (RECORDS_KEPT_S at least), a batch a
         transaction. An alert still pending is kept, however old: it is not delivered; a gap,
         while the time it is about is not past `records` either, or while its container
-        keeps lines by a retention of its own."""
+        keeps lines by a retention of its own (once they are gone, its gaps go too)."""
         dialect, host, done = self.storage.dialect, self.storage.host, 0
-        own = (  # a container with a retention of its own keeps its gaps with its lines
+        own = (  # a container keeping lines by a retention of its own keeps its gaps with them
             f"container_id NOT IN (SELECT container_id FROM {ContainerCursor._meta.db_table} "
-            "WHERE host = {} AND max_age_s IS NOT NULL)"
+            "WHERE host = {} AND max_age_s IS NOT NULL AND lines > 0)"
         )
         for table, clause, values in (  # a `{}` a mark, its value in order
             (ContainerEvent._meta.db_table, "time_ns < {}", [cutoff]),

@@ -154,6 +154,7 @@ async def test_a_host_of_short_lived_containers_keeps_no_record_past_its_lines(
             ("gone-with-lines", "h", "removed", 5, old, None),
             ("quiet", "h", "running", 0, old, None), ("theirs", "other", "removed", 0, old, None),
             ("gone-with-a-gap", "h", "removed", 0, old, None), ("kept", "h", "running", 9, old, 0),
+            ("own-gone", "h", "removed", 0, old, 3600),
         ]  # fmt: skip
         ids = {}
         for n, (name, host, state, lines, at, own) in enumerate(cursors):
@@ -171,6 +172,7 @@ async def test_a_host_of_short_lived_containers_keeps_no_record_past_its_lines(
             ("theirs", "other", "web", None, None, old),
             ("lost-lately", "h", "gone-with-a-gap", young, young, young),
             ("kept-for-ever", "h", "kept", None, None, old),
+            ("own-gone-lost", "h", "own-gone", None, None, old),  # its lines gone: it goes too
         ]  # fmt: skip
         for reason, host, name, start, end, at in gaps:
             await db.execute_query(
