@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -94,6 +95,7 @@ class Retention:
         self.indexed = await search_index.exists(db)
         sqlite = self.storage.dialect == "sqlite"
         now = now_ns or time.time_ns()
+        records = _before(now, max(self.max_age_s, RECORDS_KEPT_S))  # gaps, passes, rows
         if self.max_age_s > 0:
             cutoff = _before(now, self.max_age_s)
             if not sqlite:  # whole days, where nothing in them is to be kept
@@ -107,8 +109,7 @@ class Retention:
                 )
             while deleted := await self._delete_batch(db, report, before_ns=cutoff, own=False):
                 report.by_age += deleted
-            records = _before(now, max(self.max_age_s, RECORDS_KEPT_S))
-            if trimmed := await self._trim_beside(db, report, cutoff, records):
+            if trimmed := await self._trim_beside(report, cutoff, records):
                 log.info(
                     "retention (max_age) deleted %d container events, sent alerts, gaps and "
                     "passes recorded",
@@ -140,9 +141,7 @@ class Retention:
             names = ", ".join(gone)
             log.warning("forward destinations no longer in the config: %s; their positions "
                         "are dropped (configured again, each starts anew)", names)  # fmt: skip
-        if forgotten := await self._forget_removed(
-            db, report, _before(now, max(self.max_age_s, RECORDS_KEPT_S))
-        ):
+        if forgotten := await self._forget_removed(report, records):
             log.info("retention forgot %d removed containers with no line or gap left", forgotten)
         if sqlite and (report.by_age or report.by_own_age or report.by_size):
             held = await vacuum(db)
@@ -236,72 +235,61 @@ class Retention:
             self._held(report, started)
         return len(ids)
 
-    async def _trim_beside(
-        self, db: BaseDBAsyncClient, report: PruneReport, cutoff: int, records: int
-    ) -> int:
+    async def _trim_beside(self, report: PruneReport, cutoff: int, records: int) -> int:
         """This host's containers' lives and the alerts it sent, past max_age (`cutoff`), its
-        gaps and its retention passes past `records` (RECORDS_KEPT_S at least), a batch a
-        transaction. An alert still pending is kept, however old: it is not delivered; a gap,
-        while the time it is about is not past `records` either, or while its container
-        keeps lines by a retention of its own (once they are gone, its gaps go too)."""
-        dialect, host, done = self.storage.dialect, self.storage.host, 0
+        gaps and its retention passes past `records` (RECORDS_KEPT_S at least). An alert
+        still pending is kept, however old: it is not delivered; a gap, while the time it
+        is about is not past `records` either, or while its container keeps lines by a
+        retention of its own (once they are gone, its gaps go too)."""
         own = (  # a container keeping lines by a retention of its own keeps its gaps with them
-            f"container_id NOT IN (SELECT container_id FROM {ContainerCursor._meta.db_table} "
+            f"t.container_id NOT IN (SELECT container_id FROM {ContainerCursor._meta.db_table} "
             "WHERE host = {} AND max_age_s IS NOT NULL AND lines > 0)"
         )
-        for table, clause, values in (  # a `{}` a mark, its value in order
-            (ContainerEvent._meta.db_table, "time_ns < {}", [cutoff]),
-            (AlertOutbox._meta.db_table, "status = 'sent' AND created_ns < {}", [cutoff]),
-            (Gap._meta.db_table, "created_ns < {} AND COALESCE(to_ns, from_ns, created_ns) < {} "
-                                 "AND " + own, [records, records, host]),
-            (Prune._meta.db_table, "at_ns < {}", [records]),
+        done = 0
+        for table, clause, values in (
+            (ContainerEvent._meta.db_table, "t.time_ns < {}", [cutoff]),
+            (AlertOutbox._meta.db_table, "t.status = 'sent' AND t.created_ns < {}", [cutoff]),
+            (Gap._meta.db_table, "t.created_ns < {} AND COALESCE(t.to_ns, t.from_ns, "
+                                 "t.created_ns) < {} AND " + own,
+             [records, records, self.storage.host]),
+            (Prune._meta.db_table, "t.at_ns < {}", [records]),
         ):  # fmt: skip
-            while True:
-                async with transaction() as conn:
-                    started = time.perf_counter()
-                    m = Marks(dialect)
-                    on_host = m()
-                    older = clause.format(*(m() for _ in values))  # numbered in order
-                    _, rows = await conn.execute_query(
-                        f"SELECT id FROM {table} WHERE host = {on_host} AND {older} "
-                        f"ORDER BY id LIMIT {int(self.batch_rows)}",
-                        [host, *values],
-                    )
-                    if rows:
-                        ids = [r[0] for r in rows]
-                        await conn.execute_query(
-                            f"DELETE FROM {table} WHERE id IN ({Marks(dialect).many(len(ids))})",
-                            ids,
-                        )
-                    self._held(report, started)
-                done += len(rows)
-                if len(rows) < self.batch_rows:
-                    break
+            done += await self._delete_where(report, table, clause, values)
         return done
 
-    async def _forget_removed(
-        self, db: BaseDBAsyncClient, report: PruneReport, before_ns: int
-    ) -> int:
+    async def _forget_removed(self, report: PruneReport, before_ns: int) -> int:
         """This host's removed containers with no line and no gap left, unchanged since
-        `before_ns`: their rows in container_cursors go, a batch a transaction. (A container
-        is marked removed at Docker's `destroy`; its ids are never used again.)"""
-        table, done = ContainerCursor._meta.db_table, 0
+        `before_ns`: their rows in container_cursors go (their gaps go first: _trim_beside).
+        A container is marked removed at Docker's `destroy`; its ids are never used again."""
+        return await self._delete_where(
+            report,
+            ContainerCursor._meta.db_table,
+            "t.state = {} AND t.lines <= 0 AND t.updated_ns < {} AND NOT EXISTS (SELECT 1 FROM "
+            f"{Gap._meta.db_table} g WHERE g.host = t.host AND g.container_id = t.container_id)",
+            [REMOVED, before_ns],
+        )
+
+    async def _delete_where(
+        self, report: PruneReport, table: str, clause: str, values: list[Any]
+    ) -> int:
+        """This host's rows of `table` (as `t`) that `clause` names (a `{}` a mark, its value
+        in `values`, in order), deleted a batch a transaction; how many."""
+        dialect, host, done = self.storage.dialect, self.storage.host, 0
         while True:
             async with transaction() as conn:
                 started = time.perf_counter()
-                m = Marks(self.storage.dialect)
-                _, rows = await conn.execute_query(  # (its gaps go first: see _trim_beside)
-                    f"SELECT id FROM {table} c WHERE host = {m()} AND state = {m()} "
-                    f"AND lines <= 0 AND updated_ns < {m()} AND NOT EXISTS (SELECT 1 FROM "
-                    f"{Gap._meta.db_table} g WHERE g.host = c.host AND g.container_id = "
-                    f"c.container_id) LIMIT {int(self.batch_rows)}",
-                    [self.storage.host, REMOVED, before_ns],
+                m = Marks(dialect)
+                on_host = m()
+                where = clause.format(*(m() for _ in values))  # numbered in order
+                _, rows = await conn.execute_query(
+                    f"SELECT t.id FROM {table} t WHERE t.host = {on_host} AND {where} "
+                    f"ORDER BY t.id LIMIT {int(self.batch_rows)}",
+                    [host, *values],
                 )
                 if rows:
                     ids = [r[0] for r in rows]
                     await conn.execute_query(
-                        f"DELETE FROM {table} WHERE id IN "
-                        f"({Marks(self.storage.dialect).many(len(ids))})",
+                        f"DELETE FROM {table} WHERE id IN ({Marks(dialect).many(len(ids))})",
                         ids,
                     )
                 self._held(report, started)
