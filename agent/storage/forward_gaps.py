@@ -65,6 +65,22 @@ def picked(spans: Sequence[Span], sends: Sends, known: Mapping[str, StoredContai
     return [s for s in spans if (c := known.get(str(s[0]))) is None or sends.picks(c)]
 
 
+def _owned(found: Sequence[Any]) -> list[tuple[str, str, int]]:
+    """Pure: (name, host, last row sent) of each forward position read as rows of (name,
+    token) (typed as dicts by tortoise: rows that iterate values); a forwarder's position
+    names its own host alone (anything else is not one: skipped)."""
+    out: list[tuple[str, str, int]] = []
+    for name, token in found:
+        try:
+            ids = Position.parse(str(token)).as_dict()
+        except ValueError:
+            continue
+        if len(ids) == 1:
+            ((owner, after),) = ids.items()
+            out.append((str(name), owner, after))
+    return out
+
+
 async def forget_unconfigured(
     db: BaseDBAsyncClient,
     host: str,
@@ -85,14 +101,11 @@ async def forget_unconfigured(
         f"SELECT name, position FROM {table} WHERE name LIKE '{PREFIX}%' AND updated_ns < {m()}",
         [(now_ns or time.time_ns()) - int(unused_s * 1e9)],
     )
-    gone: list[str] = []
-    for name, token in found:
-        try:
-            owners = list(Position.parse(str(token)).as_dict())
-        except ValueError:
-            continue
-        if owners == [host] and destination_of(str(name)) not in configured:
-            gone.append(str(name))
+    gone = [
+        name
+        for name, owner, _ in _owned(found)
+        if owner == host and destination_of(name) not in configured
+    ]
     if gone:
         await db.execute_query(
             f"DELETE FROM {table} WHERE name IN ({Marks(db.capabilities.dialect).many(len(gone))})",
@@ -118,17 +131,10 @@ async def unsent_deleted(
     _, found = await conn.execute_query(
         f"SELECT name, position FROM {ConsumerPosition._meta.db_table} WHERE name LIKE '{PREFIX}%'"
     )
-    for name, token in found:
-        try:
-            ids = Position.parse(str(token)).as_dict()
-        except ValueError:
-            continue
-        if len(ids) != 1:  # a forwarder's position names its own host alone
-            continue
-        ((owner, after),) = ids.items()
+    for name, owner, after in _owned(found):
         if owner != host and not fleet:
             continue
-        destination = destination_of(str(name))
+        destination = destination_of(name)
         judged = sends.get(destination, EVERYTHING) if owner == host else EVERYTHING
         m = Marks(conn.capabilities.dialect)
         clause, values = where(m)
