@@ -286,13 +286,13 @@ class Engine:
         longest = max((r.window_ns for r in self.rules), default=0)
         gone: list[str] = []
         for key, t in self._tracks.items():
-            cid = key.rsplit("\x00", 1)[1]
+            rule, cid = key.rsplit("\x00", 1)
             last = max(t.quiet_until, t.hits[-1] if t.hits else 0)
             now = latest.get(cid)
             if t.old:  # counted for a summary not made yet: kept until it is
                 continue
             if now is None:
-                now = newest_ns - self._behind.get(key.rsplit("\x00", 1)[0], BEHIND_NS)
+                now = newest_ns - self._behind.get(rule, BEHIND_NS)
             if last < newest_ns - FORGET_AFTER_NS or t.spent(now, longest):
                 gone.append(key)
         for key in gone:
