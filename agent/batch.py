@@ -24,6 +24,11 @@ FLAG_REPLACED = 4  # the bytes were not valid UTF-8: undecodable bytes became U+
 
 Labels = tuple[tuple[str, str], ...]  # a container's, as the store keeps them
 
+# A container's own retention not said: it is known only by id and name (a replayed
+# `destroy` after a restart, a mark before its first start), so its row keeps what it has.
+# None says "none of its own" (its hints at a start give it), which a commit does store.
+RETENTION_UNSAID = -1
+
 
 @dataclass(frozen=True, slots=True)
 class Source:
@@ -39,7 +44,7 @@ class Source:
     container_id: str
     container_name: str
     project: str | None = None
-    max_age_s: int | None = None
+    max_age_s: int | None = RETENTION_UNSAID  # seconds, 0 for ever, None: the host's
     # Each new identity of a container counts one more (ContainerRecord.identify): a batch
     # read under an older one but committed after it cannot bring the old name back.
     version: int = 0

@@ -55,7 +55,7 @@ def identity(source: Source, info: ContainerInfo | None, hints: Hints) -> Source
     its own retention (a hint)."""
     if info is not None:
         source = source.described(info.project, info.service, info.image, info.kept_labels)
-    max_age_s = int(hints.retention_s) if hints.retention_s is not None else source.max_age_s
+    max_age_s = int(hints.retention_s) if hints.retention_s is not None else None
     if max_age_s == source.max_age_s:
         return source
     return replace(source, max_age_s=max_age_s)

@@ -150,12 +150,12 @@ class Reconciler:
         except Exception as exc:
             log.warning("could not read which stored containers Docker still has: %s", exc)
             return
-        for cid, name, state, last_ns, own_age in stored:
+        for cid, name, state, last_ns in stored:
             if cid in listed or self.registry.get(cid) is not None:
                 continue
             if not await gone(self.client, cid):  # out of scope now, or the daemon away
                 continue
-            source = Source(cid, name, max_age_s=None if own_age is None else int(own_age))
+            source = Source(cid, name)  # a bare identity: its row keeps its own retention
             if state != "exited":
                 await self._gap_of(source, gaps.REMOVED_WHILE_AWAY, last_ns)
             await self.storage.mark(source, "removed")

@@ -218,11 +218,12 @@ class CommitSql:
             known[b.container_id] = src
             newest[b.container_id] = src
             name = fit(src.container_name)
+            age = (src.max_age_s, src.max_age_s)  # position_sql: said or not, then the value
             row: list[Any] = [name, name]
             for stream in STREAMS:
                 row += b.position.get(stream, (None, None))
             positions.append(
-                [*row, *per_source[sid], now, src.max_age_s, fit(src.project), states.get(sid), sid]
+                [*row, *per_source[sid], now, *age, fit(src.project), states.get(sid), sid]
             )
         hosts = [self.host] * len(sids)
         columns: list[list[Any]] = [hosts, sids, streams, stamps, texts, messages, flags, levels]

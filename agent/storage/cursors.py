@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from agent.batch import STREAMS, Source
+from agent.batch import RETENTION_UNSAID, STREAMS, Source
 from agent.cursor import Cursor
 from agent.storage.models import ContainerCursor, fit
 from agent.storage.sql import Marks
@@ -54,18 +54,17 @@ async def load_cursors(
 
 
 async def present(db: BaseDBAsyncClient, host: str, before_ns: int) -> list[Sequence[Any]]:
-    """(container id, name, state, newest stored line's ns or None, its own retention) of
-    this host's containers the store does not show as removed, unchanged since `before_ns`.
-    (Each commit sets a row's own retention: a batch marking one must carry it.)"""
+    """(container id, name, state, newest stored line's ns or None) of this host's
+    containers the store does not show as removed, unchanged since `before_ns`."""
     m = Marks(db.capabilities.dialect)
     _, rows = await db.execute_query(
-        f"SELECT container_id, container_name, state, stdout_ts, stderr_ts, tty_ts, max_age_s "
+        f"SELECT container_id, container_name, state, stdout_ts, stderr_ts, tty_ts "
         f"FROM {TABLE} WHERE host = {m()} AND (state IS NULL OR state <> 'removed') "
         f"AND updated_ns < {m()}",
         [host, before_ns],
     )
     return [
-        (r[0], r[1], r[2], max((int(t) for t in r[3:6] if t is not None), default=None), r[6])
+        (r[0], r[1], r[2], max((int(t) for t in r[3:6] if t is not None), default=None))
         for r in rows
     ]
 
@@ -159,7 +158,9 @@ def position_sql(dialect: str) -> str:
         sets.append(f"{stream}_ts = COALESCE({m()}, {stream}_ts)")
         sets.append(f"{stream}_n = COALESCE({m()}, {stream}_n)")
     sets += [f"lines = lines + {m()}", f"bytes = bytes + {m()}", f"updated_ns = {m()}"]
-    sets.append(f"max_age_s = {m()}")
+    # RETENTION_UNSAID (a bare identity) leaves it; NULL (no retention of its own) sets it
+    unsaid = f"CAST({m()} AS BIGINT) = {RETENTION_UNSAID}"
+    sets.append(f"max_age_s = CASE WHEN {unsaid} THEN max_age_s ELSE {m()} END")
     sets.append(f"project = COALESCE({m()}, project)")
     sets.append(f"state = COALESCE({m()}, state)")
     return f"UPDATE {TABLE} SET {', '.join(sets)} WHERE id = {m()}"

@@ -1,7 +1,7 @@
 """Containers' own retention as the store keeps it, cut to the longest the config now lets
 any container keep its rows.
 
-A container's row keeps its retention (`max_age_s`) from its last commit. A row written
+A container's row keeps its retention (`max_age_s`) from its last commit that said one. A row written
 before `retention.label_max_age`, or under a longer one or a rule since removed, kept what
 was asked then — for ever, say — until the container ran again, and a container that is
 gone never does. At the agent's start every row of this host kept for longer than the

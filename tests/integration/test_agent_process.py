@@ -185,8 +185,9 @@ async def test_containers_removed_while_the_agent_was_away_are_shown_removed(
     count unknown), one that had exited and was read to its end does not."""
     proc = start_agent_process(tmp_path)
     try:
-        running = containers.run("away-running", "echo first; sleep 600")
-        done = containers.run("away-done", "echo only")
+        kept = ("--label", "logagent.retention=90d")  # its own retention outlives it
+        running = containers.run("away-running", "echo first; sleep 600", *kept)
+        done = containers.run("away-done", "echo only", *kept)
         await eventually(lambda: all(stored_rows(tmp_path, c) for c in (running, done)))
         containers.wait("away-done")
         await eventually(lambda: state_and_gaps(tmp_path, done)[0] == "exited")
@@ -201,3 +202,6 @@ async def test_containers_removed_while_the_agent_was_away_are_shown_removed(
             proc.kill()
     assert state_and_gaps(tmp_path, running)[1] == [gaps.REMOVED_WHILE_AWAY]
     assert state_and_gaps(tmp_path, done)[1] == []
+    # Neither the mark nor the replayed `destroy` (a bare identity) cleared it.
+    ages = query(f"sqlite:///{tmp_path / 'logs.db'}", "SELECT max_age_s FROM container_cursors")
+    assert [a for (a,) in ages] == [90 * 86400] * 2

@@ -71,3 +71,17 @@ async def test_the_agent_cuts_them_at_its_start_to_what_its_rules_allow(
     async with running_agent(s):
         pass
     assert kept(store_url) == {"forever": WEEK, "long": WEEK}
+
+
+async def test_a_mark_without_the_container_s_identity_keeps_its_own_retention(
+    store_url: str,
+) -> None:
+    """A state said of a container the agent knows only by id and name (a replayed `destroy`
+    after a restart, before any start said its hints) leaves the row's own retention as it
+    is; an identity that says none (its hints, at a start) clears it."""
+    await stored(store_url, {"kept": ("90d", 90 * DAY), "ruled": (None, 30 * DAY)})
+    async with LogStorage(store_url, host="test-host") as storage:
+        await storage.mark(Source(f"{0:064x}", "kept"), "removed")
+        await storage.mark(Source(f"{1:064x}", "ruled", max_age_s=None), "exited")
+        await storage.flush()
+    assert kept(store_url) == {"kept": 90 * DAY, "ruled": None}
