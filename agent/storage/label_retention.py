@@ -1,11 +1,11 @@
 """Containers' own retention as the store keeps it, cut to the longest the config now lets
 any container keep its rows.
 
-A container's row keeps its retention (`max_age_s`) from its last commit that said one. A row written
-before `retention.label_max_age`, or under a longer one or a rule since removed, kept what
-was asked then — for ever, say — until the container ran again, and a container that is
-gone never does. At the agent's start every row of this host kept for longer than the
-bound is cut to it: the longer of the label cap and every `[[hints.rules]]` retention
+A container's row keeps its retention (`max_age_s`) from its last commit that said one. A
+row written before `retention.label_max_age`, or under a longer one or a rule since removed,
+kept what was asked then — for ever, say — until the container ran again, and a container
+that is gone never does. At the agent's start every row of this host kept for longer than
+the bound is cut to it: the longer of the label cap and every `[[hints.rules]]` retention
 (hints.longest). No container's hints can give more (a label is capped at the longer of
 the cap and its matching rule's; without a label, a rule's or the host's, never above the
 cap), so nothing the config keeps is cut, whichever rules match. A rule that keeps for
