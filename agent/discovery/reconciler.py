@@ -70,6 +70,9 @@ class Reconciler:
         self.last_seen_ns = last_seen_ns  # when the agent was last alive here (None: never)
         self.die_grace = DIE_GRACE
         self._limiter = anyio.CapacityLimiter(32)  # requests a (re)listing fires at once
+        # Containers this process marked removed while away whose mark the store may not
+        # show yet: a listing soon after (a reconnect) must not record their gap again.
+        self._marked_away: set[str] = set()
         self._tg: TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -150,8 +153,9 @@ class Reconciler:
         except Exception as exc:
             log.warning("could not read which stored containers Docker still has: %s", exc)
             return
+        self._marked_away &= {cid for cid, *_ in stored}  # a committed mark: shown removed
         for cid, name, state, last_ns in stored:
-            if cid in listed or self.registry.get(cid) is not None:
+            if cid in listed or cid in self._marked_away or self.registry.get(cid) is not None:
                 continue
             if not await gone(self.client, cid):  # out of scope now, or the daemon away
                 continue
@@ -159,6 +163,7 @@ class Reconciler:
             if state != "exited":
                 await self._gap_of(source, gaps.REMOVED_WHILE_AWAY, last_ns)
             await self.storage.mark(source, "removed")
+            self._marked_away.add(cid)
             log.info("%s (%s) was removed while the agent was away", name, cid[:12])
 
     # -- events --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A start Docker refuses for a container on its way out leaves a gap (discovery/reconciler)."""
+"""A start Docker refuses for a container on its way out leaves a gap, and a container removed
+while the agent was away one gap, however soon listings follow (discovery/reconciler)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from agent.cursor import Cursor
 from agent.discovery.reconciler import Reconciler
 from agent.discovery.restart_rules import Start
 from agent.docker.errors import ContainerNotFound, DockerError
-from agent.gaps import REMOVED_BEFORE_READ
+from agent.gaps import REMOVED_BEFORE_READ, REMOVED_WHILE_AWAY
 from agent.policy import Policy
 
 
@@ -69,3 +70,36 @@ async def test_a_refused_start_whose_check_fails_too_is_reported_not_raised() ->
     fake.inspect = refused_too  # type: ignore[method-assign]
     rec = await started(fake, "s")
     assert fake.gaps == [] and rec.failure is not None
+
+
+class _Away:
+    """A store that shows a container present until its mark commits (here: never, as a
+    writer slower than two listings a moment apart), and a daemon that no longer has it."""
+
+    def __init__(self) -> None:
+        self.gaps: list[str] = []
+        self.marks: list[str] = []
+
+    async def present(self, before_ns: int) -> list[tuple[str, str, str, int | None]]:
+        return [("a" * 64, "away", "running", 5)]
+
+    async def inspect(self, container_id: str) -> None:
+        raise ContainerNotFound(f"no such container: {container_id}")
+
+    async def record_gap(self, source: Source, reason: str, *, from_ns: int | None) -> None:
+        self.gaps.append(reason)
+
+    async def mark(self, source: Source, state: str) -> None:
+        self.marks.append(state)
+
+
+@pytest.mark.anyio
+async def test_two_listings_close_together_record_one_gap_of_a_container_removed_away() -> None:
+    fake = _Away()
+    reconciler = Reconciler(
+        fake, fake, Registry(), fake, Policy(collect_all=True),  # type: ignore[arg-type]
+        initial_tail="all", self_ids=[], scope=None, started_ns=0, last_seen_ns=None,  # type: ignore[arg-type]
+    )  # fmt: skip
+    await reconciler._removed_while_away(set(), 10)
+    await reconciler._removed_while_away(set(), 20)  # a reconnect: its mark not yet stored
+    assert (fake.gaps, fake.marks) == ([REMOVED_WHILE_AWAY], ["removed"])
