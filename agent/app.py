@@ -193,7 +193,12 @@ class Agent:
                     )  # fmt: skip
                 self.forwarders = [
                     Forwarder(
-                        storage.db, storage.host, d, described=described, commits=storage.commits
+                        storage.db,
+                        storage.host,
+                        d,
+                        described=described,
+                        commits=storage.commits,
+                        recent=storage.recent,
                     )
                     for d in s.forward
                 ]

@@ -35,12 +35,14 @@ from agent.forward.sinks import (
     SyslogSink,
 )
 from agent.storage import consumers
+from agent.storage.cursors import names_of
 from agent.storage.db import transaction
 from agent.storage.described import Described, StoredContainer, described_as
 from agent.storage.follow import Position, committed, newer, one_server, rewound
 from agent.storage.forward_gaps import consumer_name as forward_consumer
 from agent.storage.gaps import record_forward_gaps
 from agent.storage.reader import LogFilter, StoredRow
+from agent.storage.recent import RecentRows, lines_held
 from agent.storage.signal import IDLE_S, CommitSignal
 
 log = logging.getLogger("logagent.forward")
@@ -121,8 +123,12 @@ class Forwarder:
         sink: Sink | None = None,
         described: Described | None = None,
         commits: CommitSignal | None = None,
+        recent: RecentRows | None = None,
     ) -> None:
         self.db, self.host, self.d = db, host, d
+        self._recent = recent  # the rows just committed, when it is caught up
+        if recent is not None:
+            recent.followed = True
         # This agent's commits (LogStorage.commits): with nothing to send, the next step
         # waits for one (or IDLE_S) instead of reading the store every `linger`.
         self._commits = commits
@@ -164,12 +170,13 @@ class Forwarder:
             await self.sink.aclose()
 
     async def _step(self, position: Position) -> tuple[Position, int]:
-        """One batch: read, send, commit the position. How many rows it read."""
+        """One batch: read, send, commit the position. How many rows it read (or took from
+        memory, its filter's or not: a batch of them all filtered out is read on at once)."""
         async with one_server(self.db) as conn:  # the bound and the rows: one server's
             upto = await committed(conn)
             position = rewound(position, upto)
-            mine = Position(tuple((h, at) for h, at in upto.ids if h == self.host))
-            rows, after = await newer(conn, self._filter, position, mine, limit=self.d.batch_lines)
+            mine = upto.of_host(self.host)
+            rows, after, read = await self._rows(conn, position, mine)
             known: dict[str, StoredContainer] = {}
             if self._describe and rows:
                 known = await self._described.of({r.container_id for r in rows}, conn)
@@ -177,7 +184,7 @@ class Forwarder:
         if not rows:
             if after != position:
                 await self._save(after)
-            return after, 0
+            return after, read
         rows, after = self._bounded(rows, after)
         picks = self._sends.picks
         wanted = [r for r in rows if picks is None
@@ -190,7 +197,21 @@ class Forwarder:
             log.warning("forward %s: sending works again", self.d.name)
             self.stats.last_error = None
         self.stats.count(len(wanted) - len(refused))
-        return after, len(rows)
+        return after, read
+
+    async def _rows(
+        self, conn: BaseDBAsyncClient, position: Position, mine: Position
+    ) -> tuple[list[StoredRow], Position, int]:
+        """The next batch's rows, the position they reach, and how many rows that passed:
+        caught up, from what the writer has just committed (storage/recent.py), their
+        containers' names read now; else from the store."""
+        limit = self.d.batch_lines
+        if (held := lines_held(self._recent, self.host, position, mine, limit=limit)) is not None:
+            lines, after = held
+            names = await names_of(conn, sorted(lines.source_ids()))
+            return lines.rows(self.host, names, self._filter.min_level), after, len(lines)
+        rows, after = await newer(conn, self._filter, position, mine, limit=limit)
+        return rows, after, len(rows)
 
     async def _send(
         self, rows: list[StoredRow], known: dict[str, StoredContainer], ids: Ids

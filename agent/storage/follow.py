@@ -54,6 +54,12 @@ class Position:
     def as_dict(self) -> dict[str, int]:
         return dict(self.ids)
 
+    def of_host(self, host: str) -> Position:
+        """This host's id and session alone."""
+        return Position(
+            *(tuple(p for p in pairs if p[0] == host) for pairs in (self.ids, self.epochs))
+        )
+
     def token(self) -> str:
         """The position as URL-safe text (the viewer's `after`, a consumer's stored row)."""
         epochs = dict(self.epochs)

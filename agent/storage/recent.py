@@ -1,7 +1,8 @@
 """The rows this host's writer has just committed, held a moment in memory for the alert
-rules, which follow this host's rows: caught up, they take them from here instead of
-reading them back (a row read back, narrowly, cost ~1.65 µs, about half of what its whole
-commit did: bench/README.md).
+rules and the forwarders, which follow this host's rows: caught up, they take them from here
+instead of reading them back (a row read back, narrowly, cost ~1.65 µs, about half of what
+its whole commit did; a forwarder's row, whole and joined to its container, ~3.3 µs:
+bench/README.md).
 
 A follower gets only what its read (`follow.scan`) would give: the rows after its position
 up to the committed bound it read (`follow.committed`), and only if every one of them is
@@ -15,16 +16,26 @@ took.
 Nothing is held until a follower says it follows (`followed`), then the newest commits up to
 `max_rows` rows, `max_chars` characters of messages and MAX_COMMITS commits.
 
-The forwarders read the store: a row's container name there is the one its container has
-now (selections judge it), where a commit held its name then.
+A commit holds its rows' source ids, not their containers' names: a forwarder reads the name
+each container has now (`HeldLines.rows`), as `follow.newer`'s join does (a selection judges
+it, and a renamed container's rows are sent under its new name either way).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from agent.storage.follow import MAX_ID, Position, Scanned, moved
+from agent.storage.models import LOG_LINE_COLUMNS
+from agent.storage.reader import StoredRow
+
+_SOURCE, _STREAM, _STAMP, _TEXT, _MESSAGE, _FLAGS, _LEVEL = (
+    LOG_LINE_COLUMNS.index(c)
+    for c in ("source_id", "stream", "timestamp_ns", "timestamp", "message", "flags", "level")
+)
 
 MAX_ROWS = 50_000  # a few commits of a firehose (the writer's are 20,000 rows at most)
 # ... and their messages' characters (long lines hold fewer rows): a commit of the writer's
@@ -35,13 +46,20 @@ MAX_COMMITS = 500  # and commits (a trickle commits a row at a time: each is a f
 
 @dataclass(frozen=True)
 class Held:
-    """One commit's rows as a first look reads them (`follow.Scanned`): levels and messages,
-    as they were stored."""
+    """One commit's rows, column by column as the writer inserted them (LOG_LINE_COLUMNS'
+    order: the writer's own lists, not copies)."""
 
     epoch: int  # the writer session that committed them
     first: int  # the first row's id; the others follow, in this order
-    levels: list[int | None]
-    messages: list[str]
+    columns: Sequence[list[Any]]
+
+    @property
+    def levels(self) -> list[int | None]:
+        return self.columns[_LEVEL]
+
+    @property
+    def messages(self) -> list[str]:
+        return self.columns[_MESSAGE]
 
     @property
     def last(self) -> int:
@@ -104,6 +122,67 @@ def scan_held(
     """What `follow.scan` would read, from memory: this host's ids after the follower's
     position, at most `limit`, up to the bound; None if they are not all held (or it is not
     caught up enough to take any from here)."""
+    taken = _taken(recent, host, after, upto, limit)
+    if taken is None:
+        return None
+    spans, ids, position = taken
+    return Scanned(ids, _joined(spans, _LEVEL), _joined(spans, _MESSAGE)), position
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLines:
+    """Committed rows taken from memory, column by column: all of them, in id order."""
+
+    ids: range
+    columns: tuple[list[Any], ...]  # source ids, streams, stamps, texts, messages, flags, levels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def source_ids(self) -> set[int]:
+        return set(self.columns[0])
+
+    def rows(
+        self, host: str, names: Mapping[int, tuple[str, str]], min_level: int | None = None
+    ) -> list[StoredRow]:
+        """As `follow.newer` reads them: with their container's id and name as the store
+        has them now (`names`, by source id: a row whose container has none is left out, as
+        the join leaves it), those of `min_level` and above if given."""
+        sids, streams, stamps, texts, messages, flags, levels = self.columns
+        new = tuple.__new__
+        out: list[StoredRow] = []
+        for row_id, sid, stream, stamp, text, message, flag, level in zip(
+            self.ids, sids, streams, stamps, texts, messages, flags, levels, strict=True
+        ):
+            if min_level is not None and (level is None or level < min_level):
+                continue
+            if (named := names.get(sid)) is None:
+                continue
+            out.append(new(StoredRow, (row_id, host, *named, stream, stamp, text, message,
+                                       flag, level)))  # fmt: skip
+        return out
+
+
+def lines_held(
+    recent: RecentRows | None, host: str, after: Position, upto: Position, *, limit: int
+) -> tuple[HeldLines, Position] | None:
+    """This host's rows after `after` up to the bound, at most `limit` ids of them, whole,
+    from memory, and the position they reach; None as for `scan_held`. A filter is the
+    taker's (`HeldLines.rows`): the position passes every id taken, as `newer`'s passes the
+    rows its filter left out."""
+    taken = _taken(recent, host, after, upto, limit)
+    if taken is None:
+        return None
+    spans, ids, position = taken
+    wanted = (_SOURCE, _STREAM, _STAMP, _TEXT, _MESSAGE, _FLAGS, _LEVEL)
+    return HeldLines(ids, tuple(_joined(spans, c) for c in wanted)), position
+
+
+def _taken(
+    recent: RecentRows | None, host: str, after: Position, upto: Position, limit: int
+) -> tuple[list[tuple[Held, int, int]], range, Position] | None:
+    """The held slices of the ids after the follower's position (at most `limit`, up to the
+    bound), those ids, and the position they reach; None if they are not all held."""
     if recent is None or not recent.followed:
         return None
     seen, bound = after.as_dict().get(host), upto.as_dict().get(host)
@@ -115,16 +194,19 @@ def scan_held(
     spans, whole = recent.spans(epoch, seen, min(bound, seen + limit))
     if not spans or not whole:
         return None
+    first = spans[0][0].first + spans[0][1]
+    n = sum(stop - start for _, start, stop in spans)
+    ids = range(first, first + n)
+    recent.taken += n
+    cut = ids[-1] if n >= limit else MAX_ID
+    return spans, ids, moved(after, upto, cut)
+
+
+def _joined(spans: list[tuple[Held, int, int]], column: int) -> list[Any]:
     if len(spans) == 1:
         commit, start, stop = spans[0]
-        levels, messages = commit.levels[start:stop], commit.messages[start:stop]
-    else:
-        levels, messages = [], []
-        for commit, start, stop in spans:
-            levels += commit.levels[start:stop]
-            messages += commit.messages[start:stop]
-    first = spans[0][0].first + spans[0][1]
-    ids = range(first, first + len(messages))
-    recent.taken += len(ids)
-    cut = ids[-1] if len(ids) >= limit else MAX_ID
-    return Scanned(ids, levels, messages), moved(after, upto, cut)
+        return commit.columns[column][start:stop]
+    out: list[Any] = []
+    for commit, start, stop in spans:
+        out += commit.columns[column][start:stop]
+    return out
