@@ -219,6 +219,12 @@ class DockerLogCollector:
             self._scope.cancel()
             await self.progress.ended.wait()
 
+    @property
+    def opened_ns(self) -> int:
+        """When its first follow stream was asked for (the wall clock; 0 before): a run of
+        the container that began before it is one this stream reads, or read."""
+        return self._refollow.opened_ns
+
     def rest_read_elsewhere(self) -> None:
         """The container runs again: the new run's stream resumes from the stored position
         and reads this rest itself, so the dead run's read of it may end (it held the

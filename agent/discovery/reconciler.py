@@ -71,8 +71,10 @@ class Reconciler:
         self.die_grace = DIE_GRACE
         self._limiter = anyio.CapacityLimiter(32)  # requests a (re)listing fires at once
         # Containers this process marked removed while away whose mark the store may not
-        # show yet: a listing soon after (a reconnect) must not record their gap again.
-        self._marked_away: set[str] = set()
+        # show yet (a listing soon after, a reconnect, must not record their gap again),
+        # each with the time up to which their lines are accounted for: a replayed `start`
+        # of a run before it needs no gap of its own (None: all of them, a gap was made).
+        self._marked_away: dict[str, int | None] = {}
         self._tg: TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -153,7 +155,8 @@ class Reconciler:
         except Exception as exc:
             log.warning("could not read which stored containers Docker still has: %s", exc)
             return
-        self._marked_away &= {cid for cid, *_ in stored}  # a committed mark: shown removed
+        shown = {cid for cid, *_ in stored}  # a committed mark: shown removed, forgotten here
+        self._marked_away = {c: at for c, at in self._marked_away.items() if c in shown}
         for cid, name, state, last_ns in stored:
             if cid in listed or cid in self._marked_away or self.registry.get(cid) is not None:
                 continue
@@ -163,7 +166,7 @@ class Reconciler:
             if state != "exited":
                 await self._gap_of(source, gaps.REMOVED_WHILE_AWAY, last_ns)
             await self.storage.mark(source, "removed")
-            self._marked_away.add(cid)
+            self._marked_away[cid] = None if state != "exited" else (last_ns or 0)
             log.info("%s (%s) was removed while the agent was away", name, cid[:12])
 
     # -- events --------------------------------------------------------------------------
@@ -181,13 +184,13 @@ class Reconciler:
             if action == "create":
                 self._spawn(self._prepare, rec)
             else:
-                if rec.collector is not None:  # the previous run's: this run reads its rest
-                    rec.collector.rest_read_elsewhere()
+                if rec.collector is not None and _news_to(rec.collector, time_ns):
+                    rec.collector.rest_read_elsewhere()  # the previous run's: this run reads it
                 # A container started now is read from its first line: its timestamps can
                 # precede State.StartedAt, so `since=StartedAt` would drop its first lines.
                 self._spawn(self._start, rec, Start("all", follow=True), time_ns)
         elif action in ("die", "destroy"):
-            self._spawn(self._ended, cid, action == "destroy")
+            self._spawn(self._ended, cid, action == "destroy", time_ns)
         elif action == "rename" and (name := attrs.get("name", "").lstrip("/")):
             self._spawn(self._renamed, cid, name)
 
@@ -218,35 +221,50 @@ class Reconciler:
             self.registry.prepare(rec, info, cursor)
 
     async def _start(self, rec: ContainerRecord, start: Start, event_ns: int | None) -> None:
-        async with rec.lock, self._limiter:
-            if owed_nothing(start, await self._has_cursor(rec)):
-                return
+        async with rec.lock:
             existing = rec.collector
             if existing is not None:
-                if not start.follow:
-                    return  # already being read
+                if not start.follow or not _news_to(existing, event_ns):
+                    return  # already being read (a replayed `start`: of a run it reads)
                 # The previous run's stream drains first; then this run resumes after it.
+                # (Not holding a listing's slot meanwhile: that may take as long as it runs.)
                 await self._until_ended(existing)
-            try:
-                await self.manager.start_docker_collector(
-                    rec.id, rec.name, tail=start.tail, follow=start.follow
-                )
-            except ContainerNotFound:
+            async with self._limiter:
+                await self._open(rec, start, event_ns)
+
+    async def _open(self, rec: ContainerRecord, start: Start, event_ns: int | None) -> None:
+        """The container's stream, or a gap or a failure that says why it cannot be read."""
+        if owed_nothing(start, await self._has_cursor(rec)):
+            return
+        try:
+            await self.manager.start_docker_collector(
+                rec.id, rec.name, tail=start.tail, follow=start.follow
+            )
+        except ContainerNotFound:
+            if not self._accounted(rec.id, event_ns):
                 await self._gap(rec, gaps.REMOVED_BEFORE_READ, event_ns)
-            except LogsUnavailable as exc:
-                rec.failure = Failure.of(exc)
-                log.error("cannot collect %s (%s): %s", rec.name, rec.id[:12], exc)
-                await self._gap(rec, gaps.unreadable(exc), event_ns)
-            except DockerUnavailable as exc:  # the next listing starts it, when it is back
-                log.warning("could not start collecting %s: %s", rec.name, exc)
-            except DockerError as exc:
-                rec.failure = Failure.of(exc)
-                log.error("cannot collect %s (%s): %s", rec.name, rec.id[:12], exc)
-                # dockerd answers 500 "open ...-json.log: no such file" for a --rm container
-                # it is removing: its lines went with it, which a gap says (a review's burst
-                # of 50 short-lived containers lost one or two so, in silence)
-                if await gone(self.client, rec.id):
-                    await self._gap(rec, gaps.REMOVED_BEFORE_READ, event_ns)
+        except LogsUnavailable as exc:
+            rec.failure = Failure.of(exc)
+            log.error("cannot collect %s (%s): %s", rec.name, rec.id[:12], exc)
+            await self._gap(rec, gaps.unreadable(exc), event_ns)
+        except DockerUnavailable as exc:  # the next listing starts it, when it is back
+            log.warning("could not start collecting %s: %s", rec.name, exc)
+        except DockerError as exc:
+            rec.failure = Failure.of(exc)
+            log.error("cannot collect %s (%s): %s", rec.name, rec.id[:12], exc)
+            # dockerd answers 500 "open ...-json.log: no such file" for a --rm container
+            # it is removing: its lines went with it, which a gap says (a review's burst
+            # of 50 short-lived containers lost one or two so, in silence)
+            if await gone(self.client, rec.id):
+                await self._gap(rec, gaps.REMOVED_BEFORE_READ, event_ns)
+
+    def _accounted(self, cid: str, event_ns: int | None) -> bool:
+        """A replayed event's run of a container marked removed while away whose lines are
+        accounted for: read to the end, or in the gap it was given then."""
+        if cid not in self._marked_away:
+            return False
+        read_to = self._marked_away[cid]
+        return read_to is None or (event_ns is not None and event_ns <= read_to)
 
     async def _has_cursor(self, rec: ContainerRecord) -> bool:
         if (position := rec.position) is not None:  # moved in from the store, or a stream's
@@ -281,13 +299,14 @@ class Reconciler:
         )
         await collector.stop(drain=True, exited=True)
 
-    async def _ended(self, cid: str, destroyed: bool) -> None:
-        """die/destroy: let the stream reach its end (the last lines), then stop it."""
+    async def _ended(self, cid: str, destroyed: bool, event_ns: int | None = None) -> None:
+        """die/destroy: let the stream reach its end (the last lines), then stop it. (A
+        replayed `die` of a run before the one its stream reads: nothing to end.)"""
         rec = self.registry.get(cid)
         if rec is None:
             return
         async with rec.lock:
-            if rec.collector is not None:
+            if rec.collector is not None and (destroyed or _since_opened(rec.collector, event_ns)):
                 await self._until_ended(rec.collector)
             if destroyed:
                 if rec.stopped_by_hand:  # its logs go now, with whatever it wrote since
@@ -312,3 +331,19 @@ async def _load_positions(storage: LogStorage, records: list[ContainerRecord]) -
     for rec in owed:
         if rec.cursor is None and rec.collector is None:  # no stream ran meanwhile
             rec.cursor = cursors[rec.id]
+
+
+def _since_opened(collector: DockerLogCollector, event_ns: int | None) -> bool:
+    """Whether a container's event is of the run its stream reads or a later one: not known
+    to be from before the stream was opened. Docker replays the events since the agent's
+    last run (and after a reconnect): a replayed `start` or `die` of a run the stream was
+    opened after is no news, and waiting for that stream to end would wait as long as the
+    container runs (a review's 34 busy containers held every slot of a listing)."""
+    opened = collector.opened_ns
+    return event_ns is None or not opened or event_ns > opened
+
+
+def _news_to(collector: DockerLogCollector, start_ns: int | None) -> bool:
+    """Whether a `start` is of a run the collector does not follow: one after its stream was
+    opened, or any while it only reads an exited container's rest (it started meanwhile)."""
+    return not collector.follow or _since_opened(collector, start_ns)

@@ -205,3 +205,47 @@ async def test_containers_removed_while_the_agent_was_away_are_shown_removed(
     # Neither the mark nor the replayed `destroy` (a bare identity) cleared it.
     ages = query(f"sqlite:///{tmp_path / 'logs.db'}", "SELECT max_age_s FROM container_cursors")
     assert [a for (a,) in ages] == [90 * 86400] * 2
+
+
+def stored_name(tmp_path: Path, cid: str) -> str:
+    url = f"sqlite:///{tmp_path / 'logs.db'}"
+    (name,) = query(url, "SELECT container_name FROM container_cursors WHERE container_id = ?", cid)
+    return str(name[0])
+
+
+async def test_events_replayed_after_a_restart_are_no_news_to_streams_opened_since(
+    tmp_path: Path, containers: Containers
+) -> None:
+    """Docker replays the events since the agent's last run. A replayed `start` of a run
+    the listing's stream already follows is no news: waiting for that stream to end held
+    the container's lock (and a listing's slot) for as long as it ran — a `docker rename`
+    of it waited for ever (a review's finding). A container removed while the agent was
+    away gets one gap however many of its starts are replayed; a run started while away
+    of one that had exited and was read is read."""
+    proc = start_agent_process(tmp_path)
+    try:
+        quiet = containers.run("replay-quiet", "echo first; sleep 600")
+        gone = containers.run("replay-gone", "echo first; sleep 600")
+        rerun = containers.run("replay-rerun", "echo run")
+        await eventually(lambda: all(stored_rows(tmp_path, c) for c in (quiet, gone, rerun)))
+        containers.wait("replay-rerun")
+        await eventually(lambda: state_and_gaps(tmp_path, rerun)[0] == "exited")
+        stop_process(proc)
+        docker("restart", "-t", "0", quiet, gone)  # a die and a start each, replayed
+        docker("start", rerun)
+        busy = containers.run("replay-busy", "while true; do echo tick; sleep 0.1; done")
+        containers.wait("replay-rerun")
+        docker("rm", "-f", gone)
+        proc = start_agent_process(tmp_path)
+        await eventually(lambda: len(stored_rows(tmp_path, busy)) > 5)
+        docker("rename", busy, f"{containers.prefix}-replay-renamed")
+        containers.names.append(f"{containers.prefix}-replay-renamed")
+        await eventually(lambda: stored_name(tmp_path, busy).endswith("-replay-renamed"))
+        await eventually(lambda: len(stored_rows(tmp_path, rerun)) == 2)
+        await eventually(lambda: state_and_gaps(tmp_path, gone)[0] == "removed")
+        stop_process(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert state_and_gaps(tmp_path, gone)[1] == [gaps.REMOVED_WHILE_AWAY]
+    assert [m for _, _, m in stored_rows(tmp_path, quiet)] == ["first", "first"]
