@@ -8,6 +8,7 @@ so it is kept quiet and we say which service failed).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,11 @@ from agent.timestamps import format_timestamp
 REPLY_LIMIT = 64 * 1024  # of a destination's answer, read at most
 SEND_TIMEOUT = aiohttp.ClientTimeout(total=10)
 APPRISE_TIMEOUT_S = 30.0  # Apprise's own per-service timeouts are shorter (4 s, 4 s)
+# Where a chat service reads a mention or a masked link in the text of a message: `@everyone`,
+# `@here`, `@room`, `<@id>`, `<@&role>`, `<#channel>`, `<!channel>`, `[text](url)`. Apprise
+# passes Discord's text through as it is (2.3.0: a review's line pinged a whole server).
+_SYNTAX = re.compile(r"[@<]|\](?=\()")
+_ZWSP = "\u200b"  # a zero-width space after each: shown the same, read as plain text
 
 
 async def deliver(
@@ -80,22 +86,30 @@ def with_time(alert: dict[str, Any]) -> dict[str, Any]:
 def as_text(alert: dict[str, Any]) -> tuple[str, str]:
     """A title and a body for a person: every field from the container is text, with
     control characters shown as escapes (a hostile line cannot drive a terminal or a
-    notification's layout)."""
+    notification's layout), and no mention or masked link a chat service would act on."""
     a = with_time(alert)
-    name = terminal_safe(str(a.get("container_name", "")))
+    name = shown(str(a.get("container_name", "")))
     if a.get("test"):
-        return f"logagent: a test of rule {a.get('rule')}", terminal_safe(str(a.get("line", "")))
+        return f"logagent: a test of rule {a.get('rule')}", shown(str(a.get("line", "")))
     title = f"logagent: {a.get('rule')} on {name}"
     if a.get("kind") == "summary":
         title += " (summary)"
-    lines = [terminal_safe(str(a.get("line", "")))]
+    lines = [shown(str(a.get("line", "")))]
     lines.append(f"{a.get('count')} match(es) in the window, {a.get('more')} more held back")
     lines.append(f"container {name} ({str(a.get('container_id', ''))[:12]}) on "
-                 f"{terminal_safe(str(a.get('host', '')))} at {a['time']}")  # fmt: skip
+                 f"{shown(str(a.get('host', '')))} at {a['time']}")  # fmt: skip
     for part in ("before", "after"):
         context = a.get(part) or []
         if context:
             lines.append(f"-- {part}:")
-            lines += [f"{c['time']} {terminal_safe(str(c['line']))}" for c in context]
+            lines += [f"{c['time']} {shown(str(c['line']))}" for c in context]
     lines.append(f"alert id {a.get('id')}")
     return title, "\n".join(lines)
+
+
+def shown(text: str) -> str:
+    """Text from a container as a notification shows it: control and invisible characters as
+    escapes (terminal_safe: a zero-width space of its own among them), then a zero-width
+    space after each `@` and `<` and between `](`, so that no chat service reads a mention
+    or a masked link in it."""
+    return _SYNTAX.sub(lambda m: m.group() + _ZWSP, terminal_safe(text))

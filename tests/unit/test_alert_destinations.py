@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from agent.alerts.delivery import as_text
@@ -59,6 +61,26 @@ def test_a_notification_shows_a_hostile_line_as_text() -> None:
     assert "\x1b" not in title + body and "\x07" not in title
     assert body.splitlines()[0] == "a\\x1b[2Jb"
     assert "-- after:" in body and "t \\x1b[31mnext" in body
+
+
+def test_a_notification_carries_no_mention_or_masked_link_a_chat_service_acts_on() -> None:
+    """Apprise hands Discord the text as it is: `@everyone` there pinged a whole server and
+    `[click](url)` showed a masked link (a review's finding). A zero-width space after `@`
+    and `<` and in `](` breaks each; one the line holds itself is shown as an escape."""
+    line = "ERROR @everyone @here <@123> <@&456> <#789> <!channel> [click](http://evil.example)"
+    alert = {"rule": "r", "container_name": "@here", "line": line + "\u200b", "count": 1,
+             "more": 0, "time_ns": 0, "id": "i", "host": "h", "kind": "line",
+             "container_id": "c" * 64, "before": [{"time": "t", "line": "<@1>"}]}  # fmt: skip
+    title, body = as_text(alert)
+    for text in (title, body):
+        assert not re.search(r"@(everyone|here|\d|&)|<[@#!]|\]\(", text), text
+    assert (
+        body.splitlines()[0]
+        == line.replace("@", "@\u200b").replace("<", "<\u200b").replace("](", "]\u200b(")
+        + "\\u200b"
+    )
+    assert title == "logagent: r on @\u200bhere"
+    assert "t <\u200b@\u200b1>" in body
 
 
 def test_an_apprise_url_it_refuses_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
