@@ -99,7 +99,7 @@ def _tail(row: StoredRow) -> str:
     return tail + "}\n"
 
 
-def syslog_frame(row: StoredRow, ids: Ids = stable_id, limit: int = 1 << 16) -> bytes:
+def syslog_frame(row: StoredRow, ids: Ids = stable_id, limit: int = 8192) -> bytes:
     """One RFC 5424 message, octet-counted (`LEN SP MSG`), of `limit` bytes at most: a
     receiver closes the connection on a frame past its own (syslog-ng), or splits it
     (rsyslog), so a longer line is cut and says so (`truncated="true"`)."""
@@ -120,6 +120,9 @@ def syslog_frame(row: StoredRow, ids: Ids = stable_id, limit: int = 1 << 16) -> 
         body = row.message.encode("utf-8", "surrogatepass")
         room = max(limit - len(head.encode()), 0)
         message = head.encode() + body[:room].decode("utf-8", "ignore").encode()
+        # A head alone past a small limit (a long name, 480 bytes): cut too, never sent
+        # longer than the receiver takes (its rest would be read as a message of its own).
+        message = message[:limit].decode("utf-8", "ignore").encode()
     return f"{len(message)} ".encode() + message
 
 

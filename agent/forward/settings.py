@@ -62,7 +62,10 @@ class Destination:
     batch_bytes: int = 1 << 20  # bytes sent at once, at most (a line alone may pass it)
     linger_s: float = 1.0  # a batch not full waits this long for more lines
     from_start: bool = False  # a destination new to the store: every stored line, or from now
-    max_message_bytes: int = 1 << 16  # syslog: a message past it is cut, and says so
+    # syslog: a message past it is cut, and says so. Never above the receiver's own limit:
+    # a receiver cuts a longer one and reads its rest as a message of its own, which a
+    # container's line can then forge (host, program, id). rsyslog's default is 8 KiB.
+    max_message_bytes: int = 8192
 
     def sends(self) -> Sends:
         """What of this host's rows it sends: its min_level, and its selection's judge
@@ -133,7 +136,9 @@ def _destination(table: object, where: str, env: Mapping[str, str]) -> Destinati
         values["host"], values["port"] = match["host"].strip("[]"), int(match["port"])
         values["tls"] = _bool(table, "tls", where)
         values["ca_file"] = _ca_file(table, where, values["tls"])
-        values["max_message_bytes"] = _int(table, "max_message_bytes", where, 480, 8 << 20, 1 << 16)
+        values["max_message_bytes"] = _int(
+            table, "max_message_bytes", where, 480, 8 << 20, Destination.max_message_bytes
+        )
     if (level := table.get("min_level")) is not None:
         values["min_level"] = level_of_word(str(level).lower())
         if values["min_level"] is None:

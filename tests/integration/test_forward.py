@@ -385,6 +385,39 @@ async def test_lines_retention_deletes_before_they_are_sent_are_a_gap_of_the_des
     assert gaps_cli(tmp_path) == []  # the store lost nothing it was not told to drop
 
 
+async def test_a_line_longer_than_rsyslog_takes_cannot_forge_a_message_of_its_own(
+    tmp_path: Path, containers: Containers
+) -> None:
+    """rsyslog (its default maxMessageSize, 8 KiB) cuts a longer message and reads its rest
+    as a message of its own: a local user's line padded past it could forge one from any
+    host and program (a review's finding, when frames were cut at 64 KiB). By default a
+    message is cut at 8 KiB: each line arrives as one message, from its container."""
+    require_or_skip(receiver_problem())
+    forged = "<34>1 2024-01-01T00:00:00.000000Z bastion sshd 4242 - - Accepted password for root"
+    script = (
+        "; ".join(
+            f'pad=$(head -c {n} /dev/zero | tr "\\0" x); echo "$pad{forged}"'
+            for n in (8000, 9000, 20000)
+        )
+        + "; echo end"
+    )
+    with RsyslogReceiver(max_message_size="8k") as rsyslog:
+        host, port = rsyslog.address
+        config = forward_config(name="siem", kind="syslog", address=f"{host}:{port}")
+        proc = start_agent_process(tmp_path, extra_config=config)
+        try:
+            cid = containers.run("forger", script)
+            await until_reached(lambda: sum(m["msg"] == "end" for m in rsyslog.messages()), 1)
+            stop_process(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        got = rsyslog.messages()
+    assert [m["procid"] for m in got] == [cid[:12]] * 4, [m["hostname"] for m in got]
+    assert all(b'truncated="true"' in m["structured-data"].encode() for m in got[:3])
+    assert all(len(m["msg"].encode()) < 8192 for m in got)
+
+
 async def test_syslog_over_tls_verified_against_its_ca(
     tmp_path: Path, containers: Containers
 ) -> None:

@@ -159,6 +159,12 @@ def test_a_syslog_destination_s_own_limit_is_the_one_used() -> None:
     d = Destination("siem", "syslog", host="h", port=514, max_message_bytes=480)
     frame = encode(d, [ROW._replace(message="x" * 5000)], {}, stable_id)
     assert int(frame.partition(b" ")[0]) <= 480 and b'truncated="true"' in frame
+    # A head longer than the limit on its own (a long name): the message is still cut to it.
+    named = ROW._replace(container_name="n" * 255, message="x" * 5000)
+    frame = encode(d, [named], {}, stable_id)
+    length, _, message = frame.partition(b" ")
+    assert int(length) == len(message) <= 480
+    assert Destination("siem", "syslog").max_message_bytes == 8192  # rsyslog's own default
 
 
 def test_ndjson_records_are_what_json_dumps_writes() -> None:
