@@ -210,11 +210,16 @@ class HttpReceiver:
         required_headers: Mapping[str, str] | None = None,
         port: int = 0,
         refuse: Callable[[bytes], bool] | None = None,
+        per_second: int | None = None,
     ) -> None:
         self.required_headers = {k.lower(): v for k, v in (required_headers or {}).items()}
         # A receiver that refuses a whole request for one record it cannot take (400): asked
         # of each decoded body before any scripted answer.
         self.refuse = refuse
+        # A receiver's rate limit (Loki's per tenant): past this many requests in a second,
+        # 429 with Retry-After: 1, whatever the request.
+        self.per_second = per_second
+        self._window = (0.0, 0)  # (its start, requests in it)
         self.port = port
         self.requests: list[Received] = []
         self._answers: deque[Answer] = deque()
@@ -347,6 +352,12 @@ class HttpReceiver:
             return Answer(404, body=f"no such path: {got.path}")
         if got.method != "POST":
             return Answer(405, headers={"Allow": "POST"})
+        if self.per_second is not None:
+            now = time.monotonic()
+            start, n = self._window if now - self._window[0] < 1.0 else (now, 0)
+            self._window = (start, n + 1)
+            if n >= self.per_second:
+                return Answer(429, {"Retry-After": "1"}, "rate limited")
         for name, value in self.required_headers.items():
             if got.headers.get(name) != value:
                 got.error = f"header {name!r}: {got.headers.get(name)!r}"

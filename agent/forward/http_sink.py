@@ -21,6 +21,7 @@ from agent.forward.sinks import (
     Refused,
     SinkError,
 )
+from agent.render import terminal_safe
 from agent.secret_files import (
     Identity,
     SecretFileError,
@@ -31,7 +32,8 @@ from agent.secret_files import (
 
 log = logging.getLogger("logagent.forward")
 
-REFUSED = {400, 413, 422}  # what `Refused` means
+REFUSED = {400, 413, 422}  # what `Refused` means: a line in the batch
+REFUSED_FORM = {405, 411, 414, 415, 431}  # the request's form: any batch, refused whole
 MAX_ANSWER = 1 << 16  # of an answer, read at most (a reason, OTLP's partial success)
 
 
@@ -117,15 +119,15 @@ class HttpSink:
                 kind = answer.headers.get("Content-Type", "")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise SinkError(f"{self.url}: {exc or type(exc).__name__}") from exc
-        said = body[:500].decode("utf-8", "replace")
+        said = terminal_safe(body[:500].decode("utf-8", "replace"))  # a NUL: no gap could hold it
         if 200 <= status < 300:
             partial = self.partial
             if partial is not None and kind.startswith(partial[0]) and (got := partial[1](body)):
                 raise PartlyRejected(f"{self.url}: {got[1]}", got[0])
             return
         why = f"{self.url}: HTTP {status} {' '.join(said.split())[:200]}".rstrip()
-        if status in REFUSED:
-            raise Refused(why)
+        if status in REFUSED or status in REFUSED_FORM:
+            raise Refused(why, whole=status in REFUSED_FORM)
         raise SinkError(why, retry_after=retry_after)
 
     async def aclose(self) -> None:

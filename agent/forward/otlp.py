@@ -25,6 +25,7 @@ from typing import Any
 
 from agent.forward.records import Ids, stable_id
 from agent.level_names import DEBUG, ERROR, FATAL, INFO, NAMES, TRACE, WARN
+from agent.render import terminal_safe
 from agent.storage.described import StoredContainer
 from agent.storage.reader import StoredRow
 
@@ -191,5 +192,5 @@ def rejected(answer: bytes) -> tuple[int, str] | None:
     count = int(response.partial_success.rejected_log_records)
     if count <= 0:
         return None
-    message = " ".join(str(response.partial_success.error_message).split())[:200]
+    message = terminal_safe(" ".join(str(response.partial_success.error_message).split())[:200])
     return count, f"{count} records rejected ({message or 'no reason given'})"

@@ -140,6 +140,10 @@ class Forwarder:
         self._describe = self._sends.picks is not None or d.kind in ("otlp", "loki")
         self._described = described or Described(db, host)  # the agent's: one for all
         self._partial: list[tuple[StoredRow, str]] = []  # a batch's lines a 2xx may not have
+        self._refused: list[tuple[StoredRow, str]] = []  # a batch's lines refused for good
+        self._saved = 0  # of those, how many a split's part recorded already
+        self._after = Position()  # where the batch being sent takes the position
+        self._resume: Position | None = None  # where a split's parts sent so far took it
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         position = await consumers.load(self.db, self.name)
@@ -152,10 +156,13 @@ class Forwarder:
         try:
             while True:
                 woken = self._commits.armed() if self._commits is not None else None
+                self._resume = None
                 try:
                     position, read = await self._step(position)
                 except Exception as exc:  # the destination or the store away: the same rows
                     self._failed(exc)
+                    if self._resume is not None:  # but the parts of a split it took
+                        position, pause = self._resume, 1.0
                     asked = exc.retry_after if isinstance(exc, SinkError) else None
                     await anyio.sleep(max(pause, asked or 0.0))
                     pause = min(pause * 2, MAX_PAUSE_S)
@@ -190,13 +197,15 @@ class Forwarder:
         wanted = [r for r in rows if picks is None
                   or picks(described_as(known, r.container_id, r.container_name))]  # fmt: skip
         ids = ids_for(dict(upto.sessions).get(self.host, ()))
-        self._partial = []
-        refused = await self._send(wanted, known, ids) if wanted else []
-        await self._save(after, self._gaps(refused) + self._gaps(self._partial, quiet=True))
+        self._partial, self._refused, self._saved, self._after = [], [], 0, after
+        if wanted:
+            await self._send(wanted, known, ids)
+        unsaved = self._refused[self._saved :]
+        await self._save(after, self._gaps(unsaved) + self._gaps(self._partial, quiet=True))
         if self.stats.last_error is not None:
             log.warning("forward %s: sending works again", self.d.name)
             self.stats.last_error = None
-        self.stats.count(len(wanted) - len(refused))
+        self.stats.count(len(wanted) - len(self._refused))
         return after, read
 
     async def _rows(
@@ -215,10 +224,12 @@ class Forwarder:
 
     async def _send(
         self, rows: list[StoredRow], known: dict[str, StoredContainer], ids: Ids
-    ) -> list[tuple[StoredRow, str]]:
-        """Send these rows; those the receiver refuses for what they hold, with why. A
-        refused batch is split until each line refused is alone: one hostile line costs
-        only itself, never its neighbours."""
+    ) -> None:
+        """Send these rows; those the receiver refuses for what they hold go to `_refused`,
+        with why. A refused batch is split until each line refused is alone: one hostile
+        line costs only itself, never its neighbours; each part done is recorded at once, so
+        a failure of the next (a 429 of a receiver's rate limit: a split is many requests)
+        resumes after it, never from the whole batch again (a review's endless loop)."""
         try:
             await self.sink.send(encode(self.d, rows, known, ids))
         except PartlyRejected as exc:  # passed; which ones it does not say: any may be
@@ -226,13 +237,22 @@ class Forwarder:
             self.stats.refused += exc.rejected
             self._partial += [(r, f"may be among {exc}") for r in rows]
         except Refused as exc:
-            if len(rows) == 1:
-                return [(rows[0], str(exc))]
+            if len(rows) == 1 or exc.whole:
+                self._refused += [(r, str(exc)) for r in rows]
+                return
             half = len(rows) // 2
-            return await self._send(rows[:half], known, ids) + await self._send(
-                rows[half:], known, ids
-            )
-        return []
+            await self._send(rows[:half], known, ids)
+            await self._settle(rows[half - 1].id)
+            await self._send(rows[half:], known, ids)
+
+    async def _settle(self, last_id: int) -> None:
+        """The parts of a split batch up to this row are done: the position there, with the
+        gaps of the lines refused so far."""
+        refused, self._saved = self._refused[self._saved :], len(self._refused)
+        partial, self._partial = self._partial, []
+        at = Position.of({self.host: last_id}, dict(self._after.epochs))
+        await self._save(at, self._gaps(refused) + self._gaps(partial, quiet=True))
+        self._resume = at
 
     def _bounded(self, rows: list[StoredRow], after: Position) -> tuple[list[StoredRow], Position]:
         """At most `batch_bytes` (the first line always): the position then stops at the

@@ -59,8 +59,8 @@ async def record_forward_gaps(
     await conn.execute_many(
         f"INSERT INTO {Gap._meta.db_table} (host, container_id, container_name, reason, "
         f"from_ns, to_ns, created_ns, kind) VALUES ({Marks(conn.capabilities.dialect).many(8)})",
-        [[host, cid, fit(name), head + reason, f, t, now, FORWARD_GAP]
-         for cid, name, reason, f, t in spans],
+        [[host, cid, fit(name), (head + reason).replace("\x00", "\ufffd"), f, t, now,
+          FORWARD_GAP] for cid, name, reason, f, t in spans],
     )  # fmt: skip
 
 
