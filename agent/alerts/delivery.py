@@ -26,6 +26,12 @@ APPRISE_TIMEOUT_S = 30.0  # Apprise's own per-service timeouts are shorter (4 s,
 # passes Discord's text through as it is (2.3.0: a review's line pinged a whole server).
 _SYNTAX = re.compile(r"[@<]|\](?=\()")
 _ZWSP = "\u200b"  # a zero-width space after each: shown the same, read as plain text
+# Apprise's services that read no mention or link syntax in a message's text (mail, ntfy's
+# plain text, the generic JSON/XML/form posts): their text is left as the line was, an
+# address in it copied whole. Every other (chat: Discord, Slack, Teams, Matrix, …) gets it.
+PLAIN_SCHEMES = frozenset(
+    {"mailto", "mailtos", "ntfy", "ntfys", "json", "jsons", "xml", "xmls", "form", "forms"}
+)
 
 
 async def deliver(
@@ -67,7 +73,7 @@ async def notify(dest: Destination, alert: dict[str, Any]) -> tuple[bool, str]:
     quiet_apprise()
     sender = apprise.Apprise()
     sender.add(dest.url)
-    title, text = as_text(alert)
+    title, text = as_text(alert, chat=dest.url.partition(":")[0].lower() not in PLAIN_SCHEMES)
     service = str(getattr(sender[0], "service_name", "Apprise")) if len(sender) else "Apprise"
 
     def send() -> bool:
@@ -83,11 +89,13 @@ def with_time(alert: dict[str, Any]) -> dict[str, Any]:
     return {**alert, "time": format_timestamp(int(alert.get("time_ns") or 0))}
 
 
-def as_text(alert: dict[str, Any]) -> tuple[str, str]:
+def as_text(alert: dict[str, Any], *, chat: bool = True) -> tuple[str, str]:
     """A title and a body for a person: every field from the container is text, with
     control characters shown as escapes (a hostile line cannot drive a terminal or a
-    notification's layout), and no mention or masked link a chat service would act on."""
+    notification's layout), and for a chat service no mention or masked link it would act
+    on (`shown`)."""
     a = with_time(alert)
+    shown = _for_chat if chat else terminal_safe
     name = shown(str(a.get("container_name", "")))
     if a.get("test"):
         return f"logagent: a test of rule {a.get('rule')}", shown(str(a.get("line", "")))
@@ -107,9 +115,9 @@ def as_text(alert: dict[str, Any]) -> tuple[str, str]:
     return title, "\n".join(lines)
 
 
-def shown(text: str) -> str:
-    """Text from a container as a notification shows it: control and invisible characters as
-    escapes (terminal_safe: a zero-width space of its own among them), then a zero-width
-    space after each `@` and `<` and between `](`, so that no chat service reads a mention
-    or a masked link in it."""
+def _for_chat(text: str) -> str:
+    """Text from a container as a chat service's message shows it: control and invisible
+    characters as escapes (terminal_safe: a zero-width space of its own among them), then a
+    zero-width space after each `@` and `<` and between `](`, so that no chat service reads
+    a mention or a masked link in it."""
     return _SYNTAX.sub(lambda m: m.group() + _ZWSP, terminal_safe(text))

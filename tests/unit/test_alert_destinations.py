@@ -81,6 +81,8 @@ def test_a_notification_carries_no_mention_or_masked_link_a_chat_service_acts_on
     )
     assert title == "logagent: r on @\u200bhere"
     assert "t <\u200b@\u200b1>" in body
+    # Mail, ntfy and the generic posts read no such syntax: the line as it was (escapes aside)
+    assert as_text(alert, chat=False)[1].splitlines()[0] == line + "\\u200b"
 
 
 def test_an_apprise_url_it_refuses_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
