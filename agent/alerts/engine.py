@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agent import where
@@ -35,6 +35,12 @@ FORGET_AFTER_NS = 7 * 86400 * 10**9  # a track this much older than the newest l
 # read further behind the others than that has its matches summed up as old, not counted
 # (and any track is dropped a week past the newest, FORGET_AFTER_NS).
 BEHIND_NS = 3600 * 10**9
+# A track's match this far before the time it last fired, or before a hit it counts: the
+# host's clock was stepped back (it ran ahead, NTP mended it), as Docker's timestamps are
+# the host's. Its cooldown and hits were of a time that will not come again for as long:
+# judged by them, every match until then is held back (a review: silent for a day).
+# Lines of one container come in their order, give or take its two streams (a second).
+CLOCK_STEP_NS = 60 * 10**9
 
 
 @dataclass(frozen=True)
@@ -82,14 +88,16 @@ class _Track:
     old_ref: int = 0
     old_last: int = 0
     name: str = ""  # its container's name as the summary says it
+    old_hits: list[int] = field(default_factory=list)  # old matches in a window, as `hits`
+    old_to: list[str] = field(default_factory=list)  # the summary's destinations
 
     def as_json(self) -> list[Any]:
         return [self.hits, self.quiet_until, self.held, self.old, self.old_first,
-                self.old_ref, self.old_last, self.name]  # fmt: skip
+                self.old_ref, self.old_last, self.name, self.old_hits, self.old_to]  # fmt: skip
 
     def spent(self, now_ns: int, window_ns: int) -> bool:
         """Nothing left to count at `now_ns`: no hit in a window, cooldown over, none held."""
-        fresh = any(h > now_ns - window_ns for h in self.hits)
+        fresh = any(h > now_ns - window_ns for h in (*self.hits, *self.old_hits))
         return not self.held and not self.old and self.quiet_until <= now_ns and not fresh
 
 
@@ -175,9 +183,16 @@ class Engine:
             latest: dict[str, int] = {}  # per container, its newest line here: its own clock
             for row in rows:
                 latest[row.container_id] = max(latest.get(row.container_id, 0), row.timestamp_ns)
-            self._newest = max(self._newest, *latest.values())
+            self._seen_upto(max(latest.values()), now_ns)
             self._forget_quiet(latest, self._newest)
         return fired
+
+    def _seen_upto(self, newest_ns: int, now_ns: int | None) -> None:
+        """The newest time seen: never past the clock by more than a step (a clock that ran
+        ahead and came back would judge every other container's tracks spent)."""
+        self._newest = max(self._newest, newest_ns)
+        if now_ns is not None:
+            self._newest = min(self._newest, now_ns + CLOCK_STEP_NS)
 
     def feed_events(
         self,
@@ -197,7 +212,7 @@ class Engine:
                     if (alert := self._matched(rule, seen, now_ns, c)) is not None:
                         fired.append(alert)
         if events:
-            self._newest = max(self._newest, *(e.time_ns for e in events))
+            self._seen_upto(max(e.time_ns for e in events), now_ns)
             self._forget_quiet({}, self._newest)
         return fired
 
@@ -231,11 +246,12 @@ class Engine:
                     0,
                     "summary",
                     track.old_ref,
-                    rule.destinations,
+                    tuple(track.old_to) or rule.destinations,
                     first_ns=track.old_first,
                 )
             )
             track.old = track.old_first = track.old_ref = track.old_last = 0
+            track.old_to = []
         return out
 
     def _matched(
@@ -247,16 +263,27 @@ class Engine:
             track = self._tracks[key] = _Track([])
         ts = seen.time_ns
         if now_ns is not None and ts < now_ns - rule.max_age_ns:  # read long after: summed
+            # What would have fired: a window that reached the threshold (no cooldown: it
+            # is one notification anyway); its matches are counted.
+            window = [t for t in track.old_hits if ts - rule.window_ns < t <= ts + CLOCK_STEP_NS]
+            window.append(ts)
+            if len(window) < rule.threshold:
+                track.old_hits = window
+                return None
             if not track.old:
-                track.old_first, track.old_ref = ts, seen.ref
-            track.old += 1
+                track.old_first, track.old_ref = min(window), seen.ref
+                track.old_to = list(rule.destinations_for(container))
+            track.old += len(window)
+            track.old_hits = []
             track.old_last = max(track.old_last, ts)
             track.name = seen.container_name
             return None
+        if track.quiet_until and ts < track.quiet_until - rule.cooldown_ns - CLOCK_STEP_NS:
+            track.quiet_until = 0  # it fired by a clock that ran ahead: see CLOCK_STEP_NS
         if ts < track.quiet_until:
             track.held += 1
             return None
-        track.hits = [t for t in track.hits if t > ts - rule.window_ns]
+        track.hits = [t for t in track.hits if ts - rule.window_ns < t <= ts + CLOCK_STEP_NS]
         track.hits.append(ts)
         if len(track.hits) < rule.threshold:
             return None
@@ -314,9 +341,12 @@ class Engine:
             for key, (hits, *rest) in data["tracks"].items():  # 3 items before max_age
                 n = [int(v) for v in rest[:6]] + [0] * (6 - len(rest[:6]))
                 name = str(rest[6]) if len(rest) > 6 else ""
+                old_hits = [int(t) for t in rest[7]] if len(rest) > 7 else []
+                old_to = [str(d) for d in rest[8]] if len(rest) > 8 else []
                 self._tracks[str(key)] = _Track(
-                    [int(t) for t in hits], n[0], n[1], n[2], n[3], n[4], n[5], name
-                )
+                    [int(t) for t in hits], n[0], n[1], n[2], n[3], n[4], n[5], name,
+                    old_hits, old_to,
+                )  # fmt: skip
             self.events_after = int(data["events_after"])
         except (ValueError, TypeError, KeyError):
             self._tracks, self.events_after = {}, 0

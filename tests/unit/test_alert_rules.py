@@ -6,6 +6,8 @@ import pytest
 
 from agent.alerts.engine import Engine
 from agent.alerts.rules import AlertConfigError, parse_alerts
+from agent.alerts.selection import DESTINATIONS_LABEL
+from agent.storage.described import StoredContainer
 from agent.storage.follow import Scanned
 from agent.storage.life import LifeView
 from agent.storage.reader import StoredRow
@@ -333,3 +335,50 @@ def test_a_container_caught_up_hours_behind_keeps_its_count_within_max_age() -> 
     fired += e.feed([row(3, t0 + 3 * 3600, "boom", cid=b)], now)
     fired += e.feed([row(4, t0 + 120, "boom", cid=a)], now)
     assert [(x.container_id, x.count) for x in fired] == [(a, 3)]
+
+
+def test_a_clock_stepped_back_does_not_silence_a_rule() -> None:
+    """The host's clock ran a day ahead (Docker stamps lines with it), a match fired, then
+    NTP mended it: the cooldown ends a day ahead, and held every match back until then (a
+    review's finding). A match a minute or more before the last firing is a clock stepped
+    back: its cooldown and hits start again."""
+    e = engine(cooldown="5m")
+    day = 86400
+    assert len(e.feed([row(1, day, "ERROR ahead")], day * S)) == 1
+    fired = [e.feed([row(2 + m, 600 * m, "ERROR")], 600 * m * S) for m in range(1, 7)]
+    assert [len(f) for f in fired] == [1] * 6  # one per 10 min, past each 5 min cooldown
+    thresholded = engine(threshold=2, window="1h")
+    assert thresholded.feed([row(1, day, "ERROR ahead")], day * S) == []
+    assert thresholded.feed([row(2, 60, "ERROR")], 60 * S) == []  # not counted with the hit
+    assert len(thresholded.feed([row(3, 70, "ERROR")], 70 * S)) == 1  # ... a day ahead
+
+
+def test_a_line_stamped_ahead_does_not_end_another_container_s_cooldown() -> None:
+    """One line stamped two hours ahead (a clock jumped there for a moment) made the newest
+    time seen two hours ahead: every other container's track was judged spent by it, and
+    fired again within its cooldown. The newest time is never past the clock by more than
+    a step."""
+    e = engine(cooldown="1h")
+    assert len(e.feed([row(1, 0, "ERROR a")], 0)) == 1
+    assert e.feed([row(2, 7200, "fine", "other", "d" * 64)], 60 * S) == []
+    assert e.feed([row(3, 120, "ERROR a again")], 120 * S) == []  # held back: its cooldown
+
+
+def test_a_summary_counts_only_what_would_have_fired_and_goes_where_the_label_picks() -> None:
+    """Matches older than max_age go through the rule's window and threshold (no cooldown):
+    two of a threshold of three are no summary; three within the window are one. It goes
+    to the destinations the alert would have (the container's label may add some)."""
+    settings = parse_alerts({
+        "destinations": [HOOK, {"name": "team", "url": "https://team.example/x"}],
+        "rules": [{"name": "r", "match": "ERROR", "threshold": 3, "window": "10s",
+                   "max_age": "1h", "destinations": ["hook"], "label_destinations": ["team"]}],
+    })  # fmt: skip
+    e = Engine(settings.rules, "h")
+    now = 10 * 3600 * S
+    labelled = {"c" * 64: StoredContainer("c" * 64, "web", labels={DESTINATIONS_LABEL: "team"})}
+    e.feed([row(1, 100, "ERROR"), row(2, 200, "ERROR")], now, labelled)  # 100 s apart
+    assert e.summaries() == []
+    e.feed([row(i, 300 + i, "ERROR") for i in range(3, 6)], now, labelled)
+    (summary,) = e.summaries()
+    assert (summary.count, summary.ref, summary.destinations) == (3, 5, ("hook", "team"))
+    assert summary.first_ns == 303 * S
