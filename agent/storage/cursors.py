@@ -19,6 +19,7 @@ from agent.storage.models import ContainerCursor, fit
 from agent.storage.sql import Marks
 
 TABLE = ContainerCursor._meta.db_table
+FORMER_NAMES_MAX = 4096  # characters of a container's former names kept (~100 names)
 _CHUNK = 500  # ids per query: under SQLite's and asyncpg's limits on parameters
 
 
@@ -163,10 +164,17 @@ def position_sql(dialect: str) -> str:
     """What each commit sets in a container's row; a stream not yet read keeps its NULL."""
     m = Marks(dialect)
     # A name it no longer has (`docker rename`, also while the agent was down) is kept in
-    # former_names, each followed by a newline: `logs OLDNAME` still finds its history.
+    # former_names, each followed by a newline: `logs OLDNAME` still finds its history. Once
+    # each, and up to FORMER_NAMES_MAX characters: whoever runs a container may rename it in
+    # a loop (a review's 2,000 renames between two names kept 122 KB in its row, read at
+    # every lookup of a name).
+    kept = "COALESCE(former_names, '')"
+    find = "instr({}, {})" if m.sqlite else "strpos({}, {})"
+    known = find.format(f"'\n' || {kept}", "'\n' || container_name || '\n'")
     sets = [
-        f"former_names = CASE WHEN container_name <> {m()} THEN COALESCE(former_names, '') "
-        "|| container_name || '\n' ELSE former_names END",
+        f"former_names = CASE WHEN container_name <> {m()} AND {known} = 0 "
+        f"AND length({kept}) < {FORMER_NAMES_MAX} THEN {kept} || container_name || '\n' "
+        "ELSE former_names END",
         "container_name = " + m(),
     ]
     for stream in STREAMS:
