@@ -158,7 +158,11 @@ class Reconciler:
         shown = {cid for cid, *_ in stored}  # a committed mark: shown removed, forgotten here
         self._marked_away = {c: at for c, at in self._marked_away.items() if c in shown}
         for cid, name, state, last_ns in stored:
-            if cid in listed or cid in self._marked_away or self.registry.get(cid) is not None:
+            rec = self.registry.get(cid)
+            # A record without a stream is no proof it is there: a --rm container whose
+            # stream the daemon's restart cut is removed by the daemon as it starts, and no
+            # `destroy` survives that restart.
+            if cid in listed or cid in self._marked_away or (rec is not None and rec.collector):
                 continue
             if not await gone(self.client, cid):  # out of scope now, or the daemon away
                 continue
@@ -167,6 +171,7 @@ class Reconciler:
                 await self._gap_of(source, gaps.REMOVED_WHILE_AWAY, last_ns)
             await self.storage.mark(source, "removed")
             self._marked_away[cid] = None if state != "exited" else (last_ns or 0)
+            self.registry.forget(cid)
             log.info("%s (%s) was removed while the agent was away", name, cid[:12])
 
     # -- events --------------------------------------------------------------------------

@@ -103,3 +103,21 @@ async def test_two_listings_close_together_record_one_gap_of_a_container_removed
     await reconciler._removed_while_away(set(), 10)
     await reconciler._removed_while_away(set(), 20)  # a reconnect: its mark not yet stored
     assert (fake.gaps, fake.marks) == ([REMOVED_WHILE_AWAY], ["removed"])
+
+
+@pytest.mark.anyio
+async def test_a_known_container_without_a_stream_that_is_gone_is_marked_removed() -> None:
+    """A --rm container whose stream the daemon's restart cut (a transient failure: its
+    record stays) is removed by the daemon as it starts, and no `destroy` survives that
+    restart: the next listing marks it removed, with its gap, and forgets its record. One
+    with a live stream is left to that stream."""
+    fake = _Away()
+    registry = Registry()
+    registry.record("a" * 64, "away")  # known, no collector
+    reconciler = Reconciler(
+        fake, fake, registry, fake, Policy(collect_all=True),  # type: ignore[arg-type]
+        initial_tail="all", self_ids=[], scope=None, started_ns=0, last_seen_ns=None,  # type: ignore[arg-type]
+    )  # fmt: skip
+    await reconciler._removed_while_away(set(), 10)
+    assert (fake.gaps, fake.marks) == ([REMOVED_WHILE_AWAY], ["removed"])
+    assert registry.get("a" * 64) is None
