@@ -199,6 +199,7 @@ class Agent:
                         described=described,
                         commits=storage.commits,
                         recent=storage.recent,
+                        configured=[f.name for f in s.forward],
                     )
                     for d in s.forward
                 ]

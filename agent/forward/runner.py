@@ -11,6 +11,7 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ from agent.storage.db import transaction
 from agent.storage.described import Described, StoredContainer, described_as
 from agent.storage.follow import Position, committed, newer, one_server, rewound
 from agent.storage.forward_gaps import consumer_name as forward_consumer
+from agent.storage.forward_gaps import unconfigured
 from agent.storage.gaps import record_forward_gaps
 from agent.storage.reader import LogFilter, StoredRow
 from agent.storage.recent import RecentRows, lines_held
@@ -124,8 +126,10 @@ class Forwarder:
         described: Described | None = None,
         commits: CommitSignal | None = None,
         recent: RecentRows | None = None,
+        configured: Collection[str] = (),
     ) -> None:
         self.db, self.host, self.d = db, host, d
+        self._configured = {d.name, *configured}  # every destination's name in the config
         self._recent = recent  # the rows just committed, when it is caught up
         if recent is not None:
             recent.followed = True
@@ -148,9 +152,10 @@ class Forwarder:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         position = await consumers.load(self.db, self.name)
         if position is None:  # new here: every stored line, or from now on
-            now = 0 if self.d.from_start else (await committed(self.db)).as_dict().get(self.host)
-            position = Position.of({self.host: now or 0})
+            upto = (await committed(self.db)).as_dict().get(self.host) or 0
+            position = Position.of({self.host: 0 if self.d.from_start else upto})
             await self._save(position)
+            await self._say_unconfigured(upto)
         task_status.started()
         pause = 1.0
         try:
@@ -175,6 +180,26 @@ class Forwarder:
                     await anyio.sleep(self.d.linger_s)
         finally:
             await self.sink.aclose()
+
+    async def _say_unconfigured(self, upto: int) -> None:
+        """A destination new here, beside positions of destinations no longer configured that
+        have rows to send: maybe one renamed, whose lines the new name will not send (it
+        starts anew). Said, with how to get them (a review: a rename dropped them in silence)."""
+        try:
+            positions = await unconfigured(self.db, self.host, self._configured)
+            left = [(name, upto - after) for name, after in positions if after < upto]
+        except Exception as exc:  # only a word of advice: never a reason not to forward
+            log.debug("forward %s: could not read the other positions: %s", self.d.name, exc)
+            return
+        if left:
+            said = ", ".join(f"{name} ({n} rows not sent)" for name, n in left)
+            log.warning(
+                "forward %s is new here and starts %s; destinations no longer in the config "
+                "still have lines to send: %s. If %s is one of them renamed, give it its old "
+                "name back to send them (an unused position is dropped after a day).",
+                self.d.name, "at the first stored line" if self.d.from_start else "from now",
+                said, self.d.name,
+            )  # fmt: skip
 
     async def _step(self, position: Position) -> tuple[Position, int]:
         """One batch: read, send, commit the position. How many rows it read (or took from

@@ -81,6 +81,21 @@ def _owned(found: Sequence[Any]) -> list[tuple[str, str, int]]:
     return out
 
 
+async def unconfigured(
+    db: BaseDBAsyncClient, host: str, configured: Collection[str]
+) -> list[tuple[str, int]]:
+    """This host's positions of destinations not in the config: (destination, last row sent),
+    by name. A destination renamed in the config is a new one, and starts anew."""
+    _, found = await db.execute_query(
+        f"SELECT name, position FROM {ConsumerPosition._meta.db_table} WHERE name LIKE '{PREFIX}%'"
+    )
+    return sorted(
+        (destination_of(name), after)
+        for name, owner, after in _owned(found)
+        if owner == host and destination_of(name) not in configured
+    )
+
+
 async def forget_unconfigured(
     db: BaseDBAsyncClient,
     host: str,

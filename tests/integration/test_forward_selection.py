@@ -4,6 +4,7 @@ written through the writer, a Forwarder with a sink that keeps what it is sent).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -60,3 +61,34 @@ async def test_a_container_renamed_out_of_a_selection_is_no_longer_sent(tmp_path
             await eventually(lambda: not forwarder.stats.lag_rows and forwarder.stats.batches > 1)
             tg.cancel_scope.cancel()
     assert sink.messages() == ["line 1", "line 2", "line 3"]
+
+
+async def test_a_destination_renamed_in_the_config_says_what_the_old_name_left(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A destination renamed in the config is a new one and starts anew: the lines its old
+    name had not sent were dropped in silence (a review's finding). It says so, with how
+    to get them."""
+    sink = Kept()
+    async with LogStorage(f"sqlite:///{tmp_path}/s.db", host="h") as storage:
+
+        async def write(first: int) -> None:
+            lines = [Line("stdout", first + i, "", f"line {first + i}", 0, 7) for i in range(5)]
+            await storage.write(LineBatch.of(Source("w" * 64, "web-1"), lines))
+            await storage.flush()
+
+        old = Destination(name="siem", kind="ndjson", path="-", linger_s=0.01, from_start=True)
+        await write(1)
+        forwarder = Forwarder(storage.db, "h", old, sink=sink)
+        async with anyio.create_task_group() as tg:
+            await tg.start(forwarder.run)
+            await eventually(lambda: forwarder.stats.sent >= 5)
+            tg.cancel_scope.cancel()
+        await write(6)  # the old name's destination is down, then renamed
+        renamed = Forwarder(storage.db, "h", replace(old, name="siem-prod", from_start=False),
+                            sink=sink, configured=["siem-prod"])  # fmt: skip
+        async with anyio.create_task_group() as tg:
+            await tg.start(renamed.run)
+            tg.cancel_scope.cancel()
+    said = [r.getMessage() for r in caplog.records if "is new here" in r.getMessage()]
+    assert len(said) == 1 and "siem (5 rows not sent)" in said[0], said
