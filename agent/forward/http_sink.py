@@ -113,7 +113,7 @@ class HttpSink:
             async with self._session.post(
                 self.url, data=payload, headers=self.headers, ssl=self._ssl, allow_redirects=False
             ) as answer:
-                body = await answer.content.read(MAX_ANSWER)
+                body = await _read_up_to(answer.content, MAX_ANSWER)
                 status = answer.status
                 retry_after = _seconds(answer.headers.get("Retry-After"))
                 kind = answer.headers.get("Content-Type", "")
@@ -142,3 +142,15 @@ def _seconds(value: str | None) -> float | None:
     if value is None or not value.strip().isdigit():
         return None
     return min(float(value.strip()), 3600.0)
+
+
+async def _read_up_to(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The answer's body, up to `limit` bytes: `read(n)` gives what has come so far, and an
+    OTLP partial success split over two chunks would not parse (taken as a full success:
+    its rejected lines lost without a gap)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit and (part := await content.read(limit - size)):
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)

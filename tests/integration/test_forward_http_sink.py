@@ -7,10 +7,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import anyio
 import pytest
+from aiohttp import web
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from agent.forward.http_sink import HeaderFiles, HttpSink
-from agent.forward.otlp import CONTENT_TYPE, otlp_request
+from agent.forward.otlp import CONTENT_TYPE, otlp_request, rejected
+from agent.forward.sinks import PartlyRejected
 from agent.storage.reader import StoredRow
 from tests.http_receiver import HttpReceiver
 
@@ -65,3 +69,40 @@ def test_a_file_two_headers_read_gives_both_and_a_bad_one_keeps_the_value(
     assert files.changed() == {}
     said = caplog.text
     assert "s3cret" not in said and "headers_file" in said
+
+
+async def test_a_partial_success_answered_in_two_chunks_is_read_whole() -> None:
+    """`read(n)` gives what has come so far: an OTLP partial success whose body came in two
+    chunks did not parse, and was taken as a full success (its rejected lines lost without
+    a gap). A real server here sends it so, a pause between the chunks."""
+    answer = ExportLogsServiceResponse()
+    answer.partial_success.rejected_log_records = 2
+    answer.partial_success.error_message = "two bodies too long " * 20
+    body = answer.SerializeToString()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+        await response.prepare(request)
+        await response.write(body[:10])
+        await anyio.sleep(0.2)
+        await response.write(body[10:])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/logs", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    sink = HttpSink(f"http://127.0.0.1:{port}/v1/logs", CONTENT_TYPE, {})
+    sink.partial = (CONTENT_TYPE, rejected)
+    try:
+        with pytest.raises(PartlyRejected) as raised:
+            await sink.send(otlp_request([ROW], {}, 1))
+        assert raised.value.rejected == 2
+    finally:
+        await sink.aclose()
+        await runner.cleanup()
