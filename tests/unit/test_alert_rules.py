@@ -382,3 +382,14 @@ def test_a_summary_counts_only_what_would_have_fired_and_goes_where_the_label_pi
     (summary,) = e.summaries()
     assert (summary.count, summary.ref, summary.destinations) == (3, 5, ("hook", "team"))
     assert summary.first_ns == 303 * S
+
+
+def test_a_row_id_handed_out_again_is_another_alert() -> None:
+    """A store that lost commits (a restored backup, a standby promoted behind) hands their
+    row ids out again, to other lines: an alert's id must differ for them, or a receiver that
+    drops repeats by it drops a real alert (a review's finding). The same row read again
+    keeps its id."""
+    before = engine().feed([row(7, 100, "ERROR lost with the commit")])
+    after = engine().feed([row(7, 200, "ERROR a new line, the same row id")])
+    again = engine().feed([row(7, 100, "ERROR lost with the commit")])
+    assert before[0].id != after[0].id and before[0].id == again[0].id
