@@ -73,6 +73,7 @@ class CommitSql:
         self.server: str | None = None
         # SQLite: each commit's rows, held a moment for this host's followers (recent.py).
         self.recent = RecentRows()
+        self.attempted: list[LineBatch] = []  # the batches of the last commit tried
         # Told after each commit of rows: what wakes this host's followers in this process.
         self.commits = CommitSignal()
 
@@ -95,6 +96,7 @@ class CommitSql:
         await in_child_task(partial(self._commit, batches))
 
     async def _commit(self, batches: list[LineBatch]) -> None:
+        self.attempted = batches  # a commit whose answer is lost: these were in it
         ids = self.ids
         new = {b.source.container_id: b.source for b in batches if b.source.container_id not in ids}
         if new:

@@ -111,15 +111,18 @@ class Generation:
             )
             self.commits = int(commits or 0)
 
-    async def settle_unsure(self) -> None:
-        """After a commit whose answer was lost: one more than expected, it was applied; as
-        many, it was not; anything else is a store that is not the one written to."""
+    async def settle_unsure(self) -> bool:
+        """After a commit whose answer was lost: one more than expected, it was applied
+        (True); as many, it was not; anything else is a store that is not the one written
+        to."""
         async with transaction() as conn:
             stored = await self._stored(conn)
         if stored == self.commits + 1:
             self.commits = stored
-        elif stored != self.commits:
+            return True
+        if stored != self.commits:
             raise self._rewound(f"{stored} commits of" if stored is not None else "nothing of")
+        return False
 
     async def check(self, conn: BaseDBAsyncClient) -> None:
         """Raise StoreRewound if the store holds fewer of this host's commits than were

@@ -219,10 +219,18 @@ class LogWriter:
 
     async def _settle_unsure(self) -> None:
         """After a commit whose answer was lost: the store's count of this host's commits
-        says whether it was applied (StoreRewound if the store is not the one written to),
-        its positions which batches it held."""
-        await self.sql.generation.settle_unsure()
-        self._settle(await stored_already(list(self._held), self.sql.ids))
+        says whether it was applied (StoreRewound if the store is not the one written to).
+        Not applied: nothing it held is stored (a batch of a rate limit's drop alone keeps
+        the position before it: by positions it looked stored). Applied: the batches it
+        tried, and those its positions show stored (it may have tried a copy of a batch,
+        storage/refusals.py); a batch of no position (a gap, a mark) was stored twice when
+        judged by positions alone."""
+        if await self.sql.generation.settle_unsure():
+            held = list(self._held)
+            done = await stored_already(held, self.sql.ids)
+            known = {id(b) for b in done}
+            tried = {id(b) for b in self.sql.attempted}
+            self._settle(done + [b for b in held if id(b) in tried and id(b) not in known])
         self._unsure = False
         # Rows it stored were never told to the followers: a wake costs them one read.
         self.sql.commits.notified()

@@ -1,0 +1,85 @@
+"""A commit whose answer is lost (storage/writer.py `_settle_unsure`), on both backends: the
+store's count of this host's commits says whether it was applied, and the writer commits
+again exactly what it did not store — a gap is not stored twice, a rate limit's drop not
+taken as stored. (The loss is made here: a real server cuts a connection after COMMIT rarely
+enough that no test could wait for it.)"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from agent.batch import Dropped, Line, LineBatch, Source
+from agent.storage import LogStorage
+from agent.storage import commit as commit_module
+from tests.conftest import query
+
+pytestmark = [pytest.mark.anyio]
+T0 = 1_765_000_000_000_000_000
+SOURCE = Source("c" * 64, "web-1")
+
+
+def losing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The next commit's transaction fails once: "after" it was applied (its answer lost),
+    or "before" anything of it was; set the list's one item to choose."""
+    real = commit_module.transaction
+    when: list[str] = [""]
+
+    @asynccontextmanager
+    async def transaction() -> AsyncIterator[Any]:
+        if when[0] == "before":
+            when[0] = ""
+            raise ConnectionResetError("the connection was cut before the commit")
+        async with real() as conn:
+            yield conn
+        if when[0] == "after":
+            when[0] = ""
+            raise ConnectionResetError("the commit was applied, its answer lost")
+
+    monkeypatch.setattr(commit_module, "transaction", transaction)
+    return when
+
+
+async def first_line(storage: LogStorage) -> dict[str, tuple[int, int]]:
+    batch = LineBatch.of(SOURCE, [Line("stdout", T0, "", "first")])
+    batch.position = {"stdout": (T0, 1)}
+    await storage.write(batch)
+    await storage.flush()
+    return batch.position
+
+
+def gaps(url: str) -> list[str]:
+    return [str(r[0]) for r in query(url, "SELECT reason FROM gaps ORDER BY id")]
+
+
+async def test_a_gap_in_a_commit_whose_answer_was_lost_is_stored_once(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    when = losing(monkeypatch)
+    async with LogStorage(store_url, host="h", retry_delay=0.05) as storage:
+        await first_line(storage)
+        when[0] = "after"
+        await storage.record_gap(SOURCE, "lost for a reason", from_ns=T0)
+        await storage.flush()
+        assert when[0] == ""  # the loss did happen
+    assert gaps(store_url) == ["lost for a reason"]
+
+
+async def test_a_drop_in_a_commit_that_was_not_applied_is_committed_again(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of a rate limit's drop alone keeps the position of the batch before it: by
+    positions it looked stored though the commit was not applied, and the drop was lost."""
+    when = losing(monkeypatch)
+    async with LogStorage(store_url, host="h", retry_delay=0.05) as storage:
+        position = await first_line(storage)
+        when[0] = "before"
+        drop = LineBatch(SOURCE, position=position)
+        drop.dropped = Dropped(T0 + 1, T0 + 9, 40, "rate limit: 40 lines dropped")
+        await storage.write(drop)
+        await storage.flush()
+        assert when[0] == ""
+    assert gaps(store_url) == ["rate limit: 40 lines dropped"]
