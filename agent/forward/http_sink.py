@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import Callable, Sequence
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 import anyio
@@ -137,11 +139,19 @@ class HttpSink:
                 await session.close()
 
 
-def _seconds(value: str | None) -> float | None:
-    """Retry-After in seconds (its date form is not used by log receivers: ignored)."""
-    if value is None or not value.strip().isdigit():
+def _seconds(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After in seconds: a number of them, or an HTTP date (RFC 9110 allows both; a
+    proxy in front of a receiver may send the date), at most an hour; None if neither."""
+    if value is None:
         return None
-    return min(float(value.strip()), 3600.0)
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), 3600.0)
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return min(max(when - (time.time() if now is None else now), 0.0), 3600.0)
 
 
 async def _read_up_to(content: aiohttp.StreamReader, limit: int) -> bytes:

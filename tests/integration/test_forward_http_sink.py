@@ -5,6 +5,8 @@ cannot be read keeps the value read before (the batches keep going, never lost).
 from __future__ import annotations
 
 import os
+import time
+from email.utils import formatdate
 from pathlib import Path
 
 import anyio
@@ -14,7 +16,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from agent.forward.http_sink import HeaderFiles, HttpSink
 from agent.forward.otlp import CONTENT_TYPE, otlp_request, rejected
-from agent.forward.sinks import PartlyRejected
+from agent.forward.sinks import PartlyRejected, SinkError
 from agent.storage.reader import StoredRow
 from tests.http_receiver import HttpReceiver
 
@@ -106,3 +108,21 @@ async def test_a_partial_success_answered_in_two_chunks_is_read_whole() -> None:
     finally:
         await sink.aclose()
         await runner.cleanup()
+
+
+async def test_retry_after_as_an_http_date_is_honoured() -> None:
+    """RFC 9110 lets Retry-After be a date (a proxy in front of a receiver may send one):
+    it was ignored, and the forwarder asked again after its own second."""
+    async with HttpReceiver() as rx:
+        rx.answer(429, headers={"Retry-After": formatdate(time.time() + 30, usegmt=True)})
+        rx.answer(503, headers={"Retry-After": "not a date"})
+        sink = HttpSink(rx.otlp_url, CONTENT_TYPE, {})
+        try:
+            with pytest.raises(SinkError) as dated:
+                await sink.send(otlp_request([ROW], {}, 1))
+            with pytest.raises(SinkError) as unreadable:
+                await sink.send(otlp_request([ROW], {}, 2))
+        finally:
+            await sink.aclose()
+    assert dated.value.retry_after is not None and 20 < dated.value.retry_after <= 30
+    assert unreadable.value.retry_after is None
