@@ -35,12 +35,13 @@ FORGET_AFTER_NS = 7 * 86400 * 10**9  # a track this much older than the newest l
 # read further behind the others than that has its matches summed up as old, not counted
 # (and any track is dropped a week past the newest, FORGET_AFTER_NS).
 BEHIND_NS = 3600 * 10**9
-# A track's match this far before the time it last fired, or before a hit it counts: the
-# host's clock was stepped back (it ran ahead, NTP mended it), as Docker's timestamps are
-# the host's. Its cooldown and hits were of a time that will not come again for as long:
-# judged by them, every match until then is held back (a review: silent for a day).
-# Lines of one container come in their order, give or take its two streams (a second).
-CLOCK_STEP_NS = 60 * 10**9
+# A track's match this far before the time it last fired, or before a hit it counts (ten
+# minutes): the host's clock was stepped back (it ran ahead, NTP mended it), as Docker's
+# timestamps are the host's. Its cooldown and hits were of a time that will not come again
+# for as long: judged by them, every match until then is held back (a review: silent for a
+# day). Lines of one container come in their order, give or take its two streams (a
+# second) and a multi-line event, stamped with its first line and open for up to 500 lines.
+CLOCK_STEP_NS = 600 * 10**9
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,7 @@ class Engine:
         gone: list[str] = []
         for key, t in self._tracks.items():
             rule, cid = key.rsplit("\x00", 1)
-            last = max(t.quiet_until, t.hits[-1] if t.hits else 0)
+            last = max([t.quiet_until, *t.hits[-1:], *t.old_hits[-1:]])
             now = latest.get(cid)
             if t.old:  # counted for a summary not made yet: kept until it is
                 continue
