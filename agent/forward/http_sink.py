@@ -35,7 +35,6 @@ from agent.secret_files import (
 log = logging.getLogger("logagent.forward")
 
 REFUSED = {400, 413, 422}  # what `Refused` means: a line in the batch
-REFUSED_FORM = {405, 411, 414, 415, 431}  # the request's form: any batch, refused whole
 MAX_ANSWER = 1 << 16  # of an answer, read at most (a reason, OTLP's partial success)
 
 
@@ -128,8 +127,8 @@ class HttpSink:
                 raise PartlyRejected(f"{self.url}: {got[1]}", got[0])
             return
         why = f"{self.url}: HTTP {status} {' '.join(said.split())[:200]}".rstrip()
-        if status in REFUSED or status in REFUSED_FORM:
-            raise Refused(why, whole=status in REFUSED_FORM)
+        if status in REFUSED:
+            raise Refused(why)
         raise SinkError(why, retry_after=retry_after)
 
     async def aclose(self) -> None:

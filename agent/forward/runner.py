@@ -148,6 +148,11 @@ class Forwarder:
         self._saved = 0  # of those, how many a split's part recorded already
         self._after = Position()  # where the batch being sent takes the position
         self._resume: Position | None = None  # where a split's parts sent so far took it
+        # A batch's size while a split goes on: a split cut by a failure (a 429) starts
+        # again at the size it had reached, not from the whole batch, which a strict rate
+        # limit (one request a second) would cut at its first part again, for ever. Once a
+        # batch is sent, split or not, the next is whole again.
+        self._cap: int | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         position = await consumers.load(self.db, self.name)
@@ -161,13 +166,16 @@ class Forwarder:
         try:
             while True:
                 woken = self._commits.armed() if self._commits is not None else None
-                self._resume = None
+                self._resume, cap = None, self._cap
                 try:
                     position, read = await self._step(position)
                 except Exception as exc:  # the destination or the store away: the same rows
                     self._failed(exc)
                     if self._resume is not None:  # but the parts of a split it took
-                        position, pause = self._resume, 1.0
+                        position = self._resume
+                    narrowed = self._cap is not None and self._cap < (cap or self.d.batch_lines)
+                    if self._resume is not None or narrowed:
+                        pause = 1.0  # a split went on: no back-off for that
                     asked = exc.retry_after if isinstance(exc, SinkError) else None
                     await anyio.sleep(max(pause, asked or 0.0))
                     pause = min(pause * 2, MAX_PAUSE_S)
@@ -225,6 +233,7 @@ class Forwarder:
         self._partial, self._refused, self._saved, self._after = [], [], 0, after
         if wanted:
             await self._send(wanted, known, ids)
+        self._cap = None  # sent, split or not: the next batch is whole again
         unsaved = self._refused[self._saved :]
         await self._save(after, self._gaps(unsaved) + self._gaps(self._partial, quiet=True))
         if self.stats.last_error is not None:
@@ -239,7 +248,7 @@ class Forwarder:
         """The next batch's rows, the position they reach, and how many rows that passed:
         caught up, from what the writer has just committed (storage/recent.py), their
         containers' names read now; else from the store."""
-        limit = self.d.batch_lines
+        limit = min(self.d.batch_lines, self._cap or self.d.batch_lines)
         if (held := lines_held(self._recent, self.host, position, mine, limit=limit)) is not None:
             lines, after = held
             names = await names_of(conn, sorted(lines.source_ids()))
@@ -262,10 +271,11 @@ class Forwarder:
             self.stats.refused += exc.rejected
             self._partial += [(r, f"may be among {exc}") for r in rows]
         except Refused as exc:
-            if len(rows) == 1 or exc.whole:
-                self._refused += [(r, str(exc)) for r in rows]
+            if len(rows) == 1:
+                self._refused.append((rows[0], str(exc)))
                 return
             half = len(rows) // 2
+            self._cap = half  # if this fails part way, the next batch is no larger
             await self._send(rows[:half], known, ids)
             await self._settle(rows[half - 1].id)
             await self._send(rows[half:], known, ids)

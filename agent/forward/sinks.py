@@ -38,14 +38,10 @@ class SinkError(Exception):
 class Refused(Exception):
     """The receiver refused this batch for what it holds (HTTP 400, 413, 422): sent again it
     would be refused again. Split until the line it refuses is alone; that line is recorded
-    as a gap of the destination, then passed. `whole`: refused for its form, not its lines
-    (405, 411, 414, 415, 431: any batch would be): a gap of the whole batch, never split.
-    Any other answer (a redirect, 401 after a token's rotation, 404 behind a proxy being set
-    up) is about the receiver, not the lines: tried again, never a gap."""
-
-    def __init__(self, message: str, *, whole: bool = False) -> None:
-        super().__init__(message)
-        self.whole = whole
+    as a gap of the destination, then passed. Any other answer (a redirect, 401 after a
+    token's rotation, 404 or 405 behind a proxy being set up, 415 or 431 of a receiver
+    configured for another client) is about the receiver, not the lines: tried again, never
+    a gap (a gap of every batch until the config is mended would drop the backlog)."""
 
 
 class PartlyRejected(Exception):
