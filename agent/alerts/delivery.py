@@ -40,8 +40,11 @@ async def deliver(
     """Send the alert (its JSON payload) to `dest`; whether it was taken, and what came."""
     if dest.kind == APPRISE:
         return await notify(dest, json.loads(body))
-    if dest.template is not None:
-        body = json.dumps(fill(dest.template, with_time(json.loads(body))))
+    if dest.template is not None:  # a message for people (Slack's, Mattermost's): as for chat
+        alert = with_time(json.loads(body))
+        for field in ("line", "container_name"):
+            alert[field] = _for_chat(str(alert.get(field, "")))
+        body = json.dumps(fill(dest.template, alert))
     return await post(session, dest.url, body, key, dest.headers)
 
 
