@@ -39,6 +39,7 @@ log = logging.getLogger("logagent.discovery")
 # A dying container's stream runs to its end however long that takes while lines keep coming
 # (an agent behind a fast writer needs many seconds); it is cut only after this long without one.
 DIE_GRACE = 10.0
+MAX_MARKED_AWAY = 10_000  # containers marked removed while away, remembered (the newest)
 
 
 class Reconciler:
@@ -70,10 +71,11 @@ class Reconciler:
         self.last_seen_ns = last_seen_ns  # when the agent was last alive here (None: never)
         self.die_grace = DIE_GRACE
         self._limiter = anyio.CapacityLimiter(32)  # requests a (re)listing fires at once
-        # Containers this process marked removed while away whose mark the store may not
-        # show yet (a listing soon after, a reconnect, must not record their gap again),
-        # each with the time up to which their lines are accounted for: a replayed `start`
-        # of a run before it needs no gap of its own (None: all of them, a gap was made).
+        # Containers this process marked removed while away (a listing soon after, a
+        # reconnect, must not record their gap again, whether or not the store shows the
+        # mark yet), each with the time up to which their lines are accounted for: a
+        # replayed `start` of a run before it needs no gap of its own (None: all of them, a
+        # gap was made). The newest MAX_MARKED_AWAY.
         self._marked_away: dict[str, int | None] = {}
         self._tg: TaskGroup | None = None
 
@@ -155,14 +157,9 @@ class Reconciler:
         except Exception as exc:
             log.warning("could not read which stored containers Docker still has: %s", exc)
             return
-        shown = {cid for cid, *_ in stored}  # a committed mark: shown removed, forgotten here
-        self._marked_away = {c: at for c, at in self._marked_away.items() if c in shown}
         for cid, name, state, last_ns in stored:
             rec = self.registry.get(cid)
-            # A record without a stream is no proof it is there: a --rm container whose
-            # stream the daemon's restart cut is removed by the daemon as it starts, and no
-            # `destroy` survives that restart.
-            if cid in listed or cid in self._marked_away or (rec is not None and rec.collector):
+            if cid in listed or cid in self._marked_away or not _unaccounted(rec):
                 continue
             if not await gone(self.client, cid):  # out of scope now, or the daemon away
                 continue
@@ -171,6 +168,8 @@ class Reconciler:
                 await self._gap_of(source, gaps.REMOVED_WHILE_AWAY, last_ns)
             await self.storage.mark(source, "removed")
             self._marked_away[cid] = None if state != "exited" else (last_ns or 0)
+            while len(self._marked_away) > MAX_MARKED_AWAY:
+                del self._marked_away[next(iter(self._marked_away))]
             self.registry.forget(cid)
             log.info("%s (%s) was removed while the agent was away", name, cid[:12])
 
@@ -189,8 +188,11 @@ class Reconciler:
             if action == "create":
                 self._spawn(self._prepare, rec)
             else:
-                if rec.collector is not None and _news_to(rec.collector, time_ns):
-                    rec.collector.rest_read_elsewhere()  # the previous run's: this run reads it
+                # The previous run's: this run reads its rest. (Not one whose stream is not
+                # open yet: it reads this run, and its rest read must not be cut at its end.)
+                c = rec.collector
+                if c is not None and c.opened_ns and _news_to(c, time_ns):
+                    c.rest_read_elsewhere()
                 # A container started now is read from its first line: its timestamps can
                 # precede State.StartedAt, so `since=StartedAt` would drop its first lines.
                 self._spawn(self._start, rec, Start("all", follow=True), time_ns)
@@ -352,3 +354,15 @@ def _news_to(collector: DockerLogCollector, start_ns: int | None) -> bool:
     """Whether a `start` is of a run the collector does not follow: one after its stream was
     opened, or any while it only reads an exited container's rest (it started meanwhile)."""
     return not collector.follow or _since_opened(collector, start_ns)
+
+
+def _unaccounted(rec: ContainerRecord | None) -> bool:
+    """Whether a stored container Docker no longer lists is the listing's to account for:
+    one this process does not know, or whose stream failed for the daemon's absence — a
+    --rm container whose stream the daemon's restart cut is removed by the daemon as it
+    starts, and no `destroy` survives that restart. Any other known one: its stream, or its
+    stream's own end (queued, maybe not yet committed), says what became of it."""
+    if rec is None:
+        return True
+    failure = rec.failure
+    return rec.collector is None and failure is not None and failure.transient

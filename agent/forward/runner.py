@@ -132,7 +132,7 @@ class Forwarder:
         self._configured = {d.name, *configured}  # every destination's name in the config
         self._recent = recent  # the rows just committed, when it is caught up
         if recent is not None:
-            recent.followed = True
+            recent.followed = recent.whole = True
         # This agent's commits (LogStorage.commits): with nothing to send, the next step
         # waits for one (or IDLE_S) instead of reading the store every `linger`.
         self._commits = commits

@@ -70,6 +70,9 @@ class RecentRows:
     def __init__(self, max_rows: int = MAX_ROWS, max_chars: int = MAX_CHARS) -> None:
         self.max_rows, self.max_chars = max_rows, max_chars
         self.followed = False  # set by a follower: nothing is held before
+        # Set by a follower that takes whole rows (a forwarder): every column is held, ~160
+        # bytes a row more; else the first look's alone (levels and messages).
+        self.whole = False
         self._held: deque[tuple[Held, int]] = deque()  # with its messages' characters
         self._rows = self._chars = 0
         self.taken = 0  # rows followers took from here (figures, tests)
@@ -78,6 +81,10 @@ class RecentRows:
         """A commit's rows, after it committed (in commit order)."""
         if not self.followed or not held.messages:
             return
+        if not self.whole:  # the first look's columns alone
+            columns: list[list[Any]] = [[] for _ in held.columns]
+            columns[_LEVEL], columns[_MESSAGE] = held.levels, held.messages
+            held = Held(held.epoch, held.first, columns)
         last = self._held[-1][0] if self._held else None
         if last is not None and (last.epoch != held.epoch or last.last >= held.first):
             self.clear()  # another session, or ids that went back: start again
@@ -170,6 +177,8 @@ def lines_held(
     from memory, and the position they reach; None as for `scan_held`. A filter is the
     taker's (`HeldLines.rows`): the position passes every id taken, as `newer`'s passes the
     rows its filter left out."""
+    if recent is None or not recent.whole:
+        return None
     taken = _taken(recent, host, after, upto, limit)
     if taken is None:
         return None

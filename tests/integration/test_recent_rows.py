@@ -86,7 +86,7 @@ async def test_what_a_forwarder_takes_from_memory_is_what_it_reads(store_url: st
         recent = storage.recent
         if recent is None:  # PostgreSQL: always read
             return
-        recent.followed = True
+        recent.followed = recent.whole = True
         bounds = await write_commits(storage, rnd, 30)
         await storage.renamed(Source("b" * 64, "app-b-renamed"), "app-b")
         await storage.flush()
@@ -246,3 +246,21 @@ async def test_followers_share_the_writer_s_connection_where_their_own_would_not
         assert await storage.followers_db() is storage.db  # said once
     said = [r.getMessage() for r in caplog.records if "followers read" in r.getMessage()]
     assert len(said) == 1 and "no more file handles" in said[0], said
+
+
+async def test_the_first_look_alone_holds_only_its_columns(tmp_path: object) -> None:
+    """The alert rules take a first look (levels, messages): holding every column for them
+    cost ~160 bytes a row more for nothing. Only a follower of whole rows (a forwarder)
+    makes every column held."""
+    url = f"sqlite:///{tmp_path}/logs.db"
+    async with LogStorage(url, host="h") as storage:
+        recent = storage.recent
+        assert recent is not None
+        recent.followed = True
+        bounds = await write_commits(storage, random.Random(5), 3)
+        upto = await committed(storage.db)
+        after = Position.of({"h": bounds[0]}, dict(upto.epochs))
+        held = [h for h, _ in recent._held]
+        assert all(h.columns[3] == [] and h.messages for h in held)  # no stamps held
+        assert scan_held(recent, "h", after, upto, limit=PAGE) is not None
+        assert lines_held(recent, "h", after, upto.of_host("h"), limit=PAGE) is None

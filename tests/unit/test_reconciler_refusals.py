@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from agent.batch import Source
-from agent.collectors.records import ContainerRecord, Registry
+from agent.collectors.records import ContainerRecord, Failure, Registry
 from agent.cursor import Cursor
 from agent.discovery.reconciler import Reconciler
 from agent.discovery.restart_rules import Start
-from agent.docker.errors import ContainerNotFound, DockerError
+from agent.docker.errors import ContainerNotFound, DockerError, DockerUnavailable
 from agent.gaps import REMOVED_BEFORE_READ, REMOVED_WHILE_AWAY
 from agent.policy import Policy
 
@@ -110,10 +110,20 @@ async def test_a_known_container_without_a_stream_that_is_gone_is_marked_removed
     """A --rm container whose stream the daemon's restart cut (a transient failure: its
     record stays) is removed by the daemon as it starts, and no `destroy` survives that
     restart: the next listing marks it removed, with its gap, and forgets its record. One
-    with a live stream is left to that stream."""
+    whose stream ended on its own is left to that end (its gap and mark may be queued: a
+    second gap, a review's finding)."""
     fake = _Away()
     registry = Registry()
-    registry.record("a" * 64, "away")  # known, no collector
+    ended = Registry()
+    ended.record("a" * 64, "away")  # its stream ended on its own: its end says the rest
+    quiet = Reconciler(
+        fake, fake, ended, fake, Policy(collect_all=True),  # type: ignore[arg-type]
+        initial_tail="all", self_ids=[], scope=None, started_ns=0, last_seen_ns=None,  # type: ignore[arg-type]
+    )  # fmt: skip
+    await quiet._removed_while_away(set(), 10)
+    assert (fake.gaps, fake.marks) == ([], [])
+    cut = registry.record("a" * 64, "away")  # its stream cut by the daemon going away
+    cut.failure = Failure.of(DockerUnavailable("the daemon went away"))
     reconciler = Reconciler(
         fake, fake, registry, fake, Policy(collect_all=True),  # type: ignore[arg-type]
         initial_tail="all", self_ids=[], scope=None, started_ns=0, last_seen_ns=None,  # type: ignore[arg-type]
