@@ -198,7 +198,6 @@ class Agent:
                         d,
                         described=described,
                         commits=storage.commits,
-                        recent=storage.recent,
                         configured=[f.name for f in s.forward],
                     )
                     for d in s.forward

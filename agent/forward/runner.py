@@ -36,7 +36,6 @@ from agent.forward.sinks import (
     SyslogSink,
 )
 from agent.storage import consumers
-from agent.storage.cursors import names_of
 from agent.storage.db import transaction
 from agent.storage.described import Described, StoredContainer, described_as
 from agent.storage.follow import Position, committed, newer, one_server, rewound
@@ -44,7 +43,6 @@ from agent.storage.forward_gaps import consumer_name as forward_consumer
 from agent.storage.forward_gaps import unconfigured
 from agent.storage.gaps import record_forward_gaps
 from agent.storage.reader import LogFilter, StoredRow
-from agent.storage.recent import RecentRows, lines_held
 from agent.storage.signal import IDLE_S, CommitSignal
 
 log = logging.getLogger("logagent.forward")
@@ -125,14 +123,10 @@ class Forwarder:
         sink: Sink | None = None,
         described: Described | None = None,
         commits: CommitSignal | None = None,
-        recent: RecentRows | None = None,
         configured: Collection[str] = (),
     ) -> None:
         self.db, self.host, self.d = db, host, d
         self._configured = {d.name, *configured}  # every destination's name in the config
-        self._recent = recent  # the rows just committed, when it is caught up
-        if recent is not None:
-            recent.followed = recent.whole = True
         # This agent's commits (LogStorage.commits): with nothing to send, the next step
         # waits for one (or IDLE_S) instead of reading the store every `linger`.
         self._commits = commits
@@ -245,14 +239,9 @@ class Forwarder:
     async def _rows(
         self, conn: BaseDBAsyncClient, position: Position, mine: Position
     ) -> tuple[list[StoredRow], Position, int]:
-        """The next batch's rows, the position they reach, and how many rows that passed:
-        caught up, from what the writer has just committed (storage/recent.py), their
-        containers' names read now; else from the store."""
+        """The next batch's rows (no more than a split cut by a failure had reached), the
+        position they reach, and how many rows that passed."""
         limit = min(self.d.batch_lines, self._cap or self.d.batch_lines)
-        if (held := lines_held(self._recent, self.host, position, mine, limit=limit)) is not None:
-            lines, after = held
-            names = await names_of(conn, sorted(lines.source_ids()))
-            return lines.rows(self.host, names, self._filter.min_level), after, len(lines)
         rows, after = await newer(conn, self._filter, position, mine, limit=limit)
         return rows, after, len(rows)
 

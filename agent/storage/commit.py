@@ -157,7 +157,8 @@ class CommitSql:
         if self._copy:
             self.server = server
         if hold:
-            self.recent.add(Held(self.generation.epoch, last_id - rows + 1, columns))
+            messages, levels = columns[5], columns[7]  # LOG_LINE_COLUMNS' message, level
+            self.recent.add(Held(self.generation.epoch, last_id - rows + 1, levels, messages))
         if rows:
             self.commits.notified()
         self.days |= missing

@@ -87,21 +87,6 @@ async def rows_of(
     return out
 
 
-async def names_of(db: BaseDBAsyncClient, source_ids: list[int]) -> dict[int, tuple[str, str]]:
-    """Per row id (a line's source_id), its container's id and name as the row has them now."""
-    found: dict[int, tuple[str, str]] = {}
-    for at in range(0, len(source_ids), _CHUNK):
-        chunk = source_ids[at : at + _CHUNK]
-        marks = Marks(db.capabilities.dialect)
-        _, rows = await db.execute_query(
-            f"SELECT id, container_id, container_name FROM {TABLE} "
-            f"WHERE id IN ({marks.many(len(chunk))})",
-            chunk,
-        )
-        found.update((int(r[0]), (str(r[1]), str(r[2]))) for r in rows)
-    return found
-
-
 async def source_ids(db: BaseDBAsyncClient, container_ids: list[str]) -> list[int]:
     """The rows' ids (their lines' source_id) of these containers, on every host."""
     found: list[int] = []

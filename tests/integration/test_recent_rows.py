@@ -13,11 +13,10 @@ import pytest
 from agent.batch import Line, LineBatch, Source
 from agent.storage import LogStorage
 from agent.storage import store as store_module
-from agent.storage.cursors import names_of
 from agent.storage.db import transaction
-from agent.storage.follow import Position, Scanned, committed, newer, scan
-from agent.storage.reader import PAGE, LogFilter, StoredRow
-from agent.storage.recent import MAX_COMMITS, lines_held, scan_held
+from agent.storage.follow import Position, Scanned, committed, scan
+from agent.storage.reader import PAGE
+from agent.storage.recent import MAX_COMMITS, scan_held
 
 pytestmark = [pytest.mark.anyio]
 T0 = 1_700_000_000_000_000_000
@@ -75,62 +74,6 @@ async def test_what_a_follower_takes_from_memory_is_what_it_reads(store_url: str
         # A follower caught up to the commit before the last takes the last from memory.
         after = Position.of({"h": bounds[-2]}, epochs)
         assert scan_held(recent, "h", after, upto, limit=PAGE) is not None
-
-
-async def test_what_a_forwarder_takes_from_memory_is_what_it_reads(store_url: str) -> None:
-    """Whole rows, as `newer` reads them for a forwarder: with the name each container has
-    now (one renamed after its rows were committed: its new name, as the join gives), and a
-    level filter applied by the taker — step by step the same rows from any position."""
-    rnd = random.Random(11)
-    async with LogStorage(store_url, host="h") as storage:
-        recent = storage.recent
-        if recent is None:  # PostgreSQL: always read
-            return
-        recent.followed = recent.whole = True
-        bounds = await write_commits(storage, rnd, 30)
-        await storage.renamed(Source("b" * 64, "app-b-renamed"), "app-b")
-        await storage.flush()
-        upto = await committed(storage.db)
-        mine = upto.of_host("h")
-        db = storage.db
-
-        async def held_step(
-            after: Position, limit: int, level: int | None
-        ) -> tuple[list[StoredRow], Position] | None:
-            got = lines_held(recent, "h", after, mine, limit=limit)
-            if got is None:
-                return None
-            lines, reached = got
-            names = await names_of(db, sorted(lines.source_ids()))
-            return lines.rows("h", names, level), reached
-
-        held = 0
-        for at in sorted({0, *bounds, *rnd.sample(range(bounds[-1]), 30)}):
-            start = Position.of({"h": at}, dict(upto.epochs))
-            for limit in (1, 7, PAGE):
-                got = await held_step(start, limit, None)
-                read = await newer(db, LogFilter(host="h"), start, mine, limit=limit)
-                if got is not None:
-                    held += 1
-                    assert got == read
-                for level in (4, 5) if limit > 1 else ():  # to the bound, a step at a time
-                    flt = LogFilter(host="h", min_level=level)
-                    taken: list[StoredRow] = []
-                    after = start
-                    while after.as_dict()["h"] < mine.as_dict()["h"]:
-                        step = await held_step(after, limit, level) or await newer(
-                            db, flt, after, mine, limit=limit
-                        )
-                        taken += step[0]
-                        after = step[1]
-                    everything, _ = await newer(db, flt, start, mine, limit=10**6)
-                    assert taken == everything
-        assert held > 30
-        every = await held_step(Position.of({"h": 0}, dict(upto.epochs)), PAGE, None)
-        assert every is not None
-        assert {r.container_name for r in every[0] if r.container_id == "b" * 64} == {
-            "app-b-renamed"
-        }
 
 
 async def test_a_follower_of_another_session_or_behind_what_is_held_reads_the_store(
@@ -246,21 +189,3 @@ async def test_followers_share_the_writer_s_connection_where_their_own_would_not
         assert await storage.followers_db() is storage.db  # said once
     said = [r.getMessage() for r in caplog.records if "followers read" in r.getMessage()]
     assert len(said) == 1 and "no more file handles" in said[0], said
-
-
-async def test_the_first_look_alone_holds_only_its_columns(tmp_path: object) -> None:
-    """The alert rules take a first look (levels, messages): holding every column for them
-    cost ~160 bytes a row more for nothing. Only a follower of whole rows (a forwarder)
-    makes every column held."""
-    url = f"sqlite:///{tmp_path}/logs.db"
-    async with LogStorage(url, host="h") as storage:
-        recent = storage.recent
-        assert recent is not None
-        recent.followed = True
-        bounds = await write_commits(storage, random.Random(5), 3)
-        upto = await committed(storage.db)
-        after = Position.of({"h": bounds[0]}, dict(upto.epochs))
-        held = [h for h, _ in recent._held]
-        assert all(h.columns[3] == [] and h.messages for h in held)  # no stamps held
-        assert scan_held(recent, "h", after, upto, limit=PAGE) is not None
-        assert lines_held(recent, "h", after, upto.of_host("h"), limit=PAGE) is None
