@@ -204,13 +204,14 @@ class Forwarder:
             )  # fmt: skip
 
     async def _step(self, position: Position) -> tuple[Position, int]:
-        """One batch: read, send, commit the position. How many rows it read (or took from
-        memory, its filter's or not: a batch of them all filtered out is read on at once)."""
+        """One batch: read, send, commit the position. How many rows it read (no more than
+        a split cut by a failure had reached: `_cap`)."""
         async with one_server(self.db) as conn:  # the bound and the rows: one server's
             upto = await committed(conn)
             position = rewound(position, upto)
             mine = upto.of_host(self.host)
-            rows, after, read = await self._rows(conn, position, mine)
+            limit = min(self.d.batch_lines, self._cap or self.d.batch_lines)
+            rows, after = await newer(conn, self._filter, position, mine, limit=limit)
             known: dict[str, StoredContainer] = {}
             if self._describe and rows:
                 known = await self._described.of({r.container_id for r in rows}, conn)
@@ -218,7 +219,7 @@ class Forwarder:
         if not rows:
             if after != position:
                 await self._save(after)
-            return after, read
+            return after, 0
         rows, after = self._bounded(rows, after)
         picks = self._sends.picks
         wanted = [r for r in rows if picks is None
@@ -234,16 +235,7 @@ class Forwarder:
             log.warning("forward %s: sending works again", self.d.name)
             self.stats.last_error = None
         self.stats.count(len(wanted) - len(self._refused))
-        return after, read
-
-    async def _rows(
-        self, conn: BaseDBAsyncClient, position: Position, mine: Position
-    ) -> tuple[list[StoredRow], Position, int]:
-        """The next batch's rows (no more than a split cut by a failure had reached), the
-        position they reach, and how many rows that passed."""
-        limit = min(self.d.batch_lines, self._cap or self.d.batch_lines)
-        rows, after = await newer(conn, self._filter, position, mine, limit=limit)
-        return rows, after, len(rows)
+        return after, len(rows)
 
     async def _send(
         self, rows: list[StoredRow], known: dict[str, StoredContainer], ids: Ids
