@@ -21,7 +21,6 @@ from agent.storage.cursors import (
     described,
     described_sql,
     position_sql,
-    stored_positions,
 )
 from agent.storage.db import in_child_task, transaction
 from agent.storage.gaps import record_drops, record_lost
@@ -73,7 +72,6 @@ class CommitSql:
         self.server: str | None = None
         # SQLite: each commit's rows, held a moment for this host's followers (recent.py).
         self.recent = RecentRows()
-        self.attempted: list[LineBatch] = []  # the batches of the last commit tried
         # Told after each commit of rows: what wakes this host's followers in this process.
         self.commits = CommitSignal()
 
@@ -96,7 +94,6 @@ class CommitSql:
         await in_child_task(partial(self._commit, batches))
 
     async def _commit(self, batches: list[LineBatch]) -> None:
-        self.attempted = batches  # a commit whose answer is lost: these were in it
         ids = self.ids
         new = {b.source.container_id: b.source for b in batches if b.source.container_id not in ids}
         if new:
@@ -262,33 +259,3 @@ class CommitSql:
                 # Only the days that have lines: a clock once set to 1970 must not make 20k.
                 days.update((first, last) if last - first < 2 else map(day_of, ts))
         return days - self.days
-
-
-async def stored_already(batches: list[LineBatch], ids: dict[str, int]) -> list[LineBatch]:
-    """Of the batches a failed commit held, those it stored after all.
-
-    A commit can be applied and still fail for us: PostgreSQL cut the connection after
-    COMMIT and before its reply, or tortoise failed releasing the connection after it.
-    The position committed with the rows tells: per container, every batch up to the one
-    whose position is the stored one is in the store (positions move with every line).
-    """
-    per_source: dict[int, list[LineBatch]] = {}
-    for b in batches:
-        if (sid := ids.get(b.container_id)) is not None:
-            per_source.setdefault(sid, []).append(b)
-    if not per_source:
-        return []
-    async with transaction() as conn:
-        stored = await stored_positions(conn, list(per_source))
-    done: list[LineBatch] = []
-    for sid, queued in per_source.items():
-        at = stored.get(sid, {})
-        last = -1
-        for i, b in enumerate(queued):
-            if b.position and all(at.get(s) == pos for s, pos in b.position.items()):
-                last = i
-        done += queued[: last + 1]
-    if done:
-        log.warning("%d lines were stored by the commit that failed: not written again",
-                    sum(len(b) for b in done))  # fmt: skip
-    return done

@@ -133,18 +133,6 @@ async def add_sources(conn: BaseDBAsyncClient, host: str, sources: list[Source])
     return {str(cid): int(sid) for cid, sid in found}
 
 
-async def stored_positions(
-    conn: BaseDBAsyncClient, source_ids: list[int]
-) -> dict[int, dict[str, tuple[int | None, int | None]]]:
-    """Per source id, the committed position of each stream (None, None if never read)."""
-    marks = Marks(conn.capabilities.dialect)
-    _, found = await conn.execute_query(
-        f"SELECT id, {_POSITION} FROM {TABLE} WHERE id IN ({marks.many(len(source_ids))})",
-        source_ids,
-    )
-    return {int(r[0]): _position(list(r)[1:]) for r in found}
-
-
 def position_sql(dialect: str) -> str:
     """What each commit sets in a container's row; a stream not yet read keeps its NULL."""
     m = Marks(dialect)

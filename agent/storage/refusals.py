@@ -24,17 +24,24 @@ class RefusedRows:
     def __init__(self, sql: CommitSql, stats: WriterStats) -> None:
         self._sql = sql
         self._stats = stats
+        # The held batches the commit in flight is about (a copy: the writer's list grows
+        # while it waits to retry): when its answer is lost and it was applied, these, and
+        # only these, are stored (a cleaned copy of one, or its gap, stands for it).
+        self.attempt: list[LineBatch] = []
 
     async def commit_held(
         self, held: list[LineBatch], settle: Callable[[list[LineBatch]], None]
     ) -> None:
         """All held batches in one commit; if the store refuses some of their values for
         good, each batch on its own (`settle`d as it goes)."""
+        self.attempt = list(held)
         if (why := await self._refused(held)) is not None:
             log.warning("the store refused a commit (%s): committing batch by batch", why)
             for b in list(held):
+                self.attempt = [b]
                 await self._commit_alone(b)
                 settle([b])
+        self.attempt = []
 
     async def _commit_alone(self, batch: LineBatch) -> None:
         if (why := await self._refused([batch])) is None:

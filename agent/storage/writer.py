@@ -21,7 +21,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED, LineBatch
-from agent.storage.commit import CommitSql, stored_already
+from agent.storage.commit import CommitSql
 from agent.storage.db import StorageError, fatal, in_child_task
 from agent.storage.generation import StoreRewound
 from agent.storage.options import DEFAULT_QUEUE_BYTES
@@ -220,17 +220,17 @@ class LogWriter:
     async def _settle_unsure(self) -> None:
         """After a commit whose answer was lost: the store's count of this host's commits
         says whether it was applied (StoreRewound if the store is not the one written to).
-        Not applied: nothing it held is stored (a batch of a rate limit's drop alone keeps
-        the position before it: by positions it looked stored). Applied: the batches it
-        tried, and those its positions show stored (it may have tried a copy of a batch,
-        storage/refusals.py); a batch of no position (a gap, a mark) was stored twice when
-        judged by positions alone."""
+        Applied: the batches it was about are stored (RefusedRows.attempt, a copy taken
+        when it was tried: batches queued since are not); not applied: none. (Judged by
+        positions, a gap or a mark of a commit applied was stored twice, and a batch of a
+        rate limit's drop alone, which keeps the position before it, looked stored.)"""
         if await self.sql.generation.settle_unsure():
-            held = list(self._held)
-            done = await stored_already(held, self.sql.ids)
-            known = {id(b) for b in done}
-            tried = {id(b) for b in self.sql.attempted}
-            self._settle(done + [b for b in held if id(b) in tried and id(b) not in known])
+            tried = {id(b) for b in self._refusals.attempt}
+            done = [b for b in self._held if id(b) in tried]
+            log.warning("%d lines were stored by the commit that failed: not written again",
+                        sum(len(b) for b in done))  # fmt: skip
+            self._settle(done)
+        self._refusals.attempt = []
         self._unsure = False
         # Rows it stored were never told to the followers: a wake costs them one read.
         self.sql.commits.notified()

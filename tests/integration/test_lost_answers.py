@@ -15,7 +15,7 @@ import pytest
 from agent.batch import Dropped, Line, LineBatch, Source
 from agent.storage import LogStorage
 from agent.storage import commit as commit_module
-from tests.conftest import query
+from tests.conftest import eventually, query
 
 pytestmark = [pytest.mark.anyio]
 T0 = 1_765_000_000_000_000_000
@@ -82,4 +82,32 @@ async def test_a_drop_in_a_commit_that_was_not_applied_is_committed_again(
         await storage.write(drop)
         await storage.flush()
         assert when[0] == ""
+    assert gaps(store_url) == ["rate limit: 40 lines dropped"]
+
+
+async def test_batches_queued_while_the_writer_waits_to_retry_are_stored(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit applied, its answer lost; while the writer waits to try again, a line and a
+    rate limit's drop (which keeps the position before it) are queued. Only what the
+    failed commit was about is taken as stored: the line queued since was once counted
+    stored and never written, and the drop looked stored by its position (a review's
+    findings)."""
+    when = losing(monkeypatch)
+    async with LogStorage(store_url, host="h", retry_delay=0.3) as storage:
+        await first_line(storage)
+        when[0] = "after"
+        second = LineBatch.of(SOURCE, [Line("stdout", T0 + 1, "", "second")])
+        second.position = {"stdout": (T0 + 1, 1)}
+        await storage.write(second)
+        await eventually(lambda: not when[0])  # the commit of `second` tried, answer lost
+        third = LineBatch.of(SOURCE, [Line("stdout", T0 + 2, "", "third")])
+        third.position = {"stdout": (T0 + 2, 1)}
+        await storage.write(third)
+        drop = LineBatch(SOURCE, position=third.position)
+        drop.dropped = Dropped(T0 + 3, T0 + 9, 40, "rate limit: 40 lines dropped")
+        await storage.write(drop)
+        await storage.flush()
+    lines = query(store_url, "SELECT message FROM log_lines ORDER BY id")
+    assert [str(m) for (m,) in lines] == ["first", "second", "third"]
     assert gaps(store_url) == ["rate limit: 40 lines dropped"]
