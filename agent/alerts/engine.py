@@ -311,7 +311,10 @@ class Engine:
         """Tracks with nothing left to count, by their container's own time (`latest`: a
         container read behind the others keeps its cooldown), or if it is not in this step
         by a clock its rule's `_behind` the newest; and any a week older than the newest (a
-        container gone, with matches held): dropped, so the state does not grow forever."""
+        container gone, with matches held): dropped, so the state does not grow forever.
+        Old matches not yet at their threshold are judged by their container's own time
+        alone: a catch-up reads a container's old lines among others' present ones, a page
+        at a time (a review: dropped between its pages, they made no summary)."""
         longest = max((r.window_ns for r in self.rules), default=0)
         gone: list[str] = []
         for key, t in self._tracks.items():
@@ -320,6 +323,8 @@ class Engine:
             now = latest.get(cid)
             if t.old:  # counted for a summary not made yet: kept until it is
                 continue
+            if now is None and t.old_hits:  # until its own lines pass them, or a week
+                now = t.old_hits[-1]
             if now is None:
                 now = newest_ns - self._behind.get(rule, BEHIND_NS)
             if last < newest_ns - FORGET_AFTER_NS or t.spent(now, longest):

@@ -395,3 +395,18 @@ def test_a_row_id_handed_out_again_is_another_alert() -> None:
     after = engine().feed([row(7, 200, "ERROR a new line, the same row id")])
     again = engine().feed([row(7, 100, "ERROR lost with the commit")])
     assert before[0].id != after[0].id and before[0].id == again[0].id
+
+
+def test_old_matches_of_one_container_among_others_present_ones_make_their_summary() -> None:
+    """A catch-up reads a container's old lines a page at a time, among other containers'
+    present ones: its old matches below the threshold were dropped between its pages, by a
+    clock the others' lines had moved to the present (a review's finding)."""
+    e = engine(threshold=3, window="10m", max_age="1h")
+    t0 = 1_765_000_000
+    now = (t0 + 20 * 3600) * S
+    other = "d" * 64
+    for i in range(3):  # b's three errors in separate steps, a's present lines between
+        e.feed([row(10 + i, t0 + 60 * i, "ERROR b", "b")], now)
+        e.feed([row(20 + i, t0 + 20 * 3600 - 5 + i, "ERROR a", "a", other)], now)
+    (summary,) = [s for s in e.summaries() if s.container_name == "b"]
+    assert (summary.kind, summary.count) == ("summary", 3)
