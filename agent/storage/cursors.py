@@ -138,16 +138,20 @@ def position_sql(dialect: str) -> str:
     m = Marks(dialect)
     # A name it no longer has (`docker rename`, also while the agent was down) is kept in
     # former_names, each followed by a newline: `logs OLDNAME` still finds its history. Once
-    # each, and up to FORMER_NAMES_MAX characters: whoever runs a container may rename it in
-    # a loop (a review's 2,000 renames between two names kept 122 KB in its row, read at
-    # every lookup of a name).
+    # each, the newest up to about FORMER_NAMES_MAX characters (past it, the oldest goes):
+    # whoever runs a container may rename it in a loop (a review's 2,000 renames between
+    # two names kept 122 KB in its row, read at every lookup of a name).
     kept = "COALESCE(former_names, '')"
     find = "instr({}, {})" if m.sqlite else "strpos({}, {})"
     known = find.format(f"'\n' || {kept}", "'\n' || container_name || '\n'")
+    first_end = find.format(kept, "'\n'")  # past the oldest name
+    room = (
+        f"CASE WHEN length({kept}) < {FORMER_NAMES_MAX} THEN {kept} "
+        f"ELSE substr({kept}, {first_end} + 1) END"
+    )
     sets = [
         f"former_names = CASE WHEN container_name <> {m()} AND {known} = 0 "
-        f"AND length({kept}) < {FORMER_NAMES_MAX} THEN {kept} || container_name || '\n' "
-        "ELSE former_names END",
+        f"THEN {room} || container_name || '\n' ELSE former_names END",
         "container_name = " + m(),
     ]
     for stream in STREAMS:
