@@ -64,13 +64,14 @@ class RefusedRows:
         aside.lost = Lost(reason, min(stamps, default=None), max(stamps, default=None))
         self._stats.refused_rows += len(batch)
         log.error("%s (%s): %s", batch.container_name, batch.container_id[:12], reason)
-        if await self._refused([aside]) is not None:
-            aside.position = {}  # the position itself is out of range: the gap alone
-            if (why := await self._refused([aside])) is not None:
+        # Its own gap goes in with it, in one commit: `attempt` stands for the batch, and an
+        # answer lost between two commits lost a gap or stored one twice (a review's finding).
+        own = [LineBatch(batch.source, lost=batch.lost)] if batch.lost is not None else []
+        if await self._refused([aside, *own]) is not None:
+            aside.position = {}  # the position itself is out of range: the gaps alone
+            if (why := await self._refused([aside, *own])) is not None:
                 # Never a wedge: this is said in the log and counted, and the rest goes on.
                 log.error("%s: not even its gap can be stored: %s", batch.container_name, why)
-        if batch.lost is not None:  # its own gap goes in too
-            await self._sql.commit([LineBatch(batch.source, lost=batch.lost)])
 
     async def _refused(self, batches: list[LineBatch]) -> str | None:
         """Commit these; None, or why the store refuses their values for good (any other

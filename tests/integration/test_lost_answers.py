@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.batch import Dropped, Line, LineBatch, Source
+from agent.batch import Dropped, Line, LineBatch, Lost, Source
 from agent.storage import LogStorage
 from agent.storage import commit as commit_module
 from tests.conftest import eventually, query
@@ -111,3 +112,41 @@ async def test_batches_queued_while_the_writer_waits_to_retry_are_stored(
     lines = query(store_url, "SELECT message FROM log_lines ORDER BY id")
     assert [str(m) for (m,) in lines] == ["first", "second", "third"]
     assert gaps(store_url) == ["rate limit: 40 lines dropped"]
+
+
+async def test_a_refused_batch_and_its_own_gap_are_one_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch the store refuses is set aside as a gap, with its position; a gap of its own
+    went in a second commit. The answer of the first lost (it was applied) left the batch
+    settled and its own gap never stored; the second not applied stored the refusal twice
+    (a review's findings). One commit now holds both. (SQLite: a stamp past BIGINT.)"""
+    url = f"sqlite:///{tmp_path / 'logs.db'}"
+    real = commit_module.transaction
+    counted = {"n": 0, "lose": -1}
+
+    @asynccontextmanager
+    async def transaction() -> AsyncIterator[Any]:
+        counted["n"] += 1
+        async with real() as conn:
+            yield conn
+        if counted["n"] == counted["lose"]:
+            raise ConnectionResetError("the commit was applied, its answer lost")
+
+    monkeypatch.setattr(commit_module, "transaction", transaction)
+    async with LogStorage(url, host="h", retry_delay=0.05) as storage:
+        await first_line(storage)
+        # the next transactions: all held (refused), the batch alone (refused), its gaps
+        counted["lose"] = counted["n"] + 3
+        bad = LineBatch.of(SOURCE, [Line("stdout", 2**63 + 5, "", "past BIGINT")])
+        bad.position = {"stdout": (T0 + 1, 1)}
+        bad.lost = Lost("its own gap", T0, T0 + 1)
+        await storage.write(bad)
+        await storage.flush()
+        assert counted["n"] >= counted["lose"]  # the loss did happen
+    said = gaps(url)
+    assert (
+        len(said) == 2
+        and said[0].startswith("1 lines the store refuses")
+        and (said[1] == "its own gap")
+    ), said
