@@ -225,6 +225,7 @@ class Engine:
         by_name = {r.name: r for r in self.rules}
         for key, track in self._tracks.items():
             rule = by_name.get(key.rsplit("\x00", 1)[0])
+            track.old_hits = []  # caught up: what was below its threshold never fired
             if not track.old or rule is None:
                 continue
             cid = key.rsplit("\x00", 1)[1]

@@ -410,3 +410,18 @@ def test_old_matches_of_one_container_among_others_present_ones_make_their_summa
         e.feed([row(20 + i, t0 + 20 * 3600 - 5 + i, "ERROR a", "a", other)], now)
     (summary,) = [s for s in e.summaries() if s.container_name == "b"]
     assert (summary.kind, summary.count) == ("summary", 3)
+
+
+def test_old_matches_below_their_threshold_go_once_the_rules_have_caught_up() -> None:
+    """Kept between the pages of a catch-up, old matches that never reached their threshold
+    stayed a week on a host of short-lived jobs: thousands of tracks committed with every
+    step (a review). Once the rules have caught up (summaries asked for), they go."""
+    e = engine(threshold=3, window="10m", max_age="1h")
+    t0 = 1_765_000_000
+    now = (t0 + 48 * 3600) * S
+    for i in range(200):  # jobs that each logged one error during a two-day outage
+        e.feed([row(i, t0 + 60 * i, "ERROR", f"job-{i}", f"{i:064x}")], now)
+    assert e.summaries() == []
+    for i in range(3):  # then another container's present lines
+        e.feed([row(1000 + i, t0 + 48 * 3600 - 10 + i, "fine", "web")], now)
+    assert len(e.state()) < 200, e.state()[:200]
