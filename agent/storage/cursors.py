@@ -19,6 +19,7 @@ from agent.storage.models import ContainerCursor, fit
 from agent.storage.sql import Marks
 
 TABLE = ContainerCursor._meta.db_table
+NEWLINE = "'\n'"  # SQL: a newline's literal
 FORMER_NAMES_MAX = 4096  # characters of a container's former names kept (~100 names)
 _CHUNK = 500  # ids per query: under SQLite's and asyncpg's limits on parameters
 
@@ -144,14 +145,15 @@ def position_sql(dialect: str) -> str:
     kept = "COALESCE(former_names, '')"
     find = "instr({}, {})" if m.sqlite else "strpos({}, {})"
     known = find.format(f"'\n' || {kept}", "'\n' || container_name || '\n'")
-    first_end = find.format(kept, "'\n'")  # past the oldest name
-    room = (
-        f"CASE WHEN length({kept}) < {FORMER_NAMES_MAX} THEN {kept} "
-        f"ELSE substr({kept}, {first_end} + 1) END"
-    )
+    # Past the bound, its last FORMER_NAMES_MAX characters from the first whole name in them
+    # (names are 255 characters at most: some always fit).
+    grown = f"({kept} || container_name || '\n')"
+    tail = f"substr({grown}, length({grown}) - {FORMER_NAMES_MAX} + 1)"
+    cut = f"substr({tail}, {find.format(tail, NEWLINE)} + 1)"
     sets = [
         f"former_names = CASE WHEN container_name <> {m()} AND {known} = 0 "
-        f"THEN {room} || container_name || '\n' ELSE former_names END",
+        f"THEN CASE WHEN length({grown}) > {FORMER_NAMES_MAX} THEN {cut} ELSE {grown} END "
+        "ELSE former_names END",
         "container_name = " + m(),
     ]
     for stream in STREAMS:
