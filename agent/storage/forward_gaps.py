@@ -81,18 +81,34 @@ def _owned(found: Sequence[Any]) -> list[tuple[str, str, int]]:
     return out
 
 
+async def _unconfigured(
+    db: BaseDBAsyncClient, host: str, configured: Collection[str], before_ns: int | None = None
+) -> list[tuple[str, int]]:
+    """(position name, last row sent) of this host's destinations not in the config (that
+    have not moved since `before_ns`, if given)."""
+    m = Marks(db.capabilities.dialect)
+    unmoved, values = (
+        (f" AND updated_ns < {m()}", [before_ns]) if before_ns is not None else ("", [])
+    )
+    _, found = await db.execute_query(
+        f"SELECT name, position FROM {ConsumerPosition._meta.db_table} "
+        f"WHERE name LIKE '{PREFIX}%'{unmoved}",
+        values,
+    )
+    return [
+        (name, after)
+        for name, owner, after in _owned(found)
+        if owner == host and destination_of(name) not in configured
+    ]
+
+
 async def unconfigured(
     db: BaseDBAsyncClient, host: str, configured: Collection[str]
 ) -> list[tuple[str, int]]:
     """This host's positions of destinations not in the config: (destination, last row sent),
     by name. A destination renamed in the config is a new one, and starts anew."""
-    _, found = await db.execute_query(
-        f"SELECT name, position FROM {ConsumerPosition._meta.db_table} WHERE name LIKE '{PREFIX}%'"
-    )
     return sorted(
-        (destination_of(name), after)
-        for name, owner, after in _owned(found)
-        if owner == host and destination_of(name) not in configured
+        (destination_of(n), after) for n, after in await _unconfigured(db, host, configured)
     )
 
 
@@ -110,20 +126,12 @@ async def forget_unconfigured(
     with every batch it deletes, for as long as the agent runs; configured again, the
     destination starts anew, as its `start` says. (A run without it for a while, a config
     file missed, keeps its position: a day's gaps are what that costs.)"""
-    table = ConsumerPosition._meta.db_table
-    m = Marks(db.capabilities.dialect)
-    _, found = await db.execute_query(
-        f"SELECT name, position FROM {table} WHERE name LIKE '{PREFIX}%' AND updated_ns < {m()}",
-        [(now_ns or time.time_ns()) - int(unused_s * 1e9)],
-    )
-    gone = [
-        name
-        for name, owner, _ in _owned(found)
-        if owner == host and destination_of(name) not in configured
-    ]
+    before = (now_ns or time.time_ns()) - int(unused_s * 1e9)
+    gone = [name for name, _ in await _unconfigured(db, host, configured, before)]
     if gone:
         await db.execute_query(
-            f"DELETE FROM {table} WHERE name IN ({Marks(db.capabilities.dialect).many(len(gone))})",
+            f"DELETE FROM {ConsumerPosition._meta.db_table} "
+            f"WHERE name IN ({Marks(db.capabilities.dialect).many(len(gone))})",
             gone,
         )
     return sorted({destination_of(n) for n in gone})
