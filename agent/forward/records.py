@@ -99,10 +99,11 @@ def _tail(row: StoredRow) -> str:
     return tail + "}\n"
 
 
-def syslog_frame(row: StoredRow, ids: Ids = stable_id, limit: int = 8192) -> bytes:
-    """One RFC 5424 message, octet-counted (`LEN SP MSG`), of `limit` bytes at most: a
-    receiver closes the connection on a frame past its own (syslog-ng), or splits it
-    (rsyslog), so a longer line is cut and says so (`truncated="true"`)."""
+def syslog_frame(row: StoredRow, ids: Ids, limit: int) -> bytes:
+    """One RFC 5424 message, octet-counted (`LEN SP MSG`), of `limit` bytes at most (the
+    destination's `max_message_bytes`): a receiver closes the connection on a frame past
+    its own (syslog-ng), or splits it (rsyslog), so a longer line is cut and says so
+    (`truncated="true"`)."""
     severity = SEVERITY.get(row.level or 0, _STREAM_SEVERITY.get(row.stream, 6))
     pri = FACILITY_DAEMON * 8 + severity
     params = [("id", ids(row)), ("container", row.container_name), ("time", row.rfc3339)]

@@ -10,7 +10,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 
 from agent.batch import LineBatch
-from agent.storage.models import RATE_GAP, Gap, fit
+from agent.storage.models import RATE_GAP, Gap, fit, no_nul
 from agent.storage.sql import Marks
 from agent.timestamps import format_timestamp
 
@@ -59,7 +59,7 @@ async def record_forward_gaps(
     await conn.execute_many(
         f"INSERT INTO {Gap._meta.db_table} (host, container_id, container_name, reason, "
         f"from_ns, to_ns, created_ns, kind) VALUES ({Marks(conn.capabilities.dialect).many(8)})",
-        [[host, cid, fit(name), (head + reason).replace("\x00", "\ufffd"), f, t, now,
+        [[host, cid, fit(name), no_nul(head + reason), f, t, now,
           FORWARD_GAP] for cid, name, reason, f, t in spans],
     )  # fmt: skip
 

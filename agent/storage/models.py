@@ -13,8 +13,13 @@ def fit(name: str | None) -> str | None:
     compose labels, and PostgreSQL refuses a longer value (the whole commit with it)."""
     if name is None:
         return None
-    name = name.replace("\x00", "\ufffd")  # a label may hold a NUL; PostgreSQL text cannot
+    name = no_nul(name)  # a label may hold a NUL
     return name if len(name) <= NAME_MAX else name[:NAME_MAX]
+
+
+def no_nul(text: str) -> str:
+    """Text a column of either store can hold: PostgreSQL's text cannot hold a NUL."""
+    return text.replace("\x00", "\ufffd")
 
 
 class LogLine(Model):

@@ -12,11 +12,12 @@ from agent.batch import FLAG_CONTINUED, FLAG_TRUNCATED
 from agent.forward.loki import loki_push
 from agent.forward.otlp import otlp_request
 from agent.forward.records import ids_for, ndjson_lines, stable_id, syslog_frame
-from agent.forward.settings import ForwardConfigError, parse_forward
+from agent.forward.settings import Destination, ForwardConfigError, parse_forward
 from agent.level_names import ERROR, NAMES
 from agent.storage.described import StoredContainer
 from agent.storage.reader import StoredRow
 
+SYSLOG = Destination.max_message_bytes  # the default
 ROW = StoredRow(
     id=42,
     host="web-1",
@@ -31,7 +32,7 @@ ROW = StoredRow(
 
 
 def test_a_syslog_frame_is_rfc5424_octet_counted_with_the_line_s_id() -> None:
-    frame = syslog_frame(ROW)
+    frame = syslog_frame(ROW, stable_id, SYSLOG)
     length, _, message = frame.partition(b" ")
     assert int(length) == len(message)
     text = message.decode()
@@ -43,7 +44,7 @@ def test_a_syslog_frame_is_rfc5424_octet_counted_with_the_line_s_id() -> None:
         'time="2025-11-24T16:00:00.123456789Z"]'
     )
     assert text.endswith(f"{sd} {ROW.message}")  # the message as stored, its spaces too
-    leveled = syslog_frame(ROW._replace(level=ERROR, container_name='x"]\\'))
+    leveled = syslog_frame(ROW._replace(level=ERROR, container_name='x"]\\'), stable_id, SYSLOG)
     assert b"<27>1 " in leveled and b'level="error"' in leveled
     assert b'container="x\\"\\]\\\\"' in leveled  # RFC 5424's escapes in a param value
 
@@ -123,7 +124,7 @@ def test_a_loki_push_keeps_labels_few_and_the_id_in_metadata() -> None:
 
 def test_a_long_line_is_cut_for_syslog_and_says_so() -> None:
     long = ROW._replace(message="é" * 40_000)  # 80,000 bytes
-    frame = syslog_frame(long, limit=1000)
+    frame = syslog_frame(long, stable_id, 1000)
     length, _, message = frame.partition(b" ")
     assert int(length) == len(message) <= 1000
     assert b'[logagent@32473 truncated="true" id=' in message
