@@ -35,22 +35,25 @@ def minute_of(ts_ns: int) -> int:
 def tally(
     sid: int, stamps: Sequence[int], streams: Sequence[str], levels: Sequence[int | None]
 ) -> Counter[Key]:
-    """One container's lines as counts. A read of one stream, one level and one minute
-    (most of a busy container's) costs a few C-speed passes, not a tuple a line."""
+    """One container's lines as counts. A read within one minute (most of a busy
+    container's) costs a few C-speed passes, not a minute and a tuple a line."""
     n = len(stamps)
     out: Counter[Key] = Counter()
     if not n:
         return out
-    first = streams[0]
-    level = levels[0] if levels else None
     low = min(stamps)
-    if (
-        low >= 0
-        and low // MINUTE_NS == max(stamps) // MINUTE_NS
-        and streams.count(first) == n
-        and (not levels or levels.count(level) == n)
-    ):
-        out[(sid, low // MINUTE_NS, first, level or NO_LEVEL)] = n
+    if low >= 0 and low // MINUTE_NS == max(stamps) // MINUTE_NS:  # one minute: no list
+        minute, first = low // MINUTE_NS, streams[0]
+        level = levels[0] if levels else None
+        if streams.count(first) != n:
+            marks = levels or [None] * n
+            for (stream, lvl), k in Counter(zip(streams, marks, strict=True)).items():
+                out[(sid, minute, stream, lvl or NO_LEVEL)] += k
+        elif not levels or levels.count(level) == n:  # one stream, one level
+            out[(sid, minute, first, level or NO_LEVEL)] = n
+        else:  # one stream: its levels counted
+            for lvl, k in Counter(levels).items():
+                out[(sid, minute, first, lvl or NO_LEVEL)] += k
         return out
     minutes = [t // MINUTE_NS if t >= 0 else minute_of(t) for t in stamps]
     marks = levels if levels else [None] * n
