@@ -7,7 +7,7 @@ import random
 import pytest
 
 from agent.durations import format_duration, parse_duration
-from agent.level_names import ERROR, FATAL, INFO, WARN
+from agent.level_names import ERROR, FATAL, INFO, WARN, level_of_word
 from agent.policy import Matchers
 from agent.shaping import levels as levels_module
 from agent.shaping.hints import HintRule, hints_for
@@ -242,3 +242,33 @@ def test_a_level_of_thousands_of_digits_is_none_not_a_dead_collector() -> None:
     failed for good, at every restart again (a line any application can be made to log)."""
     assert levels("auto", ['{"level":' + "9" * 5000 + "}", '{"level":40}']) == [None, WARN]
     assert levels("logfmt", ["level=" + "4" * 5000]) == []
+
+
+def _one_line(fmt: str, line: str) -> int | None:
+    """A line's level as the rules say it, a line at a time: the text's first, then a JSON
+    line's key, then the first logfmt key that stands as a key."""
+    if fmt in ("auto", "text") and (m := levels_module._TEXT.match(line)):
+        return levels_module._text_level(m)
+    if fmt in ("auto", "json") and line.startswith("{") and (m := levels_module._JSON.search(line)):
+        return level_of_word(m[1])
+    if fmt in ("auto", "logfmt") and (m := levels_module._LOGFMT.search(line)):
+        at = m.start()
+        if not at or line[at - 1].isspace() or line[:at].endswith(("log", "log_", "log.")):
+            return level_of_word(m[1])
+    return None
+
+
+def test_levels_of_a_batch_are_each_line_s_own() -> None:
+    """Found for a whole batch at once (the searches over every line in C): each line's
+    level is what it alone gives, whatever the other lines of its batch hold."""
+    parts = ["{", '"level"', '"lvl"', '"@l"', ":", " : ", '"', "info", "WARN", "30", "99",
+             "9" * 12, "level=", "lvl=", "severity=", "log_level=", "log.level=", "xlevel=",
+             " ", "\t", '"warn"', "=", "msg=hi", "[ERROR]", "ERROR ", "2024-01-01 ", "Ünï",
+             "²", 'level="', "D", "e"]  # fmt: skip
+    rng = random.Random(11)
+    for _ in range(3000):
+        batch = ["".join(rng.choice(parts) for _ in range(rng.randint(0, 8)))
+                 for _ in range(rng.randint(1, 12))]  # fmt: skip
+        for fmt in ("auto", "json", "logfmt", "text"):
+            each = [_one_line(fmt, line) for line in batch]
+            assert levels(fmt, batch) == (each if any(v is not None for v in each) else [])
