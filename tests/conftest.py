@@ -427,6 +427,23 @@ def rows_in(url: str, container_id: str) -> list[tuple[str, str, str]]:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The processes a test started that the test's end kills if they still run (a test that
+# fails mid-way leaves none behind), so a test needs no try/finally of its own for them.
+_REAPED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Killed as the test's body ends, before its fixtures are torn down (a database is
+    dropped, a server stopped: not under a process still using it)."""
+    yield
+    while _REAPED:
+        proc = _REAPED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def start_agent_process(
     tmp_path: Path,
     url: str | None = None,
@@ -440,7 +457,8 @@ def start_agent_process(
     agent.log (`{host}.log` for another host than test-host, its config `{host}.toml`). With
     `ready`, returns once its /healthz says it follows Docker's events (a container started
     from then on is read from its first line), however long a busy machine takes; without,
-    at once (an agent that is meant to refuse to start)."""
+    at once (an agent that is meant to refuse to start). Killed at the test's end if it
+    still runs then."""
     name = "agent" if host == "test-host" else host
     config = tmp_path / f"{name}.toml"
     sock = short_socket_path()
@@ -456,6 +474,7 @@ def start_agent_process(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    _REAPED.append(proc)
     deadline = time.monotonic() + 120
     while ready:
         try:

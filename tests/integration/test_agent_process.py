@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,6 @@ import pytest
 
 from agent import gaps
 from tests.conftest import (
-    ROOT,
     Containers,
     agent_settings,
     docker,
@@ -37,17 +35,13 @@ async def test_sigterm_exits_0_with_every_line_before_it_stored(
     script = 'i=0; while true; do echo "n $i"; echo "e $i" >&2; i=$((i+1)); sleep 0.002; done'
     cids = [containers.run(f"busy{i}", script) for i in range(3)]
     proc = start_agent_process(tmp_path)
-    try:
-        await eventually(lambda: all(len(stored_rows(tmp_path, c)) > 300 for c in cids))
-        for cid in cids:
-            docker("pause", cid)  # from here on nothing more is written
-        written = {cid: docker_reference(cid) for cid in cids}
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        output = (tmp_path / "agent.log").read_bytes()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    await eventually(lambda: all(len(stored_rows(tmp_path, c)) > 300 for c in cids))
+    for cid in cids:
+        docker("pause", cid)  # from here on nothing more is written
+    written = {cid: docker_reference(cid) for cid in cids}
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    output = (tmp_path / "agent.log").read_bytes()
     assert proc.returncode == 0, output.decode()
     assert b"Traceback" not in output
     for cid in cids:
@@ -105,32 +99,15 @@ async def test_full_disk_is_reported_and_a_second_signal_exits_at_once(
     # Still running when the agent starts (a first run does not import exited containers).
     script = "yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | head -n 200000; sleep 1000"
     cid = containers.run("filler", script, "--stop-timeout", "1")
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[storage]\ndb_url = "sqlite:///{small_disk}/logs.db"\n'
-        f'[docker]\nscope_labels = ["logagent-test.run={containers.prefix.split("-")[2]}"]\n'
-        'initial_tail = "all"\n'
-        f'[api]\nsocket = ""\n'
-    )
+    proc = start_agent_process(tmp_path, f"sqlite:///{small_disk}/logs.db", ready=False)
     log = tmp_path / "agent.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(config)],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        await eventually(lambda: b"database or disk is full" in log.read_bytes(), limit=30)
-        proc.send_signal(signal.SIGTERM)  # the flush cannot finish: shutdown waits for it
-        await eventually(lambda: b"shutting down" in log.read_bytes())
-        await anyio.sleep(0.5)
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    await eventually(lambda: b"database or disk is full" in log.read_bytes(), limit=30)
+    proc.send_signal(signal.SIGTERM)  # the flush cannot finish: shutdown waits for it
+    await eventually(lambda: b"shutting down" in log.read_bytes())
+    await anyio.sleep(0.5)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
     assert proc.returncode == 1
     text = log.read_text()
     assert "second SIGTERM: exiting at once" in text
@@ -158,11 +135,7 @@ async def test_the_start_up_log_shows_the_database_url_without_its_password(
     # The test server trusts 127.0.0.1: the password is carried, never checked.
     url = pg_url.replace("postgres://postgres@", "postgres://postgres:s3cret-Pw@", 1)
     proc = start_agent_process(tmp_path, url)
-    try:
-        stop_process(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    stop_process(proc)
     text = (tmp_path / "agent.log").read_text()
     assert f"database {url.replace('s3cret-Pw', '***')}" in text
     assert "s3cret-Pw" not in text
@@ -184,22 +157,18 @@ async def test_containers_removed_while_the_agent_was_away_are_shown_removed(
     restart); one that was running when last read gets a gap (what it wrote since is lost,
     count unknown), one that had exited and was read to its end does not."""
     proc = start_agent_process(tmp_path)
-    try:
-        kept = ("--label", "logagent.retention=90d")  # its own retention outlives it
-        running = containers.run("away-running", "echo first; sleep 600", *kept)
-        done = containers.run("away-done", "echo only", *kept)
-        await eventually(lambda: all(stored_rows(tmp_path, c) for c in (running, done)))
-        containers.wait("away-done")
-        await eventually(lambda: state_and_gaps(tmp_path, done)[0] == "exited")
-        stop_process(proc)
-        docker("rm", "-f", running, done)
-        proc = start_agent_process(tmp_path)
-        await eventually(lambda: state_and_gaps(tmp_path, running)[0] == "removed")
-        await eventually(lambda: state_and_gaps(tmp_path, done)[0] == "removed")
-        stop_process(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kept = ("--label", "logagent.retention=90d")  # its own retention outlives it
+    running = containers.run("away-running", "echo first; sleep 600", *kept)
+    done = containers.run("away-done", "echo only", *kept)
+    await eventually(lambda: all(stored_rows(tmp_path, c) for c in (running, done)))
+    containers.wait("away-done")
+    await eventually(lambda: state_and_gaps(tmp_path, done)[0] == "exited")
+    stop_process(proc)
+    docker("rm", "-f", running, done)
+    proc = start_agent_process(tmp_path)
+    await eventually(lambda: state_and_gaps(tmp_path, running)[0] == "removed")
+    await eventually(lambda: state_and_gaps(tmp_path, done)[0] == "removed")
+    stop_process(proc)
     assert state_and_gaps(tmp_path, running)[1] == [gaps.REMOVED_WHILE_AWAY]
     assert state_and_gaps(tmp_path, done)[1] == []
     # Neither the mark nor the replayed `destroy` (a bare identity) cleared it.
@@ -223,29 +192,25 @@ async def test_events_replayed_after_a_restart_are_no_news_to_streams_opened_sin
     away gets one gap however many of its starts are replayed; a run started while away
     of one that had exited and was read is read."""
     proc = start_agent_process(tmp_path)
-    try:
-        quiet = containers.run("replay-quiet", "echo first; sleep 600")
-        gone = containers.run("replay-gone", "echo first; sleep 600")
-        rerun = containers.run("replay-rerun", "echo run")
-        await eventually(lambda: all(stored_rows(tmp_path, c) for c in (quiet, gone, rerun)))
-        containers.wait("replay-rerun")
-        await eventually(lambda: state_and_gaps(tmp_path, rerun)[0] == "exited")
-        stop_process(proc)
-        docker("restart", "-t", "0", quiet, gone)  # a die and a start each, replayed
-        docker("start", rerun)
-        busy = containers.run("replay-busy", "while true; do echo tick; sleep 0.1; done")
-        containers.wait("replay-rerun")
-        docker("rm", "-f", gone)
-        proc = start_agent_process(tmp_path)
-        await eventually(lambda: len(stored_rows(tmp_path, busy)) > 5)
-        docker("rename", busy, f"{containers.prefix}-replay-renamed")
-        containers.names.append(f"{containers.prefix}-replay-renamed")
-        await eventually(lambda: stored_name(tmp_path, busy).endswith("-replay-renamed"))
-        await eventually(lambda: len(stored_rows(tmp_path, rerun)) == 2)
-        await eventually(lambda: state_and_gaps(tmp_path, gone)[0] == "removed")
-        stop_process(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    quiet = containers.run("replay-quiet", "echo first; sleep 600")
+    gone = containers.run("replay-gone", "echo first; sleep 600")
+    rerun = containers.run("replay-rerun", "echo run")
+    await eventually(lambda: all(stored_rows(tmp_path, c) for c in (quiet, gone, rerun)))
+    containers.wait("replay-rerun")
+    await eventually(lambda: state_and_gaps(tmp_path, rerun)[0] == "exited")
+    stop_process(proc)
+    docker("restart", "-t", "0", quiet, gone)  # a die and a start each, replayed
+    docker("start", rerun)
+    busy = containers.run("replay-busy", "while true; do echo tick; sleep 0.1; done")
+    containers.wait("replay-rerun")
+    docker("rm", "-f", gone)
+    proc = start_agent_process(tmp_path)
+    await eventually(lambda: len(stored_rows(tmp_path, busy)) > 5)
+    docker("rename", busy, f"{containers.prefix}-replay-renamed")
+    containers.names.append(f"{containers.prefix}-replay-renamed")
+    await eventually(lambda: stored_name(tmp_path, busy).endswith("-replay-renamed"))
+    await eventually(lambda: len(stored_rows(tmp_path, rerun)) == 2)
+    await eventually(lambda: state_and_gaps(tmp_path, gone)[0] == "removed")
+    stop_process(proc)
     assert state_and_gaps(tmp_path, gone)[1] == [gaps.REMOVED_WHILE_AWAY]
     assert [m for _, _, m in stored_rows(tmp_path, quiet)] == ["first", "first"]

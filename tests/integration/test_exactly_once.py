@@ -57,20 +57,16 @@ def gaps(tmp_path: Path) -> list[tuple[str, str]]:
 
 async def _restart_mid_burst(tmp_path: Path, containers: Containers, sig: signal.Signals) -> None:
     proc = start_agent_process(tmp_path)
-    try:
-        cid = containers.run("burst", BURST)
-        await eventually(lambda: count(tmp_path, cid) > 30_000, limit=60)
-        stop_process(proc, sig)
-        stopped_at = count(tmp_path, cid)
-        assert stopped_at < 200_000, "the burst ended before the agent was stopped"
-        proc = start_agent_process(tmp_path)
-        containers.wait("burst")
-        await until_reached(lambda: count(tmp_path, cid), 200_000)
-        await anyio.sleep(1)
-        stop_process(proc, signal.SIGTERM)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    cid = containers.run("burst", BURST)
+    await eventually(lambda: count(tmp_path, cid) > 30_000, limit=60)
+    stop_process(proc, sig)
+    stopped_at = count(tmp_path, cid)
+    assert stopped_at < 200_000, "the burst ended before the agent was stopped"
+    proc = start_agent_process(tmp_path)
+    containers.wait("burst")
+    await until_reached(lambda: count(tmp_path, cid), 200_000)
+    await anyio.sleep(1)
+    stop_process(proc, signal.SIGTERM)
     rows = stored_rows(tmp_path, cid)
     assert len(rows) == 200_000
     assert [r[2] for r in rows] == [str(i) for i in range(1, 200_001)]

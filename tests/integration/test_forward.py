@@ -128,21 +128,17 @@ async def test_ndjson_after_a_kill_9_repeats_only_the_batch_not_acknowledged(
                             linger="50ms", batch_lines=BATCH)  # fmt: skip
     proc = start_agent_process(tmp_path, extra_config=config)
     n = 30_000
-    try:
-        cid = containers.run("forwarded", numbered_bursts(30, 0.2))
-        await eventually(lambda: len(ndjson_records(out)) > 8_000, limit=120)
-        proc = killed_and_started_again(proc, tmp_path, config)
-        await anyio.to_thread.run_sync(containers.wait, "forwarded")
-        await until_reached(lambda: len({r["id"] for r in ndjson_records(out)}), n)
-        # status: the destination caught up, where it goes, what it sent (no secret to hide)
-        await eventually(lambda: forward_status(tmp_path)["lag_rows"] == 0, limit=60)
-        shown = forward_status(tmp_path)
-        assert (shown["name"], shown["kind"], shown["to"]) == ("file", "ndjson", str(out))
-        assert shown["sent"] > 0 and shown["last_error"] is None
-        stop_process(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    cid = containers.run("forwarded", numbered_bursts(30, 0.2))
+    await eventually(lambda: len(ndjson_records(out)) > 8_000, limit=120)
+    proc = killed_and_started_again(proc, tmp_path, config)
+    await anyio.to_thread.run_sync(containers.wait, "forwarded")
+    await until_reached(lambda: len({r["id"] for r in ndjson_records(out)}), n)
+    # status: the destination caught up, where it goes, what it sent (no secret to hide)
+    await eventually(lambda: forward_status(tmp_path)["lag_rows"] == 0, limit=60)
+    shown = forward_status(tmp_path)
+    assert (shown["name"], shown["kind"], shown["to"]) == ("file", "ndjson", str(out))
+    assert shown["sent"] > 0 and shown["last_error"] is None
+    stop_process(proc)
     records = ndjson_records(out)
     assert_repeats_only_one_batch(records, cid)
     assert oct(out.stat().st_mode & 0o777) == "0o600"  # lines may hold secrets
@@ -163,17 +159,13 @@ async def test_otlp_after_a_kill_9_repeats_only_the_batch_not_acknowledged(
         config = forward_config(name="otel", kind="otlp", url=rx.otlp_url, start="stored",
                                 linger="50ms", batch_lines=BATCH)  # fmt: skip
         proc = start_agent_process(tmp_path, extra_config=config)
-        try:
-            cid = containers.run("otel-killed", numbered_bursts(30, 0.2))
-            # 20 requests: 10,000 records at most (one a batch), well before the 30,000th
-            await rx.wait_for(lambda: len(rx.accepted()) >= 20)
-            proc = killed_and_started_again(proc, tmp_path, config)
-            await anyio.to_thread.run_sync(containers.wait, "otel-killed")
-            await until_reached(lambda: len({r["id"] for r in otlp_sent(rx)}), n)
-            stop_process(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        cid = containers.run("otel-killed", numbered_bursts(30, 0.2))
+        # 20 requests: 10,000 records at most (one a batch), well before the 30,000th
+        await rx.wait_for(lambda: len(rx.accepted()) >= 20)
+        proc = killed_and_started_again(proc, tmp_path, config)
+        await anyio.to_thread.run_sync(containers.wait, "otel-killed")
+        await until_reached(lambda: len({r["id"] for r in otlp_sent(rx)}), n)
+        stop_process(proc)
         records = otlp_sent(rx)
     assert_repeats_only_one_batch(records, cid)
 
@@ -186,19 +178,15 @@ async def test_syslog_to_rsyslog_line_for_line_and_a_receiver_down_30s_loses_not
                             start="stored", linger="50ms", batch_lines=BATCH)  # fmt: skip
     proc = start_agent_process(tmp_path, extra_config=config)
     n = 30_000
-    try:
-        cid = containers.run("syslogged", numbered_bursts(30, 1.0))  # ~30 s of lines
-        await eventually(lambda: len(receiver.messages()) > 3_000, limit=120)
-        await anyio.to_thread.run_sync(receiver.stop)
-        await anyio.sleep(30)
-        await anyio.to_thread.run_sync(receiver.start)
-        await anyio.to_thread.run_sync(containers.wait, "syslogged")
-        await until_reached(lambda: len({r["id"] for r in syslog_records(receiver)}), n)
-        await anyio.sleep(1)
-        stop_process(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    cid = containers.run("syslogged", numbered_bursts(30, 1.0))  # ~30 s of lines
+    await eventually(lambda: len(receiver.messages()) > 3_000, limit=120)
+    await anyio.to_thread.run_sync(receiver.stop)
+    await anyio.sleep(30)
+    await anyio.to_thread.run_sync(receiver.start)
+    await anyio.to_thread.run_sync(containers.wait, "syslogged")
+    await until_reached(lambda: len({r["id"] for r in syslog_records(receiver)}), n)
+    await anyio.sleep(1)
+    stop_process(proc)
     counts = assert_each_line_once_in_order(syslog_records(receiver), cid)
     assert sum(counts.values()) - len(counts) <= BATCH  # at most the batch the outage cut
     log = (tmp_path / "agent.log").read_text()
@@ -219,22 +207,17 @@ async def test_a_fleet_forwards_each_host_s_lines_once_by_its_own_agent(
                             extra_config=config)
         for h in hosts
     ]  # fmt: skip
-    try:
-        cids = {
-            h: containers.run(h, numbered_bursts(5, 0.1), "--label", f"{label}={RUN_ID}-{h}")
-            for h in hosts
-        }
-        for h in hosts:
-            await anyio.to_thread.run_sync(containers.wait, h)
-        await until_reached(lambda: sum(stored(pg_url, c) for c in cids.values()), 10_000)
-        await until_reached(lambda: len(receiver.messages()), 10_000)
-        await anyio.sleep(2)  # nothing more comes
-        for proc in fleet:
-            stop_process(proc)
-    finally:
-        for proc in fleet:
-            if proc.poll() is None:
-                proc.kill()
+    cids = {
+        h: containers.run(h, numbered_bursts(5, 0.1), "--label", f"{label}={RUN_ID}-{h}")
+        for h in hosts
+    }
+    for h in hosts:
+        await anyio.to_thread.run_sync(containers.wait, h)
+    await until_reached(lambda: sum(stored(pg_url, c) for c in cids.values()), 10_000)
+    await until_reached(lambda: len(receiver.messages()), 10_000)
+    await anyio.sleep(2)  # nothing more comes
+    for proc in fleet:
+        stop_process(proc)
     messages = receiver.messages()
     assert len(messages) == 10_000  # once: no host forwards another's lines
     for h, cid in cids.items():
@@ -284,19 +267,15 @@ async def test_otlp_every_field_as_stored_a_400_is_a_gap_and_a_429_is_waited_out
                                 linger="50ms", batch_lines=BATCH)  # fmt: skip
         config += '[forward.headers_env]\nAuthorization = "TEST_OTLP_TOKEN"\n'
         proc = start_agent_process(tmp_path, extra_config=config)
-        try:
-            cid = containers.run("otel", f"echo POISON; {LEVELED}", "--label",
-                                 "logagent.format=auto")  # fmt: skip
-            await anyio.to_thread.run_sync(containers.wait, "otel")
-            url = f"sqlite:///{tmp_path}/logs.db"
-            await until_reached(lambda: len(store_rows(url, cid)), 6001)
-            rows = store_rows(url, cid)
-            await rx.wait_for(lambda: len(rx.otlp_records()) >= len(rows) - 1)  # all but one
-            await anyio.sleep(1)
-            stop_process(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        cid = containers.run("otel", f"echo POISON; {LEVELED}", "--label",
+                             "logagent.format=auto")  # fmt: skip
+        await anyio.to_thread.run_sync(containers.wait, "otel")
+        url = f"sqlite:///{tmp_path}/logs.db"
+        await until_reached(lambda: len(store_rows(url, cid)), 6001)
+        rows = store_rows(url, cid)
+        await rx.wait_for(lambda: len(rx.otlp_records()) >= len(rows) - 1)  # all but one
+        await anyio.sleep(1)
+        stop_process(proc)
     records = rx.otlp_records()
     got = {int(r["attributes"]["log.record.uid"].rsplit(":", 1)[1]): r for r in records}
     assert len(got) == len(records)  # nothing sent twice
@@ -327,17 +306,13 @@ async def test_loki_push_labels_and_metadata_as_stored(
         config = forward_config(name="loki", kind="loki", url=rx.loki_url, start="stored",
                                 linger="50ms", min_level="error")  # fmt: skip
         proc = start_agent_process(tmp_path, extra_config=config)
-        try:
-            cid = containers.run("loki", LEVELED, "--label", "logagent.format=auto")
-            await anyio.to_thread.run_sync(containers.wait, "loki")
-            url = f"sqlite:///{tmp_path}/logs.db"
-            await until_reached(lambda: len(store_rows(url, cid)), 6000)
-            await rx.wait_for(lambda: len(rx.loki_entries()) >= 3000)
-            await anyio.sleep(1)
-            stop_process(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        cid = containers.run("loki", LEVELED, "--label", "logagent.format=auto")
+        await anyio.to_thread.run_sync(containers.wait, "loki")
+        url = f"sqlite:///{tmp_path}/logs.db"
+        await until_reached(lambda: len(store_rows(url, cid)), 6000)
+        await rx.wait_for(lambda: len(rx.loki_entries()) >= 3000)
+        await anyio.sleep(1)
+        stop_process(proc)
     rows = store_rows(url, cid)
     errors = {i: r for i, r in rows.items() if r[3] == 5}
     entries = rx.loki_entries()
@@ -364,17 +339,13 @@ async def test_lines_retention_deletes_before_they_are_sent_are_a_gap_of_the_des
                             linger="50ms")  # fmt: skip
     config += '[retention]\nmax_age = "1s"\ninterval = "1s"\n'
     proc = start_agent_process(tmp_path, url, extra_config=config)
-    try:
-        cid = containers.run("aged", "seq 1 2000; sleep 4; seq 2001 2500; sleep 600")
-        await eventually(lambda: len(gaps_cli(tmp_path, "--forward", "file")) > 0, limit=60)
-        await eventually(lambda: stored(url, cid) >= 500, limit=60)  # the later lines
-        out.parent.mkdir()
-        await until_reached(lambda: len(ndjson_records(out)), 1)
-        await anyio.sleep(2)
-        stop_process(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    cid = containers.run("aged", "seq 1 2000; sleep 4; seq 2001 2500; sleep 600")
+    await eventually(lambda: len(gaps_cli(tmp_path, "--forward", "file")) > 0, limit=60)
+    await eventually(lambda: stored(url, cid) >= 500, limit=60)  # the later lines
+    out.parent.mkdir()
+    await until_reached(lambda: len(ndjson_records(out)), 1)
+    await anyio.sleep(2)
+    stop_process(proc)
     sent = {int(r["message"]) for r in ndjson_records(out)}
     lost = sum(
         int(g["reason"].split(" lines removed by retention")[0].rsplit(": ", 1)[1])
@@ -405,13 +376,9 @@ async def test_a_line_longer_than_rsyslog_takes_cannot_forge_a_message_of_its_ow
         host, port = rsyslog.address
         config = forward_config(name="siem", kind="syslog", address=f"{host}:{port}")
         proc = start_agent_process(tmp_path, extra_config=config)
-        try:
-            cid = containers.run("forger", script)
-            await until_reached(lambda: sum(m["msg"] == "end" for m in rsyslog.messages()), 1)
-            stop_process(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        cid = containers.run("forger", script)
+        await until_reached(lambda: sum(m["msg"] == "end" for m in rsyslog.messages()), 1)
+        stop_process(proc)
         got = rsyslog.messages()
     assert [m["procid"] for m in got] == [cid[:12]] * 4, [m["hostname"] for m in got]
     assert all(b'truncated="true"' in m["structured-data"].encode() for m in got[:3])
@@ -427,14 +394,10 @@ async def test_syslog_over_tls_verified_against_its_ca(
         config = forward_config(name="siem", kind="syslog", address=f"{host}:{port}", tls=True,
                                 ca_file=str(rsyslog.ca_file), start="stored")  # fmt: skip
         proc = start_agent_process(tmp_path, extra_config=config)
-        try:
-            cid = containers.run("tls", "seq 1 2000")
-            await anyio.to_thread.run_sync(containers.wait, "tls")
-            await until_reached(lambda: len(rsyslog.messages()), 2000)
-            stop_process(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        cid = containers.run("tls", "seq 1 2000")
+        await anyio.to_thread.run_sync(containers.wait, "tls")
+        await until_reached(lambda: len(rsyslog.messages()), 2000)
+        stop_process(proc)
         counts = assert_each_line_once_in_order(syslog_records(rsyslog), cid)
     assert set(counts.values()) == {1}
 
@@ -455,15 +418,11 @@ async def test_an_otlp_partial_success_is_a_gap_of_the_destination_not_silence(
         config = forward_config(name="otel", kind="otlp", url=rx.otlp_url, start="stored",
                                 linger="50ms")  # fmt: skip
         proc = start_agent_process(tmp_path, extra_config=config)
-        try:
-            cid = containers.run("partial", "seq 1 300")
-            await anyio.to_thread.run_sync(containers.wait, "partial")
-            await rx.wait_for(lambda: len(rx.otlp_records()) >= 300)
-            await eventually(lambda: len(gaps_cli(tmp_path, "--forward", "otel")) > 0)
-            stop_process(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        cid = containers.run("partial", "seq 1 300")
+        await anyio.to_thread.run_sync(containers.wait, "partial")
+        await rx.wait_for(lambda: len(rx.otlp_records()) >= 300)
+        await eventually(lambda: len(gaps_cli(tmp_path, "--forward", "otel")) > 0)
+        stop_process(proc)
     (gap,) = gaps_cli(tmp_path, "--forward", "otel")
     assert gap["container_id"] == cid
     assert (

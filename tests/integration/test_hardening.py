@@ -224,11 +224,7 @@ async def test_a_corrupted_store_ends_the_agent_with_one_line(tmp_path: Path) ->
             await write_line(storage, "d" * 64, "x", Line("stdout", n, "t", "y" * 100, 0, 100))
     corrupt(tmp_path / "logs.db")
     proc = start_agent_process(tmp_path, ready=False)
-    try:
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc.wait(timeout=60)
     text = (tmp_path / "agent.log").read_text()
     assert proc.returncode == 1, text
     assert "Traceback" not in text

@@ -301,25 +301,21 @@ async def test_kill_9_among_50_line_traces_stores_each_event_once_and_whole(
         for i, lv in enumerate(["info", "warn", "error"] * 50)
     )
     proc = start_agent_process(tmp_path)
-    try:
-        cid = containers.run("traces", script, *label(multiline="java"))
-        other = containers.run("plain", plain, *label(exclude_lines="healthz", format="json"))
-        rated = containers.run("rated", RATED, *label(rate="100/s"))
-        await eventually(lambda: count(url, cid) > 40, limit=60)
-        stop_process(proc, signal.SIGKILL)
-        assert count(url, cid) < traces, "the traces ended before the agent was killed"
-        proc = start_agent_process(tmp_path)
-        containers.wait("traces")
-        containers.wait("plain")
-        await until_reached(lambda: count(url, cid), traces)
-        await until_reached(lambda: count(url, other), 150)
-        containers.wait("rated")
-        await until_reached(lambda: count(url, rated) + dropped(url, rated), 3000)
-        await anyio.sleep(1.5)
-        stop_process(proc, signal.SIGTERM)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    cid = containers.run("traces", script, *label(multiline="java"))
+    other = containers.run("plain", plain, *label(exclude_lines="healthz", format="json"))
+    rated = containers.run("rated", RATED, *label(rate="100/s"))
+    await eventually(lambda: count(url, cid) > 40, limit=60)
+    stop_process(proc, signal.SIGKILL)
+    assert count(url, cid) < traces, "the traces ended before the agent was killed"
+    proc = start_agent_process(tmp_path)
+    containers.wait("traces")
+    containers.wait("plain")
+    await until_reached(lambda: count(url, cid), traces)
+    await until_reached(lambda: count(url, other), 150)
+    containers.wait("rated")
+    await until_reached(lambda: count(url, rated) + dropped(url, rated), 3000)
+    await anyio.sleep(1.5)
+    stop_process(proc, signal.SIGTERM)
     assert [m for _, _, m in rows_in(url, cid)] == [java_trace(str(n), 50) for n in range(traces)]
     stored = query(url, f"SELECT message, level FROM log_lines WHERE {SOURCE} ORDER BY id", other)
     levels = {"info": 3, "warn": 4, "error": 5}

@@ -140,29 +140,23 @@ async def test_primary_killed_mid_burst_and_standby_promoted_loses_and_doubles_n
         await anyio.to_thread.run_sync(pair.create_database, "logs")
         primary, standby = pair.primary_url("logs"), pair.standby_url("logs")
         proc = start_agent_process(tmp_path, pair.multi_url("logs"))
-        try:
-            cids = [containers.run(f"burst{i}", numbered_bursts(BURSTS, 0.1)) for i in (1, 2)]
-            await eventually(lambda: count(primary, cids) > 40_000, limit=180)
-            before = await fail_over(pair, primary, cids, lose=not sync)
-            held = commits(standby)
-            if sync:  # every commit another session could see was on the standby too
-                assert held >= before > 0
-            else:  # the newest commits are lost for real
-                assert 0 < held < before
-            took = await first_commit_after(standby, ("test-host",))
-            print(
-                f"\n{'sync' if sync else 'async'}: promotion to the first new commit: {took:.1f} s"
-            )
-            # `status` says where the agent writes now: the promoted standby.
-            await eventually(lambda: writes_to(tmp_path) == f"127.0.0.1:{pair.standby_port}")
-            for i in (1, 2):
-                await anyio.to_thread.run_sync(containers.wait, f"burst{i}")
-            await until_reached(lambda: count(standby, cids), 2 * N)
-            await anyio.sleep(1)
-            stop_process(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        cids = [containers.run(f"burst{i}", numbered_bursts(BURSTS, 0.1)) for i in (1, 2)]
+        await eventually(lambda: count(primary, cids) > 40_000, limit=180)
+        before = await fail_over(pair, primary, cids, lose=not sync)
+        held = commits(standby)
+        if sync:  # every commit another session could see was on the standby too
+            assert held >= before > 0
+        else:  # the newest commits are lost for real
+            assert 0 < held < before
+        took = await first_commit_after(standby, ("test-host",))
+        print(f"\n{'sync' if sync else 'async'}: promotion to the first new commit: {took:.1f} s")
+        # `status` says where the agent writes now: the promoted standby.
+        await eventually(lambda: writes_to(tmp_path) == f"127.0.0.1:{pair.standby_port}")
+        for i in (1, 2):
+            await anyio.to_thread.run_sync(containers.wait, f"burst{i}")
+        await until_reached(lambda: count(standby, cids), 2 * N)
+        await anyio.sleep(1)
+        stop_process(proc)
         for cid in cids:
             assert_exact(standby, cid)
     log = (tmp_path / "agent.log").read_text()
@@ -183,19 +177,15 @@ async def test_an_idle_agent_says_the_new_server_at_its_first_commit_after_a_fai
         await anyio.to_thread.run_sync(pair.create_database, "logs")
         primary, standby = pair.primary_url("logs"), pair.standby_url("logs")
         proc = start_agent_process(tmp_path, pair.multi_url("logs"))
-        try:
-            before = containers.run("before", "echo one")
-            await eventually(lambda: count(primary, [before]) == 1, limit=60)
-            assert writes_to(tmp_path) == f"127.0.0.1:{pair.primary_port}"
-            await anyio.to_thread.run_sync(pair.kill_primary)
-            await anyio.to_thread.run_sync(pair.promote)
-            after = containers.run("after", "echo two")
-            await eventually(lambda: count(standby, [after]) == 1, limit=60)
-            await eventually(lambda: writes_to(tmp_path) == f"127.0.0.1:{pair.standby_port}")
-            stop_process(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        before = containers.run("before", "echo one")
+        await eventually(lambda: count(primary, [before]) == 1, limit=60)
+        assert writes_to(tmp_path) == f"127.0.0.1:{pair.primary_port}"
+        await anyio.to_thread.run_sync(pair.kill_primary)
+        await anyio.to_thread.run_sync(pair.promote)
+        after = containers.run("after", "echo two")
+        await eventually(lambda: count(standby, [after]) == 1, limit=60)
+        await eventually(lambda: writes_to(tmp_path) == f"127.0.0.1:{pair.standby_port}")
+        stop_process(proc)
     log = (tmp_path / "agent.log").read_text()
     assert f"writing to the PostgreSQL server at 127.0.0.1:{pair.standby_port}" in log
 
@@ -213,34 +203,27 @@ async def test_a_fleet_of_two_agents_fails_over_each_host_exact_and_its_name_sti
         start_agent_process(tmp_path, url, host=h, scope=f"{FLEET_LABEL}={RUN_ID}-{h}")
         for h in hosts
     ]
-    try:
-        cids = [
-            containers.run(
-                h, numbered_bursts(BURSTS, 0.1), "--label", f"{FLEET_LABEL}={RUN_ID}-{h}"
-            )
-            for h in hosts
-        ]
-        await eventually(lambda: count(primary, cids) > 40_000, limit=180)
-        before = await fail_over(pair, primary, cids, lose=True, host="alpha")
-        assert 0 < commits(standby, "alpha") < before  # the newest commits are lost for real
-        took = await first_commit_after(standby, hosts)
-        print(f"\nfleet: promotion to each host's first new commit: {took:.1f} s")
-        # Each host's name is held on the new primary: a third agent claiming one is refused.
-        locks = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        await eventually(lambda: query(standby, locks)[0][0] >= 2, limit=60)
-        with pytest.raises(StoreLocked):
-            async with LogStorage(url, host="alpha"):
-                pass
-        for h in hosts:
-            await anyio.to_thread.run_sync(containers.wait, h)
-        await until_reached(lambda: count(standby, cids), 2 * N)
-        await anyio.sleep(1)
-        for proc in fleet:
-            stop_process(proc)
-    finally:
-        for proc in fleet:
-            if proc.poll() is None:
-                proc.kill()
+    cids = [
+        containers.run(h, numbered_bursts(BURSTS, 0.1), "--label", f"{FLEET_LABEL}={RUN_ID}-{h}")
+        for h in hosts
+    ]
+    await eventually(lambda: count(primary, cids) > 40_000, limit=180)
+    before = await fail_over(pair, primary, cids, lose=True, host="alpha")
+    assert 0 < commits(standby, "alpha") < before  # the newest commits are lost for real
+    took = await first_commit_after(standby, hosts)
+    print(f"\nfleet: promotion to each host's first new commit: {took:.1f} s")
+    # Each host's name is held on the new primary: a third agent claiming one is refused.
+    locks = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    await eventually(lambda: query(standby, locks)[0][0] >= 2, limit=60)
+    with pytest.raises(StoreLocked):
+        async with LogStorage(url, host="alpha"):
+            pass
+    for h in hosts:
+        await anyio.to_thread.run_sync(containers.wait, h)
+    await until_reached(lambda: count(standby, cids), 2 * N)
+    await anyio.sleep(1)
+    for proc in fleet:
+        stop_process(proc)
     for host, cid in zip(hosts, cids, strict=True):
         assert_exact(standby, cid)
         assert query(standby, "SELECT DISTINCT host FROM log_lines WHERE " + SOURCE, cid) == [
@@ -347,34 +330,28 @@ async def test_a_store_restored_from_a_dump_taken_10s_earlier_is_exact_after_the
     admin = f"{base}/postgres"
     dump = tmp_path / "store.dump"
     proc = start_agent_process(tmp_path, pg_url)
-    try:
-        cid = containers.run("restored", numbered_bursts(BURSTS, 0.2))
-        await eventually(lambda: count(pg_url, [cid]) > 10_000, limit=180)
-        await anyio.to_thread.run_sync(
-            lambda: subprocess.run(
-                ["pg_dump", "-Fc", "-f", str(dump), pg_url], check=True, timeout=300
-            )
+    cid = containers.run("restored", numbered_bursts(BURSTS, 0.2))
+    await eventually(lambda: count(pg_url, [cid]) > 10_000, limit=180)
+    await anyio.to_thread.run_sync(
+        lambda: subprocess.run(["pg_dump", "-Fc", "-f", str(dump), pg_url], check=True, timeout=300)
+    )
+    dumped = commits(pg_url)
+    await anyio.sleep(10)
+    execute(admin, f"CREATE DATABASE {database}_restore")
+    await anyio.to_thread.run_sync(
+        lambda: subprocess.run(
+            ["pg_restore", "-d", f"{base}/{database}_restore", str(dump)],
+            check=True,
+            timeout=300,
         )
-        dumped = commits(pg_url)
-        await anyio.sleep(10)
-        execute(admin, f"CREATE DATABASE {database}_restore")
-        await anyio.to_thread.run_sync(
-            lambda: subprocess.run(
-                ["pg_restore", "-d", f"{base}/{database}_restore", str(dump)],
-                check=True,
-                timeout=300,
-            )
-        )
-        assert commits(pg_url) > dumped  # the agent wrote on meanwhile
-        execute(admin, f"DROP DATABASE {database} WITH (FORCE)")
-        execute(admin, f"ALTER DATABASE {database}_restore RENAME TO {database}")
-        await anyio.to_thread.run_sync(containers.wait, "restored")
-        await until_reached(lambda: count(pg_url, [cid]), N)
-        await anyio.sleep(1)
-        stop_process(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    )
+    assert commits(pg_url) > dumped  # the agent wrote on meanwhile
+    execute(admin, f"DROP DATABASE {database} WITH (FORCE)")
+    execute(admin, f"ALTER DATABASE {database}_restore RENAME TO {database}")
+    await anyio.to_thread.run_sync(containers.wait, "restored")
+    await until_reached(lambda: count(pg_url, [cid]), N)
+    await anyio.sleep(1)
+    stop_process(proc)
     assert_exact(pg_url, cid)
     log = (tmp_path / "agent.log").read_text()
     assert "collecting again from what it holds" in log, log[-3000:]

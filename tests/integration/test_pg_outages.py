@@ -67,25 +67,21 @@ async def test_postgresql_restarted_and_down_30s_mid_burst_loses_and_doubles_not
     tmp_path: Path, containers: Containers, pg_url: str
 ) -> None:
     proc = start_agent_process(tmp_path, pg_url)
+    cid = containers.run("outage", numbered_bursts(200, 0.25))  # ~60 s of lines
+    await eventually(lambda: counter(pg_url, cid) > 10_000, limit=60)
+    await anyio.to_thread.run_sync(pg_ctl, "restart", "-m", "fast")
+    before = max(counter(pg_url, cid), 0)
+    await eventually(lambda: counter(pg_url, cid) > before + 10_000, limit=120)
+    await anyio.to_thread.run_sync(pg_ctl, "stop", "-m", "fast")
     try:
-        cid = containers.run("outage", numbered_bursts(200, 0.25))  # ~60 s of lines
-        await eventually(lambda: counter(pg_url, cid) > 10_000, limit=60)
-        await anyio.to_thread.run_sync(pg_ctl, "restart", "-m", "fast")
-        before = max(counter(pg_url, cid), 0)
-        await eventually(lambda: counter(pg_url, cid) > before + 10_000, limit=120)
-        await anyio.to_thread.run_sync(pg_ctl, "stop", "-m", "fast")
-        try:
-            await anyio.sleep(30)  # the container keeps writing; Docker keeps its lines
-            assert proc.poll() is None, "the agent exited while the store was down"
-        finally:
-            await anyio.to_thread.run_sync(pg_ctl, "start")
-        await anyio.to_thread.run_sync(containers.wait, "outage")
-        await until_reached(lambda: counter(pg_url, cid), N)
-        await anyio.sleep(1)
-        stop_process(proc)
+        await anyio.sleep(30)  # the container keeps writing; Docker keeps its lines
+        assert proc.poll() is None, "the agent exited while the store was down"
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        await anyio.to_thread.run_sync(pg_ctl, "start")
+    await anyio.to_thread.run_sync(containers.wait, "outage")
+    await until_reached(lambda: counter(pg_url, cid), N)
+    await anyio.sleep(1)
+    stop_process(proc)
     assert_exactly_once(pg_url, cid)
     log = (tmp_path / "agent.log").read_text()
     # Each outage is said once when it starts and once when it ends, not at every retry.
@@ -103,24 +99,20 @@ async def test_connections_cut_mid_burst_are_made_again(
         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
     locks = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-    try:
-        await anyio.sleep(1.5)
-        cid = containers.run("cut", numbered_bursts(200, 0.05))
-        for reached in (20_000, 60_000, 100_000):
-            await eventually(lambda r=reached: counter(pg_url, cid) > r, limit=120)
-            await eventually(lambda: query(pg_url, locks)[0][0] > 0)  # the host claimed
-            assert query(pg_url, cut)[0][0] >= 2  # the writer's and the host lock's
-        await until_reached(lambda: counter(pg_url, cid), N)
-        # The host is claimed again: a second agent under its name is refused.
-        await eventually(lambda: query(pg_url, locks)[0][0] > 0)
-        with pytest.raises(StoreLocked):
-            async with LogStorage(pg_url, host="test-host"):
-                pass
-        await anyio.sleep(1)
-        stop_process(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    await anyio.sleep(1.5)
+    cid = containers.run("cut", numbered_bursts(200, 0.05))
+    for reached in (20_000, 60_000, 100_000):
+        await eventually(lambda r=reached: counter(pg_url, cid) > r, limit=120)
+        await eventually(lambda: query(pg_url, locks)[0][0] > 0)  # the host claimed
+        assert query(pg_url, cut)[0][0] >= 2  # the writer's and the host lock's
+    await until_reached(lambda: counter(pg_url, cid), N)
+    # The host is claimed again: a second agent under its name is refused.
+    await eventually(lambda: query(pg_url, locks)[0][0] > 0)
+    with pytest.raises(StoreLocked):
+        async with LogStorage(pg_url, host="test-host"):
+            pass
+    await anyio.sleep(1)
+    stop_process(proc)
     assert_exactly_once(pg_url, cid)
     assert (tmp_path / "agent.log").read_text().count("taken again") == 3
 
