@@ -7,7 +7,7 @@ import random
 import pytest
 
 from agent.durations import format_duration, parse_duration
-from agent.level_names import ERROR, FATAL, INFO, WARN, level_of_word
+from agent.level_names import ERROR, FATAL, INFO, WARN, WORDS, level_of_word
 from agent.policy import Matchers
 from agent.shaping import levels as levels_module
 from agent.shaping.hints import HintRule, hints_for
@@ -248,7 +248,9 @@ def _one_line(fmt: str, line: str) -> int | None:
     """A line's level as the rules say it, a line at a time: the text's first, then a JSON
     line's key, then the first logfmt key that stands as a key."""
     if fmt in ("auto", "text") and (m := levels_module._TEXT.match(line)):
-        return levels_module._text_level(m)
+        if m.group(3):  # glog's letter
+            return {"I": INFO, "W": WARN, "E": ERROR, "F": FATAL}[m.group(3)]
+        return WORDS.get((m.group(1) or m.group(2)).lower())
     if fmt in ("auto", "json") and line.startswith("{") and (m := levels_module._JSON.search(line)):
         return level_of_word(m[1])
     if fmt in ("auto", "logfmt") and (m := levels_module._LOGFMT.search(line)):
@@ -264,7 +266,8 @@ def test_levels_of_a_batch_are_each_line_s_own() -> None:
     parts = ["{", '"level"', '"lvl"', '"@l"', ":", " : ", '"', "info", "WARN", "30", "99",
              "9" * 12, "level=", "lvl=", "severity=", "log_level=", "log.level=", "xlevel=",
              " ", "\t", '"warn"', "=", "msg=hi", "[ERROR]", "ERROR ", "2024-01-01 ", "Ünï",
-             "²", 'level="', "D", "e"]  # fmt: skip
+             "²", 'level="', "D", "e", "I0501 12:00:00 ", "W1231 23:59:59", "F0101 00:00:00",
+             "E0101 00:00:00", "[notice]", "Warning", "(crit)", "<Debug>"]  # fmt: skip
     rng = random.Random(11)
     for _ in range(3000):
         batch = ["".join(rng.choice(parts) for _ in range(rng.randint(0, 8)))
