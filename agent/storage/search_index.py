@@ -58,19 +58,25 @@ async def prepare(db: BaseDBAsyncClient, *, on: bool) -> None:
     no longer kept up would answer for rows it does not hold)."""
     if not _sqlite(db):
         return
-    if on and not await exists(db):  # made with no position: from the first row
-        async with transaction() as conn:
-            await conn.execute_query(
-                f"CREATE VIRTUAL TABLE {TABLE} USING fts5(message, "
-                f"content='{LogLine._meta.db_table}', content_rowid='id', tokenize='trigram', "
-                "detail='none')"
-            )
-            await conn.execute_query("DELETE FROM consumer_positions WHERE name = ?", [NAME])
-    elif await exists(db):
+    if on:
+        if not await exists(db):  # made with no position: from the first row
+            await _create(db)
+        return  # kept, with its position, from one start to the next
+    if await exists(db):
         log.warning("storage.search_index is off: dropping the search index")
         async with transaction() as conn:
             await conn.execute_query(f"DROP TABLE {TABLE}")
             await conn.execute_query("DELETE FROM consumer_positions WHERE name = ?", [NAME])
+
+
+async def _create(db: BaseDBAsyncClient) -> None:
+    async with transaction() as conn:
+        await conn.execute_query(
+            f"CREATE VIRTUAL TABLE {TABLE} USING fts5(message, "
+            f"content='{LogLine._meta.db_table}', content_rowid='id', tokenize='trigram', "
+            "detail='none')"
+        )
+        await conn.execute_query("DELETE FROM consumer_positions WHERE name = ?", [NAME])
 
 
 async def indexed_upto(db: BaseDBAsyncClient) -> int | None:

@@ -120,6 +120,21 @@ async def test_retention_takes_rows_out_of_the_index_and_off_drops_it(tmp_path: 
     assert "search-index" not in names
 
 
+async def test_an_index_kept_on_is_kept_from_one_start_to_the_next(tmp_path: Path) -> None:
+    """Each start prepares the index: one that is there stays, with its position (a
+    review: every second start dropped it, and the next built it again from the first row)."""
+    url = db_url(tmp_path)
+    for start in range(3):
+        async with LogStorage(url, host="h") as storage:
+            await fill(storage, 1_000, time.time_ns() - DAY)
+            await search_index.prepare(storage.db, on=True)
+            indexer = SearchIndexer(storage.db)
+            while await indexer.step():
+                pass
+            assert indexer.indexed == 1_000  # this start's rows alone
+            assert await search_index.indexed_upto(storage.db) == 1_000 * (start + 1)
+
+
 @pytest.mark.docker
 async def test_the_agent_indexes_behind_its_writer_when_asked(
     tmp_path: Path, containers: Containers
