@@ -56,6 +56,20 @@ class FrameError(Exception):
         self.lines = lines
 
 
+def _without_nul(out: LineBatch) -> LineBatch:
+    """Its lines with each NUL as U+FFFD, flagged replaced (as invalid UTF-8 is): PostgreSQL's
+    text cannot hold a NUL, and SQLite's search index and LENGTH stop at one. So a line is
+    the same text on either store, and the same as the collector holds when it compares a
+    line Docker sends again with the stored one. One C-speed look a chunk."""
+    messages = out.messages
+    if messages and "\x00" in "".join(messages):
+        for i, message in enumerate(messages):
+            if "\x00" in message:
+                messages[i] = message.replace("\x00", "\ufffd")
+                out.flags[i] |= FLAG_REPLACED
+    return out
+
+
 # Docker's own timestamp format (RFC3339NanoFixed, UTC), as it starts every record.
 _DOCKER_STAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
 
@@ -144,9 +158,9 @@ class FrameDecoder:
             else:
                 self._feed_frames(data, out)
         except FrameError as exc:
-            exc.lines = out
+            exc.lines = _without_nul(out)
             raise
-        return out
+        return _without_nul(out)
 
     @property
     def holding(self) -> bool:
@@ -188,7 +202,7 @@ class FrameDecoder:
             )
             self._rest.clear()
         self._lines.finish(out)
-        return out
+        return _without_nul(out)
 
     # -- multiplexed stream ------------------------------------------------------------
 

@@ -186,6 +186,28 @@ def test_invalid_utf8_is_replaced_and_flagged_not_dropped() -> None:
     ]
 
 
+@pytest.mark.parametrize("tty", [False, True])
+def test_a_nul_is_stored_as_u_fffd_and_flagged_whole_or_in_pieces(tty: bool) -> None:
+    """A NUL in a line is U+FFFD from the decoder on: PostgreSQL's text cannot hold one and
+    SQLite's search index stopped at it (a review: the line was missed by --grep through it),
+    so the line is the same text on either store, and as the collector compares it."""
+    long = b"x" * (DOCKER_PARTIAL_BYTES - 3) + b"\x00yz" + b"\x00tail"  # a NUL in each piece
+
+    def record(ts: bytes, msg: bytes) -> bytes:
+        return rec(ts, msg) if tty else frame(1, rec(ts, msg))
+
+    data = record(T1, b"boot\x00ERROR disk\n") + record(T2, b"fine\n")
+    if not tty:  # and a line in two 16 KiB pieces
+        data += record(T3, long[:DOCKER_PARTIAL_BYTES])
+        data += record(T3, long[DOCKER_PARTIAL_BYTES:] + b"\n")
+    data += record(T3, b"end\x00")
+    lines = decode_every_split(data, tty=tty)
+    texts = [(e.message, e.flags) for e in lines]
+    stream_long = [] if tty else [(long.decode().replace("\x00", "\ufffd"), FLAG_REPLACED)]
+    assert texts == [("boot\ufffdERROR disk", FLAG_REPLACED), ("fine", 0), *stream_long,
+                     ("end\ufffd", FLAG_REPLACED)]  # fmt: skip
+
+
 def test_malformed_header_raises_and_keeps_lines_before_it() -> None:
     data = frame(1, rec(T1, b"kept\n")) + b"\x07\x00\x00\x00\x00\x00\x00\x05hello"
     dec = Dec("abc", "web", tty=False)
