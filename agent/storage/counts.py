@@ -169,32 +169,42 @@ async def histogram(
 ) -> list[tuple[int, str | int, int]]:
     """Lines per bucket from `lo_ns` to before `hi_ns` (whole minutes), stacked by stream or
     level: (bucket start, stream or level number, lines). `source_ids` None: every container.
-    Buckets of whole hours from an hour's start read the hourly counts (24 rows a day)."""
-    m = Marks(db.capabilities.dialect)
+    Buckets of whole hours from an hour's start read the hourly counts (24 rows a day) up to
+    the last whole hour, the minutes after it (an `until` within an hour) from the minute
+    counts: an hour's row counts its lines past `until` too (a review's finding)."""
     per = max(1, bucket_ns // MINUTE_NS)
     lo, hi = lo_ns // MINUTE_NS, -(-hi_ns // MINUTE_NS)
-    hourly = per % 60 == 0 and lo % 60 == 0
-    table = HOURLY if hourly else TABLE
-    clauses = [f"minute >= {m()}", f"minute < {m()}"]
-    values: list[Any] = [lo, hi]
-    if source_ids is not None:
-        if not source_ids:
-            return []
-        clauses.append(f"source_id IN ({m.many(len(source_ids))})")
-        values += source_ids
-    if host is not None:
-        clauses.append(f"host = {m()}")
-        values.append(host)
-    if streams:
-        clauses.append(f"stream IN ({m.many(len(streams))})")
-        values += list(streams)
-    if min_level is not None:
-        clauses.append(f"level >= {int(min_level)}")
-    column = "stream" if by == "stream" else "level"
-    bucket = f"(minute - {lo}) / {per}"
-    _, rows = await db.execute_query(
-        f"SELECT {bucket}, {column}, SUM(n) FROM {table} WHERE {' AND '.join(clauses)} "
-        f"GROUP BY {bucket}, {column} ORDER BY 1, 2",
-        values,
-    )
-    return [((lo + int(r[0]) * per) * MINUTE_NS, r[1], int(r[2])) for r in rows]
+    parts = [(TABLE, lo, hi)]
+    if per % 60 == 0 and lo % 60 == 0:
+        whole = max(lo, hi - hi % 60)
+        parts = [(HOURLY, lo, whole), (TABLE, whole, hi)]
+    summed: Counter[tuple[int, str | int]] = Counter()
+    for table, start, stop in parts:
+        if start >= stop:
+            continue
+        m = Marks(db.capabilities.dialect)
+        clauses = [f"minute >= {m()}", f"minute < {m()}"]
+        values: list[Any] = [start, stop]
+        if source_ids is not None:
+            if not source_ids:
+                return []
+            clauses.append(f"source_id IN ({m.many(len(source_ids))})")
+            values += source_ids
+        if host is not None:
+            clauses.append(f"host = {m()}")
+            values.append(host)
+        if streams:
+            clauses.append(f"stream IN ({m.many(len(streams))})")
+            values += list(streams)
+        if min_level is not None:
+            clauses.append(f"level >= {int(min_level)}")
+        column = "stream" if by == "stream" else "level"
+        bucket = f"(minute - {lo}) / {per}"
+        _, rows = await db.execute_query(
+            f"SELECT {bucket}, {column}, SUM(n) FROM {table} WHERE {' AND '.join(clauses)} "
+            f"GROUP BY {bucket}, {column}",
+            values,
+        )
+        for r in rows:
+            summed[(int(r[0]), r[1])] += int(r[2])
+    return [((lo + b * per) * MINUTE_NS, key, n) for (b, key), n in sorted(summed.items())]

@@ -16,6 +16,7 @@ import pytest
 
 from agent.batch import Line, LineBatch, Source
 from agent.storage import LogStorage
+from agent.storage.counts import histogram
 from agent.storage.retention import Retention
 from tests.conftest import ROOT, query, write_line
 
@@ -85,6 +86,30 @@ async def test_counts_equal_the_rows_per_minute_and_survive_retention(store_url:
     assert left == 6_000 - report.by_age
     (kept,) = query(store_url, "SELECT COUNT(*) FROM log_lines")
     assert int(kept[0]) == left
+
+
+async def test_hourly_buckets_stop_at_an_until_within_an_hour(store_url: str) -> None:
+    """Buckets of hours read the hourly counts, but an `until` within an hour ends the last
+    one there: the lines after it in that hour are not counted (a review: they were)."""
+    hour = 60 * MINUTE
+    base = (time.time_ns() - DAY) // hour * hour  # an hour's start, yesterday
+    stamps = [base + m * MINUTE for m in (10, 29, 30, 45, 70, 95)]
+    async with LogStorage(store_url, host="h") as storage:
+        batch = LineBatch(Source("c" * 64, "web"))
+        for ts in stamps:
+            batch.append("stdout", ts, "", "x", 0, 1)
+        await storage.write(batch)
+        await storage.flush()
+        for until in (30, 60, 90, 120):
+            rows = await histogram(storage.db, source_ids=None, host=None, streams=(),
+                                   min_level=None, lo_ns=base, hi_ns=base + until * MINUTE,
+                                   bucket_ns=hour, by="stream")  # fmt: skip
+            got = {(at - base) // hour: n for at, _, n in rows}
+            want: dict[int, int] = {}
+            for ts in stamps:
+                if ts < base + until * MINUTE:
+                    want[(ts - base) // hour] = want.get((ts - base) // hour, 0) + 1
+            assert got == want, until
 
 
 async def test_a_store_from_before_the_counts_is_counted_once_when_upgraded(
