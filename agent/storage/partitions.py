@@ -95,14 +95,17 @@ async def ensure_days(conn: BaseDBAsyncClient, days: Iterable[int]) -> None:
 RETIRED = "_retired"  # a detached day waiting to be counted off its containers and dropped
 
 
-async def retire(conn: BaseDBAsyncClient, name: str) -> bool:
+async def retire(conn: BaseDBAsyncClient, name: str) -> str | None:
     """Detach a day's partition and rename it out of the writer's way, in one short
-    transaction (the caller's); False if the table lock was not had within 2 s.
+    transaction (the caller's): its new name, or None if the table lock was not had
+    within 2 s.
 
     Detaching takes the parent's lock first, as writers do, so the two never deadlock, and
     counting its rows happens after, with nothing waiting on it. The lock timeout matters: a
     lock request waits behind a long read (a big `logs`), and every writer would queue
-    behind the request.
+    behind the request. The new name is the detaching transaction's own (its id): a day
+    retired before by a pass that stopped, then made again by a late line of that day, is
+    retired again beside it (a review: one name for both, and every pass after failed).
     """
     table = LogLine._meta.db_table
     await conn.execute_query("SET LOCAL lock_timeout = '2s'")
@@ -110,10 +113,19 @@ async def retire(conn: BaseDBAsyncClient, name: str) -> bool:
         await conn.execute_query(f'ALTER TABLE "{table}" DETACH PARTITION "{name}"')
     except Exception as exc:
         if sqlstate(exc) == LOCK_NOT_AVAILABLE:
-            return False
+            return None
         raise
-    await conn.execute_query(f'ALTER TABLE "{name}" RENAME TO "{name}{RETIRED}"')
-    return True
+    _, rows = await conn.execute_query("SELECT txid_current()")
+    retired = f"{name}_{int(rows[0][0])}{RETIRED}"
+    await conn.execute_query(f'ALTER TABLE "{name}" RENAME TO "{retired}"')
+    return retired
+
+
+def retired_day(table: str) -> str:
+    """The day's partition a retired table was, by name (before `retire` renamed it)."""
+    name = table.removesuffix(RETIRED)
+    head, _, txid = name.rpartition("_")
+    return head if txid.isdigit() and head != LogLine._meta.db_table else name
 
 
 async def retired_tables(db: BaseDBAsyncClient) -> list[str]:

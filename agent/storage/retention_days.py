@@ -35,6 +35,7 @@ async def drop_days(
     to drop). A day that holds rows to keep is trimmed row by row instead. What a forward
     destination did not send of it is its gap (`forwarded`: this host's, forward_gaps.py)."""
     db = storage.db
+    dropped = await _drop_retired(storage, forwarded)  # a stopped pass's first: no clash
     for day, name in partitions.whole_days_before(await partitions.existing_days(db), cutoff_ns):
         day_end = (day + 1) * partitions.DAY_NS
         if await _keeps_some(db, name, day_end, now_ns):
@@ -44,7 +45,7 @@ async def drop_days(
                 started = time.perf_counter()
                 retired = await partitions.retire(conn, name)
                 # Again, now that no row can come in: one may have since the first look.
-                if retired and await _keeps_some(conn, name + partitions.RETIRED, day_end, now_ns):
+                if retired and await _keeps_some(conn, retired, day_end, now_ns):
                     raise _Kept
                 held(started)
         except _Kept:
@@ -52,14 +53,22 @@ async def drop_days(
         if not retired:
             log.warning("retention: %s is in use, it is dropped at a later pass", name)
         storage.writer.days.discard(day)
+    return dropped + await _drop_retired(storage, forwarded)
+
+
+async def _drop_retired(storage: LogStorage, forwarded: Mapping[str, Sends]) -> int:
+    """Count each retired day off its containers (lines, bytes, per-minute counts, what a
+    destination did not send) and drop it. The whole day is read before its containers'
+    rows are locked to count it off, and the drop waits 2 s at most for its table (a
+    `pg_dump` may hold it): the writers' commits wait on those rows meanwhile."""
     dropped = 0
-    for table in await partitions.retired_tables(db):
+    for table in await partitions.retired_tables(storage.db):
         async with transaction() as conn:
             _, counted = await conn.execute_query(
                 f'SELECT source_id, COUNT(*), COALESCE(SUM(LENGTH(message)), 0) FROM "{table}" '
                 "GROUP BY source_id"
             )
-            await count_off(conn, {int(r[0]): (int(r[1]), int(r[2])) for r in counted})
+            _, per_minute = await conn.execute_query(grouped_sql(table))
             await unsent_deleted(  # any host's rows: every host's destinations
                 conn,
                 table,
@@ -68,13 +77,14 @@ async def drop_days(
                 sends=forwarded,
                 fleet=True,
             )
-            _, per_minute = await conn.execute_query(grouped_sql(table))
+            await count_off(conn, {int(r[0]): (int(r[1]), int(r[2])) for r in counted})
             await take_off(conn, Counter({(int(r[0]), int(r[1]), str(r[2]), int(r[3])): int(r[4])
                                           for r in per_minute}))  # fmt: skip
+            await conn.execute_query("SET LOCAL lock_timeout = '2s'")
             await conn.execute_query(f'DROP TABLE "{table}"')
         rows = sum(int(r[1]) for r in counted)
         dropped += rows
-        log.info("retention dropped %s (%d rows)", table.removesuffix(partitions.RETIRED), rows)
+        log.info("retention dropped %s (%d rows)", partitions.retired_day(table), rows)
     return dropped
 
 
