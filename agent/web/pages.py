@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import heapq
-from dataclasses import replace
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
 from agent.storage.life import list_life
-from agent.storage.reader import LogFilter, StoredRow, gaps_between, later
+from agent.storage.merged import MergedPages
+from agent.storage.reader import LogFilter, StoredRow, gaps_between
 from agent.web.query import ViewQuery, matching
 
 SEARCH_SCAN = 2000  # rows read per step of a search, whose matches are sent as found
@@ -28,30 +27,19 @@ class Pages:
         """Up to `want` lines of the view after `row`, oldest first, and whether more follow
         (also when AT_SCAN rows were read without finding them all: then, more may)."""
         found: list[StoredRow] = []
-        after = (row.timestamp_ns, row.id)
         scanned = 0
+        step = want + 1 if view.search is None else SEARCH_SCAN
+        pages = MergedPages(self.db, view.flt, (row.timestamp_ns, row.id), backward=False,
+                            page=step)  # fmt: skip
         while scanned < AT_SCAN:
-            step = want + 1 if view.search is None else SEARCH_SCAN
-            page = await self._later(view.flt, after, step)
+            page = await pages.take(step)
             scanned += len(page)
             found += await matching(view.search, page)
             if len(found) > want:
                 return found[:want], True
             if len(page) < step:
                 return found, False
-            after = (page[-1].timestamp_ns, page[-1].id)
         return found, True
-
-    async def _later(self, flt: LogFilter, after: tuple[int, int], limit: int) -> list[StoredRow]:
-        """`reader.later` for several containers: one index range each, merged (as `older`)."""
-        if len(flt.container_ids) <= 1:
-            return await later(self.db, flt, after=after, limit=limit)
-        pages = [
-            await later(self.db, replace(flt, container_ids=(cid,)), after=after, limit=limit)
-            for cid in flt.container_ids
-        ]
-        merged = heapq.merge(*pages, key=lambda r: (r.timestamp_ns, r.id))
-        return list(merged)[:limit]
 
     async def gaps(self, flt: LogFilter, lo: int | None, hi: int | None) -> list[dict[str, Any]]:
         """The gaps of the view's containers from `lo` (inclusive) to `hi` (exclusive)."""

@@ -24,11 +24,11 @@ from agent import render
 from agent.alerts.rules import AlertSettings
 from agent.storage import outbox
 from agent.storage.follow import Position, committed
+from agent.storage.merged import MergedPages
 from agent.storage.postgres import QUERY_CANCELED, sqlstate
 from agent.storage.reader import (
     StoredRow,
     container_summary,
-    older,
     open_store,
 )
 from agent.web.alerts import history_json, rules_json
@@ -223,10 +223,13 @@ class Viewer:
         found = scanned = 0
         want = limit - len(newer)
         first = True
+        # Each container's rows read once however many steps a search takes (storage/merged.py)
+        pages = MergedPages(self.db, view.flt, before, backward=True,
+                            page=want if view.search is None else SEARCH_SCAN)  # fmt: skip
         while True:
             top = ceiling if first else before[0] if before else None
             step = want - found if view.search is None else SEARCH_SCAN
-            page = await older(self.db, view.flt, before=before, limit=step)
+            page = await pages.take(step)
             scanned += len(page)
             matched = await matching(view.search, page)
             rows = matched[: want - found]
