@@ -166,18 +166,23 @@ async def histogram(
     hi_ns: int,
     bucket_ns: int,
     by: str,
+    origin_ns: int | None = None,
 ) -> list[tuple[int, str | int, int]]:
     """Lines per bucket from `lo_ns` to before `hi_ns` (whole minutes), stacked by stream or
     level: (bucket start, stream or level number, lines). `source_ids` None: every container.
-    Buckets of whole hours from an hour's start read the hourly counts (24 rows a day) up to
-    the last whole hour, the minutes after it (an `until` within an hour) from the minute
-    counts: an hour's row counts its lines past `until` too (a review's finding)."""
+    Buckets start at `origin_ns` (default `lo_ns`; a whole minute), the first may begin
+    before `lo_ns`: it counts only the lines from there. Buckets of whole hours from an
+    hour's start read the hourly counts (24 rows a day) for the whole hours within the span,
+    the minutes of a part of an hour at either end from the minute counts: an hour's row
+    counts its lines outside the span too (a review's finding)."""
     per = max(1, bucket_ns // MINUTE_NS)
     lo, hi = lo_ns // MINUTE_NS, -(-hi_ns // MINUTE_NS)
+    origin = lo if origin_ns is None else min(lo, origin_ns // MINUTE_NS)
     parts = [(TABLE, lo, hi)]
-    if per % 60 == 0 and lo % 60 == 0:
-        whole = max(lo, hi - hi % 60)
-        parts = [(HOURLY, lo, whole), (TABLE, whole, hi)]
+    if per % 60 == 0 and origin % 60 == 0:
+        head = min(hi, -(-lo // 60) * 60)  # the first whole hour's start
+        tail = max(head, hi - hi % 60)  # the last whole hour's end
+        parts = [(TABLE, lo, head), (HOURLY, head, tail), (TABLE, tail, hi)]
     summed: Counter[tuple[int, str | int]] = Counter()
     for table, start, stop in parts:
         if start >= stop:
@@ -199,7 +204,7 @@ async def histogram(
         if min_level is not None:
             clauses.append(f"level >= {int(min_level)}")
         column = "stream" if by == "stream" else "level"
-        bucket = f"(minute - {lo}) / {per}"
+        bucket = f"(minute - {origin}) / {per}"
         _, rows = await db.execute_query(
             f"SELECT {bucket}, {column}, SUM(n) FROM {table} WHERE {' AND '.join(clauses)} "
             f"GROUP BY {bucket}, {column}",
@@ -207,4 +212,4 @@ async def histogram(
         )
         for r in rows:
             summed[(int(r[0]), r[1])] += int(r[2])
-    return [((lo + b * per) * MINUTE_NS, key, n) for (b, key), n in sorted(summed.items())]
+    return [((origin + b * per) * MINUTE_NS, key, n) for (b, key), n in sorted(summed.items())]

@@ -101,7 +101,7 @@ async def histogram_json(
     start, bucket, end = span_of(lo, hi, asked.buckets)
     rows = await histogram(
         db, source_ids=sources, host=flt.host, streams=flt.streams, min_level=flt.min_level,
-        lo_ns=start, hi_ns=end, bucket_ns=bucket, by=asked.by,
+        lo_ns=lo, hi_ns=end, bucket_ns=bucket, by=asked.by, origin_ns=start,
     )  # fmt: skip
     n = -(-(end - start) // bucket)
     counts: list[dict[str, int]] = [{} for _ in range(n)]

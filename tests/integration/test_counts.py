@@ -88,28 +88,33 @@ async def test_counts_equal_the_rows_per_minute_and_survive_retention(store_url:
     assert int(kept[0]) == left
 
 
-async def test_hourly_buckets_stop_at_an_until_within_an_hour(store_url: str) -> None:
-    """Buckets of hours read the hourly counts, but an `until` within an hour ends the last
-    one there: the lines after it in that hour are not counted (a review: they were)."""
+async def test_hourly_buckets_count_only_the_span_when_it_ends_within_an_hour(
+    store_url: str,
+) -> None:
+    """Buckets of hours read the hourly counts, but a since or an until within an hour ends
+    the first or last bucket there: the lines of that hour outside the span are not counted
+    (a review: they were, and a bar's count depended on how the span was cut)."""
     hour = 60 * MINUTE
     base = (time.time_ns() - DAY) // hour * hour  # an hour's start, yesterday
-    stamps = [base + m * MINUTE for m in (10, 29, 30, 45, 70, 95)]
+    stamps = [base + m * MINUTE for m in (10, 29, 30, 45, 70, 95, 130)]
     async with LogStorage(store_url, host="h") as storage:
         batch = LineBatch(Source("c" * 64, "web"))
         for ts in stamps:
             batch.append("stdout", ts, "", "x", 0, 1)
         await storage.write(batch)
         await storage.flush()
-        for until in (30, 60, 90, 120):
+        for since, until in [(0, 30), (0, 60), (0, 90), (0, 120), (20, 150), (60, 100),
+                             (30, 45), (0, 180)]:  # fmt: skip
+            lo, hi = base + since * MINUTE, base + until * MINUTE
             rows = await histogram(storage.db, source_ids=None, host=None, streams=(),
-                                   min_level=None, lo_ns=base, hi_ns=base + until * MINUTE,
-                                   bucket_ns=hour, by="stream")  # fmt: skip
+                                   min_level=None, lo_ns=lo, hi_ns=hi, bucket_ns=hour,
+                                   by="stream", origin_ns=base)  # fmt: skip
             got = {(at - base) // hour: n for at, _, n in rows}
             want: dict[int, int] = {}
             for ts in stamps:
-                if ts < base + until * MINUTE:
+                if lo <= ts < hi:
                     want[(ts - base) // hour] = want.get((ts - base) // hour, 0) + 1
-            assert got == want, until
+            assert got == want, (since, until)
 
 
 async def test_a_store_from_before_the_counts_is_counted_once_when_upgraded(
