@@ -20,9 +20,11 @@ from agent.storage.reader import (
     StoredRow,
     resolve_containers,
     rows_by_id,
+    select_rows,
     service_containers,
     where_matched,
 )
+from agent.storage.sql import Marks
 from agent.when import parse_when
 
 # Bounds of what a URL may ask (aiohttp caps the request line at 8 KiB besides).
@@ -108,7 +110,22 @@ async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
         flt = await search_index.narrowed(db, flt, expression)  # as `logagent logs --grep`
     if conditions:  # judged on the rows read, as `logagent logs --where`: both backends alike
         search = fields.both(search, fields.checker(conditions))
+    if at is not None and not await _shown(db, flt, search, at):
+        raise BadQuery(f"at: line {at.id} is not among this view's lines (its host, stream, "
+                       "level, time or search leaves it out)")  # fmt: skip
     return ViewQuery(flt, search, len(ids) != 1, at, bool(expression or conditions))
+
+
+async def _shown(
+    db: BaseDBAsyncClient, flt: LogFilter, search: Callable[[str], bool] | None, row: StoredRow
+) -> bool:
+    """Whether the view's filter and search give this row (read again through them): a link
+    to a line the view leaves out opened the page elsewhere, with nothing marked."""
+
+    def this(m: Marks) -> tuple[str, list[Any]]:
+        return f"l.id = {m()}", [row.id]
+
+    return bool(await matching(search, await select_rows(db, flt, this, "l.id", 1)))
 
 
 def _conditions(params: Any) -> tuple[fields.Condition, ...]:

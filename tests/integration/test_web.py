@@ -672,6 +672,10 @@ async def test_at_opens_a_line_among_the_lines_around_it(store_url: str) -> None
             ("at=999999999", "at: no line 999999999 is stored"),
             ("at=0", "at: no line 0 is stored"),
             ("at=x", "at: 'x' is not a number"),
+            (f"at={by_msg['a500']}&q=7", "is not among this view's lines"),  # a review's
+            (f"at={by_msg['a500']}&stream=stdout", "is not among this view's lines"),  # stderr
+            (f"at={by_msg['a500']}&host=elsewhere", "is not among this view's lines"),
+            (f"at={by_msg['a500']}&level=error", "is not among this view's lines"),
         ):
             response = await client.get(f"/api/lines?{query}", headers=HOST)
             assert response.status == 400, query
