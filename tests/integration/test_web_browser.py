@@ -443,6 +443,41 @@ def test_invisible_characters_are_shown_everywhere_and_bait_lines_do_not_hang_th
 
 
 @pytest.mark.docker
+def test_lines_of_hidden_characters_and_a_long_live_tail_keep_the_tab_answering(
+    browser: Any, stack: Stack, containers: Containers, tmp_path: Path
+) -> None:
+    """A line of 20,000 hidden characters was 20,000 escape nodes (a page of 200 such lines
+    held the tab for minutes: a review's finding): a run is one, a line ESCAPES at most.
+    A live tail keeps the newest 10,000 lines on the page; scrolling back reads the rest."""
+
+    lines = ["\x01" * 20_000] * 150 + ["a\x02" * 500]
+    (tmp_path / "hidden").write_bytes("".join(line + "\n" for line in lines).encode())
+    cid = containers.run(
+        "hidden", "cat /hidden; echo drawn; sleep 3600", "-v", f"{tmp_path / 'hidden'}:/hidden:ro"
+    )
+    until(lambda: stack.rows(cid) >= 152, "the lines stored")
+    open_view(browser, stack, f"/?c={cid}")
+    until(lambda: "drawn" in shown(browser), "the page drawn", limit=120)
+    escapes = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#lines .line .msg'),"
+        " e => e.querySelectorAll('.esc').length)"
+    )
+    assert max(escapes) <= 101, max(escapes)  # ESCAPES pieces, and the rest in one
+    texts = shown(browser)
+    assert ("\\x01" * 20_000)[:1000] in texts[0] and ("a\\x02" * 500) in texts[-2]
+    shot(browser, "hidden-runs")
+    docker("exec", cid, "sh", "-c", "seq 1 12000 > /proc/1/fd/1")  # a live tail of 12,000
+    until(lambda: shown(browser)[-1] == "12000", "the live tail's last line", limit=120)
+    kept = browser.execute_script("return document.querySelectorAll('#lines .line').length")
+    assert kept <= 10_000
+    assert shown(browser)[-10_000:][0] == "2001"  # the newest 10,000
+    browser.execute_script("document.getElementById('lines').scrollTop = 0")  # back up
+    until(lambda: "2000" in shown(browser), "the lines let go, read again")
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors
+
+
+@pytest.mark.docker
 def test_a_containers_life_is_marked_in_its_timeline(
     browser: Any, stack: Stack, containers: Containers
 ) -> None:

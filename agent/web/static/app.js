@@ -5,6 +5,8 @@
   const $ = (id) => document.getElementById(id);
   const PAGE = 200;
   const SHOWN = 20000; // characters of one line shown; the download has all of it
+  const KEPT = 10000; // lines a live tail keeps on the page (older ones: scroll back again)
+  const ESCAPES = 100; // a line's hidden characters drawn as escape pieces; the rest in one
   const MOST_ALERTS = 1000; // the alerts page's largest `limit` (web/query.py)
   const LEVELS = ["", "trace", "debug", "info", "warn", "error", "fatal"];
   const FIELDS = ["q", "where", "stream", "level", "host", "since", "until"]; // the toolbar's
@@ -23,7 +25,8 @@
     loading: false,
     done: false, // no older rows
     stream: null, // the live tail (EventSource)
-    pending: [], // rows that came while the reader was scrolled up
+    pending: [], // rows that came while the reader was scrolled up (at most KEPT)
+    overflowed: false, // more came than that: back to live loads the newest page again
     generation: 0, // a new query abandons what the last one was still loading
   };
 
@@ -223,17 +226,27 @@
       : "<U+" + code.toString(16).toUpperCase().padStart(4, "0") + ">";
   }
 
-  // The viewer's one escaping function (pure): text as [escape?, text] pieces, every hidden
-  // character its own escape piece.
+  // The viewer's one escaping function (pure): text as [escape?, text] pieces, each run of
+  // hidden characters one escape piece. Past ESCAPES pieces the rest is one piece, escaped
+  // as text: a line of 20,000 hidden characters, each its own node, froze the tab.
   function pieces(text) {
     const out = [];
     let at = 0;
     for (const m of text.matchAll(CONTROL)) {
+      if (out.length >= ESCAPES) break;
       if (m.index > at) out.push([false, text.slice(at, m.index)]);
-      out.push([true, shownAs(m[0].codePointAt(0))]);
+      const shown = shownAs(m[0].codePointAt(0));
+      const last = out[out.length - 1];
+      if (last && last[0] && m.index === at) last[1] += shown; // a run: one piece
+      else out.push([true, shown]);
       at = m.index + m[0].length;
     }
-    if (at < text.length) out.push([false, text.slice(at)]);
+    if (at < text.length) {
+      const rest = text.slice(at);
+      out.push(out.length >= ESCAPES
+        ? [true, rest.replace(CONTROL, (c) => shownAs(c.codePointAt(0)))]
+        : [false, rest]);
+    }
     return out;
   }
 
@@ -616,8 +629,14 @@
       const box = $("lines");
       if (!view.following || !atBottom(box)) { // held until the reader comes back (or f)
         view.pending.push(...rows);
+        if (view.pending.length > KEPT) { // too many to keep: the newest page, when back
+          view.overflowed = true;
+          view.pending = view.pending.slice(-KEPT);
+        }
         $("live").hidden = false;
-        $("live").textContent = `${view.pending.length} new lines below: back to live`;
+        $("live").textContent = view.overflowed
+          ? `more than ${KEPT} new lines below: back to live`
+          : `${view.pending.length} new lines below: back to live`;
         return;
       }
       append(rows, box);
@@ -628,10 +647,29 @@
     for (const r of rows) {
       if (!view.firstIds.has(r.id)) box.append(lineNode(r));
     }
+    trim(box);
     box.scrollTop = box.scrollHeight;
   }
 
+  // A live tail keeps the newest KEPT lines on the page (a busy container's tail grew until
+  // the tab died); the ones let go are read again by scrolling back, from the oldest kept.
+  function trim(box) {
+    if (box.childElementCount <= KEPT) return;
+    while (box.childElementCount > KEPT || (box.firstChild && !box.firstChild.dataset.id)) {
+      box.firstChild.remove();
+    }
+    const first = box.firstChild;
+    if (first) {
+      view.oldest = `${first.dataset.ns}:${first.dataset.id}`;
+      view.done = false;
+    }
+  }
+
   function release() { // the held rows, shown, and the view back at the newest
+    if (view.overflowed) { // more than the page keeps came meanwhile: the newest page
+      restart();
+      return;
+    }
     const box = $("lines");
     const rows = view.pending;
     view.pending = [];
@@ -899,6 +937,7 @@
     view.done = false;
     view.loading = false;
     view.pending = [];
+    view.overflowed = false;
     view.refused = false;
     $("live").hidden = true;
     $("newer").hidden = true;
