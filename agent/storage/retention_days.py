@@ -16,6 +16,7 @@ from agent.storage.counts import grouped_sql, take_off
 from agent.storage.db import transaction
 from agent.storage.forward_gaps import unsent_deleted
 from agent.storage.models import AgentState, ContainerCursor
+from agent.storage.postgres import LOCK_NOT_AVAILABLE, sqlstate
 from agent.storage.sends import Sends
 from agent.storage.sql import Marks
 from agent.storage.store import LogStorage
@@ -57,35 +58,46 @@ async def drop_days(
 
 
 async def _drop_retired(storage: LogStorage, forwarded: Mapping[str, Sends]) -> int:
-    """Count each retired day off its containers (lines, bytes, per-minute counts, what a
-    destination did not send) and drop it. The whole day is read before its containers'
-    rows are locked to count it off, and the drop waits 2 s at most for its table (a
-    `pg_dump` may hold it): the writers' commits wait on those rows meanwhile."""
+    """Count each retired day off its containers and drop it; one whose drop waited too long
+    for its table (a `pg_dump` may hold it) is left to a later pass."""
     dropped = 0
     for table in await partitions.retired_tables(storage.db):
-        async with transaction() as conn:
-            _, counted = await conn.execute_query(
-                f'SELECT source_id, COUNT(*), COALESCE(SUM(LENGTH(message)), 0) FROM "{table}" '
-                "GROUP BY source_id"
-            )
-            _, per_minute = await conn.execute_query(grouped_sql(table))
-            await unsent_deleted(  # any host's rows: every host's destinations
-                conn,
-                table,
-                lambda _m: ("1 = 1", []),
-                host=storage.host,
-                sends=forwarded,
-                fleet=True,
-            )
-            await count_off(conn, {int(r[0]): (int(r[1]), int(r[2])) for r in counted})
-            await take_off(conn, Counter({(int(r[0]), int(r[1]), str(r[2]), int(r[3])): int(r[4])
-                                          for r in per_minute}))  # fmt: skip
-            await conn.execute_query("SET LOCAL lock_timeout = '2s'")
-            await conn.execute_query(f'DROP TABLE "{table}"')
-        rows = sum(int(r[1]) for r in counted)
+        try:
+            async with transaction() as conn:
+                rows = await _count_off_and_drop(conn, table, storage.host, forwarded)
+        except Exception as exc:
+            if sqlstate(exc) != LOCK_NOT_AVAILABLE:
+                raise
+            log.warning("retention: %s is in use, it is dropped at a later pass", table)
+            continue
         dropped += rows
         log.info("retention dropped %s (%d rows)", partitions.retired_day(table), rows)
     return dropped
+
+
+async def _count_off_and_drop(
+    conn: BaseDBAsyncClient, table: str, host: str, forwarded: Mapping[str, Sends]
+) -> int:
+    """In the caller's transaction: a retired day's lines, bytes and per-minute counts off
+    its containers, what a destination did not send of it recorded, the day dropped; its
+    rows. The whole day is read before its containers' rows are locked to count it off,
+    and the drop waits 2 s at most for its table: the writers' commits wait on those rows
+    meanwhile."""
+    _, counted = await conn.execute_query(
+        f'SELECT source_id, COUNT(*), COALESCE(SUM(LENGTH(message)), 0) FROM "{table}" '
+        "GROUP BY source_id"
+    )
+    _, per_minute = await conn.execute_query(grouped_sql(table))
+    await unsent_deleted(  # any host's rows: every host's destinations
+        conn, table, lambda _m: ("1 = 1", []), host=host, sends=forwarded, fleet=True
+    )
+    await count_off(conn, {int(r[0]): (int(r[1]), int(r[2])) for r in counted})
+    minutes = Counter({(int(r[0]), int(r[1]), str(r[2]), int(r[3])): int(r[4])
+                       for r in per_minute})  # fmt: skip
+    await take_off(conn, minutes)
+    await conn.execute_query("SET LOCAL lock_timeout = '2s'")
+    await conn.execute_query(f'DROP TABLE "{table}"')
+    return sum(int(r[1]) for r in counted)
 
 
 async def _keeps_some(conn: BaseDBAsyncClient, table: str, day_end_ns: int, now_ns: int) -> bool:

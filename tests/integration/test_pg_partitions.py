@@ -102,6 +102,32 @@ async def test_a_day_made_again_beside_its_retired_self_is_dropped_too(pg_url: s
     ]
 
 
+async def test_a_retired_day_held_by_a_reader_is_dropped_at_a_later_pass(pg_url: str) -> None:
+    """A reader holding the retired day (a pg_dump) made the drop wait with its containers'
+    rows locked, every writer's commit behind it (a review's finding): the drop waits 2 s at
+    most, the pass goes on, and a later pass drops it."""
+    import asyncpg
+
+    async with LogStorage(pg_url, host="h") as storage:
+        await write_days(storage)
+        async with in_transaction("default") as conn:  # a pass stopped right after this
+            retired = await retire(conn, partition_name(day_of(NOW - 10 * DAY_NS)))
+        assert retired
+        reader = await asyncpg.connect(pg_url)
+        try:
+            await reader.execute("BEGIN")
+            await reader.execute(f'SELECT 1 FROM "{retired}" LIMIT 0')  # as pg_dump holds it
+            report = await Retention(storage, max_age_s=7 * 86400, max_bytes=0).run_once(NOW)
+        finally:
+            await reader.close()
+        assert report.by_age == 800  # the other day and the trim: the pass went on
+        assert query(pg_url, "SELECT relname FROM pg_class WHERE relname = $1", retired)
+        again = await Retention(storage, max_age_s=7 * 86400, max_bytes=0).run_once(NOW)
+    assert again.by_age == 500
+    assert query(pg_url, "SELECT relname FROM pg_class WHERE relname LIKE '%retired'") == []
+    assert assert_counts_exact(pg_url) == 300
+
+
 async def test_a_line_of_a_dropped_day_gets_its_day_again(pg_url: str) -> None:
     old = NOW - 10 * DAY_NS
     async with LogStorage(pg_url, host="h", retry_delay=0.05) as storage:
