@@ -426,7 +426,8 @@ def test_invisible_characters_are_shown_everywhere_and_bait_lines_do_not_hang_th
     )
     assert "evil<U+2060>host" in found["host"]
     assert "proj<U+200B>ect" in found["project"] and "pro<U+2029>ject" in found["project"]
-    assert "na<U+200D>me" in found["name"] and "na<U+200D>me" in found["src"]
+    assert "na<U+200D>me" in found["name"]
+    assert "evil<U+2060>host/na<U+200D>me" in found["src"]  # two hosts: each line says its own
     assert ["evil<U+2060>host", "evil\u2060host"] in found["options"]  # shown; the filter raw
     hidden = [ch for ch in "\u200b\u200c\u200d\u2060\ufeff\u00ad\u2028\u2029\u061c"
               if ch in found["text"]]  # fmt: skip
@@ -708,6 +709,41 @@ def test_a_service_recreated_three_times_shows_all_its_containers_lines_in_order
     until(lambda: "cannot read 'status 500'" in status.text, "the reason in the page")
     assert "error" in status.get_attribute("class") and folded(browser) == []
     browser.get_log("browser")  # the refused request's 400 is logged by the browser: expected
+
+
+def test_a_service_of_two_hosts_says_each_line_s_host(browser: Any, tmp_path: Path) -> None:
+    """A name two hosts share, or compose labels anyone may set on another host, make one
+    service of both hosts' lines: each line says its host, and so does each member in the
+    sidebar (a review: a forged line looked like the real replica's)."""
+    import anyio
+    from selenium.webdriver.common.by import By
+
+    from agent.batch import Line, LineBatch, Source
+    from agent.storage import LogStorage
+
+    async def two_hosts() -> None:
+        ns = time.time_ns() - 60 * 10**9
+        for n, host in enumerate(("host-a", "host-b")):
+            async with LogStorage(db_url(tmp_path), host=host) as storage:
+                source = Source(f"{n + 1:064x}", "shop-web-1", project="shop", service="web")
+                lines = [Line("stdout", ns + 2 * i + n, "", f"{host} says {i}") for i in range(3)]
+                await storage.write(LineBatch.of(source, lines))
+
+    anyio.run(two_hosts)
+    stack = Stack(tmp_path, agent=False)
+    try:
+        open_view(browser, stack, "/?service=shop%2Fweb")
+        until(lambda: len(shown(browser)) == 6, "both hosts' lines")
+        names = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#lines .line .src'), e => e.textContent)"
+        )
+        assert names == ["host-a/shop-web-1", "host-b/shop-web-1"] * 3
+        member = browser.find_element(By.CSS_SELECTOR, '#services .svc[data-service="shop/web"]')
+        assert "2 hosts" in member.text
+        assert "host-a/shop-web-1" in member.text and "host-b/shop-web-1" in member.text
+        shot(browser, "service-two-hosts")
+    finally:
+        stack.stop()
 
 
 @pytest.mark.docker

@@ -27,6 +27,7 @@
     stream: null, // the live tail (EventSource)
     pending: [], // rows that came while the reader was scrolled up (at most KEPT)
     overflowed: false, // more came than that: back to live loads the newest page again
+    manyHosts: false, // the view's containers are of several hosts: each line says its host
     generation: 0, // a new query abandons what the last one was still loading
   };
 
@@ -139,11 +140,14 @@
       meta.append(document.createTextNode(`${s.containers.length} containers · ` +
         `${s.lines.toLocaleString()} lines` + (s.last ? ` · last ${shortClock(s.last)}` : "")));
       row.append(meta);
+      const hosts = new Set(s.containers.map((id) => byId.get(id)?.host));
+      if (hosts.size > 1) meta.append(document.createTextNode(` · ${hosts.size} hosts`));
       const members = el("span", "members");
       s.containers.forEach((id, i) => {
         const c = byId.get(id);
         if (i) members.append(", ");
-        members.append(stored("span", c && c.state === "removed" ? "gone" : "", c ? c.name : id.slice(0, 12)));
+        const name = c ? (hosts.size > 1 ? `${c.host}/${c.name}` : c.name) : id.slice(0, 12);
+        members.append(stored("span", c && c.state === "removed" ? "gone" : "", name));
       });
       row.title = "every container of " + visibleText(s.key) + ", merged into one timeline";
       row.append(members);
@@ -482,7 +486,9 @@
     copy.tabIndex = -1;
     node.append(copy);
     node.append(timeNode(row.ns, row.ts));
-    node.append(stored("span", colour(row.cid), row.name));
+    // Of several hosts (a name or a service two hosts share, a label anyone may set): the
+    // host with the name, or a line of one could pass for the other's.
+    node.append(stored("span", colour(row.cid), view.manyHosts ? `${row.host}/${row.name}` : row.name));
     if (row.level) node.append(el("span", "lvl lvl-" + LEVELS[row.level], LEVELS[row.level]));
     node.append(message(row.msg));
     return node;
@@ -929,8 +935,17 @@
   }
 
   // -- wiring -------------------------------------------------------------------------------
+  // The hosts of the view's containers (every container's, with none chosen).
+  function viewHosts() {
+    const service = view.service && serviceOf(view.service);
+    const ids = service ? [...view.selected, ...service.containers] : view.selected;
+    const chosen = ids.length ? view.containers.filter((c) => ids.includes(c.id)) : view.containers;
+    return new Set(chosen.map((c) => c.host));
+  }
+
   async function restart() {
     view.generation++;
+    view.manyHosts = viewHosts().size > 1 && !$("host").value;
     view.oldest = null;
     view.position = null;
     view.firstIds = new Set();
