@@ -30,6 +30,7 @@ from agent.storage.reader import (
     open_store,
     resolve_containers,
     service_containers,
+    several_hosts,
     where_matched,
 )
 from agent.timeline import Timeline
@@ -103,12 +104,17 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
         if matches is not None and opts.grep is not None:  # SQLite: its index narrows
             flt = await search_index.narrowed(db, flt, opts.grep)
         prefix = len(ids) != 1
+        hosts = await several_hosts(db, ids, opts.host)  # then each line says its host
         seen = await committed(db)  # history is what is committed now; -f takes over there
 
         life = partial(list_life, db, container_ids=ids, host=opts.host, since_ns=since)
         timeline = Timeline(await life(until_ns=until)) if opts.events else None
         show = partial(
-            render.event_line, as_json=opts.json, timestamps=opts.timestamps, prefix=prefix
+            render.event_line,
+            as_json=opts.json,
+            timestamps=opts.timestamps,
+            prefix=prefix,
+            hosts=hosts,
         )
 
         def emit(rows: list[StoredRow]) -> None:
@@ -122,6 +128,7 @@ async def logs(db_url: str, opts: LogsOptions, out: TextIO = sys.stdout) -> int:
                             timestamps=opts.timestamps,
                             prefix=prefix,
                             raw=opts.raw,
+                            hosts=hosts,
                         )
                     )
                 else:

@@ -66,9 +66,14 @@ def json_string(text: str) -> str:
     return _JSON.sub(_json_char, quoted) if _JSON.search(quoted) else quoted
 
 
-def plain_line(row: StoredRow, *, timestamps: bool, prefix: bool, raw: bool) -> str:
+def plain_line(
+    row: StoredRow, *, timestamps: bool, prefix: bool, raw: bool, hosts: bool = False
+) -> str:
+    """A line as text: with `prefix` its container's name before it, with `hosts` (a
+    selection of several hosts' containers: reader.several_hosts) `host/name`."""
     message = row.message if raw else terminal_safe(row.message)
-    head = f"{row.container_name} | " if prefix else ""
+    name = f"{terminal_safe(row.host)}/{row.container_name}" if hosts else row.container_name
+    head = f"{name} | " if prefix or hosts else ""
     stamp = f"{row.rfc3339} " if timestamps else ""
     return f"{head}{stamp}{message}\n"
 
@@ -81,6 +86,7 @@ def rows_text(
     timestamps: bool = False,
     prefix: bool = False,
     raw: bool = False,
+    hosts: bool = False,
 ) -> str:
     """Rows as `logagent logs` prints them (and the viewer's download, the same): those the
     matcher takes, as JSON lines or as text."""
@@ -91,7 +97,8 @@ def rows_text(
         if as_json:
             text.append(json_line(row))
         else:
-            text.append(plain_line(row, timestamps=timestamps, prefix=prefix, raw=raw))
+            text.append(plain_line(row, timestamps=timestamps, prefix=prefix, raw=raw,
+                                   hosts=hosts))  # fmt: skip
     return "".join(text)
 
 
@@ -125,7 +132,9 @@ def life_text(event: LifeView) -> str:
     return event.action
 
 
-def event_line(event: LifeView, *, as_json: bool, timestamps: bool, prefix: bool) -> str:
+def event_line(
+    event: LifeView, *, as_json: bool, timestamps: bool, prefix: bool, hosts: bool = False
+) -> str:
     """A container's event among its lines (`logs --events`). In text, marked `--- `; a line
     can print that too, so `--json` is the form to parse: there an event has "event" and
     no "stream"."""
@@ -144,7 +153,8 @@ def event_line(event: LifeView, *, as_json: bool, timestamps: bool, prefix: bool
             for k, v in fields.items()
         )
         return "{" + body + "}\n"
-    head = f"{terminal_safe(event.container_name)} | " if prefix else ""
+    name = f"{event.host}/{event.container_name}" if hosts else event.container_name
+    head = f"{terminal_safe(name)} | " if prefix or hosts else ""
     stamp = f"{event.time} " if timestamps else ""
     return f"{head}{stamp}--- {life_text(event)}\n"
 

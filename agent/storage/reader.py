@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from itertools import islice
@@ -186,6 +186,31 @@ async def resolve_containers(db: BaseDBAsyncClient, refs: list[str]) -> list[str
             raise LookupError(f"container id prefix {ref!r} is ambiguous: {len(found)} match")
         ids += [f for f in found if f not in ids]
     return ids
+
+
+async def several_hosts(
+    db: BaseDBAsyncClient, container_ids: Sequence[str], host: str | None
+) -> bool:
+    """Whether a selection's lines come from more than one host (these containers', or
+    every container's with none named): then each line says its host as well as its name —
+    a name two hosts share, or compose labels anyone may set on another host, would let one
+    host's lines pass for the other's."""
+    if host is not None:
+        return False
+    table = ContainerCursor._meta.db_table
+    if not container_ids:
+        _, rows = await db.execute_query(f"SELECT COUNT(DISTINCT host) FROM {table}")
+        return int(rows[0][0]) > 1
+    hosts: set[str] = set()
+    for at in range(0, len(container_ids), 500):
+        chunk = list(container_ids[at : at + 500])
+        m = Marks(_dialect(db))
+        _, rows = await db.execute_query(
+            f"SELECT DISTINCT host FROM {table} WHERE container_id IN ({m.many(len(chunk))})",
+            chunk,
+        )
+        hosts.update(str(r[0]) for r in rows)
+    return len(hosts) > 1
 
 
 async def service_containers(db: BaseDBAsyncClient, service: str) -> list[str]:

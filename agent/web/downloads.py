@@ -47,4 +47,6 @@ async def view_text(db: BaseDBAsyncClient, view: ViewQuery, *, as_json: bool) ->
     upto = await committed(db)
     async for page in history(db, view.flt, upto=upto):
         page = await matching(view.search, page)
-        yield render.rows_text(page, matches=None, as_json=as_json, prefix=view.prefix)
+        yield render.rows_text(
+            page, matches=None, as_json=as_json, prefix=view.prefix, hosts=view.hosts
+        )

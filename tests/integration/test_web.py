@@ -22,7 +22,7 @@ from multidict import MultiDict
 
 from agent.alerts.engine import Alert
 from agent.alerts.rules import AlertSettings, parse_alerts
-from agent.batch import LineBatch, Source
+from agent.batch import Line, LineBatch, Source
 from agent.storage import LogStorage, outbox
 from agent.storage.db import transaction
 from agent.storage.follow import committed
@@ -706,6 +706,33 @@ async def test_gz_downloads_decompress_to_what_logagent_logs_prints(store_url: s
         for query, said in (("format=xml", "format: 'xml'"), ("gzip=yes", "gzip: 'yes'")):
             response = await client.get(f"/api/download?{query}", headers=HOST)
             assert response.status == 400 and said in (await response.json())["error"]
+
+
+async def test_lines_of_several_hosts_say_their_host_in_logs_and_downloads(
+    store_url: str,
+) -> None:
+    """A service (or a name) two hosts share: `logs` and the text download print each line
+    as host/name (a review: one host's lines passed for the other's); of one host, or one
+    host chosen, as before."""
+    for n, host in enumerate(("host-a", "host-b")):
+        async with LogStorage(store_url, host=host) as storage:
+            source = Source(f"{n + 1:064x}", "shop-web-1", project="shop", service="web")
+            lines = [Line("stdout", T0 + 2 * i + n, "", f"{host} says {i}") for i in range(3)]
+            await storage.write(LineBatch.of(source, lines))
+    hosts = ("host-a", "host-b")
+    both = "".join(f"{h}/shop-web-1 | {h} says {i}\n" for i in range(3) for h in hosts)
+    async with viewer(store_url) as client:
+        for query, args, want in (
+            ("service=shop/web&format=text", ["--service", "shop/web"], both),
+            ("format=text", [], both),
+            ("service=shop/web&host=host-a&format=text",
+             ["--service", "shop/web", "--host", "host-a"],
+             "".join(f"shop-web-1 | host-a says {i}\n" for i in range(3))),
+        ):  # fmt: skip
+            response = await client.get(f"/api/download?{query}", headers=HOST)
+            cli = await anyio.to_thread.run_sync(lambda a=args: logagent(store_url, "logs", *a))
+            assert cli.returncode == 0, cli.stderr
+            assert await response.text() == cli.stdout == want, query
 
 
 def _rows_in(url: str, lo: int, hi: int, where: str = "", *args: object) -> int:
