@@ -33,7 +33,8 @@ class MergedPages:
         page: int,
     ) -> None:
         self.db, self.backward, self.page = db, backward, page
-        cids = flt.container_ids or ((),)  # no container named: all of them, as one range
+        # Each container once (a name it had twice named it twice); none named: all, as one
+        cids = tuple(dict.fromkeys(flt.container_ids)) or ((),)
         self._filters = [replace(flt, container_ids=(c,)) if c else flt for c in cids]
         # Per container: where its next read starts, its rows read and not taken (in
         # order, the next last), its next page's size, and whether it has no more.
@@ -43,6 +44,7 @@ class MergedPages:
         self._size = [first] * len(self._filters)
         self._done = [False] * len(self._filters)
         self._heap: list[tuple[tuple[int, int], int]] | None = None
+        self._empty: int | None = None  # a container taken to its last row read
 
     async def take(self, n: int) -> list[StoredRow]:
         """The next `n` rows (fewer: the rest; none: no more)."""
@@ -51,12 +53,17 @@ class MergedPages:
             for i in range(len(self._filters)):
                 await self._refill(i)
         heap, out = self._heap, list[StoredRow]()
-        while len(out) < n and heap:
+        while len(out) < n:
+            if self._empty is not None:  # read only now that another row is wanted
+                i, self._empty = self._empty, None
+                await self._refill(i)
+            if not heap:
+                break
             _, i = heapq.heappop(heap)
             rows = self._rows[i]
             out.append(rows.pop())
             if not rows:
-                await self._refill(i)
+                self._empty = i
             else:
                 heapq.heappush(heap, (self._key(rows[-1]), i))
         return out

@@ -184,7 +184,7 @@ async def resolve_containers(db: BaseDBAsyncClient, refs: list[str]) -> list[str
             raise LookupError(f"no stored logs for container {ref!r}")
         if len(set(found)) > 1 and not exact:
             raise LookupError(f"container id prefix {ref!r} is ambiguous: {len(found)} match")
-        ids += [f for f in found if f not in ids]
+        ids += [f for f in dict.fromkeys(found) if f not in ids]  # a name it had twice: once
     return ids
 
 

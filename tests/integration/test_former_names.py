@@ -37,3 +37,21 @@ async def test_a_container_renamed_in_a_loop_keeps_each_former_name_once_and_a_b
     # bound once each new name took one old one's place), and no name is cut.
     assert len(kept) == len(set(kept)) and len(former) <= FORMER_NAMES_MAX
     assert all(k[0] in "l" and len(k) == 254 for k in kept), kept[:2]
+
+
+async def test_a_name_a_container_had_twice_names_it_once(store_url: str) -> None:
+    """Renamed a → b → a, `a` is its name and a former one: it was named twice, and a view
+    of it showed each line twice (a review's finding)."""
+    from agent.storage.reader import LogFilter, older, resolve_containers
+
+    cid = "e" * 64
+    async with LogStorage(store_url, host="h") as storage:
+        for version, name in enumerate(["a", "b", "a"]):
+            batch = LineBatch(Source(cid, name, version=version))
+            batch.append("stdout", 10**18 + version, "", f"line as {name}", 0, 5)
+            await storage.write(batch)
+            await storage.flush()
+        ids = await resolve_containers(storage.db, ["a"])
+        assert ids == [cid]
+        rows = await older(storage.db, LogFilter(container_ids=tuple(ids)), before=None, limit=9)
+    assert [r.message for r in rows] == ["line as a", "line as b", "line as a"]

@@ -59,6 +59,10 @@ async def test_steps_give_every_row_once_in_order_and_read_each_once(
                     if start is None or (r.timestamp_ns, r.id) < start]  # fmt: skip
             assert got == want
             assert read <= len(want) + 12 * 2_000  # each row read once, a page ahead at most
+        read = 0  # one container, as many rows as a page: one read, not one more (a review)
+        one = MergedPages(storage.db, LogFilter(container_ids=(cids[0],) * 2), None,
+                          backward=True, page=200)  # fmt: skip
+        assert len(await one.take(200)) == 200 and read == 200
         after = (every[3_000].timestamp_ns, every[3_000].id)
         forward = MergedPages(storage.db, flt, after, backward=False, page=500)
         got = []
