@@ -180,7 +180,9 @@ async def histogram(
     origin = lo if origin_ns is None else min(lo, origin_ns // MINUTE_NS)
     parts = [(TABLE, lo, hi)]
     if per % 60 == 0 and origin % 60 == 0:
-        head = min(hi, -(-lo // 60) * 60)  # the first whole hour's start
+        # The first whole hour's start: none before 1970, whose hourly rows are keyed by
+        # division toward zero (hour_start), not by the hour they begin.
+        head = min(hi, max(-(-lo // 60) * 60, 0))
         tail = max(head, hi - hi % 60)  # the last whole hour's end
         parts = [(TABLE, lo, head), (HOURLY, head, tail), (TABLE, tail, hi)]
     summed: Counter[tuple[int, str | int]] = Counter()

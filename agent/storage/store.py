@@ -252,7 +252,9 @@ class LogStorage:
                 f"WHERE source_id = {marks()} AND timestamp_ns IN ({marks.many(len(chunk))})",
                 [source_id, *chunk],
             )
-            there.update((str(s), int(t), str(m)) for s, t, m in rows)
+            # A row stored with a NUL (SQLite, before the decoder replaced it) matches the line
+            # as the decoder gives it now.
+            there.update((str(s), int(t), str(m).replace("\x00", "\ufffd")) for s, t, m in rows)
         return {i for i, line in enumerate(lines) if line in there}
 
     async def mark(self, source: Source, state: str) -> None:

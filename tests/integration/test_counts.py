@@ -143,3 +143,20 @@ async def test_a_store_from_before_the_counts_is_counted_once_when_upgraded(
     async with LogStorage(url, host="h"):
         pass
     assert assert_counts_exact(url) == 1_000
+
+
+async def test_hourly_buckets_before_1970_count_each_line_once(store_url: str) -> None:
+    """Before 1970 the hourly rows are keyed by division toward zero, not by their hour:
+    such hours come from the minute counts (a review: a line was counted twice)."""
+    hour = 60 * MINUTE
+    stamp = -90 * MINUTE + 10**9  # 1969-12-31T22:30:01
+    async with LogStorage(store_url, host="h") as storage:
+        batch = LineBatch(Source("c" * 64, "web"))
+        batch.append("stdout", stamp, "", "x", 0, 1)
+        await storage.write(batch)
+        await storage.flush()
+        for since in (-180, -120, -90, -100):
+            rows = await histogram(storage.db, source_ids=None, host=None, streams=(),
+                                   min_level=None, lo_ns=since * MINUTE, hi_ns=hour,
+                                   bucket_ns=hour, by="stream", origin_ns=-3 * hour)  # fmt: skip
+            assert {at: n for at, _, n in rows} == {-2 * hour: 1}, since
