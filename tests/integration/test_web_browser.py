@@ -451,21 +451,22 @@ def test_lines_of_hidden_characters_and_a_long_live_tail_keep_the_tab_answering(
     held the tab for minutes: a review's finding): a run is one, a line ESCAPES at most.
     A live tail keeps the newest 10,000 lines on the page; scrolling back reads the rest."""
 
-    lines = ["\x01" * 20_000] * 150 + ["a\x02" * 500]
+    lines = ["\x01" * 20_000] * 150 + ["a\x02" * 500, "\x1b[1mb\x1b[0m" * 3000]
     (tmp_path / "hidden").write_bytes("".join(line + "\n" for line in lines).encode())
     cid = containers.run(
         "hidden", "cat /hidden; echo drawn; sleep 3600", "-v", f"{tmp_path / 'hidden'}:/hidden:ro"
     )
-    until(lambda: stack.rows(cid) >= 152, "the lines stored")
+    until(lambda: stack.rows(cid) >= 153, "the lines stored")
     open_view(browser, stack, f"/?c={cid}")
     until(lambda: "drawn" in shown(browser), "the page drawn", limit=120)
-    escapes = browser.execute_script(
+    nodes = browser.execute_script(
         "return Array.from(document.querySelectorAll('#lines .line .msg'),"
-        " e => e.querySelectorAll('.esc').length)"
+        " e => e.querySelectorAll('*').length + e.childNodes.length)"
     )
-    assert max(escapes) <= 101, max(escapes)  # ESCAPES pieces, and the rest in one
+    assert max(nodes) <= 2 * 201 + 2, max(nodes)  # NODES a line, and the rest in one
     texts = shown(browser)
-    assert ("\\x01" * 20_000)[:1000] in texts[0] and ("a\\x02" * 500) in texts[-2]
+    assert ("\\x01" * 20_000)[:1000] in texts[0] and ("a\\x02" * 500) in texts[-3]
+    assert "b\\x1b[0m\\x1b[1mb" in texts[-2]  # colour codes past the bound: written out
     shot(browser, "hidden-runs")
     docker("exec", cid, "sh", "-c", "seq 1 12000 > /proc/1/fd/1")  # a live tail of 12,000
     until(lambda: shown(browser)[-1] == "12000", "the live tail's last line", limit=120)

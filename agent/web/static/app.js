@@ -6,7 +6,7 @@
   const PAGE = 200;
   const SHOWN = 20000; // characters of one line shown; the download has all of it
   const KEPT = 10000; // lines a live tail keeps on the page (older ones: scroll back again)
-  const ESCAPES = 100; // a line's hidden characters drawn as escape pieces; the rest in one
+  const NODES = 200; // nodes a line is drawn with at most (escapes, colours); the rest in one
   const MOST_ALERTS = 1000; // the alerts page's largest `limit` (web/query.py)
   const LEVELS = ["", "trace", "debug", "info", "warn", "error", "fatal"];
   const FIELDS = ["q", "where", "stream", "level", "host", "since", "until"]; // the toolbar's
@@ -231,13 +231,11 @@
   }
 
   // The viewer's one escaping function (pure): text as [escape?, text] pieces, each run of
-  // hidden characters one escape piece. Past ESCAPES pieces the rest is one piece, escaped
-  // as text: a line of 20,000 hidden characters, each its own node, froze the tab.
+  // hidden characters one escape piece.
   function pieces(text) {
     const out = [];
     let at = 0;
     for (const m of text.matchAll(CONTROL)) {
-      if (out.length >= ESCAPES) break;
       if (m.index > at) out.push([false, text.slice(at, m.index)]);
       const shown = shownAs(m[0].codePointAt(0));
       const last = out[out.length - 1];
@@ -245,17 +243,24 @@
       else out.push([true, shown]);
       at = m.index + m[0].length;
     }
-    if (at < text.length) {
-      const rest = text.slice(at);
-      out.push(out.length >= ESCAPES
-        ? [true, rest.replace(CONTROL, (c) => shownAs(c.codePointAt(0)))]
-        : [false, rest]);
-    }
+    if (at < text.length) out.push([false, text.slice(at)]);
     return out;
   }
 
-  function escaped(text, into, classes) {
-    for (const [escape, part] of pieces(text)) {
+  // Pieces drawn, as many as `budget.left` allows (a line's: NODES); past it, the rest in one
+  // node, its hidden characters written out and not marked, the node saying so. A line of
+  // 20,000 hidden characters or colour changes, each its own node, froze the tab.
+  function escaped(text, into, classes, budget = { left: Infinity }) {
+    const parts = pieces(text);
+    for (let k = 0; k < parts.length; k++) {
+      if (budget.left <= 0) {
+        const rest = el("span", "rest", parts.slice(k).map((piece) => piece[1]).join(""));
+        rest.title = "the rest of this line, its hidden characters written out, not marked";
+        into.append(rest);
+        return;
+      }
+      budget.left--;
+      const [escape, part] = parts[k];
       into.append(escape ? el("span", "esc", part) : span(classes, part));
     }
   }
@@ -271,14 +276,19 @@
   }
 
   function ansi(text, into) {
+    const budget = { left: NODES }; // for the whole line, whatever its colour changes
     let classes = [];
     let at = 0;
     for (const m of text.matchAll(SGR)) {
-      if (m.index > at) escaped(text.slice(at, m.index), into, classes);
+      if (m.index > at) escaped(text.slice(at, m.index), into, classes, budget);
+      if (budget.left <= 0) { // the rest from here, colour codes written out: one node
+        at = m.index;
+        break;
+      }
       classes = sgr(m[1], classes);
       at = m.index + m[0].length;
     }
-    if (at < text.length) escaped(text.slice(at), into, classes);
+    if (at < text.length) escaped(text.slice(at), into, classes, budget);
   }
 
   function sgr(params, classes) {
@@ -660,7 +670,8 @@
   // A live tail keeps the newest KEPT lines on the page (a busy container's tail grew until
   // the tab died); the ones let go are read again by scrolling back, from the oldest kept.
   function trim(box) {
-    if (box.childElementCount <= KEPT) return;
+    // Not while a page scrolled back to streams in: it goes above the lines trimmed.
+    if (box.childElementCount <= KEPT || view.loading) return;
     while (box.childElementCount > KEPT || (box.firstChild && !box.firstChild.dataset.id)) {
       box.firstChild.remove();
     }
@@ -673,6 +684,7 @@
 
   function release() { // the held rows, shown, and the view back at the newest
     if (view.overflowed) { // more than the page keeps came meanwhile: the newest page
+      view.at = ""; // not a linked line's context again
       restart();
       return;
     }
@@ -1155,6 +1167,7 @@
       button.addEventListener("click", () => {
         $("since").value = button.dataset.last;
         $("until").value = "";
+        view.at = ""; // a new range: a linked line may be outside it
         hist.zooms = [];
         restart();
       });
