@@ -195,13 +195,15 @@ class StreamReader:
         self.daemon_said = _report_notices(decoder) or self.daemon_said
         if ended and self.shaper.joiner is not None:  # the stream is over: events are whole
             await self._store(self.shaper.flush())
-        if held := self.guard.finish():
-            log.warning(
-                "%s: the stream ended while %d lines older than the last stored one were "
-                "held back: taken as re-sent by Docker, not stored",
-                self.where(),
-                held,
-            )
+        guard = self.guard
+        held = guard.finish(self.source)  # older than the position: the store decides
+        if held:
+            before = guard.resent, guard.stepped_back
+            held = await self._resend.drop_stored(held, guard.late)
+            guard.late = []
+            if (guard.resent, guard.stepped_back) != before:
+                _report_guard(self.where(), guard, before)
+            await self._pass_on(held)
 
     async def mark(self, state: str) -> None:
         """The container's state as the store shows it (the viewer's list): committed by a
@@ -244,6 +246,10 @@ class StreamReader:
             batch = await self._resend.drop_stored(batch, guard.late)
         if (guard.resent, guard.stepped_back) != before:
             _report_guard(self.where(), guard, before)
+        await self._pass_on(batch)
+
+    async def _pass_on(self, batch: LineBatch) -> None:
+        """Lines past the skipper and the guard, on to the shaper and the store."""
         if not batch:
             return
         if self.seen is not self.cursor:
@@ -291,8 +297,9 @@ def _report_guard(where: str, guard: ResendGuard, before: tuple[int, int]) -> No
         )
     if guard.stepped_back and not before[1]:
         log.warning(
-            "%s: lines came with timestamps before the last stored one, and were not a "
-            "re-send (the host clock stepped back?): stored late, counted in "
+            "%s: lines came with timestamps before the last stored one, and the store did "
+            "not hold them (the host clock stepped back, or Docker's follower skipped them "
+            "after a rotation and sent them later): stored late, counted in "
             "logagent_clock_stepped_back_lines",
             where,
         )
