@@ -93,6 +93,15 @@ class Cursor:
     def copy(self) -> Cursor:
         return Cursor({s: list(pos) for s, pos in self.positions.items()})
 
+    def keep_ahead_of(self, before: Cursor) -> dict[str, tuple[int, int]]:
+        """Each stream's position no earlier than it was `before` (lines older than it
+        stored late, with nothing after them); the position now."""
+        for stream, pos in before.positions.items():
+            now = self.positions.get(stream)
+            if now is None or (now[0], now[1]) < (pos[0], pos[1]):
+                self.positions[stream] = list(pos)
+        return {s: (pos[0], pos[1]) for s, pos in self.positions.items()}
+
 
 _DROP, _PAST = 0, 1
 MAX_HELD = 100_000  # lines held back while it is not yet known whether they were re-sent
