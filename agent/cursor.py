@@ -11,7 +11,7 @@ from __future__ import annotations
 from itertools import islice
 from operator import lt
 
-from agent.batch import FLAG_CONTINUED, STREAMS, LineBatch, Source
+from agent.batch import FLAG_CONTINUED, STREAMS, LineBatch
 from agent.timestamps import since_param
 
 # The two streams' copiers stamp lines independently, so a line can follow a later-stamped
@@ -93,15 +93,6 @@ class Cursor:
     def copy(self) -> Cursor:
         return Cursor({s: list(pos) for s, pos in self.positions.items()})
 
-    def keep_ahead_of(self, before: Cursor) -> dict[str, tuple[int, int]]:
-        """Each stream's position no earlier than it was `before` (lines older than it
-        stored late, with nothing after them); the position now."""
-        for stream, pos in before.positions.items():
-            now = self.positions.get(stream)
-            if now is None or (now[0], now[1]) < (pos[0], pos[1]):
-                self.positions[stream] = list(pos)
-        return {s: (pos[0], pos[1]) for s, pos in self.positions.items()}
-
 
 _DROP, _PAST = 0, 1
 MAX_HELD = 100_000  # lines held back while it is not yet known whether they were re-sent
@@ -121,10 +112,7 @@ class _Episode:
     both decide with this. A re-read that passes without `matched` means Docker no longer had
     those lines (rotated away). On a live stream, a re-send replays the log forward through
     the position (`matched`); a host clock stepped back gives new lines older timestamps that
-    never meet the position's own lines exactly (held lines are new, not re-sent). Either
-    way the guard's held lines are asked of the store: a follower that reopened a rotated
-    file may have skipped ahead first, then replayed from before the skip (a soak: 2,131
-    lines never stored, dropped as a re-send when the replay met the position).
+    never meet the position's own lines exactly (held lines are new, not re-sent).
     """
 
     __slots__ = ("held", "held_bytes", "left", "matched", "spilled", "ts")
@@ -184,10 +172,9 @@ class Skipper:
 class ResendGuard:
     """Keeps a live stream's lines moving forward, per stream (Docker's timestamps only grow).
 
-    A line older than its stream's position opens an episode (see `_Episode`): its lines are
-    held until it ends, then let through late (`late`), for the collector to drop those the
-    store holds (a re-send: `were_stored` counts them in `resent`) and store the others (a
-    clock stepped back, or lines a rotation's follower skipped: `stepped_back`).
+    A line older than its stream's position opens an episode (see `_Episode`): re-sent lines
+    are dropped and counted in `resent`; lines that were new after all (a clock stepped back)
+    are let through, late, and counted in `stepped_back`.
     """
 
     def __init__(self, cursor: Cursor) -> None:
@@ -282,8 +269,10 @@ class ResendGuard:
                 self._tail[streams[i]] = (stamps[i], messages[i])
 
     def _verdict(self, episode: _Episode, out: LineBatch, last: dict[str, list[int]]) -> None:
-        """An episode over, `matched` or not: its held lines are asked of the store (a
-        replay that met the position may hold lines a skip ahead never sent)."""
+        if episode.matched:
+            self.resent += len(episode.held)
+            self._held_bytes -= episode.held_bytes
+            return
         self._release(episode, out, last)
 
     def _release(self, episode: _Episode, out: LineBatch, last: dict[str, list[int]]) -> None:
@@ -306,17 +295,14 @@ class ResendGuard:
         self.stepped_back -= count
         self.resent += count
 
-    def finish(self, source: Source) -> LineBatch:
-        """End of stream: the lines still held, all late (the collector asks the store)."""
-        out = LineBatch(source)
-        last: dict[str, list[int]] = {}
-        self.late = []  # indexes into `out` from here
-        for episode in self._episodes.values():
-            self._release(episode, out, last)
+    def finish(self) -> int:
+        """End of stream: lines still held are taken as re-sent; how many."""
+        held = sum(len(e.held) for e in self._episodes.values())
+        self.resent += held
         self._episodes.clear()
         self._rows.clear()
         self._held_bytes = 0
-        return out
+        return held
 
 
 def _pass(

@@ -193,25 +193,15 @@ class StreamReader:
         """The stream is over: its last partial line, and (`ended`) its open events."""
         await self._deliver(self._skipper.new(decoder.finish()))
         self.daemon_said = _report_notices(decoder) or self.daemon_said
-        await self._held_at_end()
         if ended and self.shaper.joiner is not None:  # the stream is over: events are whole
             await self._store(self.shaper.flush())
-
-    async def _held_at_end(self) -> None:
-        """Lines the guard still holds when the stream ends (older than the position): the
-        store decides which were a re-send; the others are stored, and the position stays
-        where it was (the lines after them up to it were stored before: read from the held
-        lines' time again, they were stored twice)."""
-        guard = self.guard
-        held = guard.finish(self.source)
-        if not held:
-            return
-        before = guard.resent, guard.stepped_back
-        held = await self._resend.drop_stored(held, guard.late)
-        guard.late = []
-        if (guard.resent, guard.stepped_back) != before:
-            _report_guard(self.where(), guard, before)
-        await self._pass_on(held, keep_ahead=True)
+        if held := self.guard.finish():
+            log.warning(
+                "%s: the stream ended while %d lines older than the last stored one were "
+                "held back: taken as re-sent by Docker, not stored",
+                self.where(),
+                held,
+            )
 
     async def mark(self, state: str) -> None:
         """The container's state as the store shows it (the viewer's list): committed by a
@@ -254,24 +244,16 @@ class StreamReader:
             batch = await self._resend.drop_stored(batch, guard.late)
         if (guard.resent, guard.stepped_back) != before:
             _report_guard(self.where(), guard, before)
-        await self._pass_on(batch)
-
-    async def _pass_on(self, batch: LineBatch, *, keep_ahead: bool = False) -> None:
-        """Lines past the skipper and the guard, on to the shaper and the store
-        (`keep_ahead`: positions never moved back by them)."""
         if not batch:
             return
         if self.seen is not self.cursor:
-            seen = self.seen.copy()
             self.seen.advance(batch)
-            if keep_ahead:
-                self.seen.keep_ahead_of(seen)
         self.lines += len(batch)
         self.progress.moved()
         self.last_timestamp_ns = batch.timestamps_ns[-1]
-        await self._store(self.shaper.shape(batch, now()), keep_ahead=keep_ahead)
+        await self._store(self.shaper.shape(batch, now()))
 
-    async def _store(self, shaped: Shaped, *, keep_ahead: bool = False) -> None:
+    async def _store(self, shaped: Shaped) -> None:
         """Rows to the sink, with the position past the lines they consumed (also when every
         one was filtered out: the position is committed all the same)."""
         rows = shaped.rows
@@ -279,8 +261,6 @@ class StreamReader:
             return
         before = self.cursor.copy()
         rows.position = self.cursor.advance_over(shaped.streams, shaped.stamps)
-        if keep_ahead:
-            rows.position = self.cursor.keep_ahead_of(before)
         try:
             with self.progress.storing():
                 await self._write(rows)  # waits while the store's queue is full
@@ -311,9 +291,8 @@ def _report_guard(where: str, guard: ResendGuard, before: tuple[int, int]) -> No
         )
     if guard.stepped_back and not before[1]:
         log.warning(
-            "%s: lines came with timestamps before the last stored one, and the store did "
-            "not hold them (the host clock stepped back, or Docker's follower skipped them "
-            "after a rotation and sent them later): stored late, counted in "
+            "%s: lines came with timestamps before the last stored one, and were not a "
+            "re-send (the host clock stepped back?): stored late, counted in "
             "logagent_clock_stepped_back_lines",
             where,
         )

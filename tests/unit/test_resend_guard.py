@@ -12,25 +12,9 @@ def lines(stream: str, *stamps: int) -> list[Line]:
     return [Line(stream, ts, str(ts), f"{stream} {ts}") for ts in stamps]
 
 
-# Per guard, the lines "stored": what passed (the collector's store, for its late lines).
-STORED: dict[int, set[tuple[str, int, str]]] = {}
-
-
-def asked(guard: ResendGuard, batch: LineBatch) -> LineBatch:
-    """The late lines the store holds dropped, as collectors/resend.py does."""
-    stored = STORED.setdefault(id(guard), set())
-    rows = list(zip(batch.streams, batch.timestamps_ns, batch.messages, strict=True))
-    drop = {i for i in guard.late if rows[i] in stored}
-    guard.were_stored(len(drop))
-    kept = batch.take([i for i in range(len(batch)) if i not in drop])
-    stored.update(zip(kept.streams, kept.timestamps_ns, kept.messages, strict=True))
-    return kept
-
-
 def through(guard: ResendGuard, cursor: Cursor, given: list[Line]) -> list[int]:
-    """Deliver as the collector does: filter, the store asked about late lines, then
-    advance; the timestamps that passed."""
-    batch = asked(guard, guard.filter(LineBatch.of(SOURCE, given)))
+    """Deliver as the collector does: filter, then advance; the timestamps that passed."""
+    batch = guard.filter(LineBatch.of(SOURCE, given))
     cursor.advance(batch)
     return batch.timestamps_ns
 
@@ -106,22 +90,10 @@ def test_each_stream_is_guarded_on_its_own() -> None:
     assert guard.resent == 2
 
 
-def test_end_of_stream_asks_the_store_about_what_is_still_held() -> None:
-    cursor, guard = guarded(*lines("stdout", 1, 2, 4))
-    assert through(guard, cursor, lines("stdout", 2, 3)) == []
-    assert asked(guard, guard.finish(SOURCE)).timestamps_ns == [3]  # 2 was stored, 3 not
-    assert (guard.resent, guard.stepped_back) == (1, 1)
-
-
-def test_a_replay_after_a_skip_ahead_stores_the_lines_skipped() -> None:
-    """Seen in a soak with a rotating log: Docker's follower jumped ahead (past lines it
-    never sent), then replayed from before the jump through the position. The replay met
-    the position, and every line held was dropped as a re-send: 2,131 lines never stored,
-    no gap. The store is asked: those it never had are stored, late."""
+def test_end_of_stream_counts_what_is_still_held() -> None:
     cursor, guard = guarded(*lines("stdout", 1, 2, 3))
-    assert through(guard, cursor, lines("stdout", 7, 8)) == [7, 8]  # 4..6 skipped
-    assert through(guard, cursor, lines("stdout", 3, 4, 5, 6, 7, 8, 9)) == [4, 5, 6, 9]
-    assert (guard.resent, guard.stepped_back) == (3, 3)
+    assert through(guard, cursor, lines("stdout", 2)) == []
+    assert guard.finish() == 1 and guard.resent == 1
 
 
 def test_a_replay_that_sends_the_last_line_twice_stores_it_once() -> None:
