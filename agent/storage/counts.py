@@ -185,32 +185,34 @@ async def histogram(
         head = min(hi, max(-(-lo // 60) * 60, 0))
         tail = max(head, hi - hi % 60)  # the last whole hour's end
         parts = [(TABLE, lo, head), (HOURLY, head, tail), (TABLE, tail, hi)]
+    if source_ids is not None and not source_ids:
+        return []
+    # One statement for each part: its span's two values first, then the filter's.
+    m = Marks(db.capabilities.dialect)
+    clauses = [f"minute >= {m()}", f"minute < {m()}"]
+    values: list[Any] = []
+    if source_ids is not None:
+        clauses.append(f"source_id IN ({m.many(len(source_ids))})")
+        values += source_ids
+    if host is not None:
+        clauses.append(f"host = {m()}")
+        values.append(host)
+    if streams:
+        clauses.append(f"stream IN ({m.many(len(streams))})")
+        values += list(streams)
+    if min_level is not None:
+        clauses.append(f"level >= {int(min_level)}")
+    column = "stream" if by == "stream" else "level"
+    bucket = f"(minute - {origin}) / {per}"
+    where = " AND ".join(clauses)
     summed: Counter[tuple[int, str | int]] = Counter()
     for table, start, stop in parts:
         if start >= stop:
             continue
-        m = Marks(db.capabilities.dialect)
-        clauses = [f"minute >= {m()}", f"minute < {m()}"]
-        values: list[Any] = [start, stop]
-        if source_ids is not None:
-            if not source_ids:
-                return []
-            clauses.append(f"source_id IN ({m.many(len(source_ids))})")
-            values += source_ids
-        if host is not None:
-            clauses.append(f"host = {m()}")
-            values.append(host)
-        if streams:
-            clauses.append(f"stream IN ({m.many(len(streams))})")
-            values += list(streams)
-        if min_level is not None:
-            clauses.append(f"level >= {int(min_level)}")
-        column = "stream" if by == "stream" else "level"
-        bucket = f"(minute - {origin}) / {per}"
         _, rows = await db.execute_query(
-            f"SELECT {bucket}, {column}, SUM(n) FROM {table} WHERE {' AND '.join(clauses)} "
+            f"SELECT {bucket}, {column}, SUM(n) FROM {table} WHERE {where} "
             f"GROUP BY {bucket}, {column}",
-            values,
+            [start, stop, *values],
         )
         for r in rows:
             summed[(int(r[0]), r[1])] += int(r[2])
