@@ -11,6 +11,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from agent import render
 from agent.storage.follow import committed, history
+from agent.storage.reader import several_hosts
 from agent.web.answers import HEADERS
 from agent.web.query import ViewQuery, matching, parse_download
 
@@ -45,8 +46,8 @@ async def stream_download(
 async def view_text(db: BaseDBAsyncClient, view: ViewQuery, *, as_json: bool) -> AsyncIterator[str]:
     """The view as `logagent logs` writes it, a page at a time."""
     upto = await committed(db)
-    async for page in history(db, view.flt, upto=upto):
+    flt = view.flt  # several hosts' containers: each line says its host, as `logs` prints
+    hosts = not as_json and await several_hosts(db, flt.container_ids, flt.host)
+    async for page in history(db, flt, upto=upto):
         page = await matching(view.search, page)
-        yield render.rows_text(
-            page, matches=None, as_json=as_json, prefix=view.prefix, hosts=view.hosts
-        )
+        yield render.rows_text(page, matches=None, as_json=as_json, prefix=view.prefix, hosts=hosts)

@@ -22,7 +22,6 @@ from agent.storage.reader import (
     rows_by_id,
     select_rows,
     service_containers,
-    several_hosts,
     where_matched,
 )
 from agent.storage.sql import Marks
@@ -55,7 +54,6 @@ class ViewQuery:
     prefix: bool  # several containers: the text download names each line's container
     at: StoredRow | None = None  # `at`: the line the view opens at, marked
     texts: bool = False  # a search or `where`: lines narrowed further than counts know
-    hosts: bool = False  # several hosts' containers: and its host (reader.several_hosts)
 
 
 async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
@@ -115,8 +113,7 @@ async def parse_query(db: BaseDBAsyncClient, params: Any) -> ViewQuery:
     if at is not None and not await _shown(db, flt, search, at):
         raise BadQuery(f"at: line {at.id} is not among this view's lines (its host, stream, "
                        "level, time or search leaves it out)")  # fmt: skip
-    hosts = await several_hosts(db, ids, flt.host)
-    return ViewQuery(flt, search, len(ids) != 1, at, bool(expression or conditions), hosts)
+    return ViewQuery(flt, search, len(ids) != 1, at, bool(expression or conditions))
 
 
 async def _shown(
